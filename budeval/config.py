@@ -1,0 +1,67 @@
+"""Settings of budeval, read from ``BUDEVAL_*`` environment variables with defaults for the embedded mode.
+
+Embedded default: everything under one data directory (``BUDEVAL_DATA_DIR``, default the user's data dir):
+chDB store, folder archive, results, SQLite state of the embedded sidecar. In a cluster the Helm chart sets DSNs
+and URLs for ClickHouse, S3 and the Kubernetes backend; the code is the same.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("BUDEVAL_DATA_DIR") or platformdirs.user_data_dir("budeval"))
+
+
+def default_cache_dir() -> Path:
+    """Large reusable downloads and builds (OpenCompass venv, model, kube binaries): outside any checkout."""
+    return Path(os.environ.get("BUDEVAL_CACHE") or Path.home() / ".cache" / "budeval")
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    store_dsn: str = ""  # default: chdb:///{data_dir}/clickhouse
+    archive_url: str = ""  # default: file://{data_dir}/archive ; or s3://bucket?endpoint=http://host:port
+    results_root: Path | None = None  # default: {data_dir}/results
+    backend: Literal["local", "kubernetes"] = "local"
+    namespace: str = "budeval"
+    runner_image: str = "ghcr.io/budeval/opencompass-runner:0.5.4"
+    runner_service_account: str = "budeval-runner"
+    results_pvc: str = "budeval-results"
+    #: Python interpreter of the OpenCompass venv (local backend); OpenCompass needs numpy<2, so it lives apart.
+    opencompass_python: str = ""
+    engine_version: str = "0.5.4"
+    pubsub_name: str = "budeval-pubsub"
+    request_topic: str = "budeval.requests"
+    events_topic: str = "budeval.events"
+    max_parallel_runs: int = 2
+    poll_initial_s: float = 5.0
+    poll_max_s: float = 60.0
+    unschedulable_after_s: float = 600.0
+
+    def resolved_store_dsn(self) -> str:
+        return self.store_dsn or f"chdb:///{(self.data_dir / 'clickhouse').as_posix().lstrip('/')}"
+
+    def resolved_archive_url(self) -> str:
+        return self.archive_url or (self.data_dir / "archive").resolve().as_uri()
+
+    def resolved_results_root(self) -> Path:
+        return self.results_root or self.data_dir / "results"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for name in cls.model_fields:
+            raw = env.get(f"BUDEVAL_{name.upper()}")
+            if raw is not None and raw != "":
+                values[name] = raw
+        return cls.model_validate(values)

@@ -1,0 +1,131 @@
+"""The one error hierarchy of budeval: every adapter translates its vendor's errors into these.
+
+    BudevalError
+    ├── TerminalError                 fail now, never retry (bad input, broken files, a run that failed)
+    │   ├── ValidationError           a request or setting that does not satisfy the schema
+    │   ├── UnsafeIdError             an id that is not a DNS label (path traversal, upper case, too long)
+    │   ├── ResultParseError          an OpenCompass output file is missing, empty, truncated or garbled
+    │   │   └── NoSummaryError        the run folder has no summary CSV (an aborted run)
+    │   ├── RunFailedError            a job ended without scores (crash, OOM, deadline, task errors)
+    │   ├── ConflictError             an object exists that is not ours (e.g. a Job with foreign labels)
+    │   ├── NotFoundError             an evaluation, run or object that does not exist
+    │   └── SchemaVersionError        the store holds a newer schema than this code knows
+    └── TransientError                retry with backoff (network, 5xx, 429, a server starting up)
+        ├── StoreUnavailableError     ClickHouse cannot be reached or answered 5xx
+        ├── ArchiveUnavailableError   the S3 endpoint cannot be reached or answered 5xx
+        └── BackendUnavailableError   the Kubernetes API or the local runner cannot be reached
+
+Messages are cut to ``MAX_MESSAGE`` characters so that no large payload (or secret inside one) reaches a log.
+"""
+
+from __future__ import annotations
+
+MAX_MESSAGE = 500
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+
+
+class BudevalError(Exception):
+    """Base of every error budeval raises on purpose."""
+
+    #: A stable machine-readable class name for events and statuses (e.g. ``parse_error``).
+    reason: str = "error"
+    transient: bool = False
+
+    def __init__(self, message: str) -> None:
+        self.message = _short(message)
+        super().__init__(self.message)
+
+
+class TerminalError(BudevalError):
+    """Retrying cannot help."""
+
+    reason = "terminal"
+
+
+class TransientError(BudevalError):
+    """Retrying later may help."""
+
+    reason = "transient"
+    transient = True
+
+
+class ValidationError(TerminalError):
+    reason = "invalid_request"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message if field is None else f"{field}: {message}")
+
+
+class UnsafeIdError(ValidationError):
+    reason = "unsafe_id"
+
+
+class ResultParseError(TerminalError):
+    """A result file cannot be read; names the file and, where known, the line."""
+
+    reason = "parse_error"
+
+    def __init__(self, message: str, path: str | None = None, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        where = "" if path is None else f"{path}" + ("" if line is None else f":{line}")
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class NoSummaryError(ResultParseError):
+    reason = "no_summary"
+
+
+class RunFailedError(TerminalError):
+    reason = "run_failed"
+
+    def __init__(self, message: str, reason_class: str = "run_failed", log_excerpt: str = "") -> None:
+        self.reason_class = reason_class
+        self.log_excerpt = log_excerpt
+        super().__init__(message)
+
+
+class ConflictError(TerminalError):
+    reason = "conflict"
+
+
+class NotFoundError(TerminalError):
+    reason = "not_found"
+
+
+class SchemaVersionError(TerminalError):
+    reason = "schema_version"
+
+
+class StoreUnavailableError(TransientError):
+    reason = "store_unavailable"
+
+
+class ArchiveUnavailableError(TransientError):
+    reason = "archive_unavailable"
+
+
+class BackendUnavailableError(TransientError):
+    reason = "backend_unavailable"
+
+
+__all__ = [
+    "ArchiveUnavailableError",
+    "BackendUnavailableError",
+    "BudevalError",
+    "ConflictError",
+    "NoSummaryError",
+    "NotFoundError",
+    "ResultParseError",
+    "RunFailedError",
+    "SchemaVersionError",
+    "StoreUnavailableError",
+    "TerminalError",
+    "TransientError",
+    "UnsafeIdError",
+    "ValidationError",
+]

@@ -1,0 +1,1 @@
+"""Pydantic models at every boundary: requests, events, parsed results."""

@@ -1,0 +1,95 @@
+"""Interfaces of the result store (ClickHouse server or chDB) and the archive (S3 or a local folder).
+
+The workflow's activities depend on these protocols only; ``budeval.storage.factory`` picks the implementation
+from a DSN / URL so that the embedded default and a cluster differ in configuration only.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from budeval.schemas.results import ParsedRun
+
+EvalStatus = Literal["pending", "running", "completed", "partial", "failed", "cancelled", "rejected", "reused"]
+
+
+class EvaluationRecord(BaseModel):
+    """One row per evaluation: status, model identity, timings and provenance."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    eval_id: str
+    experiment_id: str | None = None
+    status: EvalStatus
+    params_hash: str = ""
+    model_name: str = ""
+    model_source: str = ""  # hub id / path / endpoint URL (never a key)
+    model_revision: str = ""
+    datasets: list[str] = Field(default_factory=list)
+    reused_from: str | None = None
+    reason: str | None = None
+    archive_url: str | None = None
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+    #: Provenance: engine version, image, config hash, dataset versions, generation settings, budeval version, ...
+    provenance: dict[str, Any] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class StoreReport(BaseModel):
+    metrics: int
+    predictions: int
+
+
+class ScoreRow(BaseModel):
+    eval_id: str
+    run_id: str
+    model: str
+    dataset: str
+    metric: str
+    score: float | None
+    status: str
+    version: str = ""
+    mode: str = ""
+
+
+class ResultStore(Protocol):
+    def migrate(self) -> list[str]:
+        """Apply pending migrations; return the ids applied (empty when up to date)."""
+        ...
+
+    def record_evaluation(self, record: EvaluationRecord) -> None:
+        """Insert or replace the evaluation row (latest write wins)."""
+        ...
+
+    def get_evaluation(self, eval_id: str) -> EvaluationRecord | None: ...
+
+    def find_reusable(self, params_hash: str) -> EvaluationRecord | None:
+        """The newest ``completed`` evaluation with these params, if any."""
+        ...
+
+    def store_run(self, eval_id: str, run_id: str, parsed: ParsedRun) -> StoreReport:
+        """Write metric, status and prediction rows of one run; storing the same run twice yields the same rows."""
+        ...
+
+    def results(self, eval_id: str) -> list[ScoreRow]: ...
+
+    def close(self) -> None: ...
+
+
+class ArchiveReceipt(BaseModel):
+    url: str  # e.g. s3://bucket/eval/run/ or file:///path/eval/run/
+    files: int
+    bytes: int
+    uploaded: int
+    skipped: int  # identical objects already present
+
+
+class Archive(Protocol):
+    def upload_run(self, source: Path, prefix: str, provenance: dict[str, Any]) -> ArchiveReceipt:
+        """Copy the whole folder under ``prefix`` plus ``manifest.json``; idempotent; never modifies ``source``."""
+        ...
