@@ -1,1 +1,1 @@
-"""events"""
+"""CloudEvents 1.0 that budeval publishes (started, progress, completed, failed, cancelled, rejected)."""

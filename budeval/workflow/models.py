@@ -1,0 +1,140 @@
+"""One pydantic model in and one out per activity: fields may be added later, never changed in meaning."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from budeval.backends.base import RunSpec, RunState
+from budeval.schemas.request import EvalRequest
+from budeval.schemas.results import DatasetStatus, MetricRow
+
+EvalOutcome = Literal["completed", "partial", "failed", "reused", "rejected", "cancelled"]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WorkflowInput(Model):
+    request: EvalRequest
+    #: When the request was accepted (ISO 8601), for provenance; the workflow clock is ``ctx.current_utc_datetime``.
+    received_at: str
+    # Settings copied in at intake: workflow code may not read configuration (it would break replay determinism).
+    max_parallel_runs: int = 2
+    poll_initial_s: float = 5.0
+    poll_max_s: float = 60.0
+
+
+class RunPlan(Model):
+    run_id: str
+    datasets: list[str]
+
+
+class ValidatedRequest(Model):
+    request: EvalRequest
+    params_hash: str
+    engine_version: str
+    runs: list[RunPlan]
+
+
+class Reusable(Model):
+    found: bool
+    reused_from: str | None = None
+    archive_url: str | None = None
+    scores: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class RenderedRuns(Model):
+    specs: list[RunSpec]
+    config_hashes: dict[str, str]
+
+
+class RunInput(Model):
+    spec: RunSpec
+    poll_initial_s: float
+    poll_max_s: float
+    #: Absolute deadline of the whole evaluation (ISO 8601, UTC).
+    deadline: str
+
+
+class RunOutcome(Model):
+    run_id: str
+    datasets: list[str]
+    state: RunState
+    metrics: list[MetricRow] = Field(default_factory=list)
+    statuses: list[DatasetStatus] = Field(default_factory=list)
+    predictions: int = 0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state.phase == "succeeded" and self.error is None
+
+
+class ExtractInput(Model):
+    eval_id: str
+    run_id: str
+
+
+class Extracted(Model):
+    metrics: list[MetricRow]
+    statuses: list[DatasetStatus]
+    timestamp: str
+    opencompass_version: str | None = None
+
+
+class Stored(Model):
+    metrics: int
+    predictions: int
+
+
+class ArchiveInput(Model):
+    eval_id: str
+    provenance: dict[str, Any]
+
+
+class Archived(Model):
+    url: str | None
+    files: int = 0
+    uploaded: int = 0
+    skipped: int = 0
+    error: str | None = None
+
+
+class FinishInput(Model):
+    validated: ValidatedRequest
+    outcome: EvalOutcome
+    runs: list[RunOutcome]
+    archive_url: str | None
+    reason: str | None
+    started_at: str
+    finished_at: str
+    config_hashes: dict[str, str] = Field(default_factory=dict)
+    reused_from: str | None = None
+
+
+class EventInput(Model):
+    eval_id: str
+    kind: Literal["started", "progress", "completed", "failed", "cancelled", "rejected"]
+    #: Deterministic event id: redelivery after a crash publishes the same id, so consumers can dedupe.
+    event_id: str
+    data: dict[str, Any]
+
+
+class CleanupInput(Model):
+    eval_id: str
+    run_ids: list[str]
+
+
+class EvaluationResult(Model):
+    """The workflow's output (also visible through ``GET /evals/{id}``)."""
+
+    eval_id: str
+    outcome: EvalOutcome
+    reason: str | None = None
+    reused_from: str | None = None
+    archive_url: str | None = None
+    failures: list[dict[str, Any]] = Field(default_factory=list)
+    scores: list[dict[str, Any]] = Field(default_factory=list)

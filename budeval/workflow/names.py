@@ -1,0 +1,30 @@
+"""Stable names shared by the workflow, its activities and the code that raises events into it.
+
+Names are part of the durable history: renaming one breaks in-flight workflows, so add new names instead.
+"""
+
+from __future__ import annotations
+
+EVALUATION_WORKFLOW = "evaluation"
+RUN_WORKFLOW = "evaluation_run"
+
+VALIDATE = "validate_request"
+DEDUPE = "find_reusable"
+BEGIN = "begin_evaluation"
+RENDER = "render_runs"
+SUBMIT = "submit_run"
+CHECK = "check_run"
+EXTRACT = "extract_run"
+STORE = "store_run"
+ARCHIVE = "archive_evaluation"
+FINISH = "finish_evaluation"
+PUBLISH = "publish_event"
+CLEANUP = "cleanup_runs"
+
+#: External event raised into a run's child workflow when its job reaches a terminal phase.
+RUN_FINISHED_EVENT = "run_finished"
+
+
+def run_instance_id(eval_id: str, run_id: str) -> str:
+    """Instance id of the child workflow that owns one run (the watcher raises events to it)."""
+    return f"{eval_id}~{run_id}"

@@ -1,0 +1,58 @@
+"""Retry policies as settings: transient failures retry with backoff, terminal ones fail at once.
+
+Dapr's public ``RetryPolicy`` has no way to name non-retryable errors, but the durabletask policy underneath does
+(``non_retryable_error_types``, matched against the failing exception's class name). Every subclass of
+:class:`budeval.errors.TerminalError` is listed there, so an activity that raises one is never retried.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import dapr.ext.workflow as wf
+from dapr.ext.workflow._durabletask import task as _dt_task  # private: the only home of non_retryable_error_types
+
+from budeval import errors
+
+
+def _terminal_error_names() -> list[str]:
+    names: list[str] = []
+    pending: list[type[BaseException]] = [errors.TerminalError]
+    while pending:
+        cls = pending.pop()
+        names.append(cls.__name__)
+        pending.extend(cls.__subclasses__())
+    # Programming errors are not transient either: retrying a TypeError only delays the failure.
+    return sorted({*names, "TypeError", "KeyError", "AttributeError", "ValueError", "NonRetryableError"})
+
+
+class BackoffPolicy(wf.RetryPolicy):  # type: ignore[misc]
+    """A :class:`dapr.ext.workflow.RetryPolicy` that never retries terminal errors."""
+
+    def __init__(
+        self,
+        *,
+        first: timedelta,
+        attempts: int,
+        coefficient: float = 2.0,
+        maximum: timedelta | None = None,
+    ) -> None:
+        super().__init__(
+            first_retry_interval=first,
+            max_number_of_attempts=attempts,
+            backoff_coefficient=coefficient,
+            max_retry_interval=maximum,
+        )
+        self._obj = _dt_task.RetryPolicy(
+            first_retry_interval=first,
+            max_number_of_attempts=attempts,
+            backoff_coefficient=coefficient,
+            max_retry_interval=maximum,
+            non_retryable_error_types=list(_terminal_error_names()),
+        )
+
+
+#: Store, archive, API calls: a server restarting or a network blip heals within minutes.
+TRANSIENT = BackoffPolicy(first=timedelta(seconds=1), attempts=8, coefficient=2.0, maximum=timedelta(seconds=60))
+#: Cheap local steps (validation, rendering): one retry covers a crashed worker, more would hide a bug.
+QUICK = BackoffPolicy(first=timedelta(milliseconds=200), attempts=3, coefficient=2.0, maximum=timedelta(seconds=2))
