@@ -1,0 +1,31 @@
+"""Request schema contract: safe ids, datasets or suite, params hash ignores where/how it runs."""
+
+import pytest
+from pydantic import ValidationError
+
+from budeval.errors import UnsafeIdError
+from budeval.schemas.ids import check_dns_label
+from budeval.schemas.request import EvalRequest
+
+BASE = {"eval_id": "e1", "model": {"name": "m", "source": {"type": "huggingface", "path": "/m"}}, "datasets": ["tiny_qa"]}
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", "A", "x" * 64, "é", "", "-a"])
+def test_unsafe_ids_rejected(bad: str) -> None:
+    with pytest.raises(UnsafeIdError):
+        check_dns_label(bad)
+    with pytest.raises(ValidationError):
+        EvalRequest.model_validate({**BASE, "eval_id": bad})
+
+
+def test_params_hash_ignores_eval_id_and_resources() -> None:
+    a = EvalRequest.model_validate(BASE)
+    b = EvalRequest.model_validate({**BASE, "eval_id": "e2", "resources": {"gpus": 2}})
+    c = EvalRequest.model_validate({**BASE, "datasets": ["tiny_mcq"]})
+    assert a.params_hash("0.5.4") == b.params_hash("0.5.4") != c.params_hash("0.5.4")
+    assert a.params_hash("0.5.4") != a.params_hash("0.5.5")
+
+
+def test_datasets_or_suite_required() -> None:
+    with pytest.raises(ValidationError):
+        EvalRequest.model_validate({k: v for k, v in BASE.items() if k != "datasets"})
