@@ -7,7 +7,11 @@ from budeval.errors import UnsafeIdError
 from budeval.schemas.ids import check_dns_label
 from budeval.schemas.request import EvalRequest
 
-BASE = {"eval_id": "e1", "model": {"name": "m", "source": {"type": "huggingface", "path": "/m"}}, "datasets": ["tiny_qa"]}
+BASE = {
+    "eval_id": "e1",
+    "model": {"name": "m", "source": {"type": "huggingface", "path": "/m"}},
+    "datasets": ["tiny_qa"],
+}
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "A", "x" * 64, "é", "", "-a"])
