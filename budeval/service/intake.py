@@ -1,0 +1,59 @@
+"""Turns a raw request (a CloudEvent from the topic or a JSON body) into an EvalRequest, or a rejection.
+
+A malformed request must never crash the process, start a run, or be retried forever: every failure here becomes a
+:class:`Rejection` (reason + offending field) that the caller publishes as a ``rejected`` event and answers with
+Dapr's DROP.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError as PydanticValidationError
+
+from budeval.schemas.request import EvalRequest
+
+#: Requests are small documents; anything larger is refused before parsing.
+MAX_REQUEST_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str
+    field: str | None = None
+    eval_id: str | None = None
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "<request>"
+
+
+def parse_request(body: bytes | str | dict[str, Any]) -> EvalRequest | Rejection:
+    """Accept a structured CloudEvent (``data`` holds the request, as an object or a JSON string) or a bare request."""
+    if isinstance(body, str | bytes):
+        if len(body) > MAX_REQUEST_BYTES:
+            return Rejection(f"request is {len(body)} bytes, more than the limit of {MAX_REQUEST_BYTES}", "<request>")
+        try:
+            doc: Any = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return Rejection(f"not valid JSON: {str(exc)[:200]}", "<request>")
+    else:
+        doc = body
+    if isinstance(doc, dict) and "specversion" in doc:
+        doc = doc.get("data")
+        if isinstance(doc, str):
+            try:
+                doc = json.loads(doc)
+            except ValueError as exc:
+                return Rejection(f"CloudEvent data is not valid JSON: {str(exc)[:200]}", "data")
+    if not isinstance(doc, dict):
+        return Rejection(f"request must be a JSON object, got {type(doc).__name__}", "<request>")
+    raw_id = doc.get("eval_id")
+    shown_id = raw_id if isinstance(raw_id, str) and len(raw_id) <= 63 else None
+    try:
+        return EvalRequest.model_validate(doc)
+    except PydanticValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        return Rejection(f"{first['msg']}", _loc(first["loc"]), shown_id)
