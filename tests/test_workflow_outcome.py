@@ -1,0 +1,50 @@
+"""How run outcomes become an evaluation outcome: completed, partial (with which and why) or failed."""
+
+from budeval.backends.base import RunState
+from budeval.schemas.request import EvalRequest
+from budeval.schemas.results import DatasetStatus, MetricRow
+from budeval.workflow.activities import plan_runs
+from budeval.workflow.models import RunOutcome
+from budeval.workflow.workflows import _classify
+
+
+def _ok(run_id: str, dataset: str, score: float | None = 50.0, status: str = "ok") -> RunOutcome:
+    return RunOutcome(
+        run_id=run_id,
+        datasets=[dataset],
+        state=RunState(eval_id="e", run_id=run_id, phase="succeeded"),
+        metrics=[MetricRow(model="m", dataset=dataset, metric="accuracy", score=score, version="v", mode="gen")],
+        statuses=[DatasetStatus(model="m", dataset=dataset, status=status)],  # type: ignore[arg-type]
+    )
+
+
+def _failed(run_id: str) -> RunOutcome:
+    state = RunState(eval_id="e", run_id=run_id, phase="failed", reason_class="oom_killed", message="OOMKilled")
+    return RunOutcome(run_id=run_id, datasets=["b"], state=state, error="OOMKilled")
+
+
+def test_all_ok_is_completed() -> None:
+    assert _classify([_ok("r0", "a"), _ok("r1", "b")], None) == ("completed", None)
+
+
+def test_one_failed_run_is_partial_and_names_it() -> None:
+    outcome, reason = _classify([_ok("r0", "a"), _failed("r1")], None)
+    assert outcome == "partial" and reason is not None and "r1" in reason and "OOMKilled" in reason
+
+
+def test_failed_dataset_inside_a_good_run_is_partial() -> None:
+    outcome, reason = _classify([_ok("r0", "a"), _ok("r1", "b", None, "failed")], None)
+    assert outcome == "partial" and reason is not None and "b" in reason
+
+
+def test_no_scores_is_failed() -> None:
+    assert _classify([_failed("r0")], None)[0] == "failed"
+    assert _classify([], "render broke") == ("failed", "render broke")
+
+
+def test_plan_runs_split() -> None:
+    base = {"eval_id": "e", "model": {"name": "m", "source": {"type": "huggingface", "path": "/m"}}}
+    per = EvalRequest.model_validate({**base, "datasets": ["a", "b"]})
+    assert [(p.run_id, p.datasets) for p in plan_runs(per, ["a", "b"])] == [("r0", ["a"]), ("r1", ["b"])]
+    single = EvalRequest.model_validate({**base, "datasets": ["a", "b"], "split": "single"})
+    assert [(p.run_id, p.datasets) for p in plan_runs(single, ["a", "b"])] == [("r0", ["a", "b"])]
