@@ -27,6 +27,7 @@ from budeval.schemas.request import EvalRequest
 from budeval.schemas.results import ParsedRun
 from budeval.storage.base import Archive, EvaluationRecord, ResultStore
 from budeval.workflow import names
+from budeval.workflow.faults import maybe_crash
 from budeval.workflow.models import (
     Archived,
     ArchiveInput,
@@ -93,6 +94,7 @@ class EvalActivities:
 
     # -- helpers ---------------------------------------------------------------------------------------------------
     def _count(self, name: str) -> None:
+        maybe_crash(name)
         with self._count_lock:
             self.deps.calls[name] = self.deps.calls.get(name, 0) + 1
 
@@ -184,6 +186,7 @@ class EvalActivities:
         spec = RunSpec.model_validate(payload)
         state = self.deps.backend.submit(spec)
         get_logger(eval_id=spec.eval_id, run_id=spec.run_id).info("run submitted", phase=state.phase)
+        maybe_crash(names.SUBMIT, "after")
         return state.model_dump(mode="json")
 
     def check_run(self, ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
@@ -212,6 +215,7 @@ class EvalActivities:
         parsed = self.deps.parse(self.deps.backend.work_dir(where.eval_id, where.run_id))
         with self._store_lock:
             report = self.deps.store.store_run(where.eval_id, where.run_id, parsed)
+        maybe_crash(names.STORE, "after")
         get_logger(eval_id=where.eval_id, run_id=where.run_id).info(
             "run stored", metrics=report.metrics, predictions=report.predictions
         )
@@ -257,8 +261,10 @@ class EvalActivities:
     def publish_event(self, ctx: Any, payload: dict[str, Any]) -> None:
         self._count(names.PUBLISH)
         inp = EventInput.model_validate(payload)
+        maybe_crash(f"{names.PUBLISH}.{inp.kind}")
         event = make_event(inp.kind, inp.event_id, inp.eval_id, inp.data)
         self.deps.publisher.publish(self.deps.settings.events_topic, event)
+        maybe_crash(f"{names.PUBLISH}.{inp.kind}", "after")
         get_logger(eval_id=inp.eval_id).info("event published", kind=inp.kind, event_id=inp.event_id)
 
     def cleanup_runs(self, ctx: Any, payload: dict[str, Any]) -> None:
