@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The main job on the embedded default, from a clean clone: set everything up (idempotent), start the embedded stack
+# (service + embedded Dapr-compatible sidecar + local OpenCompass backend + chDB + folder archive), submit one real
+# evaluation of SmolLM2-135M-Instruct on the bundled tiny_qa dataset THROUGH THE PUB/SUB TOPIC, wait for its
+# `completed` event and print the scores read back from ClickHouse. Prints the wall time at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q -e '.[dev]'
+bash scripts/setup_opencompass.sh
+eval "$(bash scripts/setup_opencompass.sh --print-env)"
+export BUDEVAL_OPENCOMPASS_PYTHON BUDEVAL_MODEL_PATH
+
+export BUDEVAL_DATA_DIR="${BUDEVAL_DATA_DIR:-$PWD/.budeval-data}"
+mkdir -p "$BUDEVAL_DATA_DIR"
+log="$BUDEVAL_DATA_DIR/serve.log"
+
+.venv/bin/budeval serve >"$log" 2>&1 &
+serve_pid=$!
+trap 'kill "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null || true' EXIT
+
+eval_id="smollm2-tiny-qa-$(date -u +%Y%m%d%H%M%S)"
+request="$BUDEVAL_DATA_DIR/$eval_id.json"
+cat >"$request" <<JSON
+{
+  "eval_id": "$eval_id",
+  "experiment_id": "main-job",
+  "model": {"name": "smollm2-135m-instruct",
+            "source": {"type": "huggingface", "path": "$BUDEVAL_MODEL_PATH", "mode": "chat"}},
+  "datasets": ["tiny_qa"],
+  "generation": {"max_out_len": 32, "batch_size": 4},
+  "timeout_s": 3600,
+  "force": true
+}
+JSON
+
+# submit waits for the service's readiness, publishes on the request topic and follows the events topic.
+.venv/bin/budeval submit "$request" --wait --timeout 1800
+# chDB is one process per data directory: stop the service before this process opens the store itself.
+kill "$serve_pid"; wait "$serve_pid" 2>/dev/null || true
+echo
+echo "Scores read back from ClickHouse:"
+.venv/bin/budeval results "$eval_id"
+echo "main job wall time: $(( $(date +%s) - start )) s (log: $log)"
