@@ -1,0 +1,292 @@
+"""CLI of the service: ``serve`` runs it, ``submit`` publishes a request on the topic, ``status``/``cancel`` use HTTP.
+
+``submit`` takes the same path as any producer: a CloudEvent published through the Dapr HTTP publish API (daprd at
+``DAPR_HTTP_PORT``, or the embedded sidecar of the running ``budeval serve``, found in ``{data_dir}/serve.json``).
+``--wait`` follows the events topic through the embedded sidecar's message log until the evaluation ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from budeval.config import Settings
+from budeval.errors import BudevalError, NotFoundError, TransientError, ValidationError
+from budeval.events.cloudevents import kind_of, make_request_event, to_json
+
+#: Kinds of event that end an evaluation.
+FINAL_KINDS = frozenset({"completed", "failed", "cancelled", "rejected"})
+_POLL_S = 0.5
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("serve", help="run the service (Dapr app, HTTP API, workflow worker)")
+    p.set_defaults(func=_serve)
+
+    p = subparsers.add_parser("submit", help="publish an evaluation request on the request topic")
+    p.add_argument("file", help="request JSON file, or - for stdin")
+    p.add_argument("--wait", action="store_true", help="follow the events topic until the evaluation ends")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait (readiness and --wait)")
+    p.add_argument("--json", action="store_true", help="print the final event as JSON")
+    p.set_defaults(func=_submit)
+
+    p = subparsers.add_parser("status", help="status, scores and failures of an evaluation (HTTP API)")
+    p.add_argument("eval_id")
+    p.add_argument("--json", action="store_true", help="print the API's answer as JSON")
+    p.set_defaults(func=_status)
+
+    p = subparsers.add_parser("cancel", help="cancel an evaluation (HTTP API)")
+    p.add_argument("eval_id")
+    p.set_defaults(func=_cancel)
+
+
+# -- where things are ----------------------------------------------------------------------------------------------
+def _serve_info(settings: Settings) -> dict[str, Any]:
+    from budeval.service.runtime import read_serve_file
+
+    return read_serve_file(settings.data_dir) or {}
+
+
+def api_url(settings: Settings) -> str:
+    explicit = os.environ.get("BUDEVAL_API_URL", "").strip()
+    if explicit:
+        return explicit.rstrip("/")
+    info = _serve_info(settings)
+    return str(info.get("api_url") or f"http://127.0.0.1:{settings.port}").rstrip("/")
+
+
+def api_token(settings: Settings) -> str | None:
+    from budeval.service.auth import load_api_token
+    from budeval.service.runtime import TOKEN_FILE
+
+    token = load_api_token()
+    if token:
+        return token
+    local = settings.data_dir / TOKEN_FILE
+    return local.read_text(encoding="utf-8").strip() if local.is_file() else None
+
+
+def sidecar_url(settings: Settings) -> str | None:
+    """The Dapr HTTP API: ``DAPR_HTTP_ENDPOINT``/``DAPR_HTTP_PORT`` if set, else the running service's sidecar."""
+    endpoint = os.environ.get("DAPR_HTTP_ENDPOINT", "").strip()
+    if endpoint:
+        return endpoint.rstrip("/")
+    port = os.environ.get("DAPR_HTTP_PORT", "").strip()
+    if port:
+        return f"http://127.0.0.1:{port}"
+    info = _serve_info(settings)
+    return f"http://127.0.0.1:{info['dapr_http_port']}" if info.get("dapr_http_port") else None
+
+
+def _dapr_headers() -> dict[str, str]:
+    token = os.environ.get("DAPR_API_TOKEN", "").strip()
+    return {"dapr-api-token": token} if token else {}
+
+
+# -- commands ------------------------------------------------------------------------------------------------------
+def _serve(args: argparse.Namespace) -> int:
+    from budeval.service.runtime import serve
+
+    return serve()
+
+
+def _read_request(name: str) -> dict[str, Any]:
+    try:
+        text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"cannot read {name}: {exc}") from None
+    where = "<stdin>" if name == "-" else name
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"{where}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    if not isinstance(doc, dict):
+        raise ValidationError(f"{where}: a request is a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def _wait_ready(settings: Settings, deadline: float) -> str:
+    """The sidecar URL to publish to, once the service (embedded) or daprd (external) answers."""
+    explicit = bool(os.environ.get("DAPR_HTTP_ENDPOINT") or os.environ.get("DAPR_HTTP_PORT"))
+    last = "no running service found (start `budeval serve`)"
+    while True:
+        url = sidecar_url(settings)
+        if url is not None:
+            try:
+                if explicit:
+                    ok = httpx.get(f"{url}/v1.0/healthz/outbound", timeout=2.0).is_success
+                else:
+                    ok = httpx.get(f"{api_url(settings)}/readyz", timeout=5.0).is_success
+                if ok:
+                    return url
+                last = "the service is not ready yet"
+            except httpx.HTTPError as exc:
+                last = f"the service does not answer ({type(exc).__name__})"
+        if time.monotonic() >= deadline:
+            raise TransientError(f"gave up waiting: {last}")
+        time.sleep(_POLL_S)
+
+
+def publish_request(url: str, settings: Settings, request: dict[str, Any], event_id: str) -> None:
+    event = make_request_event(request, event_id)
+    target = f"{url}/v1.0/publish/{settings.pubsub_name}/{settings.request_topic}"
+    headers = {"content-type": "application/cloudevents+json", **_dapr_headers()}
+    try:
+        answer = httpx.post(target, content=to_json(event), headers=headers, timeout=30.0)
+    except httpx.HTTPError as exc:
+        raise TransientError(f"publish to {target} failed: {type(exc).__name__}") from None
+    if not answer.is_success:
+        raise TransientError(f"publish to {target} failed: HTTP {answer.status_code} {answer.text[:200]}")
+
+
+def _matches(event: dict[str, Any], eval_id: str | None, request_id: str) -> bool:
+    data = event.get("data")
+    if not isinstance(data, dict):
+        return False
+    if data.get("request_id") == request_id:
+        return True
+    return eval_id is not None and data.get("eval_id") == eval_id
+
+
+def follow_events(url: str, topic: str, eval_id: str | None, request_id: str, deadline: float) -> dict[str, Any]:
+    """The first final event for this request in the topic's log (embedded sidecar only)."""
+    after = 0
+    while True:
+        try:
+            answer = httpx.get(
+                f"{url}/v1.0-alpha1/messages", params={"topic": topic, "after": after}, timeout=10.0,
+                headers=_dapr_headers(),
+            )
+        except httpx.HTTPError as exc:
+            raise TransientError(f"reading the events topic failed: {type(exc).__name__}") from None
+        if answer.status_code == 404:
+            raise ValidationError("--wait needs the embedded sidecar's message log (not available under daprd)")
+        if not answer.is_success:
+            raise TransientError(f"reading the events topic failed: HTTP {answer.status_code}")
+        for seq, event in _messages(answer.json()):
+            after = max(after, seq)
+            if kind_of(event) in FINAL_KINDS and _matches(event, eval_id, request_id):
+                return event
+        if time.monotonic() >= deadline:
+            raise TransientError(f"timed out waiting for the end of {eval_id or request_id}")
+        time.sleep(_POLL_S)
+
+
+def _messages(body: Any) -> list[tuple[int, dict[str, Any]]]:
+    """``[(seq, cloudevent)]`` from the message log answer (a list, or an object with ``messages``)."""
+    items = body.get("messages", []) if isinstance(body, dict) else body
+    out: list[tuple[int, dict[str, Any]]] = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        seq = int(item.get("seq", 0))
+        event = item.get("event", item.get("data", item))
+        if isinstance(event, str):
+            try:
+                event = json.loads(event)
+            except ValueError:
+                continue
+        if isinstance(event, dict):
+            out.append((seq, event))
+    return out
+
+
+def _print_event(event: dict[str, Any]) -> None:
+    data = event.get("data") or {}
+    status = data.get("status", kind_of(event))
+    print(f"{data.get('eval_id') or '-'}: {status}")
+    _print_details(data)
+
+
+def _print_details(data: dict[str, Any]) -> None:
+    if data.get("reason"):
+        print(f"  reason: {data['reason']}" + (f" (field: {data['field']})" if data.get("field") else ""))
+    if data.get("reused_from"):
+        print(f"  reused from: {data['reused_from']}")
+    if data.get("archive_url"):
+        print(f"  archive: {data['archive_url']}")
+    scores = data.get("scores") or []
+    if scores:
+        print(f"  {'model':<28} {'dataset':<24} {'metric':<16} score")
+        for row in scores:
+            score = row.get("score")
+            shown = "-" if score is None else f"{score:.4g}" if isinstance(score, float) else str(score)
+            print(f"  {row.get('model', ''):<28} {row.get('dataset', ''):<24} {row.get('metric', ''):<16} {shown}")
+    for failure in data.get("failures") or []:
+        print(f"  failed: {failure.get('run_id')} {failure.get('dataset', '')} {failure.get('reason', '')}")
+
+
+def _submit(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    request = _read_request(args.file)
+    deadline = time.monotonic() + max(1.0, args.timeout)
+    url = _wait_ready(settings, deadline)
+    request_id = f"req-{uuid.uuid4().hex}"
+    publish_request(url, settings, request, request_id)
+    raw_id = request.get("eval_id")
+    eval_id = raw_id if isinstance(raw_id, str) else None
+    print(f"published {eval_id or '(no eval_id)'} on {settings.pubsub_name}/{settings.request_topic}", file=sys.stderr)
+    if not args.wait:
+        return 0
+    event = follow_events(url, settings.events_topic, eval_id, request_id, deadline)
+    if args.json:
+        print(json.dumps(event, indent=2))
+    else:
+        _print_event(event)
+    status = (event.get("data") or {}).get("status")
+    return 0 if kind_of(event) == "completed" and status in ("completed", "reused") else 1
+
+
+def _api(method: str, path: str) -> dict[str, Any]:
+    settings = Settings.from_env()
+    base = api_url(settings)
+    token = api_token(settings)
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    try:
+        answer = httpx.request(method, f"{base}{path}", headers=headers, timeout=30.0)
+    except httpx.HTTPError as exc:
+        raise TransientError(f"the service at {base} does not answer ({type(exc).__name__})") from None
+    try:
+        body: Any = answer.json()
+    except ValueError:
+        body = {"message": answer.text[:300]}
+    if answer.status_code == 404:
+        raise NotFoundError(str(body.get("message", "not found")))
+    if answer.status_code == 401:
+        raise ValidationError("the service refused the token (set BUDEVAL_API_TOKEN)")
+    if not answer.is_success:
+        raise BudevalError(f"HTTP {answer.status_code}: {body.get('message') or body}")
+    return body if isinstance(body, dict) else {"result": body}
+
+
+def _status(args: argparse.Namespace) -> int:
+    body = _api("GET", f"/evals/{args.eval_id}")
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return 0
+    workflow = body.get("workflow") or {}
+    print(f"{body['eval_id']}: {body['status']} (workflow: {workflow.get('status', '-')})")
+    _print_details(_status_view(body))
+    return 0
+
+
+def _status_view(body: dict[str, Any]) -> dict[str, Any]:
+    view = {k: body.get(k) for k in ("reason", "scores", "failures")}
+    evaluation = body.get("evaluation") or {}
+    view["archive_url"] = evaluation.get("archive_url")
+    view["reused_from"] = evaluation.get("reused_from")
+    return view
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    body = _api("DELETE", f"/evals/{args.eval_id}")
+    print(f"{body.get('eval_id')}: {body.get('status')}")
+    return 0

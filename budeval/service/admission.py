@@ -1,0 +1,188 @@
+"""One path for every request, from the topic or ``POST /evals``: admit, reject (with an event) or start a workflow.
+
+Order: parse and validate (:func:`budeval.service.intake.parse_request`), check the catalog (unknown suite or dataset
+is a rejection here, so no workflow starts for it), then start the evaluation workflow with instance id = eval id
+unless an instance with that id exists already (a duplicate delivery: nothing new starts). Trouble reaching the
+sidecar is ``retry``; bad input is never retried.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from budeval.config import Settings
+from budeval.errors import BudevalError, TransientError
+from budeval.events.cloudevents import make_event
+from budeval.events.publisher import EventPublisher
+from budeval.logs import get_logger
+from budeval.schemas.request import EvalRequest
+from budeval.service.intake import MAX_REQUEST_BYTES, Rejection, parse_request
+from budeval.service.metrics import Metrics
+from budeval.workflow import names
+from budeval.workflow.models import WorkflowInput
+
+Source = Literal["topic", "http"]
+
+
+class WorkflowClient(Protocol):
+    """The part of ``dapr.ext.workflow.DaprWorkflowClient`` the service uses."""
+
+    def get_workflow_state(self, instance_id: str, *, fetch_payloads: bool = True) -> Any: ...
+
+    def schedule_new_workflow(self, workflow: Any, *, input: Any = None, instance_id: str | None = None) -> str: ...
+
+    def terminate_workflow(self, instance_id: str, *, output: Any = None, recursive: bool = True) -> None: ...
+
+
+@dataclass(frozen=True)
+class Decision:
+    kind: Literal["accepted", "duplicate", "rejected", "retry"]
+    eval_id: str | None = None
+    rejection: Rejection | None = None
+    #: For ``retry``: what was unreachable (no secrets: exception class and a short message).
+    detail: str = ""
+    #: For ``duplicate``: the existing instance's runtime status.
+    workflow_status: str | None = None
+
+
+def _event_envelope(body: bytes) -> tuple[str | None, bytes | dict[str, Any]]:
+    """The CloudEvent id (if the body is one) and what to hand to ``parse_request``.
+
+    ``data_base64`` (binary data, as daprd delivers a non-JSON payload) is decoded here, since intake only reads
+    ``data``.
+    """
+    if len(body) > MAX_REQUEST_BYTES:
+        return None, body
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None, body
+    if not isinstance(doc, dict) or "specversion" not in doc:
+        return None, body
+    raw_id = doc.get("id")
+    ce_id = raw_id if isinstance(raw_id, str) and 0 < len(raw_id) <= 256 else None
+    encoded = doc.get("data_base64")
+    if doc.get("data") is None and isinstance(encoded, str):
+        try:
+            return ce_id, base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            return ce_id, b"\x00not base64"
+    return ce_id, doc
+
+
+def check_catalog(request: EvalRequest, suites: dict[str, list[str]]) -> Rejection | None:
+    """Unknown suite or dataset names: the same check as the workflow's validate activity, done before it starts."""
+    from budeval.engine.catalog import resolve_datasets
+
+    try:
+        resolve_datasets(request, suites)
+    except BudevalError as exc:
+        return Rejection(exc.message, getattr(exc, "field", None) or "datasets", request.eval_id)
+    return None
+
+
+class Admission:
+    """Turns request bodies into decisions; publishes ``rejected`` events and counts everything."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        workflows: WorkflowClient,
+        publisher: EventPublisher,
+        suites: dict[str, list[str]],
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.workflows = workflows
+        self.publisher = publisher
+        self.suites = suites
+        self.metrics = metrics
+
+    def admit(self, body: bytes) -> tuple[str | None, EvalRequest | Rejection]:
+        ce_id, parsed_input = _event_envelope(body)
+        parsed = parse_request(parsed_input)
+        if isinstance(parsed, EvalRequest):
+            rejected = check_catalog(parsed, self.suites)
+            if rejected is not None:
+                return ce_id, rejected
+        return ce_id, parsed
+
+    def handle(self, body: bytes, source: Source) -> Decision:
+        ce_id, parsed = self.admit(body)
+        if isinstance(parsed, Rejection):
+            return self._reject(parsed, ce_id, source)
+        return self._start(parsed)
+
+    def _reject(self, rejection: Rejection, ce_id: str | None, source: Source) -> Decision:
+        # Redelivery of the same CloudEvent publishes the same event id, so consumers can dedupe.
+        event_id = f"rejected.{ce_id}" if ce_id else f"rejected.{uuid.uuid4().hex}"
+        data: dict[str, Any] = {"status": "rejected", "reason": rejection.reason, "field": rejection.field}
+        if ce_id:
+            data["request_id"] = ce_id
+        event = make_event("rejected", event_id, rejection.eval_id, data)
+        log = get_logger(eval_id=rejection.eval_id, source=source)
+        try:
+            self.publisher.publish(self.settings.events_topic, event)
+        except TransientError as exc:
+            log.warning("rejected event not published; asking for redelivery", error=exc.message)
+            return Decision("retry", rejection.eval_id, rejection, detail=exc.message)
+        self.metrics.rejects.labels(source=source).inc()
+        log.info("request rejected", reason=rejection.reason[:300], field=rejection.field)
+        return Decision("rejected", rejection.eval_id, rejection)
+
+    def _start(self, request: EvalRequest) -> Decision:
+        eval_id = request.eval_id
+        log = get_logger(eval_id=eval_id)
+        try:
+            existing = self.workflows.get_workflow_state(eval_id, fetch_payloads=False)
+        except Exception as exc:  # gRPC errors, connection refused: the sidecar is not there yet
+            log.warning("workflow state unavailable", error=type(exc).__name__)
+            return Decision("retry", eval_id, detail=f"workflow sidecar unavailable: {type(exc).__name__}")
+        if existing is not None:
+            status = _status_name(existing)
+            log.info("duplicate request; workflow exists", workflow_status=status)
+            return Decision("duplicate", eval_id, workflow_status=status)
+        workflow_input = WorkflowInput(
+            request=request,
+            received_at=datetime.now(UTC).isoformat(),
+            max_parallel_runs=self.settings.max_parallel_runs,
+            poll_initial_s=self.settings.poll_initial_s,
+            poll_max_s=self.settings.poll_max_s,
+        )
+        try:
+            self.workflows.schedule_new_workflow(
+                names.EVALUATION_WORKFLOW, input=workflow_input.model_dump(mode="json"), instance_id=eval_id
+            )
+        except Exception as exc:
+            if _already_exists(exc):  # a concurrent delivery won the race
+                return Decision("duplicate", eval_id, workflow_status="RUNNING")
+            log.warning("workflow not scheduled", error=type(exc).__name__)
+            return Decision("retry", eval_id, detail=f"workflow sidecar unavailable: {type(exc).__name__}")
+        self.metrics.evaluations.labels(status="accepted").inc()
+        log.info("evaluation accepted", model=request.model.name)
+        return Decision("accepted", eval_id)
+
+
+def _status_name(state: Any) -> str:
+    status = getattr(state, "runtime_status", None)
+    return str(getattr(status, "name", status) or "UNKNOWN")
+
+
+def _already_exists(exc: Exception) -> bool:
+    code = getattr(exc, "code", None)
+    try:
+        name = str(getattr(code(), "name", "")) if callable(code) else ""
+    except Exception:
+        name = ""
+    details = getattr(exc, "details", None)
+    try:
+        text = str(details()) if callable(details) else str(exc)
+    except Exception:
+        text = str(exc)
+    return name == "ALREADY_EXISTS" or "already exists" in text.lower()

@@ -1,0 +1,259 @@
+"""``budeval serve``: assembles store, archive, backend, sidecar, workflow runtime and the HTTP app, and runs them.
+
+Embedded (the default when no Dapr sidecar is named in the environment): the Dapr-compatible sidecar runs in this
+process with its state in ``{data_dir}/sidecar.db``; the SDK is pointed at it through ``DAPR_*`` variables, and it
+delivers the request topic to this app's subscription route. External (a cluster): daprd is already there
+(``DAPR_GRPC_PORT``/``DAPR_HTTP_PORT``) and calls the app on ``port``. The same code path otherwise.
+
+``{data_dir}/serve.json`` tells the CLI (``submit``, ``status``, ``cancel``) where the running service and its
+sidecar listen; in embedded mode without a configured token, a token is generated into ``{data_dir}/api-token``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from budeval.backends.base import JobBackend, RunState, Watch
+from budeval.config import Settings
+from budeval.errors import ValidationError
+from budeval.events.publisher import DaprPublisher
+from budeval.logs import configure, get_logger
+from budeval.service.app import ServiceDeps, create_app
+from budeval.service.auth import Auth, ensure_local_token, load_api_token, load_app_token
+from budeval.service.metrics import CountingPublisher, Metrics, SerializedStore, TimedBackend, timed_parser
+from budeval.workflow import names
+from budeval.workflow.activities import Deps
+from budeval.workflow.worker import build_runtime
+
+SERVE_FILE = "serve.json"
+TOKEN_FILE = "api-token"  # noqa: S105 (a file name)
+
+
+def sidecar_mode(settings: Settings, environ: dict[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    if settings.sidecar != "auto":
+        return settings.sidecar
+    return "external" if env.get("DAPR_GRPC_PORT") or env.get("DAPR_GRPC_ENDPOINT") else "embedded"
+
+
+def make_backend(settings: Settings) -> JobBackend:
+    if settings.backend == "kubernetes":
+        from budeval.backends.kubernetes import KubernetesBackend
+
+        backend: JobBackend = KubernetesBackend(settings)
+    else:
+        from budeval.backends.local import LocalBackend
+
+        backend = LocalBackend(settings)
+    return backend
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ValidationError(f"cannot listen on {host}:{port}: {exc.strerror}", field="port") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def raise_run_finished(workflows: Any, state: RunState) -> None:
+    """The backend watcher's callback: wake the run's child workflow (the timer poll covers a lost event)."""
+    try:
+        workflows.raise_workflow_event(
+            names.run_instance_id(state.eval_id, state.run_id), names.RUN_FINISHED_EVENT,
+            data=state.model_dump(mode="json"),
+        )
+    except Exception as exc:  # the instance may be gone (cancelled) or the sidecar briefly away: polling catches up
+        get_logger(eval_id=state.eval_id, run_id=state.run_id).warning(
+            "run_finished event not raised", error=type(exc).__name__
+        )
+
+
+@dataclass
+class Service:
+    """Everything ``serve`` started, in start order; :meth:`stop` undoes it in reverse."""
+
+    settings: Settings
+    sock: socket.socket
+    app: Any
+    api_url: str
+    dapr_http_port: int | None
+    dapr_grpc_port: int | None
+    mode: str
+    _stops: list[tuple[str, Any]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        log = get_logger(component="serve")
+        while self._stops:
+            what, fn = self._stops.pop()
+            try:
+                fn()
+            except Exception as exc:
+                log.warning("stop step failed", step=what, error=type(exc).__name__)
+
+
+def _point_sdk_at(grpc_port: int, http_port: int) -> None:
+    os.environ["DAPR_RUNTIME_HOST"] = "127.0.0.1"
+    os.environ["DAPR_GRPC_PORT"] = str(grpc_port)
+    os.environ["DAPR_HTTP_PORT"] = str(http_port)
+    for name in ("DAPR_GRPC_ENDPOINT", "DAPR_HTTP_ENDPOINT"):
+        os.environ.pop(name, None)
+
+
+def assemble(settings: Settings) -> Service:
+    """Open everything and start the workflow worker and watcher; the HTTP server is started by :func:`serve`."""
+    import dapr.ext.workflow as wf
+
+    from budeval.engine.catalog import load_suites
+    from budeval.engine.results import parse_run
+    from budeval.storage.factory import open_archive, open_store
+
+    log = get_logger(component="serve")
+    mode = sidecar_mode(settings)
+    data_dir = settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token = load_api_token()
+    if token is None:
+        if mode == "external":
+            raise ValidationError("set BUDEVAL_API_TOKEN or BUDEVAL_API_TOKEN_FILE (the API needs a token)")
+        token = ensure_local_token(data_dir / TOKEN_FILE)
+        log.info("generated a local API token", path=str(data_dir / TOKEN_FILE))
+    auth = Auth(api_token=token, app_token=load_app_token())
+
+    sock = bind_socket(settings.host, settings.port)
+    app_port = int(sock.getsockname()[1])
+    shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    api_url = f"http://{shown_host}:{app_port}"
+    service = Service(settings, sock, None, api_url, None, None, mode)
+    service._stops.append(("socket", sock.close))
+    try:
+        metrics = Metrics()
+        suites = load_suites(settings.suites_dir)
+        raw_store = open_store(settings.resolved_store_dsn())
+        store = SerializedStore(raw_store, metrics)
+        service._stops.append(("store", store.close))
+        applied = store.migrate()
+        if applied:
+            log.info("store migrated", applied=applied)
+        archive = open_archive(settings.resolved_archive_url())
+        backend = TimedBackend(make_backend(settings), metrics)
+
+        if mode == "embedded":
+            from budeval.sidecar import EmbeddedSidecar
+
+            sidecar = EmbeddedSidecar(
+                state_path=data_dir / "sidecar.db",
+                grpc_port=settings.sidecar_grpc_port,
+                http_port=settings.sidecar_http_port,
+                app_port=app_port,
+            )
+            sidecar.start()
+            service._stops.append(("sidecar", sidecar.stop))
+            service.dapr_grpc_port, service.dapr_http_port = int(sidecar.grpc_port), int(sidecar.http_port)
+            _point_sdk_at(service.dapr_grpc_port, service.dapr_http_port)
+        else:
+            service.dapr_grpc_port = int(os.environ.get("DAPR_GRPC_PORT", "50001"))
+            service.dapr_http_port = int(os.environ.get("DAPR_HTTP_PORT", "3500"))
+        sidecar_http = os.environ.get("DAPR_HTTP_ENDPOINT") or f"http://127.0.0.1:{service.dapr_http_port}"
+
+        publisher = CountingPublisher(DaprPublisher(settings.pubsub_name), metrics)
+        service._stops.append(("publisher", publisher.close))
+        deps = Deps(
+            settings=settings,
+            backend=backend,
+            store=store,  # type: ignore[arg-type]  # forwards every ResultStore method under one lock
+            archive=archive,
+            publisher=publisher,
+            parse=timed_parser(parse_run, metrics),
+            suites=suites,
+        )
+        runtime, _ = build_runtime(deps)
+        runtime.start()
+        service._stops.append(("workflow runtime", runtime.shutdown))
+        workflows = wf.DaprWorkflowClient()
+        watch: Watch = backend.watch(lambda state: raise_run_finished(workflows, state))
+        service._stops.append(("watch", watch.stop))
+
+        service.app = create_app(
+            ServiceDeps(
+                settings=settings,
+                workflows=workflows,
+                store=store,
+                backend=backend,
+                publisher=publisher,
+                suites=suites,
+                auth=auth,
+                metrics=metrics,
+                sidecar_http_url=sidecar_http,
+            )
+        )
+    except BaseException:
+        service.stop()
+        raise
+    return service
+
+
+def write_serve_file(service: Service) -> Path:
+    path = service.settings.data_dir / SERVE_FILE
+    info = {
+        "pid": os.getpid(),
+        "api_url": service.api_url,
+        "sidecar": service.mode,
+        "dapr_http_port": service.dapr_http_port,
+        "dapr_grpc_port": service.dapr_grpc_port,
+        "pubsub_name": service.settings.pubsub_name,
+        "request_topic": service.settings.request_topic,
+        "events_topic": service.settings.events_topic,
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def read_serve_file(data_dir: Path) -> dict[str, Any] | None:
+    try:
+        info = json.loads((data_dir / SERVE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def serve(settings: Settings | None = None) -> int:
+    """Run until SIGTERM/SIGINT, then stop everything gracefully."""
+    import uvicorn
+
+    configure(os.environ.get("BUDEVAL_LOG_LEVEL", "INFO"))
+    settings = settings or Settings.from_env()
+    log = get_logger(component="serve")
+    service = assemble(settings)
+    serve_file = write_serve_file(service)
+    service._stops.insert(0, ("serve file", lambda: serve_file.unlink(missing_ok=True)))
+    config = uvicorn.Config(service.app, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn re-raises the signal it caught once it has shut down; with these handlers in place that re-raise
+        # is harmless and the ``finally`` below stops the worker, sidecar and store cleanly.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: None)
+    log.info("serving", api=service.api_url, sidecar=service.mode, backend=settings.backend)
+    try:
+        server.run(sockets=[service.sock])
+    finally:
+        log.info("stopping")
+        service.stop()
+        log.info("stopped")
+    return 0
