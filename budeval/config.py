@@ -43,9 +43,21 @@ class Settings(BaseModel):
     request_topic: str = "budeval.requests"
     events_topic: str = "budeval.events"
     max_parallel_runs: int = 2
+    #: Folder of suite YAML files (``workflows/``); default: ``workflows/`` beside the package in a checkout.
+    suites_dir: Path | None = None
     poll_initial_s: float = 5.0
     poll_max_s: float = 60.0
     unschedulable_after_s: float = 600.0
+    # -- the service (``budeval serve``) --
+    #: Address the HTTP API / Dapr app listens on; a cluster sets ``0.0.0.0`` (the Dapr app port is ``port``).
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    #: ``embedded``: start the in-process Dapr-compatible sidecar; ``external``: talk to daprd (DAPR_GRPC_PORT ...);
+    #: ``auto``: external when the environment names a sidecar (DAPR_GRPC_PORT / DAPR_GRPC_ENDPOINT), else embedded.
+    sidecar: Literal["auto", "embedded", "external"] = "auto"
+    #: Ports of the embedded sidecar (0: any free port; ``budeval submit`` finds them in ``{data_dir}/serve.json``).
+    sidecar_grpc_port: int = Field(default=0, ge=0, le=65535)
+    sidecar_http_port: int = Field(default=0, ge=0, le=65535)
 
     def resolved_store_dsn(self) -> str:
         return self.store_dsn or f"chdb:///{(self.data_dir / 'clickhouse').as_posix().lstrip('/')}"

@@ -1,0 +1,177 @@
+"""Which datasets a request may name and which suites exist: the one place that turns names into OpenCompass configs.
+
+Three kinds of dataset are known:
+
+- *bundled*: tiny ``.jsonl`` files shipped inside ``budeval/engine/datasets`` (``tiny_qa``, ``tiny_mcq``), rendered by
+  the absolute path of the installed package folder, so they work on a laptop and in the runner image alike;
+- *stock*: OpenCompass 0.5.4 dataset configs that budeval supports, imported with ``read_base`` (their data must be
+  available to OpenCompass, e.g. under ``COMPASS_DATA_CACHE``);
+- *custom*: the request's own :class:`CustomDataset` entries (a ``.jsonl`` path).
+
+Suites are declarative YAML files (``workflows/*.yaml``) naming datasets of the first two kinds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from budeval.errors import ValidationError
+from budeval.schemas.ids import DNS_LABEL
+from budeval.schemas.request import EvalRequest
+
+#: Folder of the bundled ``.jsonl`` datasets inside the installed package.
+BUNDLED_DIR = Path(__file__).resolve().parent / "datasets"
+
+
+@dataclass(frozen=True)
+class BundledDataset:
+    name: str
+    kind: Literal["qa", "mcq"]
+
+    @property
+    def path(self) -> Path:
+        return BUNDLED_DIR / f"{self.name}.jsonl"
+
+
+@dataclass(frozen=True)
+class StockDataset:
+    """A stock OpenCompass dataset config: ``from {module} import {variable}`` inside ``read_base()``."""
+
+    name: str
+    module: str
+    variable: str
+
+
+BUNDLED: dict[str, BundledDataset] = {
+    d.name: d for d in (BundledDataset("tiny_qa", "qa"), BundledDataset("tiny_mcq", "mcq"))
+}
+
+_CFG = "opencompass.configs.datasets"
+#: Stock configs budeval supports, each checked to exist in OpenCompass 0.5.4 (see tests/engine/test_catalog.py).
+STOCK: dict[str, StockDataset] = {
+    d.name: d
+    for d in (
+        StockDataset("gsm8k_gen", f"{_CFG}.gsm8k.gsm8k_gen", "gsm8k_datasets"),
+        StockDataset("math_gen", f"{_CFG}.math.math_gen", "math_datasets"),
+        StockDataset("mmlu_gen", f"{_CFG}.mmlu.mmlu_gen", "mmlu_datasets"),
+        StockDataset("mmlu_ppl", f"{_CFG}.mmlu.mmlu_ppl", "mmlu_datasets"),
+        StockDataset("ceval_gen", f"{_CFG}.ceval.ceval_gen", "ceval_datasets"),
+        StockDataset("cmmlu_gen", f"{_CFG}.cmmlu.cmmlu_gen", "cmmlu_datasets"),
+        StockDataset("ARC_c_gen", f"{_CFG}.ARC_c.ARC_c_gen", "ARC_c_datasets"),
+        StockDataset("ARC_e_gen", f"{_CFG}.ARC_e.ARC_e_gen", "ARC_e_datasets"),
+        StockDataset("hellaswag_gen", f"{_CFG}.hellaswag.hellaswag_gen", "hellaswag_datasets"),
+        StockDataset("winogrande_gen", f"{_CFG}.winogrande.winogrande_gen", "winogrande_datasets"),
+        StockDataset("piqa_gen", f"{_CFG}.piqa.piqa_gen", "piqa_datasets"),
+        StockDataset("triviaqa_gen", f"{_CFG}.triviaqa.triviaqa_gen", "triviaqa_datasets"),
+        StockDataset("nq_gen", f"{_CFG}.nq.nq_gen", "nq_datasets"),
+        StockDataset("bbh_gen", f"{_CFG}.bbh.bbh_gen", "bbh_datasets"),
+        StockDataset("humaneval_gen", f"{_CFG}.humaneval.humaneval_gen", "humaneval_datasets"),
+        StockDataset("mbpp_gen", f"{_CFG}.mbpp.mbpp_gen", "mbpp_datasets"),
+        StockDataset("race_gen", f"{_CFG}.race.race_gen", "race_datasets"),
+        StockDataset("gpqa_gen", f"{_CFG}.gpqa.gpqa_gen", "gpqa_datasets"),
+    )
+}
+
+
+def known_dataset_names() -> list[str]:
+    """Names a request or suite may use without declaring a custom dataset, sorted."""
+    return sorted({*BUNDLED, *STOCK})
+
+
+def default_suites_dir() -> Path | None:
+    """``settings.suites_dir`` (``BUDEVAL_SUITES_DIR``), else ``workflows/`` of the checkout this package lives in."""
+    from budeval.config import Settings
+
+    configured = Settings.from_env().suites_dir
+    if configured is not None:
+        return configured
+    beside = Path(__file__).resolve().parents[2] / "workflows"
+    return beside if beside.is_dir() else None
+
+
+class SuiteFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=DNS_LABEL.pattern, min_length=1, max_length=63)]
+    description: str = ""
+    datasets: Annotated[list[str], Field(min_length=1, max_length=200)]
+
+
+def load_suites(path: Path | None = None) -> dict[str, list[str]]:
+    """Suites from ``*.yaml`` in ``path`` (default :func:`default_suites_dir`), name -> dataset names.
+
+    A broken file is an error naming the file (and line for YAML syntax); so is a suite naming an unknown dataset
+    or a name defined twice. A missing default folder (e.g. a wheel installed without the checkout) means no suites;
+    a missing folder that was asked for is an error.
+    """
+    folder = path if path is not None else default_suites_dir()
+    if folder is None:
+        return {}
+    if not folder.is_dir():
+        raise ValidationError(f"suites folder {folder} does not exist", field="suite")
+    suites: dict[str, list[str]] = {}
+    origin: dict[str, Path] = {}
+    known = set(known_dataset_names())
+    for file in sorted(folder.glob("*.yaml")):
+        suite = _read_suite(file)
+        if suite.name in suites:
+            raise ValidationError(
+                f"{file}: suite {suite.name!r} already defined in {origin[suite.name]}", field="suite"
+            )
+        unknown = [d for d in suite.datasets if d not in known]
+        if unknown:
+            raise ValidationError(f"{file}: unknown datasets {unknown}", field="suite")
+        if len(set(suite.datasets)) != len(suite.datasets):
+            raise ValidationError(f"{file}: datasets listed twice", field="suite")
+        suites[suite.name] = list(suite.datasets)
+        origin[suite.name] = file
+    return suites
+
+
+def _read_suite(file: Path) -> SuiteFile:
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{file}:{mark.line + 1}" if mark is not None else str(file)
+        raise ValidationError(f"{where}: invalid YAML: {exc.problem}", field="suite") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValidationError(f"{file}: cannot read: {exc}", field="suite") from None
+    try:
+        return SuiteFile.model_validate(raw)
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise ValidationError(f"{file}: {loc}: {first['msg']}", field="suite") from None
+
+
+def resolve_datasets(request: EvalRequest, suites: dict[str, list[str]]) -> list[str]:
+    """The dataset names the request evaluates, in order: the suite's datasets or the request's own list."""
+    if request.suite is not None:
+        if request.suite not in suites:
+            known = ", ".join(sorted(suites)) or "none"
+            raise ValidationError(f"unknown suite {request.suite!r} (known: {known})", field="suite")
+        names = list(suites[request.suite])
+        unknown = [n for n in names if n not in BUNDLED and n not in STOCK]
+        if unknown:
+            raise ValidationError(f"suite {request.suite!r} names unknown datasets {unknown}", field="suite")
+        return names
+    names = []
+    for ref in request.datasets or []:
+        if isinstance(ref, str):
+            if ref not in BUNDLED and ref not in STOCK:
+                raise ValidationError(
+                    f"unknown dataset {ref!r}: use a bundled or stock name ({', '.join(known_dataset_names())})"
+                    " or declare a custom dataset with name and path",
+                    field="datasets",
+                )
+            names.append(ref)
+        else:
+            names.append(ref.name)
+    return names

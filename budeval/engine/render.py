@@ -1,0 +1,149 @@
+"""Renders an evaluation request into an OpenCompass 0.5.4 Python config: the only text a runner executes.
+
+Pure and deterministic: the same request and datasets give the same text byte for byte, so :func:`config_hash` is
+provenance (what exactly was run) and a cache key. Decisions (see docs/opencompass.md):
+
+- every literal is written with ``repr`` (a valid Python literal), never by string pasting, so no request value
+  can inject code into the config;
+- the model ``abbr`` is the request's model name: OpenCompass names output folders and summary columns after it;
+- Hugging Face models use ``HuggingFacewithChatTemplate`` (mode ``chat``) or ``HuggingFaceBaseModel`` (``base``),
+  with ``trust_remote_code=False`` (a request must not run code shipped with a model);
+- endpoint models use ``OpenAISDK`` with ``key='ENV'``: OpenCompass reads ``OPENAI_API_KEY`` from the run's
+  environment, which the backend fills from the referenced secret. The key never appears in the text;
+- bundled datasets are referenced by the absolute path of the installed package folder; custom datasets by their
+  path; both as OpenCompass custom datasets (``abbr``, ``path``, ``data_type``), completed by OpenCompass itself;
+- stock datasets are imported inside ``read_base()`` under an alias per dataset, so that two stock configs exporting
+  the same variable name (``mmlu_gen``/``mmlu_ppl``) do not collide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from budeval.engine.catalog import BUNDLED, STOCK
+from budeval.errors import ValidationError
+from budeval.schemas.request import CustomDataset, EndpointModel, EvalRequest, HuggingFaceModel
+
+#: Environment variable OpenCompass's OpenAI models read when ``key='ENV'``.
+API_KEY_ENV = "OPENAI_API_KEY"
+
+
+def config_hash(text: str) -> str:
+    """sha256 hex of the rendered config text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def render_config(request: EvalRequest, datasets: Sequence[str | CustomDataset]) -> str:
+    """The OpenCompass config for ``request``'s model over ``datasets`` (names or the request's custom datasets)."""
+    if not datasets:
+        raise ValidationError("no datasets to render", field="datasets")
+    stock_imports: list[str] = []
+    dataset_lines: list[str] = []
+    seen: set[str] = set()
+    stock_variables: list[tuple[str, str]] = []
+    for ref in datasets:
+        name = ref if isinstance(ref, str) else ref.name
+        if name in seen:
+            raise ValidationError(f"dataset {name!r} listed twice", field="datasets")
+        seen.add(name)
+        if isinstance(ref, CustomDataset):
+            dataset_lines.append(_custom_dataset(ref.name, ref.path, ref.kind))
+        elif ref in BUNDLED:
+            bundled = BUNDLED[ref]
+            dataset_lines.append(_custom_dataset(bundled.name, str(bundled.path), bundled.kind))
+        elif ref in STOCK:
+            stock = STOCK[ref]
+            clash = [s for s in stock_variables if s[1] == stock.variable]
+            if clash:
+                # Variants of one benchmark (mmlu_gen/mmlu_ppl) carry the same dataset abbrs: outputs would collide.
+                raise ValidationError(
+                    f"{clash[0][0]!r} and {ref!r} are variants of one benchmark; evaluate them in separate runs",
+                    field="datasets",
+                )
+            stock_variables.append((ref, stock.variable))
+            alias = f"_stock_{len(stock_imports)}"
+            stock_imports.append(f"    from {stock.module} import {stock.variable} as {alias}")
+            dataset_lines.append(f"    *{alias},  # {stock.name}")
+        else:
+            raise ValidationError(f"unknown dataset {ref!r}", field="datasets")
+
+    source = request.model.source
+    model_class, model_lines = (
+        _hf_model(request, source) if isinstance(source, HuggingFaceModel) else _endpoint_model(request, source)
+    )
+    out = [
+        "# OpenCompass 0.5.4 config rendered by budeval; do not edit: budeval records the sha256 of this text.",
+        f"# evaluation {request.eval_id!r}, model {request.model.name!r}. No secret is written here.",
+    ]
+    if stock_imports:
+        out += ["from mmengine.config import read_base", "", "with read_base():", *stock_imports, ""]
+    out += [f"from opencompass.models import {model_class}", ""]
+    out += ["models = [", *model_lines, "]", ""]
+    out += ["datasets = [", *dataset_lines, "]", ""]
+    return "\n".join(out)
+
+
+def _custom_dataset(abbr: str, path: str, kind: str) -> str:
+    return f"    dict(abbr={abbr!r}, path={path!r}, data_type={kind!r}, infer_method='gen'),"
+
+
+def _hf_model(request: EvalRequest, source: HuggingFaceModel) -> tuple[str, list[str]]:
+    gen = request.generation
+    cls = "HuggingFacewithChatTemplate" if source.mode == "chat" else "HuggingFaceBaseModel"
+    model_kwargs: dict[str, object] = {"trust_remote_code": False}
+    tokenizer_kwargs: dict[str, object] = {"trust_remote_code": False}
+    if source.revision is not None:
+        model_kwargs["revision"] = source.revision
+        if source.tokenizer_path is None:
+            tokenizer_kwargs["revision"] = source.revision
+    if gen.temperature > 0:
+        generation_kwargs: dict[str, object] = {"do_sample": True, "temperature": gen.temperature}
+    else:
+        generation_kwargs = {"do_sample": False}
+    lines = [
+        "    dict(",
+        f"        type={cls},",
+        f"        abbr={request.model.name!r},",
+        f"        path={source.path!r},",
+        f"        tokenizer_path={(source.tokenizer_path or source.path)!r},",
+        f"        model_kwargs={_literal(model_kwargs)},",
+        f"        tokenizer_kwargs={_literal(tokenizer_kwargs)},",
+        f"        generation_kwargs={_literal(generation_kwargs)},",
+        f"        max_out_len={gen.max_out_len!r},",
+        f"        max_seq_len={gen.max_seq_len!r},",
+        f"        batch_size={gen.batch_size!r},",
+        f"        run_cfg=dict(num_gpus={request.resources.gpus!r}),",
+        "    ),",
+    ]
+    return cls, lines
+
+
+def _endpoint_model(request: EvalRequest, source: EndpointModel) -> tuple[str, list[str]]:
+    gen = request.generation
+    # 'ENV' makes OpenCompass read OPENAI_API_KEY at run time; 'EMPTY' is the usual placeholder of keyless servers.
+    key = "ENV" if source.api_key_secret is not None else "EMPTY"
+    lines = [
+        "    dict(",
+        "        type=OpenAISDK,",
+        f"        abbr={request.model.name!r},",
+        f"        path={source.model!r},",
+        f"        openai_api_base={source.base_url!r},",
+        f"        key={key!r},",
+        "        meta_template=dict(round=[dict(role='HUMAN', api_role='HUMAN'),"
+        " dict(role='BOT', api_role='BOT', generate=True)]),",
+        "        query_per_second=4,",
+        "        retry=2,",
+        f"        temperature={gen.temperature!r},",
+        f"        max_out_len={gen.max_out_len!r},",
+        f"        max_seq_len={gen.max_seq_len!r},",
+        f"        batch_size={gen.batch_size!r},",
+        "        run_cfg=dict(num_gpus=0),",
+        "    ),",
+    ]
+    return "OpenAISDK", lines
+
+
+def _literal(values: dict[str, object]) -> str:
+    """``dict(k=v, ...)`` with keys in a fixed order and values as Python literals."""
+    return "dict(" + ", ".join(f"{k}={v!r}" for k, v in sorted(values.items())) + ")"

@@ -1,0 +1,146 @@
+"""The rendered OpenCompass config: deterministic, valid Python, no secret, each dataset kind rendered as decided."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from typing import Any
+
+import pytest
+
+from budeval.engine.catalog import BUNDLED
+from budeval.engine.render import config_hash, render_config
+from budeval.errors import ValidationError
+from budeval.schemas.request import CustomDataset, EvalRequest
+
+HF = {"type": "huggingface", "path": "/models/smol", "revision": "abc123"}
+API = {
+    "type": "openai",
+    "base_url": "http://10.0.0.1:8000/v1/",
+    "model": "served-model",
+    "api_key_secret": {"name": "llm-keys", "key": "token"},
+}
+
+
+def make_request(source: dict[str, Any] | None = None, **kw: Any) -> EvalRequest:
+    base: dict[str, Any] = {
+        "eval_id": "e1",
+        "model": {"name": "my-model", "source": source or HF},
+        "datasets": ["tiny_qa"],
+    }
+    base.update(kw)
+    return EvalRequest.model_validate(base)
+
+
+def model_call(text: str) -> ast.Call:
+    """The first dict(...) inside ``models = [...]``."""
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "models":
+            assert isinstance(node.value, ast.List)
+            call = node.value.elts[0]
+            assert isinstance(call, ast.Call)
+            return call
+    raise AssertionError("no models assignment")
+
+
+def kwargs(call: ast.Call) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kw in call.keywords:
+        assert kw.arg is not None
+        out[kw.arg] = ast.unparse(kw.value) if not isinstance(kw.value, ast.Constant) else kw.value.value
+    return out
+
+
+def test_same_input_same_text_and_hash() -> None:
+    a = render_config(make_request(), ["tiny_qa"])
+    b = render_config(make_request(), ["tiny_qa"])
+    assert a == b
+    assert config_hash(a) == config_hash(b) == hashlib.sha256(a.encode()).hexdigest()
+    assert len(config_hash(a)) == 64
+
+
+def test_changes_that_matter_change_the_text() -> None:
+    base = render_config(make_request(), ["tiny_qa"])
+    assert render_config(make_request(generation={"max_out_len": 7}), ["tiny_qa"]) != base
+    assert render_config(make_request(), ["tiny_mcq"]) != base
+
+
+def test_hf_chat_model_rendering() -> None:
+    text = render_config(make_request(generation={"max_out_len": 32, "batch_size": 2}), ["tiny_qa"])
+    ast.parse(text)
+    assert "from opencompass.models import HuggingFacewithChatTemplate" in text
+    kw = kwargs(model_call(text))
+    assert kw["type"] == "HuggingFacewithChatTemplate"
+    assert kw["abbr"] == "my-model"
+    assert kw["path"] == "/models/smol"
+    assert kw["max_out_len"] == 32 and kw["batch_size"] == 2
+    assert "revision='abc123'" in kw["model_kwargs"]
+    assert "trust_remote_code=False" in kw["model_kwargs"]
+    assert kw["generation_kwargs"] == "dict(do_sample=False)"
+    assert kw["run_cfg"] == "dict(num_gpus=1)"
+
+
+def test_hf_base_model_and_sampling() -> None:
+    src = dict(HF, mode="base")
+    text = render_config(make_request(src, generation={"temperature": 0.7}, resources={"gpus": 0}), ["tiny_qa"])
+    kw = kwargs(model_call(text))
+    assert kw["type"] == "HuggingFaceBaseModel"
+    assert kw["generation_kwargs"] == "dict(do_sample=True, temperature=0.7)"
+    assert kw["run_cfg"] == "dict(num_gpus=0)"
+
+
+def test_endpoint_model_reads_key_from_environment_and_never_holds_it() -> None:
+    text = render_config(make_request(API), ["tiny_qa"])
+    kw = kwargs(model_call(text))
+    assert kw["type"] == "OpenAISDK"
+    assert kw["key"] == "ENV"
+    assert kw["openai_api_base"] == "http://10.0.0.1:8000/v1/"
+    assert kw["path"] == "served-model"
+    # Only the *reference* is in the request; the secret's name/key do not belong in the config either.
+    assert "llm-keys" not in text and "token" not in text
+
+
+def test_keyless_endpoint_uses_placeholder() -> None:
+    src = {k: v for k, v in API.items() if k != "api_key_secret"}
+    assert kwargs(model_call(render_config(make_request(src), ["tiny_qa"])))["key"] == "EMPTY"
+
+
+def test_bundled_dataset_by_absolute_package_path() -> None:
+    text = render_config(make_request(), ["tiny_qa", "tiny_mcq"])
+    assert repr(str(BUNDLED["tiny_qa"].path)) in text
+    assert BUNDLED["tiny_qa"].path.is_absolute()
+    assert "data_type='mcq'" in text
+    assert "read_base" not in text
+
+
+def test_stock_datasets_via_read_base_with_aliases() -> None:
+    text = render_config(make_request(datasets=["gsm8k_gen", "mmlu_gen"]), ["gsm8k_gen", "mmlu_gen"])
+    ast.parse(text)
+    assert "from mmengine.config import read_base" in text
+    assert "from opencompass.configs.datasets.gsm8k.gsm8k_gen import gsm8k_datasets as _stock_0" in text
+    assert "from opencompass.configs.datasets.mmlu.mmlu_gen import mmlu_datasets as _stock_1" in text
+    assert text.index("*_stock_0") < text.index("*_stock_1")
+
+
+def test_variants_of_one_benchmark_in_one_run_are_rejected() -> None:
+    with pytest.raises(ValidationError, match="variants"):
+        render_config(make_request(datasets=["mmlu_gen", "mmlu_ppl"]), ["mmlu_gen", "mmlu_ppl"])
+
+
+def test_custom_dataset_path_is_a_literal_not_code() -> None:
+    evil = CustomDataset(name="evil", path="/data/x'); import os; os.system('true'); ('.jsonl")
+    text = render_config(make_request(datasets=[evil.model_dump()]), [evil])
+    tree = ast.parse(text)
+    # Still exactly three statements after the import: no injected statement.
+    assigns = [n for n in tree.body if isinstance(n, ast.Assign)]
+    assert [getattr(a.targets[0], "id", "") for a in assigns] == ["models", "datasets"]
+    assert "os.system" not in [ast.unparse(n) for n in tree.body if isinstance(n, ast.Expr)]
+
+
+def test_unknown_or_empty_or_duplicate_datasets_are_rejected() -> None:
+    with pytest.raises(ValidationError):
+        render_config(make_request(), ["no_such"])
+    with pytest.raises(ValidationError):
+        render_config(make_request(), [])
+    with pytest.raises(ValidationError):
+        render_config(make_request(), ["tiny_qa", "tiny_qa"])
