@@ -105,8 +105,11 @@ class Admission:
         self.metrics = metrics
 
     def admit(self, body: bytes) -> tuple[str | None, EvalRequest | Rejection]:
-        ce_id, parsed_input = _event_envelope(body)
-        parsed = parse_request(parsed_input)
+        try:
+            ce_id, parsed_input = _event_envelope(body)
+            parsed = parse_request(parsed_input)
+        except RecursionError:  # json's recursion limit: thousands of nested brackets
+            return None, Rejection("request is nested too deeply", "<request>")
         if isinstance(parsed, EvalRequest):
             rejected = check_catalog(parsed, self.suites)
             if rejected is not None:

@@ -53,7 +53,11 @@ def parse_request(body: bytes | str | dict[str, Any]) -> EvalRequest | Rejection
     raw_id = doc.get("eval_id")
     shown_id = raw_id if isinstance(raw_id, str) and len(raw_id) <= 63 else None
     try:
-        return EvalRequest.model_validate(doc)
-    except PydanticValidationError as exc:
+        # Strict JSON types: "64" is not an integer and "yes" not a boolean; a producer's type error is rejected,
+        # never silently coerced into an evaluation nobody asked for.
+        return EvalRequest.model_validate_json(json.dumps(doc), strict=True)
+    except (PydanticValidationError, ValueError) as exc:
+        if not isinstance(exc, PydanticValidationError):
+            return Rejection(f"request cannot be re-encoded as JSON: {str(exc)[:200]}", "<request>", shown_id)
         first = exc.errors(include_url=False, include_input=False)[0]
         return Rejection(f"{first['msg']}", _loc(first["loc"]), shown_id)
