@@ -11,11 +11,13 @@ sidecar listen; in embedded mode without a configured token, a token is generate
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +115,24 @@ def _point_sdk_at(grpc_port: int, http_port: int) -> None:
         os.environ.pop(name, None)
 
 
+def _start_runtime(deps: Deps, attempts: int) -> Any:
+    """Register and start the workflow worker; daprd may come up after the app, so an external sidecar is retried."""
+    log = get_logger(component="serve")
+    for attempt in range(1, attempts + 1):
+        runtime, _ = build_runtime(deps)
+        try:
+            runtime.start()
+            return runtime
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                runtime.shutdown()
+            if attempt == attempts:
+                raise
+            log.warning("workflow worker not started yet; retrying", error=type(exc).__name__, attempt=attempt)
+            time.sleep(2.0)
+    raise AssertionError("unreachable")
+
+
 def assemble(settings: Settings) -> Service:
     """Open everything and start the workflow worker and watcher; the HTTP server is started by :func:`serve`."""
     import dapr.ext.workflow as wf
@@ -180,8 +200,7 @@ def assemble(settings: Settings) -> Service:
             parse=timed_parser(parse_run, metrics),
             suites=suites,
         )
-        runtime, _ = build_runtime(deps)
-        runtime.start()
+        runtime = _start_runtime(deps, attempts=1 if mode == "embedded" else 30)
         service._stops.append(("workflow runtime", runtime.shutdown))
         workflows = wf.DaprWorkflowClient()
         watch: Watch = backend.watch(lambda state: raise_run_finished(workflows, state))
