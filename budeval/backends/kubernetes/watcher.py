@@ -1,0 +1,243 @@
+"""One shared watch on budeval's Jobs and their pods (label selector) that reports runs reaching a terminal state.
+
+Informer-style: list, then watch from the list's ``resourceVersion``; a stream that ends is resumed from the last
+version seen (bookmarks keep it fresh); ``410 Gone`` or any error relists after a backoff. Pods are watched too,
+because image pull failures and unschedulable pods never change the Job. A sweeper re-checks the cached pending
+pods against ``unschedulable_after_s`` without any API request. A run costs API requests only when it fails (one
+``pods/log`` read for the excerpt); the workflow's durable-timer poll stays as the fallback for anything missed.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from budeval.backends.base import RunFinishedCallback, RunState
+from budeval.backends.kubernetes import api as kapi
+from budeval.backends.kubernetes.classify import run_state
+from budeval.backends.kubernetes.manifests import LABEL_EVAL, LABEL_RUN, RUN_SELECTOR
+from budeval.errors import BudevalError
+from budeval.logs import get_logger
+
+Json = dict[str, Any]
+RunKey = tuple[str, str]
+#: Seconds to wait before relisting after consecutive errors (the last one repeats).
+ERROR_BACKOFFS: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0, 5.0, 8.0)
+
+
+def _key(obj: Json) -> RunKey | None:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    eval_id, run_id = labels.get(LABEL_EVAL), labels.get(LABEL_RUN)
+    if not isinstance(eval_id, str) or not isinstance(run_id, str):
+        return None
+    return eval_id, run_id
+
+
+def _uid(obj: Json) -> str:
+    return str((obj.get("metadata") or {}).get("uid", ""))
+
+
+class JobWatcher:
+    """Started by :meth:`KubernetesBackend.watch`; ``stop()`` ends its threads."""
+
+    def __init__(
+        self,
+        api: kapi.JsonApi,
+        *,
+        namespace: str,
+        unschedulable_after_s: float,
+        on_finished: RunFinishedCallback,
+        read_log: Callable[[str], str],
+        watch_timeout_s: float = 300.0,
+        sweep_interval_s: float | None = None,
+    ) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.unschedulable_after_s = unschedulable_after_s
+        self.on_finished = on_finished
+        self.read_log = read_log
+        self.watch_timeout_s = watch_timeout_s
+        self.sweep_interval_s = sweep_interval_s or max(0.2, min(10.0, unschedulable_after_s / 4))
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._jobs: dict[RunKey, Json] = {}
+        self._pods: dict[RunKey, dict[str, Json]] = {}
+        self._reported: set[str] = set()  # Job uids whose terminal state was reported
+        self._threads: list[threading.Thread] = []
+        self._log = get_logger(component="k8s-watch", namespace=namespace)
+        #: Counters for tests and benchmarks: lists, watch streams, errors, reports.
+        self.stats: dict[str, int] = {"lists": 0, "watches": 0, "errors": 0, "gone": 0, "reported": 0}
+        self.synced = threading.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+    def start(self) -> JobWatcher:
+        jobs_synced, pods_synced = threading.Event(), threading.Event()
+        specs: list[tuple[str, Callable[[], None]]] = [
+            ("jobs", lambda: self._run_stream(kapi.jobs_path(self.namespace), "jobs", jobs_synced)),
+            ("pods", lambda: self._run_stream(kapi.core_path(self.namespace, "pods"), "pods", pods_synced)),
+            ("sweep", self._sweep_loop),
+        ]
+        for name, target in specs:
+            thread = threading.Thread(target=target, name=f"budeval-k8s-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+        def mark_synced() -> None:
+            jobs_synced.wait()
+            pods_synced.wait()
+            self.synced.set()
+
+        threading.Thread(target=mark_synced, name="budeval-k8s-synced", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                # A watch blocked in a read ends at its timeout; daemon threads never hold the process.
+                thread.join(timeout=1.0)
+
+    # -- streams ---------------------------------------------------------------------------------------------------
+    def _run_stream(self, path: str, kind: str, synced: threading.Event) -> None:
+        failures = 0
+        resource_version: str | None = None
+        while not self._stop.is_set():
+            try:
+                if resource_version is None:
+                    listing = self.api.request(
+                        "GET", path, what=f"list {kind}", query={"labelSelector": RUN_SELECTOR}
+                    )
+                    self.stats["lists"] += 1
+                    resource_version = str((listing.get("metadata") or {}).get("resourceVersion") or "")
+                    self._replace(kind, listing.get("items") or [])
+                    synced.set()
+                self.stats["watches"] += 1
+                timeout = self.watch_timeout_s * random.uniform(0.9, 1.0)  # spread reconnects of many watchers
+                for event in self.api.watch(
+                    path,
+                    what=f"watch {kind}",
+                    query={"labelSelector": RUN_SELECTOR, "resourceVersion": resource_version},
+                    timeout_s=timeout,
+                ):
+                    if self._stop.is_set():
+                        return
+                    etype, obj = event.get("type"), event.get("object") or {}
+                    if etype == "ERROR":
+                        code = obj.get("code")
+                        self.stats["gone" if code == 410 else "errors"] += 1
+                        self._log.info("watch error event, relisting", kind=kind, code=code)
+                        resource_version = None
+                        break
+                    rv = (obj.get("metadata") or {}).get("resourceVersion")
+                    if rv:
+                        resource_version = str(rv)
+                    if etype == "BOOKMARK":
+                        continue
+                    self._apply(kind, str(etype), obj)
+                failures = 0
+            except BudevalError as exc:
+                self.stats["errors"] += 1
+                delay = ERROR_BACKOFFS[min(failures, len(ERROR_BACKOFFS) - 1)]
+                failures += 1
+                self._log.warning(
+                    "watch failed, will relist", kind=kind, error=exc.message, attempt=failures, retry_in_s=delay
+                )
+                resource_version = None
+                self._stop.wait(delay)
+            except Exception as exc:  # never let the watcher thread die: the next loop relists
+                self.stats["errors"] += 1
+                failures += 1
+                self._log.error("watch crashed, will relist", kind=kind, error=type(exc).__name__)
+                resource_version = None
+                self._stop.wait(ERROR_BACKOFFS[-1])
+
+    def _replace(self, kind: str, items: list[Json]) -> None:
+        with self._lock:
+            if kind == "jobs":
+                self._jobs = {k: item for item in items if (k := _key(item)) is not None}
+            else:
+                self._pods = {}
+                for item in items:
+                    k = _key(item)
+                    if k is not None:
+                        self._pods.setdefault(k, {})[item["metadata"]["name"]] = item
+            keys = list(self._jobs)
+        self._evaluate(keys)
+
+    def _apply(self, kind: str, etype: str, obj: Json) -> None:
+        k = _key(obj)
+        if k is None:
+            return
+        with self._lock:
+            if kind == "jobs":
+                if etype == "DELETED":
+                    gone = self._jobs.pop(k, None)
+                    if gone is not None and _uid(gone) == _uid(obj):
+                        # Deleted before it finished (someone deleted it by hand): report it as cancelled.
+                        obj = dict(obj, metadata=dict(obj.get("metadata") or {}, deletionTimestamp="deleted"))
+                        self._jobs[k] = obj
+                else:
+                    self._jobs[k] = obj
+            else:
+                pods = self._pods.setdefault(k, {})
+                name = obj["metadata"]["name"]
+                if etype == "DELETED":
+                    pods.pop(name, None)
+                else:
+                    pods[name] = obj
+        self._evaluate([k])
+        if kind == "jobs" and etype == "DELETED":
+            with self._lock:
+                if self._jobs.get(k) is obj:
+                    del self._jobs[k]
+
+    # -- evaluation ------------------------------------------------------------------------------------------------
+    def _evaluate(self, keys: list[RunKey]) -> None:
+        now = datetime.now(UTC)
+        todo: list[tuple[str, Json, list[Json]]] = []
+        with self._lock:
+            for k in keys:
+                job = self._jobs.get(k)
+                if job is None or _uid(job) in self._reported:
+                    continue
+                pods = [p for p in self._pods.get(k, {}).values() if self._owned(p, job)]
+                todo.append((_uid(job), job, pods))
+        for uid, job, pods in todo:
+            try:
+                state = run_state(
+                    job, pods, now=now, unschedulable_after_s=self.unschedulable_after_s, read_log=self.read_log
+                )
+            except Exception as exc:  # a malformed object must not stop the watch
+                self._log.warning("cannot classify job", job=job.get("metadata", {}).get("name"), error=str(exc))
+                continue
+            if not state.finished:
+                continue
+            with self._lock:
+                if uid in self._reported:
+                    continue
+                self._reported.add(uid)
+            self._report(state)
+
+    @staticmethod
+    def _owned(pod: Json, job: Json) -> bool:
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        uid = labels.get("controller-uid")
+        return uid is None or uid == _uid(job)
+
+    def _report(self, state: RunState) -> None:
+        self.stats["reported"] += 1
+        log = get_logger(eval_id=state.eval_id, run_id=state.run_id, component="k8s-watch")
+        log.info("run finished", phase=state.phase, reason=state.reason_class)
+        try:
+            self.on_finished(state)
+        except Exception as exc:  # the durable-timer poll catches what the callback could not deliver
+            log.warning("on_finished callback failed", error=type(exc).__name__)
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(self.sweep_interval_s):
+            with self._lock:
+                keys = list(self._jobs)
+            self._evaluate(keys)

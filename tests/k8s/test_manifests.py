@@ -1,0 +1,146 @@
+"""The manifests the backend emits: fields from the request, hardening, secrets by reference, schema-valid."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes import client as k8s
+
+from budeval.backends.kubernetes import KubernetesBackend
+from budeval.backends.kubernetes import manifests as m
+from budeval.config import Settings
+from budeval.errors import UnsafeIdError
+from tests.k8s.specs import endpoint_spec, hf_spec
+
+VERSIONS = ("1.29", "1.33")
+
+
+def full_spec() -> Any:
+    return hf_spec(
+        "eval-manifests",
+        "r3",
+        timeout_s=7200,
+        gpus=2,
+        gpu_resource_name="amd.com/gpu",
+        cpu="8",
+        memory="64Gi",
+        node_selector={"gpu.type": "a100"},
+        tolerations=[{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        priority_class="eval-low",
+        queue="team-a",
+    )
+
+
+def backend(tmp_path: Path) -> KubernetesBackend:
+    settings = Settings(data_dir=tmp_path, results_root=Path("/results"), namespace="evals")
+    return KubernetesBackend(settings, k8s.ApiClient(), backoff_limit=2, ttl_after_finished_s=3600)
+
+
+def with_owner(cm: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    owned = json.loads(json.dumps(cm))
+    job = dict(job, metadata=dict(job["metadata"], uid="0e5f2a7e-64b2-4c11-9a30-5d2f5f1f1c11"))
+    owned["metadata"]["ownerReferences"] = [m.owner_reference(job)]
+    return owned
+
+
+def emitted(tmp_path: Path) -> list[dict[str, Any]]:
+    b = backend(tmp_path)
+    out: list[dict[str, Any]] = []
+    for spec in (full_spec(), endpoint_spec("eval-endpoint"), hf_spec("eval-plain", gpus=0)):
+        cm, job = b.manifests(spec)
+        out += [with_owner(cm, job), job]
+    return out
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_manifest_is_valid_with_strict_schema(tmp_path: Path, version: str) -> None:
+    for obj in emitted(tmp_path):
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_kubernetes_validate_cli_strict_accepts_them_and_rejects_a_typo(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump_all(emitted(tmp_path)))
+    bad_job = emitted(tmp_path)[1]
+    bad_job["spec"]["template"]["spec"]["containers"][0]["resource"] = {}  # typo: an unknown field
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(bad_job))
+    cli = shutil.which("kubernetes-validate") or str(Path(sys.executable).parent / "kubernetes-validate")
+    for version in VERSIONS:
+        ok = subprocess.run([cli, "--strict", "-k", version, str(good)], capture_output=True, text=True, check=False)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        no = subprocess.run([cli, "--strict", "-k", version, str(bad)], capture_output=True, text=True, check=False)
+        assert no.returncode != 0, "a strict validation that accepts unknown fields proves nothing"
+
+
+def test_job_carries_resources_scheduling_and_lifecycle_fields(tmp_path: Path) -> None:
+    cm, job = backend(tmp_path).manifests(full_spec())
+    spec = job["spec"]
+    pod = spec["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["resources"]["requests"]["amd.com/gpu"] == container["resources"]["limits"]["amd.com/gpu"] == "2"
+    assert container["resources"]["requests"]["cpu"] == "8"
+    assert container["resources"]["requests"]["memory"] == container["resources"]["limits"]["memory"] == "64Gi"
+    assert pod["nodeSelector"] == {"gpu.type": "a100"}
+    assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["priorityClassName"] == "eval-low"
+    assert job["metadata"]["labels"][m.LABEL_QUEUE] == "team-a"
+    assert spec["backoffLimit"] == 2
+    assert spec["activeDeadlineSeconds"] == 7200
+    assert spec["ttlSecondsAfterFinished"] == 3600
+    assert container["image"] == Settings().runner_image
+    labels = job["metadata"]["labels"]
+    assert labels[m.LABEL_EVAL] == "eval-manifests" and labels[m.LABEL_RUN] == "r3"
+    assert labels["app.kubernetes.io/managed-by"] == "budeval"
+    assert labels["app.kubernetes.io/part-of"] == "budeval"
+    assert spec["template"]["metadata"]["labels"][m.LABEL_EVAL] == "eval-manifests"
+    # The OpenCompass command reads the ConfigMap and writes to {results_root}/{eval_id}/{run_id} on the PVC.
+    assert container["command"][:4] == ["python", "-m", "opencompass.cli.main", "/etc/budeval/run/config.py"]
+    assert container["command"][container["command"].index("--work-dir") + 1] == "/results/eval-manifests/r3"
+    mounts = {v["name"]: v["mountPath"] for v in container["volumeMounts"]}
+    assert mounts["results"] == "/results"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["results"]["persistentVolumeClaim"]["claimName"] == Settings().results_pvc
+    assert volumes["config"]["configMap"]["name"] == cm["metadata"]["name"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["HF_HOME"] == "/results/_cache/huggingface"
+    assert env["COMPASS_DATA_CACHE"] == "/results/_cache/datasets"
+    assert cm["data"][m.CONFIG_KEY] == full_spec().config_text
+
+
+def test_pod_is_hardened(tmp_path: Path) -> None:
+    _, job = backend(tmp_path).manifests(full_spec())
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["serviceAccountName"] == Settings().runner_service_account
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_api_key_only_as_secret_key_ref(tmp_path: Path) -> None:
+    cm, job = backend(tmp_path).manifests(endpoint_spec("eval-endpoint", secret="llm-api", key="token"))
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    keyed = [e for e in container["env"] if e["name"] == m.API_KEY_ENV]
+    assert keyed == [
+        {"name": m.API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": "llm-api", "key": "token", "optional": False}}}
+    ]
+    assert all("value" not in e for e in keyed)
+
+
+def test_long_ids_give_a_stable_short_job_name() -> None:
+    eval_id = "e" * 63
+    name = m.job_name(eval_id, "r12")
+    assert len(name) <= 63 and name.endswith("-r12") and name == m.job_name(eval_id, "r12")
+    assert m.job_name(eval_id, "r13") != name
+    with pytest.raises(UnsafeIdError):
+        m.job_name("../etc", "r0")
