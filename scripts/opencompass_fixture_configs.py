@@ -5,6 +5,9 @@ the output of budeval's own configs; the failure cases then add one deliberate d
 
 - ``two_models_one_fails``: a second model whose folder does not exist (its infer task fails);
 - ``two_datasets_one_fails``: a second dataset whose evaluator gets an unknown argument (its eval task fails);
+- ``reuse_first``: ``tiny_qa`` whose evaluator gets an unknown argument; ``reuse`` then re-runs the same folder with
+  the plain config and ``-r`` (inference is reused, evaluation runs again): the older summary has ``-``, the newer a
+  score;
 - ``aborted``: a dataset file with an invalid JSON line (the OpenCompass CLI aborts before any task).
 
 Usage: opencompass_fixture_configs.py NAME OUT_FILE MODEL_DIR DATA_DIR   (runs with budeval importable)
@@ -34,6 +37,10 @@ def request(model_dir: str, datasets: list[str | dict[str, str]]) -> EvalRequest
 
 
 def config_for(name: str, model_dir: str, data_dir: str) -> str:
+    if name == "reuse_first":
+        text = render_config(request(model_dir, ["tiny_qa"]), ["tiny_qa"])
+        broken_eval = "infer_method='gen', evaluator_kwargs=dict(no_such_option=1)),\n]"
+        return _replace_once(text, "infer_method='gen'),\n]", broken_eval)
     if name in ("qa_chat", "reuse"):
         return render_config(request(model_dir, ["tiny_qa"]), ["tiny_qa"])
     if name == "mcq":

@@ -335,6 +335,8 @@ class LocalBackend:
     def _start(self, run: _Run) -> bool:
         if not _create_exclusive(run.file("starting"), f"{time.time():.6f}\n"):
             return False
+        if run.has("cancelled"):  # cancelled between the queue scan and now (another instance): never start it
+            return False
         env = dict(os.environ)
         env.pop(API_KEY_ENV, None)  # only a key this run asked for reaches OpenCompass
         env.update(self._secrets.pop((run.eval_id, run.run_id), {}))
