@@ -161,7 +161,6 @@ class LocalBackend:
         self.poll_s = poll_s
         self._lock = threading.RLock()
         self._children: dict[int, subprocess.Popen[bytes]] = {}  # reaped by poll(): no zombie looks alive
-        self._secrets: dict[tuple[str, str], dict[str, str]] = {}  # env for queued runs, in memory only
 
     # -- JobBackend ---------------------------------------------------------------------------------------------
     def work_dir(self, eval_id: str, run_id: str) -> Path:
@@ -176,7 +175,7 @@ class LocalBackend:
                 f"OpenCompass interpreter {self.python or '(unset)'!r} not found: run scripts/setup_opencompass.sh "
                 "and set BUDEVAL_OPENCOMPASS_PYTHON"
             )
-        extra_env = self._secret_env(spec)  # before any file: a missing key fails the submit, not a half run
+        self._secret_env(spec)  # before any file: a missing key fails the submit, not a half-made run
         run.meta.mkdir(parents=True, exist_ok=True)
         with self._lock:
             if not run.has("submitted"):
@@ -187,8 +186,6 @@ class LocalBackend:
                 )
                 if _create_exclusive(run.file("submitted"), f"{time.time():.6f}\n"):
                     get_logger(eval_id=spec.eval_id, run_id=spec.run_id).info("run queued", backend=self.name)
-            if extra_env:
-                self._secrets[(spec.eval_id, spec.run_id)] = extra_env
             self._pump()
             return self._state(run)
 
@@ -337,14 +334,18 @@ class LocalBackend:
             return False
         if run.has("cancelled"):  # cancelled between the queue scan and now (another instance): never start it
             return False
+        try:
+            spec = RunSpec.model_validate({**json.loads(run.read("spec.json") or "{}"), "config_text": ""})
+            # Read at start, not at submit: a queued run started by a restarted service still gets its key.
+            key_env = self._secret_env(spec)
+        except (ValueError, ValidationError) as exc:
+            _write_atomic(run.file("output.log"), f"budeval: cannot start OpenCompass: {exc}\n")
+            _write_atomic(run.file("exit_code"), "1\n")
+            return False
         env = dict(os.environ)
         env.pop(API_KEY_ENV, None)  # only a key this run asked for reaches OpenCompass
-        env.update(self._secrets.pop((run.eval_id, run.run_id), {}))
-        try:
-            spec = json.loads(run.read("spec.json") or "{}")
-            gpus = int(spec.get("resources", {}).get("gpus", 0))
-        except (ValueError, json.JSONDecodeError, AttributeError):
-            gpus = 0
+        env.update(key_env)
+        gpus = spec.resources.gpus
         if gpus > 0 and "CUDA_VISIBLE_DEVICES" not in env and not Path("/dev/nvidia0").exists():
             # OpenCompass's LocalRunner asserts it sees num_gpus devices; on a host without GPUs, name ids so the
             # assertion holds and torch (finding no CUDA) runs the model on CPU.

@@ -373,3 +373,19 @@ def test_missing_interpreter_is_backend_unavailable(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, opencompass_python=str(tmp_path / "no-python"))
     with pytest.raises(BackendUnavailableError, match="setup_opencompass"):
         LocalBackend(settings).submit(spec("exit0"))
+
+
+def test_queued_run_reads_its_key_when_it_starts(
+    make_backend: Callable[..., LocalBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    var = secret_env_name("llm-keys", "api-key")
+    monkeypatch.setenv(var, "sk-first")
+    backend = make_backend(max_parallel=1)
+    backend.submit(spec("sleep 300", eval_id="busy"))
+    assert backend.submit(spec("copy qa_chat", model=API_MODEL)).phase == "pending"
+    monkeypatch.delenv(var)  # e.g. a restarted service without the secret
+    backend.cancel("busy")
+    state = wait_finished(backend)
+    assert (state.phase, state.reason_class) == ("failed", "crash")
+    assert var in state.log_excerpt
+    assert not (backend.work_dir("e1", "r0") / ".budeval" / "invocations").exists()
