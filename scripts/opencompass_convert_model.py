@@ -45,7 +45,7 @@ def main(out_dir: str) -> None:
     msgs = [{"role": "user", "content": "What is the capital of France? Reply with one word."}]
     ids = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt")
     gen = m.generate(ids, max_new_tokens=8, do_sample=False)
-    print("smoke:", repr(tok.decode(gen[0][ids.shape[1]:], skip_special_tokens=True)))
+    print("smoke:", repr(tok.decode(gen[0][ids.shape[1] :], skip_special_tokens=True)))
 
 
 if __name__ == "__main__":

@@ -65,8 +65,11 @@ def config_for(name: str, model_dir: str, data_dir: str) -> str:
         bad = CustomDataset(name="bad_eval_ds", path=f"{data_dir}/bad_eval_ds.jsonl", kind="qa")
         req = request(model_dir, ["tiny_qa", bad.model_dump()])
         text = render_config(req, ["tiny_qa", bad])
-        return _replace_once(text, "data_type='qa', infer_method='gen'),\n]", "data_type='qa', infer_method='gen',"
-                             " evaluator_kwargs=dict(no_such_option=1)),\n]")
+        return _replace_once(
+            text,
+            "data_type='qa', infer_method='gen'),\n]",
+            "data_type='qa', infer_method='gen', evaluator_kwargs=dict(no_such_option=1)),\n]",
+        )
     if name == "aborted":
         broken = CustomDataset(name="broken_ds", path=f"{data_dir}/broken_ds.jsonl", kind="qa")
         return render_config(request(model_dir, [broken.model_dump()]), [broken])
