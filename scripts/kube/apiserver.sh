@@ -234,7 +234,7 @@ start_controller_manager() {
     --controllers job,namespace,garbagecollector,serviceaccount,serviceaccount-token,pvc-protection,pv-protection,persistentvolume-binder \
     --port 0 --secure-port 0 --leader-elect=false \
     --service-account-private-key-file "$STATE/pki/sa.key" --root-ca-file "$STATE/pki/ca.crt" \
-    --feature-gates TTLAfterFinished=true --kube-api-qps 200 --kube-api-burst 400 --concurrent-job-syncs 10 \
+    --feature-gates TTLAfterFinished=true --kube-api-qps 200 --kube-api-burst 400 \
     --profiling=false --v 1
 }
 

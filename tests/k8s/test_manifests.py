@@ -45,7 +45,7 @@ def backend(tmp_path: Path) -> KubernetesBackend:
 
 
 def with_owner(cm: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
-    owned = json.loads(json.dumps(cm))
+    owned: dict[str, Any] = json.loads(json.dumps(cm))
     job = dict(job, metadata=dict(job["metadata"], uid="0e5f2a7e-64b2-4c11-9a30-5d2f5f1f1c11"))
     owned["metadata"]["ownerReferences"] = [m.owner_reference(job)]
     return owned
@@ -128,7 +128,7 @@ def test_pod_is_hardened(tmp_path: Path) -> None:
 
 
 def test_api_key_only_as_secret_key_ref(tmp_path: Path) -> None:
-    cm, job = backend(tmp_path).manifests(endpoint_spec("eval-endpoint", secret="llm-api", key="token"))
+    _, job = backend(tmp_path).manifests(endpoint_spec("eval-endpoint", secret="llm-api", key="token"))
     container = job["spec"]["template"]["spec"]["containers"][0]
     keyed = [e for e in container["env"] if e["name"] == m.API_KEY_ENV]
     assert keyed == [

@@ -26,14 +26,14 @@ EXCERPT_CHARS = 4000
 
 _TASK_ERROR = re.compile(r" - ERROR - .*(?:fail|error)", re.IGNORECASE)
 _SECRETS = (
-    re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"),
+    re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}|(?i:\bbearer\s+)\S+"),
     re.compile(r"(?i)\b(authorization|api[_-]?key|bearer|token|password|secret)(\"?\s*[:=]\s*\"?|\s+)([^\s\"',]+)"),
 )
 
 
 def redact(text: str) -> str:
     """Masks what looks like a credential, so that a log excerpt cannot carry one into events or tables."""
-    text = _SECRETS[0].sub("sk-***", text)
+    text = _SECRETS[0].sub(lambda m: "Bearer ***" if m.group(0).lower().startswith("bearer") else "sk-***", text)
     return _SECRETS[1].sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
 
 
