@@ -1,0 +1,178 @@
+{{/* Names, labels and the service's environment, shared by the templates. */}}
+
+{{- define "budeval.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "budeval.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "budeval.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "budeval.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "budeval.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "budeval.labels" -}}
+helm.sh/chart: {{ include "budeval.chart" . }}
+{{ include "budeval.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: budeval
+{{- end }}
+
+{{- define "budeval.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "budeval.runnerImage" -}}
+{{- printf "%s:%s" .Values.runner.image.repository .Values.runner.image.tag }}
+{{- end }}
+
+{{- define "budeval.controllerServiceAccount" -}}
+{{- default (printf "%s-controller" (include "budeval.fullname" .) | trunc 63 | trimSuffix "-") .Values.serviceAccount.name }}
+{{- end }}
+
+{{- define "budeval.runnerServiceAccount" -}}
+{{- default (printf "%s-runner" (include "budeval.fullname" .) | trunc 63 | trimSuffix "-") .Values.runner.serviceAccount.name }}
+{{- end }}
+
+{{- define "budeval.resultsClaim" -}}
+{{- default (printf "%s-results" (include "budeval.fullname" .) | trunc 63 | trimSuffix "-") .Values.results.existingClaim }}
+{{- end }}
+
+{{- define "budeval.storeSecret" -}}
+{{- default (printf "%s-clickhouse" (include "budeval.fullname" .) | trunc 63 | trimSuffix "-") .Values.clickhouse.existingSecret }}
+{{- end }}
+
+{{- define "budeval.s3Secret" -}}
+{{- default (printf "%s-s3" (include "budeval.fullname" .) | trunc 63 | trimSuffix "-") .Values.s3.existingSecret }}
+{{- end }}
+
+{{- define "budeval.s3HasCredentials" -}}
+{{- if or .Values.s3.existingSecret .Values.s3.accessKey }}true{{ end }}
+{{- end }}
+
+{{- define "budeval.apiTokenSecret" -}}
+{{- default (printf "%s-api-token" (include "budeval.fullname" .) | trunc 63 | trimSuffix "-") .Values.apiToken.existingSecret }}
+{{- end }}
+
+{{/* The Secret the migration hook reads the DSN from: a hook copy when the chart owns the DSN (hooks run before
+     the release's own objects exist), else the existing Secret. */}}
+{{- define "budeval.migrateStoreSecret" -}}
+{{- if .Values.clickhouse.existingSecret }}{{ .Values.clickhouse.existingSecret }}
+{{- else }}{{ printf "%s-migrate" (include "budeval.fullname" .) | trunc 63 | trimSuffix "-" }}{{ end }}
+{{- end }}
+
+{{/* Settings (budeval/config.py) of the service as BUDEVAL_* variables; secrets only as secretKeyRef. */}}
+{{- define "budeval.storeEnv" -}}
+- name: BUDEVAL_STORE_DSN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secret }}
+      key: {{ .key }}
+{{- end }}
+
+{{- define "budeval.s3Env" -}}
+- name: BUDEVAL_ARCHIVE_URL
+  value: {{ printf "s3://%s?endpoint=%s" .Values.s3.bucket .Values.s3.endpoint | quote }}
+{{- if include "budeval.s3HasCredentials" . }}
+- name: BUDEVAL_S3_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "budeval.s3Secret" . }}
+      key: {{ .Values.s3.accessKeyKey }}
+- name: BUDEVAL_S3_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "budeval.s3Secret" . }}
+      key: {{ .Values.s3.secretKeyKey }}
+{{- end }}
+{{- end }}
+
+{{- define "budeval.serviceEnv" -}}
+- name: BUDEVAL_BACKEND
+  value: kubernetes
+- name: BUDEVAL_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: BUDEVAL_HOST
+  value: "0.0.0.0"
+- name: BUDEVAL_PORT
+  value: "8080"
+- name: BUDEVAL_SIDECAR
+  value: {{ ternary "external" "embedded" .Values.dapr.enabled }}
+- name: BUDEVAL_DATA_DIR
+  value: /var/lib/budeval/data
+- name: BUDEVAL_RESULTS_ROOT
+  value: {{ .Values.results.mountPath | quote }}
+- name: BUDEVAL_RESULTS_PVC
+  value: {{ include "budeval.resultsClaim" . }}
+- name: BUDEVAL_RUNNER_IMAGE
+  value: {{ include "budeval.runnerImage" . | quote }}
+- name: BUDEVAL_RUNNER_SERVICE_ACCOUNT
+  value: {{ include "budeval.runnerServiceAccount" . }}
+- name: BUDEVAL_ENGINE_VERSION
+  value: {{ .Values.runner.image.tag | quote }}
+- name: BUDEVAL_MAX_PARALLEL_RUNS
+  value: {{ .Values.runner.maxParallelRuns | quote }}
+- name: BUDEVAL_UNSCHEDULABLE_AFTER_S
+  value: {{ .Values.runner.unschedulableAfterSeconds | quote }}
+- name: BUDEVAL_DEFAULT_GPU_RESOURCE_NAME
+  value: {{ .Values.runner.gpuResourceName | quote }}
+- name: BUDEVAL_DEFAULT_NODE_SELECTOR
+  value: {{ .Values.runner.nodeSelector | toJson | quote }}
+- name: BUDEVAL_DEFAULT_TOLERATIONS
+  value: {{ .Values.runner.tolerations | toJson | quote }}
+- name: BUDEVAL_DEFAULT_QUEUE
+  value: {{ .Values.runner.queue | quote }}
+- name: BUDEVAL_DEFAULT_PRIORITY_CLASS
+  value: {{ .Values.runner.priorityClassName | quote }}
+- name: BUDEVAL_PUBSUB_NAME
+  value: {{ .Values.dapr.pubsub.name | quote }}
+- name: BUDEVAL_REQUEST_TOPIC
+  value: {{ .Values.dapr.requestTopic | quote }}
+- name: BUDEVAL_EVENTS_TOPIC
+  value: {{ .Values.dapr.eventsTopic | quote }}
+- name: BUDEVAL_LOG_LEVEL
+  value: {{ .Values.logLevel | quote }}
+{{ include "budeval.storeEnv" (dict "secret" (include "budeval.storeSecret" .) "key" .Values.clickhouse.existingSecretKey) }}
+{{ include "budeval.s3Env" . }}
+- name: BUDEVAL_API_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "budeval.apiTokenSecret" . }}
+      key: {{ .Values.apiToken.existingSecretKey }}
+{{- end }}
+
+{{- define "budeval.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.securityContext.runAsUser }}
+runAsGroup: {{ .Values.securityContext.runAsGroup }}
+fsGroup: {{ .Values.securityContext.fsGroup }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "budeval.containerSecurityContext" -}}
+runAsNonRoot: true
+allowPrivilegeEscalation: false
+privileged: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: [ALL]
+{{- end }}
