@@ -1,0 +1,104 @@
+"""The embedded default archive: a local folder, written file by file atomically (temporary name, then rename)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from budeval.errors import ArchiveUnavailableError, ValidationError
+from budeval.storage.base import ArchiveReceipt
+from budeval.storage.manifest import MANIFEST_NAME, check_prefix, scan, sha256_file
+
+_CHUNK = 1 << 20
+
+
+class FolderArchive:
+    """``{root}/{prefix}/...`` plus ``manifest.json``; a file already there with the same sha256 is not copied."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def upload_run(self, source: Path, prefix: str, provenance: dict[str, Any]) -> ArchiveReceipt:
+        prefix = check_prefix(prefix)
+        dest_root = self.root / prefix
+        src = source.resolve()
+        resolved_dest = dest_root.resolve()
+        if resolved_dest.is_relative_to(src) or src.is_relative_to(resolved_dest):
+            raise ValidationError(f"the archive folder {dest_root} and the source {source} overlap", field="archive")
+        manifest, local = scan(source, prefix, provenance)
+        uploaded = skipped = 0
+        for entry in manifest.files:
+            dest = dest_root / entry.path
+            if self._holds(dest, entry.size, entry.sha256):
+                skipped += 1
+                continue
+            self._copy(local[entry.path], dest, entry.sha256, entry.path)
+            uploaded += 1
+        body = manifest.to_bytes()
+        digest = hashlib.sha256(body).hexdigest()
+        manifest_path = dest_root / MANIFEST_NAME
+        if self._holds(manifest_path, len(body), digest):
+            skipped += 1
+        else:
+            self._write(manifest_path, body)
+            uploaded += 1
+        return ArchiveReceipt(
+            url=dest_root.resolve().as_uri() + "/",
+            files=len(manifest.files) + 1,
+            bytes=manifest.total_bytes + len(body),
+            uploaded=uploaded,
+            skipped=skipped,
+        )
+
+    @staticmethod
+    def _holds(dest: Path, size: int, sha256: str) -> bool:
+        try:
+            return (
+                not dest.is_symlink() and dest.is_file() and dest.stat().st_size == size and sha256_file(dest) == sha256
+            )
+        except OSError:
+            return False
+
+    @staticmethod
+    def _tmp(dest: Path) -> Path:
+        return dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:12]}"
+
+    def _copy(self, src: Path, dest: Path, sha256: str, rel: str) -> None:
+        tmp = self._tmp(dest)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            digest = hashlib.sha256()
+            with src.open("rb") as fin, tmp.open("wb") as fout:
+                while chunk := fin.read(_CHUNK):
+                    digest.update(chunk)
+                    fout.write(chunk)
+                fout.flush()
+                os.fsync(fout.fileno())
+            if digest.hexdigest() != sha256:
+                raise ArchiveUnavailableError(f"{rel} changed while it was archived; the source is unchanged, retry")
+            os.replace(tmp, dest)
+        except OSError as exc:
+            raise ArchiveUnavailableError(
+                f"copying {rel} to {dest} failed: {exc.strerror or exc}; the source folder is unchanged"
+            ) from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _write(self, dest: Path, body: bytes) -> None:
+        tmp = self._tmp(dest)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with tmp.open("wb") as fout:
+                fout.write(body)
+                fout.flush()
+                os.fsync(fout.fileno())
+            os.replace(tmp, dest)
+        except OSError as exc:
+            raise ArchiveUnavailableError(
+                f"writing {dest} failed: {exc.strerror or exc}; the source folder is unchanged"
+            ) from exc
+        finally:
+            tmp.unlink(missing_ok=True)

@@ -1,0 +1,564 @@
+"""The ClickHouse result store (a server over HTTP or embedded chDB, both through clickhouse-connect).
+
+Writes are keyed so that a retried activity never duplicates a row: ``store_run`` replaces everything of one
+(eval, run) (delete only when rows exist, then insert), and every table is a ReplacingMergeTree on its natural key as
+a second line of defence against two writers racing. Predictions stream from the parser in column-oriented batches
+that a background thread parses while two insert threads (own clients) serialise and send them (the engine
+releases the GIL while it ingests a block, so serialising, parsing and ingesting overlap on two cores).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from budeval.errors import BudevalError, SchemaVersionError, StoreUnavailableError
+from budeval.logs import get_logger
+from budeval.schemas.results import DatasetStatus, MetricRow, ParsedRun, PredictionBatch
+from budeval.storage.base import EvaluationRecord, ScoreRow, StoreReport
+from budeval.storage.migrations import CREATE_MIGRATIONS_TABLE, MIGRATIONS, MIGRATIONS_TABLE, Migration
+from budeval.storage.queries import (
+    CompareRow,
+    FlipRow,
+    FlipSummaryRow,
+    LeaderboardMode,
+    LeaderboardRow,
+    flip_summary_sql,
+    flips_sql,
+    leaderboard_sql,
+    pair_by_model,
+)
+
+T = TypeVar("T")
+
+PREDICTION_COLUMNS = [
+    "eval_id",
+    "run_id",
+    "model",
+    "dataset",
+    "example_index",
+    "prompt",
+    "prediction",
+    "gold",
+    "correct",
+]
+SCORE_COLUMNS = ("eval_id", "run_id", "model", "dataset", "metric", "score", "version", "mode", "status", "run_at")
+STATUS_COLUMNS = ("eval_id", "run_id", "model", "dataset", "status", "reason", "run_at")
+EVALUATION_COLUMNS = (
+    "eval_id",
+    "experiment_id",
+    "status",
+    "params_hash",
+    "model_name",
+    "model_source",
+    "model_revision",
+    "datasets",
+    "reused_from",
+    "reason",
+    "archive_url",
+    "created_at",
+    "finished_at",
+    "provenance",
+    "labels",
+    "updated_at",
+    "row_version",
+)
+_RUN_TABLES = ("predictions", "scores", "dataset_status")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_version_lock = threading.Lock()
+_last_version = 0
+
+
+def _next_row_version() -> int:
+    """Strictly increasing within the process, wall-clock based across processes: the latest write wins."""
+    global _last_version
+    with _version_lock:
+        _last_version = max(time.time_ns(), _last_version + 1)
+        return _last_version
+
+
+def run_time(timestamp: str) -> datetime:
+    """OpenCompass's timestamp folder name (``20261123_081443``) as UTC; unknown formats sort first."""
+    try:
+        return datetime.strptime(timestamp, "%Y%m%d_%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        return _EPOCH
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+class ClickHouseStore:
+    """``ResultStore`` plus analyst queries over one clickhouse-connect client (guarded by a lock: chDB is one
+    session per process, and a client handle must not interleave calls)."""
+
+    def __init__(
+        self,
+        client: Any,
+        where: str,
+        connect: Callable[[], Any] | None = None,
+        batch_size: int = 50_000,
+        insert_clients: int = 2,
+    ) -> None:
+        self._client = client
+        self._where = where  # the DSN without password, for messages
+        self._connect = connect  # opens one more client on the same store (parallel prediction inserts)
+        self._extra_clients: list[Any] = []
+        self._lock = threading.RLock()
+        self.batch_size = batch_size
+        self.insert_clients = max(1, insert_clients)
+        self._log = get_logger(component="store")
+
+    # -- plumbing --------------------------------------------------------------------------------------------------
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        with self._lock:
+            try:
+                return fn()
+            except BudevalError:
+                raise
+            except Exception as exc:
+                raise StoreUnavailableError(f"ClickHouse {what} failed at {self._where}: {_first_line(exc)}") from exc
+
+    def _rows(self, what: str, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return self._call(what, lambda: list(self._client.query(sql, parameters=params or {}).result_rows))
+
+    def _command(self, what: str, sql: str, params: dict[str, Any] | None = None) -> None:
+        self._call(what, lambda: self._client.command(sql, parameters=params or {}))
+
+    def _insert(self, table: str, columns: Sequence[str], data: list[list[Any]]) -> None:
+        self._call(
+            f"insert into {table}",
+            lambda: self._client.insert(table, data, column_names=list(columns), column_oriented=True),
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            for client in [*self._extra_clients, self._client]:
+                try:
+                    client.close()
+                except Exception as exc:  # closing is best effort; the process may be exiting
+                    self._log.warning("closing a ClickHouse client failed", error=_first_line(exc))
+            self._extra_clients.clear()
+
+    # -- migrations ------------------------------------------------------------------------------------------------
+    def applied_migrations(self) -> dict[int, tuple[str, str]]:
+        """version -> (name, checksum) of every recorded migration."""
+        self._command("create migrations table", CREATE_MIGRATIONS_TABLE)
+        rows = self._rows("read migrations", f"SELECT version, name, checksum FROM {MIGRATIONS_TABLE} FINAL")
+        return {int(v): (str(n), str(c)) for v, n, c in rows}
+
+    def schema_version(self) -> int:
+        applied = self.applied_migrations()
+        return max(applied, default=0)
+
+    def migrate(self) -> list[str]:
+        with self._lock:
+            applied = self.applied_migrations()
+            known = {m.version: m for m in MIGRATIONS}
+            newer = sorted(v for v in applied if v not in known)
+            if newer:
+                raise SchemaVersionError(
+                    f"the store at {self._where} has schema version {max(newer)}, newer than this budeval knows "
+                    f"({MIGRATIONS[-1].version}); upgrade budeval"
+                )
+            for version, (name, checksum) in applied.items():
+                if known[version].checksum != checksum:
+                    raise SchemaVersionError(
+                        f"migration {version:04d}_{name} differs from the one applied to {self._where} "
+                        "(migrations are append-only: add a new one instead of editing)"
+                    )
+            done: list[str] = []
+            for migration in MIGRATIONS:
+                if migration.version in applied:
+                    continue
+                self._apply(migration)
+                done.append(migration.id)
+            if done:
+                self._log.info("migrations applied", applied=done)
+            return done
+
+    def _apply(self, migration: Migration) -> None:
+        for statement in migration.statements:
+            self._command(f"migration {migration.id}", statement)
+        self._insert(
+            MIGRATIONS_TABLE,
+            ("version", "name", "checksum", "applied_at"),
+            [[migration.version], [migration.name], [migration.checksum], [datetime.now(UTC)]],
+        )
+
+    # -- evaluations -----------------------------------------------------------------------------------------------
+    def record_evaluation(self, record: EvaluationRecord) -> None:
+        row = [
+            record.eval_id,
+            record.experiment_id,
+            record.status,
+            record.params_hash,
+            record.model_name,
+            record.model_source,
+            record.model_revision,
+            list(record.datasets),
+            record.reused_from,
+            record.reason,
+            record.archive_url,
+            _utc(record.created_at),
+            _utc(record.finished_at),
+            json.dumps(record.provenance, sort_keys=True, default=str),
+            dict(record.labels),
+            datetime.now(UTC),
+            _next_row_version(),
+        ]
+        self._insert("evaluations", EVALUATION_COLUMNS, [[value] for value in row])
+
+    def _evaluation_query(self, where: str, order: str = "") -> str:
+        columns = ", ".join(EVALUATION_COLUMNS[:15])
+        return f"SELECT {columns} FROM evaluations FINAL WHERE {where} {order} LIMIT 1"
+
+    @staticmethod
+    def _to_record(row: tuple[Any, ...]) -> EvaluationRecord:
+        values = dict(zip(EVALUATION_COLUMNS[:15], row, strict=True))
+        values["provenance"] = json.loads(values["provenance"] or "{}")
+        values["labels"] = dict(values["labels"] or {})
+        values["datasets"] = list(values["datasets"] or [])
+        values["created_at"] = _utc(values["created_at"])
+        values["finished_at"] = _utc(values["finished_at"])
+        return EvaluationRecord.model_validate(values)
+
+    def get_evaluation(self, eval_id: str) -> EvaluationRecord | None:
+        rows = self._rows("read evaluation", self._evaluation_query("eval_id = %(e)s"), {"e": eval_id})
+        return self._to_record(rows[0]) if rows else None
+
+    def find_reusable(self, params_hash: str) -> EvaluationRecord | None:
+        if not params_hash:
+            return None
+        sql = self._evaluation_query(
+            "params_hash = %(h)s AND status = 'completed'",
+            "ORDER BY finished_at DESC NULLS LAST, updated_at DESC",
+        )
+        rows = self._rows("find reusable evaluation", sql, {"h": params_hash})
+        return self._to_record(rows[0]) if rows else None
+
+    # -- one run's rows --------------------------------------------------------------------------------------------
+    def store_run(self, eval_id: str, run_id: str, parsed: ParsedRun) -> StoreReport:
+        facts = parsed.facts
+        metrics = list(parsed.metrics)
+        statuses = list(parsed.statuses)
+        run_at = run_time(facts.timestamp)
+        log = get_logger(eval_id=eval_id, run_id=run_id, component="store")
+        started = time.perf_counter()
+        with self._lock:
+            self._clear_run(eval_id, run_id)
+            predictions = self._insert_predictions(eval_id, run_id, parsed)
+            self._insert_statuses(eval_id, run_id, statuses, run_at)
+            self._insert_scores(eval_id, run_id, metrics, statuses, run_at)
+        elapsed = time.perf_counter() - started
+        log.info("run stored", metrics=len(metrics), predictions=predictions, seconds=round(elapsed, 3))
+        return StoreReport(metrics=len(metrics), predictions=predictions)
+
+    def _clear_run(self, eval_id: str, run_id: str) -> None:
+        """Delete a previous copy of this (eval, run), touching only tables that hold one (a delete costs ~1 s)."""
+        params = {"e": eval_id, "r": run_id}
+        for table in _RUN_TABLES:
+            present = self._rows(
+                f"look up {table}", f"SELECT 1 FROM {table} WHERE eval_id = %(e)s AND run_id = %(r)s LIMIT 1", params
+            )
+            if present:
+                self._command(
+                    f"delete from {table}",
+                    f"DELETE FROM {table} WHERE eval_id = %(e)s AND run_id = %(r)s",
+                    params,
+                )
+
+    def _insert_statuses(self, eval_id: str, run_id: str, statuses: list[DatasetStatus], run_at: datetime) -> None:
+        if not statuses:
+            return
+        n = len(statuses)
+        self._insert(
+            "dataset_status",
+            STATUS_COLUMNS,
+            [
+                [eval_id] * n,
+                [run_id] * n,
+                [s.model for s in statuses],
+                [s.dataset for s in statuses],
+                [s.status for s in statuses],
+                [s.reason for s in statuses],
+                [run_at] * n,
+            ],
+        )
+
+    def _insert_scores(
+        self, eval_id: str, run_id: str, metrics: list[MetricRow], statuses: list[DatasetStatus], run_at: datetime
+    ) -> None:
+        status_of = {(s.model, s.dataset): s.status for s in statuses}
+        rows: list[tuple[str, str, str, float | None, str, str, str]] = [
+            (
+                m.model,
+                m.dataset,
+                m.metric,
+                m.score,
+                m.version,
+                m.mode,
+                status_of.get((m.model, m.dataset), "ok" if m.score is not None else "missing"),
+            )
+            for m in metrics
+        ]
+        # A (model, dataset) the summary does not list at all still gets a row, so its failure shows in results.
+        scored = {(m.model, m.dataset) for m in metrics}
+        rows += [
+            (s.model, s.dataset, "", None, "", "", s.status) for s in statuses if (s.model, s.dataset) not in scored
+        ]
+        if not rows:
+            return
+        n = len(rows)
+        columns = [list(c) for c in zip(*rows, strict=True)]
+        self._insert("scores", SCORE_COLUMNS, [[eval_id] * n, [run_id] * n, *columns[:7], [run_at] * n])
+
+    def _insert_clients(self) -> list[Any]:
+        """Clients for prediction inserts: while one serialises a block (Python, holds the GIL) another's block is
+        ingested by the engine (C++, GIL released); about 20% faster than one client on two cores."""
+        if self._connect is None:
+            return [self._client]
+        while len(self._extra_clients) < self.insert_clients - 1:
+            self._extra_clients.append(self._call("open an insert client", self._connect))
+        return [self._client, *self._extra_clients]
+
+    def _insert_predictions(self, eval_id: str, run_id: str, parsed: ParsedRun) -> int:
+        """Parse in a background thread while inserting in others; the bounded queue bounds memory to a few
+        batches. The parser's own errors (e.g. ResultParseError) propagate unchanged."""
+        clients = self._insert_clients()
+        handoff: queue.Queue[PredictionBatch | BaseException | None] = queue.Queue(maxsize=len(clients) + 1)
+        stop = threading.Event()
+        errors: list[BaseException] = []
+        totals: list[int] = []
+
+        def put(item: PredictionBatch | BaseException | None) -> bool:
+            while not stop.is_set():
+                try:
+                    handoff.put(item, timeout=0.2)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def fail(exc: BaseException) -> None:
+            errors.append(exc)
+            stop.set()
+
+        def produce() -> None:
+            try:
+                for batch in parsed.prediction_batches(self.batch_size):
+                    if not put(batch):
+                        return
+                put(None)
+            except BaseException as exc:  # re-raised by the caller's thread
+                fail(exc)
+
+        def consume(client: Any) -> None:
+            done = 0
+            try:
+                while not stop.is_set():
+                    try:
+                        item = handoff.get(timeout=0.2)
+                    except queue.Empty:
+                        continue
+                    if item is None:
+                        put(None)  # the end marker is for every consumer
+                        break
+                    if isinstance(item, BaseException):
+                        raise item
+                    n = len(item)
+                    if n:
+                        columns = [
+                            [eval_id] * n,
+                            [run_id] * n,
+                            item.model,
+                            item.dataset,
+                            item.example_index,
+                            item.prompt,
+                            item.prediction,
+                            item.gold,
+                            item.correct,
+                        ]
+                        try:
+                            client.insert("predictions", columns, column_names=PREDICTION_COLUMNS, column_oriented=True)
+                        except Exception as exc:
+                            raise StoreUnavailableError(
+                                f"ClickHouse insert into predictions failed at {self._where}: {_first_line(exc)}"
+                            ) from exc
+                        done += n
+            except BaseException as exc:
+                fail(exc)
+            totals.append(done)
+
+        threads = [threading.Thread(target=produce, name=f"budeval-parse-{eval_id}", daemon=True)]
+        threads += [
+            threading.Thread(target=consume, args=(c,), name=f"budeval-insert-{eval_id}-{i}", daemon=True)
+            for i, c in enumerate(clients)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        return sum(totals)
+
+    # -- queries ---------------------------------------------------------------------------------------------------
+    def results(self, eval_id: str) -> list[ScoreRow]:
+        rows = self._rows(
+            "read results",
+            """
+            SELECT eval_id, toString(run_id), toString(model), toString(dataset), toString(metric), score,
+                   toString(status), toString(version), toString(mode)
+            FROM scores FINAL WHERE eval_id = %(e)s
+            ORDER BY model, dataset, metric, run_id
+            """,
+            {"e": eval_id},
+        )
+        return [
+            ScoreRow(eval_id=e, run_id=r, model=m, dataset=d, metric=me, score=s, status=st, version=v, mode=mo)
+            for e, r, m, d, me, s, st, v, mo in rows
+        ]
+
+    def statuses(self, eval_id: str) -> list[DatasetStatus]:
+        rows = self._rows(
+            "read dataset statuses",
+            """
+            SELECT toString(model), toString(dataset), toString(status), reason FROM dataset_status FINAL
+            WHERE eval_id = %(e)s ORDER BY model, dataset, run_id
+            """,
+            {"e": eval_id},
+        )
+        return [DatasetStatus(model=m, dataset=d, status=s, reason=r) for m, d, s, r in rows]
+
+    def leaderboard(
+        self,
+        datasets: Sequence[str] | None = None,
+        metric: str | None = None,
+        mode: LeaderboardMode = "latest",
+        limit: int = 50,
+        offset: int = 0,
+        *,
+        dataset: str | None = None,
+    ) -> list[LeaderboardRow]:
+        """Models ranked per metric by the mean of their per-dataset scores (``latest`` or ``best`` each).
+
+        ``datasets`` empty or None: every dataset; ``dataset`` is a one-dataset shorthand. Ordered by metric, then
+        by how many of the datasets a model covers, then by mean score (descending), then model name.
+        """
+        wanted = list(datasets or []) + ([dataset] if dataset else [])
+        if mode not in ("latest", "best"):
+            raise ValueError(f"mode must be latest or best, not {mode!r}")
+        sql = leaderboard_sql(mode, with_datasets=bool(wanted), with_metric=metric is not None)
+        params: dict[str, Any] = {"limit": max(0, int(limit)), "offset": max(0, int(offset))}
+        if wanted:
+            params["datasets"] = wanted
+        if metric is not None:
+            params["metric"] = metric
+        rows = self._rows("leaderboard", sql, params)
+        return [
+            LeaderboardRow(
+                rank=int(rank),
+                model=model,
+                metric=met,
+                score=float(mean),
+                datasets=int(covered),
+                scores=dict(zip(ds, (float(s) for s in sc), strict=True)),
+                eval_ids=dict(zip(ds, ev, strict=True)),
+            )
+            for rank, model, met, mean, covered, ds, sc, ev in rows
+        ]
+
+    def compare(self, eval_a: str, eval_b: str) -> list[CompareRow]:
+        """Per (model, dataset, metric): A's and B's score and B - A (models paired as :func:`pair_by_model`)."""
+        rows_a = [r for r in self.results(eval_a) if r.metric]
+        rows_b = [r for r in self.results(eval_b) if r.metric]
+        by_model = pair_by_model({r.model for r in rows_a}, {r.model for r in rows_b})
+
+        def key(row: ScoreRow) -> tuple[str, str, str]:
+            return (row.model if by_model else "", row.dataset, row.metric)
+
+        side_a = {key(r): r for r in rows_a}
+        side_b = {key(r): r for r in rows_b}
+        out: list[CompareRow] = []
+        for k in sorted(set(side_a) | set(side_b)):
+            a, b = side_a.get(k), side_b.get(k)
+            score_a = a.score if a else None
+            score_b = b.score if b else None
+            out.append(
+                CompareRow(
+                    model_a=a.model if a else None,
+                    model_b=b.model if b else None,
+                    dataset=k[1],
+                    metric=k[2],
+                    score_a=score_a,
+                    score_b=score_b,
+                    delta=None if score_a is None or score_b is None else round(score_b - score_a, 10),
+                    status_a=a.status if a else None,
+                    status_b=b.status if b else None,
+                )
+            )
+        return out
+
+    def _prediction_models(self, eval_id: str) -> set[str]:
+        rows = self._rows(
+            "read prediction models",
+            "SELECT DISTINCT toString(model) FROM predictions WHERE eval_id = %(e)s",
+            {"e": eval_id},
+        )
+        return {str(r[0]) for r in rows}
+
+    def flips(self, eval_a: str, eval_b: str, dataset: str | None = None, limit: int = 100) -> list[FlipRow]:
+        """Examples that A judged correct and B wrong, or the other way round (both judged)."""
+        by_model = pair_by_model(self._prediction_models(eval_a), self._prediction_models(eval_b))
+        params: dict[str, Any] = {"a": eval_a, "b": eval_b, "limit": max(0, int(limit))}
+        if dataset is not None:
+            params["dataset"] = dataset
+        rows = self._rows("flips", flips_sql(by_model, with_dataset=dataset is not None), params)
+        return [
+            FlipRow(
+                model_a=ma,
+                model_b=mb,
+                dataset=ds,
+                example_index=int(idx),
+                direction=direction,
+                gold=gold,
+                prediction_a=pa,
+                prediction_b=pb,
+                prompt=prompt,
+            )
+            for ma, mb, ds, idx, direction, gold, pa, pb, prompt in rows
+        ]
+
+    def flip_summary(self, eval_a: str, eval_b: str) -> list[FlipSummaryRow]:
+        by_model = pair_by_model(self._prediction_models(eval_a), self._prediction_models(eval_b))
+        rows = self._rows("flip summary", flip_summary_sql(by_model), {"a": eval_a, "b": eval_b})
+        return [
+            FlipSummaryRow(
+                model_a=ma, model_b=mb, dataset=ds, compared=int(n), correct_to_wrong=int(cw), wrong_to_correct=int(wc)
+            )
+            for ma, mb, ds, n, cw, wc in rows
+        ]
+
+    def count(self, table: str, eval_id: str, final: bool = False) -> int:
+        """Rows of one evaluation in one table (tests and operators: proves idempotent stores)."""
+        if table not in ("evaluations", "scores", "dataset_status", "predictions"):
+            raise ValueError(f"unknown table {table!r}")
+        suffix = " FINAL" if final else ""
+        rows = self._rows("count", f"SELECT count() FROM {table}{suffix} WHERE eval_id = %(e)s", {"e": eval_id})
+        return int(rows[0][0])

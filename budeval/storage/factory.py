@@ -1,0 +1,102 @@
+"""Picks the store and the archive implementation from one DSN / URL, so embedded and cluster differ in config only.
+
+Store DSNs (clickhouse-connect only): ``chdb:///abs/path`` (embedded chDB, one data dir per process) or
+``http(s)://user:password@host:port/db`` (a ClickHouse server). Archive URLs: ``file:///abs/path`` (a folder) or
+``s3://bucket[/prefix]?endpoint=http://host:port`` with credentials from ``BUDEVAL_S3_ACCESS_KEY`` /
+``BUDEVAL_S3_SECRET_KEY``. Passwords never appear in messages: :func:`redact_dsn` strips them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse, urlunparse
+
+from budeval.errors import StoreUnavailableError, ValidationError
+from budeval.storage.archive_folder import FolderArchive
+from budeval.storage.archive_s3 import S3Archive
+from budeval.storage.base import Archive
+from budeval.storage.clickhouse import ClickHouseStore
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with any password replaced by ``***`` (user and host stay, for diagnosis)."""
+    parsed = urlparse(dsn)
+    if parsed.password is None:
+        return dsn
+    host = parsed.hostname or ""
+    if parsed.port is not None:
+        host = f"{host}:{parsed.port}"
+    user = parsed.username or ""
+    return urlunparse(parsed._replace(netloc=f"{user}:***@{host}"))
+
+
+def _scrub(text: str, dsn: str) -> str:
+    password = urlparse(dsn).password
+    for secret in {password, unquote(password or "")} - {None, ""}:
+        text = text.replace(str(secret), "***")
+    return text
+
+
+def open_store(dsn: str) -> ClickHouseStore:
+    """Connect (chDB: open the engine, creating the folder) and return the store; migrations are ``migrate()``'s."""
+    import clickhouse_connect
+
+    shown = redact_dsn(dsn)
+    parsed = urlparse(dsn)
+    if parsed.scheme == "chdb":
+        if parsed.netloc or not parsed.path.startswith("/"):
+            raise ValidationError(f"use chdb:///absolute/path, not {shown!r}", field="store_dsn")
+        Path(parsed.path).mkdir(parents=True, exist_ok=True)
+    elif parsed.scheme in ("http", "https"):
+        if not parsed.hostname:
+            raise ValidationError(f"no host in {shown!r}", field="store_dsn")
+    else:
+        raise ValidationError(
+            f"unsupported store DSN {shown!r}: use chdb:///abs/path or http(s)://user:password@host:port/db",
+            field="store_dsn",
+        )
+
+    def connect() -> Any:
+        try:
+            if parsed.scheme == "chdb":
+                return clickhouse_connect.get_client(dsn=dsn)
+            return clickhouse_connect.get_client(dsn=dsn, connect_timeout=10, send_receive_timeout=300)
+        except Exception as exc:
+            reason = _scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, dsn)
+            raise StoreUnavailableError(f"cannot open the ClickHouse store {shown}: {reason}") from None
+
+    return ClickHouseStore(connect(), shown, connect=connect)
+
+
+def open_archive(url: str) -> Archive:
+    """A folder archive (``file://``) or an S3 archive (``s3://bucket[/prefix]?endpoint=...``); no I/O yet."""
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
+            raise ValidationError(f"use file:///absolute/path, not {url!r}", field="archive_url")
+        return FolderArchive(Path(unquote(parsed.path)))
+    if parsed.scheme == "s3":
+        bucket = parsed.netloc
+        if not bucket:
+            raise ValidationError(f"no bucket in {url!r}", field="archive_url")
+        query = parse_qs(parsed.query)
+        endpoint = (query.get("endpoint") or [os.environ.get("BUDEVAL_S3_ENDPOINT", "https://s3.amazonaws.com")])[0]
+        region = query["region"][0] if query.get("region") else None
+        access = os.environ.get("BUDEVAL_S3_ACCESS_KEY") or None
+        secret = os.environ.get("BUDEVAL_S3_SECRET_KEY") or None
+        if (access is None) != (secret is None):
+            raise ValidationError("set both BUDEVAL_S3_ACCESS_KEY and BUDEVAL_S3_SECRET_KEY, or neither")
+        return S3Archive(
+            bucket=bucket,
+            base_prefix=parsed.path.strip("/"),
+            endpoint=endpoint,
+            access_key=access,
+            secret_key=secret,
+            region=region,
+        )
+    raise ValidationError(
+        f"unsupported archive URL {url!r}: use file:///abs/path or s3://bucket[/prefix]?endpoint=http://host:port",
+        field="archive_url",
+    )

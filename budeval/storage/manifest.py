@@ -1,0 +1,110 @@
+"""What an archive holds for one run folder: the file list with sizes and sha256, built without following links.
+
+Both archives (folder, S3) upload exactly the files :func:`scan` lists, then ``manifest.json``. Symlinks are never
+followed out of the folder: a link whose target stays inside is archived as the target's bytes, any other link (and
+every directory link) is listed under ``skipped`` with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from budeval.errors import ArchiveUnavailableError, ValidationError
+
+MANIFEST_NAME = "manifest.json"
+_CHUNK = 1 << 20
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class ManifestFile(BaseModel):
+    path: str  # relative, '/'-separated
+    size: int
+    sha256: str
+
+
+class SkippedEntry(BaseModel):
+    path: str
+    reason: str
+
+
+class Manifest(BaseModel):
+    format: int = 1
+    prefix: str
+    files: list[ManifestFile]
+    skipped: list[SkippedEntry] = Field(default_factory=list)
+    total_bytes: int
+    provenance: dict[str, Any] = Field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        """Deterministic JSON (sorted keys), so an unchanged folder gives a byte-identical manifest."""
+        return (json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=1, default=str) + "\n").encode()
+
+
+def check_prefix(prefix: str) -> str:
+    """``eval/run`` style prefixes only: no empty, dot or traversal segments (they become object keys and paths)."""
+    parts = prefix.strip("/").split("/")
+    if not prefix.strip("/") or any(not _SEGMENT.fullmatch(p) or p in (".", "..") for p in parts):
+        raise ValidationError(f"unsafe archive prefix {prefix!r}", field="prefix")
+    return "/".join(parts)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def scan(source: Path, prefix: str, provenance: dict[str, Any]) -> tuple[Manifest, dict[str, Path]]:
+    """Hash every regular file under ``source`` (sorted); return the manifest and relative path -> real file."""
+    if not source.is_dir():
+        raise ValidationError(f"archive source {source} is not a directory", field="source")
+    root = source.resolve()
+    files: list[ManifestFile] = []
+    skipped: list[SkippedEntry] = []
+    local: dict[str, Path] = {}
+    try:
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            here = Path(dirpath)
+            for name in sorted(dirnames):
+                if (here / name).is_symlink():
+                    rel = (here / name).relative_to(root).as_posix()
+                    skipped.append(SkippedEntry(path=rel, reason="directory symlink (never followed)"))
+            dirnames[:] = sorted(d for d in dirnames if not (here / d).is_symlink())
+            for name in sorted(filenames):
+                path = here / name
+                rel = path.relative_to(root).as_posix()
+                real = path
+                if path.is_symlink():
+                    target = path.resolve()
+                    if not target.is_relative_to(root) or not target.is_file():
+                        skipped.append(SkippedEntry(path=rel, reason="symlink to a target outside the folder"))
+                        continue
+                    real = target
+                elif not path.is_file():
+                    skipped.append(SkippedEntry(path=rel, reason="not a regular file"))
+                    continue
+                if rel == MANIFEST_NAME:
+                    skipped.append(SkippedEntry(path=rel, reason="reserved name (the archive writes its own)"))
+                    continue
+                files.append(ManifestFile(path=rel, size=real.stat().st_size, sha256=sha256_file(real)))
+                local[rel] = real
+    except OSError as exc:
+        raise ArchiveUnavailableError(f"cannot read {exc.filename or source}: {exc.strerror or exc}") from exc
+    files.sort(key=lambda f: f.path)
+    manifest = Manifest(
+        prefix=prefix,
+        files=files,
+        skipped=sorted(skipped, key=lambda s: s.path),
+        total_bytes=sum(f.size for f in files),
+        provenance=provenance,
+    )
+    return manifest, local

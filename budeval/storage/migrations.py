@@ -1,0 +1,132 @@
+"""Forward-only, numbered ClickHouse migrations, recorded with a checksum in ``schema_migrations``.
+
+Every statement is idempotent (``IF NOT EXISTS``), so a migration interrupted between its statements and its record
+simply runs again. A store whose recorded version is newer than this code knows refuses to work
+(:class:`~budeval.errors.SchemaVersionError`) instead of writing rows an older schema does not describe.
+Why each engine and ORDER BY: see docs/storage.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+MIGRATIONS_TABLE = "schema_migrations"
+
+CREATE_MIGRATIONS_TABLE = f"""
+CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
+    version UInt32,
+    name String,
+    checksum String,
+    applied_at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree ORDER BY version
+"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+    @property
+    def id(self) -> str:
+        return f"{self.version:04d}_{self.name}"
+
+    @property
+    def checksum(self) -> str:
+        text = "\n;\n".join(" ".join(s.split()) for s in self.statements)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+_INITIAL = (
+    # One row per evaluation; every status change is a new row, the highest `row_version` wins (FINAL / argMax).
+    """
+    CREATE TABLE IF NOT EXISTS evaluations (
+        eval_id String,
+        experiment_id Nullable(String),
+        status LowCardinality(String),
+        params_hash String,
+        model_name String,
+        model_source String,
+        model_revision String,
+        datasets Array(String),
+        reused_from Nullable(String),
+        reason Nullable(String),
+        archive_url Nullable(String),
+        created_at Nullable(DateTime64(3, 'UTC')),
+        finished_at Nullable(DateTime64(3, 'UTC')),
+        provenance String CODEC(ZSTD(1)),
+        labels Map(String, String),
+        updated_at DateTime64(6, 'UTC'),
+        row_version UInt64,
+        INDEX params_hash_idx params_hash TYPE bloom_filter GRANULARITY 4
+    ) ENGINE = ReplacingMergeTree(row_version) ORDER BY eval_id
+    """,
+    # One row per (eval, run, model, dataset, metric); `run_at` (the OpenCompass run's timestamp) orders "latest".
+    """
+    CREATE TABLE IF NOT EXISTS scores (
+        eval_id String,
+        run_id LowCardinality(String),
+        model LowCardinality(String),
+        dataset LowCardinality(String),
+        metric LowCardinality(String),
+        score Nullable(Float64),
+        version LowCardinality(String),
+        mode LowCardinality(String),
+        status LowCardinality(String),
+        run_at DateTime64(3, 'UTC')
+    ) ENGINE = ReplacingMergeTree ORDER BY (eval_id, run_id, model, dataset, metric)
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS dataset_status (
+        eval_id String,
+        run_id LowCardinality(String),
+        model LowCardinality(String),
+        dataset LowCardinality(String),
+        status LowCardinality(String),
+        reason Nullable(String),
+        run_at DateTime64(3, 'UTC')
+    ) ENGINE = ReplacingMergeTree ORDER BY (eval_id, run_id, model, dataset)
+    """,
+    # The big table: sorted so that one evaluation's examples of one dataset are contiguous (flips, per-example
+    # comparisons and deletes of one (eval, run) read a narrow key range); the texts compress with ZSTD. Plain String
+    # (not LowCardinality) for the repeated key columns: the client builds LowCardinality dictionaries row by row in
+    # Python, which halved insert throughput; sorted repeated values compress to almost nothing anyway.
+    """
+    CREATE TABLE IF NOT EXISTS predictions (
+        eval_id String,
+        run_id String,
+        model String,
+        dataset String,
+        example_index UInt32,
+        prompt String CODEC(ZSTD(1)),
+        prediction String CODEC(ZSTD(1)),
+        gold String CODEC(ZSTD(1)),
+        correct Nullable(Bool)
+    ) ENGINE = ReplacingMergeTree ORDER BY (eval_id, dataset, model, example_index, run_id)
+    """,
+)
+
+_ANALYST_VIEWS = (
+    # Analysts query these instead of remembering FINAL: the current row per evaluation / per score.
+    """
+    CREATE VIEW IF NOT EXISTS evaluations_current AS
+    SELECT * FROM evaluations FINAL
+    """,
+    """
+    CREATE VIEW IF NOT EXISTS scores_current AS
+    SELECT s.*, e.model_name AS eval_model_name, e.experiment_id AS experiment_id, e.status AS eval_status,
+           e.labels AS labels
+    FROM scores AS s FINAL
+    LEFT JOIN (SELECT eval_id, model_name, experiment_id, status, labels FROM evaluations FINAL) AS e
+        ON s.eval_id = e.eval_id
+    """,
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial", _INITIAL),
+    Migration(2, "analyst_views", _ANALYST_VIEWS),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
