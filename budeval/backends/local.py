@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import functools
 import json
 import os
 import re
@@ -419,25 +418,41 @@ def _make_state(
 
 
 def _finished(run: _Run) -> RunState:
-    state = functools.partial(_make_state, run)
     try:
         code = int((run.read("exit_code") or "").strip())
     except ValueError:
         code = -1
-    log = run.file("output.log")
     if run.has("timed_out"):
-        return state("failed", "deadline_exceeded", "the run's timeout passed", _tail(log))
-    if code != 0:
-        return state("failed", "crash", f"OpenCompass exited with code {code}", _tail(log))
-    scored, summary = _summary_scores(run.work)
-    errors = _error_excerpt(run.work, log)
+        return _make_state(
+            run, "failed", "deadline_exceeded", "the run's timeout passed", _tail(run.file("output.log"))
+        )
+    return classify_exit(run.eval_id, run.run_id, run.work, code, run.file("output.log"))
+
+
+def classify_exit(eval_id: str, run_id: str, work: Path, exit_code: int, console_log: Path | None) -> RunState:
+    """The terminal state of an OpenCompass run from its exit code and its work dir (any backend can use this).
+
+    Non-zero -> ``crash`` with the console tail; a numeric score in the newest summary -> ``succeeded`` (with an
+    ERROR excerpt if some tasks failed); ERROR lines but no score -> ``task_errors``; nothing -> ``no_scores``.
+    """
+    console = console_log if console_log is not None else work / META / "output.log"
+
+    def state(phase: RunPhase, reason: FailureClass | None = None, message: str = "", excerpt: str = "") -> RunState:
+        return RunState(
+            eval_id=eval_id, run_id=run_id, phase=phase, reason_class=reason, message=message, log_excerpt=excerpt
+        )
+
+    if exit_code != 0:
+        return state("failed", "crash", f"OpenCompass exited with code {exit_code}", _tail(console))
+    scored, missing, summary = _summary_scores(work)
+    errors = _error_excerpt(work, console)
     if scored:
-        message = "some tasks failed" if errors else ""
-        return state("succeeded", None, message, errors)
+        # A '-' cell is a failed task of this (newest) summary; ERROR lines alone may be from an earlier -r pass.
+        return state("succeeded", None, "some tasks failed", errors) if missing else state("succeeded")
     if errors:
         return state("failed", "task_errors", "OpenCompass tasks failed; no scores", errors)
     what = "no summary CSV" if summary is None else f"no score in {summary.name}"
-    return state("failed", "no_scores", f"OpenCompass exited 0 but wrote {what}", _tail(log))
+    return state("failed", "no_scores", f"OpenCompass exited 0 but wrote {what}", _tail(console))
 
 
 def _group_has_members(pgid: int) -> bool:
@@ -460,26 +475,29 @@ def _newest_timestamp_dir(work: Path) -> Path | None:
     return dirs[-1] if dirs else None
 
 
-def _summary_scores(work: Path) -> tuple[bool, Path | None]:
-    """(any numeric score, the newest summary CSV) of the newest timestamp folder."""
+def _summary_scores(work: Path) -> tuple[bool, bool, Path | None]:
+    """(any numeric score, any missing '-' score, the newest summary CSV) of the newest timestamp folder."""
     ts = _newest_timestamp_dir(work)
     if ts is None:
-        return False, None
+        return False, False, None
     summaries = sorted((ts / "summary").glob("summary_*.csv"))
     if not summaries:
-        return False, None
+        return False, False, None
     newest = summaries[-1]
     try:
         with newest.open(encoding="utf-8", newline="") as f:
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError, csv.Error):
-        return False, newest
+        return False, False, newest
+    scored = missing = False
     for row in rows[1:]:
         for cell in row[4:]:
-            with contextlib.suppress(ValueError):
+            try:
                 float(cell)
-                return True, newest
-    return False, newest
+                scored = True
+            except ValueError:
+                missing = True
+    return scored, missing, newest
 
 
 def _error_excerpt(work: Path, console: Path) -> str:
