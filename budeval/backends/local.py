@@ -154,7 +154,8 @@ class LocalBackend:
 
     def __init__(self, settings: Settings, poll_s: float = 1.0) -> None:
         self.settings = settings
-        self.root = settings.resolved_results_root()
+        # Absolute: OpenCompass runs with cwd .budeval/, so a relative root would point elsewhere for it.
+        self.root = settings.resolved_results_root().absolute()
         self.python = settings.opencompass_python or os.environ.get("BUDEVAL_OPENCOMPASS_PYTHON", "")
         self.max_parallel = max(1, settings.max_parallel_runs)
         self.poll_s = poll_s

@@ -389,3 +389,12 @@ def test_queued_run_reads_its_key_when_it_starts(
     assert (state.phase, state.reason_class) == ("failed", "crash")
     assert var in state.log_excerpt
     assert not (backend.work_dir("e1", "r0") / ".budeval" / "invocations").exists()
+
+
+def test_relative_results_root_still_works(tmp_path: Path, fake_python: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(data_dir=Path("data"), results_root=Path("rel-results"), opencompass_python=str(fake_python))
+    backend = LocalBackend(settings, poll_s=0.1)
+    backend.submit(spec("copy qa_chat"))
+    assert wait_finished(backend).phase == "succeeded"
+    assert list((tmp_path / "rel-results" / "e1" / "r0").glob("*/summary/summary_*.csv"))
