@@ -38,6 +38,7 @@ from budeval.backends.kubernetes import KubernetesBackend  # noqa: E402
 from budeval.backends.kubernetes import manifests as m  # noqa: E402
 from budeval.backends.kubernetes.api import JsonApi  # noqa: E402
 from budeval.config import Settings  # noqa: E402
+from budeval.logs import configure as configure_logs  # noqa: E402
 
 SCRIPT = REPO / "scripts" / "kube" / "apiserver.sh"
 RUNNER_SA = "budeval-runner"
@@ -108,6 +109,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--watch-child", nargs=4, metavar=("KUBECONFIG", "NS", "ROOT", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    configure_logs("WARNING")
     if args.watch_child:
         kc, ns, root, n = args.watch_child
         return watch_child(kc, ns, root, int(n))

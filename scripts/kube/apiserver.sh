@@ -21,12 +21,18 @@ ETCD_PORT="${BUDEVAL_ETCD_PORT:-12379}"
 ETCD_PEER_PORT="$((ETCD_PORT + 1))"
 CM_PORT="${BUDEVAL_KUBE_CM_PORT:-$((API_PORT + 1))}"
 
+# Go >= 1.18 crashes (SIGSEGV in mapiternext) in code built with the vendored reflect2 v1.0.1; 1.0.2 fixed that.
+REFLECT2_SRC=/usr/share/gocode/src/github.com/modern-go/reflect2
+
 log() { echo "apiserver.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# Bumped whenever the build recipe changes, so that cached binaries from an older recipe are rebuilt.
+BUILD_ID="v$K8S_VERSION+reflect2-1.0.2"
+
 have_binaries() {
   [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ] \
-    && "$BIN/kube-apiserver" --version 2>/dev/null | grep -q "v$K8S_VERSION"
+    && [ "$(cat "$BIN/build-id" 2>/dev/null)" = "$BUILD_ID" ]
 }
 
 apt_install() {
@@ -37,6 +43,7 @@ apt_install() {
   command -v openssl >/dev/null || missing+=(openssl)
   command -v curl >/dev/null || missing+=(curl)
   command -v dpkg-source >/dev/null || missing+=(dpkg-dev)
+  [ -d "$REFLECT2_SRC" ] || missing+=(golang-github-modern-go-reflect2-dev)
   if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -96,6 +103,17 @@ build() {
     fi
     touch "$src/.patched"
   fi
+  if [ ! -f "$src/.reflect2" ]; then
+    log "replacing vendored modern-go/reflect2 v1.0.1 with Debian's 1.0.2 (Go 1.19 compatibility)"
+    local vend="$src/vendor/github.com/modern-go/reflect2"
+    rm -f "$vend"/*.go "$vend"/*.s
+    cp "$REFLECT2_SRC"/*.go "$vend"/
+    find "$REFLECT2_SRC" -maxdepth 1 -name '*.s' -exec cp {} "$vend"/ \;
+    rm -f "$vend"/*_test.go
+    sed -i 's#github.com/modern-go/reflect2 v1.0.1#github.com/modern-go/reflect2 v1.0.2#g' "$src/go.mod" \
+      "$src/vendor/modules.txt"
+    touch "$src/.reflect2"
+  fi
   log "compiling kube-apiserver and kube-controller-manager (several minutes)"
   local start=$SECONDS
   (cd "$src" && CGO_ENABLED=0 GOFLAGS= GOPATH="$work/gopath" GOCACHE="$work/gocache" \
@@ -105,6 +123,7 @@ build() {
   local out; out="$(find "$src/_output" -type f -name kube-apiserver -path '*bin*' | head -1)"
   [ -n "$out" ] || die "kube-apiserver binary not found under $src/_output"
   install -m 0755 "$out" "$(dirname "$out")/kube-controller-manager" "$BIN/"
+  echo "$BUILD_ID" >"$BIN/build-id"
   log "built in $((SECONDS - start)) s: $("$BIN/kube-apiserver" --version)"
 }
 

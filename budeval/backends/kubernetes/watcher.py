@@ -193,6 +193,7 @@ class JobWatcher:
             with self._lock:
                 if self._jobs.get(k) is obj:
                     del self._jobs[k]
+                self._reported.discard(_uid(obj))  # a deleted Job never reappears under the same uid
 
     # -- evaluation ------------------------------------------------------------------------------------------------
     def _evaluate(self, keys: list[RunKey]) -> None:
