@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from budeval.config import Settings
+from budeval.storage.factory import open_archive
 from tests.deploy.helm import (
     CHART,
     EXAMPLES,
@@ -117,6 +118,7 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
     "bad-pull-policy": ({"image": {"pullPolicy": "Sometimes"}}, "image.pullPolicy"),
     "no-clickhouse-dsn-nor-secret": ({"clickhouse": {"dsn": ""}}, "clickhouse.dsn"),
     "dsn-without-scheme": ({"clickhouse": {"dsn": "clickhouse:8123"}}, "clickhouse.dsn"),
+    "dsn-native-protocol": ({"clickhouse": {"dsn": "clickhouse://ch:9000/db"}}, "clickhouse.dsn"),
     "s3-access-key-without-secret-key": ({"s3": {"accessKey": "AKIA0000"}}, "s3.secretKey"),
     "bad-bucket-name": ({"s3": {"bucket": "Eval_Archive"}}, "s3.bucket"),
     "root-user": ({"securityContext": {"runAsUser": 0}}, "securityContext.runAsUser"),
@@ -328,6 +330,7 @@ def test_service_env_builds_valid_settings(values: str) -> None:
     )
     assert settings.results_pvc == pvc_volume["persistentVolumeClaim"]["claimName"]
     assert settings.archive_url.startswith("s3://")
+    open_archive(settings.archive_url)  # the storage code accepts the URL the chart builds (no I/O yet)
     ns_env = next(e for e in container["env"] if e["name"] == "BUDEVAL_NAMESPACE")
     assert ns_env["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
 

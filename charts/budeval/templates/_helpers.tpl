@@ -88,7 +88,7 @@ app.kubernetes.io/part-of: budeval
 
 {{- define "budeval.s3Env" -}}
 - name: BUDEVAL_ARCHIVE_URL
-  value: {{ printf "s3://%s?endpoint=%s" .Values.s3.bucket .Values.s3.endpoint | quote }}
+  value: {{ printf "s3://%s?endpoint=%s%s" .Values.s3.bucket .Values.s3.endpoint (ternary (printf "&region=%s" .Values.s3.region) "" (ne .Values.s3.region "")) | quote }}
 {{- if include "budeval.s3HasCredentials" . }}
 - name: BUDEVAL_S3_ACCESS_KEY
   valueFrom:
