@@ -17,6 +17,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from budeval.backends.base import RunSpec
+from budeval.errors import ValidationError
 from budeval.schemas.ids import check_dns_label
 
 #: Label values that mark every object budeval creates for a run; the watcher's selector uses them.
@@ -191,6 +192,8 @@ def job(
 ) -> dict[str, Any]:
     """The batch/v1 Job of one run; every field comes from the spec or the backend's settings."""
     root = PurePosixPath(str(results_root))
+    if not root.is_absolute():
+        raise ValidationError(f"must be an absolute path to mount the results PVC at, got {root}", "results_root")
     labels = run_labels(spec.eval_id, spec.run_id, engine_version)
     res = spec.resources
     if res.queue is not None:

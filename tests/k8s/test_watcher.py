@@ -1,0 +1,94 @@
+"""The watcher's relist logic with a scripted API (the k8s tests prove reconnects against a real apiserver)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any, cast
+
+from budeval.backends.base import RunState
+from budeval.backends.kubernetes import manifests as m
+from budeval.backends.kubernetes.api import JsonApi
+from budeval.backends.kubernetes.watcher import JobWatcher
+from budeval.errors import BackendUnavailableError
+
+
+def job(uid: str, rv: str, done: bool) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "e-r0",
+            "uid": uid,
+            "resourceVersion": rv,
+            "creationTimestamp": "2026-11-23T12:00:00Z",
+            "labels": {m.LABEL_EVAL: "e", m.LABEL_RUN: "r0"},
+        },
+        "status": {"conditions": [{"type": "Complete", "status": "True"}] if done else []},
+    }
+
+
+class ScriptedApi:
+    """Jobs: first list empty, watch answers 410 Gone; the relist then holds the finished Job. Pods: always empty."""
+
+    def __init__(self) -> None:
+        self.job_lists = 0
+        self.watch_queries: list[dict[str, Any]] = []
+        self.fail_next_list = True
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "",
+    ) -> dict[str, Any]:
+        if path.endswith("/pods"):
+            return {"metadata": {"resourceVersion": "1"}, "items": []}
+        self.job_lists += 1
+        if self.job_lists == 2 and self.fail_next_list:
+            self.fail_next_list = False
+            raise BackendUnavailableError("connection refused")
+        items = [] if self.job_lists == 1 else [job("u1", "20", done=True)]
+        return {"metadata": {"resourceVersion": str(10 * self.job_lists)}, "items": items}
+
+    def watch(self, path: str, *, what: str, query: dict[str, Any], timeout_s: float) -> Iterator[dict[str, Any]]:
+        if path.endswith("/pods"):
+            threading.Event().wait(0.05)
+            return iter(())
+        self.watch_queries.append(query)
+        if len(self.watch_queries) == 1:
+            return iter([{"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}])
+        threading.Event().wait(0.05)
+        return iter([{"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "99"}}}])
+
+
+def test_gone_relists_and_reports_a_run_finished_meanwhile_once() -> None:
+    api = ScriptedApi()
+    reports: list[RunState] = []
+    got = threading.Event()
+
+    def on_finished(state: RunState) -> None:
+        reports.append(state)
+        got.set()
+
+    watcher = JobWatcher(
+        cast(JsonApi, api),
+        namespace="ns",
+        unschedulable_after_s=60,
+        on_finished=on_finished,
+        read_log=lambda name: "",
+        sweep_interval_s=0.05,
+    )
+    watcher.start()
+    try:
+        assert got.wait(30), "the relisted Job was never reported"
+        threading.Event().wait(0.3)  # more watch rounds and sweeps must not report it again
+    finally:
+        watcher.stop()
+    assert [(s.eval_id, s.run_id, s.phase) for s in reports] == [("e", "r0", "succeeded")]
+    assert watcher.stats["gone"] == 1 and watcher.stats["errors"] >= 1 and api.job_lists >= 3
+    assert api.watch_queries[0]["resourceVersion"] == "10"
+    assert api.watch_queries[1]["resourceVersion"] == "30"  # watched from the relist's version
+    assert all(q["labelSelector"] == m.RUN_SELECTOR for q in api.watch_queries)
