@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import uuid
@@ -13,6 +14,12 @@ from budeval.storage.base import ArchiveReceipt
 from budeval.storage.manifest import MANIFEST_NAME, check_prefix, scan, sha256_file
 
 _CHUNK = 1 << 20
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a leftover temporary file; a path that cannot even exist (a parent is a file) is fine."""
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
 
 
 class FolderArchive:
@@ -85,7 +92,7 @@ class FolderArchive:
                 f"copying {rel} to {dest} failed: {exc.strerror or exc}; the source folder is unchanged"
             ) from exc
         finally:
-            tmp.unlink(missing_ok=True)
+            _discard(tmp)
 
     def _write(self, dest: Path, body: bytes) -> None:
         tmp = self._tmp(dest)
@@ -101,4 +108,4 @@ class FolderArchive:
                 f"writing {dest} failed: {exc.strerror or exc}; the source folder is unchanged"
             ) from exc
         finally:
-            tmp.unlink(missing_ok=True)
+            _discard(tmp)

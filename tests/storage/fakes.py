@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from budeval.schemas.results import DatasetStatus, MetricRow, PredictionBatch, RunFacts
@@ -73,8 +73,8 @@ def status(model: str, dataset: str, value: str = "ok") -> DatasetStatus:
 
 def simple_run(
     timestamp: str,
-    scores: dict[tuple[str, str], float | None],
-    correct: dict[tuple[str, str], list[bool]] | None = None,
+    scores: Mapping[tuple[str, str], float | None],
+    correct: Mapping[tuple[str, str], list[bool]] | None = None,
 ) -> MemoryRun:
     """One metric per (model, dataset); status ok when scored, missing when None; examples from ``correct``."""
     examples = [

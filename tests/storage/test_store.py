@@ -1,0 +1,128 @@
+"""The store's write side on real chDB: idempotent runs, streamed predictions, evaluation rows, parser errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from budeval.errors import ResultParseError
+from budeval.schemas.results import PredictionBatch
+from budeval.storage.base import EvaluationRecord
+from budeval.storage.clickhouse import ClickHouseStore
+
+from .fakes import Example, MemoryRun, metric, simple_run, status
+
+ALL_TABLES = ("scores", "dataset_status", "predictions")
+
+
+def _snapshot(store: ClickHouseStore, eval_id: str) -> dict[str, list[tuple[object, ...]]]:
+    return {
+        table: sorted(store._rows("snapshot", f"SELECT * FROM {table} WHERE eval_id = %(e)s", {"e": eval_id}), key=repr)
+        for table in ALL_TABLES
+    }
+
+
+def test_storing_the_same_run_twice_yields_the_same_rows(store: ClickHouseStore) -> None:
+    run = simple_run(
+        "20261123_081443",
+        {("m1", "ds1"): 50.0, ("m1", "ds2"): None},
+        {("m1", "ds1"): [True, False, True, True]},
+    )
+    first = store.store_run("e1", "r0", run)
+    before = _snapshot(store, "e1")
+    second = store.store_run("e1", "r0", run)
+    after = _snapshot(store, "e1")
+    assert first == second
+    assert (first.metrics, first.predictions) == (2, 4)
+    assert before == after
+    for table in ALL_TABLES:
+        # count() without FINAL: no duplicate waits for a merge
+        assert store.count(table, "e1") == store.count(table, "e1", final=True) == len(before[table]) > 0
+
+
+def test_restoring_a_run_replaces_its_rows_and_leaves_other_runs_alone(store: ClickHouseStore) -> None:
+    store.store_run("e1", "r0", simple_run("20261123_081443", {("m", "a"): 10.0}, {("m", "a"): [True] * 5}))
+    store.store_run("e1", "r1", simple_run("20261123_081443", {("m", "b"): 20.0}, {("m", "b"): [False] * 3}))
+    store.store_run("e1", "r0", simple_run("20261123_090000", {("m", "a"): 11.0}, {("m", "a"): [True, False]}))
+    scores = {(r.run_id, r.dataset): r.score for r in store.results("e1")}
+    assert scores == {("r0", "a"): 11.0, ("r1", "b"): 20.0}
+    assert store.count("predictions", "e1") == 2 + 3
+
+
+def test_predictions_stream_in_many_batches_with_their_values(store: ClickHouseStore) -> None:
+    store.batch_size = 7
+    examples = [
+        Example(
+            "m",
+            "ds",
+            i,
+            [True, False, None][i % 3],
+            prediction=f"p{i}",
+            gold=f"g{i}",
+            prompt=f"[{{'role': 'HUMAN'}}] {i}",
+        )
+        for i in range(100)
+    ]
+    run = MemoryRun("20261123_081443", [metric("m", "ds", 33.0)], [status("m", "ds")], examples)
+    report = store.store_run("e2", "r0", run)
+    assert report.predictions == 100
+    assert run.batches_served == 1
+    rows = store._rows(
+        "read",
+        "SELECT example_index, prompt, prediction, gold, correct FROM predictions WHERE eval_id = 'e2' ORDER BY 1",
+    )
+    assert [r[0] for r in rows] == list(range(100))
+    assert rows[4] == (4, "[{'role': 'HUMAN'}] 4", "p4", "g4", False)
+    assert [r[4] for r in rows[:3]] == [True, False, None]
+
+
+def test_results_carry_status_and_none_for_missing_scores(store: ClickHouseStore) -> None:
+    run = MemoryRun(
+        "20261123_081443",
+        [metric("good", "qa", 75.0), metric("bad", "qa", None)],
+        [status("good", "qa"), status("bad", "qa", "failed"), status("good", "unscored", "failed")],
+    )
+    store.store_run("e3", "r0", run)
+    rows = {(r.model, r.dataset): r for r in store.results("e3")}
+    assert rows[("good", "qa")].score == 75.0 and rows[("good", "qa")].status == "ok"
+    assert rows[("bad", "qa")].score is None and rows[("bad", "qa")].status == "failed"
+    # a (model, dataset) the summary does not list still shows up, with no metric
+    assert rows[("good", "unscored")].metric == "" and rows[("good", "unscored")].status == "failed"
+    assert {s.status for s in store.statuses("e3")} == {"ok", "failed"}
+    assert store.results("nope") == []
+
+
+class _BrokenRun(MemoryRun):
+    def prediction_batches(self, batch_size: int = 50_000) -> Iterator[PredictionBatch]:
+        yield PredictionBatch(["m"], ["ds"], [0], ["p"], ["x"], ["g"], [True])
+        raise ResultParseError("truncated JSON", path="predictions/m/ds_1.json", line=3)
+
+
+def test_a_parser_error_reaches_the_caller_unchanged_and_a_retry_cleans_up(store: ClickHouseStore) -> None:
+    broken = _BrokenRun("20261123_081443", [metric("m", "ds", 1.0)], [status("m", "ds")])
+    with pytest.raises(ResultParseError, match=r"predictions/m/ds_1.json:3"):
+        store.store_run("e4", "r0", broken)
+    good = simple_run("20261123_081443", {("m", "ds"): 1.0}, {("m", "ds"): [True, True]})
+    store.store_run("e4", "r0", good)
+    assert store.count("predictions", "e4") == 2
+
+
+def test_evaluation_rows_latest_write_wins_and_find_reusable_picks_newest_completed(store: ClickHouseStore) -> None:
+    base = EvaluationRecord(eval_id="old", status="completed", params_hash="h", model_name="m", labels={"team": "x"})
+    store.record_evaluation(base.model_copy(update={"finished_at": datetime(2026, 1, 1, tzinfo=UTC)}))
+    store.record_evaluation(base.model_copy(update={"eval_id": "new", "finished_at": datetime(2026, 2, 1, tzinfo=UTC)}))
+    store.record_evaluation(base.model_copy(update={"eval_id": "newest-failed", "status": "failed"}))
+    found = store.find_reusable("h")
+    assert found is not None and found.eval_id == "new"
+    assert found.finished_at == datetime(2026, 2, 1, tzinfo=UTC)
+    assert found.labels == {"team": "x"}
+    store.record_evaluation(base.model_copy(update={"eval_id": "new", "status": "cancelled", "provenance": {"k": [1]}}))
+    again = store.get_evaluation("new")
+    assert again is not None and again.status == "cancelled" and again.provenance == {"k": [1]}
+    assert store.count("evaluations", "new", final=True) == 1
+    latest = store.find_reusable("h")
+    assert latest is not None and latest.eval_id == "old"
+    assert store.find_reusable("other") is None
+    assert store.get_evaluation("absent") is None
