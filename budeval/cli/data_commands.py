@@ -21,6 +21,7 @@ from typing import Any, TextIO
 from budeval import __version__
 from budeval.config import Settings
 from budeval.errors import NotFoundError, ValidationError
+from budeval.logs import configure as configure_logs
 from budeval.schemas.ids import check_dns_label
 from budeval.schemas.results import ParsedRun
 from budeval.storage.base import EvalStatus, EvaluationRecord, ScoreRow
@@ -93,6 +94,7 @@ def _non_negative(text: str) -> int:
 
 @contextmanager
 def _store(args: argparse.Namespace) -> Iterator[ClickHouseStore]:
+    configure_logs()  # JSON lines on stderr: stdout carries only the command's output
     dsn = args.store or Settings.from_env().resolved_store_dsn()
     store = open_store(dsn)
     try:
@@ -323,6 +325,7 @@ def _cut(text: str, width: int = 40) -> str:
 
 def cmd_migrate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
+    configure_logs()
     dsn = args.store or Settings.from_env().resolved_store_dsn()
     store = open_store(dsn)
     try:
