@@ -130,6 +130,7 @@ def _endpoint_model(request: EvalRequest, source: EndpointModel) -> tuple[str, l
         f"        path={source.model!r},",
         f"        openai_api_base={source.base_url!r},",
         f"        key={key!r},",
+        *([f"        tokenizer_path={source.tokenizer_path!r},"] if source.tokenizer_path else []),
         "        meta_template=dict(round=[dict(role='HUMAN', api_role='HUMAN'),"
         " dict(role='BOT', api_role='BOT', generate=True)]),",
         "        query_per_second=4,",

@@ -57,6 +57,16 @@ class EndpointModel(Strict):
     base_url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=512)]
     model: Annotated[str, Field(min_length=1, max_length=256)]
     api_key_secret: SecretRef | None = None
+    #: Tokenizer OpenCompass counts prompt tokens with (local folder or hub id). Without it OpenCompass tries the hub
+    #: under the served model's name, then tiktoken's gpt-4 encoding: both are downloads an offline run cannot make.
+    tokenizer_path: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+
+    @field_validator("tokenizer_path")
+    @classmethod
+    def _no_parent_refs(cls, v: str | None) -> str | None:
+        if v is not None and (".." in v.split("/") or "\x00" in v):
+            raise ValueError("must not contain '..' components or NUL")
+        return v
 
 
 class ModelSpec(Strict):

@@ -144,3 +144,9 @@ def test_unknown_or_empty_or_duplicate_datasets_are_rejected() -> None:
         render_config(make_request(), [])
     with pytest.raises(ValidationError):
         render_config(make_request(), ["tiny_qa", "tiny_qa"])
+
+
+def test_endpoint_tokenizer_path_is_rendered_when_given() -> None:
+    text = render_config(make_request(dict(API, tokenizer_path="/models/tok")), ["tiny_qa"])
+    assert kwargs(model_call(text))["tokenizer_path"] == "/models/tok"
+    assert "tokenizer_path" not in render_config(make_request(API), ["tiny_qa"])
