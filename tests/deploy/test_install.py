@@ -3,11 +3,9 @@ apiserver's own authorizer (SubjectAccessReview) and by calls made with the cont
 
 The cluster has no scheduler or kubelet: tests/k8s/kubelet.py plays them, so the pre-install/pre-upgrade migration
 Job's pod "runs" (succeeds) and Helm's wait for the hook ends. The Deployment gets no pods (no ReplicaSet controller
-runs there), which this test does not need.
-
-The Dapr Components are switched off here (`dapr.*.create=false`): the v1.20.2 apiserver built with Go 1.19 crashes
-(SIGSEGV in json-iterator/reflect2 v1.0.1, vendored) on the first create of ANY custom resource, which would take the
-shared test apiserver down. They are validated offline instead (test_chart.py, against dapr-component-crd.yaml).
+runs there), which this test does not need. A minimal components.dapr.io CRD (dapr-component-crd.yaml, the schema
+test_chart.py validates Components against offline) stands in for Dapr's, so the chart's Components are created and
+checked by the apiserver too.
 """
 
 from __future__ import annotations
@@ -22,16 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from budeval.backends.kubernetes.api import JsonApi
+from budeval.backends.kubernetes.api import AlreadyExists, JsonApi
 from budeval.errors import BudevalError, NotFoundError
 from tests.deploy.helm import CHART, helm
 from tests.k8s.kubelet import Behaviour, FakeKubelet
 
 pytestmark = pytest.mark.k8s
 
+CRD = Path(__file__).with_name("dapr-component-crd.yaml")
 RELEASE = "budeval"
 CONTROLLER_SA = "budeval-controller"
 RUNNER_SA = "budeval-runner"
@@ -71,6 +71,21 @@ def wait_for(check: Any, what: str, timeout: float = WAIT_S) -> Any:
         time.sleep(0.2)
 
 
+def install_crd(admin: JsonApi) -> None:
+    crd = yaml.safe_load(CRD.read_text(encoding="utf-8"))
+    with contextlib.suppress(AlreadyExists):
+        admin.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", what="create CRD", body=crd)
+
+    def established() -> bool:
+        got = admin.request(
+            "GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/components.dapr.io", what="get CRD"
+        )
+        conditions = (got.get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+    wait_for(established, "the components.dapr.io CRD")
+
+
 @pytest.fixture(scope="module")
 def cluster(kubeconfig: Path) -> Iterator[Cluster]:
     admin = JsonApi(k8s_config.new_client_from_config(config_file=str(kubeconfig)))
@@ -85,6 +100,7 @@ def cluster(kubeconfig: Path) -> Iterator[Cluster]:
     try:
         for ns in (c.namespace, c.other_namespace):
             admin.request("POST", "/api/v1/namespaces", what="create namespace", body={"metadata": {"name": ns}})
+        install_crd(admin)
         kubelet = FakeKubelet(
             k8s_config.new_client_from_config(config_file=str(kubeconfig)),
             c.namespace,
@@ -101,10 +117,6 @@ def cluster(kubeconfig: Path) -> Iterator[Cluster]:
             f"s3.accessKey={S3_ACCESS}",
             "--set",
             f"s3.secretKey={S3_SECRET}",
-            "--set",
-            "dapr.pubsub.create=false",
-            "--set",
-            "dapr.stateStore.create=false",
         )
         yield c
     finally:
@@ -133,6 +145,13 @@ def test_install_creates_the_objects(cluster: Cluster) -> None:
     assert base64.b64decode(s3["access-key"]).decode() == S3_ACCESS
     annotations = c.get(c.ns_path("apps/v1", "deployments", RELEASE))["spec"]["template"]["metadata"]["annotations"]
     assert annotations["dapr.io/app-id"] == "budeval"
+    components = c.get(c.ns_path("dapr.io/v1alpha1", "components"))["items"]
+    assert {(x["metadata"]["name"], x["spec"]["type"]) for x in components} == {
+        ("budeval-pubsub", "pubsub.redis"),
+        ("budeval-statestore", "state.redis"),
+    }
+    state = next(x for x in components if x["metadata"]["name"] == "budeval-statestore")
+    assert {"name": "actorStateStore", "value": "true"} in state["spec"]["metadata"]
     assert "deployed" in c.helm("status", RELEASE)
 
 
@@ -268,4 +287,5 @@ def test_uninstall_keeps_the_results_volume(cluster: Cluster) -> None:
         c.get(c.ns_path("apps/v1", "deployments", RELEASE))
     with pytest.raises(NotFoundError):
         c.get(c.ns_path("rbac.authorization.k8s.io/v1", "roles", f"{RELEASE}-controller"))
+    assert not c.get(c.ns_path("dapr.io/v1alpha1", "components"))["items"]
     c.get(c.ns_path("v1", "persistentvolumeclaims", f"{RELEASE}-results"))  # helm.sh/resource-policy: keep
