@@ -39,14 +39,19 @@ def _s3_env(state: Path, command: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def s3_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The script's state dir for this session (pid, ports, data), apart from any developer's server."""
+    return tmp_path_factory.mktemp("s3-state")
+
+
+@pytest.fixture(scope="session")
+def s3_server(s3_state: Path) -> Iterator[dict[str, str]]:
     """BUDEVAL_S3_ENDPOINT / _ACCESS_KEY / _SECRET_KEY of a real SeaweedFS S3 API on loopback."""
-    state = tmp_path_factory.mktemp("s3-state")
-    info = _s3_env(state, "start")
+    info = _s3_env(s3_state, "start")
     try:
         yield info
     finally:
-        _s3_env(state, "stop")
+        _s3_env(s3_state, "stop")
 
 
 @pytest.fixture

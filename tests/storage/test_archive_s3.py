@@ -16,6 +16,7 @@ from budeval.errors import ArchiveUnavailableError
 from budeval.storage.factory import open_archive
 
 from .archive_support import fingerprint, make_run_folder
+from .conftest import _s3_env
 
 pytestmark = pytest.mark.s3
 
@@ -96,3 +97,11 @@ def test_wrong_credentials_raise_archive_unavailable(
     with pytest.raises(ArchiveUnavailableError) as caught:
         archive.upload_run(run, "ev-4/r0", {})
     assert "not-the-secret" not in str(caught.value)
+
+
+def test_starting_the_running_server_again_reuses_it(s3_server: dict[str, str], s3_state: Path) -> None:
+    pid_before = (s3_state / "weed.pid").read_text()
+    again = _s3_env(s3_state, "start")
+    assert again == s3_server
+    assert (s3_state / "weed.pid").read_text() == pid_before
+    assert _s3_env(s3_state, "status") == {}
