@@ -1,0 +1,223 @@
+"""The result reader on real OpenCompass output (tests/fixtures/opencompass, made by scripts/make_fixtures.sh) and on
+broken copies of it made here: truncated, garbled, empty, non-UTF-8, sharded and very large files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from budeval.engine.results import parse_run
+from budeval.engine.results.jsonstream import JsonStream
+from budeval.errors import NoSummaryError, ResultParseError
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "opencompass"
+MODEL = "smollm2-135m-instruct"
+
+
+def copy(name: str, tmp_path: Path) -> Path:
+    dest = tmp_path / name
+    shutil.copytree(FIXTURES / name, dest)
+    return dest
+
+
+def ts_folder(work: Path) -> Path:
+    return next(p for p in work.iterdir() if p.is_dir() and p.name[0].isdigit())
+
+
+def all_predictions(work: Path) -> dict[str, list[object]]:
+    run = parse_run(work)
+    columns: dict[str, list[object]] = {k: [] for k in ("model", "dataset", "example_index", "prompt", "prediction",
+                                                         "gold", "correct")}
+    for batch in run.prediction_batches(batch_size=3):
+        for key, values in columns.items():
+            values.extend(getattr(batch, key))
+    return columns
+
+
+def test_hf_chat_model_on_qa() -> None:
+    run = parse_run(FIXTURES / "qa_chat")
+    assert run.facts.models == [MODEL] and run.facts.datasets == ["tiny_qa"]
+    assert run.facts.summary_file.endswith(".csv") and run.facts.config_file is not None
+    [row] = run.metrics
+    assert (row.model, row.dataset, row.metric, row.score, row.version, row.mode) == (
+        MODEL, "tiny_qa", "accuracy", 0.0, "359d58", "gen")
+    assert [s.status for s in run.statuses] == ["ok"]
+    preds = all_predictions(FIXTURES / "qa_chat")
+    assert preds["example_index"] == [0, 1, 2, 3, 4]
+    assert preds["prompt"][0] == "HUMAN: What is 2+3? Reply with only the number.\n"  # chat turns as text
+    assert preds["gold"][1] == "Paris" and preds["prediction"][1] == "The capital of France is Paris."
+
+
+def test_predictions_can_be_read_twice() -> None:
+    run = parse_run(FIXTURES / "qa_chat")
+    first = sum(len(b) for b in run.prediction_batches())
+    assert first == 5 and sum(len(b) for b in run.prediction_batches()) == first
+
+
+def test_correct_flags_from_list_shaped_details() -> None:
+    run = parse_run(FIXTURES / "mcq")
+    assert run.metrics[0].score == 25.0
+    preds = all_predictions(FIXTURES / "mcq")
+    assert preds["correct"].count(True) == 1 and preds["correct"].count(False) == 3
+
+
+def test_correct_flags_from_dict_shaped_details(tmp_path: Path) -> None:
+    work = copy("qa_chat", tmp_path)
+    result = ts_folder(work) / "results" / MODEL / "tiny_qa.json"
+    data = json.loads(result.read_text())
+    for key, item in data["details"].items():
+        if key.isdigit():
+            item["correct"] = key == "2"
+    result.write_text(json.dumps(data))
+    assert all_predictions(work)["correct"] == [False, False, True, False, False]
+
+
+def test_two_models_one_fails() -> None:
+    run = parse_run(FIXTURES / "two_models_one_fails")
+    assert run.facts.models == [MODEL, "missing-model"]
+    scores = {(m.model, m.dataset): m.score for m in run.metrics}
+    assert scores == {(MODEL, "tiny_qa"): 0.0, ("missing-model", "tiny_qa"): None}
+    status = {(s.model, s.dataset): s for s in run.statuses}
+    assert status[(MODEL, "tiny_qa")].status == "ok"
+    failed = status[("missing-model", "tiny_qa")]
+    assert failed.status == "failed" and failed.reason and "infer" in failed.reason
+    assert set(all_predictions(FIXTURES / "two_models_one_fails")["model"]) == {MODEL}
+
+
+def test_two_datasets_one_fails_at_eval_with_an_all_dash_row() -> None:
+    run = parse_run(FIXTURES / "two_datasets_one_fails")
+    bad = [m for m in run.metrics if m.dataset == "bad_eval_ds"]
+    assert [(m.metric, m.version, m.mode, m.score) for m in bad] == [("-", "-", "-", None)]
+    status = {s.dataset: s for s in run.statuses}
+    assert status["tiny_qa"].status == "ok"
+    assert status["bad_eval_ds"].status == "failed" and "no_such_option" in (status["bad_eval_ds"].reason or "")
+    preds = all_predictions(FIXTURES / "two_datasets_one_fails")
+    assert preds["dataset"].count("bad_eval_ds") == 3  # inference worked: its predictions are kept
+
+
+def test_reuse_newest_summary_wins() -> None:
+    run = parse_run(FIXTURES / "reuse")
+    csvs = sorted((ts_folder(FIXTURES / "reuse") / "summary").glob("summary_*.csv"))
+    assert len(csvs) == 2 and run.facts.summary_file.endswith(csvs[-1].name)
+    assert run.metrics[0].score == 0.0 and run.statuses[0].status == "ok"  # the older summary had '-'
+
+
+def test_newest_timestamp_folder_with_a_summary_wins(tmp_path: Path) -> None:
+    work = copy("qa_chat", tmp_path)
+    (work / "29990101_000000" / "configs").mkdir(parents=True)  # a newer attempt that aborted
+    assert parse_run(work).facts.timestamp == ts_folder(FIXTURES / "qa_chat").name
+
+
+def test_aborted_run_has_no_summary() -> None:
+    with pytest.raises(NoSummaryError, match="no summary") as info:
+        parse_run(FIXTURES / "aborted")
+    assert info.value.reason == "no_summary"
+
+
+def test_missing_folder_is_no_summary(tmp_path: Path) -> None:
+    with pytest.raises(NoSummaryError):
+        parse_run(tmp_path / "nothing-here")
+
+
+def test_sharded_predictions_are_joined_in_order(tmp_path: Path) -> None:
+    work = copy("qa_chat", tmp_path)
+    folder = ts_folder(work) / "predictions" / MODEL
+    whole = json.loads((folder / "tiny_qa.json").read_text())
+    (folder / "tiny_qa.json").unlink()
+    items = [whole[str(i)] for i in range(5)]
+    (folder / "tiny_qa_0.json").write_text(json.dumps({str(i): items[i] for i in range(3)}))
+    (folder / "tiny_qa_1.json").write_text(json.dumps({str(i): items[3 + i] for i in range(2)}))
+    preds = all_predictions(work)
+    assert preds["example_index"] == [0, 1, 2, 3, 4]
+    assert preds["gold"] == [item["gold"] for item in items]
+
+
+@pytest.mark.parametrize(
+    ("content", "line"),
+    [
+        (b"", 1),
+        (b"dataset,version,metric,mode,m\ntiny_qa,359d58,accuracy\n", 2),  # truncated row
+        (b"\x89PNG\r\n\x1a\n\x00\x00garbage", 1),
+        (b"dataset,version,metric,mode,m\ntiny_qa,359d58,accuracy,gen,12.x\n", 2),  # not a number
+    ],
+)
+def test_broken_summary_names_file_and_line(tmp_path: Path, content: bytes, line: int) -> None:
+    work = copy("qa_chat", tmp_path)
+    [summary] = (ts_folder(work) / "summary").glob("summary_*.csv")
+    summary.write_bytes(content)
+    with pytest.raises(ResultParseError) as info:
+        parse_run(work).metrics  # noqa: B018 (the property does the reading)
+    assert info.value.path is not None and info.value.path.endswith(summary.name)
+    assert info.value.line == line
+
+
+def _predictions_file(work: Path) -> Path:
+    return ts_folder(work) / "predictions" / MODEL / "tiny_qa.json"
+
+
+@pytest.mark.parametrize("cut", ["empty", "truncated", "garbled", "not-an-object"])
+def test_broken_predictions_name_file_and_line(tmp_path: Path, cut: str) -> None:
+    work = copy("qa_chat", tmp_path)
+    path = _predictions_file(work)
+    text = path.read_text()
+    broken = {
+        "empty": "",
+        "truncated": text[: len(text) * 2 // 3],
+        "garbled": text.replace('"prediction":', '"prediction" ::', 1),
+        "not-an-object": "[1, 2, 3]",
+    }[cut]
+    path.write_text(broken)
+    with pytest.raises(ResultParseError) as info:
+        all_predictions(work)
+    assert info.value.path is not None and info.value.path.endswith("tiny_qa.json")
+    assert info.value.line is not None and info.value.line >= 1
+    if cut == "garbled":
+        assert info.value.line == text[: text.index('"prediction":')].count("\n") + 1
+
+
+def test_non_utf8_bytes_are_replaced_not_fatal(tmp_path: Path) -> None:
+    work = copy("qa_chat", tmp_path)
+    path = _predictions_file(work)
+    raw = path.read_bytes().replace(b"Paris", b"Par\xff\xfeis", 1)
+    path.write_bytes(raw)
+    preds = all_predictions(work)
+    assert len(preds["example_index"]) == 5
+    assert "Par\ufffd\ufffdis" in "".join(str(p) for p in preds["prediction"] + preds["gold"])
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 4096])
+def test_stream_matches_json_load_whatever_the_window(chunk: int) -> None:
+    for path in sorted(FIXTURES.glob("*/2*/predictions/*/*.json")) + sorted(FIXTURES.glob("*/2*/results/*/*.json")):
+        expected = json.loads(path.read_text())
+        with JsonStream(path, chunk=chunk) as stream:
+            assert stream.start() == "{"
+            got = {key: stream.value() for key, _ in stream.items()}
+            stream.finish()
+        assert got == expected, path
+
+
+def test_huge_predictions_stream_with_bounded_memory(tmp_path: Path) -> None:
+    work = copy("qa_chat", tmp_path)
+    path = _predictions_file(work)
+    n, prompt = 60_000, "x" * 900
+    with path.open("w") as out:  # ~70 MB, written incrementally
+        out.write("{")
+        for i in range(n):
+            sep = "," if i else ""
+            out.write(f'{sep}"{i}": {{"origin_prompt": [{{"role": "HUMAN", "prompt": "{prompt}{i}"}}], '
+                      f'"prediction": "p{i}", "gold": "g{i}"}}')
+        out.write("}")
+    size = path.stat().st_size
+    run = parse_run(work)
+    tracemalloc.start()
+    seen = 0
+    for batch in run.prediction_batches(batch_size=1000):
+        seen += len(batch)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert seen == n
+    assert peak < size / 3, (peak, size)  # a json.load of the file would need several times its size
