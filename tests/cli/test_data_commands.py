@@ -160,6 +160,20 @@ def test_extract_a_real_opencompass_fixture_end_to_end(dsn: str, tmp_path: Path)
     assert len(manifest["files"]) == sum(1 for p in source.rglob("*") if p.is_file())
 
 
+@pytest.mark.skipif(not _parser_available(), reason="budeval.engine.results (the parser) has not landed yet")
+def test_extract_of_an_aborted_run_fails_with_one_line_and_stores_nothing(tmp_path: Path) -> None:
+    dsn = f"chdb://{tmp_path / 'ch'}"
+    archive = tmp_path / "archive"
+    done = _budeval(
+        "extract", str(FIXTURES / "aborted"), "--eval-id", "ab-1", "--store", dsn, "--archive", archive.as_uri()
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("budeval: error: ") and "no summary" in last
+    assert not archive.exists()
+    assert _budeval("results", "ab-1", "--store", dsn).returncode == 1
+
+
 def _budeval(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "budeval.cli.main", *argv],
