@@ -7,12 +7,13 @@ and URLs for ClickHouse, S3 and the Kubernetes backend; the code is the same.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 def default_data_dir() -> Path:
@@ -48,6 +49,12 @@ class Settings(BaseModel):
     poll_initial_s: float = 5.0
     poll_max_s: float = 60.0
     unschedulable_after_s: float = 600.0
+    # -- cluster defaults for runs whose request leaves them unset (the chart's runner values) --
+    default_gpu_resource_name: str = "nvidia.com/gpu"
+    default_node_selector: dict[str, str] = Field(default_factory=dict)  # env: a JSON object
+    default_tolerations: list[dict[str, Any]] = Field(default_factory=list)  # env: a JSON list of tolerations
+    default_queue: str | None = None  # Kueue LocalQueue name
+    default_priority_class: str | None = None
     # -- the service (``budeval serve``) --
     #: Address the HTTP API / Dapr app listens on; a cluster sets ``0.0.0.0`` (the Dapr app port is ``port``).
     host: str = "127.0.0.1"
@@ -58,6 +65,17 @@ class Settings(BaseModel):
     #: Ports of the embedded sidecar (0: any free port; ``budeval submit`` finds them in ``{data_dir}/serve.json``).
     sidecar_grpc_port: int = Field(default=0, ge=0, le=65535)
     sidecar_http_port: int = Field(default=0, ge=0, le=65535)
+
+    @field_validator("default_node_selector", "default_tolerations", mode="before")
+    @classmethod
+    def _json_from_env(cls, value: Any) -> Any:
+        # Environment variables are strings: the chart passes these two as JSON.
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else None
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not valid JSON: {exc.msg}") from None
+        return value
 
     def resolved_store_dsn(self) -> str:
         return self.store_dsn or f"chdb:///{(self.data_dir / 'clickhouse').as_posix().lstrip('/')}"
