@@ -10,6 +10,8 @@ same run and over the same span:
 - a poller calls ``KubernetesBackend.get`` for every unfinished evaluation every POLL seconds from its submission on
   (what a per-evaluation status poll would cost), with another counting ApiClient.
 
+A fraction of the runs crash (``--fail-fraction``, default 0.1): both sides then read the pod's log once.
+
 Last line: ``requests_per_eval=<float> cpu_s=<float> polling_requests_per_eval=<float>``. Target: <= 3 per eval.
 """
 
@@ -106,6 +108,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--span", type=float, default=180.0, help="seconds over which the kubelet completes runs")
     parser.add_argument("--poll", type=float, default=30.0, help="per-evaluation poll interval to compare with")
+    parser.add_argument("--fail-fraction", type=float, default=0.1, help="runs that crash (each costs a log read)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--watch-child", nargs=4, metavar=("KUBECONFIG", "NS", "ROOT", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -133,11 +136,15 @@ def main() -> int:
 
     rng = random.Random(args.seed)
     finish_after = {f"e{i:04d}": rng.uniform(5.0, args.span) for i in range(args.jobs)}
+    failing = set(rng.sample(sorted(finish_after), int(args.jobs * args.fail_fraction)))
     submitted_at: dict[str, float] = {}
 
     def decide(pod: dict[str, Any]) -> Behaviour:
         eval_id = pod["metadata"]["labels"][m.LABEL_EVAL]
         left = finish_after[eval_id] - (time.monotonic() - submitted_at.get(eval_id, time.monotonic()))
+        if eval_id in failing:
+            return Behaviour("fail", exit_code=1, log="Traceback (most recent call last):\nRuntimeError: boom\n",
+                             run_for_s=max(0.0, left))
         return Behaviour("succeed", run_for_s=max(0.0, left))
 
     kubelet = FakeKubelet(client(kubeconfig), namespace, state_dir / "pki", decide=decide, gpus=args.jobs,
@@ -152,7 +159,7 @@ def main() -> int:
         return 1
 
     settings = settings_for(namespace, results_root)
-    submitter = KubernetesBackend(settings, client(kubeconfig))
+    submitter = KubernetesBackend(settings, client(kubeconfig), backoff_limit=0)
     poll_api = client(kubeconfig, counting=True)
     poller = KubernetesBackend(settings, poll_api)
     t0 = time.monotonic()
