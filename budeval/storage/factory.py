@@ -67,7 +67,8 @@ def open_store(dsn: str) -> ClickHouseStore:
             reason = _scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, dsn)
             raise StoreUnavailableError(f"cannot open the ClickHouse store {shown}: {reason}") from None
 
-    return ClickHouseStore(connect(), shown, connect=connect)
+    embedded = parsed.scheme == "chdb"
+    return ClickHouseStore(connect(), shown, connect=connect, insert_settings={"max_threads": 1} if embedded else None)
 
 
 def open_archive(url: str) -> Archive:
