@@ -65,6 +65,16 @@ def test_correct_flags_from_list_shaped_details() -> None:
     assert preds["correct"].count(True) == 1 and preds["correct"].count(False) == 3
 
 
+def test_verdict_keys_inside_strings_do_not_confuse_the_reader(tmp_path: Path) -> None:
+    work = copy("mcq", tmp_path)
+    result = next((ts_folder(work) / "results" / MODEL).glob("*.json"))
+    data = json.loads(result.read_text())
+    data["details"][0]["pred"] = ['"correct": [true], "example_abbr": "tiny_mcq_3"']
+    del data["details"][1]["example_abbr"]  # counted by position
+    result.write_text(json.dumps(data))
+    assert all_predictions(work)["correct"] == all_predictions(FIXTURES / "mcq")["correct"]
+
+
 def test_correct_flags_from_dict_shaped_details(tmp_path: Path) -> None:
     work = copy("qa_chat", tmp_path)
     result = ts_folder(work) / "results" / MODEL / "tiny_qa.json"
@@ -200,18 +210,17 @@ def test_stream_matches_json_load_whatever_the_window(chunk: int) -> None:
         assert got == expected, path
 
 
-def test_huge_predictions_stream_with_bounded_memory(tmp_path: Path) -> None:
-    work = copy("qa_chat", tmp_path)
+def _peak_while_reading(tmp_path: Path, n: int) -> tuple[int, int]:
+    work = copy("qa_chat", tmp_path / str(n))
     path = _predictions_file(work)
-    n, prompt = 60_000, "x" * 900
-    with path.open("w") as out:  # ~70 MB, written incrementally
+    prompt = "x" * 900
+    with path.open("w") as out:  # written incrementally: n examples of ~1 KB
         out.write("{")
         for i in range(n):
             sep = "," if i else ""
             out.write(f'{sep}"{i}": {{"origin_prompt": [{{"role": "HUMAN", "prompt": "{prompt}{i}"}}], '
                       f'"prediction": "p{i}", "gold": "g{i}"}}')
         out.write("}")
-    size = path.stat().st_size
     run = parse_run(work)
     tracemalloc.start()
     seen = 0
@@ -220,4 +229,11 @@ def test_huge_predictions_stream_with_bounded_memory(tmp_path: Path) -> None:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert seen == n
-    assert peak < size / 3, (peak, size)  # a json.load of the file would need several times its size
+    return peak, path.stat().st_size
+
+
+def test_huge_predictions_stream_with_bounded_memory(tmp_path: Path) -> None:
+    small_peak, _ = _peak_while_reading(tmp_path, 25_000)  # ~25 MB: above the whole-file limit, so streamed
+    big_peak, big_size = _peak_while_reading(tmp_path, 100_000)  # ~100 MB
+    assert big_peak < small_peak * 1.5, (small_peak, big_peak)  # memory does not grow with the file
+    assert big_peak < big_size / 2, (big_peak, big_size)  # json.load would need several times the file

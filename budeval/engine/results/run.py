@@ -8,12 +8,15 @@ Decisions (see docs/parser.md): the newest timestamp folder that holds a summary
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from budeval.engine.results.jsonstream import JsonStream
 from budeval.engine.results.summary import Summary, read_summary
@@ -27,6 +30,12 @@ SUMMARY = re.compile(r"^summary_(\d{8}_\d{6})\.csv$")
 ERROR_LINE = re.compile(r"(^\w[\w.]*(Error|Exception)\b.*$)|( - ERROR - .*$)", re.M)
 VERSION = re.compile(r"opencompass[ =/-]+v?(\d+\.\d+\.\d+)", re.I)
 UNKNOWN, WRONG, RIGHT = 0, 1, 2
+_MARK: tuple[bool | None, ...] = (None, False, True)
+DETAILS_SHAPE = re.compile(rb'"details"\s*:\s*([\[{])')
+CORRECT_KEY = re.compile(rb'"correct"\s*:\s*(\[[^\]]*\]|true|false|null)')
+ABBR_INDEX = re.compile(rb'"example_abbr"\s*:\s*"[^"\\]*?_(\d+)"')
+#: Files up to this size are decoded whole (fast, C); larger ones are streamed (memory bounded by this, not the file).
+WHOLE_FILE_LIMIT = 16 << 20
 
 
 def parse_run(work_dir: Path) -> OpenCompassRun:
@@ -151,17 +160,27 @@ class OpenCompassRun:
                 offset = 0
                 for file in files:
                     count = 0
-                    for index, entry in self._entries(file):
-                        count = max(count, index + 1)
-                        index += offset
-                        mark = correct[index] if index < len(correct) else UNKNOWN
-                        batch.model.append(model)
-                        batch.dataset.append(dataset)
-                        batch.example_index.append(index)
-                        batch.prompt.append(_text(entry.get("origin_prompt")))
-                        batch.prediction.append(_text(entry.get("prediction")))
-                        batch.gold.append(_text(entry.get("gold")))
-                        batch.correct.append(None if mark == UNKNOWN else mark == RIGHT)
+                    for keys, entries in self._entries(file):
+                        display = self._rel(file)
+                        try:
+                            local = [int(k) for k in keys]
+                        except ValueError:
+                            bad = next(k for k in keys if not k.isdigit())
+                            raise ResultParseError(f"example key {bad[:40]!r} is not an index", path=display) from None
+                        if not all(type(e) is dict for e in entries):
+                            raise ResultParseError("an example is not a JSON object", path=display)
+                        count = max(count, max(local, default=-1) + 1)
+                        index = [i + offset for i in local] if offset else local
+                        n, known = len(index), len(correct)
+                        batch.model.extend([model] * n)
+                        batch.dataset.extend([dataset] * n)
+                        batch.example_index.extend(index)
+                        batch.prompt.extend(_texts([e.get("origin_prompt") for e in entries]))
+                        batch.prediction.extend(_texts([e.get("prediction") for e in entries]))
+                        batch.gold.extend(_texts([e.get("gold") for e in entries]))
+                        batch.correct.extend(
+                            [_MARK[correct[i]] if i < known else None for i in index] if known else [None] * n
+                        )
                         if len(batch.example_index) >= batch_size:
                             yield batch
                             batch = PredictionBatch()
@@ -169,17 +188,30 @@ class OpenCompassRun:
         if len(batch.example_index):
             yield batch
 
-    def _entries(self, file: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _entries(self, file: Path, chunk: int = 2000) -> Iterator[tuple[list[str], list[Any]]]:
+        """(keys, values) of a predictions file in chunks: a small file in one piece (``json.loads`` is the fastest
+        reader there is), a large one streamed, so memory stays bounded by WHOLE_FILE_LIMIT whatever the size."""
         display = self._rel(file)
+        data = _load_small(file, display)
+        if data is not None:
+            if not isinstance(data, dict):
+                raise ResultParseError("expected a JSON object of examples", path=display, line=1)
+            yield list(data.keys()), list(data.values())
+            return
         with JsonStream(file, display) as stream:
             if stream.start() != "{":
                 raise ResultParseError("expected a JSON object of examples", path=display, line=1)
+            keys: list[str] = []
+            values: list[Any] = []
             for key, _ in stream.items():
-                entry = stream.value()
-                if not key.isdigit() or not isinstance(entry, dict):
-                    raise ResultParseError(f"example {key[:40]!r} is not an indexed object", path=display)
-                yield int(key), entry
+                keys.append(key)
+                values.append(stream.value())
+                if len(keys) >= chunk:
+                    yield keys, values
+                    keys, values = [], []
             stream.finish()
+            if keys:
+                yield keys, values
             if stream.replaced:
                 self._log.warning("invalid UTF-8 replaced with U+FFFD", file=display)
 
@@ -198,6 +230,26 @@ class OpenCompassRun:
                 marks.extend(bytes(index + 1 - len(marks)))
             marks[index] = RIGHT if value else WRONG
 
+        if path.stat().st_size <= WHOLE_FILE_LIMIT:
+            raw = path.read_bytes()
+            if b'"correct"' not in raw:
+                return marks  # this evaluator records no per-example verdict: nothing to decode
+            shape = DETAILS_SHAPE.search(raw)
+            if shape is not None and shape.group(1) == b"[":
+                _scan_list_verdicts(raw, marks)
+                return marks
+        data = _load_small(path, display)
+        if data is not None:
+            details = data.get("details") if isinstance(data, dict) else None
+            if isinstance(details, dict):
+                for item_key, item in details.items():
+                    if item_key.isdigit() and isinstance(item, dict):
+                        put(int(item_key), _verdict(item.get("correct")))
+            elif isinstance(details, list):
+                for position, item in enumerate(details):
+                    if isinstance(item, dict):
+                        put(_example_index(item.get("example_abbr"), position), _verdict(item.get("correct")))
+            return marks
         with JsonStream(path, display) as stream:
             if stream.start() != "{":
                 raise ResultParseError("expected a JSON object", path=display, line=1)
@@ -219,6 +271,40 @@ class OpenCompassRun:
         return marks
 
 
+def _scan_list_verdicts(raw: bytes, marks: bytearray) -> None:
+    """List-shaped details, read without decoding them: the ``"correct": [...]`` values in order, placed by the index
+    at the end of each ``"example_abbr": "<dataset>_<i>"`` (by position if some item has no abbr).
+
+    Safe on arbitrary text: inside a JSON string every quote is escaped, so the bare-quoted keys matched here can only
+    be real keys. Decoding the whole file instead costs about half of the parse time of a run.
+    """
+    codes = [_VERDICT_CODES.get(flags) or _verdict_code(flags) for flags in CORRECT_KEY.findall(raw)]
+    abbrs = ABBR_INDEX.findall(raw)
+    if len(abbrs) == len(codes):
+        index = [int(i) for i in abbrs]
+        size = max(index, default=-1) + 1
+        if len(marks) < size:
+            marks.extend(bytes(size - len(marks)))
+        for i, code in zip(index, codes, strict=True):
+            marks[i] = code
+    else:
+        marks[:] = bytes(codes)
+
+
+_VERDICT_CODES: dict[bytes, int] = {}
+
+
+def _verdict_code(flags: bytes) -> int:
+    compact = flags.replace(b" ", b"").replace(b"\n", b"")
+    if compact in (b"[]", b"null") or b"null" in compact:
+        code = UNKNOWN
+    else:
+        code = RIGHT if b"false" not in compact and b"true" in compact else WRONG
+    if len(_VERDICT_CODES) < 64:
+        _VERDICT_CODES[flags] = code
+    return code
+
+
 def _verdict(value: Any) -> bool | None:
     """``correct`` is a bool or, with several predictions per example, a list: right only if all are."""
     if isinstance(value, bool):
@@ -236,6 +322,17 @@ def _example_index(abbr: Any, position: int) -> int:
     return position
 
 
+def _texts(values: list[Any]) -> list[str]:
+    """``_text`` over a column, with the common shapes (plain strings, chat turns) inlined: this runs per example."""
+    try:
+        return [
+            v if v.__class__ is str else "\n".join([f"{t['role']}: {t['prompt']}" for t in v])
+            for v in values
+        ]
+    except (TypeError, KeyError, AttributeError):
+        return [_text(v) for v in values]
+
+
 def _text(value: Any) -> str:
     """Prompts may be chat turns: ``[{"role": "HUMAN", "prompt": "..."}]`` -> ``"HUMAN: ..."`` lines."""
     if value is None:
@@ -243,6 +340,10 @@ def _text(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, list):
+        try:
+            return "\n".join([f"{turn['role']}: {turn['prompt']}" for turn in value])
+        except (TypeError, KeyError):
+            pass
         parts = []
         for turn in value:
             if isinstance(turn, dict) and "prompt" in turn:
@@ -250,9 +351,32 @@ def _text(value: Any) -> str:
             else:
                 parts.append(_text(turn))
         return "\n".join(parts)
-    import json
-
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def _load_small(path: Path, display: str) -> Any | None:
+    """The decoded file if it is small enough to read whole, else None.
+
+    orjson first (about twice as fast as ``json`` here); on any complaint the stdlib decodes the text with invalid
+    UTF-8 replaced by U+FFFD, which either succeeds (the file only had bad bytes) or names the line that is broken.
+    """
+    if path.stat().st_size > WHOLE_FILE_LIMIT:
+        return None
+    raw = path.read_bytes()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    text = raw.decode("utf-8", errors="replace")
+    if not text.strip():
+        raise ResultParseError("empty file", path=display, line=1)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        what = "truncated (unexpected end of file)" if exc.pos >= len(text.rstrip()) else exc.msg
+        raise ResultParseError(what, path=display, line=exc.lineno) from None
+    get_logger(file=display).warning("invalid UTF-8 replaced with U+FFFD")
+    return data
 
 
 def _tail(path: Path, size: int) -> str:
