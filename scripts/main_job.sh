@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default, from a clean clone: set everything up (idempotent), start the embedded stack
 # (service + embedded Dapr-compatible sidecar + local OpenCompass backend + chDB + folder archive), submit one real
-# evaluation of SmolLM2-135M-Instruct on the bundled tiny_qa dataset THROUGH THE PUB/SUB TOPIC, wait for its
+# evaluation of SmolLM2-135M-Instruct on the bundled `light` suite THROUGH THE PUB/SUB TOPIC, wait for its
 # `completed` event and print the scores read back from ClickHouse. Prints the wall time at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +21,7 @@ log="$BUDEVAL_DATA_DIR/serve.log"
 serve_pid=$!
 trap 'kill "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null || true' EXIT
 
-eval_id="smollm2-tiny-qa-$(date -u +%Y%m%d%H%M%S)"
+eval_id="smollm2-light-$(date -u +%Y%m%d%H%M%S)"
 request="$BUDEVAL_DATA_DIR/$eval_id.json"
 cat >"$request" <<JSON
 {
@@ -29,7 +29,7 @@ cat >"$request" <<JSON
   "experiment_id": "main-job",
   "model": {"name": "smollm2-135m-instruct",
             "source": {"type": "huggingface", "path": "$BUDEVAL_MODEL_PATH", "mode": "chat"}},
-  "datasets": ["tiny_qa"],
+  "suite": "light",
   "generation": {"max_out_len": 32, "batch_size": 4},
   "timeout_s": 3600,
   "force": true
