@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -13,7 +14,9 @@ import pytest
 from budeval.backends.kubernetes import KubernetesBackend
 from budeval.backends.kubernetes import manifests as m
 from budeval.backends.kubernetes.api import JsonApi, core_path, jobs_path
-from budeval.errors import ConflictError, NotFoundError
+from budeval.config import Settings
+from budeval.errors import BudevalError, ConflictError, NotFoundError
+from tests.k8s.conftest import new_client
 from tests.k8s.helpers import Reports, wait_until
 from tests.k8s.kubelet import Behaviour, FakeKubelet
 from tests.k8s.specs import SECRET_VALUE, endpoint_spec, hf_spec
@@ -46,11 +49,30 @@ def exists(api: JsonApi, path: str) -> bool:
 def test_success_through_extraction(
     backend: KubernetesBackend, kubelet_factory: KubeletFactory, kube_admin: JsonApi
 ) -> None:
-    kubelet_factory(by_run({"r0": Behaviour("succeed", fixture=FIXTURES / "qa_chat", run_for_s=0.5)}))
+    kubelet_factory(
+        by_run({"r0": Behaviour("succeed", fixture=FIXTURES / "qa_chat", run_for_s=0.5)}),
+        node_labels={"gpu.type": "a100"},
+    )
+    # Cluster-scoped and shared by tests (AlreadyExists is fine): the Priority admission plugin needs the class.
+    with contextlib.suppress(BudevalError):
+        kube_admin.request(
+            "POST",
+            "/apis/scheduling.k8s.io/v1/priorityclasses",
+            what="priority class",
+            body={"metadata": {"name": "budeval-test-low"}, "value": 100},
+        )
     reports = Reports()
     watch = backend.watch(reports)
     try:
-        spec = hf_spec("eval-ok", gpus=1)
+        spec = hf_spec(
+            "eval-ok",
+            gpus=1,
+            cpu="2",
+            memory="8Gi",
+            node_selector={"gpu.type": "a100"},
+            tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            priority_class="budeval-test-low",
+        )
         assert backend.submit(spec).phase == "pending"
         state = reports.wait("r0")
     finally:
@@ -89,7 +111,6 @@ FAILURES: dict[str, tuple[Behaviour, dict[str, Any], str, str]] = {
     "evicted": (Behaviour("evict"), {}, "backoff_limit", "Evicted"),
     "pull": (Behaviour("image_pull"), {}, "image_pull", "ImagePullBackOff"),
     "deadline": (Behaviour("hang"), {"timeout_s": 2}, "deadline_exceeded", "DeadlineExceeded"),
-    "nogpu": (Behaviour("succeed"), {"gpus": 16}, "unschedulable", "Insufficient nvidia.com/gpu"),
 }
 
 
@@ -112,6 +133,28 @@ def test_each_failure_class_with_reason_and_log(backend: KubernetesBackend, kube
         assert (polled.phase, polled.reason_class) == ("failed", expected), (run, polled)
     assert "OpenCompass - ERROR" in states["tasks"].log_excerpt and "File " in states["crash"].log_excerpt
     assert "Killed" in states["oom"].log_excerpt  # read through pods/log from the kubelet
+
+
+def quick_unschedulable(settings: Settings, kube_cluster: Path, **update: Any) -> KubernetesBackend:
+    fast = settings.model_copy(update={"unschedulable_after_s": 2.0, **update})
+    return KubernetesBackend(fast, new_client(kube_cluster), backoff_limit=0)
+
+
+def test_pod_pending_without_a_free_gpu_is_unschedulable(
+    settings: Settings, kube_cluster: Path, kubelet_factory: KubeletFactory
+) -> None:
+    backend = quick_unschedulable(settings, kube_cluster)
+    kubelet_factory(lambda pod: Behaviour("succeed"), gpus=8)
+    reports = Reports()
+    watch = backend.watch(reports)
+    try:
+        backend.submit(hf_spec("eval-nogpu", "r0", gpus=16))
+        state = reports.wait("r0")
+    finally:
+        watch.stop()
+    assert (state.phase, state.reason_class) == ("failed", "unschedulable")
+    assert "Insufficient nvidia.com/gpu" in state.message and "pending for" in state.message
+    assert backend.get("eval-nogpu", "r0").reason_class == "unschedulable"
 
 
 def test_cancel_deletes_jobs_pods_and_configmaps(
@@ -221,3 +264,20 @@ def test_watch_resumes_after_apiserver_restart(backend: KubernetesBackend, kubel
     finally:
         watcher.stop()
     assert watcher.stats["errors"] >= 1 and watcher.stats["lists"] > lists_before
+
+
+def test_job_whose_pods_cannot_be_created_is_unschedulable(
+    settings: Settings, kube_cluster: Path, kubelet_factory: KubeletFactory
+) -> None:
+    # The runner ServiceAccount is missing: the Job controller cannot create the pod (admission refuses it).
+    broken = quick_unschedulable(settings, kube_cluster, runner_service_account="no-such-account")
+    kubelet_factory(lambda pod: Behaviour("succeed"))
+    reports = Reports()
+    watch = broken.watch(reports)
+    try:
+        broken.submit(hf_spec("eval-nopod", "r0"))
+        state = reports.wait("r0")
+    finally:
+        watch.stop()
+    assert (state.phase, state.reason_class) == ("failed", "unschedulable")
+    assert "no pod was created" in state.message
