@@ -48,3 +48,23 @@ def test_plan_runs_split() -> None:
     assert [(p.run_id, p.datasets) for p in plan_runs(per, ["a", "b"])] == [("r0", ["a"]), ("r1", ["b"])]
     single = EvalRequest.model_validate({**base, "datasets": ["a", "b"], "split": "single"})
     assert [(p.run_id, p.datasets) for p in plan_runs(single, ["a", "b"])] == [("r0", ["a", "b"])]
+
+
+def test_cluster_defaults_fill_only_what_the_request_left_unset() -> None:
+    from budeval.config import Settings
+    from budeval.schemas.request import Resources
+    from budeval.workflow.activities import with_cluster_defaults
+
+    settings = Settings(
+        default_gpu_resource_name="amd.com/gpu",
+        default_node_selector={"pool": "gpu"},
+        default_tolerations=[{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        default_queue="evals",
+        default_priority_class="batch-low",
+    )
+    filled = with_cluster_defaults(Resources(gpus=2), settings)
+    assert filled.gpu_resource_name == "amd.com/gpu" and filled.node_selector == {"pool": "gpu"}
+    assert filled.tolerations[0].key == "gpu" and filled.queue == "evals" and filled.priority_class == "batch-low"
+    own = Resources(gpu_resource_name="nvidia.com/gpu", node_selector={"a": "b"}, queue="mine")
+    kept = with_cluster_defaults(own, settings)
+    assert kept.gpu_resource_name == "nvidia.com/gpu" and kept.node_selector == {"a": "b"} and kept.queue == "mine"

@@ -23,7 +23,7 @@ from budeval.errors import ValidationError
 from budeval.events.cloudevents import make_event
 from budeval.events.publisher import EventPublisher
 from budeval.logs import get_logger
-from budeval.schemas.request import EvalRequest
+from budeval.schemas.request import EvalRequest, Resources, Toleration
 from budeval.schemas.results import ParsedRun
 from budeval.storage.base import Archive, EvaluationRecord, ResultStore
 from budeval.workflow import names
@@ -75,6 +75,23 @@ def _git_commit() -> str:
 
 
 _COMMIT = _git_commit()
+
+
+def with_cluster_defaults(resources: Resources, settings: Settings) -> Resources:
+    """Fill what the request left unset from the installation's defaults (the chart's runner values)."""
+    given = resources.model_fields_set
+    update: dict[str, Any] = {}
+    if "gpu_resource_name" not in given:
+        update["gpu_resource_name"] = settings.default_gpu_resource_name
+    if not resources.node_selector and settings.default_node_selector:
+        update["node_selector"] = dict(settings.default_node_selector)
+    if not resources.tolerations and settings.default_tolerations:
+        update["tolerations"] = [Toleration.model_validate(t) for t in settings.default_tolerations]
+    if resources.queue is None and settings.default_queue:
+        update["queue"] = settings.default_queue
+    if resources.priority_class is None and settings.default_priority_class:
+        update["priority_class"] = settings.default_priority_class
+    return resources.model_copy(update=update) if update else resources
 
 
 def plan_runs(request: EvalRequest, datasets: list[str]) -> list[RunPlan]:
@@ -175,7 +192,7 @@ class EvalActivities:
                     config_text=text,
                     model=request.model,
                     datasets=plan.datasets,
-                    resources=request.resources,
+                    resources=with_cluster_defaults(request.resources, self.deps.settings),
                     timeout_s=request.timeout_s,
                 )
             )
