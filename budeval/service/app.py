@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
@@ -327,10 +327,11 @@ def create_app(deps: ServiceDeps) -> FastAPI:
     def leaderboard(
         dataset: Annotated[str | None, Query(max_length=100)] = None,
         metric: Annotated[str | None, Query(max_length=100)] = None,
+        mode: Annotated[Literal["latest", "best"], Query(description="latest run's score or best score")] = "latest",
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
-        rows = deps.store.leaderboard(dataset=dataset, metric=metric, limit=limit + 1, offset=offset)
+        rows = deps.store.leaderboard(dataset=dataset, metric=metric, mode=mode, limit=limit + 1, offset=offset)
         items = [_plain(r) for r in rows]
         more = len(items) > limit
         return {
@@ -353,7 +354,7 @@ def create_app(deps: ServiceDeps) -> FastAPI:
                 raise _error(404, "not_found", f"no stored evaluation {eval_id!r}")
         rows = [_plain(r) for r in deps.store.compare(a, b)]
         flips_fn = getattr(deps.store, "flips", None)
-        flips = [_plain(r) for r in flips_fn(a, b)][:flips_limit] if callable(flips_fn) and flips_limit else []
+        flips = [_plain(r) for r in flips_fn(a, b, limit=flips_limit)] if callable(flips_fn) and flips_limit else []
         return {"a": a, "b": b, "scores": rows, "flips": flips}
 
     app.include_router(open_routes)

@@ -119,8 +119,8 @@ class StandInStore:
     def results(self, eval_id: str) -> list[ScoreRow]:
         return list(self.scores.get(eval_id, []))
 
-    def leaderboard(self, dataset: str | None = None, metric: str | None = None, limit: int = 50,
-                    offset: int = 0) -> list[dict[str, Any]]:
+    def leaderboard(self, dataset: str | None = None, metric: str | None = None, mode: str = "latest",
+                    limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         rows = [
             {"model": s.model, "dataset": s.dataset, "metric": s.metric, "score": s.score, "eval_id": s.eval_id}
             for rows in self.scores.values() for s in rows
@@ -134,7 +134,7 @@ class StandInStore:
         right = {(s.dataset, s.metric): s.score for s in self.scores.get(b, [])}
         return [{"dataset": d, "metric": m, "a": left.get((d, m)), "b": right.get((d, m))} for d, m in sorted(left)]
 
-    def flips(self, a: str, b: str) -> list[dict[str, Any]]:
+    def flips(self, a: str, b: str, limit: int = 100) -> list[dict[str, Any]]:
         return []
 
     def close(self) -> None:
