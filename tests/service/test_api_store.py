@@ -1,0 +1,83 @@
+"""The HTTP API on the real chDB store: results, leaderboard and compare of evaluations parsed from real OpenCompass
+output (tests/fixtures), over real HTTP. The workflow engine is the only stand-in (no sidecar needed here)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from budeval.config import Settings
+from budeval.engine.results import parse_run
+from budeval.events.publisher import MemoryPublisher
+from budeval.service.app import ServiceDeps, create_app
+from budeval.service.auth import Auth
+from budeval.service.metrics import SerializedStore
+from budeval.storage.base import EvaluationRecord
+from budeval.storage.factory import open_store
+from tests.service.support import StandInBackend, StandInWorkflows, serve_app
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "opencompass"
+TOKEN = "store-test-token"
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
+    data_dir = tmp_path_factory.mktemp("store-api")
+    store = SerializedStore(open_store(f"chdb://{data_dir / 'clickhouse'}"))
+    store.migrate()
+    for eval_id, fixture in (("qa-a", "qa_chat"), ("qa-b", "qa_chat"), ("mcq-a", "mcq")):
+        parsed = parse_run(FIXTURES / fixture)
+        store.record_evaluation(EvaluationRecord(eval_id=eval_id, status="completed", model_name="m",
+                                                 datasets=[m.dataset for m in parsed.metrics],
+                                                 created_at=datetime.now(UTC), finished_at=datetime.now(UTC)))
+        store.store_run(eval_id, "r0", parsed)
+    app = create_app(ServiceDeps(Settings(data_dir=data_dir), StandInWorkflows(), store, StandInBackend(),
+                                 MemoryPublisher(), {}, Auth(TOKEN)))
+    try:
+        with serve_app(app) as url:
+            yield url, store
+    finally:
+        store.close()
+
+
+def _get(url: str, path: str, **params: Any) -> httpx.Response:
+    return httpx.get(url + path, params=params, headers={"authorization": f"Bearer {TOKEN}"}, timeout=30)
+
+
+def test_results_and_status_come_from_the_store(api: tuple[str, Any]) -> None:
+    url, _ = api
+    results = _get(url, "/evals/qa-a/results").json()
+    assert results["status"] == "completed" and results["scores"]
+    assert all(r["eval_id"] == "qa-a" for r in results["scores"])
+    body = _get(url, "/evals/qa-a").json()
+    assert body["status"] == "completed" and body["workflow"] is None and body["scores"] == results["scores"]
+    assert _get(url, "/readyz").status_code == 200
+
+
+def test_leaderboard_pages_through_real_rows(api: tuple[str, Any]) -> None:
+    url, _ = api
+    everything = _get(url, "/leaderboard", limit=1000).json()
+    assert everything["items"] and everything["next_offset"] is None
+    first = _get(url, "/leaderboard", limit=1).json()
+    assert first["items"] == everything["items"][:1]
+    if len(everything["items"]) > 1:
+        assert first["next_offset"] == 1
+        second = _get(url, "/leaderboard", limit=1, offset=1).json()
+        assert second["items"] == everything["items"][1:2]
+    best = _get(url, "/leaderboard", mode="best").json()
+    assert best["items"]
+    assert _get(url, "/leaderboard", mode="worst").status_code == 422
+
+
+def test_compare_pairs_two_evaluations(api: tuple[str, Any]) -> None:
+    url, _ = api
+    cmp = _get(url, "/compare", a="qa-a", b="qa-b").json()
+    assert cmp["scores"], cmp
+    assert all(row["delta"] in (0.0, None) for row in cmp["scores"])  # the same output twice: nothing changed
+    assert cmp["flips"] == []
+    assert _get(url, "/compare", a="qa-a", b="missing").status_code == 404
