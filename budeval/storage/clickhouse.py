@@ -83,6 +83,12 @@ def _next_row_version() -> int:
         return _last_version
 
 
+def _release(context: Any) -> None:
+    """Drop an insert context's reference to the last batch (``data = None`` leaves the column lists in place)."""
+    if context is not None:
+        context.data = [[]]  # zero rows: the public setter replaces the held columns with an empty one
+
+
 def run_time(timestamp: str) -> datetime:
     """OpenCompass's timestamp folder name (``20261123_081443``) as UTC; unknown formats sort first."""
     try:
@@ -112,7 +118,7 @@ class ClickHouseStore:
         client: Any,
         where: str,
         connect: Callable[[], Any] | None = None,
-        batch_size: int = 50_000,
+        batch_size: int = 20_000,
         insert_clients: int = 2,
         insert_settings: dict[str, Any] | None = None,
     ) -> None:
@@ -345,7 +351,7 @@ class ClickHouseStore:
         """Parse in a background thread while inserting in others; the bounded queue bounds memory to a few
         batches. The parser's own errors (e.g. ResultParseError) propagate unchanged."""
         clients = self._insert_clients()
-        handoff: queue.Queue[PredictionBatch | BaseException | None] = queue.Queue(maxsize=len(clients) + 1)
+        handoff: queue.Queue[PredictionBatch | BaseException | None] = queue.Queue(maxsize=1)
         stop = threading.Event()
         errors: list[BaseException] = []
         totals: list[int] = []
@@ -374,6 +380,10 @@ class ClickHouseStore:
 
         def consume(client: Any) -> None:
             done = 0
+            # One insert context per thread and run: one table description instead of one per batch. Its columns
+            # must be released explicitly: clickhouse-connect's context sits in a reference cycle and keeps the last
+            # batch alive until a full GC, which let memory grow by a batch per insert (measured: +40 MB / 50k rows).
+            context: Any = None
             try:
                 while not stop.is_set():
                     try:
@@ -398,18 +408,23 @@ class ClickHouseStore:
                             item.gold,
                             item.correct,
                         ]
+                        del item
                         try:
-                            client.insert(
-                                "predictions",
-                                columns,
-                                column_names=PREDICTION_COLUMNS,
-                                column_oriented=True,
-                                settings=self.insert_settings,
-                            )
+                            if context is None:
+                                context = client.create_insert_context(
+                                    table="predictions",
+                                    column_names=PREDICTION_COLUMNS,
+                                    column_oriented=True,
+                                    settings=self.insert_settings,
+                                )
+                            client.insert(data=columns, context=context)
                         except Exception as exc:
                             raise StoreUnavailableError(
                                 f"ClickHouse insert into predictions failed at {self._where}: {_first_line(exc)}"
                             ) from exc
+                        finally:
+                            del columns
+                            _release(context)
                         done += n
             except BaseException as exc:
                 fail(exc)
