@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -126,3 +128,36 @@ def test_evaluation_rows_latest_write_wins_and_find_reusable_picks_newest_comple
     assert latest is not None and latest.eval_id == "old"
     assert store.find_reusable("other") is None
     assert store.get_evaluation("absent") is None
+
+
+class _Tracked(list):  # type: ignore[type-arg]
+    """A list that can be weakly referenced: shows when a batch's columns are really freed."""
+
+
+def test_stored_batches_are_freed_without_waiting_for_the_garbage_collector(store: ClickHouseStore) -> None:
+    refs: list[weakref.ref[_Tracked]] = []
+
+    class Run(MemoryRun):
+        def prediction_batches(self, batch_size: int = 50_000) -> Iterator[PredictionBatch]:
+            for k in range(6):
+                prompts = _Tracked(f"prompt {k}-{i}" for i in range(1000))
+                refs.append(weakref.ref(prompts))
+                yield PredictionBatch(
+                    ["m"] * 1000,
+                    [f"ds{k}"] * 1000,
+                    list(range(1000)),
+                    prompts,
+                    ["p"] * 1000,
+                    ["g"] * 1000,
+                    [None] * 1000,
+                )
+
+    gc.collect()
+    gc.disable()  # a batch kept alive by a reference cycle would survive until a full collection
+    try:
+        report = store.store_run("e9", "r0", Run("20261123_081443", [metric("m", "ds0", 1.0)], [status("m", "ds0")]))
+        alive = [r for r in refs if r() is not None]
+    finally:
+        gc.enable()
+    assert report.predictions == 6000 and len(refs) == 6
+    assert alive == []
