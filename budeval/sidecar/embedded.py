@@ -1,0 +1,132 @@
+"""``EmbeddedSidecar``: the engine, the broker, one gRPC port (workflows + PublishEvent) and one HTTP port, in-process.
+
+``budeval serve`` starts it from threads when no daprd is configured; ``python -m budeval.sidecar`` runs it alone.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from dapr.ext.workflow._durabletask.internal import orchestrator_service_pb2_grpc as stubs
+
+from budeval.errors import ValidationError
+from budeval.logs import get_logger
+from budeval.sidecar.dapr_http import SidecarHTTPServer
+from budeval.sidecar.orchestration import Engine
+from budeval.sidecar.store import SidecarStore
+from budeval.sidecar.taskhub import TaskHub, dapr_handler
+from budeval.sidecar.topics import Broker
+
+HOST = "127.0.0.1"
+
+
+class EmbeddedSidecar:
+    """A Dapr-compatible sidecar for one app, persisted in ``state_path`` (SQLite). Ports 0 pick free ones."""
+
+    def __init__(self, state_path: Path, grpc_port: int = 0, http_port: int = 0, app_port: int | None = None,
+                 app_host: str = HOST, max_workers: int = 64) -> None:
+        self.state_path = Path(state_path)
+        self._want_grpc, self._want_http = grpc_port, http_port
+        self.app_url = f"http://{app_host}:{app_port}" if app_port else None
+        self.max_workers = max_workers
+        self.grpc_port = 0
+        self.http_port = 0
+        self._store: SidecarStore | None = None
+        self.engine: Engine | None = None
+        self.broker: Broker | None = None
+        self._grpc: grpc.Server | None = None
+        self._http: SidecarHTTPServer | None = None
+
+    def start(self) -> EmbeddedSidecar:
+        log = get_logger(component="sidecar")
+        self._store = SidecarStore(self.state_path)
+        self.engine = Engine(self._store)
+        # daprd sends the app token it was given (APP_API_TOKEN) on every call to the app; so does this sidecar
+        self.broker = Broker(self._store, self.app_url, os.environ.get("APP_API_TOKEN") or None)
+        pool = futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="sidecar-grpc")
+        server = grpc.server(pool,
+                             options=[("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                                      ("grpc.max_send_message_length", 64 * 1024 * 1024)])
+        stubs.add_TaskHubSidecarServiceServicer_to_server(TaskHub(self.engine), server)
+        server.add_generic_rpc_handlers((dapr_handler(self.broker),))
+        port = server.add_insecure_port(f"{HOST}:{self._want_grpc}")
+        if port == 0:
+            self._store.close()
+            raise ValidationError(f"cannot listen on {HOST}:{self._want_grpc} (gRPC)", field="sidecar_grpc_port")
+        try:
+            self._http = SidecarHTTPServer(HOST, self._want_http, self.broker)
+        except OSError as exc:
+            self._store.close()
+            raise ValidationError(f"cannot listen on {HOST}:{self._want_http}: {exc.strerror}",
+                                  field="sidecar_http_port") from None
+        self.grpc_port, self.http_port = port, self._http.port
+        self._grpc = server
+        self.engine.start()
+        self.broker.start()
+        server.start()
+        self._http.start()
+        log.info("embedded sidecar started", grpc_port=self.grpc_port, http_port=self.http_port,
+                 state=str(self.state_path), app=self.app_url)
+        return self
+
+    def set_app(self, app_port: int, app_host: str = HOST) -> None:
+        """Deliver subscriptions to this app (its ``/dapr/subscribe`` is read again)."""
+        self.app_url = f"http://{app_host}:{app_port}"
+        if self.broker is not None:
+            self.broker.set_app(self.app_url)
+
+    def stop(self, grace: float = 2.0) -> None:
+        if self.engine is not None:
+            self.engine.close()  # ends the work item streams, so the server stops promptly
+        if self._grpc is not None:
+            self._grpc.stop(grace).wait(grace + 5)
+            self._grpc = None
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
+        if self.broker is not None:
+            self.broker.close()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> EmbeddedSidecar:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m budeval.sidecar.embedded --state FILE [--grpc-port P] [--http-port Q] [--app-port A]``."""
+    import argparse
+    import json
+    import signal
+    import threading
+
+    from budeval.logs import configure
+
+    parser = argparse.ArgumentParser(prog="python -m budeval.sidecar.embedded", description=main.__doc__)
+    parser.add_argument("--state", type=Path, required=True, help="SQLite file holding all sidecar state")
+    parser.add_argument("--grpc-port", type=int, default=0)
+    parser.add_argument("--http-port", type=int, default=0)
+    parser.add_argument("--app-port", type=int, default=None, help="the app's port (subscription delivery)")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    configure(args.log_level)
+    sidecar = EmbeddedSidecar(args.state, args.grpc_port, args.http_port, app_port=args.app_port).start()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    # one JSON line on stdout tells a parent process where the sidecar listens
+    print(json.dumps({"grpc_port": sidecar.grpc_port, "http_port": sidecar.http_port}), flush=True)
+    stop.wait()
+    sidecar.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
