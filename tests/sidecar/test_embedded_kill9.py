@@ -1,0 +1,105 @@
+"""kill -9 of a whole process (D2 embedded sidecar + worker) during a timer and during an activity: after each
+restart the workflow resumes from SQLite and completes exactly once. Also: a published message survives kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import dapr.ext.workflow as wf
+import httpx
+import pytest
+
+from tests.sidecar.embedded_support import App, free_port, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Proc:
+    def __init__(self, state: Path, marks: Path) -> None:
+        self.state, self.marks = state, marks
+        self.grpc_port, self.http_port = free_port(), free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *extra: str) -> None:
+        (self.marks / "ready").unlink(missing_ok=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.sidecar.embedded_proc", str(self.state), str(self.grpc_port),
+             str(self.http_port), str(self.marks), *extra],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(self.marks / "proc.log", "ab"),  # noqa: SIM115
+        )
+        wait_until(lambda: (self.marks / "ready").exists() or self.proc.poll() is not None,  # type: ignore[union-attr]
+                   timeout=60, what="the process to start")
+        assert self.proc.poll() is None, (self.marks / "proc.log").read_text()[-3000:]
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def marks_list(self) -> list[str]:
+        path = self.marks / "marks"
+        return path.read_text().split() if path.exists() else []
+
+
+@pytest.fixture()
+def proc(tmp_path: Path) -> Iterator[Proc]:
+    p = Proc(tmp_path / "state.db", tmp_path)
+    yield p
+    if p.proc is not None and p.proc.poll() is None:
+        p.kill9()
+
+
+def _history_kinds(client: wf.DaprWorkflowClient, iid: str) -> list[str]:
+    return [e.event_type.name for e in client.get_workflow_history(iid)]
+
+
+def test_kill9_during_timer_and_during_activity_completes_once(proc: Proc) -> None:
+    proc.start()
+    client = wf.DaprWorkflowClient(host="127.0.0.1", port=str(proc.grpc_port))
+    client.schedule_new_workflow("durable", instance_id="k9")
+    wait_until(lambda: "first" in proc.marks_list(), what="the first activity")
+    wait_until(lambda: "TIMER_CREATED" in _history_kinds(client, "k9"),
+               what="the timer to be created")
+    client.close()
+    proc.kill9()  # during the 3 s durable timer
+
+    proc.start()
+    client = wf.DaprWorkflowClient(host="127.0.0.1", port=str(proc.grpc_port))
+    wait_until(lambda: "slow-start" in proc.marks_list(), timeout=60, what="the timer to fire after restart")
+    client.close()
+    proc.kill9()  # during the 4 s activity
+
+    proc.start()
+    client = wf.DaprWorkflowClient(host="127.0.0.1", port=str(proc.grpc_port))
+    state = client.wait_for_workflow_completion("k9", timeout_in_seconds=60)
+    assert state is not None and state.runtime_status == wf.WorkflowStatus.COMPLETED
+    assert json.loads(state.serialized_output) == ["first", "slow", "last"]
+    marks = proc.marks_list()
+    assert marks.count("first") == 1  # committed before the first kill: never re-run
+    assert marks.count("slow-start") == 2 and marks.count("slow-end") == 1  # killed once mid-activity, re-delivered
+    assert marks.count("last") == 1
+    client.close()
+
+
+def test_published_message_survives_kill9(proc: Proc) -> None:
+    app = App([{"pubsubname": "ps", "topic": "t", "route": "/t"}], {"/t": [(200, {"status": "SUCCESS"})]})
+    app.port = free_port()
+    # the app is down at first: the sidecar accepts the message, persists it, and cannot deliver yet
+    proc.start("--app-port", str(app.port))
+    answer = httpx.post(f"http://127.0.0.1:{proc.http_port}/v1.0/publish/ps/t", content=b'{"x": 1}',
+                        headers={"content-type": "application/json"}, timeout=10)
+    assert answer.status_code == 204
+    proc.kill9()
+    app.start()
+    try:
+        proc.start("--app-port", str(app.port))
+        wait_until(lambda: app.count("/t") == 1, timeout=30, what="delivery after kill -9 and restart")
+        assert app.received["/t"][0]["data"] == {"x": 1}
+    finally:
+        app.stop()
