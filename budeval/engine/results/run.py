@@ -8,19 +8,20 @@ Decisions (see docs/parser.md): the newest timestamp folder that holds a summary
 
 from __future__ import annotations
 
-import json
+import multiprocessing
+import os
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
-import orjson
-
-from budeval.engine.results.jsonstream import JsonStream
+from budeval.engine.results.loading import WHOLE_FILE_LIMIT, warn_replaced
+from budeval.engine.results.predictions import WorkerResult, WorkerTask, _concat, file_batches, worker_parse
 from budeval.engine.results.summary import Summary, read_summary
-from budeval.errors import NoSummaryError, ResultParseError
+from budeval.engine.results.verdicts import read_verdicts
+from budeval.errors import NoSummaryError
 from budeval.logs import get_logger
 from budeval.schemas.results import DatasetStatus, MetricRow, PredictionBatch, RunFacts
 
@@ -29,17 +30,15 @@ SUMMARY = re.compile(r"^summary_(\d{8}_\d{6})\.csv$")
 #: Last lines of a task log that say it failed (a Python traceback's final line, or OpenCompass's own ERROR lines).
 ERROR_LINE = re.compile(r"(^\w[\w.]*(Error|Exception)\b.*$)|( - ERROR - .*$)", re.M)
 VERSION = re.compile(r"opencompass[ =/-]+v?(\d+\.\d+\.\d+)", re.I)
-UNKNOWN, WRONG, RIGHT = 0, 1, 2
-_MARK: tuple[bool | None, ...] = (None, False, True)
-DETAILS_SHAPE = re.compile(rb'"details"\s*:\s*([\[{])')
-CORRECT_KEY = re.compile(rb'"correct"\s*:\s*(\[[^\]]*\]|true|false|null)')
-ABBR_INDEX = re.compile(rb'"example_abbr"\s*:\s*"[^"\\]*?_(\d+)"')
-#: Files up to this size are decoded whole (fast, C); larger ones are streamed (memory bounded by this, not the file).
-WHOLE_FILE_LIMIT = 16 << 20
+#: Below this many bytes of predictions, starting worker processes costs more than it saves.
+POOL_MIN_BYTES = 64 << 20
 
 
-def parse_run(work_dir: Path) -> OpenCompassRun:
-    """Read an OpenCompass ``--work-dir``. Raises NoSummaryError when no timestamp folder has a summary."""
+def parse_run(work_dir: Path, *, workers: int | None = None) -> OpenCompassRun:
+    """Read an OpenCompass ``--work-dir``. Raises NoSummaryError when no timestamp folder has a summary.
+
+    ``workers``: parse worker processes for large runs (None: one per spare core, at most two; 0: none).
+    """
     work_dir = Path(work_dir)
     if not work_dir.is_dir():
         raise NoSummaryError("no such run folder", path=str(work_dir))
@@ -47,7 +46,7 @@ def parse_run(work_dir: Path) -> OpenCompassRun:
     for folder in folders:
         summaries = _summaries(folder)
         if summaries:
-            return OpenCompassRun(work_dir, folder, summaries[-1])
+            return OpenCompassRun(work_dir, folder, summaries[-1], workers=workers)
     what = "only " + ", ".join(sorted({c.name for f in folders for c in f.iterdir()})) if folders else "no output"
     raise NoSummaryError(f"no summary_*.csv (the run aborted or never ran; {what})", path=str(work_dir))
 
@@ -57,17 +56,12 @@ def _summaries(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-@dataclass(frozen=True)
-class _Task:
-    model: str
-    dataset: str
-
-
 class OpenCompassRun:
     """Implements :class:`budeval.schemas.results.ParsedRun`; predictions are re-read from disk on each iteration."""
 
-    def __init__(self, work_dir: Path, folder: Path, summary_file: Path) -> None:
+    def __init__(self, work_dir: Path, folder: Path, summary_file: Path, workers: int | None = None) -> None:
         self.work_dir = work_dir
+        self.workers = workers
         self.folder = folder
         self._summary_file = summary_file
         self._log = get_logger(run_folder=str(folder))
@@ -85,7 +79,10 @@ class OpenCompassRun:
 
     @cached_property
     def facts(self) -> RunFacts:
+        # `-r` reuse adds a config named after the new timestamp: the one of the chosen summary, else the newest.
         configs = sorted((self.folder / "configs").glob("*.py"))
+        stamp = self._summary_file.stem.removeprefix("summary_")
+        configs = [c for c in configs if c.name.startswith(stamp + "_")] or configs
         return RunFacts(
             timestamp=self.folder.name,
             summary_file=self._rel(self._summary_file),
@@ -96,9 +93,15 @@ class OpenCompassRun:
         )
 
     def _version(self) -> str | None:
-        for candidate in (self.work_dir / ".budeval" / "output.log", self.work_dir / ".budeval" / "version"):
+        """OpenCompass does not write its version into the run folder. The local backend's console log may name it;
+        else the header of the config budeval rendered (``# OpenCompass 0.5.4 config rendered by budeval``) says
+        which version the runner image pins."""
+        budeval_dir = self.work_dir / ".budeval"
+        for candidate in (budeval_dir / "version", budeval_dir / "output.log", budeval_dir / "config.py"):
             if candidate.is_file():
-                match = VERSION.search(candidate.read_text(errors="replace")[:200_000])
+                with candidate.open("rb") as f:
+                    head = f.read(200_000).decode("utf-8", errors="replace")
+                match = VERSION.search(head if candidate.name != "config.py" else head[:500])
                 if match:
                     return match.group(1)
         return None
@@ -107,9 +110,12 @@ class OpenCompassRun:
     @cached_property
     def statuses(self) -> list[DatasetStatus]:
         out: list[DatasetStatus] = []
+        scores_of: dict[tuple[str, str], list[float | None]] = {}
+        for row in self.summary.rows:
+            scores_of.setdefault((row.model, row.dataset), []).append(row.score)
         for model in self.summary.models:
             for dataset in self.summary.datasets:
-                scores = [r.score for r in self.summary.rows if r.model == model and r.dataset == dataset]
+                scores = scores_of.get((model, dataset), [])
                 have = sum(s is not None for s in scores)
                 if scores and have == len(scores):
                     out.append(DatasetStatus(model=model, dataset=dataset, status="ok"))
@@ -119,27 +125,48 @@ class OpenCompassRun:
                     out.append(DatasetStatus(model=model, dataset=dataset, status="partial", reason=error))
                 elif error or not (self.folder / "results" / model / f"{dataset}.json").is_file():
                     reason = error or "no results file (the task produced no result)"
+                    stopped = self._stopped_inference(model, dataset)
+                    reason = f"{reason}; {stopped}" if stopped else reason
                     out.append(DatasetStatus(model=model, dataset=dataset, status="failed", reason=reason))
                 else:
                     out.append(DatasetStatus(model=model, dataset=dataset, status="missing"))
         return out
 
+    def _stopped_inference(self, model: str, dataset: str) -> str | None:
+        """OpenCompass checkpoints inference to ``tmp_{dataset}.jsonl`` and deletes it when done: left over, it says
+        how far an interrupted task got."""
+        tmp = self.folder / "predictions" / model / f"tmp_{dataset}.jsonl"
+        if not tmp.is_file():
+            return None
+        with tmp.open("rb") as f:
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+        return f"inference stopped after {lines} examples ({self._rel(tmp)})"
+
+    def _task_logs(self, stage: str, model: str, dataset: str) -> list[Path]:
+        """``{dataset}.out``, or one log per shard (``{dataset}_0.out``, ...) when the dataset was split."""
+        base = self.folder / "logs" / stage / model
+        whole = base / f"{dataset}.out"
+        if whole.is_file():
+            return [whole]
+        shards: list[Path] = []
+        while (shard := base / f"{dataset}_{len(shards)}.out").is_file():
+            shards.append(shard)
+        return shards
+
     def _task_error(self, model: str, dataset: str) -> str | None:
         """The last error line of the (model, dataset) task logs; infer first (an infer failure causes the eval one)."""
         for stage in ("infer", "eval"):
-            log = self.folder / "logs" / stage / model / f"{dataset}.out"
-            if not log.is_file():
-                continue
-            tail = _tail(log, 64 * 1024)
-            errors = ERROR_LINE.findall(tail)
-            if errors:
-                line = next(part for part in errors[-1] if part)
-                return f"{stage}: {line.strip()}"[:500]
+            for log in self._task_logs(stage, model, dataset):
+                errors = ERROR_LINE.findall(_tail(log, 64 * 1024))
+                if errors:
+                    line = next(part for part in errors[-1] if part)
+                    return f"{stage}: {line.strip()}"[:500]
         return None
 
     # -- predictions -------------------------------------------------------------------------------------------------
     def prediction_files(self, model: str, dataset: str) -> list[Path]:
-        """``{dataset}.json`` or, for a dataset split into shards, ``{dataset}_0.json``, ``{dataset}_1.json``, ..."""
+        """``{dataset}.json`` or, for a dataset split into shards, ``{dataset}_0.json``, ``{dataset}_1.json``, ...
+        (read up to the first gap, as OpenCompass's own evaluator does)."""
         base = self.folder / "predictions" / model
         whole = base / f"{dataset}.json"
         if whole.is_file():
@@ -150,233 +177,111 @@ class OpenCompassRun:
         return shards
 
     def prediction_batches(self, batch_size: int = 50_000) -> Iterator[PredictionBatch]:
+        tasks = [
+            (model, dataset, files)
+            for model in self.summary.models
+            for dataset in self.summary.datasets
+            if (files := self.prediction_files(model, dataset))
+        ]
+        pooled = [len(files) == 1 and files[0].stat().st_size <= WHOLE_FILE_LIMIT for _, _, files in tasks]
+        pooled_bytes = sum(files[0].stat().st_size for (_, _, files), p in zip(tasks, pooled, strict=True) if p)
+        workers = self.workers if self.workers is not None else default_workers()
+        if workers < 1 or pooled_bytes < POOL_MIN_BYTES:
+            pooled = [False] * len(tasks)
         batch = PredictionBatch()
-        for model in self.summary.models:
-            for dataset in self.summary.datasets:
-                files = self.prediction_files(model, dataset)
-                if not files:
-                    continue
-                correct = self._correctness(model, dataset)
-                offset = 0
-                for file in files:
-                    count = 0
-                    for keys, entries in self._entries(file):
-                        display = self._rel(file)
-                        try:
-                            local = [int(k) for k in keys]
-                        except ValueError:
-                            bad = next(k for k in keys if not k.isdigit())
-                            raise ResultParseError(f"example key {bad[:40]!r} is not an index", path=display) from None
-                        if not all(type(e) is dict for e in entries):
-                            raise ResultParseError("an example is not a JSON object", path=display)
-                        count = max(count, max(local, default=-1) + 1)
-                        index = [i + offset for i in local] if offset else local
-                        n, known = len(index), len(correct)
-                        batch.model.extend([model] * n)
-                        batch.dataset.extend([dataset] * n)
-                        batch.example_index.extend(index)
-                        batch.prompt.extend(_texts([e.get("origin_prompt") for e in entries]))
-                        batch.prediction.extend(_texts([e.get("prediction") for e in entries]))
-                        batch.gold.extend(_texts([e.get("gold") for e in entries]))
-                        batch.correct.extend(
-                            [_MARK[correct[i]] if i < known else None for i in index] if known else [None] * n
-                        )
-                        if len(batch.example_index) >= batch_size:
-                            yield batch
-                            batch = PredictionBatch()
-                    offset += count
-        if len(batch.example_index):
+        with _Pool(workers if any(pooled) else 0) as pool:
+            ahead = 0  # tasks [0, ahead) have been handed to the pool (if pooled) or are about to run here
+            for i, (model, dataset, files) in enumerate(tasks):
+                while ahead < len(tasks) and pool.in_flight < 2 * workers:
+                    if pooled[ahead]:
+                        pool.submit(ahead, self._worker_task(*tasks[ahead]))
+                    ahead += 1
+                ahead = max(ahead, i + 1)
+                done = pool.result(i) if pooled[i] else None
+                parts = done if done is not None else self._read_here(model, dataset, files)
+                for part in parts:
+                    batch = part if not len(batch) else _concat(batch, part)
+                    if len(batch) >= batch_size:
+                        yield batch
+                        batch = PredictionBatch()
+        if len(batch):
             yield batch
 
-    def _entries(self, file: Path, chunk: int = 2000) -> Iterator[tuple[list[str], list[Any]]]:
-        """(keys, values) of a predictions file in chunks: a small file in one piece (``json.loads`` is the fastest
-        reader there is), a large one streamed, so memory stays bounded by WHOLE_FILE_LIMIT whatever the size."""
-        display = self._rel(file)
-        data = _load_small(file, display)
-        if data is not None:
-            if not isinstance(data, dict):
-                raise ResultParseError("expected a JSON object of examples", path=display, line=1)
-            yield list(data.keys()), list(data.values())
-            return
-        with JsonStream(file, display) as stream:
-            if stream.start() != "{":
-                raise ResultParseError("expected a JSON object of examples", path=display, line=1)
-            keys: list[str] = []
-            values: list[Any] = []
-            for key, _ in stream.items():
-                keys.append(key)
-                values.append(stream.value())
-                if len(keys) >= chunk:
-                    yield keys, values
-                    keys, values = [], []
-            stream.finish()
-            if keys:
-                yield keys, values
-            if stream.replaced:
-                self._log.warning("invalid UTF-8 replaced with U+FFFD", file=display)
+    def _worker_task(self, model: str, dataset: str, files: list[Path]) -> WorkerTask:
+        results = self.folder / "results" / model / f"{dataset}.json"
+        return (model, dataset, str(files[0]), self._rel(files[0]), str(results), self._rel(results))
 
-    def _correctness(self, model: str, dataset: str) -> bytearray:
-        """Per example: UNKNOWN, WRONG or RIGHT from the evaluator's ``details`` (1 byte per example, streamed)."""
-        marks = bytearray()
-        path = self.folder / "results" / model / f"{dataset}.json"
-        if not path.is_file():
-            return marks
-        display = self._rel(path)
-
-        def put(index: int, value: Any) -> None:
-            if not isinstance(value, bool):
-                return
-            if index >= len(marks):
-                marks.extend(bytes(index + 1 - len(marks)))
-            marks[index] = RIGHT if value else WRONG
-
-        if path.stat().st_size <= WHOLE_FILE_LIMIT:
-            raw = path.read_bytes()
-            if b'"correct"' not in raw:
-                return marks  # this evaluator records no per-example verdict: nothing to decode
-            shape = DETAILS_SHAPE.search(raw)
-            if shape is not None and shape.group(1) == b"[":
-                _scan_list_verdicts(raw, marks)
-                return marks
-        data = _load_small(path, display)
-        if data is not None:
-            details = data.get("details") if isinstance(data, dict) else None
-            if isinstance(details, dict):
-                for item_key, item in details.items():
-                    if item_key.isdigit() and isinstance(item, dict):
-                        put(int(item_key), _verdict(item.get("correct")))
-            elif isinstance(details, list):
-                for position, item in enumerate(details):
-                    if isinstance(item, dict):
-                        put(_example_index(item.get("example_abbr"), position), _verdict(item.get("correct")))
-            return marks
-        with JsonStream(path, display) as stream:
-            if stream.start() != "{":
-                raise ResultParseError("expected a JSON object", path=display, line=1)
-            for key, _ in stream.items():
-                if key != "details":
-                    stream.skip()
-                    continue
-                if stream.start() == "{":  # {"type": ..., "0": {..., "correct": bool?}, ...}
-                    for item_key, _ in stream.items():
-                        item = stream.value()
-                        if item_key.isdigit() and isinstance(item, dict):
-                            put(int(item_key), _verdict(item.get("correct")))
-                else:  # [{"example_abbr": "<dataset>_<i>", "correct": [bool], ...}, ...]
-                    for position, _ in enumerate(stream.elements()):
-                        item = stream.value()
-                        if isinstance(item, dict):
-                            put(_example_index(item.get("example_abbr"), position), _verdict(item.get("correct")))
-            stream.finish()
-        return marks
+    def _read_here(self, model: str, dataset: str, files: list[Path]) -> Iterator[PredictionBatch]:
+        results = self.folder / "results" / model / f"{dataset}.json"
+        marks = read_verdicts(results, self._rel(results))
+        offset = 0
+        for file in files:
+            count = 0
+            for part in file_batches(model, dataset, file, self._rel(file), marks, offset):
+                count = max(count, max(part.example_index) - offset + 1)
+                yield part
+            offset += count
 
 
-def _scan_list_verdicts(raw: bytes, marks: bytearray) -> None:
-    """List-shaped details, read without decoding them: the ``"correct": [...]`` values in order, placed by the index
-    at the end of each ``"example_abbr": "<dataset>_<i>"`` (by position if some item has no abbr).
-
-    Safe on arbitrary text: inside a JSON string every quote is escaped, so the bare-quoted keys matched here can only
-    be real keys. Decoding the whole file instead costs about half of the parse time of a run.
-    """
-    codes = [_VERDICT_CODES.get(flags) or _verdict_code(flags) for flags in CORRECT_KEY.findall(raw)]
-    abbrs = ABBR_INDEX.findall(raw)
-    if len(abbrs) == len(codes):
-        index = [int(i) for i in abbrs]
-        size = max(index, default=-1) + 1
-        if len(marks) < size:
-            marks.extend(bytes(size - len(marks)))
-        for i, code in zip(index, codes, strict=True):
-            marks[i] = code
-    else:
-        marks[:] = bytes(codes)
-
-
-_VERDICT_CODES: dict[bytes, int] = {}
-
-
-def _verdict_code(flags: bytes) -> int:
-    compact = flags.replace(b" ", b"").replace(b"\n", b"")
-    if compact in (b"[]", b"null") or b"null" in compact:
-        code = UNKNOWN
-    else:
-        code = RIGHT if b"false" not in compact and b"true" in compact else WRONG
-    if len(_VERDICT_CODES) < 64:
-        _VERDICT_CODES[flags] = code
-    return code
-
-
-def _verdict(value: Any) -> bool | None:
-    """``correct`` is a bool or, with several predictions per example, a list: right only if all are."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, list) and value and all(isinstance(v, bool) for v in value):
-        return all(value)
-    return None
-
-
-def _example_index(abbr: Any, position: int) -> int:
-    if isinstance(abbr, str):
-        _, _, tail = abbr.rpartition("_")
-        if tail.isdigit():
-            return int(tail)
-    return position
-
-
-def _texts(values: list[Any]) -> list[str]:
-    """``_text`` over a column, with the common shapes (plain strings, chat turns) inlined: this runs per example."""
+def default_workers() -> int:
+    """Parse workers beside this process: one core is left to the caller (the store's inserts), at most two."""
     try:
-        return [
-            v if v.__class__ is str else "\n".join([f"{t['role']}: {t['prompt']}" for t in v])
-            for v in values
-        ]
-    except (TypeError, KeyError, AttributeError):
-        return [_text(v) for v in values]
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(0, min(2, cpus - 1))
 
 
-def _text(value: Any) -> str:
-    """Prompts may be chat turns: ``[{"role": "HUMAN", "prompt": "..."}]`` -> ``"HUMAN: ..."`` lines."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
+class _Pool:
+    """Small predictions files decoded in spawned worker processes while this one inserts: decoding holds the GIL,
+    so in-process threads cannot overlap it with the store's Python-side serialisation. At most ``2 * workers``
+    results are in flight, each one file of at most WHOLE_FILE_LIMIT, so memory stays bounded."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._executor: ProcessPoolExecutor | None = None
+        self._futures: dict[int, Future[WorkerResult]] = {}
+        self._log = get_logger(component="parser")
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._futures)
+
+    def __enter__(self) -> _Pool:
+        if self.workers:
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, key: int, task: WorkerTask) -> None:
+        if self._executor is not None:
+            self._futures[key] = self._executor.submit(worker_parse, task)
+
+    def result(self, key: int) -> Iterable[PredictionBatch] | None:
+        """The worker's batch; None (read it here instead) when no worker took it or the pool broke."""
+        future = self._futures.pop(key, None)
+        if future is None:
+            return None
         try:
-            return "\n".join([f"{turn['role']}: {turn['prompt']}" for turn in value])
-        except (TypeError, KeyError):
-            pass
-        parts = []
-        for turn in value:
-            if isinstance(turn, dict) and "prompt" in turn:
-                parts.append(f"{turn.get('role', '')}: {turn['prompt']}")
-            else:
-                parts.append(_text(turn))
-        return "\n".join(parts)
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+            batch, notes, error = future.result()
+        except BrokenProcessPool as exc:  # a worker died (OOM kill): finish in this process
+            self._log.warning("parse worker died; reading here", error=str(exc)[:200])
+            self._abandon()
+            return None
+        for display, count in notes:
+            warn_replaced(display, count)
+        if error is not None:
+            raise error
+        return [batch] if batch is not None else []
 
-
-def _load_small(path: Path, display: str) -> Any | None:
-    """The decoded file if it is small enough to read whole, else None.
-
-    orjson first (about twice as fast as ``json`` here); on any complaint the stdlib decodes the text with invalid
-    UTF-8 replaced by U+FFFD, which either succeeds (the file only had bad bytes) or names the line that is broken.
-    """
-    if path.stat().st_size > WHOLE_FILE_LIMIT:
-        return None
-    raw = path.read_bytes()
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        pass
-    text = raw.decode("utf-8", errors="replace")
-    if not text.strip():
-        raise ResultParseError("empty file", path=display, line=1)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        what = "truncated (unexpected end of file)" if exc.pos >= len(text.rstrip()) else exc.msg
-        raise ResultParseError(what, path=display, line=exc.lineno) from None
-    get_logger(file=display).warning("invalid UTF-8 replaced with U+FFFD")
-    return data
+    def _abandon(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor = None
+        self._futures.clear()
 
 
 def _tail(path: Path, size: int) -> str:

@@ -1,0 +1,215 @@
+"""``predictions/{model}/{dataset}.json`` to column batches, one file at a time, in this process or a parse worker.
+
+Each entry is ``{"origin_prompt": str | [{"role", "prompt"}], "prediction": ..., "gold": ...}`` keyed by its index.
+This runs once per example, so the common shapes (in-order keys, single-turn chat prompts, string values) take paths
+that stay in C (itemgetter, map, list equality) and anything unusual falls back to a general, slower path.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+
+from budeval.engine.results.jsonstream import JsonStream
+from budeval.engine.results.loading import load_small, warn_replaced
+from budeval.engine.results.verdicts import MARK, read_verdicts
+from budeval.errors import ResultParseError
+from budeval.schemas.results import PredictionBatch
+
+STREAM_CHUNK = 2000  # examples per chunk when a large file is streamed
+_FIELDS = itemgetter("origin_prompt", "prediction", "gold")
+_MARK_OF = MARK.__getitem__
+_KEYS: list[str] = []  # "0", "1", ...: grown on demand to recognise in-order keys with one list comparison
+
+
+def _in_order_keys(start: int, n: int) -> list[str]:
+    if len(_KEYS) < start + n:
+        _KEYS.extend(map(str, range(len(_KEYS), start + n)))
+    return _KEYS[start : start + n]
+
+
+@contextmanager
+def no_cyclic_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a file is decoded into columns.
+
+    Decoding allocates hundreds of thousands of containers that cannot form cycles; each allocation burst triggers
+    collections that walk all of them again (measured: ~15% of parse time). Restored only if it was on, so a caller
+    that turned it off keeps it off.
+    """
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
+def file_batches(
+    model: str,
+    dataset: str,
+    path: Path,
+    display: str,
+    marks: bytearray,
+    offset: int = 0,
+    warn: Callable[[str, int], None] = warn_replaced,
+) -> Iterator[PredictionBatch]:
+    """The file's rows (indices shifted by ``offset``, for shards); a small file is one batch, a large one streams."""
+    batch: PredictionBatch | None = None
+    with no_cyclic_gc():  # not held across the yield: the caller's own work runs with the collector as it was
+        data = load_small(path, display, warn)
+        if data is not None:
+            if not isinstance(data, dict):
+                raise ResultParseError("expected a JSON object of examples", path=display, line=1)
+            batch = build(model, dataset, list(data), list(data.values()), marks, offset, display)
+            data = None  # the decoded objects go now; the batch holds the strings it needs
+    if batch is not None:
+        yield batch
+        return
+    with JsonStream(path, display) as stream:
+        if stream.start() != "{":
+            raise ResultParseError("expected a JSON object of examples", path=display, line=1)
+        keys: list[str] = []
+        values: list[Any] = []
+        for key, _ in stream.items():
+            keys.append(key)
+            values.append(stream.value())
+            if len(keys) >= STREAM_CHUNK:
+                yield build(model, dataset, keys, values, marks, offset, display)
+                keys, values = [], []
+        stream.finish()
+        if keys:
+            yield build(model, dataset, keys, values, marks, offset, display)
+        if stream.replaced:
+            warn(display, -1)
+
+
+def build(
+    model: str,
+    dataset: str,
+    keys: list[str],
+    entries: list[Any],
+    marks: bytearray,
+    offset: int,
+    display: str,
+) -> PredictionBatch:
+    n = len(keys)
+    if not n:
+        return PredictionBatch()
+    first = keys[0]
+    start = int(first) if first.isdigit() else -1
+    if start >= 0 and keys == _in_order_keys(start, n):
+        lo = start + offset
+        index = list(range(lo, lo + n))
+        known = len(marks)
+        if not known:
+            correct: list[bool | None] = [None] * n
+        elif lo + n <= known:
+            correct = list(map(_MARK_OF, marks[lo : lo + n]))
+        else:
+            correct = list(map(_MARK_OF, marks[lo:known])) if lo < known else []
+            correct += [None] * (n - len(correct))
+    else:
+        if not all(map(str.isdigit, keys)):
+            bad = next(k for k in keys if not k.isdigit())
+            raise ResultParseError(f"example key {bad[:40]!r} is not an index", path=display)
+        index = [int(k) + offset for k in keys]
+        known = len(marks)
+        correct = [MARK[marks[i]] if i < known else None for i in index]
+    try:
+        prompts, predictions, golds = zip(*map(_FIELDS, entries), strict=True)
+    except (KeyError, TypeError):  # a field is absent (datasets without gold) or an entry is not an object
+        if not all(type(e) is dict for e in entries):
+            raise ResultParseError("an example is not a JSON object", path=display) from None
+        prompts = tuple(e.get("origin_prompt") for e in entries)
+        predictions = tuple(e.get("prediction") for e in entries)
+        golds = tuple(e.get("gold") for e in entries)
+    return PredictionBatch(
+        model=[model] * n,
+        dataset=[dataset] * n,
+        example_index=index,
+        prompt=prompt_texts(prompts),
+        prediction=plain_texts(predictions),
+        gold=plain_texts(golds),
+        correct=correct,
+    )
+
+
+def prompt_texts(values: tuple[Any, ...]) -> list[str]:
+    """Chat prompts (lists of turns) become ``ROLE: text`` lines joined by newlines; strings stay as they are."""
+    try:
+        return [
+            v
+            if v.__class__ is str
+            else (
+                f"{v[0]['role']}: {v[0]['prompt']}"
+                if len(v) == 1
+                else "\n".join([f"{t['role']}: {t['prompt']}" for t in v])
+            )
+            for v in values
+        ]
+    except (TypeError, KeyError, AttributeError):
+        return [prompt_text(v) for v in values]
+
+
+def prompt_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = []
+        for turn in value:
+            if isinstance(turn, dict) and "prompt" in turn:
+                parts.append(f"{turn.get('role', '')}: {plain_text(turn['prompt'])}")
+            else:
+                parts.append(plain_text(turn))
+        return "\n".join(parts)
+    return plain_text(value)
+
+
+def plain_texts(values: tuple[Any, ...]) -> list[str]:
+    return [v if v.__class__ is str else plain_text(v) for v in values]
+
+
+def plain_text(value: Any) -> str:
+    """Predictions and golds are usually strings; None is empty, anything else (lists, numbers) JSON text."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+# -- parse worker ------------------------------------------------------------------------------------------------------
+WorkerTask = tuple[str, str, str, str, str, str]  # model, dataset, predictions path, its display, results path, display
+WorkerResult = tuple[PredictionBatch | None, list[tuple[str, int]], ResultParseError | None]
+
+
+def worker_parse(task: WorkerTask) -> WorkerResult:
+    """Run in a parse worker process: one small (single-file) predictions file with its verdicts, as one batch.
+
+    Returns (batch, warnings, error) instead of raising or logging: the parent re-raises the typed error (it pickles
+    with its file and line) and logs the warnings under its own logging setup.
+    """
+    model, dataset, path, display, results, results_display = task
+    notes: list[tuple[str, int]] = []
+    try:
+        marks = read_verdicts(Path(results), results_display)
+        batch = PredictionBatch()
+        for part in file_batches(model, dataset, Path(path), display, marks, 0, lambda d, c: notes.append((d, c))):
+            batch = part if not len(batch) else _concat(batch, part)
+        return batch, notes, None
+    except ResultParseError as exc:
+        return None, notes, exc
+
+
+def _concat(a: PredictionBatch, b: PredictionBatch) -> PredictionBatch:
+    for name in ("model", "dataset", "example_index", "prompt", "prediction", "gold", "correct"):
+        getattr(a, name).extend(getattr(b, name))
+    return a
