@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from budeval.engine.results import parse_run
+from budeval.engine.results import run as run_module
 from budeval.engine.results.jsonstream import JsonStream
 from budeval.errors import NoSummaryError, ResultParseError
 
@@ -237,3 +238,78 @@ def test_huge_predictions_stream_with_bounded_memory(tmp_path: Path) -> None:
     big_peak, big_size = _peak_while_reading(tmp_path, 100_000)  # ~100 MB
     assert big_peak < small_peak * 1.5, (small_peak, big_peak)  # memory does not grow with the file
     assert big_peak < big_size / 2, (big_peak, big_size)  # json.load would need several times the file
+
+
+def test_version_from_the_rendered_config() -> None:
+    run = parse_run(FIXTURES / "qa_chat")
+    assert run.facts.opencompass_version == "0.5.4"
+
+
+def test_reuse_config_file_is_the_one_of_the_newest_summary() -> None:
+    run = parse_run(FIXTURES / "reuse")
+    folder = ts_folder(FIXTURES / "reuse")
+    configs = sorted(p.name for p in (folder / "configs").glob("*.py"))
+    newest = sorted((folder / "summary").glob("summary_*.csv"))[-1].stem.removeprefix("summary_")
+    assert len(configs) == 2 and run.facts.config_file is not None
+    assert Path(run.facts.config_file).name.startswith(newest + "_")
+
+
+def test_failed_shard_logs_and_an_interrupted_inference_are_reported(tmp_path: Path) -> None:
+    work = copy("two_models_one_fails", tmp_path)
+    folder = ts_folder(work)
+    log = folder / "logs" / "infer" / "missing-model" / "tiny_qa.out"
+    log.rename(log.with_name("tiny_qa_0.out"))  # a dataset split into shards logs per shard
+    (folder / "predictions" / "missing-model").mkdir(parents=True)
+    (folder / "predictions" / "missing-model" / "tmp_tiny_qa.jsonl").write_text(
+        '{"idx": 0, "origin_prompt": "q", "prediction": "a", "gold": "b"}\n{"idx": 1, "prediction": "c"}\n'
+    )
+    status = {s.model: s for s in parse_run(work).statuses}["missing-model"]
+    assert status.status == "failed" and status.reason is not None
+    assert status.reason.startswith("infer: ") and "inference stopped after 2 examples" in status.reason
+
+
+def test_nan_in_a_results_file_is_read(tmp_path: Path) -> None:
+    work = copy("mcq", tmp_path)
+    result = next((ts_folder(work) / "results" / MODEL).glob("*.json"))
+    result.write_text(result.read_text().replace('"accuracy": 25.0', '"accuracy": NaN', 1))
+    assert "NaN" in result.read_text()  # what Python's json.dump writes for a float nan; orjson refuses it
+    assert all_predictions(work)["correct"] == all_predictions(FIXTURES / "mcq")["correct"]
+
+
+def test_non_utf8_bytes_in_the_summary_are_replaced(tmp_path: Path) -> None:
+    work = copy("qa_chat", tmp_path)
+    [summary] = (ts_folder(work) / "summary").glob("summary_*.csv")
+    summary.write_bytes(summary.read_bytes().replace(b"tiny_qa", b"tiny_\xffqa"))
+    [row] = parse_run(work).metrics
+    assert row.dataset == "tiny_\ufffdqa" and row.score == 0.0
+
+
+def _rows(work: Path, workers: int) -> list[tuple[object, ...]]:
+    rows: list[tuple[object, ...]] = []
+    run = parse_run(work, workers=workers)
+    for batch in run.prediction_batches(batch_size=2):
+        rows += zip(batch.model, batch.dataset, batch.example_index, batch.prompt, batch.prediction, batch.gold,
+                    batch.correct, strict=True)
+    files = len(list(ts_folder(work).glob("predictions/*/*.json")))
+    assert run.worker_files == (files if workers else 0)  # the worker did the reading (no silent fallback)
+    return rows
+
+
+def test_parse_worker_process_gives_the_same_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(run_module, "POOL_MIN_BYTES", 0)  # use the worker even for these small files
+    work = copy("two_datasets_one_fails", tmp_path)
+    here = _rows(work, workers=0)
+    assert len(here) == 8 and _rows(work, workers=1) == here
+    assert _rows(FIXTURES / "mcq", workers=1) == _rows(FIXTURES / "mcq", workers=0)
+
+
+def test_parse_worker_process_raises_the_typed_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(run_module, "POOL_MIN_BYTES", 0)
+    work = copy("qa_chat", tmp_path)
+    path = _predictions_file(work)
+    text = path.read_text()
+    path.write_text(text.replace('"gold":', '"gold" ::', 1))
+    with pytest.raises(ResultParseError) as info:
+        _rows(work, workers=1)
+    assert info.value.path is not None and info.value.path.endswith("tiny_qa.json")
+    assert info.value.line == text[: text.index('"gold":')].count("\n") + 1

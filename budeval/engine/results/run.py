@@ -62,6 +62,8 @@ class OpenCompassRun:
     def __init__(self, work_dir: Path, folder: Path, summary_file: Path, workers: int | None = None) -> None:
         self.work_dir = work_dir
         self.workers = workers
+        #: Files the last ``prediction_batches`` pass had decoded by worker processes (0: all read here).
+        self.worker_files = 0
         self.folder = folder
         self._summary_file = summary_file
         self._log = get_logger(run_folder=str(folder))
@@ -189,6 +191,7 @@ class OpenCompassRun:
         if workers < 1 or pooled_bytes < POOL_MIN_BYTES:
             pooled = [False] * len(tasks)
         batch = PredictionBatch()
+        self.worker_files = 0
         with _Pool(workers if any(pooled) else 0) as pool:
             ahead = 0  # tasks [0, ahead) have been handed to the pool (if pooled) or are about to run here
             for i, (model, dataset, files) in enumerate(tasks):
@@ -199,6 +202,7 @@ class OpenCompassRun:
                 ahead = max(ahead, i + 1)
                 done = pool.result(i) if pooled[i] else None
                 parts = done if done is not None else self._read_here(model, dataset, files)
+                self.worker_files += done is not None
                 for part in parts:
                     batch = part if not len(batch) else _concat(batch, part)
                     if len(batch) >= batch_size:

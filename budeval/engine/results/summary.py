@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from budeval.engine.results.loading import warn_replaced
 from budeval.errors import ResultParseError
 from budeval.schemas.results import MetricRow
 
@@ -32,6 +33,9 @@ def read_summary(path: Path, display: str) -> Summary:
     if not raw.strip():
         raise ResultParseError("empty summary", path=display, line=1)
     text = raw.decode("utf-8", errors="replace")
+    replaced = text.count("\ufffd") - raw.count("\ufffd".encode())
+    if replaced:  # a model or dataset name with bad bytes is still that name; the scores are ASCII
+        warn_replaced(display, replaced)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
