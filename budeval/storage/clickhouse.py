@@ -118,7 +118,7 @@ class ClickHouseStore:
         client: Any,
         where: str,
         connect: Callable[[], Any] | None = None,
-        batch_size: int = 20_000,
+        batch_size: int = 32_000,
         insert_clients: int = 2,
         insert_settings: dict[str, Any] | None = None,
     ) -> None:
