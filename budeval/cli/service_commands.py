@@ -173,11 +173,25 @@ def follow_events(url: str, topic: str, eval_id: str | None, request_id: str, de
             raise TransientError(f"reading the events topic failed: HTTP {answer.status_code}")
         for seq, event in _messages(answer.json()):
             after = max(after, seq)
-            if kind_of(event) in FINAL_KINDS and _matches(event, eval_id, request_id):
+            if not _matches(event, eval_id, request_id):
+                continue
+            if kind_of(event) in FINAL_KINDS:
                 return event
+            _print_progress(event)
         if time.monotonic() >= deadline:
             raise TransientError(f"timed out waiting for the end of {eval_id or request_id}")
         time.sleep(_POLL_S)
+
+
+def _print_progress(event: dict[str, Any]) -> None:
+    """``started``/``progress`` lines on stderr while waiting (stdout keeps only the result)."""
+    data = event.get("data") or {}
+    kind = kind_of(event)
+    if kind == "progress":
+        state = "ok" if data.get("ok") else f"failed: {data.get('error') or data.get('phase')}"
+        print(f"  run {data.get('run_id')} {','.join(data.get('datasets') or [])}: {state}", file=sys.stderr)
+    elif kind == "started":
+        print(f"  started: {len(data.get('runs') or [])} run(s)", file=sys.stderr)
 
 
 def _messages(body: Any) -> list[tuple[int, dict[str, Any]]]:
