@@ -151,7 +151,8 @@ def assemble(settings: Settings) -> Service:
             raise ValidationError("set BUDEVAL_API_TOKEN or BUDEVAL_API_TOKEN_FILE (the API needs a token)")
         token = ensure_local_token(data_dir / TOKEN_FILE)
         log.info("generated a local API token", path=str(data_dir / TOKEN_FILE))
-    auth = Auth(api_token=token, app_token=load_app_token())
+    # The embedded sidecar is in this process and sends no app token; only daprd does.
+    auth = Auth(api_token=token, app_token=load_app_token() if mode == "external" else None)
 
     sock = bind_socket(settings.host, settings.port)
     app_port = int(sock.getsockname()[1])

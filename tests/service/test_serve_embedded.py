@@ -202,6 +202,8 @@ def test_corpus_sample_through_the_sidecar_starts_nothing(served: Served) -> Non
 
     wait_until(all_rejected, timeout=120, what="a rejected event for every case")
     assert httpx.get(served.info["api_url"] + "/healthz", timeout=10).status_code == 200
+    runs = {p.name for p in (served.data_dir / "results").iterdir()}
+    assert runs <= {"e2e-1", "e2e-cancel"}, runs  # no corpus case reached the backend
     for case in cases:
         if case.eval_id is not None:
             assert served.api("GET", f"/evals/{case.eval_id}").status_code == 404, case.name
