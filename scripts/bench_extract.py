@@ -204,8 +204,10 @@ def main() -> None:
     if args.phase:
         peak = tree_rss_sampler()
         result = PHASES[args.phase](args.work, args.store_dir, args.workers)
-        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        result["peak_rss_mb"] = max(own, peak())
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        result["peak_rss_mb"] = max(own.ru_maxrss / 1024, peak())
+        # CPU seconds (this process and its workers): unlike wall time, barely moved by other load on the machine.
+        result["cpu_s"] = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
         print(json.dumps(result))
         return
 
@@ -227,7 +229,7 @@ def main() -> None:
             figures.append(("store alone (prebuilt batches)", run_phase("store", work, tmp / "store-only", 0)))
         for name, r in figures:
             print(f"{name:40s} rows={int(r['rows'])} seconds={r['seconds']:.2f} rows/s={r['rows'] / r['seconds']:.0f} "
-                  f"peak_rss_mb={r['peak_rss_mb']:.0f}")
+                  f"cpu_s={r['cpu_s']:.2f} peak_rss_mb={r['peak_rss_mb']:.0f}")
         if args.split:
             parse_s, store_s = figures[2][1]["seconds"], figures[3][1]["seconds"]
             print(f"parse share of parse+store CPU-bound work: {parse_s / (parse_s + store_s):.0%} "

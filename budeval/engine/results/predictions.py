@@ -25,6 +25,7 @@ STREAM_CHUNK = 2000  # examples per chunk when a large file is streamed
 _FIELDS = itemgetter("origin_prompt", "prediction", "gold")
 _MARK_OF = MARK.__getitem__
 _KEYS: list[str] = []  # "0", "1", ...: grown on demand to recognise in-order keys with one list comparison
+_KEYS_CAP = 1 << 17  # beyond this the keys are converted instead (a process-wide cache must stay small)
 
 
 def _in_order_keys(start: int, n: int) -> list[str]:
@@ -102,11 +103,21 @@ def build(
     if not n:
         return PredictionBatch()
     first = keys[0]
-    start = int(first) if first.isdigit() else -1
-    if start >= 0 and keys == _in_order_keys(start, n):
+    start = int(first) if first.isdecimal() else -1
+    if start >= 0 and start + n <= _KEYS_CAP and keys == _in_order_keys(start, n):
+        local: list[int] = []  # not needed: the keys are start, start + 1, ...
+        contiguous = True
+    else:
+        if not all(map(str.isdecimal, keys)):
+            bad = next(k for k in keys if not k.isdecimal())
+            raise ResultParseError(f"example key {bad[:40]!r} is not an index", path=display)
+        local = list(map(int, keys))
+        start = local[0]
+        contiguous = local == list(range(start, start + n))
+    known = len(marks)
+    if contiguous:
         lo = start + offset
         index = list(range(lo, lo + n))
-        known = len(marks)
         if not known:
             correct: list[bool | None] = [None] * n
         elif lo + n <= known:
@@ -115,11 +126,7 @@ def build(
             correct = list(map(_MARK_OF, marks[lo:known])) if lo < known else []
             correct += [None] * (n - len(correct))
     else:
-        if not all(map(str.isdigit, keys)):
-            bad = next(k for k in keys if not k.isdigit())
-            raise ResultParseError(f"example key {bad[:40]!r} is not an index", path=display)
-        index = [int(k) + offset for k in keys]
-        known = len(marks)
+        index = [i + offset for i in local]
         correct = [MARK[marks[i]] if i < known else None for i in index]
     try:
         prompts, predictions, golds = zip(*map(_FIELDS, entries), strict=True)
