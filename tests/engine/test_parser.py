@@ -313,3 +313,31 @@ def test_parse_worker_process_raises_the_typed_error(tmp_path: Path, monkeypatch
         _rows(work, workers=1)
     assert info.value.path is not None and info.value.path.endswith("tiny_qa.json")
     assert info.value.line == text[: text.index('"gold":')].count("\n") + 1
+
+
+def _by_index(work: Path) -> dict[object, tuple[object, ...]]:
+    preds = all_predictions(work)
+    return {i: (p, g, c) for i, p, g, c in zip(preds["example_index"], preds["prediction"], preds["gold"],
+                                                preds["correct"], strict=True)}
+
+
+def test_out_of_order_keys_keep_their_index_and_verdict(tmp_path: Path) -> None:
+    work = copy("mcq", tmp_path)
+    path = next((ts_folder(work) / "predictions" / MODEL).glob("*.json"))
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(reversed(list(data.items())))))
+    expected = _by_index(FIXTURES / "mcq")
+    assert all_predictions(work)["example_index"] == sorted(expected, reverse=True)  # type: ignore[type-var]
+    assert _by_index(work) == expected
+
+
+@pytest.mark.parametrize("key", ["-1", "1_0", "x", "²"])
+def test_a_key_that_is_not_an_index_is_a_parse_error(tmp_path: Path, key: str) -> None:
+    work = copy("qa_chat", tmp_path)
+    path = _predictions_file(work)
+    data = json.loads(path.read_text())
+    data[key] = data.pop("4")
+    path.write_text(json.dumps(data))
+    with pytest.raises(ResultParseError, match="not an index") as info:
+        all_predictions(work)
+    assert info.value.path is not None and info.value.path.endswith("tiny_qa.json")
