@@ -118,7 +118,11 @@ class Instance:
         return info
 
     def children(self) -> list[str]:
-        return [e.childWorkflowInstanceCreated.instanceId for e in self.history if e.HasField("childWorkflowInstanceCreated")]
+        return [
+            e.childWorkflowInstanceCreated.instanceId
+            for e in self.history
+            if e.HasField("childWorkflowInstanceCreated")
+        ]
 
 
 @dataclass
@@ -303,9 +307,7 @@ class Engine:
         started = pb.ExecutionStartedEvent(
             name=inst.name,
             input=string_value(inst.input),
-            workflowInstance=pb.WorkflowInstance(
-                instanceId=inst.id, executionId=string_value(inst.execution_id)
-            ),
+            workflowInstance=pb.WorkflowInstance(instanceId=inst.id, executionId=string_value(inst.execution_id)),
         )
         if parent is not None:
             started.parentInstance.CopyFrom(parent)
@@ -375,7 +377,9 @@ class Engine:
             inst = self._existing(instance_id)
             if inst.status in (RUNNING, PENDING):
                 inst.status = SUSPENDED
-                self._append_history(inst, [_event(executionSuspended=pb.ExecutionSuspendedEvent(input=string_value(reason)))])
+                self._append_history(
+                    inst, [_event(executionSuspended=pb.ExecutionSuspendedEvent(input=string_value(reason)))]
+                )
                 self._save(inst)
 
     def resume(self, instance_id: str, reason: str | None) -> None:
@@ -383,7 +387,9 @@ class Engine:
             inst = self._existing(instance_id)
             if inst.status == SUSPENDED:
                 inst.status = RUNNING
-                self._append_history(inst, [_event(executionResumed=pb.ExecutionResumedEvent(input=string_value(reason)))])
+                self._append_history(
+                    inst, [_event(executionResumed=pb.ExecutionResumedEvent(input=string_value(reason)))]
+                )
                 self._save(inst)
                 self._maybe_queue(inst)
 
@@ -399,7 +405,9 @@ class Engine:
             if inst is None:
                 return 0
             if not inst.terminal and not force:
-                raise SidecarError("FAILED_PRECONDITION", f"workflow '{instance_id}' is still running; terminate it first")
+                raise SidecarError(
+                    "FAILED_PRECONDITION", f"workflow '{instance_id}' is still running; terminate it first"
+                )
             return self._purge_tree(inst, recursive)
 
     def purge_matching(self, created_from: float | None, created_to: float | None, statuses: set[int]) -> int:
@@ -584,8 +592,10 @@ class Engine:
                     _event(
                         event_id=aid,
                         taskScheduled=pb.TaskScheduledEvent(
-                            name=st.name, version=st.version if st.HasField("version") else None,
-                            input=st.input if st.HasField("input") else None, taskExecutionId=st.taskExecutionId,
+                            name=st.name,
+                            version=st.version if st.HasField("version") else None,
+                            input=st.input if st.HasField("input") else None,
+                            taskExecutionId=st.taskExecutionId,
                         ),
                     )
                 ],
@@ -640,18 +650,35 @@ class Engine:
             except SidecarError as exc:
                 failure = pb.TaskFailureDetails(errorType="WorkflowAlreadyExists", errorMessage=str(exc))
                 self._deliver(
-                    inst, _event(childWorkflowInstanceFailed=pb.ChildWorkflowInstanceFailedEvent(
-                        taskScheduledId=aid, failureDetails=failure))
+                    inst,
+                    _event(
+                        childWorkflowInstanceFailed=pb.ChildWorkflowInstanceFailedEvent(
+                            taskScheduledId=aid, failureDetails=failure
+                        )
+                    ),
                 )
         elif kind == "createDetachedWorkflow":
             cd = action.createDetachedWorkflow
             self._append_history(
-                inst, [_event(event_id=aid, detachedWorkflowInstanceCreated=pb.DetachedWorkflowInstanceCreatedEvent(
-                    instanceId=cd.instanceId))]
+                inst,
+                [
+                    _event(
+                        event_id=aid,
+                        detachedWorkflowInstanceCreated=pb.DetachedWorkflowInstanceCreatedEvent(
+                            instanceId=cd.instanceId
+                        ),
+                    )
+                ],
             )
             try:
-                self._start(cd.instanceId or uuid.uuid4().hex, cd.name, cd.input.value if cd.HasField("input") else None,
-                            None, None, None)
+                self._start(
+                    cd.instanceId or uuid.uuid4().hex,
+                    cd.name,
+                    cd.input.value if cd.HasField("input") else None,
+                    None,
+                    None,
+                    None,
+                )
             except SidecarError as exc:
                 log.warning("detached workflow not started: %s", exc)
         elif kind == "sendEvent":
@@ -659,7 +686,12 @@ class Engine:
             data = se.data if se.HasField("data") else None
             self._append_history(
                 inst,
-                [_event(event_id=aid, eventSent=pb.EventSentEvent(instanceId=se.instance.instanceId, name=se.name, input=data))],
+                [
+                    _event(
+                        event_id=aid,
+                        eventSent=pb.EventSentEvent(instanceId=se.instance.instanceId, name=se.name, input=data),
+                    )
+                ],
             )
             target = self.instances.get(se.instance.instanceId)
             if target is not None and not target.terminal:
@@ -698,16 +730,24 @@ class Engine:
         inst.completed = time.time()
         self._append_history(
             inst,
-            [_event(executionCompleted=pb.ExecutionCompletedEvent(workflowStatus=inst.status,
-                                                                  result=cw.result if cw.HasField("result") else None,
-                                                                  failureDetails=failure))],
+            [
+                _event(
+                    executionCompleted=pb.ExecutionCompletedEvent(
+                        workflowStatus=inst.status,
+                        result=cw.result if cw.HasField("result") else None,
+                        failureDetails=failure,
+                    )
+                )
+            ],
         )
         self._clear_pending(inst)
         if inst.status == COMPLETED:
             self._notify_parent(inst, result, None)
         else:
             self._notify_parent(
-                inst, None, failure or pb.TaskFailureDetails(errorType="WorkflowFailed", errorMessage=f"{inst.id} ended")
+                inst,
+                None,
+                failure or pb.TaskFailureDetails(errorType="WorkflowFailed", errorMessage=f"{inst.id} ended"),
             )
 
     def _notify_parent(self, child: Instance, result: str | None, failure: Any | None) -> None:
@@ -717,14 +757,23 @@ class Engine:
         parent = self.instances.get(info.workflowInstance.instanceId)
         if parent is None or parent.terminal:
             return
-        if info.workflowInstance.HasField("executionId") and info.workflowInstance.executionId.value != parent.execution_id:
+        if (
+            info.workflowInstance.HasField("executionId")
+            and info.workflowInstance.executionId.value != parent.execution_id
+        ):
             return  # the parent continued as new: this child belongs to an old execution
         if failure is None:
-            ev = _event(childWorkflowInstanceCompleted=pb.ChildWorkflowInstanceCompletedEvent(
-                taskScheduledId=info.taskScheduledId, result=string_value(result)))
+            ev = _event(
+                childWorkflowInstanceCompleted=pb.ChildWorkflowInstanceCompletedEvent(
+                    taskScheduledId=info.taskScheduledId, result=string_value(result)
+                )
+            )
         else:
-            ev = _event(childWorkflowInstanceFailed=pb.ChildWorkflowInstanceFailedEvent(
-                taskScheduledId=info.taskScheduledId, failureDetails=failure))
+            ev = _event(
+                childWorkflowInstanceFailed=pb.ChildWorkflowInstanceFailedEvent(
+                    taskScheduledId=info.taskScheduledId, failureDetails=failure
+                )
+            )
         self._deliver(parent, ev)
 
     # ---- timers ------------------------------------------------------------------------------------------------

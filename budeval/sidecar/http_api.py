@@ -52,7 +52,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._send(200, self.server.pubsub.read(topic, after, max(1, min(limit, 10000))))
         else:
-            self._send(404, {"errorCode": "ERR_NOT_FOUND", "message": f"{url.path} is not served by the embedded sidecar"})
+            self._send(
+                404, {"errorCode": "ERR_NOT_FOUND", "message": f"{url.path} is not served by the embedded sidecar"}
+            )
 
     def do_POST(self) -> None:
         url = urlsplit(self.path)
@@ -64,7 +66,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         body = self.rfile.read(length) if length else b""
         if match is None:
-            self._send(404, {"errorCode": "ERR_NOT_FOUND", "message": f"{url.path} is not served by the embedded sidecar"})
+            self._send(
+                404, {"errorCode": "ERR_NOT_FOUND", "message": f"{url.path} is not served by the embedded sidecar"}
+            )
             return
         pubsub, topic = unquote(match.group(1)), unquote(match.group(2))
         self.server.pubsub.publish(pubsub, topic, body, self.headers.get("content-type") or "application/json")

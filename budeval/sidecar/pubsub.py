@@ -125,10 +125,10 @@ class PubSub:
     def read(self, topic: str, after: int, limit: int = 1000) -> list[dict[str, Any]]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, topic, event FROM messages WHERE topic = ? AND seq > ? ORDER BY seq LIMIT ?",
+                "SELECT seq, topic, event, created FROM messages WHERE topic = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (topic, after, limit),
             ).fetchall()
-        return [{"seq": seq, "topic": t, "event": json.loads(ev)} for seq, t, ev in rows]
+        return [{"seq": seq, "topic": t, "event": json.loads(ev), "published_at": at} for seq, t, ev, at in rows]
 
     # ---- delivery ----------------------------------------------------------------------------------------------
     def set_app(self, app_url: str | None) -> None:

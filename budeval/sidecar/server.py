@@ -48,8 +48,15 @@ class EmbeddedSidecar:
         # Each GetWorkItems stream and each WaitForInstance* call holds a thread for its whole life.
         self._grpc = grpc.server(
             ThreadPoolExecutor(max_workers=256, thread_name_prefix="sidecar-grpc"),
-            options=[("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                     ("grpc.max_send_message_length", 64 * 1024 * 1024)],
+            options=[
+                # The SDK worker sends keepalive pings every 30 s on an idle stream; without these a gRPC server
+                # answers GOAWAY "too_many_pings" and the worker reconnects.
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+                ("grpc.http2.max_ping_strikes", 0),
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ],
         )
         dt_grpc.add_TaskHubSidecarServiceServicer_to_server(TaskHub(self.engine), self._grpc)
         dapr_grpc.add_DaprServicer_to_server(DaprRuntime(self.pubsub), self._grpc)
@@ -65,8 +72,14 @@ class EmbeddedSidecar:
             thread.start()
             self._threads.append(thread)
         self.pubsub.start()
-        log.info("embedded sidecar up: grpc %s:%d, http %s:%d, state %s",
-                 self.host, self.grpc_port, self.host, self.http_port, self.state_path)
+        log.info(
+            "embedded sidecar up: grpc %s:%d, http %s:%d, state %s",
+            self.host,
+            self.grpc_port,
+            self.host,
+            self.http_port,
+            self.state_path,
+        )
 
     def set_app(self, app_url: str | None) -> None:
         """Where subscribed messages go (the app's base URL); its ``GET /dapr/subscribe`` is read again."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import dapr.ext.workflow as wf
 
-from budeval.sidecar import EmbeddedSidecar
+from budeval.sidecar.server import EmbeddedSidecar
 
 
 def free_port() -> int:

@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""Benchmark: evaluations through the embedded sidecar with the real workflow, a backend whose runs finish at once.
+
+Everything real except the OpenCompass job: the unmodified dapr SDK runtime/client (build_runtime from
+budeval/workflow/worker.py), the embedded sidecar (SQLite state), the chDB store (open_store), the folder archive,
+events published through the sidecar (DaprClient.publish_event). The backend copies a fixture run folder on submit.
+
+Two modes in one run, side by side:
+  event  the backend's watch raises RUN_FINISHED_EVENT into the run's child workflow (as the real watchers do);
+  poll   the backend never raises it; the workflow's durable-timer poll (``--poll-s``) finds the finished run.
+Latency = from the moment the run finished (fixture copied) to the ``completed`` event in the sidecar's topic log.
+
+Last line exactly: ``evals_per_s=<float> p50_ms=<int> p99_ms=<int> poll_p50_ms=<int>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+FIXTURE = ROOT / "tests" / "fixtures" / "opencompass" / "qa_chat"
+
+
+class InstantBackend:
+    """A JobBackend whose runs finish at once: submit copies a real OpenCompass run folder."""
+
+    name = "instant"
+
+    def __init__(self, results_root: Path, fixture: Path, silent_prefix: str) -> None:
+        from budeval.backends.base import RunState
+
+        self._state = RunState
+        self.results_root = results_root
+        self.fixture = fixture
+        self.silent_prefix = silent_prefix  # evaluations whose runs never raise the event (poll mode)
+        self.finished_at: dict[str, float] = {}
+        self._events: queue.Queue[Any] = queue.Queue()
+        self._lock = threading.Lock()
+
+    def work_dir(self, eval_id: str, run_id: str) -> Path:
+        return self.results_root / eval_id / run_id
+
+    def submit(self, spec: Any) -> Any:
+        target = self.work_dir(spec.eval_id, spec.run_id)
+        if not target.exists():
+            shutil.copytree(self.fixture, target, dirs_exist_ok=True)
+        with self._lock:
+            self.finished_at.setdefault(spec.eval_id, time.time())
+        state = self._state(eval_id=spec.eval_id, run_id=spec.run_id, phase="succeeded")
+        if not spec.eval_id.startswith(self.silent_prefix):
+            self._events.put(state)
+        # Reported as running: the workflow then waits, as it would for a real job.
+        return self._state(eval_id=spec.eval_id, run_id=spec.run_id, phase="running")
+
+    def get(self, eval_id: str, run_id: str) -> Any:
+        phase = "succeeded" if self.work_dir(eval_id, run_id).exists() else "unknown"
+        return self._state(eval_id=eval_id, run_id=run_id, phase=phase)
+
+    def cancel(self, eval_id: str) -> None:
+        return None
+
+    def cleanup(self, eval_id: str, run_id: str) -> None:
+        return None
+
+    def watch(self, on_finished: Any) -> Any:
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.is_set():
+                try:
+                    state = self._events.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                on_finished(state)
+
+        thread = threading.Thread(target=loop, name="instant-watch", daemon=True)
+        thread.start()
+
+        class _Watch:
+            def stop(self) -> None:
+                stop.set()
+                thread.join(timeout=5)
+
+        return _Watch()
+
+
+class LockedStore:
+    """One store call at a time (chDB's client is not thread-safe; the service wraps it the same way)."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if not callable(attr):
+            return attr
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return locked
+
+
+def request(eval_id: str) -> dict[str, Any]:
+    return {
+        "eval_id": eval_id,
+        "model": {"name": "bench-model", "source": {"type": "huggingface", "path": "/models/bench"}},
+        "datasets": ["tiny_qa"],
+        "force": True,
+    }
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--evals", type=int, default=200, help="event-driven evaluations")
+    parser.add_argument("--poll-evals", type=int, default=40, help="timer-poll evaluations (no event raised)")
+    parser.add_argument("--poll-s", type=float, default=1.0, help="first poll interval of the timer fallback")
+    parser.add_argument("--concurrency", type=int, default=50, help="evaluations in flight at once")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--store", default="", help="store DSN (default chdb in the work dir)")
+    args = parser.parse_args()
+
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    for noisy in ("durabletask-worker", "durabletask-client", "WorkflowRuntime", "DaprWorkflowClient"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-workflow-"))
+    work.mkdir(parents=True, exist_ok=True)
+
+    from budeval.sidecar.protos import COMPLETED
+    from budeval.sidecar.server import EmbeddedSidecar
+
+    sidecar = EmbeddedSidecar(work / "sidecar.db")
+    sidecar.start()
+    # The SDK reads DAPR_* from the environment at call time (dapr.conf.settings), so setting them here suffices.
+    os.environ["DAPR_RUNTIME_HOST"] = "127.0.0.1"
+    os.environ["DAPR_GRPC_PORT"] = str(sidecar.grpc_port)
+    os.environ["DAPR_HTTP_PORT"] = str(sidecar.http_port)
+    os.environ.pop("DAPR_GRPC_ENDPOINT", None)
+    os.environ.pop("DAPR_HTTP_ENDPOINT", None)
+
+    import dapr.ext.workflow as wf
+
+    from budeval.config import Settings
+    from budeval.engine.catalog import load_suites
+    from budeval.engine.results import parse_run
+    from budeval.events.publisher import DaprPublisher
+    from budeval.storage.factory import open_archive, open_store
+    from budeval.workflow import names
+    from budeval.workflow.activities import Deps
+    from budeval.workflow.models import WorkflowInput
+    from budeval.workflow.worker import build_runtime
+
+    settings = Settings(data_dir=work, results_root=work / "results", archive_url=f"file://{work / 'archive'}",
+                        store_dsn=args.store)
+    store = open_store(settings.resolved_store_dsn())
+    store.migrate()
+    backend = InstantBackend(work / "results", FIXTURE, silent_prefix="poll-")
+    deps = Deps(
+        settings=settings,
+        backend=backend,  # type: ignore[arg-type]
+        store=LockedStore(store),  # type: ignore[arg-type]
+        archive=open_archive(settings.resolved_archive_url()),
+        publisher=DaprPublisher(settings.pubsub_name),
+        parse=parse_run,
+        suites=load_suites(settings.suites_dir),
+    )
+    runtime, _ = build_runtime(deps, host="127.0.0.1", port=str(sidecar.grpc_port))
+    runtime.start()
+    client = wf.DaprWorkflowClient(host="127.0.0.1", port=str(sidecar.grpc_port))
+
+    def raise_finished(state: Any) -> None:
+        client.raise_workflow_event(
+            names.run_instance_id(state.eval_id, state.run_id), names.RUN_FINISHED_EVENT, data=state.model_dump()
+        )
+
+    watch = backend.watch(raise_finished)
+    completed_at: dict[str, float] = {}
+    ended: dict[str, str] = {}
+    done = threading.Event()
+    expected = args.evals + args.poll_evals
+
+    def follow() -> None:
+        """Reads the events topic from the sidecar's log; a `completed` event's arrival time ends the latency."""
+        import httpx
+
+        after = 0
+        url = f"http://127.0.0.1:{sidecar.http_port}/v1.0-alpha1/messages"
+        with httpx.Client() as http:
+            while not done.is_set():
+                for msg in http.get(url, params={"topic": settings.events_topic, "after": after}).json():
+                    after = max(after, msg["seq"])
+                    event = msg["event"]
+                    kind = str(event.get("type", "")).rsplit(".", 1)[-1]
+                    eval_id = (event.get("data") or {}).get("eval_id")
+                    if kind in ("completed", "failed") and eval_id:
+                        completed_at.setdefault(eval_id, msg.get("published_at") or time.time())
+                        ended[eval_id] = kind
+                if len(completed_at) >= expected:
+                    return
+                time.sleep(0.01)
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+
+    slots = threading.Semaphore(args.concurrency)
+    ids = [f"evt-{i:04d}" for i in range(args.evals)] + [f"poll-{i:04d}" for i in range(args.poll_evals)]
+
+    def submit_all() -> None:
+        for eval_id in ids:
+            slots.acquire()
+            payload = WorkflowInput.model_validate(
+                {"request": request(eval_id), "received_at": datetime.now(UTC).isoformat(),
+                 "poll_initial_s": args.poll_s, "poll_max_s": max(args.poll_s, 5.0)}
+            )
+            client.schedule_new_workflow(names.EVALUATION_WORKFLOW, input=payload.model_dump(mode="json"),
+                                         instance_id=eval_id)
+
+    def release_on_completion() -> None:
+        seen: set[str] = set()
+        while len(seen) < len(ids) and not done.is_set():
+            for eval_id in list(completed_at):
+                if eval_id not in seen:
+                    seen.add(eval_id)
+                    slots.release()
+            time.sleep(0.005)
+
+    releaser = threading.Thread(target=release_on_completion, daemon=True)
+    releaser.start()
+    t0 = time.time()
+    submit_all()
+    deadline = time.monotonic() + 600
+    crashed: dict[str, str] = {}
+    while len(completed_at) + len(crashed) < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+        for eval_id in ids:  # a workflow that failed outright never publishes an event: stop waiting for it
+            inst = sidecar.engine.get(eval_id) if sidecar.engine else None
+            if inst is not None and inst.terminal and inst.status != COMPLETED and eval_id not in crashed:
+                crashed[eval_id] = inst.output or (inst.failure or b"").decode("utf-8", "replace")[-300:]
+                slots.release()
+    elapsed = time.time() - t0
+    done.set()
+    watch.stop()
+    runtime.shutdown()
+    sidecar.stop()
+    store.close()
+
+    missing = [i for i in ids if i not in completed_at]
+    bad = {i: k for i, k in ended.items() if k != "completed"}
+    bad.update(crashed)
+    event_lat = [(completed_at[i] - backend.finished_at[i]) * 1000 for i in ids if i.startswith("evt-") and i in completed_at]
+    poll_lat = [(completed_at[i] - backend.finished_at[i]) * 1000 for i in ids if i.startswith("poll-") and i in completed_at]
+    print(f"workdir={work}", file=sys.stderr)
+    print(f"evaluations={len(ids)} finished={len(completed_at)} missing={len(missing)} not_completed={len(bad)}")
+    print(f"elapsed_s={elapsed:.2f} (event {args.evals} + poll {args.poll_evals}, concurrency {args.concurrency})")
+    if event_lat:
+        print(f"event-driven: p50={statistics.median(event_lat):.0f} ms p99={percentile(event_lat, 99):.0f} ms "
+              f"max={max(event_lat):.0f} ms")
+    if poll_lat:
+        print(f"timer-poll ({args.poll_s}s): p50={statistics.median(poll_lat):.0f} ms p99={percentile(poll_lat, 99):.0f} ms")
+    if missing or bad:
+        print(f"FAILED: missing={missing[:5]} not_completed={list(bad.items())[:5]}", file=sys.stderr)
+    evals_per_s = len(completed_at) / elapsed if elapsed > 0 else 0.0
+    p50 = int(statistics.median(event_lat)) if event_lat else -1
+    p99 = int(percentile(event_lat, 99)) if event_lat else -1
+    poll_p50 = int(statistics.median(poll_lat)) if poll_lat else -1
+    print(f"evals_per_s={evals_per_s:.2f} p50_ms={p50} p99_ms={p99} poll_p50_ms={poll_p50}")
+    return 1 if missing or bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
