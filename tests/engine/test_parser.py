@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from budeval.engine.results import loading as loading_module
 from budeval.engine.results import parse_run
 from budeval.engine.results import run as run_module
+from budeval.engine.results import verdicts as verdicts_module
 from budeval.engine.results.jsonstream import JsonStream
 from budeval.errors import NoSummaryError, ResultParseError
 
@@ -190,7 +192,11 @@ def test_broken_predictions_name_file_and_line(tmp_path: Path, cut: str) -> None
         assert info.value.line == text[: text.index('"prediction":')].count("\n") + 1
 
 
-def test_non_utf8_bytes_are_replaced_not_fatal(tmp_path: Path) -> None:
+@pytest.mark.parametrize("streamed", [False, True])
+def test_non_utf8_bytes_are_replaced_not_fatal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streamed: bool) -> None:
+    if streamed:
+        for module in (loading_module, verdicts_module, run_module):
+            monkeypatch.setattr(module, "WHOLE_FILE_LIMIT", 0)
     work = copy("qa_chat", tmp_path)
     path = _predictions_file(work)
     raw = path.read_bytes().replace(b"Paris", b"Par\xff\xfeis", 1)
@@ -341,3 +347,22 @@ def test_a_key_that_is_not_an_index_is_a_parse_error(tmp_path: Path, key: str) -
     with pytest.raises(ResultParseError, match="not an index") as info:
         all_predictions(work)
     assert info.value.path is not None and info.value.path.endswith("tiny_qa.json")
+
+
+@pytest.mark.parametrize("name", ["mcq", "two_datasets_one_fails", "qa_chat_with_verdicts"])
+def test_streamed_paths_give_the_same_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    if name == "qa_chat_with_verdicts":  # dict-shaped details with a verdict per example
+        work = copy("qa_chat", tmp_path)
+        result = ts_folder(work) / "results" / MODEL / "tiny_qa.json"
+        data = json.loads(result.read_text())
+        for key, item in data["details"].items():
+            if key.isdigit():
+                item["correct"] = [key in ("1", "3")]
+        result.write_text(json.dumps(data, indent=4))
+    else:
+        work = copy(name, tmp_path)
+    whole = all_predictions(work)
+    for module in (loading_module, verdicts_module, run_module):
+        monkeypatch.setattr(module, "WHOLE_FILE_LIMIT", 0)  # every file is now "too large": streamed
+    assert all_predictions(work) == whole
+    assert any(c is not None for c in whole["correct"]) or name == "two_datasets_one_fails"

@@ -37,6 +37,7 @@ class JsonStream:
         self._eof = False
         self._lines_before = 1  # line number of self._buf[0]
         self.replaced = False
+        self.replacements = 0  # U+FFFD in the decoded text (invalid bytes, plus any the file itself held)
         self._scan = json.JSONDecoder().raw_decode
 
     def __enter__(self) -> JsonStream:
@@ -61,6 +62,7 @@ class JsonStream:
                 return False
         if "\ufffd" in text:
             self.replaced = True
+            self.replacements += text.count("\ufffd")
         if self._pos:
             self._lines_before += self._buf.count("\n", 0, self._pos)
             self._buf = self._buf[self._pos :]

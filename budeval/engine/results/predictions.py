@@ -87,7 +87,7 @@ def file_batches(
         if keys:
             yield build(model, dataset, keys, values, marks, offset, display)
         if stream.replaced:
-            warn(display, -1)
+            warn(display, stream.replacements)
 
 
 def build(
