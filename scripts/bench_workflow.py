@@ -116,6 +116,33 @@ class LockedStore:
         return locked
 
 
+class MemoryStore:
+    """STAND-IN, only with ``--store memory``: isolates the sidecar + workflow cost from chDB's (not the real store)."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, Any] = {}
+
+    def migrate(self) -> list[str]:
+        return []
+
+    def record_evaluation(self, record: Any) -> None:
+        self.records[record.eval_id] = record
+
+    def get_evaluation(self, eval_id: str) -> Any:
+        return self.records.get(eval_id)
+
+    def find_reusable(self, params_hash: str) -> Any:
+        return None
+
+    def store_run(self, eval_id: str, run_id: str, parsed: Any) -> Any:
+        from budeval.storage.base import StoreReport
+
+        return StoreReport(metrics=len(parsed.metrics), predictions=sum(len(b) for b in parsed.prediction_batches()))
+
+    def close(self) -> None:
+        return None
+
+
 def request(eval_id: str) -> dict[str, Any]:
     return {
         "eval_id": eval_id,
@@ -140,7 +167,7 @@ def main() -> int:
     parser.add_argument("--poll-s", type=float, default=1.0, help="first poll interval of the timer fallback")
     parser.add_argument("--concurrency", type=int, default=50, help="evaluations in flight at once")
     parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument("--store", default="", help="store DSN (default chdb in the work dir)")
+    parser.add_argument("--store", default="", help="store DSN (default: chDB in the work dir); 'memory': a stand-in, to isolate chDB's cost")
     args = parser.parse_args()
 
     import logging
@@ -178,7 +205,7 @@ def main() -> int:
 
     settings = Settings(data_dir=work, results_root=work / "results", archive_url=f"file://{work / 'archive'}",
                         store_dsn=args.store)
-    store = open_store(settings.resolved_store_dsn())
+    store: Any = MemoryStore() if args.store == "memory" else open_store(settings.resolved_store_dsn())
     store.migrate()
     backend = InstantBackend(work / "results", FIXTURE, silent_prefix="poll-")
     deps = Deps(
@@ -223,7 +250,7 @@ def main() -> int:
                         ended[eval_id] = kind
                 if len(completed_at) >= expected:
                     return
-                time.sleep(0.01)
+                time.sleep(0.05)
 
     follower = threading.Thread(target=follow, daemon=True)
     follower.start()
@@ -248,7 +275,7 @@ def main() -> int:
                 if eval_id not in seen:
                     seen.add(eval_id)
                     slots.release()
-            time.sleep(0.005)
+            time.sleep(0.05)
 
     releaser = threading.Thread(target=release_on_completion, daemon=True)
     releaser.start()

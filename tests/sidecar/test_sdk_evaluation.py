@@ -1,0 +1,137 @@
+"""The coordinator's evaluation workflow (build_runtime) end to end through the embedded sidecar.
+
+Real: the dapr SDK runtime and client, the sidecar, chDB (open_store), the folder archive, the result parser, events
+published with DaprClient through the sidecar. Only the job is instant: the backend copies a fixture run folder.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dapr.ext.workflow as wf
+import httpx
+import pytest
+
+from budeval.config import Settings
+from budeval.engine.catalog import load_suites
+from budeval.engine.results import parse_run
+from budeval.events.publisher import DaprPublisher
+from budeval.sidecar.server import EmbeddedSidecar
+from budeval.storage.factory import open_archive, open_store
+from budeval.workflow import names
+from budeval.workflow.activities import Deps
+from budeval.workflow.models import WorkflowInput
+from budeval.workflow.worker import build_runtime
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_workflow import FIXTURE, InstantBackend, LockedStore, request  # noqa: E402
+
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    if not FIXTURE.exists():
+        pytest.skip("fixture run folder tests/fixtures/opencompass/qa_chat is missing")
+    work = tmp_path_factory.mktemp("evalstack")
+    sidecar = EmbeddedSidecar(work / "sidecar.db")
+    sidecar.start()
+    mp = pytest.MonkeyPatch()
+    # How the SDK finds the embedded sidecar: the workflow runtime/client take host/port; DaprClient (publisher)
+    # reads DAPR_RUNTIME_HOST/DAPR_GRPC_PORT and polls DAPR_HTTP_PORT's /v1.0/healthz/outbound.
+    mp.setenv("DAPR_RUNTIME_HOST", "127.0.0.1")
+    mp.setenv("DAPR_GRPC_PORT", str(sidecar.grpc_port))
+    mp.setenv("DAPR_HTTP_PORT", str(sidecar.http_port))
+    mp.delenv("DAPR_GRPC_ENDPOINT", raising=False)
+    mp.delenv("DAPR_HTTP_ENDPOINT", raising=False)
+    settings = Settings(data_dir=work, results_root=work / "results", archive_url=f"file://{work / 'archive'}")
+    store = open_store(settings.resolved_store_dsn())
+    store.migrate()
+    backend = InstantBackend(work / "results", FIXTURE, silent_prefix="poll-")
+    publisher = DaprPublisher(settings.pubsub_name)
+    deps = Deps(settings=settings, backend=backend, store=LockedStore(store), archive=open_archive(settings.resolved_archive_url()),
+                publisher=publisher, parse=parse_run, suites=load_suites(settings.suites_dir))
+    runtime, _ = build_runtime(deps, host="127.0.0.1", port=str(sidecar.grpc_port))
+    runtime.start()
+    client = wf.DaprWorkflowClient(host="127.0.0.1", port=str(sidecar.grpc_port))
+    watch = backend.watch(
+        lambda s: client.raise_workflow_event(names.run_instance_id(s.eval_id, s.run_id), names.RUN_FINISHED_EVENT,
+                                              data=s.model_dump())
+    )
+    try:
+        yield {"sidecar": sidecar, "client": client, "store": store, "settings": settings, "deps": deps, "work": work}
+    finally:
+        watch.stop()
+        runtime.shutdown()
+        publisher.close()
+        sidecar.stop()
+        store.close()
+        mp.undo()
+
+
+def _start(client: wf.DaprWorkflowClient, eval_id: str, poll_s: float = 0.2, **extra: Any) -> None:
+    payload = WorkflowInput.model_validate(
+        {"request": {**request(eval_id), **extra}, "received_at": datetime.now(UTC).isoformat(),
+         "poll_initial_s": poll_s, "poll_max_s": max(poll_s, 1.0)}
+    )
+    client.schedule_new_workflow(names.EVALUATION_WORKFLOW, input=payload.model_dump(mode="json"), instance_id=eval_id)
+
+
+def _events(stack: dict[str, Any], eval_id: str) -> list[dict[str, Any]]:
+    url = f"http://127.0.0.1:{stack['sidecar'].http_port}/v1.0-alpha1/messages"
+    msgs = httpx.get(url, params={"topic": stack["settings"].events_topic, "after": 0}).json()
+    return [m["event"] for m in msgs if (m["event"].get("data") or {}).get("eval_id") == eval_id]
+
+
+def _kinds(events: list[dict[str, Any]]) -> list[str]:
+    return [str(e["type"]).rsplit(".", 1)[-1] for e in events]
+
+
+@pytest.mark.parametrize("eval_id", ["evt-one", "poll-one"])
+def test_evaluation_completes_event_driven_and_by_timer_poll(stack: dict[str, Any], eval_id: str) -> None:
+    client = stack["client"]
+    _start(client, eval_id)
+    state = client.wait_for_workflow_completion(eval_id, timeout_in_seconds=TIMEOUT)
+    assert state is not None and state.runtime_status == wf.WorkflowStatus.COMPLETED, state and state.failure_details
+    deadline = time.monotonic() + 10
+    while "completed" not in _kinds(_events(stack, eval_id)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    events = _events(stack, eval_id)
+    assert _kinds(events) == ["started", "progress", "completed"]
+    completed = events[-1]["data"]
+    assert completed["status"] == "completed" and completed["scores"]
+    record = stack["store"].get_evaluation(eval_id)
+    assert record is not None and record.status == "completed"
+    assert stack["store"].results(eval_id)
+    run = client.get_workflow_state(names.run_instance_id(eval_id, "r0"))
+    assert run is not None and run.runtime_status == wf.WorkflowStatus.COMPLETED
+    calls = stack["deps"].calls
+    assert calls.get(names.SUBMIT, 0) >= 1
+
+
+def test_cancel_terminates_the_evaluation_and_its_run(stack: dict[str, Any]) -> None:
+    client = stack["client"]
+    backend = stack["deps"].backend
+    backend.fixture = Path("/nonexistent")  # submit fails and is retried with backoff: the run stays in flight
+    try:
+        _start(client, "poll-cancel", poll_s=30)
+        child = names.run_instance_id("poll-cancel", "r0")
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            st = client.get_workflow_state(child)
+            if st is not None and st.runtime_status == wf.WorkflowStatus.RUNNING:
+                break
+            time.sleep(0.05)
+        client.terminate_workflow("poll-cancel", recursive=True)
+        parent = client.wait_for_workflow_completion("poll-cancel", timeout_in_seconds=TIMEOUT)
+        run = client.wait_for_workflow_completion(child, timeout_in_seconds=TIMEOUT)
+        assert parent is not None and parent.runtime_status == wf.WorkflowStatus.TERMINATED
+        assert run is not None and run.runtime_status == wf.WorkflowStatus.TERMINATED
+    finally:
+        backend.fixture = FIXTURE
