@@ -167,7 +167,11 @@ def main() -> int:
     parser.add_argument("--poll-s", type=float, default=1.0, help="first poll interval of the timer fallback")
     parser.add_argument("--concurrency", type=int, default=50, help="evaluations in flight at once")
     parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument("--store", default="", help="store DSN (default: chDB in the work dir); 'memory': a stand-in, to isolate chDB's cost")
+    parser.add_argument(
+        "--store",
+        default="",
+        help="store DSN (default: chDB in the work dir); 'memory': a stand-in, to isolate chDB's cost",
+    )
     args = parser.parse_args()
 
     import logging
@@ -203,8 +207,9 @@ def main() -> int:
     from budeval.workflow.models import WorkflowInput
     from budeval.workflow.worker import build_runtime
 
-    settings = Settings(data_dir=work, results_root=work / "results", archive_url=f"file://{work / 'archive'}",
-                        store_dsn=args.store)
+    settings = Settings(
+        data_dir=work, results_root=work / "results", archive_url=f"file://{work / 'archive'}", store_dsn=args.store
+    )
     store: Any = MemoryStore() if args.store == "memory" else open_store(settings.resolved_store_dsn())
     store.migrate()
     backend = InstantBackend(work / "results", FIXTURE, silent_prefix="poll-")
@@ -262,11 +267,16 @@ def main() -> int:
         for eval_id in ids:
             slots.acquire()
             payload = WorkflowInput.model_validate(
-                {"request": request(eval_id), "received_at": datetime.now(UTC).isoformat(),
-                 "poll_initial_s": args.poll_s, "poll_max_s": max(args.poll_s, 5.0)}
+                {
+                    "request": request(eval_id),
+                    "received_at": datetime.now(UTC).isoformat(),
+                    "poll_initial_s": args.poll_s,
+                    "poll_max_s": max(args.poll_s, 5.0),
+                }
             )
-            client.schedule_new_workflow(names.EVALUATION_WORKFLOW, input=payload.model_dump(mode="json"),
-                                         instance_id=eval_id)
+            client.schedule_new_workflow(
+                names.EVALUATION_WORKFLOW, input=payload.model_dump(mode="json"), instance_id=eval_id
+            )
 
     def release_on_completion() -> None:
         seen: set[str] = set()
@@ -300,16 +310,25 @@ def main() -> int:
     missing = [i for i in ids if i not in completed_at]
     bad = {i: k for i, k in ended.items() if k != "completed"}
     bad.update(crashed)
-    event_lat = [(completed_at[i] - backend.finished_at[i]) * 1000 for i in ids if i.startswith("evt-") and i in completed_at]
-    poll_lat = [(completed_at[i] - backend.finished_at[i]) * 1000 for i in ids if i.startswith("poll-") and i in completed_at]
+    event_lat = [
+        (completed_at[i] - backend.finished_at[i]) * 1000 for i in ids if i.startswith("evt-") and i in completed_at
+    ]
+    poll_lat = [
+        (completed_at[i] - backend.finished_at[i]) * 1000 for i in ids if i.startswith("poll-") and i in completed_at
+    ]
     print(f"workdir={work}", file=sys.stderr)
     print(f"evaluations={len(ids)} finished={len(completed_at)} missing={len(missing)} not_completed={len(bad)}")
     print(f"elapsed_s={elapsed:.2f} (event {args.evals} + poll {args.poll_evals}, concurrency {args.concurrency})")
     if event_lat:
-        print(f"event-driven: p50={statistics.median(event_lat):.0f} ms p99={percentile(event_lat, 99):.0f} ms "
-              f"max={max(event_lat):.0f} ms")
+        print(
+            f"event-driven: p50={statistics.median(event_lat):.0f} ms p99={percentile(event_lat, 99):.0f} ms "
+            f"max={max(event_lat):.0f} ms"
+        )
     if poll_lat:
-        print(f"timer-poll ({args.poll_s}s): p50={statistics.median(poll_lat):.0f} ms p99={percentile(poll_lat, 99):.0f} ms")
+        print(
+            f"timer-poll ({args.poll_s}s): p50={statistics.median(poll_lat):.0f} ms "
+            f"p99={percentile(poll_lat, 99):.0f} ms"
+        )
     if missing or bad:
         print(f"FAILED: missing={missing[:5]} not_completed={list(bad.items())[:5]}", file=sys.stderr)
     evals_per_s = len(completed_at) / elapsed if elapsed > 0 else 0.0

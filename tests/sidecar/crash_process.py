@@ -1,4 +1,7 @@
-"""A whole process (sidecar + worker) for the kill -9 tests: ``python -m tests.sidecar.crash_process STATE GRPC HTTP MARKS [APP]``."""
+"""A whole process (sidecar + worker) for the kill -9 tests.
+
+``python -m tests.sidecar.crash_process STATE GRPC_PORT HTTP_PORT MARKS [APP_URL]``
+"""
 
 from __future__ import annotations
 

@@ -55,14 +55,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     store.migrate()
     backend = InstantBackend(work / "results", FIXTURE, silent_prefix="poll-")
     publisher = DaprPublisher(settings.pubsub_name)
-    deps = Deps(settings=settings, backend=backend, store=LockedStore(store), archive=open_archive(settings.resolved_archive_url()),
-                publisher=publisher, parse=parse_run, suites=load_suites(settings.suites_dir))
+    deps = Deps(
+        settings=settings,
+        backend=backend,
+        store=LockedStore(store),
+        archive=open_archive(settings.resolved_archive_url()),
+        publisher=publisher,
+        parse=parse_run,
+        suites=load_suites(settings.suites_dir),
+    )
     runtime, _ = build_runtime(deps, host="127.0.0.1", port=str(sidecar.grpc_port))
     runtime.start()
     client = wf.DaprWorkflowClient(host="127.0.0.1", port=str(sidecar.grpc_port))
     watch = backend.watch(
-        lambda s: client.raise_workflow_event(names.run_instance_id(s.eval_id, s.run_id), names.RUN_FINISHED_EVENT,
-                                              data=s.model_dump())
+        lambda s: client.raise_workflow_event(
+            names.run_instance_id(s.eval_id, s.run_id), names.RUN_FINISHED_EVENT, data=s.model_dump()
+        )
     )
     try:
         yield {"sidecar": sidecar, "client": client, "store": store, "settings": settings, "deps": deps, "work": work}
@@ -77,8 +85,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 def _start(client: wf.DaprWorkflowClient, eval_id: str, poll_s: float = 0.2, **extra: Any) -> None:
     payload = WorkflowInput.model_validate(
-        {"request": {**request(eval_id), **extra}, "received_at": datetime.now(UTC).isoformat(),
-         "poll_initial_s": poll_s, "poll_max_s": max(poll_s, 1.0)}
+        {
+            "request": {**request(eval_id), **extra},
+            "received_at": datetime.now(UTC).isoformat(),
+            "poll_initial_s": poll_s,
+            "poll_max_s": max(poll_s, 1.0),
+        }
     )
     client.schedule_new_workflow(names.EVALUATION_WORKFLOW, input=payload.model_dump(mode="json"), instance_id=eval_id)
 

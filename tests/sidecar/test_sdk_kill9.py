@@ -91,8 +91,9 @@ def test_kill9_keeps_published_messages_until_delivered(tmp_path: Path) -> None:
         answer = httpx.post(f"http://127.0.0.1:{http_port}/v1.0/publish/pubsub/requests", json={"n": 1})
         assert answer.status_code == 204
         proc.kill9()  # no app was known: nothing was delivered yet
-        app = SubscriberApp([{"pubsubname": "pubsub", "topic": "requests", "route": "/in"}],
-                            {"/in": [(200, {"status": "SUCCESS"})]}).start()
+        app = SubscriberApp(
+            [{"pubsubname": "pubsub", "topic": "requests", "route": "/in"}], {"/in": [(200, {"status": "SUCCESS"})]}
+        ).start()
         try:
             proc = Proc(state, str(grpc_port), str(http_port), str(tmp_path / "marks"), app.url)
             proc.start()

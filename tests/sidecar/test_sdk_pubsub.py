@@ -39,8 +39,14 @@ def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
 @pytest.fixture()
 def app() -> Iterator[SubscriberApp]:
     stub = SubscriberApp(
-        _subs(("t-ok", "/ok"), ("t-retry", "/retry"), ("t-drop", "/drop"), ("t-404", "/gone"), ("t-routes", "/r"),
-              ("t-500", "/err")),
+        _subs(
+            ("t-ok", "/ok"),
+            ("t-retry", "/retry"),
+            ("t-drop", "/drop"),
+            ("t-404", "/gone"),
+            ("t-routes", "/r"),
+            ("t-500", "/err"),
+        ),
         {
             "/ok": [(200, {"status": "SUCCESS"})],
             "/retry": [(200, {"status": "RETRY"}), (200, {"status": "RETRY"}), (200, {"status": "SUCCESS"})],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,6 @@ import pytest
 
 from budeval.sidecar.protos import RUNNING
 from budeval.workflow.policies import BackoffPolicy
-
 from tests.sidecar.sdk_helpers import running
 
 TIMEOUT = 60
@@ -107,11 +107,19 @@ def counter_workflow(ctx: wf.DaprWorkflowContext, n: int) -> Any:
     return n
 
 
-ALL_WORKFLOWS = [
-    activities_workflow, retry_workflow, non_retryable_workflow, failing_workflow, event_workflow,
-    child_workflow, parent_workflow, waiting_child, waiting_parent, counter_workflow,
+ALL_WORKFLOWS: list[Callable[..., Any]] = [
+    activities_workflow,
+    retry_workflow,
+    non_retryable_workflow,
+    failing_workflow,
+    event_workflow,
+    child_workflow,
+    parent_workflow,
+    waiting_child,
+    waiting_parent,
+    counter_workflow,
 ]
-ALL_ACTIVITIES = [greet, flaky, broken]
+ALL_ACTIVITIES: list[Callable[..., Any]] = [greet, flaky, broken]
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +140,9 @@ def test_activities_parallel_and_timer(stack: Any) -> None:
     iid = client.schedule_new_workflow(activities_workflow, input=["a", "b"], instance_id="acts")
     state = _done(client, iid)
     assert state.runtime_status == wf.WorkflowStatus.COMPLETED
-    assert state.serialized_output == '["hello a", "hello b", "hello p0", "hello p1", "hello p2", "hello p3", "hello p4"]'
+    assert (
+        state.serialized_output == '["hello a", "hello b", "hello p0", "hello p1", "hello p2", "hello p3", "hello p4"]'
+    )
 
 
 def test_retry_policy_retries_then_succeeds(stack: Any) -> None:
@@ -199,8 +209,9 @@ def test_child_workflows(stack: Any) -> None:
 def test_terminate_is_recursive(stack: Any) -> None:
     sidecar, client = stack
     iid = client.schedule_new_workflow(waiting_parent, instance_id="term")
-    _wait_for(lambda: sidecar.engine.get("term-child") is not None
-              and sidecar.engine.get("term-child").status == RUNNING)
+    _wait_for(
+        lambda: sidecar.engine.get("term-child") is not None and sidecar.engine.get("term-child").status == RUNNING
+    )
     client.terminate_workflow(iid, output="stop", recursive=True)
     state = _done(client, iid)
     assert state.runtime_status == wf.WorkflowStatus.TERMINATED
@@ -244,7 +255,7 @@ def test_duplicate_start_refused_while_running_allowed_when_finished(stack: Any)
 
 
 def test_suspend_and_resume(stack: Any) -> None:
-    sidecar, client = stack
+    _, client = stack
     iid = client.schedule_new_workflow(event_workflow, input=60, instance_id="susp")
     client.wait_for_workflow_start(iid, timeout_in_seconds=TIMEOUT)
     client.pause_workflow(iid)
