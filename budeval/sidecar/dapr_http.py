@@ -2,8 +2,8 @@
 
 * ``GET /v1.0/healthz`` and ``/v1.0/healthz/outbound`` -> 204 (``DaprClient`` polls the latter before any call).
 * ``POST /v1.0/publish/{pubsub}/{topic}`` -> 204, as daprd (a non-CloudEvent body is wrapped in one).
-* ``GET /v1.0-alpha1/messages?topic=T&after=SEQ[&limit=N]`` -> ``[{"seq", "topic", "event"}]``: embedded only; the
-  CLI's ``--wait`` and tests follow the events topic with it.
+* ``GET /v1.0-alpha1/messages?topic=T&after=SEQ[&limit=N]`` -> ``[{"seq", "topic", "event", "published_at"}]``:
+  embedded only; the CLI's ``--wait``, tests and the benchmark follow the events topic with it.
 """
 
 from __future__ import annotations

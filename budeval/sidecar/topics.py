@@ -153,10 +153,11 @@ class Broker:
     def messages(self, topic: str, after: int, limit: int = 1000) -> list[dict[str, Any]]:
         with self.store.lock:
             rows = self.store.db.execute(
-                "SELECT seq, topic, event FROM messages WHERE topic=? AND seq>? ORDER BY seq LIMIT ?",
+                "SELECT seq, topic, event, created FROM messages WHERE topic=? AND seq>? ORDER BY seq LIMIT ?",
                 (topic, after, limit),
             ).fetchall()
-        return [{"seq": seq, "topic": t, "event": json.loads(text)} for seq, t, text in rows]
+        return [{"seq": seq, "topic": t, "event": json.loads(text), "published_at": created}
+                for seq, t, text, created in rows]
 
     # ---- subscriptions ------------------------------------------------------------------------------------------
     def _subscribe_loop(self) -> None:
