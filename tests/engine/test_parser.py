@@ -12,6 +12,7 @@ import pytest
 
 from budeval.engine.results import loading as loading_module
 from budeval.engine.results import parse_run
+from budeval.engine.results import predictions as predictions_module
 from budeval.engine.results import run as run_module
 from budeval.engine.results import verdicts as verdicts_module
 from budeval.engine.results.jsonstream import JsonStream
@@ -217,18 +218,20 @@ def test_stream_matches_json_load_whatever_the_window(chunk: int) -> None:
         assert got == expected, path
 
 
-def _peak_while_reading(tmp_path: Path, n: int) -> tuple[int, int]:
+def _peak_while_reading(tmp_path: Path, n: int, indented: bool) -> tuple[int, int]:
     work = copy("qa_chat", tmp_path / str(n))
     path = _predictions_file(work)
     prompt = "x" * 900
-    with path.open("w") as out:  # written incrementally: n examples of ~1 KB
+    with path.open("w") as out:  # written incrementally: n examples of ~1 KB, compact or as OpenCompass indents
         out.write("{")
         for i in range(n):
-            sep = "," if i else ""
-            out.write(f'{sep}"{i}": {{"origin_prompt": [{{"role": "HUMAN", "prompt": "{prompt}{i}"}}], '
-                      f'"prediction": "p{i}", "gold": "g{i}"}}')
-        out.write("}")
-    run = parse_run(work)
+            entry = {"origin_prompt": [{"role": "HUMAN", "prompt": f"{prompt}{i}"}], "prediction": f"p{i}",
+                     "gold": f"g{i}"}
+            member = json.dumps({str(i): entry}, indent=4 if indented else None)[1:-1]
+            out.write(("," if i else "") + (member.rstrip("\n") if indented else member))
+        out.write("\n}" if indented else "}")
+    assert json.loads(path.read_text())[str(n - 1)]["gold"] == f"g{n - 1}"
+    run = parse_run(work, workers=0)
     tracemalloc.start()
     seen = 0
     for batch in run.prediction_batches(batch_size=1000):
@@ -239,11 +242,36 @@ def _peak_while_reading(tmp_path: Path, n: int) -> tuple[int, int]:
     return peak, path.stat().st_size
 
 
-def test_huge_predictions_stream_with_bounded_memory(tmp_path: Path) -> None:
-    small_peak, _ = _peak_while_reading(tmp_path, 25_000)  # ~25 MB: above the whole-file limit, so streamed
-    big_peak, big_size = _peak_while_reading(tmp_path, 100_000)  # ~100 MB
+@pytest.mark.parametrize("indented", [False, True])
+def test_huge_predictions_stream_with_bounded_memory(tmp_path: Path, indented: bool) -> None:
+    small_peak, _ = _peak_while_reading(tmp_path, 25_000, indented)  # ~25 MB: above the whole-file limit: streamed
+    big_peak, big_size = _peak_while_reading(tmp_path, 100_000, indented)  # ~100 MB
     assert big_peak < small_peak * 1.5, (small_peak, big_peak)  # memory does not grow with the file
     assert big_peak < big_size / 2, (big_peak, big_size)  # json.load would need several times the file
+
+
+@pytest.mark.parametrize("damage", ["none", "bad-bytes", "truncated", "garbled"])
+def test_indented_fast_path_cuts_between_members(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str) -> None:
+    monkeypatch.setattr(loading_module, "WHOLE_FILE_LIMIT", 0)
+    monkeypatch.setattr(predictions_module, "INDENTED_CHUNK", 97)  # many cuts, some inside strings' text
+    work = copy("mcq", tmp_path)
+    path = next((ts_folder(work) / "predictions" / MODEL).glob("*.json"))
+    raw = path.read_bytes()
+    assert raw.startswith(b'{\n    "0": {')  # the layout the fast path relies on
+    expected = all_predictions(FIXTURES / "mcq")
+    if damage == "bad-bytes":  # in the last member: the general streamer takes over without repeating rows
+        path.write_bytes(raw[:-60] + b"\xff" + raw[-60:])
+        got = all_predictions(work)
+        assert got["example_index"] == expected["example_index"] and got["correct"] == expected["correct"]
+        return
+    if damage == "none":
+        assert all_predictions(work) == expected
+        return
+    broken = raw[: len(raw) * 3 // 4] if damage == "truncated" else raw.replace(b'"gold":', b'"gold" ::', 3)
+    path.write_bytes(broken)
+    with pytest.raises(ResultParseError) as info:
+        all_predictions(work)
+    assert info.value.path is not None and info.value.line is not None and info.value.line > 1
 
 
 def test_version_from_the_rendered_config() -> None:

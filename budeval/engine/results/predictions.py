@@ -15,6 +15,8 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from budeval.engine.results.jsonstream import JsonStream
 from budeval.engine.results.loading import load_small, warn_replaced
 from budeval.engine.results.verdicts import MARK, read_verdicts
@@ -72,12 +74,27 @@ def file_batches(
     if batch is not None:
         yield batch
         return
+    done = 0  # members already handed out by the fast path, skipped if the general one must take over
+    try:
+        for part in _indented_parts(path):
+            with no_cyclic_gc():
+                batch = build(model, dataset, list(part), list(part.values()), marks, offset, display)
+                part = {}
+            done += len(batch)
+            yield batch
+        return
+    except _Unsplittable:
+        pass
     with JsonStream(path, display) as stream:
         if stream.start() != "{":
             raise ResultParseError("expected a JSON object of examples", path=display, line=1)
         keys: list[str] = []
         values: list[Any] = []
         for key, _ in stream.items():
+            if done:
+                stream.skip()
+                done -= 1
+                continue
             keys.append(key)
             values.append(stream.value())
             if len(keys) >= STREAM_CHUNK:
@@ -88,6 +105,50 @@ def file_batches(
             yield build(model, dataset, keys, values, marks, offset, display)
         if stream.replaced:
             warn(display, stream.replacements)
+
+
+class _Unsplittable(Exception):
+    """The fast path cannot go on (another layout, bad bytes, broken JSON): the general streamer takes over."""
+
+
+_MEMBER_CUT = b',\n    "'  # between two top-level members of a file json.dump wrote with indent=4
+INDENTED_CHUNK = 1 << 20  # orjson needs ~14x its input transiently (measured): 1 MiB pieces keep that small
+MAX_PENDING = 64 << 20
+
+
+def _indented_parts(path: Path) -> Iterator[dict[str, Any]]:
+    """A large predictions file as dicts of consecutive members, each decoded by orjson in one call.
+
+    OpenCompass writes predictions with ``json.dump(..., indent=4)``: a top-level member starts on a new line indented
+    by exactly four spaces, and JSON strings cannot hold a raw newline, so ``,\n    "`` occurs only between two
+    top-level members. Cutting there gives valid JSON objects to decode at C speed (about 2x ``JsonStream``).
+    Anything else (another indent, invalid UTF-8, a broken file, one member over 64 MiB) raises _Unsplittable; the
+    caller then streams the rest with ``JsonStream``, which also names the line of a real error.
+    """
+    with path.open("rb") as f:
+        pending = f.read(INDENTED_CHUNK)
+        if not pending.lstrip().startswith(b'{\n    "'):
+            raise _Unsplittable
+        pending = pending.lstrip()[1:]  # without the opening brace: every piece is wrapped in braces below
+        while True:
+            more = f.read(INDENTED_CHUNK)
+            cut = pending.rfind(_MEMBER_CUT) if more else -1
+            if more and cut < 0:
+                if len(pending) > MAX_PENDING:
+                    raise _Unsplittable
+                pending += more
+                continue
+            piece, pending = (pending[:cut], pending[cut + 1 :] + more) if more else (pending, b"")
+            try:
+                with no_cyclic_gc():
+                    part = orjson.loads(b"{" + piece + (b"}" if more else b""))
+            except orjson.JSONDecodeError:
+                raise _Unsplittable from None
+            if not isinstance(part, dict):
+                raise _Unsplittable
+            yield part
+            if not more:
+                return
 
 
 def build(

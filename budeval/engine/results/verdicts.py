@@ -19,6 +19,8 @@ MARK: tuple[bool | None, ...] = (None, False, True)
 DETAILS_SHAPE = re.compile(rb'"details"\s*:\s*([\[{])')
 CORRECT_KEY = re.compile(rb'"correct"\s*:\s*(\[[^\]]*\]|true|false|null)')
 ABBR_INDEX = re.compile(rb'"example_abbr"\s*:\s*"[^"\\]*?_(\d+)"')
+#: Results files up to this size are scanned as raw bytes (no decoding, so no decoder's transient memory).
+SCAN_LIMIT = 64 << 20
 
 
 def read_verdicts(path: Path, display: str) -> bytearray:
@@ -34,7 +36,8 @@ def read_verdicts(path: Path, display: str) -> bytearray:
             marks.extend(bytes(index + 1 - len(marks)))
         marks[index] = RIGHT if value else WRONG
 
-    if path.stat().st_size <= WHOLE_FILE_LIMIT:
+    size = path.stat().st_size
+    if size <= SCAN_LIMIT:
         raw = path.read_bytes()
         if b'"correct"' not in raw:
             return marks  # this evaluator records no per-example verdict: nothing to decode
@@ -42,7 +45,8 @@ def read_verdicts(path: Path, display: str) -> bytearray:
         if shape is not None and shape.group(1) == b"[":
             _scan_list_verdicts(raw, marks)
             return marks
-    data = load_small(path, display)
+        del raw
+    data = load_small(path, display) if size <= WHOLE_FILE_LIMIT else None
     if data is not None:
         details = data.get("details") if isinstance(data, dict) else None
         if isinstance(details, dict):
