@@ -165,7 +165,8 @@ class Engine:
         self._stream_ids = itertools.count(1)
         self._stopping = False
         self._timer_cond = threading.Condition(self._lock)
-        self._load()
+        with self._lock:  # queueing notifies the conditions, which needs the lock held
+            self._load()
 
     # ---- persistence -------------------------------------------------------------------------------------------
     def _load(self) -> None:

@@ -295,3 +295,21 @@ def test_state_survives_a_clean_restart(tmp_path: Path) -> None:
     with running(state, [event_workflow], [greet]) as (_, client):
         client.raise_workflow_event("restart", "approve", data="after restart")
         assert _done(client, "restart").serialized_output == '{"approved": "after restart"}'
+
+
+def test_work_queued_before_a_restart_is_dispatched_after_it(tmp_path: Path) -> None:
+    """Started while no worker was connected: the ExecutionStarted event waits in the inbox across the restart."""
+    from budeval.sidecar.server import EmbeddedSidecar
+
+    state = tmp_path / "state.db"
+    sidecar = EmbeddedSidecar(state)
+    sidecar.start()
+    try:
+        client = wf.DaprWorkflowClient(host="127.0.0.1", port=str(sidecar.grpc_port))
+        client.schedule_new_workflow(activities_workflow, input=["queued"], instance_id="queued")
+    finally:
+        sidecar.stop()
+    with running(state, [activities_workflow], [greet]) as (_, client):
+        state_after = _done(client, "queued")
+        assert state_after.runtime_status == wf.WorkflowStatus.COMPLETED
+        assert state_after.serialized_output is not None and "hello queued" in state_after.serialized_output
