@@ -394,3 +394,14 @@ def test_streamed_paths_give_the_same_rows(tmp_path: Path, monkeypatch: pytest.M
         monkeypatch.setattr(module, "WHOLE_FILE_LIMIT", 0)  # every file is now "too large": streamed
     assert all_predictions(work) == whole
     assert any(c is not None for c in whole["correct"]) or name == "two_datasets_one_fails"
+
+
+def test_summarizer_divider_rows_are_not_datasets(tmp_path: Path) -> None:
+    work = copy("two_models_one_fails", tmp_path)
+    [summary] = (ts_folder(work) / "summary").glob("summary_*.csv")
+    header, *rows = summary.read_text().splitlines()
+    divider = "--------- 考试 Exam ---------,-,-,-,-,-"  # as OpenCompass's summarizers write section headers
+    summary.write_text("\n".join([header, divider, *rows]) + "\n")
+    run = parse_run(work)
+    assert run.facts.datasets == ["tiny_qa"] and {m.dataset for m in run.metrics} == {"tiny_qa"}
+    assert len(run.statuses) == 2

@@ -62,6 +62,8 @@ def read_summary(path: Path, display: str) -> Summary:
             dataset, version, metric, mode = (cell.strip() for cell in record[:4])
             if not dataset:
                 raise ResultParseError(f"line {line} has no dataset name", path=display, line=line)
+            if dataset.startswith("---") and all(cell.strip() == MISSING for cell in record[1:]):
+                continue  # a summarizer's section divider ("--------- Exam ---------"), not a dataset
             if dataset not in datasets:
                 datasets.append(dataset)
             for model, cell in zip(models, record[4:], strict=True):
