@@ -70,6 +70,9 @@ class Instance:
     in_flight_events: list[Any] = field(default_factory=list)
     in_flight_rows: list[int] = field(default_factory=list)
     queued: bool = False
+    #: A finished instance's history is dropped from memory (a long-running service keeps every instance);
+    #: ``Engine.history`` reads it back from SQLite when asked.
+    evicted: bool = False
 
     def meta(self) -> str:
         return json.dumps(
@@ -117,11 +120,9 @@ class Instance:
         info.ParseFromString(self.parent)
         return info
 
-    def children(self) -> list[str]:
+    def children(self, history: list[Any]) -> list[str]:
         return [
-            e.childWorkflowInstanceCreated.instanceId
-            for e in self.history
-            if e.HasField("childWorkflowInstanceCreated")
+            e.childWorkflowInstanceCreated.instanceId for e in history if e.HasField("childWorkflowInstanceCreated")
         ]
 
 
@@ -173,10 +174,12 @@ class Engine:
         db = self._db
         for iid, meta in db.execute("SELECT id, meta FROM instances"):
             self.instances[iid] = Instance.from_meta(iid, meta)
+        for loaded in self.instances.values():
+            loaded.evicted = loaded.terminal
         for iid, blob in db.execute("SELECT instance_id, event FROM history ORDER BY instance_id, idx"):
-            inst = self.instances.get(iid)
-            if inst is not None:
-                inst.history.append(pb.HistoryEvent.FromString(blob))
+            owner = self.instances.get(iid)
+            if owner is not None and not owner.evicted:
+                owner.history.append(pb.HistoryEvent.FromString(blob))
         now = time.time()
         for rowid, iid, due, blob in db.execute("SELECT rowid, instance_id, due, event FROM inbox ORDER BY rowid"):
             inst = self.instances.get(iid)
@@ -213,6 +216,22 @@ class Engine:
     def _save(self, inst: Instance) -> None:
         inst.updated = time.time()
         self._db.execute("INSERT OR REPLACE INTO instances (id, meta) VALUES (?, ?)", (inst.id, inst.meta()))
+
+    def history(self, instance_id: str) -> list[Any]:
+        """The full history (from memory, or from SQLite for a finished instance)."""
+        with self._lock:
+            inst = self.instances.get(instance_id)
+            return [] if inst is None else self._history(inst)
+
+    def _history(self, inst: Instance) -> list[Any]:
+        if not inst.evicted:
+            return list(inst.history)
+        rows = self._db.execute("SELECT event FROM history WHERE instance_id = ? ORDER BY idx", (inst.id,))
+        return [pb.HistoryEvent.FromString(blob) for (blob,) in rows]
+
+    def _evict(self, inst: Instance) -> None:
+        inst.history = []
+        inst.evicted = True
 
     def _append_history(self, inst: Instance, events: list[Any]) -> None:
         start = len(inst.history)
@@ -365,13 +384,14 @@ class Engine:
         )
         self._save(inst)
         if recursive:
-            for child_id in inst.children():
+            for child_id in inst.children(self._history(inst)):
                 child = self.instances.get(child_id)
                 if child is not None:
                     self._terminate(child, output, True, notify_parent=False)
         if notify_parent:
             failure = pb.TaskFailureDetails(errorType="WorkflowTerminated", errorMessage=f"{inst.id} was terminated")
             self._notify_parent(inst, None, failure)
+        self._evict(inst)
 
     def suspend(self, instance_id: str, reason: str | None) -> None:
         with self._tx():
@@ -430,7 +450,7 @@ class Engine:
     def _purge_tree(self, inst: Instance, recursive: bool) -> int:
         count = 0
         if recursive:
-            for child_id in inst.children():
+            for child_id in inst.children(self._history(inst)):
                 child = self.instances.get(child_id)
                 if child is not None and child.parent_info() is not None:
                     count += self._purge_tree(child, True)
@@ -742,6 +762,7 @@ class Engine:
             ],
         )
         self._clear_pending(inst)
+        self._evict(inst)
         if inst.status == COMPLETED:
             self._notify_parent(inst, result, None)
         else:

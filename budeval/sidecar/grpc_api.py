@@ -152,8 +152,7 @@ class TaskHub(dt_grpc.TaskHubSidecarServiceServicer):  # type: ignore[misc]
         return res
 
     def GetInstanceHistory(self, request: Any, context: grpc.ServicerContext) -> Any:
-        inst = self.engine.get(request.instanceId)
-        return pb.GetInstanceHistoryResponse(events=list(inst.history) if inst else [])
+        return pb.GetInstanceHistoryResponse(events=self.engine.history(request.instanceId))
 
     def GetWorkItems(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         stream = self.engine.open_stream()

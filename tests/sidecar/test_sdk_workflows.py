@@ -313,3 +313,17 @@ def test_work_queued_before_a_restart_is_dispatched_after_it(tmp_path: Path) -> 
         state_after = _done(client, "queued")
         assert state_after.runtime_status == wf.WorkflowStatus.COMPLETED
         assert state_after.serialized_output is not None and "hello queued" in state_after.serialized_output
+
+
+def test_history_of_a_finished_instance_is_read_back(stack: Any) -> None:
+    """Finished instances keep their history in SQLite only; GetInstanceHistory still returns all of it."""
+    sidecar, client = stack
+    iid = client.schedule_new_workflow(parent_workflow, input=2, instance_id="hist")
+    _done(client, iid)
+    events = sidecar.engine.history(iid)
+    kinds = [e.WhichOneof("eventType") for e in events]
+    assert kinds[:2] == ["workflowStarted", "executionStarted"] and kinds[-1] == "executionCompleted"
+    assert kinds.count("childWorkflowInstanceCreated") == 2
+    assert sidecar.engine.get(iid).history == []  # not held in memory
+    client.purge_workflow(iid, recursive=True)
+    assert client.get_workflow_state("hist-c0") is None  # the recursive purge found the children in SQLite
