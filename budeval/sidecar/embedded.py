@@ -27,10 +27,10 @@ class EmbeddedSidecar:
     """A Dapr-compatible sidecar for one app, persisted in ``state_path`` (SQLite). Ports 0 pick free ones."""
 
     def __init__(self, state_path: Path, grpc_port: int = 0, http_port: int = 0, app_port: int | None = None,
-                 app_host: str = HOST, max_workers: int = 64) -> None:
+                 app_host: str = HOST, max_workers: int = 64, app_url: str | None = None) -> None:
         self.state_path = Path(state_path)
         self._want_grpc, self._want_http = grpc_port, http_port
-        self.app_url = f"http://{app_host}:{app_port}" if app_port else None
+        self.app_url = app_url.rstrip("/") if app_url else (f"http://{app_host}:{app_port}" if app_port else None)
         self.max_workers = max_workers
         self.grpc_port = 0
         self.http_port = 0
@@ -72,9 +72,9 @@ class EmbeddedSidecar:
                  state=str(self.state_path), app=self.app_url)
         return self
 
-    def set_app(self, app_port: int, app_host: str = HOST) -> None:
-        """Deliver subscriptions to this app (its ``/dapr/subscribe`` is read again)."""
-        self.app_url = f"http://{app_host}:{app_port}"
+    def set_app(self, app: int | str, app_host: str = HOST) -> None:
+        """Deliver subscriptions to this app, given as a port or a base URL (its ``/dapr/subscribe`` is read again)."""
+        self.app_url = app.rstrip("/") if isinstance(app, str) else f"http://{app_host}:{app}"
         if self.broker is not None:
             self.broker.set_app(self.app_url)
 

@@ -666,6 +666,11 @@ class Engine:
                     return None
                 self.changed.wait(min(left, 1.0))
 
+    def get(self, instance_id: str) -> Instance | None:
+        """The live instance object (tests and diagnostics; read it under :attr:`lock` for a consistent view)."""
+        with self.lock:
+            return self.instances.get(instance_id)
+
     def history(self, instance_id: str) -> list[Any]:
         with self.lock:
             inst = self.instances.get(instance_id)
