@@ -151,6 +151,24 @@ class MemoryStore:
         return None
 
 
+class SidecarProcess:
+    """``python -m budeval.sidecar`` as its own process (like daprd next to the app): a second core for gRPC."""
+
+    def __init__(self, state: Path) -> None:
+        import json
+        import subprocess
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "budeval.sidecar", "--state", str(state),
+                                      "--log-level", "WARNING"], stdout=subprocess.PIPE, cwd=ROOT)
+        assert self.proc.stdout is not None
+        ports = json.loads(self.proc.stdout.readline())
+        self.grpc_port, self.http_port = int(ports["grpc_port"]), int(ports["http_port"])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
 def _request(eval_id: str) -> dict[str, Any]:
     return {"eval_id": eval_id, "model": {"name": "bench", "source": {"type": "huggingface", "path": "/models/bench"}},
             "datasets": ["tiny_qa"], "force": True}
@@ -170,6 +188,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=32, help="SDK worker thread pools (its default: cpus + 4)")
     parser.add_argument("--store", choices=("chdb", "memory"), default="chdb",
                         help="memory: diagnostic run without ClickHouse (not the benchmark's figure)")
+    parser.add_argument("--sidecar-process", action="store_true", help="run the sidecar in its own process")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     from budeval.logs import configure
@@ -185,7 +204,8 @@ def main() -> int:
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-wf-d2-"))
     work.mkdir(parents=True, exist_ok=True)
-    sidecar = EmbeddedSidecar(work / "sidecar.db").start()
+    sidecar: Any = SidecarProcess(work / "sidecar.db") if args.sidecar_process else EmbeddedSidecar(
+        work / "sidecar.db").start()
     # what `budeval serve` does in embedded mode: the SDK and DaprClient find the sidecar through these
     os.environ.update(DAPR_RUNTIME_HOST="127.0.0.1", DAPR_GRPC_PORT=str(sidecar.grpc_port),
                       DAPR_HTTP_PORT=str(sidecar.http_port))
@@ -278,6 +298,7 @@ def main() -> int:
     lat = {mode: [(ended[i][1] - backend.finished_at[i]) * 1000 for i in ids
                   if i.startswith(mode) and i in ended and i in backend.finished_at] for mode in ("evt-", "poll-")}
     print(f"workdir={work}", file=sys.stderr)
+    print(f"sidecar={'process' if args.sidecar_process else 'in-process'} store={args.store}")
     print(f"evaluations={len(ids)} ended={len(ended)} not_ended={len(not_done)} not_completed={len(not_completed)} "
           f"elapsed_s={elapsed:.2f} concurrency={args.concurrency}")
     for mode, values in lat.items():
