@@ -119,7 +119,10 @@ class SidecarProcess:
             [sys.executable, "-m", "budeval.sidecar", *args], cwd=ROOT, stdout=subprocess.PIPE, text=True
         )
         assert self.proc.stdout is not None
-        self.proc.stdout.readline()  # "grpc_port=... http_port=..." once it listens
+        for line in self.proc.stdout:  # logs may come first; the ports line says it listens
+            if "grpc_port" in line and "sidecar started" not in line:
+                break
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # keep the pipe drained
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -213,7 +216,7 @@ def main() -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-workflow-"))
     work.mkdir(parents=True, exist_ok=True)
 
-    from budeval.sidecar.server import EmbeddedSidecar
+    from budeval.sidecar import EmbeddedSidecar
 
     state = work / "sidecar.db"
     sidecar: Any = SidecarProcess(state) if args.sidecar_process else EmbeddedSidecar(state)

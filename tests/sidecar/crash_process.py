@@ -15,7 +15,7 @@ from typing import Any
 
 import dapr.ext.workflow as wf
 
-from budeval.sidecar.server import EmbeddedSidecar
+from budeval.sidecar import EmbeddedSidecar
 
 MARKS = Path(sys.argv[4]) if len(sys.argv) > 4 else Path("marks")
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import dapr.ext.workflow as wf
 
-from budeval.sidecar.server import EmbeddedSidecar
+from budeval.sidecar import EmbeddedSidecar
 
 
 def free_port() -> int:

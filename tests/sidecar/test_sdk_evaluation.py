@@ -21,7 +21,7 @@ from budeval.config import Settings
 from budeval.engine.catalog import load_suites
 from budeval.engine.results import parse_run
 from budeval.events.publisher import DaprPublisher
-from budeval.sidecar.server import EmbeddedSidecar
+from budeval.sidecar import EmbeddedSidecar
 from budeval.storage.factory import open_archive, open_store
 from budeval.workflow import names
 from budeval.workflow.activities import Deps

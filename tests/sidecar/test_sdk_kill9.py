@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +37,12 @@ class Proc:
     def start(self) -> None:
         self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
-        assert self.proc.stdout.readline().strip() == "ready"
+        for line in self.proc.stdout:  # the sidecar may log to stdout first
+            if line.strip() == "ready":
+                # Keep draining, or a full pipe would block the process's logging.
+                threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+                return
+        raise AssertionError(f"the process exited before it was ready: {self.proc.wait()}")
 
     def kill9(self) -> None:
         assert self.proc is not None

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from dapr.clients import DaprClient
 
-from budeval.sidecar.server import EmbeddedSidecar
+from budeval.sidecar import EmbeddedSidecar
 from tests.sidecar.app_stub import SubscriberApp
 
 PS = "pubsub"

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import dapr.ext.workflow as wf
+from dapr.ext.workflow._durabletask.client import TaskHubGrpcClient
 import grpc
 import pytest
 
-from budeval.sidecar.protos import RUNNING
 from budeval.workflow.policies import BackoffPolicy
 from tests.sidecar.sdk_helpers import running
 
@@ -73,6 +73,7 @@ def failing_workflow(ctx: wf.DaprWorkflowContext, key: str) -> Any:
 
 def event_workflow(ctx: wf.DaprWorkflowContext, timeout_s: float) -> Any:
     yield ctx.call_activity(greet, input="before-wait")
+    ctx.set_custom_status("waiting")  # committed with the wait's actions: tests know the orchestrator is parked
     event = ctx.wait_for_external_event("approve")
     timer = ctx.create_timer(timedelta(seconds=timeout_s))
     winner = yield wf.when_any([event, timer])
@@ -182,9 +183,8 @@ def test_event_raised_after_the_wait(stack: Any) -> None:
     _, client = stack
     iid = client.schedule_new_workflow(event_workflow, input=30, instance_id="late-event")
     client.wait_for_workflow_start(iid, timeout_in_seconds=TIMEOUT)
-    # Wait until the orchestrator has actually parked on the event (its timer is in the history).
-    sidecar, _ = stack
-    _wait_for(lambda: any(e.HasField("timerCreated") for e in sidecar.engine.get(iid).history))
+    # Wait until the orchestrator has actually parked on the event.
+    _wait_for(lambda: client.get_workflow_state(iid).serialized_custom_status in ("waiting", '"waiting"'))
     client.raise_workflow_event(iid, "approve", data={"by": "late"})
     state = _done(client, iid)
     assert state.serialized_output == '{"approved": {"by": "late"}}'
@@ -207,11 +207,9 @@ def test_child_workflows(stack: Any) -> None:
 
 
 def test_terminate_is_recursive(stack: Any) -> None:
-    sidecar, client = stack
+    _, client = stack
     iid = client.schedule_new_workflow(waiting_parent, instance_id="term")
-    _wait_for(
-        lambda: sidecar.engine.get("term-child") is not None and sidecar.engine.get("term-child").status == RUNNING
-    )
+    _wait_for(lambda: client.get_workflow_state("term-child").runtime_status == wf.WorkflowStatus.RUNNING)
     client.terminate_workflow(iid, output="stop", recursive=True)
     state = _done(client, iid)
     assert state.runtime_status == wf.WorkflowStatus.TERMINATED
@@ -299,7 +297,7 @@ def test_state_survives_a_clean_restart(tmp_path: Path) -> None:
 
 def test_work_queued_before_a_restart_is_dispatched_after_it(tmp_path: Path) -> None:
     """Started while no worker was connected: the ExecutionStarted event waits in the inbox across the restart."""
-    from budeval.sidecar.server import EmbeddedSidecar
+    from budeval.sidecar import EmbeddedSidecar
 
     state = tmp_path / "state.db"
     sidecar = EmbeddedSidecar(state)
@@ -316,14 +314,13 @@ def test_work_queued_before_a_restart_is_dispatched_after_it(tmp_path: Path) -> 
 
 
 def test_history_of_a_finished_instance_is_read_back(stack: Any) -> None:
-    """Finished instances keep their history in SQLite only; GetInstanceHistory still returns all of it."""
+    """GetInstanceHistory of a finished instance returns all of it; a recursive purge removes the children."""
     sidecar, client = stack
     iid = client.schedule_new_workflow(parent_workflow, input=2, instance_id="hist")
     _done(client, iid)
-    events = sidecar.engine.history(iid)
+    events = TaskHubGrpcClient(host_address=f"127.0.0.1:{sidecar.grpc_port}").get_instance_history(iid)
     kinds = [e.WhichOneof("eventType") for e in events]
     assert kinds[:2] == ["workflowStarted", "executionStarted"] and kinds[-1] == "executionCompleted"
     assert kinds.count("childWorkflowInstanceCreated") == 2
-    assert sidecar.engine.get(iid).history == []  # not held in memory
     client.purge_workflow(iid, recursive=True)
     assert client.get_workflow_state("hist-c0") is None  # the recursive purge found the children in SQLite
