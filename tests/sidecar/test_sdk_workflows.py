@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import dapr.ext.workflow as wf
-from dapr.ext.workflow._durabletask.client import TaskHubGrpcClient
 import grpc
 import pytest
+from dapr.ext.workflow._durabletask.client import TaskHubGrpcClient
 
 from budeval.workflow.policies import BackoffPolicy
 from tests.sidecar.sdk_helpers import running
