@@ -318,14 +318,15 @@ def test_non_utf8_bytes_in_the_summary_are_replaced(tmp_path: Path) -> None:
     assert row.dataset == "tiny_\ufffdqa" and row.score == 0.0
 
 
-def _rows(work: Path, workers: int) -> list[tuple[object, ...]]:
+def _rows(work: Path, workers: int, units: int | None = None) -> list[tuple[object, ...]]:
     rows: list[tuple[object, ...]] = []
     run = parse_run(work, workers=workers)
     for batch in run.prediction_batches(batch_size=2):
         rows += zip(batch.model, batch.dataset, batch.example_index, batch.prompt, batch.prediction, batch.gold,
                     batch.correct, strict=True)
     files = len(list(ts_folder(work).glob("predictions/*/*.json")))
-    assert run.worker_files == (files if workers else 0)  # the worker did the reading (no silent fallback)
+    # the workers did the reading (no silent fallback): one unit per small file, or per range of a large one
+    assert run.worker_files == (0 if not workers else units if units is not None else files)
     return rows
 
 
@@ -405,3 +406,37 @@ def test_summarizer_divider_rows_are_not_datasets(tmp_path: Path) -> None:
     run = parse_run(work)
     assert run.facts.datasets == ["tiny_qa"] and {m.dataset for m in run.metrics} == {"tiny_qa"}
     assert len(run.statuses) == 2
+
+
+@pytest.mark.parametrize("damage", ["none", "bad-bytes", "truncated", "garbled"])
+def test_large_files_go_to_workers_in_member_ranges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    monkeypatch.setattr(run_module, "POOL_MIN_BYTES", 0)
+    monkeypatch.setattr(run_module, "WHOLE_FILE_LIMIT", 0)  # every file is "large"
+    monkeypatch.setattr(predictions_module, "INDENTED_CHUNK", 97)  # ranges of one or a few members
+    work = copy("mcq", tmp_path)
+    path = next((ts_folder(work) / "predictions" / MODEL).glob("*.json"))
+    raw = path.read_bytes()
+    if damage == "bad-bytes":
+        path.write_bytes(raw[:-60] + b"\xff" + raw[-60:])
+    elif damage == "truncated":
+        path.write_bytes(raw[: len(raw) * 3 // 4])
+    elif damage == "garbled":
+        path.write_bytes(raw.replace(b'"gold":', b'"gold" ::', 3))
+    here = parse_run(work, workers=0)
+    if damage in ("truncated", "garbled"):
+        with pytest.raises(ResultParseError) as expected:
+            list(here.prediction_batches())
+        with pytest.raises(ResultParseError) as got:
+            list(parse_run(work, workers=1).prediction_batches())
+        assert (got.value.path, got.value.line) == (expected.value.path, expected.value.line)
+        assert got.value.line is not None and got.value.line > 1
+        return
+    rows = _rows(work, workers=1, units=4)
+    assert rows == _rows(work, workers=0)
+    pristine = _rows(FIXTURES / "mcq", workers=0)
+    if damage == "none":
+        assert rows == pristine
+    else:  # the bad byte became U+FFFD in one prediction; nothing else changed
+        assert [r for r in rows if "\ufffd" not in str(r[4])] == [p for p in pristine if p[2] != 3]

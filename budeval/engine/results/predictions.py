@@ -281,3 +281,69 @@ def _concat(a: PredictionBatch, b: PredictionBatch) -> PredictionBatch:
     for name in ("model", "dataset", "example_index", "prompt", "prediction", "gold", "correct"):
         getattr(a, name).extend(getattr(b, name))
     return a
+
+
+# -- large files in parse workers: byte ranges between member cuts ----------------------------------------------------
+RangeTask = tuple[str, str, str, str, str, str, int, int, bool, int]  # ..., start, end, last, line at start
+
+
+def member_ranges(path: Path, display: str) -> Iterator[tuple[int, int, bool, int]]:
+    """``(start, end, last, line)`` byte ranges of about INDENTED_CHUNK, each holding whole top-level members of an
+    ``indent=4`` predictions file (see ``_indented_parts``); nothing if the file is laid out otherwise. Only reads
+    and searches bytes: the decoding happens in a worker (``worker_parse_range``)."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        if f.read(7) != b'{\n    "':
+            return
+        f.seek(0)
+        buf, base, pos, line = b"", 0, 1, 1  # buf holds the file from offset base; pos: start of the next range
+        while True:
+            more = f.read(INDENTED_CHUNK)
+            if not more:
+                yield pos, size, True, line
+                return
+            buf += more
+            cut = buf.rfind(_MEMBER_CUT, pos - base)
+            if cut < 0:
+                if len(buf) - (pos - base) > MAX_PENDING:
+                    raise ResultParseError("a member larger than 64 MiB", path=display, line=line)
+                continue
+            yield pos, base + cut, False, line
+            line += buf.count(b"\n", pos - base, cut + 1)
+            pos = base + cut + 1
+            buf, base = buf[cut + 1 :], pos
+
+
+_VERDICTS: dict[str, bytearray] = {}  # the worker's verdicts of the dataset it is reading ranges of
+
+
+def worker_parse_range(task: RangeTask) -> WorkerResult:
+    """Run in a parse worker: one byte range of a large predictions file as one batch (see ``worker_parse``)."""
+    model, dataset, path, display, results, results_display, start, end, last, line = task
+    notes: list[tuple[str, int]] = []
+    try:
+        if results not in _VERDICTS:
+            _VERDICTS.clear()
+            _VERDICTS[results] = read_verdicts(Path(results), results_display)
+        with open(path, "rb") as f:
+            f.seek(start)
+            raw = b"{" + f.read(end - start) + (b"" if last else b"}")
+        with no_cyclic_gc():
+            try:
+                data = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                text = raw.decode("utf-8", errors="replace")
+                try:
+                    data = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    cut_off = last and exc.pos >= len(text.rstrip())
+                    what = "truncated (unexpected end of file)" if cut_off else exc.msg
+                    raise ResultParseError(what, path=display, line=line + exc.lineno - 1) from None
+                if replaced := text.count("\ufffd") - raw.count("\ufffd".encode()):
+                    notes.append((display, replaced))
+            del raw
+            if not isinstance(data, dict):
+                raise ResultParseError("expected a JSON object of examples", path=display, line=line)
+            return build(model, dataset, list(data), list(data.values()), _VERDICTS[results], 0, display), notes, None
+    except ResultParseError as exc:
+        return None, notes, exc

@@ -8,17 +8,27 @@ Decisions (see docs/parser.md): the newest timestamp folder that holds a summary
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from budeval.engine.results.loading import WHOLE_FILE_LIMIT, warn_replaced
-from budeval.engine.results.predictions import WorkerResult, WorkerTask, _concat, file_batches, worker_parse
+from budeval.engine.results.predictions import (
+    WorkerResult,
+    _concat,
+    file_batches,
+    member_ranges,
+    worker_parse,
+    worker_parse_range,
+)
 from budeval.engine.results.summary import Summary, read_summary
 from budeval.engine.results.verdicts import read_verdicts
 from budeval.errors import NoSummaryError
@@ -62,7 +72,7 @@ class OpenCompassRun:
     def __init__(self, work_dir: Path, folder: Path, summary_file: Path, workers: int | None = None) -> None:
         self.work_dir = work_dir
         self.workers = workers
-        #: Files the last ``prediction_batches`` pass had decoded by worker processes (0: all read here).
+        #: Units (small files, ranges of large ones) the last ``prediction_batches`` pass had decoded by workers.
         self.worker_files = 0
         self.folder = folder
         self._summary_file = summary_file
@@ -185,24 +195,31 @@ class OpenCompassRun:
             for dataset in self.summary.datasets
             if (files := self.prediction_files(model, dataset))
         ]
-        pooled = [len(files) == 1 and files[0].stat().st_size <= WHOLE_FILE_LIMIT for _, _, files in tasks]
-        pooled_bytes = sum(files[0].stat().st_size for (_, _, files), p in zip(tasks, pooled, strict=True) if p)
         workers = self.workers if self.workers is not None else default_workers()
-        if workers < 1 or pooled_bytes < POOL_MIN_BYTES:
-            pooled = [False] * len(tasks)
+        # Unsharded files can go to workers: small ones whole, large ones as byte ranges between members.
+        poolable = sum(files[0].stat().st_size for _, _, files in tasks if len(files) == 1)
+        if workers < 1 or poolable < POOL_MIN_BYTES:
+            workers = 0
         batch = PredictionBatch()
         self.worker_files = 0
-        with _Pool(workers if any(pooled) else 0) as pool:
-            ahead = 0  # tasks [0, ahead) have been handed to the pool (if pooled) or are about to run here
-            for i, (model, dataset, files) in enumerate(tasks):
-                while ahead < len(tasks) and pool.in_flight < 2 * workers:
-                    if pooled[ahead]:
-                        pool.submit(ahead, self._worker_task(*tasks[ahead]))
-                    ahead += 1
-                ahead = max(ahead, i + 1)
-                done = pool.result(i) if pooled[i] else None
-                parts = done if done is not None else self._read_here(model, dataset, files)
-                self.worker_files += done is not None
+        pending: deque[tuple[Future[WorkerResult] | None, Any]] = deque()
+        with _Pool(workers) as pool:
+            units = self._units(tasks, pooled=workers > 0)
+            while True:
+                while pool.in_flight < 2 * workers and (unit := next(units, None)) is not None:
+                    pending.append((pool.submit(unit[1], unit[2]), unit) if unit[0] else (None, unit))
+                if not pending:
+                    unit = next(units, None)
+                    if unit is None:
+                        break
+                    pending.append((None, unit))
+                future, unit = pending.popleft()
+                parts: Iterable[PredictionBatch]
+                if unit[0]:
+                    parts, by_worker = pool.result(future, unit[1], unit[2])
+                    self.worker_files += by_worker
+                else:
+                    parts = self._read_here(*unit[2])
                 for part in parts:
                     batch = part if not len(batch) else _concat(batch, part)
                     if len(batch) >= batch_size:
@@ -211,9 +228,23 @@ class OpenCompassRun:
         if len(batch):
             yield batch
 
-    def _worker_task(self, model: str, dataset: str, files: list[Path]) -> WorkerTask:
-        results = self.folder / "results" / model / f"{dataset}.json"
-        return (model, dataset, str(files[0]), self._rel(files[0]), str(results), self._rel(results))
+    def _units(self, tasks: list[tuple[str, str, list[Path]]], pooled: bool) -> Iterator[tuple[bool, Any, Any]]:
+        """(to a worker?, worker function or None, its task or the arguments of ``_read_here``), in row order."""
+        for model, dataset, files in tasks:
+            if pooled and len(files) == 1:
+                file = files[0]
+                results = self.folder / "results" / model / f"{dataset}.json"
+                names = (model, dataset, str(file), self._rel(file), str(results), self._rel(results))
+                if file.stat().st_size <= WHOLE_FILE_LIMIT:
+                    yield True, worker_parse, names
+                    continue
+                ranges = member_ranges(file, self._rel(file))
+                first = next(ranges, None)
+                if first is not None:
+                    for start, end, last, line in itertools.chain([first], ranges):
+                        yield True, worker_parse_range, (*names, start, end, last, line)
+                    continue
+            yield False, None, (model, dataset, files)
 
     def _read_here(self, model: str, dataset: str, files: list[Path]) -> Iterator[PredictionBatch]:
         results = self.folder / "results" / model / f"{dataset}.json"
@@ -237,19 +268,20 @@ def default_workers() -> int:
 
 
 class _Pool:
-    """Small predictions files decoded in spawned worker processes while this one inserts: decoding holds the GIL,
-    so in-process threads cannot overlap it with the store's Python-side serialisation. At most ``2 * workers``
-    results are in flight, each one file of at most WHOLE_FILE_LIMIT, so memory stays bounded."""
+    """Predictions decoded in spawned worker processes while this one inserts: decoding holds the GIL, so threads
+    in this process cannot overlap it with the store's Python-side serialisation. At most ``2 * workers`` results are
+    in flight, each one small file or one ~1 MiB range of a large one, so memory stays bounded. If a worker dies (OOM
+    kill), the rest is decoded in this process by the same functions."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self._executor: ProcessPoolExecutor | None = None
-        self._futures: dict[int, Future[WorkerResult]] = {}
+        self._in_flight = 0
         self._log = get_logger(component="parser")
 
     @property
     def in_flight(self) -> int:
-        return len(self._futures)
+        return self._in_flight
 
     def __enter__(self) -> _Pool:
         if self.workers:
@@ -260,32 +292,35 @@ class _Pool:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
 
-    def submit(self, key: int, task: WorkerTask) -> None:
-        if self._executor is not None:
-            self._futures[key] = self._executor.submit(worker_parse, task)
+    def submit(self, function: Callable[[Any], WorkerResult], task: Any) -> Future[WorkerResult] | None:
+        if self._executor is None:
+            return None
+        self._in_flight += 1
+        return self._executor.submit(function, task)
 
-    def result(self, key: int) -> Iterable[PredictionBatch] | None:
-        """The worker's batch; None (read it here instead) when no worker took it or the pool broke."""
-        future = self._futures.pop(key, None)
-        if future is None:
-            return None
+    def result(
+        self, future: Future[WorkerResult] | None, function: Callable[[Any], WorkerResult], task: Any
+    ) -> tuple[list[PredictionBatch], bool]:
+        """The unit's batch and whether a worker made it (else it was decoded here: no pool, or the pool broke)."""
+        by_worker = future is not None
         try:
-            batch, notes, error = future.result()
-        except BrokenProcessPool as exc:  # a worker died (OOM kill): finish in this process
-            self._log.warning("parse worker died; reading here", error=str(exc)[:200])
-            self._abandon()
-            return None
+            if future is None:
+                batch, notes, error = function(task)
+            else:
+                self._in_flight -= 1
+                batch, notes, error = future.result()
+        except BrokenProcessPool as exc:
+            if self._executor is not None:
+                self._log.warning("parse worker died; decoding here", error=str(exc)[:200])
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = None
+            batch, notes, error = function(task)
+            by_worker = False
         for display, count in notes:
             warn_replaced(display, count)
         if error is not None:
             raise error
-        return [batch] if batch is not None else []
-
-    def _abandon(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-        self._executor = None
-        self._futures.clear()
+        return ([batch] if batch is not None else []), by_worker
 
 
 def _tail(path: Path, size: int) -> str:
