@@ -94,6 +94,7 @@ class Instance:
     delivered: int = 0
     started_event: Any = None
     queued: bool = False
+    offloaded: bool = False  # an ended instance's history lives only in SQLite (read on demand)
 
     @property
     def terminal(self) -> bool:
@@ -157,9 +158,12 @@ class Engine:
                 self.instances[inst.id] = inst
                 if inst.parent_id:
                     self.children.setdefault(inst.parent_id, set()).add(inst.id)
+            for inst in self.instances.values():
+                inst.offloaded = inst.terminal
             for iid, blob in db.execute("SELECT instance_id, event FROM history ORDER BY instance_id, idx"):
-                if iid in self.instances:
-                    self.instances[iid].history.append(pb.HistoryEvent.FromString(blob))
+                owner = self.instances.get(iid)
+                if owner is not None and not owner.offloaded:
+                    owner.history.append(pb.HistoryEvent.FromString(blob))
             for seq, iid, blob in db.execute("SELECT seq, instance_id, event FROM inbox ORDER BY seq"):
                 if iid in self.instances:
                     self.instances[iid].inbox.append((seq, pb.HistoryEvent.FromString(blob)))
@@ -447,6 +451,8 @@ class Engine:
         self._drop_tasks(inst)
         self._clear_inbox(inst)
         self._save(inst)
+        # a long-running service would otherwise keep every finished history in memory
+        inst.history, inst.offloaded = [], True
         parent = self.instances.get(inst.parent_id or "")
         if parent is None or parent.terminal or parent.execution_id != inst.parent_execution_id:
             return
@@ -676,6 +682,10 @@ class Engine:
             inst = self.instances.get(instance_id)
             if inst is None:
                 raise EngineError("NOT_FOUND", f"no such instance exists: '{instance_id}'")
+            if inst.offloaded:
+                rows = self.store.db.execute(
+                    "SELECT event FROM history WHERE instance_id=? ORDER BY idx", (instance_id,)).fetchall()
+                return [pb.HistoryEvent.FromString(blob) for (blob,) in rows]
             return list(inst.history)
 
     def list_ids(self, after: str | None, size: int) -> tuple[list[str], str | None]:

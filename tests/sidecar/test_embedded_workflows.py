@@ -293,3 +293,8 @@ def test_state_survives_a_clean_restart(tmp_path: Path) -> None:
         second.client.raise_workflow_event("restart-1", "approve", data="later")
         state = second.client.wait_for_workflow_completion("restart-1", timeout_in_seconds=30)
         assert state is not None and json.loads(state.serialized_output) == {"approved": "later"}
+        finished = [e.event_type.name for e in second.client.get_workflow_history("restart-1")]
+    assert finished[0] == "WORKFLOW_STARTED" and finished[-1] == "EXECUTION_COMPLETED" and "EVENT_RAISED" in finished
+    with running_stack(state_file, _register) as third:  # an ended instance's history is read back from SQLite
+        assert [e.event_type.name for e in third.client.get_workflow_history("restart-1")] == finished
+        assert third.client.get_workflow_state("restart-1").runtime_status == wf.WorkflowStatus.COMPLETED
