@@ -19,7 +19,7 @@ log="$BUDEVAL_DATA_DIR/serve.log"
 
 .venv/bin/budeval serve >"$log" 2>&1 &
 serve_pid=$!
-trap 'kill "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null || true' EXIT
+trap 'kill "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true' EXIT
 
 eval_id="smollm2-light-$(date -u +%Y%m%d%H%M%S)"
 request="$BUDEVAL_DATA_DIR/$eval_id.json"
@@ -39,7 +39,7 @@ JSON
 # submit waits for the service's readiness, publishes on the request topic and follows the events topic.
 .venv/bin/budeval submit "$request" --wait --timeout 1800
 # chDB is one process per data directory: stop the service before this process opens the store itself.
-kill "$serve_pid"; wait "$serve_pid" 2>/dev/null || true
+kill "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true
 echo
 echo "Scores read back from ClickHouse:"
 .venv/bin/budeval results "$eval_id"
