@@ -48,7 +48,8 @@ class EmbeddedSidecar:
         self.broker = Broker(self._store, self.app_url, os.environ.get("APP_API_TOKEN") or None)
         pool = futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="sidecar-grpc")
         server = grpc.server(pool,
-                             options=[("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                             options=[("grpc.so_reuseport", 0),  # a busy port must fail, not be shared
+                                      ("grpc.max_receive_message_length", 64 * 1024 * 1024),
                                       ("grpc.max_send_message_length", 64 * 1024 * 1024)])
         stubs.add_TaskHubSidecarServiceServicer_to_server(TaskHub(self.engine), server)
         server.add_generic_rpc_handlers((dapr_handler(self.broker),))

@@ -87,6 +87,31 @@ def test_kill9_during_timer_and_during_activity_completes_once(proc: Proc) -> No
     client.close()
 
 
+def test_kill9_of_the_worker_alone_redelivers_its_work_items(tmp_path: Path) -> None:
+    """The sidecar stays up; the worker process dies mid-activity; its dropped stream's items go to the next one."""
+    from budeval.sidecar.embedded import EmbeddedSidecar
+
+    with EmbeddedSidecar(tmp_path / "state.db") as sidecar:
+        worker = Proc(Path("-"), tmp_path)
+        worker.grpc_port, worker.http_port = sidecar.grpc_port, sidecar.http_port
+        worker.start()
+        client = wf.DaprWorkflowClient(host="127.0.0.1", port=str(sidecar.grpc_port))
+        try:
+            client.schedule_new_workflow("durable", instance_id="w9")
+            wait_until(lambda: "slow-start" in worker.marks_list(), timeout=60, what="the slow activity")
+            worker.kill9()
+            worker.start()
+            state = client.wait_for_workflow_completion("w9", timeout_in_seconds=60)
+            assert state is not None and state.runtime_status == wf.WorkflowStatus.COMPLETED
+            marks = worker.marks_list()
+            assert marks.count("first") == 1 and marks.count("last") == 1
+            assert marks.count("slow-start") == 2 and marks.count("slow-end") == 1
+        finally:
+            client.close()
+            if worker.proc is not None and worker.proc.poll() is None:
+                worker.kill9()
+
+
 def test_published_message_survives_kill9(proc: Proc) -> None:
     app = App([{"pubsubname": "ps", "topic": "t", "route": "/t"}], {"/t": [(200, {"status": "SUCCESS"})]})
     app.port = free_port()
