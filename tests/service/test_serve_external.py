@@ -47,7 +47,7 @@ def sidecar(tmp_path: Path) -> Iterator[tuple[dict[str, str], int]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAPR_", "BUDEVAL_"))}
     proc = subprocess.Popen(
         [sys.executable, "-m", "budeval.sidecar", "--state", str(tmp_path / "daprd.db"), "--grpc-port",
-         str(grpc_port), "--http-port", str(http_port), "--app-url", f"http://127.0.0.1:{app_port}"],
+         str(grpc_port), "--http-port", str(http_port), "--app-port", str(app_port)],
         env=env, stdout=(tmp_path / "sidecar.log").open("wb"), stderr=subprocess.STDOUT, cwd=ROOT,
     )
 
