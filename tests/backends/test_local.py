@@ -13,6 +13,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from budeval.backends.local import LocalBackend, secret_env_name
 from budeval.config import Settings
 from budeval.errors import BackendUnavailableError, UnsafeIdError, ValidationError
 from budeval.schemas.request import ModelSpec
+from tests.support import wait_until
 
 FAKE = Path(__file__).with_name("fake_opencompass.py")
 HF_MODEL: dict[str, object] = {"name": "m", "source": {"type": "huggingface", "path": "/models/m"}}
@@ -83,13 +85,7 @@ def spec(
     )
 
 
-def wait_for(check: Callable[[], bool], what: str, limit_s: float = 60.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_for = partial(wait_until, timeout=60.0)
 
 
 def wait_finished(backend: LocalBackend, eval_id: str = "e1", run_id: str = "r0") -> RunState:
@@ -250,7 +246,7 @@ def test_cancel_kills_the_process_group(make_backend: Callable[..., LocalBackend
     backend.cancel("e1")
     state = wait_finished(backend)
     assert (state.phase, state.reason_class) == ("cancelled", "cancelled")
-    wait_for(lambda: not alive(child), "the grandchild to die with its group", limit_s=10)
+    wait_for(lambda: not alive(child), "the grandchild to die with its group", timeout=10)
     backend.cancel("e1")  # idempotent
     assert backend.get("e1", "r0").phase == "cancelled"
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from budeval.backends.kubernetes.api import AlreadyExists, JsonApi
 from budeval.errors import BudevalError, NotFoundError
 from tests.deploy.helm import CHART, helm
 from tests.k8s.kubelet import Behaviour, FakeKubelet
+from tests.support import wait_until
 
 pytestmark = pytest.mark.k8s
 
@@ -60,15 +61,7 @@ class Cluster:
         return f"{path}/{name}" if name else path
 
 
-def wait_for(check: Any, what: str, timeout: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+wait_for = partial(wait_until, timeout=WAIT_S, interval=0.2)
 
 
 def install_crd(admin: JsonApi) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import queue
 import time
-from collections.abc import Callable
-from typing import Any
+from functools import partial
 
 from budeval.backends.base import RunState
+from tests.support import wait_until
 
 WAIT_S = 120.0
 
@@ -36,12 +36,5 @@ class Reports:
         return self.seen[run_id]
 
 
-def wait_until(check: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+#: Polls the apiserver every 0.2 s, up to WAIT_S.
+wait_until = partial(wait_until, timeout=WAIT_S, interval=0.2)

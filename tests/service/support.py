@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import uvicorn
 
 from budeval.backends.base import RunFinishedCallback, RunSpec, RunState
 from budeval.storage.base import EvaluationRecord, ScoreRow
+from tests.support import wait_until
 
 
 @contextmanager
@@ -171,12 +173,8 @@ class StandInBackend:
         return _W()
 
 
-def wait_until(predicate: Any, timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+#: The service tests wait up to a minute by default.
+wait_until = partial(wait_until, timeout=60.0)
 
 
 def get(url: str, token: str | None = None, **kw: Any) -> httpx.Response:

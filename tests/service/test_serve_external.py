@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,14 +20,12 @@ import pytest
 
 from tests.service.support import wait_until
 from tests.service.test_serve_embedded import FAKE_PYTHON, FIXTURE, ROOT, pytestmark, request
+from tests.support import free_port
 
 __all__ = ["pytestmark"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+
 
 
 def stop(proc: subprocess.Popen[bytes]) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,12 +10,6 @@ from typing import Any
 import dapr.ext.workflow as wf
 
 from budeval.sidecar import EmbeddedSidecar
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _fresh(fn: Callable[..., Any]) -> Callable[..., Any]:

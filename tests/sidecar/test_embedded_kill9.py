@@ -15,7 +15,8 @@ import dapr.ext.workflow as wf
 import httpx
 import pytest
 
-from tests.sidecar.embedded_support import App, free_port, wait_until
+from tests.sidecar.embedded_support import App
+from tests.support import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from budeval.sidecar.embedded import EmbeddedSidecar
-from tests.sidecar.embedded_support import App, wait_until
+from tests.sidecar.embedded_support import App
+from tests.support import wait_until
 
 SUBSCRIPTIONS: list[dict[str, Any]] = [
     {"pubsubname": "ps", "topic": "ok", "route": "/ok"},

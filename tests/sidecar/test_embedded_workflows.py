@@ -14,7 +14,8 @@ import dapr.ext.workflow as wf
 import grpc
 import pytest
 
-from tests.sidecar.embedded_support import Stack, running_stack, wait_until
+from tests.sidecar.embedded_support import Stack, running_stack
+from tests.support import wait_until
 
 CALLS: Counter[str] = Counter()
 _LOCK = threading.Lock()

@@ -15,7 +15,7 @@ import dapr.ext.workflow as wf
 import httpx
 
 from tests.sidecar.app_stub import SubscriberApp
-from tests.sidecar.sdk_helpers import free_port
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from dapr.clients import DaprClient
 
 from budeval.sidecar import EmbeddedSidecar
 from tests.sidecar.app_stub import SubscriberApp
+from tests.support import wait_until
 
 PS = "pubsub"
 
@@ -27,13 +29,7 @@ def _subs(*pairs: tuple[str, str]) -> list[dict[str, Any]]:
     return out
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if check():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached")
+wait_for = partial(wait_until, what="condition", interval=0.02)
 
 
 @pytest.fixture()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -11,16 +10,11 @@ from budeval.errors import StoreUnavailableError, ValidationError
 from budeval.storage.archive_folder import FolderArchive
 from budeval.storage.archive_s3 import S3Archive
 from budeval.storage.factory import open_archive, open_store, redact_dsn
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support import free_port
 
 
 def test_an_unreachable_server_is_store_unavailable_and_the_password_stays_hidden() -> None:
-    dsn = f"http://analyst:s3cr3t-pw@127.0.0.1:{_free_port()}/budeval"
+    dsn = f"http://analyst:s3cr3t-pw@127.0.0.1:{free_port()}/budeval"
     with pytest.raises(StoreUnavailableError) as caught:
         open_store(dsn)
     assert "s3cr3t-pw" not in str(caught.value)
