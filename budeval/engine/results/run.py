@@ -156,14 +156,7 @@ class OpenCompassRun:
 
     def _task_logs(self, stage: str, model: str, dataset: str) -> list[Path]:
         """``{dataset}.out``, or one log per shard (``{dataset}_0.out``, ...) when the dataset was split."""
-        base = self.folder / "logs" / stage / model
-        whole = base / f"{dataset}.out"
-        if whole.is_file():
-            return [whole]
-        shards: list[Path] = []
-        while (shard := base / f"{dataset}_{len(shards)}.out").is_file():
-            shards.append(shard)
-        return shards
+        return _whole_or_shards(self.folder / "logs" / stage / model, dataset, ".out")
 
     def _task_error(self, model: str, dataset: str) -> str | None:
         """The last error line of the (model, dataset) task logs; infer first (an infer failure causes the eval one)."""
@@ -179,14 +172,7 @@ class OpenCompassRun:
     def prediction_files(self, model: str, dataset: str) -> list[Path]:
         """``{dataset}.json`` or, for a dataset split into shards, ``{dataset}_0.json``, ``{dataset}_1.json``, ...
         (read up to the first gap, as OpenCompass's own evaluator does)."""
-        base = self.folder / "predictions" / model
-        whole = base / f"{dataset}.json"
-        if whole.is_file():
-            return [whole]
-        shards: list[Path] = []
-        while (shard := base / f"{dataset}_{len(shards)}.json").is_file():
-            shards.append(shard)
-        return shards
+        return _whole_or_shards(self.folder / "predictions" / model, dataset, ".json")
 
     def prediction_batches(self, batch_size: int = 50_000) -> Iterator[PredictionBatch]:
         tasks = [
@@ -321,6 +307,17 @@ class _Pool:
         if error is not None:
             raise error
         return ([batch] if batch is not None else []), by_worker
+
+
+def _whole_or_shards(folder: Path, dataset: str, suffix: str) -> list[Path]:
+    """``{dataset}{suffix}``, else the shards ``{dataset}_0{suffix}``, ``_1`` ... up to the first gap."""
+    whole = folder / f"{dataset}{suffix}"
+    if whole.is_file():
+        return [whole]
+    shards: list[Path] = []
+    while (shard := folder / f"{dataset}_{len(shards)}{suffix}").is_file():
+        shards.append(shard)
+    return shards
 
 
 def _tail(path: Path, size: int) -> str:
