@@ -8,6 +8,7 @@ policy never retries; anything else is retried with backoff.
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import threading
 from collections.abc import Callable
@@ -59,7 +60,9 @@ class Deps:
     calls: dict[str, int] = field(default_factory=dict)
 
 
+@functools.cache
 def _git_commit() -> str:
+    """budeval's commit for provenance; asked once, on first use (not at import: the service starts faster)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -72,9 +75,6 @@ def _git_commit() -> str:
         return out.stdout.strip() if out.returncode == 0 else ""
     except OSError:
         return ""
-
-
-_COMMIT = _git_commit()
 
 
 def with_cluster_defaults(resources: Resources, settings: Settings) -> Resources:
@@ -320,7 +320,7 @@ class EvalActivities:
         settings = self.deps.settings
         base: dict[str, Any] = {
             "budeval_version": __version__,
-            "budeval_commit": _COMMIT,
+            "budeval_commit": _git_commit(),
             "engine": "opencompass",
             "engine_version": settings.engine_version,
             "backend": settings.backend,
