@@ -20,7 +20,7 @@ from typing import Any
 from budeval import __version__
 from budeval.backends.base import JobBackend, RunSpec, RunState
 from budeval.config import Settings
-from budeval.errors import ValidationError
+from budeval.errors import TerminalError, ValidationError
 from budeval.events.cloudevents import make_event
 from budeval.events.publisher import EventPublisher
 from budeval.logs import get_logger
@@ -33,12 +33,16 @@ from budeval.workflow.models import (
     Archived,
     ArchiveInput,
     CleanupInput,
+    Collected,
+    CollectInput,
     EventInput,
-    Extracted,
     ExtractInput,
+    FinalizeInput,
     FinishInput,
+    Prepared,
     RenderedRuns,
     Reusable,
+    RunOutcome,
     RunPlan,
     Stored,
     ValidatedRequest,
@@ -102,7 +106,15 @@ def plan_runs(request: EvalRequest, datasets: list[str]) -> list[RunPlan]:
 
 
 class EvalActivities:
-    """Bound to one :class:`Deps`; ``registry()`` gives the name -> function map the worker registers."""
+    """Bound to one :class:`Deps`; ``registry()`` gives the name -> function map the worker registers.
+
+    The activities are coarse on purpose: every activity costs the sidecar a work item, a completion and a replay of
+    the workflow's history, which dominated the time of a small evaluation (measured: 13 activities and ~29 work items
+    per evaluation bounded the embedded stack at ~6 evaluations/s). So each activity runs several *steps* in order
+    -- the methods named after the steps below -- and every step is idempotent, which makes re-running the whole
+    activity after a crash or a transient failure safe. Steps keep their own names for logs, ``Deps.calls`` and the
+    crash points of ``faults.py``.
+    """
 
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
@@ -117,22 +129,106 @@ class EvalActivities:
 
     def registry(self) -> dict[str, Callable[..., Any]]:
         return {
-            names.VALIDATE: self.validate_request,
-            names.DEDUPE: self.find_reusable,
-            names.BEGIN: self.begin_evaluation,
-            names.RENDER: self.render_runs,
+            names.PREPARE: self.prepare_evaluation,
             names.SUBMIT: self.submit_run,
             names.CHECK: self.check_run,
-            names.EXTRACT: self.extract_run,
-            names.STORE: self.store_run,
-            names.ARCHIVE: self.archive_evaluation,
-            names.FINISH: self.finish_evaluation,
+            names.COLLECT: self.collect_run,
+            names.FINALIZE: self.finalize_evaluation,
             names.PUBLISH: self.publish_event,
-            names.CLEANUP: self.cleanup_runs,
         }
 
     # -- activities ------------------------------------------------------------------------------------------------
-    def validate_request(self, ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    def prepare_evaluation(self, ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+        """validate -> dedupe (unless ``force``) -> render -> begin (row ``running``) -> ``started`` event."""
+        try:
+            validated = self.validate_request(payload)
+        except TerminalError as exc:
+            return Prepared(rejected=str(exc)).model_dump(mode="json")
+        if not validated.request.force:
+            reusable = self.find_reusable(validated)
+            if reusable.found:
+                return Prepared(validated=validated, reusable=reusable).model_dump(mode="json")
+        render_error: str | None = None
+        try:
+            rendered = self.render_runs(validated)
+        except Exception as exc:  # rendering is pure: retrying cannot help, so any failure is the evaluation's
+            rendered, render_error = RenderedRuns(specs=[], config_hashes={}), f"render failed: {exc}"
+        self.begin_evaluation(validated)
+        eval_id = validated.request.eval_id
+        started = {"status": "running", "runs": [r.model_dump(mode="json") for r in validated.runs]}
+        self._publish(EventInput(eval_id=eval_id, kind="started", event_id=f"{eval_id}.started", data=started))
+        return Prepared(validated=validated, rendered=rendered, render_error=render_error).model_dump(mode="json")
+
+    def submit_run(self, ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+        self._count(names.SUBMIT)
+        spec = RunSpec.model_validate(payload)
+        state = self.deps.backend.submit(spec)
+        get_logger(eval_id=spec.eval_id, run_id=spec.run_id).info("run submitted", phase=state.phase)
+        maybe_crash(names.SUBMIT, "after")
+        return state.model_dump(mode="json")
+
+    def check_run(self, ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+        self._count(names.CHECK)
+        spec = RunSpec.model_validate(payload)
+        state: RunState = self.deps.backend.get(spec.eval_id, spec.run_id)
+        if state.phase == "unknown":
+            # The backend lost the run (e.g. deleted by hand): re-submitting is safe, submit never runs it twice.
+            state = self.deps.backend.submit(spec)
+        return state.model_dump(mode="json")
+
+    def collect_run(self, ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+        """extract -> store -> ``progress``: the run's files parsed once, its rows stored (a previous copy
+        replaced), its end announced."""
+        where = CollectInput.model_validate(payload)
+        self._count(names.EXTRACT)
+        parsed = self.deps.parse(self.deps.backend.work_dir(where.eval_id, where.run_id))
+        # The summary is read here, before any row is written: a broken run fails the step without touching the store.
+        metrics, statuses = list(parsed.metrics), list(parsed.statuses)
+        stored = self.store_run(where, parsed)
+        outcome = RunOutcome(
+            run_id=where.run_id,
+            datasets=where.datasets,
+            state=where.state,
+            metrics=metrics,
+            statuses=statuses,
+            predictions=stored.predictions,
+        )
+        progress_id = f"{where.eval_id}.progress.{where.run_id}"
+        self._publish(EventInput(eval_id=where.eval_id, kind="progress", event_id=progress_id, data=outcome.progress()))
+        return Collected(
+            metrics=metrics,
+            statuses=statuses,
+            timestamp=parsed.facts.timestamp,
+            opencompass_version=parsed.facts.opencompass_version,
+            predictions=stored.predictions,
+        ).model_dump(mode="json")
+
+    def finalize_evaluation(self, ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+        """archive -> finish (the row's final status and provenance) -> the final event -> clean up the runs.
+
+        Returns the evaluation's result with the archive's location (and the archive's failure in ``reason``: the
+        rows are stored and the raw files stay on the results volume, so a failed archive does not fail the scores).
+        """
+        inp = FinalizeInput.model_validate(payload)
+        result = inp.result.model_copy()
+        provenance = {"config_hashes": inp.config_hashes, "params_hash": inp.validated.params_hash}
+        if inp.archive:
+            archived = self.archive_evaluation(ArchiveInput(eval_id=result.eval_id, provenance=provenance))
+            result.archive_url = archived.url
+            if archived.error:
+                result.reason = f"{result.reason + '; ' if result.reason else ''}archive failed: {archived.error}"
+        self.finish_evaluation(inp.model_copy(update={"archive_url": result.archive_url, "reason": result.reason}))
+        kind = "failed" if result.outcome == "failed" else "completed"
+        event = result.model_dump(mode="json") | {"status": result.outcome, "provenance": provenance}
+        self._publish(EventInput(eval_id=result.eval_id, kind=kind, event_id=f"{result.eval_id}.{kind}", data=event))
+        self.cleanup_runs(CleanupInput(eval_id=result.eval_id, run_ids=[o.run_id for o in inp.runs]))
+        return result.model_dump(mode="json")
+
+    def publish_event(self, ctx: Any, payload: dict[str, Any]) -> None:
+        self._publish(EventInput.model_validate(payload))
+
+    # -- steps -----------------------------------------------------------------------------------------------------
+    def validate_request(self, payload: dict[str, Any]) -> ValidatedRequest:
         self._count(names.VALIDATE)
         from budeval.engine.catalog import resolve_datasets
 
@@ -147,36 +243,21 @@ class EvalActivities:
             params_hash=request.params_hash(engine),
             engine_version=engine,
             runs=plan_runs(request, datasets),
-        ).model_dump(mode="json")
+        )
 
-    def find_reusable(self, ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    def find_reusable(self, validated: ValidatedRequest) -> Reusable:
         self._count(names.DEDUPE)
-        validated = ValidatedRequest.model_validate(payload)
         with self._store_lock:
             found = self.deps.store.find_reusable(validated.params_hash)
             if found is None or found.eval_id == validated.request.eval_id:
-                return Reusable(found=False).model_dump(mode="json")
+                return Reusable(found=False)
             scores = [s.model_dump(mode="json") for s in self.deps.store.results(found.eval_id)]
-        return Reusable(
-            found=True, reused_from=found.eval_id, archive_url=found.archive_url, scores=scores
-        ).model_dump(mode="json")
+        return Reusable(found=True, reused_from=found.eval_id, archive_url=found.archive_url, scores=scores)
 
-    def begin_evaluation(self, ctx: Any, payload: dict[str, Any]) -> None:
-        self._count(names.BEGIN)
-        validated = ValidatedRequest.model_validate(payload)
-        record = self._record(validated, "running")
-        record.created_at = datetime.now(UTC)
-        with self._store_lock:
-            existing = self.deps.store.get_evaluation(record.eval_id)
-            if existing is not None and existing.created_at is not None:
-                record.created_at = existing.created_at  # a re-run activity keeps the first start time
-            self.deps.store.record_evaluation(record)
-
-    def render_runs(self, ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    def render_runs(self, validated: ValidatedRequest) -> RenderedRuns:
         self._count(names.RENDER)
         from budeval.engine.render import config_hash, render_config
 
-        validated = ValidatedRequest.model_validate(payload)
         request = validated.request
         by_name = {d if isinstance(d, str) else d.name: d for d in (request.datasets or [])}
         specs: list[RunSpec] = []
@@ -196,62 +277,38 @@ class EvalActivities:
                     timeout_s=request.timeout_s,
                 )
             )
-        return RenderedRuns(specs=specs, config_hashes=hashes).model_dump(mode="json")
+        return RenderedRuns(specs=specs, config_hashes=hashes)
 
-    def submit_run(self, ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
-        self._count(names.SUBMIT)
-        spec = RunSpec.model_validate(payload)
-        state = self.deps.backend.submit(spec)
-        get_logger(eval_id=spec.eval_id, run_id=spec.run_id).info("run submitted", phase=state.phase)
-        maybe_crash(names.SUBMIT, "after")
-        return state.model_dump(mode="json")
+    def begin_evaluation(self, validated: ValidatedRequest) -> None:
+        self._count(names.BEGIN)
+        record = self._record(validated, "running")
+        record.created_at = datetime.now(UTC)
+        with self._store_lock:
+            existing = self.deps.store.get_evaluation(record.eval_id)
+            if existing is not None and existing.created_at is not None:
+                record.created_at = existing.created_at  # a re-run activity keeps the first start time
+            self.deps.store.record_evaluation(record)
 
-    def check_run(self, ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
-        self._count(names.CHECK)
-        spec = RunSpec.model_validate(payload)
-        state: RunState = self.deps.backend.get(spec.eval_id, spec.run_id)
-        if state.phase == "unknown":
-            # The backend lost the run (e.g. deleted by hand): re-submitting is safe, submit never runs it twice.
-            state = self.deps.backend.submit(spec)
-        return state.model_dump(mode="json")
-
-    def extract_run(self, ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
-        self._count(names.EXTRACT)
-        where = ExtractInput.model_validate(payload)
-        parsed = self.deps.parse(self.deps.backend.work_dir(where.eval_id, where.run_id))
-        return Extracted(
-            metrics=parsed.metrics,
-            statuses=parsed.statuses,
-            timestamp=parsed.facts.timestamp,
-            opencompass_version=parsed.facts.opencompass_version,
-        ).model_dump(mode="json")
-
-    def store_run(self, ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    def store_run(self, where: ExtractInput, parsed: ParsedRun) -> Stored:
         self._count(names.STORE)
-        where = ExtractInput.model_validate(payload)
-        parsed = self.deps.parse(self.deps.backend.work_dir(where.eval_id, where.run_id))
         with self._store_lock:
             report = self.deps.store.store_run(where.eval_id, where.run_id, parsed)
         maybe_crash(names.STORE, "after")
         get_logger(eval_id=where.eval_id, run_id=where.run_id).info(
             "run stored", metrics=report.metrics, predictions=report.predictions
         )
-        return Stored(metrics=report.metrics, predictions=report.predictions).model_dump(mode="json")
+        return Stored(metrics=report.metrics, predictions=report.predictions)
 
-    def archive_evaluation(self, ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    def archive_evaluation(self, inp: ArchiveInput) -> Archived:
         self._count(names.ARCHIVE)
-        inp = ArchiveInput.model_validate(payload)
         source = self.deps.settings.resolved_results_root() / inp.eval_id
         if not source.is_dir():
-            return Archived(url=None, error=f"no results folder for {inp.eval_id}").model_dump(mode="json")
+            return Archived(url=None, error=f"no results folder for {inp.eval_id}")
         receipt = self.deps.archive.upload_run(source, inp.eval_id, self._provenance(inp.provenance))
-        return Archived(
-            url=receipt.url, files=receipt.files, uploaded=receipt.uploaded, skipped=receipt.skipped
-        ).model_dump(mode="json")
+        return Archived(url=receipt.url, files=receipt.files, uploaded=receipt.uploaded, skipped=receipt.skipped)
 
-    def finish_evaluation(self, ctx: Any, payload: dict[str, Any]) -> None:
+    def finish_evaluation(self, inp: FinishInput) -> None:
         self._count(names.FINISH)
-        inp = FinishInput.model_validate(payload)
         record = self._record(inp.validated, inp.outcome)
         record.reused_from = inp.reused_from
         record.reason = inp.reason
@@ -275,20 +332,23 @@ class EvalActivities:
         with self._store_lock:
             self.deps.store.record_evaluation(record)
 
-    def publish_event(self, ctx: Any, payload: dict[str, Any]) -> None:
+    def _publish(self, inp: EventInput) -> None:
         self._count(names.PUBLISH)
-        inp = EventInput.model_validate(payload)
         maybe_crash(f"{names.PUBLISH}.{inp.kind}")
         event = make_event(inp.kind, inp.event_id, inp.eval_id, inp.data)
         self.deps.publisher.publish(self.deps.settings.events_topic, event)
         maybe_crash(f"{names.PUBLISH}.{inp.kind}", "after")
         get_logger(eval_id=inp.eval_id).info("event published", kind=inp.kind, event_id=inp.event_id)
 
-    def cleanup_runs(self, ctx: Any, payload: dict[str, Any]) -> None:
+    def cleanup_runs(self, inp: CleanupInput) -> None:
+        """Best effort: the results are safe by now, and a Job left behind is removed by its TTL. Failing here would
+        re-run the whole activity (archive, record, event) for a housekeeping step."""
         self._count(names.CLEANUP)
-        inp = CleanupInput.model_validate(payload)
         for run_id in inp.run_ids:
-            self.deps.backend.cleanup(inp.eval_id, run_id)
+            try:
+                self.deps.backend.cleanup(inp.eval_id, run_id)
+            except Exception as exc:
+                get_logger(eval_id=inp.eval_id, run_id=run_id).warning("run cleanup failed", error=str(exc)[:300])
 
     # -- records ---------------------------------------------------------------------------------------------------
     def _record(self, validated: ValidatedRequest, status: Any) -> EvaluationRecord:

@@ -72,10 +72,38 @@ class RunOutcome(Model):
     def ok(self) -> bool:
         return self.state.phase == "succeeded" and self.error is None
 
+    def progress(self) -> dict[str, Any]:
+        """The data of this run's ``progress`` event."""
+        return {
+            "run_id": self.run_id,
+            "datasets": self.datasets,
+            "phase": self.state.phase,
+            "ok": self.ok,
+            "error": self.error,
+            "scores": [m.model_dump(mode="json") for m in self.metrics],
+        }
+
+
+class Prepared(Model):
+    """What ``prepare_evaluation`` decided: rejected (``rejected`` says why), reused (``reusable``), or run."""
+
+    rejected: str | None = None
+    validated: ValidatedRequest | None = None
+    reusable: Reusable | None = None
+    rendered: RenderedRuns | None = None
+    #: Rendering failed (the row is ``running`` and ``started`` was published): the evaluation ends ``failed``.
+    render_error: str | None = None
+
 
 class ExtractInput(Model):
     eval_id: str
     run_id: str
+
+
+class CollectInput(ExtractInput):
+    datasets: list[str] = Field(default_factory=list)
+    #: The run's final state as the backend reported it (goes into the ``progress`` event).
+    state: RunState
 
 
 class Extracted(Model):
@@ -88,6 +116,12 @@ class Extracted(Model):
 class Stored(Model):
     metrics: int
     predictions: int
+
+
+class Collected(Extracted):
+    """``collect_run``: the run's scores and statuses (extract) and how many prediction rows were stored (store)."""
+
+    predictions: int = 0
 
 
 class ArchiveInput(Model):
@@ -115,6 +149,27 @@ class FinishInput(Model):
     reused_from: str | None = None
 
 
+class EvaluationResult(Model):
+    """The workflow's output (also visible through ``GET /evals/{id}``)."""
+
+    eval_id: str
+    outcome: EvalOutcome
+    reason: str | None = None
+    reused_from: str | None = None
+    archive_url: str | None = None
+    failures: list[dict[str, Any]] = Field(default_factory=list)
+    scores: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class FinalizeInput(FinishInput):
+    """``finalize_evaluation``: archive (unless ``archive`` is false), record, publish, clean up."""
+
+    result: EvaluationResult
+    archive: bool = True
+    #: Extra fields of the final event (e.g. the original's scores of a reused evaluation).
+    event_extra: dict[str, Any] = Field(default_factory=dict)
+
+
 class EventInput(Model):
     eval_id: str
     kind: Literal["started", "progress", "completed", "failed", "cancelled", "rejected"]
@@ -126,15 +181,3 @@ class EventInput(Model):
 class CleanupInput(Model):
     eval_id: str
     run_ids: list[str]
-
-
-class EvaluationResult(Model):
-    """The workflow's output (also visible through ``GET /evals/{id}``)."""
-
-    eval_id: str
-    outcome: EvalOutcome
-    reason: str | None = None
-    reused_from: str | None = None
-    archive_url: str | None = None
-    failures: list[dict[str, Any]] = Field(default_factory=list)
-    scores: list[dict[str, Any]] = Field(default_factory=list)

@@ -8,17 +8,23 @@ from __future__ import annotations
 EVALUATION_WORKFLOW = "evaluation"
 RUN_WORKFLOW = "evaluation_run"
 
+# Activities (what the worker registers; see EvalActivities for why they are coarse).
+PREPARE = "prepare_evaluation"
+SUBMIT = "submit_run"
+CHECK = "check_run"
+COLLECT = "collect_run"
+FINALIZE = "finalize_evaluation"
+PUBLISH = "publish_event"
+
+# Steps inside the activities: names in logs, Deps.calls and the crash points of faults.py.
 VALIDATE = "validate_request"
 DEDUPE = "find_reusable"
 BEGIN = "begin_evaluation"
 RENDER = "render_runs"
-SUBMIT = "submit_run"
-CHECK = "check_run"
 EXTRACT = "extract_run"
 STORE = "store_run"
 ARCHIVE = "archive_evaluation"
 FINISH = "finish_evaluation"
-PUBLISH = "publish_event"
 CLEANUP = "cleanup_runs"
 
 #: External event raised into a run's child workflow when its job reaches a terminal phase.

@@ -1,14 +1,16 @@
 """The evaluation workflow and its per-run child workflow (deterministic: no I/O, clocks or randomness here).
 
-    evaluation:  validate -> dedupe -> begin (record + `started`) -> render -> runs (child workflows, at most
-                 ``max_parallel_runs`` at once, a `progress` event as each ends) -> archive -> finish (record)
-                 -> publish `completed`/`failed` -> clean up
+    evaluation:  prepare (validate -> dedupe -> render -> row `running` -> `started`) -> runs (child workflows, at
+                 most ``max_parallel_runs`` at once) -> finalize (archive -> row with the outcome -> `completed` /
+                 `failed` -> clean up)
     evaluation_run:  submit -> wait (external event `run_finished`, durable-timer poll with backoff as the
-                 fallback, evaluation deadline) -> extract -> store
+                 fallback, evaluation deadline) -> collect (extract -> store -> `progress`)
 
 Every side effect is an activity called by name (``names``); activity results are plain JSON in the history and
-are re-validated into models here. Failures of runs are data (``RunOutcome``), not exceptions, so one failed
-dataset makes the evaluation ``partial`` instead of failing it.
+are re-validated into models here. Activities are coarse (a few idempotent steps each) because every activity costs a
+work item, a completion and a history replay; see :class:`budeval.workflow.activities.EvalActivities`. Failures of
+runs are data (``RunOutcome``), not exceptions, so one failed dataset makes the evaluation ``partial`` instead of
+failing it.
 """
 
 from __future__ import annotations
@@ -22,24 +24,18 @@ import dapr.ext.workflow as wf
 from budeval.backends.base import RunState
 from budeval.workflow import names
 from budeval.workflow.models import (
-    Archived,
-    ArchiveInput,
-    CleanupInput,
+    Collected,
+    CollectInput,
     EvalOutcome,
     EvaluationResult,
     EventInput,
-    Extracted,
-    ExtractInput,
-    FinishInput,
-    RenderedRuns,
-    Reusable,
+    FinalizeInput,
+    Prepared,
     RunInput,
     RunOutcome,
-    Stored,
-    ValidatedRequest,
     WorkflowInput,
 )
-from budeval.workflow.policies import QUICK, TRANSIENT
+from budeval.workflow.policies import TRANSIENT
 
 Gen = Generator[Any, Any, dict[str, Any]]
 
@@ -66,73 +62,52 @@ def evaluation_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) ->
     deadline = started_at + timedelta(seconds=request.timeout_s)
 
     try:
-        validated = ValidatedRequest.model_validate(
-            (yield ctx.call_activity(names.VALIDATE, input=request.model_dump(mode="json"), retry_policy=QUICK))
+        prepared = Prepared.model_validate(
+            (yield ctx.call_activity(names.PREPARE, input=request.model_dump(mode="json"), retry_policy=TRANSIENT))
         )
-    except wf.TaskFailedError as exc:
-        rejected = _failure_message(exc)
+    except wf.TaskFailedError as exc:  # the store or the broker stayed down through every retry
+        why = f"prepare failed: {_failure_message(exc)}"
+        yield _publish(ctx, eval_id, "failed", f"{eval_id}.failed", {"status": "failed", "reason": why})
+        return EvaluationResult(eval_id=eval_id, outcome="failed", reason=why).model_dump(mode="json")
+    if prepared.rejected is not None or prepared.validated is None:
+        rejected = prepared.rejected or "invalid request"
         yield _publish(ctx, eval_id, "rejected", f"{eval_id}.rejected", {"reason": rejected})
         return EvaluationResult(eval_id=eval_id, outcome="rejected", reason=rejected).model_dump(mode="json")
+    validated = prepared.validated
 
-    if not request.force:
-        reusable = Reusable.model_validate(
-            (yield ctx.call_activity(names.DEDUPE, input=validated.model_dump(mode="json"), retry_policy=TRANSIENT))
+    def finalize(result: EvaluationResult, runs: list[RunOutcome], **extra: Any) -> Any:
+        finalize_input = FinalizeInput(
+            validated=validated,
+            outcome=result.outcome,
+            runs=runs,
+            archive_url=result.archive_url,
+            reason=result.reason,
+            started_at=started_at.isoformat(),
+            finished_at=ctx.current_utc_datetime.isoformat(),
+            reused_from=result.reused_from,
+            result=result,
+            **extra,
         )
-        if reusable.found:
-            yield ctx.call_activity(
-                names.FINISH,
-                input=FinishInput(
-                    validated=validated,
-                    outcome="reused",
-                    runs=[],
-                    archive_url=reusable.archive_url,
-                    reason=None,
-                    started_at=started_at.isoformat(),
-                    finished_at=ctx.current_utc_datetime.isoformat(),
-                    reused_from=reusable.reused_from,
-                ).model_dump(mode="json"),
-                retry_policy=TRANSIENT,
-            )
-            data = {
-                "status": "reused",
-                "reused_from": reusable.reused_from,
-                "archive_url": reusable.archive_url,
-                "scores": reusable.scores,
-            }
-            yield _publish(ctx, eval_id, "completed", f"{eval_id}.completed", data)
-            return EvaluationResult(
-                eval_id=eval_id,
-                outcome="reused",
-                reused_from=reusable.reused_from,
-                archive_url=reusable.archive_url,
-                scores=reusable.scores,
-            ).model_dump(mode="json")
+        return ctx.call_activity(names.FINALIZE, input=finalize_input.model_dump(mode="json"), retry_policy=TRANSIENT)
 
-    yield ctx.call_activity(names.BEGIN, input=validated.model_dump(mode="json"), retry_policy=TRANSIENT)
-    yield _publish(
-        ctx,
-        eval_id,
-        "started",
-        f"{eval_id}.started",
-        {"status": "running", "runs": [r.model_dump(mode="json") for r in validated.runs]},
-    )
-
-    try:
-        rendered = RenderedRuns.model_validate(
-            (yield ctx.call_activity(names.RENDER, input=validated.model_dump(mode="json"), retry_policy=QUICK))
+    reusable = prepared.reusable
+    if reusable is not None and reusable.found:
+        reused = EvaluationResult(
+            eval_id=eval_id,
+            outcome="reused",
+            reused_from=reusable.reused_from,
+            archive_url=reusable.archive_url,
+            scores=reusable.scores,
         )
-    except wf.TaskFailedError as exc:
-        rendered = RenderedRuns(specs=[], config_hashes={})
-        render_error: str | None = _failure_message(exc)
-    else:
-        render_error = None
+        return EvaluationResult.model_validate((yield finalize(reused, [], archive=False))).model_dump(mode="json")
 
+    rendered = prepared.rendered
+    specs = list(rendered.specs) if rendered is not None else []
     outcomes: list[RunOutcome] = []
-    pending = list(rendered.specs)
     running: list[tuple[Any, str]] = []
-    while pending or running:
-        while pending and len(running) < max(1, inp.max_parallel_runs):
-            spec = pending.pop(0)
+    while specs or running:
+        while specs and len(running) < max(1, inp.max_parallel_runs):
+            spec = specs.pop(0)
             run_input = RunInput(
                 spec=spec, poll_initial_s=inp.poll_initial_s, poll_max_s=inp.poll_max_s, deadline=deadline.isoformat()
             )
@@ -156,58 +131,18 @@ def evaluation_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) ->
                 error=message,
             )
         outcomes.append(outcome)
-        yield _publish(ctx, eval_id, "progress", f"{eval_id}.progress.{run_id}", _progress_data(outcome))
 
-    outcome_name, classified = _classify(outcomes, render_error)
-    reason: str | None = classified
-    provenance = {"config_hashes": rendered.config_hashes, "params_hash": validated.params_hash}
-    archived = Archived.model_validate(
-        (
-            yield ctx.call_activity(
-                names.ARCHIVE,
-                input=ArchiveInput(eval_id=eval_id, provenance=provenance).model_dump(mode="json"),
-                retry_policy=TRANSIENT,
-            )
-        )
-    )
-    if archived.error:
-        # The rows are stored and the raw files stay on the results volume; say so rather than fail the scores.
-        reason = f"{reason + '; ' if reason else ''}archive failed: {archived.error}"
-
-    finished_at = ctx.current_utc_datetime
-    yield ctx.call_activity(
-        names.FINISH,
-        input=FinishInput(
-            validated=validated,
-            outcome=outcome_name,
-            runs=outcomes,
-            archive_url=archived.url,
-            reason=reason,
-            started_at=started_at.isoformat(),
-            finished_at=finished_at.isoformat(),
-            config_hashes=rendered.config_hashes,
-        ).model_dump(mode="json"),
-        retry_policy=TRANSIENT,
-    )
+    outcome_name, reason = _classify(outcomes, prepared.render_error)
     result = EvaluationResult(
         eval_id=eval_id,
         outcome=outcome_name,
         reason=reason,
-        archive_url=archived.url,
         failures=_failures(outcomes),
         scores=[m.model_dump(mode="json") for o in outcomes for m in o.metrics],
     )
-    kind = "failed" if outcome_name == "failed" else "completed"
-    event = result.model_dump(mode="json")
-    event["status"] = outcome_name
-    event["provenance"] = provenance
-    yield _publish(ctx, eval_id, kind, f"{eval_id}.{kind}", event)
-    yield ctx.call_activity(
-        names.CLEANUP,
-        input=CleanupInput(eval_id=eval_id, run_ids=[o.run_id for o in outcomes]).model_dump(mode="json"),
-        retry_policy=TRANSIENT,
-    )
-    return result.model_dump(mode="json")
+    config_hashes = rendered.config_hashes if rendered is not None else {}
+    finalized = yield finalize(result, outcomes, config_hashes=config_hashes)
+    return EvaluationResult.model_validate(finalized).model_dump(mode="json")
 
 
 def evaluation_run_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) -> Gen:
@@ -215,10 +150,13 @@ def evaluation_run_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]
     spec = inp.spec
     deadline = datetime.fromisoformat(inp.deadline)
 
-    def outcome(state: RunState, **extra: Any) -> dict[str, Any]:
-        return RunOutcome(run_id=spec.run_id, datasets=spec.datasets, state=state, **extra).model_dump(mode="json")
+    def ended(result: RunOutcome) -> Gen:
+        """A run that did not get to (or through) ``collect`` announces its end here (collect does it otherwise)."""
+        event_id = f"{spec.eval_id}.progress.{spec.run_id}"
+        yield _publish(ctx, spec.eval_id, "progress", event_id, result.progress())
+        return result.model_dump(mode="json")
 
-    def failed(reason_class: str, message: str, log_excerpt: str = "") -> dict[str, Any]:
+    def failed(reason_class: str, message: str, log_excerpt: str = "") -> RunOutcome:
         state = RunState(
             eval_id=spec.eval_id,
             run_id=spec.run_id,
@@ -227,14 +165,14 @@ def evaluation_run_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]
             message=message,
             log_excerpt=log_excerpt,
         )
-        return outcome(state, error=message)
+        return RunOutcome(run_id=spec.run_id, datasets=spec.datasets, state=state, error=message)
 
     try:
         state = RunState.model_validate(
             (yield ctx.call_activity(names.SUBMIT, input=spec.model_dump(mode="json"), retry_policy=TRANSIENT))
         )
     except wf.TaskFailedError as exc:
-        return failed("unknown", f"submit failed: {_failure_message(exc)}")
+        return (yield from ended(failed("unknown", f"submit failed: {_failure_message(exc)}")))
 
     # One waiter for the whole run: a fresh waiter per loop would leave stale ones that swallow the event.
     finished_event = ctx.wait_for_external_event(names.RUN_FINISHED_EVENT)
@@ -242,12 +180,9 @@ def evaluation_run_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]
     while not state.finished:
         now = ctx.current_utc_datetime
         if now >= deadline:
-            yield ctx.call_activity(
-                names.CLEANUP,
-                input=CleanupInput(eval_id=spec.eval_id, run_ids=[spec.run_id]).model_dump(mode="json"),
-                retry_policy=TRANSIENT,
-            )
-            return failed("deadline_exceeded", "the evaluation's timeout passed before the run finished")
+            # The backend's run is cleaned up by the evaluation's finalize, like every other run.
+            late = failed("deadline_exceeded", "the evaluation's timeout passed before the run finished")
+            return (yield from ended(late))
         timer = ctx.create_timer(min(now + timedelta(seconds=delay), deadline))
         winner = yield wf.when_any([finished_event, timer])
         if winner is finished_event:
@@ -261,31 +196,34 @@ def evaluation_run_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]
                 (yield ctx.call_activity(names.CHECK, input=spec.model_dump(mode="json"), retry_policy=TRANSIENT))
             )
         except wf.TaskFailedError as exc:
-            return failed("unknown", f"status check failed: {_failure_message(exc)}")
+            return (yield from ended(failed("unknown", f"status check failed: {_failure_message(exc)}")))
 
     if state.phase != "succeeded":
-        return outcome(state, error=state.message or state.phase)
-
-    where = ExtractInput(eval_id=spec.eval_id, run_id=spec.run_id).model_dump(mode="json")
-    try:
-        extracted = Extracted.model_validate(
-            (yield ctx.call_activity(names.EXTRACT, input=where, retry_policy=QUICK))
+        return (
+            yield from ended(
+                RunOutcome(run_id=spec.run_id, datasets=spec.datasets, state=state, error=state.message or state.phase)
+            )
         )
-        stored = Stored.model_validate((yield ctx.call_activity(names.STORE, input=where, retry_policy=TRANSIENT)))
+
+    where = CollectInput(eval_id=spec.eval_id, run_id=spec.run_id, datasets=spec.datasets, state=state)
+    try:
+        collected = Collected.model_validate(
+            (yield ctx.call_activity(names.COLLECT, input=where.model_dump(mode="json"), retry_policy=TRANSIENT))
+        )
     except wf.TaskFailedError as exc:
-        return outcome(state, error=_failure_message(exc))
-    return outcome(state, metrics=extracted.metrics, statuses=extracted.statuses, predictions=stored.predictions)
-
-
-def _progress_data(outcome: RunOutcome) -> dict[str, Any]:
-    return {
-        "run_id": outcome.run_id,
-        "datasets": outcome.datasets,
-        "phase": outcome.state.phase,
-        "ok": outcome.ok,
-        "error": outcome.error,
-        "scores": [m.model_dump(mode="json") for m in outcome.metrics],
-    }
+        return (
+            yield from ended(
+                RunOutcome(run_id=spec.run_id, datasets=spec.datasets, state=state, error=_failure_message(exc))
+            )
+        )
+    return RunOutcome(
+        run_id=spec.run_id,
+        datasets=spec.datasets,
+        state=state,
+        metrics=collected.metrics,
+        statuses=collected.statuses,
+        predictions=collected.predictions,
+    ).model_dump(mode="json")
 
 
 def _classify(outcomes: list[RunOutcome], render_error: str | None) -> tuple[EvalOutcome, str | None]:
