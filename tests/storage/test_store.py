@@ -96,6 +96,19 @@ def test_results_carry_status_and_none_for_missing_scores(store: ClickHouseStore
     assert store.results("nope") == []
 
 
+@pytest.mark.parametrize("batch_size", [3, 4, 7, 100])
+def test_one_batch_inline_or_many_in_parallel_store_the_same_rows(store: ClickHouseStore, batch_size: int) -> None:
+    # 7 examples: batch sizes 3 and 4 take the parallel path (full first batch, or a short one followed by more),
+    # 7 a full single batch, 100 a short single batch (inserted inline).
+    flags = [True, False, True, True, False, False, True]
+    run = simple_run("20261123_081443", {("m", "ds"): 57.1}, {("m", "ds"): flags})
+    store.batch_size = batch_size
+    report = store.store_run("eb", "r0", run)
+    assert report.predictions == 7 and store.count("predictions", "eb") == 7
+    rows = store._rows("read", "SELECT example_index, correct FROM predictions WHERE eval_id = 'eb' ORDER BY 1")
+    assert [bool(c) for _, c in rows] == flags and [int(i) for i, _ in rows] == list(range(7))
+
+
 class _BrokenRun(MemoryRun):
     def prediction_batches(self, batch_size: int = 50_000) -> Iterator[PredictionBatch]:
         yield PredictionBatch(["m"], ["ds"], [0], ["p"], ["x"], ["g"], [True])
