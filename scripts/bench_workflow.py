@@ -129,25 +129,6 @@ class SidecarProcess:
         self.proc.wait(timeout=30)
 
 
-class LockedStore:
-    """One store call at a time (chDB's client is not thread-safe; the service wraps it the same way)."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-        self._lock = threading.Lock()
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._store, name)
-        if not callable(attr):
-            return attr
-
-        def locked(*args: Any, **kwargs: Any) -> Any:
-            with self._lock:
-                return attr(*args, **kwargs)
-
-        return locked
-
-
 class MemoryStore:
     """STAND-IN, only with ``--store memory``: isolates the sidecar + workflow cost from chDB's (not the real store)."""
 
@@ -249,7 +230,7 @@ def main() -> int:
     deps = Deps(
         settings=settings,
         backend=backend,  # type: ignore[arg-type]
-        store=LockedStore(store),  # type: ignore[arg-type]
+        store=store,
         archive=open_archive(settings.resolved_archive_url()),
         publisher=DaprPublisher(settings.pubsub_name),
         parse=parse_run,
@@ -294,6 +275,7 @@ def main() -> int:
     follower.start()
 
     slots = threading.Semaphore(args.concurrency)
+    submitted: list[str] = []
     ids = [f"evt-{i:04d}" for i in range(args.evals)] + [f"poll-{i:04d}" for i in range(args.poll_evals)]
 
     def submit_all() -> None:
@@ -310,6 +292,7 @@ def main() -> int:
             client.schedule_new_workflow(
                 names.EVALUATION_WORKFLOW, input=payload.model_dump(mode="json"), instance_id=eval_id
             )
+            submitted.append(eval_id)
 
     def release_on_completion() -> None:
         seen: set[str] = set()
@@ -332,7 +315,9 @@ def main() -> int:
         if time.monotonic() < next_check:
             continue
         next_check = time.monotonic() + 2.0
-        for eval_id in ids:  # a workflow that failed outright never publishes an event: stop waiting for it
+        # A workflow that failed outright never publishes an event: stop waiting for it. Only evaluations in flight
+        # are asked (at most --concurrency): asking all of them would load the sidecar with status calls.
+        for eval_id in list(submitted):
             if eval_id in completed_at or eval_id in crashed:
                 continue
             st = client.get_workflow_state(eval_id, fetch_payloads=False)

@@ -133,32 +133,21 @@ def timed_parser(parse: Parser, metrics: Metrics) -> Parser:
     return parse_timed
 
 
-class SerializedStore:
-    """One lock around every store call (chDB is one session per process) and a count of rows written.
-
-    Attribute access is forwarded, so the store's extra queries (leaderboard, compare, flips, ping) stay reachable.
-    """
+class CountingStore:
+    """Counts the rows written; everything else is forwarded (the store's extra queries -- leaderboard, compare,
+    flips, ping -- stay reachable). No lock here: the store serialises its own client and batches concurrent small
+    writes (group commit), which a lock around every call would defeat."""
 
     def __init__(self, inner: Any, metrics: Metrics | None = None) -> None:
         self._inner = inner
         self._metrics = metrics
-        self._lock = threading.RLock()
 
     def store_run(self, eval_id: str, run_id: str, parsed: ParsedRun) -> Any:
-        with self._lock:
-            report = self._inner.store_run(eval_id, run_id, parsed)
+        report = self._inner.store_run(eval_id, run_id, parsed)
         if self._metrics is not None:
             self._metrics.rows.labels(table="scores").inc(report.metrics)
             self._metrics.rows.labels(table="predictions").inc(report.predictions)
         return report
 
     def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._inner, name)
-        if not callable(attr):
-            return attr
-
-        def locked(*args: Any, **kwargs: Any) -> Any:
-            with self._lock:
-                return attr(*args, **kwargs)
-
-        return locked
+        return getattr(self._inner, name)

@@ -29,7 +29,7 @@ from budeval.events.publisher import DaprPublisher
 from budeval.logs import configure, get_logger
 from budeval.service.app import ServiceDeps, create_app
 from budeval.service.auth import Auth, ensure_local_token, load_api_token, load_app_token
-from budeval.service.metrics import CountingPublisher, Metrics, SerializedStore, TimedBackend, timed_parser
+from budeval.service.metrics import CountingPublisher, CountingStore, Metrics, TimedBackend, timed_parser
 from budeval.workflow import names
 from budeval.workflow.activities import Deps
 from budeval.workflow.worker import build_runtime
@@ -164,7 +164,7 @@ def assemble(settings: Settings) -> Service:
         metrics = Metrics()
         suites = load_suites(settings.suites_dir)
         raw_store = open_store(settings.resolved_store_dsn())
-        store = SerializedStore(raw_store, metrics)
+        store = CountingStore(raw_store, metrics)
         service._stops.append(("store", store.close))
         applied = store.migrate()
         if applied:
@@ -195,7 +195,7 @@ def assemble(settings: Settings) -> Service:
         deps = Deps(
             settings=settings,
             backend=backend,
-            store=store,  # type: ignore[arg-type]  # forwards every ResultStore method under one lock
+            store=store,  # type: ignore[arg-type]  # forwards every ResultStore method
             archive=archive,
             publisher=publisher,
             parse=timed_parser(parse_run, metrics),

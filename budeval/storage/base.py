@@ -58,6 +58,9 @@ class ScoreRow(BaseModel):
 
 
 class ResultStore(Protocol):
+    """Safe to call from many threads at once: the workflow's activities run concurrently, and the ClickHouse store
+    batches their small writes (group commit), which needs them to arrive concurrently rather than behind a lock."""
+
     def migrate(self) -> list[str]:
         """Apply pending migrations; return the ids applied (empty when up to date)."""
         ...

@@ -15,6 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -22,6 +23,7 @@ from budeval.errors import BudevalError, SchemaVersionError, StoreUnavailableErr
 from budeval.logs import get_logger
 from budeval.schemas.results import DatasetStatus, MetricRow, ParsedRun, PredictionBatch
 from budeval.storage.base import EvaluationRecord, ScoreRow, StoreReport
+from budeval.storage.groupcommit import GroupCommit
 from budeval.storage.migrations import CREATE_MIGRATIONS_TABLE, MIGRATIONS, MIGRATIONS_TABLE, Migration
 from budeval.storage.queries import (
     CompareRow,
@@ -110,6 +112,51 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+@dataclass
+class _RunRows:
+    """One run's rows on their way into the store (predictions only when they fit one batch)."""
+
+    eval_id: str
+    run_id: str
+    run_at: datetime
+    metrics: list[MetricRow]
+    statuses: list[DatasetStatus]
+    predictions: PredictionBatch | None = None
+
+
+@dataclass
+class _EvaluationRow:
+    values: list[Any]  # EVALUATION_COLUMNS
+
+
+def _score_rows(run: _RunRows) -> list[tuple[Any, ...]]:
+    """SCORE_COLUMNS rows: one per metric, plus one without a metric for a (model, dataset) the summary does not list
+    at all, so its failure shows in results."""
+    status_of = {(s.model, s.dataset): s.status for s in run.statuses}
+    head = (run.eval_id, run.run_id)
+    rows: list[tuple[Any, ...]] = [
+        (
+            *head,
+            m.model,
+            m.dataset,
+            m.metric,
+            m.score,
+            m.version,
+            m.mode,
+            status_of.get((m.model, m.dataset), "ok" if m.score is not None else "missing"),
+            run.run_at,
+        )
+        for m in run.metrics
+    ]
+    scored = {(m.model, m.dataset) for m in run.metrics}
+    rows += [
+        (*head, s.model, s.dataset, "", None, "", "", s.status, run.run_at)
+        for s in run.statuses
+        if (s.model, s.dataset) not in scored
+    ]
+    return rows
+
+
 class ClickHouseStore:
     """``ResultStore`` plus analyst queries over one clickhouse-connect client (guarded by a lock: chDB is one
     session per process, and a client handle must not interleave calls)."""
@@ -137,6 +184,9 @@ class ClickHouseStore:
         #: (table, columns) -> column types: without them every insert first asks the server ``DESCRIBE TABLE``
         #: (one more round trip per insert; measured ~1 ms of a ~3 ms small insert on chDB). Cleared by ``migrate``.
         self._types: dict[tuple[str, tuple[str, ...]], list[Any]] = {}
+        #: Small writes of concurrent callers -- evaluation rows and runs that fit one batch -- share inserts: one
+        #: queue for both, so a batch costs at most five statements whatever it holds.
+        self._commits: GroupCommit[_RunRows | _EvaluationRow, int] = GroupCommit(self._write_batch)
 
     # -- plumbing --------------------------------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -162,10 +212,14 @@ class ClickHouseStore:
             types = self._types[key] = list(context.column_types)
         return types
 
-    def _insert(self, table: str, columns: Sequence[str], data: list[list[Any]]) -> None:
+    def _insert(
+        self, table: str, columns: Sequence[str], data: list[list[Any]], settings: dict[str, Any] | None = None
+    ) -> None:
         def insert() -> None:
             types = self._column_types(self._client, table, columns)
-            self._client.insert(table, data, column_names=list(columns), column_types=types, column_oriented=True)
+            self._client.insert(
+                table, data, column_names=list(columns), column_types=types, column_oriented=True, settings=settings
+            )
 
         self._call(f"insert into {table}", insert)
 
@@ -244,9 +298,20 @@ class ClickHouseStore:
             json.dumps(record.provenance, sort_keys=True, default=str),
             dict(record.labels),
             datetime.now(UTC),
-            _next_row_version(),
+            _next_row_version(),  # taken now, so the latest call wins even when a batch holds both
         ]
-        self._insert("evaluations", EVALUATION_COLUMNS, [[value] for value in row])
+        self._commits.submit(_EvaluationRow(row))
+
+    def _write_batch(self, items: Sequence[_RunRows | _EvaluationRow]) -> list[int]:
+        """One group commit: the evaluation rows in one insert, the runs as :meth:`_write_runs`; the number of
+        prediction rows per item (0 for evaluation rows)."""
+        rows = [item.values for item in items if isinstance(item, _EvaluationRow)]
+        runs = [item for item in items if isinstance(item, _RunRows)]
+        with self._lock:
+            if rows:
+                self._insert("evaluations", EVALUATION_COLUMNS, [list(c) for c in zip(*rows, strict=True)])
+            stored = iter(self._write_runs(runs) if runs else [])
+        return [next(stored) if isinstance(item, _RunRows) else 0 for item in items]
 
     def _evaluation_query(self, where: str, order: str = "") -> str:
         columns = ", ".join(EVALUATION_COLUMNS[:15])
@@ -278,82 +343,91 @@ class ClickHouseStore:
 
     # -- one run's rows --------------------------------------------------------------------------------------------
     def store_run(self, eval_id: str, run_id: str, parsed: ParsedRun) -> StoreReport:
-        facts = parsed.facts
+        """Replace the rows of one (eval, run). A run whose predictions fit one batch (most runs) shares its inserts
+        with the runs other threads store at the same time (:class:`GroupCommit`); a larger one streams."""
         metrics = list(parsed.metrics)
         statuses = list(parsed.statuses)
-        run_at = run_time(facts.timestamp)
+        run = _RunRows(eval_id, run_id, run_time(parsed.facts.timestamp), metrics, statuses)
         log = get_logger(eval_id=eval_id, run_id=run_id, component="store")
         started = time.perf_counter()
-        with self._lock:
-            self._clear_run(eval_id, run_id)
-            predictions = self._insert_predictions(eval_id, run_id, parsed)
-            self._insert_statuses(eval_id, run_id, statuses, run_at)
-            self._insert_scores(eval_id, run_id, metrics, statuses, run_at)
+        # The parser fills every batch but the last, so a short first batch is the only one; asking for the next one
+        # also surfaces a parse error before any row is written.
+        batches = iter(parsed.prediction_batches(self.batch_size))
+        first = next(batches, None)
+        second = next(batches, None) if first is not None and len(first) < self.batch_size else None
+        if first is None or (len(first) < self.batch_size and second is None):
+            run.predictions = first
+            predictions = self._commits.submit(run)
+        else:
+            ahead = [first] if second is None else [first, second]
+            with self._lock:
+                self._clear_runs([(eval_id, run_id)])
+                predictions = self._insert_predictions_parallel(eval_id, run_id, itertools.chain(ahead, batches))
+                self._insert_run_rows([run])
         elapsed = time.perf_counter() - started
         log.info("run stored", metrics=len(metrics), predictions=predictions, seconds=round(elapsed, 3))
         return StoreReport(metrics=len(metrics), predictions=predictions)
 
-    def _clear_run(self, eval_id: str, run_id: str) -> None:
-        """Delete a previous copy of this (eval, run), touching only tables that hold one (a delete costs ~1 s).
+    def _write_runs(self, runs: Sequence[_RunRows]) -> list[int]:
+        """One group commit of small runs: one lookup, the deletes it calls for, one insert per table."""
+        latest = {(r.eval_id, r.run_id): r for r in runs}  # the same run twice in a batch: the last copy wins
+        with self._lock:
+            self._clear_runs(list(latest))
+            unique = list(latest.values())
+            blocks = [r.predictions for r in unique if r.predictions is not None and len(r.predictions)]
+            if blocks:
+                columns: list[list[Any]] = [[] for _ in PREDICTION_COLUMNS]
+                for r in unique:
+                    block = r.predictions
+                    if block is None or not len(block):
+                        continue
+                    n = len(block)
+                    parts: list[list[Any]] = [
+                        [r.eval_id] * n,
+                        [r.run_id] * n,
+                        block.model,
+                        block.dataset,
+                        block.example_index,
+                        block.prompt,
+                        block.prediction,
+                        block.gold,
+                        block.correct,
+                    ]
+                    for column, part in zip(columns, parts, strict=True):
+                        column.extend(part)
+                self._insert("predictions", PREDICTION_COLUMNS, columns, self.insert_settings)
+            self._insert_run_rows(unique)
+        return [len(r.predictions) if r.predictions is not None else 0 for r in runs]
+
+    def _clear_runs(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Delete previous copies of these (eval, run)s, touching only tables that hold one (a delete costs ~1 s).
 
         One query asks all tables at once: a store of a small run is a handful of statements, each one counts."""
-        params = {"e": eval_id, "r": run_id}
-        lookup = " UNION ALL ".join(
-            f"(SELECT '{table}' FROM {table} WHERE eval_id = %(e)s AND run_id = %(r)s LIMIT 1)" for table in _RUN_TABLES
-        )
-        present = {str(row[0]) for row in self._rows("look up a previous copy of the run", lookup, params)}
+        if not keys:
+            return
+        params: dict[str, Any] = {}
+        terms = []
+        for i, (eval_id, run_id) in enumerate(keys):
+            params[f"e{i}"], params[f"r{i}"] = eval_id, run_id
+            terms.append(f"(eval_id = %(e{i})s AND run_id = %(r{i})s)")
+        where = " OR ".join(terms)
+        lookup = " UNION ALL ".join(f"(SELECT '{table}' FROM {table} WHERE {where} LIMIT 1)" for table in _RUN_TABLES)
+        present = {str(row[0]) for row in self._rows("look up previous copies of runs", lookup, params)}
         for table in _RUN_TABLES:
             if table in present:
-                self._command(
-                    f"delete from {table}",
-                    f"DELETE FROM {table} WHERE eval_id = %(e)s AND run_id = %(r)s",
-                    params,
-                )
+                self._command(f"delete from {table}", f"DELETE FROM {table} WHERE {where}", params)
 
-    def _insert_statuses(self, eval_id: str, run_id: str, statuses: list[DatasetStatus], run_at: datetime) -> None:
-        if not statuses:
-            return
-        n = len(statuses)
-        self._insert(
-            "dataset_status",
-            STATUS_COLUMNS,
-            [
-                [eval_id] * n,
-                [run_id] * n,
-                [s.model for s in statuses],
-                [s.dataset for s in statuses],
-                [s.status for s in statuses],
-                [s.reason for s in statuses],
-                [run_at] * n,
-            ],
-        )
-
-    def _insert_scores(
-        self, eval_id: str, run_id: str, metrics: list[MetricRow], statuses: list[DatasetStatus], run_at: datetime
-    ) -> None:
-        status_of = {(s.model, s.dataset): s.status for s in statuses}
-        rows: list[tuple[str, str, str, float | None, str, str, str]] = [
-            (
-                m.model,
-                m.dataset,
-                m.metric,
-                m.score,
-                m.version,
-                m.mode,
-                status_of.get((m.model, m.dataset), "ok" if m.score is not None else "missing"),
-            )
-            for m in metrics
-        ]
-        # A (model, dataset) the summary does not list at all still gets a row, so its failure shows in results.
-        scored = {(m.model, m.dataset) for m in metrics}
-        rows += [
-            (s.model, s.dataset, "", None, "", "", s.status) for s in statuses if (s.model, s.dataset) not in scored
-        ]
-        if not rows:
-            return
-        n = len(rows)
-        columns = [list(c) for c in zip(*rows, strict=True)]
-        self._insert("scores", SCORE_COLUMNS, [[eval_id] * n, [run_id] * n, *columns[:7], [run_at] * n])
+    def _insert_run_rows(self, runs: Sequence[_RunRows]) -> None:
+        """The scores and dataset statuses of some runs, one insert per table."""
+        statuses: list[tuple[Any, ...]] = []
+        scores: list[tuple[Any, ...]] = []
+        for r in runs:
+            statuses += [(r.eval_id, r.run_id, s.model, s.dataset, s.status, s.reason, r.run_at) for s in r.statuses]
+            scores += _score_rows(r)
+        if statuses:
+            self._insert("dataset_status", STATUS_COLUMNS, [list(c) for c in zip(*statuses, strict=True)])
+        if scores:
+            self._insert("scores", SCORE_COLUMNS, [list(c) for c in zip(*scores, strict=True)])
 
     def _insert_clients(self) -> list[Any]:
         """Clients for prediction inserts: while one serialises a block (Python, holds the GIL) another's block is
@@ -363,47 +437,6 @@ class ClickHouseStore:
         while len(self._extra_clients) < self.insert_clients - 1:
             self._extra_clients.append(self._call("open an insert client", self._connect))
         return [self._client, *self._extra_clients]
-
-    def _insert_predictions(self, eval_id: str, run_id: str, parsed: ParsedRun) -> int:
-        """Parse in a background thread while inserting in others; the bounded queue bounds memory to a few
-        batches. A run that fits one batch (most runs) is inserted right here: three threads and a table
-        description per client would cost more than its insert. The parser's own errors (e.g. ResultParseError)
-        propagate unchanged."""
-        batches = iter(parsed.prediction_batches(self.batch_size))
-        first = next(batches, None)
-        if first is None:
-            return 0
-        ahead = [first]
-        if len(first) < self.batch_size:  # the parser fills every batch but the last, so this is likely the only one
-            second = next(batches, None)  # (asking also surfaces a parse error before any row is written)
-            if second is None:
-                n = len(first)
-                self._call("insert into predictions", lambda: self._insert_block(self._client, eval_id, run_id, first))
-                return n
-            ahead.append(second)
-        return self._insert_predictions_parallel(eval_id, run_id, itertools.chain(ahead, batches))
-
-    def _insert_block(self, client: Any, eval_id: str, run_id: str, batch: PredictionBatch) -> None:
-        n = len(batch)
-        columns = [
-            [eval_id] * n,
-            [run_id] * n,
-            batch.model,
-            batch.dataset,
-            batch.example_index,
-            batch.prompt,
-            batch.prediction,
-            batch.gold,
-            batch.correct,
-        ]
-        client.insert(
-            "predictions",
-            columns,
-            column_names=PREDICTION_COLUMNS,
-            column_types=self._column_types(client, "predictions", PREDICTION_COLUMNS),
-            column_oriented=True,
-            settings=self.insert_settings,
-        )
 
     def _insert_predictions_parallel(self, eval_id: str, run_id: str, batches: Iterator[PredictionBatch]) -> int:
         clients = self._insert_clients()

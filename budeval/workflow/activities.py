@@ -13,7 +13,7 @@ import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from budeval.workflow.models import (
     FinalizeInput,
     FinishInput,
     Prepared,
+    PrepareInput,
     RenderedRuns,
     Reusable,
     RunOutcome,
@@ -118,7 +119,6 @@ class EvalActivities:
 
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
-        self._store_lock = threading.Lock()  # chDB is one session per process: serialise store access
         self._count_lock = threading.Lock()
 
     # -- helpers ---------------------------------------------------------------------------------------------------
@@ -140,8 +140,9 @@ class EvalActivities:
     # -- activities ------------------------------------------------------------------------------------------------
     def prepare_evaluation(self, ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
         """validate -> dedupe (unless ``force``) -> render -> begin (row ``running``) -> ``started`` event."""
+        inp = PrepareInput.model_validate(payload)
         try:
-            validated = self.validate_request(payload)
+            validated = self.validate_request(inp.request)
         except TerminalError as exc:
             return Prepared(rejected=str(exc)).model_dump(mode="json")
         if not validated.request.force:
@@ -153,7 +154,7 @@ class EvalActivities:
             rendered = self.render_runs(validated)
         except Exception as exc:  # rendering is pure: retrying cannot help, so any failure is the evaluation's
             rendered, render_error = RenderedRuns(specs=[], config_hashes={}), f"render failed: {exc}"
-        self.begin_evaluation(validated)
+        self.begin_evaluation(validated, datetime.fromisoformat(inp.started_at))
         eval_id = validated.request.eval_id
         started = {"status": "running", "runs": [r.model_dump(mode="json") for r in validated.runs]}
         self._publish(EventInput(eval_id=eval_id, kind="started", event_id=f"{eval_id}.started", data=started))
@@ -247,11 +248,10 @@ class EvalActivities:
 
     def find_reusable(self, validated: ValidatedRequest) -> Reusable:
         self._count(names.DEDUPE)
-        with self._store_lock:
-            found = self.deps.store.find_reusable(validated.params_hash)
-            if found is None or found.eval_id == validated.request.eval_id:
-                return Reusable(found=False)
-            scores = [s.model_dump(mode="json") for s in self.deps.store.results(found.eval_id)]
+        found = self.deps.store.find_reusable(validated.params_hash)
+        if found is None or found.eval_id == validated.request.eval_id:
+            return Reusable(found=False)
+        scores = [s.model_dump(mode="json") for s in self.deps.store.results(found.eval_id)]
         return Reusable(found=True, reused_from=found.eval_id, archive_url=found.archive_url, scores=scores)
 
     def render_runs(self, validated: ValidatedRequest) -> RenderedRuns:
@@ -279,20 +279,15 @@ class EvalActivities:
             )
         return RenderedRuns(specs=specs, config_hashes=hashes)
 
-    def begin_evaluation(self, validated: ValidatedRequest) -> None:
+    def begin_evaluation(self, validated: ValidatedRequest, started_at: datetime) -> None:
         self._count(names.BEGIN)
         record = self._record(validated, "running")
-        record.created_at = datetime.now(UTC)
-        with self._store_lock:
-            existing = self.deps.store.get_evaluation(record.eval_id)
-            if existing is not None and existing.created_at is not None:
-                record.created_at = existing.created_at  # a re-run activity keeps the first start time
-            self.deps.store.record_evaluation(record)
+        record.created_at = started_at  # the workflow's start: a re-run activity writes the same row again
+        self.deps.store.record_evaluation(record)
 
     def store_run(self, where: ExtractInput, parsed: ParsedRun) -> Stored:
         self._count(names.STORE)
-        with self._store_lock:
-            report = self.deps.store.store_run(where.eval_id, where.run_id, parsed)
+        report = self.deps.store.store_run(where.eval_id, where.run_id, parsed)
         maybe_crash(names.STORE, "after")
         get_logger(eval_id=where.eval_id, run_id=where.run_id).info(
             "run stored", metrics=report.metrics, predictions=report.predictions
@@ -329,8 +324,7 @@ class EvalActivities:
                 "finished_at": inp.finished_at,
             }
         )
-        with self._store_lock:
-            self.deps.store.record_evaluation(record)
+        self.deps.store.record_evaluation(record)
 
     def _publish(self, inp: EventInput) -> None:
         self._count(names.PUBLISH)

@@ -84,6 +84,12 @@ class RunOutcome(Model):
         }
 
 
+class PrepareInput(Model):
+    request: dict[str, Any]  # raw: validating it is the activity's first step (a bad one ends ``rejected``)
+    #: The workflow's start time (ISO 8601): the row's ``created_at``, the same on every retry of the activity.
+    started_at: str
+
+
 class Prepared(Model):
     """What ``prepare_evaluation`` decided: rejected (``rejected`` says why), reused (``reusable``), or run."""
 

@@ -25,6 +25,7 @@ def _fresh(fn: Callable[[Any, Any], Any], name: str) -> Callable[[Any, Any], Any
 
 def build_runtime(deps: Deps, **runtime_kwargs: Any) -> tuple[wf.WorkflowRuntime, EvalActivities]:
     """A runtime with both workflows and every activity registered under its stable name (not yet started)."""
+    runtime_kwargs.setdefault("maximum_thread_pool_workers", deps.settings.worker_threads)
     runtime = wf.WorkflowRuntime(**runtime_kwargs)
     runtime.register_workflow(_fresh(evaluation_workflow, names.EVALUATION_WORKFLOW), name=names.EVALUATION_WORKFLOW)
     runtime.register_workflow(_fresh(evaluation_run_workflow, names.RUN_WORKFLOW), name=names.RUN_WORKFLOW)

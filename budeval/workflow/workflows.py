@@ -31,6 +31,7 @@ from budeval.workflow.models import (
     EventInput,
     FinalizeInput,
     Prepared,
+    PrepareInput,
     RunInput,
     RunOutcome,
     WorkflowInput,
@@ -61,9 +62,10 @@ def evaluation_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) ->
     started_at = ctx.current_utc_datetime
     deadline = started_at + timedelta(seconds=request.timeout_s)
 
+    prepare = PrepareInput(request=request.model_dump(mode="json"), started_at=started_at.isoformat())
     try:
         prepared = Prepared.model_validate(
-            (yield ctx.call_activity(names.PREPARE, input=request.model_dump(mode="json"), retry_policy=TRANSIENT))
+            (yield ctx.call_activity(names.PREPARE, input=prepare.model_dump(mode="json"), retry_policy=TRANSIENT))
         )
     except wf.TaskFailedError as exc:  # the store or the broker stayed down through every retry
         why = f"prepare failed: {_failure_message(exc)}"

@@ -16,7 +16,7 @@ from budeval.engine.results import parse_run
 from budeval.events.publisher import MemoryPublisher
 from budeval.service.app import ServiceDeps, create_app
 from budeval.service.auth import Auth
-from budeval.service.metrics import SerializedStore
+from budeval.service.metrics import CountingStore
 from budeval.storage.base import EvaluationRecord
 from budeval.storage.factory import open_store
 from tests.service.support import StandInBackend, StandInWorkflows, serve_app
@@ -28,7 +28,7 @@ TOKEN = "store-test-token"
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
     data_dir = tmp_path_factory.mktemp("store-api")
-    store = SerializedStore(open_store(f"chdb://{data_dir / 'clickhouse'}"))
+    store = CountingStore(open_store(f"chdb://{data_dir / 'clickhouse'}"))
     store.migrate()
     for eval_id, fixture in (("qa-a", "qa_chat"), ("qa-b", "qa_chat"), ("mcq-a", "mcq")):
         parsed = parse_run(FIXTURES / fixture)

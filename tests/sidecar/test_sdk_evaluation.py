@@ -30,7 +30,7 @@ from budeval.workflow.worker import build_runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_workflow import FIXTURE, InstantBackend, LockedStore, request  # noqa: E402
+from bench_workflow import FIXTURE, InstantBackend, request  # noqa: E402
 
 TIMEOUT = 120
 
@@ -58,7 +58,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     deps = Deps(
         settings=settings,
         backend=backend,
-        store=LockedStore(store),
+        store=store,
         archive=open_archive(settings.resolved_archive_url()),
         publisher=publisher,
         parse=parse_run,

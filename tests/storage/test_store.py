@@ -174,3 +174,41 @@ def test_stored_batches_are_freed_without_waiting_for_the_garbage_collector(stor
         gc.enable()
     assert report.predictions == 6000 and len(refs) == 6
     assert alive == []
+
+
+def test_concurrent_small_runs_and_evaluation_rows_share_inserts_and_each_lands_once(store: ClickHouseStore) -> None:
+    import threading
+
+    runs = {
+        f"c{i}": simple_run("20261123_081443", {("m", f"ds{i}"): float(i)}, {("m", f"ds{i}"): [True] * (i + 1)})
+        for i in range(12)
+    }
+    errors: list[BaseException] = []
+
+    def work(eval_id: str) -> None:
+        try:
+            store.record_evaluation(
+                EvaluationRecord(eval_id=eval_id, status="running", params_hash="h", model_name="m")
+            )
+            store.store_run(eval_id, "r0", runs[eval_id])
+            store.store_run("same", "r0", runs["c3"])  # one (eval, run) stored by every thread at once
+            store.record_evaluation(
+                EvaluationRecord(eval_id=eval_id, status="completed", params_hash="h", model_name="m")
+            )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(eval_id,)) for eval_id in runs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    for i, eval_id in enumerate(runs):
+        assert store.count("predictions", eval_id) == i + 1
+        assert [(r.dataset, r.score) for r in store.results(eval_id)] == [(f"ds{i}", float(i))]
+        record = store.get_evaluation(eval_id)
+        assert record is not None and record.status == "completed"
+    assert store.count("predictions", "same") == 4 and store.count("scores", "same") == 1
+    # 12 threads x 4 writes, every one through a group commit (how they split into batches depends on timing).
+    assert sum(store._commits.batch_sizes) == 48
