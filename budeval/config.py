@@ -63,9 +63,11 @@ class Settings(BaseModel):
     #: Address the HTTP API / Dapr app listens on; a cluster sets ``0.0.0.0`` (the Dapr app port is ``port``).
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
-    #: ``embedded``: start the in-process Dapr-compatible sidecar; ``external``: talk to daprd (DAPR_GRPC_PORT ...);
-    #: ``auto``: external when the environment names a sidecar (DAPR_GRPC_PORT / DAPR_GRPC_ENDPOINT), else embedded.
-    sidecar: Literal["auto", "embedded", "external"] = "auto"
+    #: ``embedded``: start the in-process Dapr-compatible sidecar; ``process``: the same sidecar as a child process
+    #: (its own interpreter: faster on more than one core; dies with the service); ``external``: talk to daprd
+    #: (DAPR_GRPC_PORT ...); ``auto``: external when the environment names a sidecar (DAPR_GRPC_PORT /
+    #: DAPR_GRPC_ENDPOINT), else embedded.
+    sidecar: Literal["auto", "embedded", "process", "external"] = "auto"
     #: Ports of the embedded sidecar (0: any free port; ``budeval submit`` finds them in ``{data_dir}/serve.json``).
     sidecar_grpc_port: int = Field(default=0, ge=0, le=65535)
     sidecar_http_port: int = Field(default=0, ge=0, le=65535)

@@ -97,38 +97,6 @@ class InstantBackend:
         return _Watch()
 
 
-class SidecarProcess:
-    """``python -m budeval.sidecar`` as its own process (the shape of daprd next to the app): a second core for it."""
-
-    def __init__(self, state: Path) -> None:
-        import socket
-
-        def free() -> int:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                return int(s.getsockname()[1])
-
-        self.state, self.grpc_port, self.http_port = state, free(), free()
-        self.proc: Any = None
-
-    def start(self) -> None:
-        import subprocess
-
-        args = ["--state", str(self.state), "--grpc-port", str(self.grpc_port), "--http-port", str(self.http_port)]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "budeval.sidecar", *args], cwd=ROOT, stdout=subprocess.PIPE, text=True
-        )
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:  # logs may come first; the ports line says it listens
-            if "grpc_port" in line and "sidecar started" not in line:
-                break
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # keep the pipe drained
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-
-
 class MemoryStore:
     """STAND-IN, only with ``--store memory``: isolates the sidecar + workflow cost from chDB's (not the real store)."""
 
@@ -180,7 +148,11 @@ def main() -> int:
     parser.add_argument("--poll-s", type=float, default=1.0, help="first poll interval of the timer fallback")
     parser.add_argument("--concurrency", type=int, default=8, help="evaluations in flight at once")
     parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument("--sidecar-process", action="store_true", help="run the sidecar as its own process")
+    parser.add_argument(
+        "--sidecar-process",
+        action="store_true",
+        help="run the sidecar as its own process (budeval.sidecar.process, what BUDEVAL_SIDECAR=process starts)",
+    )
     parser.add_argument(
         "--store",
         default="",
@@ -198,6 +170,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
 
     from budeval.sidecar import EmbeddedSidecar
+    from budeval.sidecar.process import SidecarProcess
 
     state = work / "sidecar.db"
     sidecar: Any = SidecarProcess(state) if args.sidecar_process else EmbeddedSidecar(state)

@@ -2,7 +2,8 @@
 
 Embedded (the default when no Dapr sidecar is named in the environment): the Dapr-compatible sidecar runs in this
 process with its state in ``{data_dir}/sidecar.db``; the SDK is pointed at it through ``DAPR_*`` variables, and it
-delivers the request topic to this app's subscription route. External (a cluster): daprd is already there
+delivers the request topic to this app's subscription route. ``process``: the same sidecar in a child process that
+dies with this one (``budeval.sidecar.process``). External (a cluster): daprd is already there
 (``DAPR_GRPC_PORT``/``DAPR_HTTP_PORT``) and calls the app on ``port``. The same code path otherwise.
 
 ``{data_dir}/serve.json`` tells the CLI (``submit``, ``status``, ``cancel``) where the running service and its
@@ -95,6 +96,7 @@ class Service:
     dapr_http_port: int | None
     dapr_grpc_port: int | None
     mode: str
+    sidecar_pid: int | None = None  # the sidecar's own process (mode ``process``)
     _stops: list[tuple[str, Any]] = field(default_factory=list)
 
     def stop(self) -> None:
@@ -151,7 +153,7 @@ def assemble(settings: Settings) -> Service:
             raise ValidationError("set BUDEVAL_API_TOKEN or BUDEVAL_API_TOKEN_FILE (the API needs a token)")
         token = ensure_local_token(data_dir / TOKEN_FILE)
         log.info("generated a local API token", path=str(data_dir / TOKEN_FILE))
-    # The embedded sidecar is in this process and sends no app token; only daprd does.
+    # The embedded sidecar (in this process or its child) sends no app token; only daprd does.
     auth = Auth(api_token=token, app_token=load_app_token() if mode == "external" else None)
 
     sock = bind_socket(settings.host, settings.port)
@@ -172,16 +174,19 @@ def assemble(settings: Settings) -> Service:
         archive = open_archive(settings.resolved_archive_url())
         backend = TimedBackend(make_backend(settings), metrics)
 
-        if mode == "embedded":
+        if mode in ("embedded", "process"):
             from budeval.sidecar import EmbeddedSidecar
+            from budeval.sidecar.process import SidecarProcess
 
-            sidecar = EmbeddedSidecar(
+            kind = EmbeddedSidecar if mode == "embedded" else SidecarProcess
+            sidecar = kind(
                 state_path=data_dir / "sidecar.db",
                 grpc_port=settings.sidecar_grpc_port,
                 http_port=settings.sidecar_http_port,
                 app_port=app_port,
             )
             sidecar.start()
+            service.sidecar_pid = sidecar.pid if isinstance(sidecar, SidecarProcess) else None
             service._stops.append(("sidecar", sidecar.stop))
             service.dapr_grpc_port, service.dapr_http_port = int(sidecar.grpc_port), int(sidecar.http_port)
             _point_sdk_at(service.dapr_grpc_port, service.dapr_http_port)
@@ -201,7 +206,7 @@ def assemble(settings: Settings) -> Service:
             parse=timed_parser(parse_run, metrics),
             suites=suites,
         )
-        runtime = _start_runtime(deps, attempts=1 if mode == "embedded" else 30)
+        runtime = _start_runtime(deps, attempts=30 if mode == "external" else 1)
         service._stops.append(("workflow runtime", runtime.shutdown))
         workflows = wf.DaprWorkflowClient()
         watch: Watch = backend.watch(lambda state: raise_run_finished(workflows, state))
@@ -232,6 +237,7 @@ def write_serve_file(service: Service) -> Path:
         "pid": os.getpid(),
         "api_url": service.api_url,
         "sidecar": service.mode,
+        "sidecar_pid": service.sidecar_pid,
         "dapr_http_port": service.dapr_http_port,
         "dapr_grpc_port": service.dapr_grpc_port,
         "pubsub_name": service.settings.pubsub_name,

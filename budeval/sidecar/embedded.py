@@ -116,7 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=0)
     parser.add_argument("--app-port", type=int, default=None, help="the app's port (subscription delivery)")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--parent-pid", type=int, default=None, help="die with this process (Linux)")
     args = parser.parse_args(argv)
+    if args.parent_pid is not None:
+        from budeval.sidecar.process import die_with_parent
+
+        die_with_parent(args.parent_pid)
     configure(args.log_level)
     sidecar = EmbeddedSidecar(args.state, args.grpc_port, args.http_port, app_port=args.app_port).start()
     stop = threading.Event()

@@ -90,47 +90,95 @@ class Served:
         return [event for _, event in _messages(answer.json())]
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    if not FIXTURE.is_dir():
-        pytest.skip("OpenCompass fixtures missing (scripts/make_fixtures.sh)")
-    data_dir = tmp_path_factory.mktemp("serve")
+def _start(data_dir: Path, sidecar: str) -> Served:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAPR_", "BUDEVAL_"))}
     env.update(
         BUDEVAL_DATA_DIR=str(data_dir),
         BUDEVAL_PORT="0",
-        BUDEVAL_SIDECAR="embedded",
+        BUDEVAL_SIDECAR=sidecar,
         BUDEVAL_BACKEND="local",
         BUDEVAL_OPENCOMPASS_PYTHON=str(FAKE_PYTHON),
         BUDEVAL_POLL_INITIAL_S="1",
         BUDEVAL_POLL_MAX_S="2",
         FAKE_OC_FIXTURE=str(FIXTURE),
     )
+    (data_dir / "serve.json").unlink(missing_ok=True)
     log = data_dir / "serve.log"
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "budeval.cli.main", "serve"], env=env, stdout=out,
                                 stderr=subprocess.STDOUT, cwd=ROOT)
     s = Served(proc, env, data_dir, log)
-    try:
-        def ready() -> bool:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            if not (data_dir / "serve.json").is_file():
-                return False
-            try:
-                return httpx.get(s.info["api_url"] + "/readyz", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
 
+    def ready() -> bool:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        if not (data_dir / "serve.json").is_file():
+            return False
+        try:
+            return httpx.get(s.info["api_url"] + "/readyz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
         wait_until(ready, timeout=120, what="budeval serve ready")
+    except BaseException:
+        _stop(s)
+        raise
+    return s
+
+
+def _stop(s: Served) -> None:
+    if s.proc.poll() is None:
+        s.proc.send_signal(signal.SIGTERM)
+        try:
+            s.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            s.proc.kill()
+            s.proc.wait()
+
+
+# Every test below runs against both embedded shapes: the sidecar in the service's process, and in its own child.
+@pytest.fixture(scope="module", params=["embedded", "process"])
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    if not FIXTURE.is_dir():
+        pytest.skip("OpenCompass fixtures missing (scripts/make_fixtures.sh)")
+    s = _start(tmp_path_factory.mktemp(f"serve-{request.param}"), request.param)
+    try:
         yield s
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop(s)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_sidecar_process_dies_with_a_killed_service_and_a_restart_resumes_on_its_state(tmp_path: Path) -> None:
+    if not FIXTURE.is_dir():
+        pytest.skip("OpenCompass fixtures missing (scripts/make_fixtures.sh)")
+    first = _start(tmp_path, "process")
+    try:
+        sidecar_pid = first.info["sidecar_pid"]
+        assert isinstance(sidecar_pid, int) and sidecar_pid != first.info["pid"] and _alive(sidecar_pid)
+        published = first.cli("submit", "-", stdin=json.dumps(request("proc-1", path="/models/budeval-test-sleep")))
+        assert published.returncode == 0, published.stderr
+        pid_file = tmp_path / "results" / "proc-1" / "r0" / ".budeval" / "pid"
+        wait_until(pid_file.is_file, timeout=60, what="the run to start")
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(30)
+        wait_until(lambda: not _alive(sidecar_pid), timeout=30, what="the sidecar child to die with the service")
+    finally:
+        _stop(first)
+    second = _start(tmp_path, "process")  # same data dir: same sidecar.db, the workflow is still there
+    try:
+        body = second.api("GET", "/evals/proc-1").json()
+        assert body["workflow"]["status"] == "RUNNING", body
+        assert second.cli("cancel", "proc-1").returncode == 0
+    finally:
+        _stop(second)
 
 
 def test_submit_through_the_topic_completes_with_scores(served: Served, tmp_path: Path) -> None:
