@@ -67,7 +67,7 @@ class Settings(BaseModel):
     #: ``embedded``: start the in-process Dapr-compatible sidecar; ``process``: the same sidecar as a child process
     #: (its own interpreter: faster on more than one core; dies with the service); ``external``: talk to daprd
     #: (DAPR_GRPC_PORT ...); ``auto``: external when the environment names a sidecar (DAPR_GRPC_PORT /
-    #: DAPR_GRPC_ENDPOINT), else embedded.
+    #: DAPR_GRPC_ENDPOINT), else ``process`` on Linux and ``embedded`` elsewhere.
     sidecar: Literal["auto", "embedded", "process", "external"] = "auto"
     #: Ports of the embedded sidecar (0: any free port; ``budeval submit`` finds them in ``{data_dir}/serve.json``).
     sidecar_grpc_port: int = Field(default=0, ge=0, le=65535)

@@ -1,9 +1,9 @@
 """``budeval serve``: assembles store, archive, backend, sidecar, workflow runtime and the HTTP app, and runs them.
 
-Embedded (the default when no Dapr sidecar is named in the environment): the Dapr-compatible sidecar runs in this
-process with its state in ``{data_dir}/sidecar.db``; the SDK is pointed at it through ``DAPR_*`` variables, and it
-delivers the request topic to this app's subscription route. ``process``: the same sidecar in a child process that
-dies with this one (``budeval.sidecar.process``). External (a cluster): daprd is already there
+Embedded (when no Dapr sidecar is named in the environment): the Dapr-compatible sidecar runs next to this app with
+its state in ``{data_dir}/sidecar.db`` -- by default (Linux) in a child process that dies with this one
+(``process``, ``budeval.sidecar.process``), or in this process (``embedded``); the SDK is pointed at it through
+``DAPR_*`` variables, and it delivers the request topic to this app's subscription route. External (a cluster): daprd is already there
 (``DAPR_GRPC_PORT``/``DAPR_HTTP_PORT``) and calls the app on ``port``. The same code path otherwise.
 
 ``{data_dir}/serve.json`` tells the CLI (``submit``, ``status``, ``cancel``) where the running service and its
@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,11 +40,16 @@ SERVE_FILE = "serve.json"
 TOKEN_FILE = "api-token"  # noqa: S105 (a file name)
 
 
-def sidecar_mode(settings: Settings, environ: dict[str, str] | None = None) -> str:
+def sidecar_mode(settings: Settings, environ: dict[str, str] | None = None, platform: str = sys.platform) -> str:
+    """``auto``: daprd when the environment names one; otherwise the embedded sidecar in a child process on Linux
+    (measured ~25% more evaluations/s and less CPU per evaluation than in-process on two cores, and the kernel
+    kills it with the service), in this process elsewhere (no parent-death signal to rely on)."""
     env = os.environ if environ is None else environ
     if settings.sidecar != "auto":
         return settings.sidecar
-    return "external" if env.get("DAPR_GRPC_PORT") or env.get("DAPR_GRPC_ENDPOINT") else "embedded"
+    if env.get("DAPR_GRPC_PORT") or env.get("DAPR_GRPC_ENDPOINT"):
+        return "external"
+    return "process" if platform.startswith("linux") else "embedded"
 
 
 def make_backend(settings: Settings) -> JobBackend:

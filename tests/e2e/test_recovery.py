@@ -110,7 +110,7 @@ def service(tmp_path: Path) -> Iterator[Service]:
     env.update(
         BUDEVAL_DATA_DIR=str(data_dir),
         BUDEVAL_PORT="0",
-        BUDEVAL_SIDECAR="embedded",
+        BUDEVAL_SIDECAR="process",  # the default shape on Linux (in-process: tests/sidecar, tests/service)
         BUDEVAL_BACKEND="local",
         BUDEVAL_OPENCOMPASS_PYTHON=str(FAKE_PYTHON),
         BUDEVAL_POLL_INITIAL_S="1",
