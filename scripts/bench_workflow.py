@@ -2,8 +2,9 @@
 """Benchmark: evaluations through the embedded sidecar with the real workflow, a backend whose runs finish at once.
 
 Everything real except the OpenCompass job: the unmodified dapr SDK runtime/client (build_runtime from
-budeval/workflow/worker.py), the embedded sidecar (SQLite state), the chDB store (open_store), the folder archive,
-events published through the sidecar (DaprClient.publish_event). The backend copies a fixture run folder on submit.
+budeval/workflow/worker.py), the embedded sidecar (SQLite state; by default in its own process, as ``budeval serve``
+starts it on Linux), the chDB store (open_store), the folder archive, events published through the sidecar
+(DaprClient.publish_event). The backend copies a fixture run folder on submit.
 
 Two modes in one run, side by side:
   event  the backend's watch raises RUN_FINISHED_EVENT into the run's child workflow (as the real watchers do);
@@ -149,9 +150,11 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="evaluations in flight at once")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument(
-        "--sidecar-process",
-        action="store_true",
-        help="run the sidecar as its own process (budeval.sidecar.process, what BUDEVAL_SIDECAR=process starts)",
+        "--sidecar",
+        choices=("process", "embedded"),
+        default="process",
+        help="the sidecar as its own process (budeval.sidecar.process: what `budeval serve` starts by default on "
+        "Linux) or in this process",
     )
     parser.add_argument(
         "--store",
@@ -173,7 +176,7 @@ def main() -> int:
     from budeval.sidecar.process import SidecarProcess
 
     state = work / "sidecar.db"
-    sidecar: Any = SidecarProcess(state) if args.sidecar_process else EmbeddedSidecar(state)
+    sidecar: Any = SidecarProcess(state) if args.sidecar == "process" else EmbeddedSidecar(state)
     sidecar.start()
     # The SDK reads DAPR_* from the environment at call time (dapr.conf.settings), so setting them here suffices.
     os.environ["DAPR_RUNTIME_HOST"] = "127.0.0.1"
@@ -315,7 +318,10 @@ def main() -> int:
     ]
     print(f"workdir={work}", file=sys.stderr)
     print(f"evaluations={len(ids)} finished={len(completed_at)} missing={len(missing)} not_completed={len(bad)}")
-    print(f"elapsed_s={elapsed:.2f} (event {args.evals} + poll {args.poll_evals}, concurrency {args.concurrency})")
+    print(
+        f"elapsed_s={elapsed:.2f} (event {args.evals} + poll {args.poll_evals}, concurrency {args.concurrency}, "
+        f"sidecar {args.sidecar}, store {args.store or 'chdb'})"
+    )
     if event_lat:
         print(
             f"event-driven: p50={statistics.median(event_lat):.0f} ms p99={percentile(event_lat, 99):.0f} ms "
