@@ -3,8 +3,9 @@
 Embedded (when no Dapr sidecar is named in the environment): the Dapr-compatible sidecar runs next to this app with
 its state in ``{data_dir}/sidecar.db`` -- by default (Linux) in a child process that dies with this one
 (``process``, ``budeval.sidecar.process``), or in this process (``embedded``); the SDK is pointed at it through
-``DAPR_*`` variables, and it delivers the request topic to this app's subscription route. External (a cluster): daprd is already there
-(``DAPR_GRPC_PORT``/``DAPR_HTTP_PORT``) and calls the app on ``port``. The same code path otherwise.
+``DAPR_*`` variables, and it delivers the request topic to this app's subscription route. External (a cluster):
+daprd is already there (``DAPR_GRPC_PORT``/``DAPR_HTTP_PORT``) and calls the app on ``port``. The same code path
+otherwise.
 
 ``{data_dir}/serve.json`` tells the CLI (``submit``, ``status``, ``cancel``) where the running service and its
 sidecar listen; in embedded mode without a configured token, a token is generated into ``{data_dir}/api-token``.

@@ -52,7 +52,7 @@ class BackoffPolicy(wf.RetryPolicy):  # type: ignore[misc]
         )
 
 
-#: Store, archive, API calls: a server restarting or a network blip heals within minutes.
+#: Every activity: each holds a step with a store, archive, backend API or broker call (validation and rendering are
+#: pure and report their failures as data, so a retry only ever repeats I/O). A server restarting or a network blip
+#: heals within minutes; terminal errors are never retried.
 TRANSIENT = BackoffPolicy(first=timedelta(seconds=1), attempts=8, coefficient=2.0, maximum=timedelta(seconds=60))
-#: Cheap local steps (validation, rendering): one retry covers a crashed worker, more would hide a bug.
-QUICK = BackoffPolicy(first=timedelta(milliseconds=200), attempts=3, coefficient=2.0, maximum=timedelta(seconds=2))

@@ -11,115 +11,32 @@ and exactly one `completed` event id exists.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from budeval.engine.results import parse_run
-from tests.service.support import wait_until
-
-ROOT = Path(__file__).resolve().parents[2]
-FIXTURE = ROOT / "tests" / "fixtures" / "opencompass" / "qa_chat"
-FAKE_PYTHON = Path(__file__).resolve().parent / "fake_opencompass.sh"
+from tests.service.serve_process import FIXTURE, ServeProcess, serve_env
+from tests.support import wait_until
 
 pytestmark = pytest.mark.slow
 
 
-class Service:
-    """One data directory; `start()` may be called again after the process died (a restart)."""
-
-    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
-        self.data_dir = data_dir
-        self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = data_dir / "serve.log"
-
-    def start(self, **extra_env: str) -> None:
-        (self.data_dir / "serve.json").unlink(missing_ok=True)
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "budeval.cli.main", "serve"],
-                env={**self.env, **extra_env},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-            )
-
-    def wait_ready(self) -> None:
-        def ready() -> bool:
-            assert self.proc is not None and self.proc.poll() is None, self.tail()
-            if not (self.data_dir / "serve.json").is_file():
-                return False
-            try:
-                return httpx.get(self.info["api_url"] + "/readyz", timeout=5).status_code == 200
-            except (httpx.HTTPError, ValueError):
-                return False
-
-        wait_until(ready, timeout=180, what="budeval serve ready")
-
-    @property
-    def info(self) -> dict[str, Any]:
-        return dict(json.loads((self.data_dir / "serve.json").read_text()))
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
-
-    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "budeval.cli.main", *args],
-            env=self.env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
-
-    def events(self, eval_id: str) -> list[dict[str, Any]]:
-        url = f"http://127.0.0.1:{self.info['dapr_http_port']}/v1.0-alpha1/messages"
-        answer = httpx.get(url, params={"topic": "budeval.events", "after": 0}, timeout=30)
-        answer.raise_for_status()
-        return [m["event"] for m in answer.json() if (m["event"].get("data") or {}).get("eval_id") == eval_id]
-
-    def wait_died(self) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout=180)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
+def service(tmp_path: Path) -> Iterator[ServeProcess]:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAPR_", "BUDEVAL_", "FAKE_OC_"))}
-    env.update(
-        BUDEVAL_DATA_DIR=str(data_dir),
-        BUDEVAL_PORT="0",
-        BUDEVAL_SIDECAR="process",  # the default shape on Linux (in-process: tests/sidecar, tests/service)
-        BUDEVAL_BACKEND="local",
-        BUDEVAL_OPENCOMPASS_PYTHON=str(FAKE_PYTHON),
-        BUDEVAL_POLL_INITIAL_S="1",
-        BUDEVAL_POLL_MAX_S="2",
+    env = serve_env(
+        data_dir,
+        "process",  # the default shape on Linux (in-process: tests/sidecar, tests/service)
         BUDEVAL_FAULT_MARKER_DIR=str(tmp_path / "faults"),
-        FAKE_OC_FIXTURE=str(FIXTURE),
         FAKE_OC_COUNTER=str(tmp_path / "runs-started"),
     )
-    svc = Service(data_dir, env)
+    svc = ServeProcess(data_dir, env)
     try:
         yield svc
     finally:
@@ -137,7 +54,7 @@ def _request(eval_id: str) -> str:
     )
 
 
-def _stored_rows(service: Service, eval_id: str) -> tuple[int, int]:
+def _stored_rows(service: ServeProcess, eval_id: str) -> tuple[int, int]:
     """(score rows, prediction rows) read in a separate process: chDB allows one process per data directory."""
     code = (
         "import sys, json\n"
@@ -172,7 +89,7 @@ STEPS = [
 
 
 @pytest.mark.parametrize("step", STEPS)
-def test_kill_9_at_each_step_then_restart_completes_exactly_once(service: Service, step: str) -> None:
+def test_kill_9_at_each_step_then_restart_completes_exactly_once(service: ServeProcess, step: str) -> None:
     eval_id = "crash-" + step.replace("_", "-").replace(".", "-").replace(":", "-")
     if step == "during_run":
         service.env["FAKE_OC_SLEEP"] = "8"

@@ -1,15 +1,20 @@
 #!/bin/sh
-# Stands in for the OpenCompass venv's python in service tests (BUDEVAL_OPENCOMPASS_PYTHON): called as
+# Stands in for the OpenCompass venv's python in the service and recovery tests (BUDEVAL_OPENCOMPASS_PYTHON), called as
 #   fake_opencompass.sh -m opencompass.cli.main CONFIG -w WORK_DIR --max-num-workers N
-# it copies the real OpenCompass output committed in $FAKE_OC_FIXTURE (e.g. tests/fixtures/opencompass/qa_chat) into
-# WORK_DIR, so the run "finishes" at once with real files. A config naming the model path
-# /models/budeval-test-sleep sleeps instead (a run to cancel).
+# It copies the real OpenCompass output committed in $FAKE_OC_FIXTURE (e.g. tests/fixtures/opencompass/qa_chat) into
+# WORK_DIR, so the run "finishes" with real files. Optional: $FAKE_OC_COUNTER gets one line per start (a test proves
+# the run started exactly once); $FAKE_OC_SLEEP seconds of sleep first (a window to kill the service "during the
+# run"); a config naming the model path /models/budeval-test-sleep sleeps instead of finishing (a run to cancel).
 config="$3"
 work="$5"
+if [ -n "$FAKE_OC_COUNTER" ]; then
+    echo "$$ $config" >>"$FAKE_OC_COUNTER"
+fi
 if grep -q "budeval-test-sleep" "$config"; then
     sleep 600
     exit 0
 fi
+sleep "${FAKE_OC_SLEEP:-0}"
 mkdir -p "$work"
 for d in "$FAKE_OC_FIXTURE"/2*; do
     cp -R "$d" "$work"/

@@ -9,13 +9,9 @@ parser, store and archive see real files. The process is stopped with SIGTERM at
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +19,8 @@ import httpx
 import pytest
 
 from tests.service.corpus import generate
-from tests.service.support import wait_until
+from tests.service.serve_process import FIXTURE, ServeProcess, serve_env
+from tests.support import wait_until
 
 
 def _missing_parts() -> list[str]:
@@ -41,11 +38,6 @@ def _missing_parts() -> list[str]:
 # Until every part of the embedded stack has landed (parallel work), say which is missing instead of failing.
 pytestmark = pytest.mark.skipif(bool(_missing_parts()), reason=f"embedded stack incomplete: {_missing_parts()}")
 
-ROOT = Path(__file__).resolve().parents[2]
-FIXTURE = ROOT / "tests" / "fixtures" / "opencompass" / "qa_chat"
-FAKE_PYTHON = Path(__file__).resolve().parent / "fake_opencompass.sh"
-
-
 def request(eval_id: str, path: str = "/models/m", **extra: Any) -> dict[str, Any]:
     return {
         "eval_id": eval_id,
@@ -56,96 +48,25 @@ def request(eval_id: str, path: str = "/models/m", **extra: Any) -> dict[str, An
     }
 
 
-@dataclass
-class Served:
-    proc: subprocess.Popen[bytes]
-    env: dict[str, str]
-    data_dir: Path
-    log: Path
-
-    @property
-    def info(self) -> dict[str, Any]:
-        return dict(json.loads((self.data_dir / "serve.json").read_text()))
-
-    @property
-    def token(self) -> str:
-        return (self.data_dir / "api-token").read_text().strip()
-
-    def cli(self, *args: str, stdin: str | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "budeval.cli.main", *args], env=self.env, input=stdin, capture_output=True,
-            text=True, timeout=timeout, check=False,
-        )
-
-    def api(self, method: str, path: str) -> httpx.Response:
-        return httpx.request(method, self.info["api_url"] + path, headers={"authorization": f"Bearer {self.token}"},
-                             timeout=30)
-
-    def events(self) -> list[dict[str, Any]]:
-        url = f"http://127.0.0.1:{self.info['dapr_http_port']}/v1.0-alpha1/messages"
-        from budeval.cli.service_commands import _messages
-
-        answer = httpx.get(url, params={"topic": "budeval.events", "after": 0}, timeout=30)
-        answer.raise_for_status()
-        return [event for _, event in _messages(answer.json())]
-
-
-def _start(data_dir: Path, sidecar: str) -> Served:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAPR_", "BUDEVAL_"))}
-    env.update(
-        BUDEVAL_DATA_DIR=str(data_dir),
-        BUDEVAL_PORT="0",
-        BUDEVAL_SIDECAR=sidecar,
-        BUDEVAL_BACKEND="local",
-        BUDEVAL_OPENCOMPASS_PYTHON=str(FAKE_PYTHON),
-        BUDEVAL_POLL_INITIAL_S="1",
-        BUDEVAL_POLL_MAX_S="2",
-        FAKE_OC_FIXTURE=str(FIXTURE),
-    )
-    (data_dir / "serve.json").unlink(missing_ok=True)
-    log = data_dir / "serve.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "budeval.cli.main", "serve"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, cwd=ROOT)
-    s = Served(proc, env, data_dir, log)
-
-    def ready() -> bool:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        if not (data_dir / "serve.json").is_file():
-            return False
-        try:
-            return httpx.get(s.info["api_url"] + "/readyz", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
+def _start(data_dir: Path, sidecar: str) -> ServeProcess:
+    served = ServeProcess(data_dir, serve_env(data_dir, sidecar)).start()
     try:
-        wait_until(ready, timeout=120, what="budeval serve ready")
+        return served.wait_ready(timeout=120)
     except BaseException:
-        _stop(s)
+        served.stop()
         raise
-    return s
-
-
-def _stop(s: Served) -> None:
-    if s.proc.poll() is None:
-        s.proc.send_signal(signal.SIGTERM)
-        try:
-            s.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            s.proc.kill()
-            s.proc.wait()
 
 
 # Every test below runs against both embedded shapes: the sidecar in the service's process, and in its own child.
 @pytest.fixture(scope="module", params=["embedded", "process"])
-def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     if not FIXTURE.is_dir():
         pytest.skip("OpenCompass fixtures missing (scripts/make_fixtures.sh)")
     s = _start(tmp_path_factory.mktemp(f"serve-{request.param}"), request.param)
     try:
         yield s
     finally:
-        _stop(s)
+        s.stop()
 
 
 def _alive(pid: int) -> bool:
@@ -167,21 +88,22 @@ def test_sidecar_process_dies_with_a_killed_service_and_a_restart_resumes_on_its
         assert published.returncode == 0, published.stderr
         pid_file = tmp_path / "results" / "proc-1" / "r0" / ".budeval" / "pid"
         wait_until(pid_file.is_file, timeout=60, what="the run to start")
+        assert first.proc is not None
         first.proc.send_signal(signal.SIGKILL)
-        first.proc.wait(30)
+        assert first.wait_died() == -signal.SIGKILL
         wait_until(lambda: not _alive(sidecar_pid), timeout=30, what="the sidecar child to die with the service")
     finally:
-        _stop(first)
+        first.stop()
     second = _start(tmp_path, "process")  # same data dir: same sidecar.db, the workflow is still there
     try:
         body = second.api("GET", "/evals/proc-1").json()
         assert body["workflow"]["status"] == "RUNNING", body
         assert second.cli("cancel", "proc-1").returncode == 0
     finally:
-        _stop(second)
+        second.stop()
 
 
-def test_submit_through_the_topic_completes_with_scores(served: Served, tmp_path: Path) -> None:
+def test_submit_through_the_topic_completes_with_scores(served: ServeProcess, tmp_path: Path) -> None:
     file = tmp_path / "req.json"
     file.write_text(json.dumps(request("e2e-1")))
     done = served.cli("submit", str(file), "--wait", "--timeout", "150")
@@ -201,14 +123,14 @@ def test_submit_through_the_topic_completes_with_scores(served: Served, tmp_path
     assert "budeval_extraction_duration_seconds_count" in metrics
 
 
-def test_same_request_again_is_one_workflow(served: Served) -> None:
+def test_same_request_again_is_one_workflow(served: ServeProcess) -> None:
     again = served.cli("submit", "-", "--wait", "--timeout", "60", stdin=json.dumps(request("e2e-1")))
     assert again.returncode == 0, again.stdout + again.stderr
     kinds = [e["type"] for e in served.events() if (e.get("data") or {}).get("eval_id") == "e2e-1"]
     assert sum(k.endswith(".started") for k in kinds) == 1
 
 
-def test_malformed_request_through_the_topic_is_rejected(served: Served) -> None:
+def test_malformed_request_through_the_topic_is_rejected(served: ServeProcess) -> None:
     bad = served.cli("submit", "-", "--wait", "--timeout", "60", stdin=json.dumps(request("Bad_Id")))
     assert bad.returncode == 1
     assert "rejected" in bad.stdout and "eval_id" in bad.stdout
@@ -218,7 +140,7 @@ def test_malformed_request_through_the_topic_is_rejected(served: Served) -> None
     assert served.api("GET", "/evals/e2e-unknown").status_code == 404  # no workflow was started
 
 
-def test_cancel_a_running_evaluation(served: Served) -> None:
+def test_cancel_a_running_evaluation(served: ServeProcess) -> None:
     published = served.cli("submit", "-", stdin=json.dumps(request("e2e-cancel", path="/models/budeval-test-sleep")))
     assert published.returncode == 0, published.stderr
     pid_file = served.data_dir / "results" / "e2e-cancel" / "r0" / ".budeval" / "pid"
@@ -234,7 +156,7 @@ def test_cancel_a_running_evaluation(served: Served) -> None:
                timeout=30, what="the run's process to end")
 
 
-def test_corpus_sample_through_the_sidecar_starts_nothing(served: Served) -> None:
+def test_corpus_sample_through_the_sidecar_starts_nothing(served: ServeProcess) -> None:
     cases = [c for c in generate() if c.body.startswith(b'{"specversion"')][::10]
     publish = f"http://127.0.0.1:{served.info['dapr_http_port']}/v1.0/publish/budeval-pubsub/budeval.requests"
     ids = []
@@ -257,7 +179,8 @@ def test_corpus_sample_through_the_sidecar_starts_nothing(served: Served) -> Non
             assert served.api("GET", f"/evals/{case.eval_id}").status_code == 404, case.name
 
 
-def test_sigterm_stops_cleanly(served: Served) -> None:
+def test_sigterm_stops_cleanly(served: ServeProcess) -> None:
+    assert served.proc is not None
     served.proc.send_signal(signal.SIGTERM)
     assert served.proc.wait(timeout=90) == 0, served.log.read_text()[-3000:]
     assert not (served.data_dir / "serve.json").exists()

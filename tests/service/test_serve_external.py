@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.support import wait_until
-from tests.service.test_serve_embedded import FAKE_PYTHON, FIXTURE, ROOT, pytestmark, request
-from tests.support import free_port
+from tests.service.serve_process import FAKE_PYTHON, FIXTURE, ROOT
+from tests.service.test_serve_embedded import pytestmark, request
+from tests.support import free_port, wait_until
 
 __all__ = ["pytestmark"]
 
