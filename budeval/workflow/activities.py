@@ -296,7 +296,10 @@ class EvalActivities:
         source = self.deps.settings.resolved_results_root() / inp.eval_id
         if not source.is_dir():
             return Archived(url=None, error=f"no results folder for {inp.eval_id}")
-        receipt = self.deps.archive.upload_run(source, inp.eval_id, self._provenance(inp.provenance))
+        try:
+            receipt = self.deps.archive.upload_run(source, inp.eval_id, self._provenance(inp.provenance))
+        except TerminalError as exc:  # retrying cannot help; transient errors propagate and the activity retries
+            return Archived(url=None, error=str(exc))
         return Archived(url=receipt.url, files=receipt.files, uploaded=receipt.uploaded, skipped=receipt.skipped)
 
     def finish_evaluation(self, inp: FinishInput) -> None:

@@ -143,7 +143,12 @@ def evaluation_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) ->
         scores=[m.model_dump(mode="json") for o in outcomes for m in o.metrics],
     )
     config_hashes = rendered.config_hashes if rendered is not None else {}
-    finalized = yield finalize(result, outcomes, config_hashes=config_hashes)
+    try:
+        finalized = yield finalize(result, outcomes, config_hashes=config_hashes)
+    except wf.TaskFailedError as exc:  # the rows are stored; the store or the broker stayed down through every retry
+        why = f"finalize failed: {_failure_message(exc)}"
+        yield _publish(ctx, eval_id, "failed", f"{eval_id}.failed", {"status": "failed", "reason": why})
+        return result.model_copy(update={"outcome": "failed", "reason": why}).model_dump(mode="json")
     return EvaluationResult.model_validate(finalized).model_dump(mode="json")
 
 

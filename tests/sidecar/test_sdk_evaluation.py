@@ -147,3 +147,66 @@ def test_cancel_terminates_the_evaluation_and_its_run(stack: dict[str, Any]) -> 
         assert run is not None and run.runtime_status == wf.WorkflowStatus.TERMINATED
     finally:
         backend.fixture = FIXTURE
+
+
+class _BrokenArchive:
+    """An archive that refuses with a terminal error (never retried)."""
+
+    def upload_run(self, source: Path, prefix: str, provenance: dict[str, Any]) -> Any:
+        from budeval.errors import ValidationError
+
+        raise ValidationError("archive refused the run", field="archive")
+
+
+class _StoreRefusingFinalRows:
+    """The real store, except that an evaluation's final row is refused with a terminal error."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def record_evaluation(self, record: Any) -> None:
+        from budeval.errors import ValidationError
+
+        if record.status != "running":
+            raise ValidationError("row refused", field="store")
+        self._inner.record_evaluation(record)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _finished_events(stack: dict[str, Any], eval_id: str) -> list[dict[str, Any]]:
+    state = stack["client"].wait_for_workflow_completion(eval_id, timeout_in_seconds=TIMEOUT)
+    assert state is not None and state.runtime_status == wf.WorkflowStatus.COMPLETED
+    deadline = time.monotonic() + 10
+    while not {"completed", "failed"} & set(_kinds(_events(stack, eval_id))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _events(stack, eval_id)
+
+
+def test_an_archive_that_refuses_leaves_the_scores_completed_and_says_why(stack: dict[str, Any]) -> None:
+    deps = stack["deps"]
+    archive, deps.archive = deps.archive, _BrokenArchive()
+    try:
+        _start(stack["client"], "evt-archive-refused")
+        events = _finished_events(stack, "evt-archive-refused")
+    finally:
+        deps.archive = archive
+    assert _kinds(events) == ["started", "progress", "completed"]
+    done = events[-1]["data"]
+    assert done["archive_url"] is None and "archive failed: archive: archive refused the run" in done["reason"]
+    record = stack["store"].get_evaluation("evt-archive-refused")
+    assert record is not None and record.status == "completed" and "archive failed" in (record.reason or "")
+
+
+def test_a_finalize_that_cannot_succeed_ends_failed_with_an_event_not_silently(stack: dict[str, Any]) -> None:
+    deps = stack["deps"]
+    store, deps.store = deps.store, _StoreRefusingFinalRows(deps.store)
+    try:
+        _start(stack["client"], "evt-finalize-broken")
+        events = _finished_events(stack, "evt-finalize-broken")
+    finally:
+        deps.store = store
+    assert _kinds(events) == ["started", "progress", "failed"]
+    assert "finalize failed" in events[-1]["data"]["reason"] and "row refused" in events[-1]["data"]["reason"]
+    assert stack["store"].results("evt-finalize-broken")  # the scores were stored before finalize
