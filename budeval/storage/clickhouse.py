@@ -131,6 +131,22 @@ class _EvaluationRow:
     values: list[Any]  # EVALUATION_COLUMNS
 
 
+def _prediction_columns(eval_id: str, run_id: str, block: PredictionBatch) -> list[list[Any]]:
+    """PREDICTION_COLUMNS of one batch; the constant key columns are ``[value] * n`` (C speed, no per-row Python)."""
+    n = len(block)
+    return [
+        [eval_id] * n,
+        [run_id] * n,
+        block.model,
+        block.dataset,
+        block.example_index,
+        block.prompt,
+        block.prediction,
+        block.gold,
+        block.correct,
+    ]
+
+
 def _score_rows(run: _RunRows) -> list[tuple[Any, ...]]:
     """SCORE_COLUMNS rows: one per metric, plus one without a metric for a (model, dataset) the summary does not list
     at all, so its failure shows in results."""
@@ -371,34 +387,19 @@ class ClickHouseStore:
         return StoreReport(metrics=len(metrics), predictions=predictions)
 
     def _write_runs(self, runs: Sequence[_RunRows]) -> list[int]:
-        """One group commit of small runs: one lookup, the deletes it calls for, one insert per table."""
+        """One group commit of small runs (called by :meth:`_write_batch`, which holds the lock): one lookup, the
+        deletes it calls for, one insert per table."""
         latest = {(r.eval_id, r.run_id): r for r in runs}  # the same run twice in a batch: the last copy wins
-        with self._lock:
-            self._clear_runs(list(latest))
-            unique = list(latest.values())
-            blocks = [r.predictions for r in unique if r.predictions is not None and len(r.predictions)]
-            if blocks:
-                columns: list[list[Any]] = [[] for _ in PREDICTION_COLUMNS]
-                for r in unique:
-                    block = r.predictions
-                    if block is None or not len(block):
-                        continue
-                    n = len(block)
-                    parts: list[list[Any]] = [
-                        [r.eval_id] * n,
-                        [r.run_id] * n,
-                        block.model,
-                        block.dataset,
-                        block.example_index,
-                        block.prompt,
-                        block.prediction,
-                        block.gold,
-                        block.correct,
-                    ]
-                    for column, part in zip(columns, parts, strict=True):
-                        column.extend(part)
-                self._insert("predictions", PREDICTION_COLUMNS, columns, self.insert_settings)
-            self._insert_run_rows(unique)
+        self._clear_runs(list(latest))
+        unique = list(latest.values())
+        filled = [(r, r.predictions) for r in unique if r.predictions is not None and len(r.predictions)]
+        if filled:
+            columns: list[list[Any]] = [[] for _ in PREDICTION_COLUMNS]
+            for r, block in filled:
+                for column, part in zip(columns, _prediction_columns(r.eval_id, r.run_id, block), strict=True):
+                    column.extend(part)
+            self._insert("predictions", PREDICTION_COLUMNS, columns, self.insert_settings)
+        self._insert_run_rows(unique)
         return [len(r.predictions) if r.predictions is not None else 0 for r in runs]
 
     def _clear_runs(self, keys: Sequence[tuple[str, str]]) -> None:
@@ -488,17 +489,7 @@ class ClickHouseStore:
                         raise item
                     n = len(item)
                     if n:
-                        columns = [
-                            [eval_id] * n,
-                            [run_id] * n,
-                            item.model,
-                            item.dataset,
-                            item.example_index,
-                            item.prompt,
-                            item.prediction,
-                            item.gold,
-                            item.correct,
-                        ]
+                        columns = _prediction_columns(eval_id, run_id, item)
                         del item
                         try:
                             if context is None:
