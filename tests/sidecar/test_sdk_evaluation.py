@@ -184,14 +184,12 @@ def _finished_events(stack: dict[str, Any], eval_id: str) -> list[dict[str, Any]
     return _events(stack, eval_id)
 
 
-def test_an_archive_that_refuses_leaves_the_scores_completed_and_says_why(stack: dict[str, Any]) -> None:
-    deps = stack["deps"]
-    archive, deps.archive = deps.archive, _BrokenArchive()
-    try:
-        _start(stack["client"], "evt-archive-refused")
-        events = _finished_events(stack, "evt-archive-refused")
-    finally:
-        deps.archive = archive
+def test_an_archive_that_refuses_leaves_the_scores_completed_and_says_why(
+    stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stack["deps"], "archive", _BrokenArchive())
+    _start(stack["client"], "evt-archive-refused")
+    events = _finished_events(stack, "evt-archive-refused")
     assert _kinds(events) == ["started", "progress", "completed"]
     done = events[-1]["data"]
     assert done["archive_url"] is None and "archive failed: archive: archive refused the run" in done["reason"]
@@ -199,14 +197,12 @@ def test_an_archive_that_refuses_leaves_the_scores_completed_and_says_why(stack:
     assert record is not None and record.status == "completed" and "archive failed" in (record.reason or "")
 
 
-def test_a_finalize_that_cannot_succeed_ends_failed_with_an_event_not_silently(stack: dict[str, Any]) -> None:
-    deps = stack["deps"]
-    store, deps.store = deps.store, _StoreRefusingFinalRows(deps.store)
-    try:
-        _start(stack["client"], "evt-finalize-broken")
-        events = _finished_events(stack, "evt-finalize-broken")
-    finally:
-        deps.store = store
+def test_a_finalize_that_cannot_succeed_ends_failed_with_an_event_not_silently(
+    stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stack["deps"], "store", _StoreRefusingFinalRows(stack["deps"].store))
+    _start(stack["client"], "evt-finalize-broken")
+    events = _finished_events(stack, "evt-finalize-broken")
     assert _kinds(events) == ["started", "progress", "failed"]
     assert "finalize failed" in events[-1]["data"]["reason"] and "row refused" in events[-1]["data"]["reason"]
     assert stack["store"].results("evt-finalize-broken")  # the scores were stored before finalize
