@@ -13,7 +13,8 @@
     └── TransientError                retry with backoff (network, 5xx, 429, a server starting up)
         ├── StoreUnavailableError     ClickHouse cannot be reached or answered 5xx
         ├── ArchiveUnavailableError   the S3 endpoint cannot be reached or answered 5xx
-        └── BackendUnavailableError   the Kubernetes API or the local runner cannot be reached
+        ├── BackendUnavailableError   the Kubernetes API or the local runner cannot be reached
+        └── SidecarUnavailableError   the embedded sidecar's process did not start (or report where it listens)
 
 Messages are cut to ``MAX_MESSAGE`` characters so that no large payload (or secret inside one) reaches a log.
 """
@@ -113,6 +114,10 @@ class BackendUnavailableError(TransientError):
     reason = "backend_unavailable"
 
 
+class SidecarUnavailableError(TransientError):
+    reason = "sidecar_unavailable"
+
+
 __all__ = [
     "ArchiveUnavailableError",
     "BackendUnavailableError",
@@ -123,6 +128,7 @@ __all__ = [
     "ResultParseError",
     "RunFailedError",
     "SchemaVersionError",
+    "SidecarUnavailableError",
     "StoreUnavailableError",
     "TerminalError",
     "TransientError",

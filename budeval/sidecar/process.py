@@ -17,13 +17,9 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from budeval.errors import BudevalError
+from budeval.errors import SidecarUnavailableError
 
 PR_SET_PDEATHSIG = 1
-
-
-class SidecarStartError(BudevalError):
-    """The sidecar child exited or stayed silent instead of reporting its ports."""
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -105,7 +101,7 @@ class SidecarProcess:
         ready.wait(self.start_timeout)
         if "grpc_port" not in found:
             self.stop()
-            raise SidecarStartError(
+            raise SidecarUnavailableError(
                 f"the sidecar process did not report its ports within {self.start_timeout:.0f} s "
                 f"(exit code {proc.poll()}); see its log"
             )
