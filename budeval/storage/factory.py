@@ -17,7 +17,7 @@ from budeval.errors import StoreUnavailableError, ValidationError
 from budeval.storage.archive_folder import FolderArchive
 from budeval.storage.archive_s3 import S3Archive
 from budeval.storage.base import Archive
-from budeval.storage.clickhouse import ClickHouseStore
+from budeval.storage.clickhouse import DEFAULT_LINGER_S, ClickHouseStore
 
 
 def redact_dsn(dsn: str) -> str:
@@ -39,8 +39,10 @@ def _scrub(text: str, dsn: str) -> str:
     return text
 
 
-def open_store(dsn: str) -> ClickHouseStore:
-    """Connect (chDB: open the engine, creating the folder) and return the store; migrations are ``migrate()``'s."""
+def open_store(dsn: str, *, linger_s: float = DEFAULT_LINGER_S) -> ClickHouseStore:
+    """Connect (chDB: open the engine, creating the folder) and return the store; migrations are ``migrate()``'s.
+
+    ``linger_s``: how long small concurrent writes wait to share an insert while the store is busy (0: never)."""
     import clickhouse_connect
 
     shown = redact_dsn(dsn)
@@ -68,7 +70,8 @@ def open_store(dsn: str) -> ClickHouseStore:
             raise StoreUnavailableError(f"cannot open the ClickHouse store {shown}: {reason}") from None
 
     embedded = parsed.scheme == "chdb"
-    return ClickHouseStore(connect(), shown, connect=connect, insert_settings={"max_threads": 1} if embedded else None)
+    settings = {"max_threads": 1} if embedded else None
+    return ClickHouseStore(connect(), shown, connect=connect, insert_settings=settings, linger_s=linger_s)
 
 
 def open_archive(url: str) -> Archive:

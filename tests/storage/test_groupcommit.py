@@ -94,3 +94,46 @@ def test_a_wrong_number_of_results_is_an_error_not_a_silent_success() -> None:
     commit: GroupCommit[str, str] = GroupCommit(lambda items: [])
     with pytest.raises(RuntimeError, match="0 results for 1 items"):
         commit.submit("a")
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def __call__(self, items: Sequence[str]) -> list[str]:
+        self.batches.append(list(items))
+        return [item.upper() for item in items]
+
+
+def _submit_from_another_thread(commit: GroupCommit[str, str], item: str) -> None:
+    thread = threading.Thread(target=commit.submit, args=(item,))
+    thread.start()
+    thread.join(5)
+
+
+def test_under_load_a_writer_lingers_for_the_next_caller_and_both_share_one_batch() -> None:
+    writer = _Recorder()
+    commit: GroupCommit[str, str] = GroupCommit(writer, max_batch=2, linger_s=30.0)
+    for i in range(7):  # items from two threads in quick succession: the store is busy
+        if i % 2:
+            _submit_from_another_thread(commit, f"p{i}")
+        else:
+            assert commit.submit(f"p{i}") == f"P{i}"
+    assert all(len(b) == 1 for b in writer.batches)
+    first, threads = _submit_in_threads(commit, ["x"])  # the eighth arrival: busy, so it waits for company
+    wait_until(lambda: len(commit._queue) == 1, timeout=5, what="x queued")
+    assert len(writer.batches) == 7  # x is not written alone
+    second, more = _submit_in_threads(commit, ["y"])  # a full batch ends the wait at once (not after 30 s)
+    for t in threads + more:
+        t.join(5)
+    assert writer.batches[-1] == ["x", "y"]
+    assert first == {"x": "X"} and second == {"y": "Y"}
+
+
+def test_one_thread_storing_in_a_loop_never_lingers() -> None:
+    writer = _Recorder()
+    commit: GroupCommit[str, str] = GroupCommit(writer, linger_s=30.0)
+    for i in range(20):  # would take 30 s per item from the ninth on if it lingered
+        assert commit.submit(f"i{i}") == f"I{i}"
+    assert commit.batch_sizes == [1] * 20
+    assert not commit._busy()
