@@ -126,6 +126,98 @@ class MemoryStore:
         return None
 
 
+def orchestration_floor(sidecar_kind: str, work: Path, evals: int, concurrency: int) -> dict[str, float]:
+    """The same workflow shape with activities that do nothing: what the SDK + sidecar alone cost per evaluation.
+
+    Parent: prepare -> a child workflow (submit -> wait for the run_finished event or a timer -> collect) ->
+    finalize; the event is raised as the watcher raises it. No store, archive, parser or events: whatever the real
+    run costs above this is the evaluation's own work.
+    """
+    from datetime import timedelta
+
+    import dapr.ext.workflow as wf
+
+    from budeval.sidecar import EmbeddedSidecar
+    from budeval.sidecar.process import SidecarProcess
+
+    own0, child0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    sidecar: Any = (SidecarProcess if sidecar_kind == "process" else EmbeddedSidecar)(work / "floor.db")
+    sidecar.start()
+    finished: dict[str, float] = {}
+    lock = threading.Lock()
+
+    submitted: queue.Queue[str | None] = queue.Queue()
+
+    def step(ctx: Any, payload: Any) -> Any:
+        return payload
+
+    def submit(ctx: Any, payload: Any) -> Any:
+        submitted.put(str(payload))  # "the run finished at once": the watcher below raises the event
+        return payload
+
+    def finalize(ctx: Any, payload: Any) -> Any:
+        with lock:
+            finished[str(payload)] = time.time()
+        return payload
+
+    def run(ctx: Any, payload: Any) -> Any:
+        yield ctx.call_activity(submit, input=payload)
+        event = ctx.wait_for_external_event("run_finished")
+        yield wf.when_any([event, ctx.create_timer(timedelta(seconds=60))])
+        return (yield ctx.call_activity(step, input=payload))
+
+    def evaluation(ctx: Any, payload: Any) -> Any:
+        yield ctx.call_activity(step, input=payload)
+        yield ctx.call_child_workflow(run, input=payload, instance_id=f"{payload}~r0")
+        return (yield ctx.call_activity(finalize, input=payload))
+
+    runtime = wf.WorkflowRuntime(host="127.0.0.1", port=str(sidecar.grpc_port), maximum_thread_pool_workers=32)
+    for workflow in (evaluation, run):
+        runtime.register_workflow(workflow)
+    for activity in (step, submit, finalize):
+        runtime.register_activity(activity)
+    runtime.start()
+    client = wf.DaprWorkflowClient(host="127.0.0.1", port=str(sidecar.grpc_port))
+
+    def watch() -> None:
+        while (eval_id := submitted.get()) is not None:
+            client.raise_workflow_event(f"{eval_id}~r0", "run_finished", data={})
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    slots = threading.Semaphore(concurrency)
+
+    def one(eval_id: str) -> None:
+        client.schedule_new_workflow(evaluation, input=eval_id, instance_id=eval_id)
+        while eval_id not in finished:
+            time.sleep(0.01)
+        slots.release()
+
+    t0 = time.time()
+    threads = []
+    for i in range(evals):
+        slots.acquire()
+        thread = threading.Thread(target=one, args=(f"floor-{i:04d}",), daemon=True)
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join(timeout=120)
+    elapsed = time.time() - t0
+    submitted.put(None)
+    runtime.shutdown()
+    sidecar.stop()
+    own, child = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+
+    def cpu_ms(after: Any, before: Any) -> float:
+        return (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / evals * 1000
+
+    return {
+        "evals_per_s": len(finished) / elapsed,
+        "this_ms": cpu_ms(own, own0),
+        "sidecar_ms": cpu_ms(child, child0),
+    }
+
+
 def request(eval_id: str) -> dict[str, Any]:
     return {
         "eval_id": eval_id,
@@ -174,6 +266,11 @@ def main() -> int:
         type=float,
         default=None,
         help="the store's group-commit linger (default: the store's own; 0 turns it off), for side-by-side runs",
+    )
+    parser.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the orchestration floor (the same workflow shape with activities that do nothing, run after)",
     )
     args = parser.parse_args()
 
@@ -361,6 +458,14 @@ def main() -> int:
     sizes = getattr(getattr(store, "_commits", None), "batch_sizes", [])
     if sizes:
         print(f"store group commits: {len(sizes)} batches, {sum(sizes) / len(sizes):.1f} writes each on average")
+    if not args.no_floor:
+        floor = orchestration_floor(args.sidecar, work, args.evals, args.concurrency)
+        print(
+            f"orchestration floor (same workflow shape, activities do nothing, {args.evals} evaluations): "
+            f"{floor['evals_per_s']:.2f} evals/s, cpu per evaluation: this process {floor['this_ms']:.0f} ms, "
+            f"sidecar process {floor['sidecar_ms']:.0f} ms; the real run reached "
+            f"{len(completed_at) / elapsed / floor['evals_per_s']:.2f} of it"
+        )
     if missing or bad:
         print(f"FAILED: missing={missing[:5]} not_completed={list(bad.items())[:5]}", file=sys.stderr)
     evals_per_s = len(completed_at) / elapsed if elapsed > 0 else 0.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 import uuid
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,15 @@ class FolderArchive:
             raise ValidationError(f"the archive folder {dest_root} and the source {source} overlap", field="archive")
         manifest, local = scan(source, prefix, provenance)
         uploaded = skipped = 0
+        folders: set[Path] = set()  # made already in this upload
         for entry in manifest.files:
             dest = dest_root / entry.path
             if self._holds(dest, entry.size, entry.sha256):
                 skipped += 1
                 continue
+            if dest.parent not in folders:
+                self._mkdir(dest.parent, entry.path)
+                folders.add(dest.parent)
             self._copy(local[entry.path], dest, entry.sha256, entry.path)
             uploaded += 1
         body = manifest.to_bytes()
@@ -62,21 +67,30 @@ class FolderArchive:
 
     @staticmethod
     def _holds(dest: Path, size: int, sha256: str) -> bool:
+        """A regular file (not a link) of this size and hash is already there."""
         try:
-            return (
-                not dest.is_symlink() and dest.is_file() and dest.stat().st_size == size and sha256_file(dest) == sha256
-            )
+            st = os.lstat(dest)
+            return stat.S_ISREG(st.st_mode) and st.st_size == size and sha256_file(dest) == sha256
         except OSError:
             return False
+
+    @staticmethod
+    def _mkdir(folder: Path, rel: str) -> None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ArchiveUnavailableError(
+                f"creating the folder for {rel} failed: {exc.strerror or exc}; the source folder is unchanged"
+            ) from exc
 
     @staticmethod
     def _tmp(dest: Path) -> Path:
         return dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:12]}"
 
     def _copy(self, src: Path, dest: Path, sha256: str, rel: str) -> None:
+        """Copy through a temporary name, fsync, check the bytes' hash, then rename (the folder exists)."""
         tmp = self._tmp(dest)
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
             digest = hashlib.sha256()
             with src.open("rb") as fin, tmp.open("wb") as fout:
                 while chunk := fin.read(_CHUNK):
@@ -87,12 +101,13 @@ class FolderArchive:
             if digest.hexdigest() != sha256:
                 raise ArchiveUnavailableError(f"{rel} changed while it was archived; the source is unchanged, retry")
             os.replace(tmp, dest)
-        except OSError as exc:
-            raise ArchiveUnavailableError(
-                f"copying {rel} to {dest} failed: {exc.strerror or exc}; the source folder is unchanged"
-            ) from exc
-        finally:
+        except BaseException as exc:
             _discard(tmp)
+            if isinstance(exc, OSError):
+                raise ArchiveUnavailableError(
+                    f"copying {rel} to {dest} failed: {exc.strerror or exc}; the source folder is unchanged"
+                ) from exc
+            raise
 
     def _write(self, dest: Path, body: bytes) -> None:
         tmp = self._tmp(dest)
