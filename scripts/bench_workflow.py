@@ -9,7 +9,14 @@ starts it on Linux), the chDB store (open_store), the folder archive, events pub
 Two modes in one run, side by side:
   event  the backend's watch raises RUN_FINISHED_EVENT into the run's child workflow (as the real watchers do);
   poll   the backend never raises it; the workflow's durable-timer poll (``--poll-s``) finds the finished run.
+The poll-mode evaluations are spread evenly through the run and have their own ``--concurrency`` slots (each waits
+out its timer; sharing slots would idle the event-driven ones). Throughput = all evaluations / wall time.
 Latency = from the moment the run finished (fixture copied) to the ``completed`` event in the sidecar's topic log.
+
+Then it prints the CPU per evaluation of this process (worker, store, the benchmark's own client) and of the
+sidecar process, the store's group-commit batch sizes and, after the run, the *orchestration floor*: the same
+workflow shape (prepare -> child: submit -> event-or-timer -> collect -> finalize) with activities that do nothing,
+through a fresh sidecar -- what the SDK and the sidecar cost by themselves (``--no-floor`` skips it).
 
 Last line exactly: ``evals_per_s=<float> p50_ms=<int> p99_ms=<int> poll_p50_ms=<int>``.
 """
