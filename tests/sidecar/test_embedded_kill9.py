@@ -15,7 +15,7 @@ import dapr.ext.workflow as wf
 import httpx
 import pytest
 
-from tests.sidecar.embedded_support import App
+from tests.sidecar.app_stub import SubscriberApp
 from tests.support import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,7 +114,7 @@ def test_kill9_of_the_worker_alone_redelivers_its_work_items(tmp_path: Path) -> 
 
 
 def test_published_message_survives_kill9(proc: Proc) -> None:
-    app = App([{"pubsubname": "ps", "topic": "t", "route": "/t"}], {"/t": [(200, {"status": "SUCCESS"})]})
+    app = SubscriberApp([{"pubsubname": "ps", "topic": "t", "route": "/t"}], {"/t": [(200, {"status": "SUCCESS"})]})
     app.port = free_port()
     # the app is down at first: the sidecar accepts the message, persists it, and cannot deliver yet
     proc.start("--app-port", str(app.port))
@@ -126,6 +126,6 @@ def test_published_message_survives_kill9(proc: Proc) -> None:
     try:
         proc.start("--app-port", str(app.port))
         wait_until(lambda: app.count("/t") == 1, timeout=30, what="delivery after kill -9 and restart")
-        assert app.received["/t"][0]["data"] == {"x": 1}
+        assert app.on("/t")[0]["data"] == {"x": 1}
     finally:
         app.stop()
