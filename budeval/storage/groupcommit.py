@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
-_WINDOW = 8  # arrivals that tell whether the store is busy
 R = TypeVar("R")
+_WINDOW = 8  # the last arrivals that tell whether the store is busy
 
 
 class _Entry(Generic[T, R]):

@@ -83,19 +83,18 @@ def scan(source: Path, prefix: str, provenance: dict[str, Any]) -> tuple[Manifes
             rel = f"{rel_folder}{entry.name}"
             if entry.is_dir(follow_symlinks=False):
                 walk(entry.path, f"{rel}/")
+            elif entry.is_symlink() and entry.is_dir():
+                skipped.append(SkippedEntry(path=rel, reason="directory symlink (never followed)"))
+            elif rel == MANIFEST_NAME:
+                skipped.append(SkippedEntry(path=rel, reason="reserved name (the archive writes its own)"))
             elif entry.is_symlink():
-                if entry.is_dir():
-                    skipped.append(SkippedEntry(path=rel, reason="directory symlink (never followed)"))
-                    continue
                 target = Path(entry.path).resolve()
                 if not target.is_relative_to(root) or not target.is_file():
                     skipped.append(SkippedEntry(path=rel, reason="symlink to a target outside the folder"))
-                    continue
-                add(rel, target, target.stat().st_size)
+                else:
+                    add(rel, target, target.stat().st_size)
             elif not entry.is_file(follow_symlinks=False):
                 skipped.append(SkippedEntry(path=rel, reason="not a regular file"))
-            elif rel == MANIFEST_NAME:
-                skipped.append(SkippedEntry(path=rel, reason="reserved name (the archive writes its own)"))
             else:
                 add(rel, Path(entry.path), entry.stat(follow_symlinks=False).st_size)
 

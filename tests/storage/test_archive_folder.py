@@ -73,6 +73,17 @@ def test_symlinks_are_never_followed_out_of_the_folder(tmp_path: Path) -> None:
     assert receipt.skipped == 0
 
 
+def test_a_fifo_and_a_file_named_like_the_manifest_are_skipped_with_their_reasons(tmp_path: Path) -> None:
+    run = make_run_folder(tmp_path)
+    os.mkfifo(run / "pipe")
+    os.symlink(run / ".budeval" / "exit_code", run / "manifest.json")  # a link inside, but the name is the archive's
+    FolderArchive(tmp_path / "archive").upload_run(run, "ev-1/r0", {})
+    manifest = json.loads((tmp_path / "archive" / "ev-1" / "r0" / "manifest.json").read_text())
+    reasons = {s["path"]: s["reason"] for s in manifest["skipped"]}
+    assert reasons == {"pipe": "not a regular file", "manifest.json": "reserved name (the archive writes its own)"}
+    assert manifest["prefix"] == "ev-1/r0"  # the manifest is the archive's own, not the run's file
+
+
 def test_a_failed_copy_raises_and_leaves_the_source_untouched(tmp_path: Path) -> None:
     run = make_run_folder(tmp_path)
     before = fingerprint(run)
