@@ -30,6 +30,9 @@ class Settings(BaseModel):
 
     data_dir: Path = Field(default_factory=default_data_dir)
     store_dsn: str = ""  # default: chdb:///{data_dir}/clickhouse
+    #: How long the store's small concurrent writes wait to share one insert while it is busy (0: never); see
+    #: budeval/storage/groupcommit.py. Adds at most this much to a write, only under load.
+    store_linger_ms: float = Field(default=50.0, ge=0, le=1000)
     archive_url: str = ""  # default: file://{data_dir}/archive ; or s3://bucket?endpoint=http://host:port
     results_root: Path | None = None  # default: {data_dir}/results
     backend: Literal["local", "kubernetes"] = "local"

@@ -172,7 +172,7 @@ def assemble(settings: Settings) -> Service:
     try:
         metrics = Metrics()
         suites = load_suites(settings.suites_dir)
-        raw_store = open_store(settings.resolved_store_dsn())
+        raw_store = open_store(settings.resolved_store_dsn(), linger_s=settings.store_linger_ms / 1000)
         store = CountingStore(raw_store, metrics)
         service._stops.append(("store", store.close))
         applied = store.migrate()

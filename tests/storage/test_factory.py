@@ -50,3 +50,15 @@ def test_archive_urls_pick_the_implementation(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("BUDEVAL_S3_ACCESS_KEY", "only-one")
     with pytest.raises(ValidationError, match="both"):
         open_archive("s3://results?endpoint=http://h:9000")
+
+
+def test_the_store_linger_comes_from_settings(tmp_path: Path) -> None:
+    from budeval.config import Settings
+
+    settings = Settings.from_env({"BUDEVAL_DATA_DIR": str(tmp_path), "BUDEVAL_STORE_LINGER_MS": "0"})
+    assert settings.store_linger_ms == 0 and Settings().store_linger_ms == 50
+    store = open_store(settings.resolved_store_dsn(), linger_s=settings.store_linger_ms / 1000)
+    try:
+        assert store._commits._linger_s == 0
+    finally:
+        store.close()
