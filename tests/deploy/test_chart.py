@@ -134,6 +134,7 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
     "bad-gpu-resource-name": ({"runner": {"gpuResourceName": "gpu"}}, "runner.gpuResourceName"),
     "app-id-not-dns-label": ({"dapr": {"appId": "Bud_Eval"}}, "dapr.appId"),
     "service-port-out-of-range": ({"service": {"port": 70000}}, "service.port"),
+    "negative-store-linger": ({"clickhouse": {"lingerMs": -1}}, "clickhouse.lingerMs"),
 }
 
 
@@ -320,7 +321,7 @@ def test_service_env_builds_valid_settings(values: str) -> None:
     env["BUDEVAL_NAMESPACE"] = "budeval"  # fieldRef metadata.namespace
     env["BUDEVAL_STORE_DSN"] = "http://x@clickhouse:8123/db"  # secretKeyRef
     settings = Settings.from_env(env)
-    assert settings.backend == "kubernetes"
+    assert settings.backend == "kubernetes" and settings.store_linger_ms == 50
     assert settings.sidecar == "external" and settings.host == "0.0.0.0" and settings.port == 8080
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert settings.resolved_results_root().as_posix() == mounts["results"]

@@ -128,6 +128,8 @@ app.kubernetes.io/part-of: budeval
   value: {{ include "budeval.runnerServiceAccount" . }}
 - name: BUDEVAL_ENGINE_VERSION
   value: {{ .Values.runner.image.tag | quote }}
+- name: BUDEVAL_STORE_LINGER_MS
+  value: {{ .Values.clickhouse.lingerMs | quote }}
 - name: BUDEVAL_MAX_PARALLEL_RUNS
   value: {{ .Values.runner.maxParallelRuns | quote }}
 - name: BUDEVAL_UNSCHEDULABLE_AFTER_S
