@@ -152,7 +152,6 @@ def orchestration_floor(sidecar_kind: str, work: Path, evals: int, concurrency: 
     sidecar.start()
     finished: dict[str, float] = {}
     lock = threading.Lock()
-
     submitted: queue.Queue[str | None] = queue.Queue()
 
     def step(ctx: Any, payload: Any) -> Any:
@@ -195,10 +194,13 @@ def orchestration_floor(sidecar_kind: str, work: Path, evals: int, concurrency: 
     slots = threading.Semaphore(concurrency)
 
     def one(eval_id: str) -> None:
-        client.schedule_new_workflow(evaluation, input=eval_id, instance_id=eval_id)
-        while eval_id not in finished:
-            time.sleep(0.01)
-        slots.release()
+        try:
+            client.schedule_new_workflow(evaluation, input=eval_id, instance_id=eval_id)
+            deadline = time.monotonic() + 60
+            while eval_id not in finished and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            slots.release()  # a lost evaluation shows as a lower count, not as a hang
 
     t0 = time.time()
     threads = []
@@ -210,6 +212,8 @@ def orchestration_floor(sidecar_kind: str, work: Path, evals: int, concurrency: 
     for thread in threads:
         thread.join(timeout=120)
     elapsed = time.time() - t0
+    if len(finished) < evals:
+        print(f"orchestration floor: only {len(finished)} of {evals} evaluations finished", file=sys.stderr)
     submitted.put(None)
     runtime.shutdown()
     sidecar.stop()
