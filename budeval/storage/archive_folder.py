@@ -7,8 +7,9 @@ import hashlib
 import os
 import stat
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from budeval.errors import ArchiveUnavailableError, ValidationError
 from budeval.storage.base import ArchiveReceipt
@@ -88,39 +89,36 @@ class FolderArchive:
         return dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:12]}"
 
     def _copy(self, src: Path, dest: Path, sha256: str, rel: str) -> None:
-        """Copy through a temporary name, fsync, check the bytes' hash, then rename (the folder exists)."""
-        tmp = self._tmp(dest)
-        try:
+        """Copy ``src`` to ``dest`` (its folder exists), failing if the bytes no longer have the listed hash."""
+
+        def fill(fout: BinaryIO) -> None:
             digest = hashlib.sha256()
-            with src.open("rb") as fin, tmp.open("wb") as fout:
+            with src.open("rb") as fin:
                 while chunk := fin.read(_CHUNK):
                     digest.update(chunk)
                     fout.write(chunk)
-                fout.flush()
-                os.fsync(fout.fileno())
             if digest.hexdigest() != sha256:
                 raise ArchiveUnavailableError(f"{rel} changed while it was archived; the source is unchanged, retry")
+
+        self._replace(dest, f"copying {rel} to {dest}", fill)
+
+    def _write(self, dest: Path, body: bytes) -> None:
+        self._mkdir(dest.parent, dest.name)
+        self._replace(dest, f"writing {dest}", lambda fout: fout.write(body))
+
+    def _replace(self, dest: Path, what: str, fill: Callable[[BinaryIO], object]) -> None:
+        """Write through a temporary name beside ``dest``, fsync, rename: ``dest`` is whole or untouched."""
+        tmp = self._tmp(dest)
+        try:
+            with tmp.open("wb") as fout:
+                fill(fout)
+                fout.flush()
+                os.fsync(fout.fileno())
             os.replace(tmp, dest)
         except BaseException as exc:
             _discard(tmp)
             if isinstance(exc, OSError):
                 raise ArchiveUnavailableError(
-                    f"copying {rel} to {dest} failed: {exc.strerror or exc}; the source folder is unchanged"
+                    f"{what} failed: {exc.strerror or exc}; the source folder is unchanged"
                 ) from exc
             raise
-
-    def _write(self, dest: Path, body: bytes) -> None:
-        tmp = self._tmp(dest)
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with tmp.open("wb") as fout:
-                fout.write(body)
-                fout.flush()
-                os.fsync(fout.fileno())
-            os.replace(tmp, dest)
-        except OSError as exc:
-            raise ArchiveUnavailableError(
-                f"writing {dest} failed: {exc.strerror or exc}; the source folder is unchanged"
-            ) from exc
-        finally:
-            _discard(tmp)
