@@ -1,8 +1,10 @@
-"""Helpers every test folder shares: poll until a condition holds, and pick a free loopback port."""
+"""Helpers every test folder shares: poll until a condition holds, run calls in threads at once, and pick a free
+loopback port."""
 
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +20,24 @@ def wait_until(check: Callable[[], Any], what: str = "condition", timeout: float
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(interval)
+
+
+def in_threads(call: Callable[[Any], None], args: list[Any], timeout: float = 60.0) -> list[BaseException]:
+    """``call(arg)`` for every arg, each in its own thread, all started before any is joined; what they raised."""
+    errors: list[BaseException] = []
+
+    def run(arg: Any) -> None:
+        try:
+            call(arg)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(arg,)) for arg in args]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return errors
 
 
 def free_port() -> int:

@@ -23,7 +23,7 @@ from budeval.backends.local import LocalBackend, secret_env_name
 from budeval.config import Settings
 from budeval.errors import BackendUnavailableError, UnsafeIdError, ValidationError
 from budeval.schemas.request import ModelSpec
-from tests.support import wait_until
+from tests.support import in_threads, wait_until
 
 FAKE = Path(__file__).with_name("fake_opencompass.py")
 HF_MODEL: dict[str, object] = {"name": "m", "source": {"type": "huggingface", "path": "/models/m"}}
@@ -181,20 +181,7 @@ def test_double_submit_starts_once_even_from_two_instances(make_backend: Callabl
 def test_concurrent_submits_from_threads_start_once(make_backend: Callable[..., LocalBackend]) -> None:
     backends = [make_backend() for _ in range(4)]
     s = spec("sleep 0.3 then qa_chat")
-    errors: list[BaseException] = []
-
-    def submit(bk: LocalBackend) -> None:
-        try:
-            bk.submit(s)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=submit, args=(bk,)) for bk in backends]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert in_threads(lambda bk: bk.submit(s), backends) == []
     assert wait_finished(backends[0]).phase == "succeeded"
     assert len((backends[0].work_dir("e1", "r0") / ".budeval" / "invocations").read_text().split()) == 1
 

@@ -13,6 +13,7 @@ from budeval.errors import ResultParseError
 from budeval.schemas.results import PredictionBatch
 from budeval.storage.base import EvaluationRecord
 from budeval.storage.clickhouse import ClickHouseStore
+from tests.support import in_threads
 
 from .fakes import Example, MemoryRun, metric, simple_run, status
 
@@ -177,32 +178,18 @@ def test_stored_batches_are_freed_without_waiting_for_the_garbage_collector(stor
 
 
 def test_concurrent_small_runs_and_evaluation_rows_share_inserts_and_each_lands_once(store: ClickHouseStore) -> None:
-    import threading
-
     runs = {
         f"c{i}": simple_run("20261123_081443", {("m", f"ds{i}"): float(i)}, {("m", f"ds{i}"): [True] * (i + 1)})
         for i in range(12)
     }
-    errors: list[BaseException] = []
 
     def work(eval_id: str) -> None:
-        try:
-            store.record_evaluation(
-                EvaluationRecord(eval_id=eval_id, status="running", params_hash="h", model_name="m")
-            )
-            store.store_run(eval_id, "r0", runs[eval_id])
-            store.store_run("same", "r0", runs["c3"])  # one (eval, run) stored by every thread at once
-            store.record_evaluation(
-                EvaluationRecord(eval_id=eval_id, status="completed", params_hash="h", model_name="m")
-            )
-        except BaseException as exc:
-            errors.append(exc)
+        store.record_evaluation(EvaluationRecord(eval_id=eval_id, status="running", params_hash="h", model_name="m"))
+        store.store_run(eval_id, "r0", runs[eval_id])
+        store.store_run("same", "r0", runs["c3"])  # one (eval, run) stored by every thread at once
+        store.record_evaluation(EvaluationRecord(eval_id=eval_id, status="completed", params_hash="h", model_name="m"))
 
-    threads = [threading.Thread(target=work, args=(eval_id,)) for eval_id in runs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    errors = in_threads(work, list(runs))
     assert not errors, errors
     for i, eval_id in enumerate(runs):
         assert store.count("predictions", eval_id) == i + 1
