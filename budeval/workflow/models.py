@@ -172,7 +172,8 @@ class FinalizeInput(FinishInput):
 
     result: EvaluationResult
     archive: bool = True
-    #: Extra fields of the final event (e.g. the original's scores of a reused evaluation).
+    #: Unused (nothing sets or reads it). Kept only because finalize inputs already in workflow histories carry it
+    #: and extra fields are forbidden: removing it would fail those workflows' finalize after an upgrade.
     event_extra: dict[str, Any] = Field(default_factory=dict)
 
 
