@@ -5,7 +5,8 @@
     │   ├── ValidationError           a request or setting that does not satisfy the schema
     │   ├── UnsafeIdError             an id that is not a DNS label (path traversal, upper case, too long)
     │   ├── ResultParseError          an OpenCompass output file is missing, empty, truncated or garbled
-    │   │   └── NoSummaryError        the run folder has no summary CSV (an aborted run)
+    │   │   ├── NoSummaryError        the newest run folder has nothing to score (an aborted run)
+    │   │   └── OutsideRunError       an output path that resolves outside the run folder (refused, not read)
     │   ├── RunFailedError            a job ended without scores (crash, OOM, deadline, task errors)
     │   ├── ConflictError             an object exists that is not ours (e.g. a Job with foreign labels)
     │   ├── NotFoundError             an evaluation, run or object that does not exist
@@ -78,7 +79,17 @@ class ResultParseError(TerminalError):
 
 
 class NoSummaryError(ResultParseError):
+    """The run folder holds nothing to score: no timestamp folder, or the newest one has neither a summary nor
+    results files (the run aborted or never ran)."""
+
     reason = "no_summary"
+
+
+class OutsideRunError(ResultParseError):
+    """A path OpenCompass would have written (from a model or dataset abbr) resolves outside the run folder; the
+    reader refuses to open it. Reported on that (model, dataset), never with the file's content."""
+
+    reason = "outside_run"
 
 
 class RunFailedError(TerminalError):

@@ -24,7 +24,6 @@ the service and its exit code is known afterwards. OpenCompass's cwd is ``.budev
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import re
@@ -38,6 +37,8 @@ from pathlib import Path
 
 from budeval.backends.base import FailureClass, RunFinishedCallback, RunPhase, RunSpec, RunState
 from budeval.config import Settings
+from budeval.engine.results import score_presence
+from budeval.engine.results.layout import error_excerpt, file_excerpt
 from budeval.errors import BackendUnavailableError, ValidationError
 from budeval.logs import get_logger
 from budeval.schemas.ids import check_dns_label
@@ -57,7 +58,6 @@ _WRAPPER = (
     '"$1" -m opencompass.cli.main "$2" -w "$3" --max-num-workers "$4" >>output.log 2>&1; '
     'rc=$?; echo "$rc" > exit_code.tmp && mv exit_code.tmp exit_code'
 )
-_ERROR_LINE = re.compile(r"( - ERROR - |^Traceback |^\w+(Error|Exception): )")
 
 
 def secret_env_name(secret_name: str, key: str) -> str:
@@ -134,18 +134,9 @@ def _pid_alive(pid: int, ticks: int | None) -> bool:
     return True
 
 
-def _tail(path: Path, chars: int = EXCERPT_CHARS) -> str:
-    try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - chars * 2))
-            data = f.read().decode("utf-8", errors="replace")
-    except FileNotFoundError:
-        return ""
-    # Progress bars redraw with \r: keep what the terminal would show.
-    lines = [line.rsplit("\r", 1)[-1] for line in data.splitlines()]
-    return "\n".join(lines)[-chars:]
+def _tail(path: Path) -> str:
+    """The console log's masked tail (the excerpt a failed run reports)."""
+    return file_excerpt(path, EXCERPT_CHARS)
 
 
 class LocalBackend:
@@ -448,14 +439,13 @@ def classify_exit(eval_id: str, run_id: str, work: Path, exit_code: int, console
 
     if exit_code != 0:
         return state("failed", "crash", f"OpenCompass exited with code {exit_code}", _tail(console))
-    scored, missing, summary = _summary_scores(work)
-    errors = _error_excerpt(work, console)
+    scored, missing, what = score_presence(work)
+    errors = error_excerpt(work, console)[:EXCERPT_CHARS]
     if scored:
         # A '-' cell is a failed task of this (newest) summary; ERROR lines alone may be from an earlier -r pass.
         return state("succeeded", None, "some tasks failed", errors) if missing else state("succeeded")
     if errors:
         return state("failed", "task_errors", "OpenCompass tasks failed; no scores", errors)
-    what = "no summary CSV" if summary is None else f"no score in {summary.name}"
     return state("failed", "no_scores", f"OpenCompass exited 0 but wrote {what}", _tail(console))
 
 
@@ -472,59 +462,6 @@ def _group_has_members(pgid: int) -> bool:
             if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
                 return True
     return False
-
-
-def _newest_timestamp_dir(work: Path) -> Path | None:
-    dirs = sorted(p for p in work.iterdir() if p.is_dir() and not p.name.startswith(".")) if work.is_dir() else []
-    return dirs[-1] if dirs else None
-
-
-def _summary_scores(work: Path) -> tuple[bool, bool, Path | None]:
-    """(any numeric score, any missing '-' score, the newest summary CSV) of the newest timestamp folder."""
-    ts = _newest_timestamp_dir(work)
-    if ts is None:
-        return False, False, None
-    summaries = sorted((ts / "summary").glob("summary_*.csv"))
-    if not summaries:
-        return False, False, None
-    newest = summaries[-1]
-    try:
-        with newest.open(encoding="utf-8", newline="") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return False, False, newest
-    scored = missing = False
-    for row in rows[1:]:
-        for cell in row[4:]:
-            try:
-                float(cell)
-                scored = True
-            except ValueError:
-                missing = True
-    return scored, missing, newest
-
-
-def _error_excerpt(work: Path, console: Path) -> str:
-    """ERROR lines (and the traceback tail) from the task logs of the newest timestamp folder and the console."""
-    files: list[Path] = []
-    ts = _newest_timestamp_dir(work)
-    if ts is not None:
-        files += sorted((ts / "logs").glob("*/*/*.out"))
-    files.append(console)
-    parts: list[str] = []
-    for path in files:
-        try:
-            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        except OSError:
-            continue
-        hits = [i for i, line in enumerate(lines) if _ERROR_LINE.search(line)]
-        if not hits:
-            continue
-        rel = path.relative_to(work) if path.is_relative_to(work) else path
-        last = lines[hits[-1]].rsplit("\r", 1)[-1]
-        first = lines[hits[0]].rsplit("\r", 1)[-1]
-        parts.append(f"{rel}: {first}" + (f"\n  ... {last}" if last != first else ""))
-    return "\n".join(parts)[:EXCERPT_CHARS]
 
 
 class _Watcher:

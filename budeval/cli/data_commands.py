@@ -121,8 +121,8 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -
 
 def _score_table(rows: Sequence[ScoreRow], out: TextIO) -> None:
     _table(
-        ("model", "dataset", "metric", "score", "status"),
-        [(r.model, r.dataset, r.metric or "-", _fmt(r.score), r.status) for r in rows],
+        ("model", "dataset", "metric", "score", "status", "reason"),
+        [(r.model, r.dataset, r.metric or "-", _fmt(r.score), r.status, _cut(r.reason or "")) for r in rows],
         out,
     )
 
@@ -182,6 +182,9 @@ def cmd_extract(args: argparse.Namespace, out: TextIO | None = None) -> int:
             "source": str(run_dir.resolve()),
             "timestamp": facts.timestamp,
             "summary_file": facts.summary_file,
+            "summary_files": facts.summary_files,
+            "notes": facts.notes,
+            "judges": facts.judges,
             "config_file": facts.config_file,
             "config_sha256": _config_sha(run_dir, parsed),
             "opencompass_version": facts.opencompass_version,
@@ -308,9 +311,17 @@ def cmd_compare(args: argparse.Namespace, out: TextIO | None = None) -> int:
         )
         out.write("\n")
         _table(
-            ("dataset", "index", "flip", "gold", "prediction_a", "prediction_b"),
+            ("dataset", "index", "replica", "flip", "gold", "prediction_a", "prediction_b"),
             [
-                (f.dataset, str(f.example_index), f.direction, _cut(f.gold), _cut(f.prediction_a), _cut(f.prediction_b))
+                (
+                    f.dataset,
+                    str(f.example_index),
+                    str(f.replica),
+                    f.direction,
+                    _cut(f.gold),
+                    _cut(f.prediction_a),
+                    _cut(f.prediction_b),
+                )
                 for f in flips
             ],
             out,

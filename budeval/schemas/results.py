@@ -20,7 +20,13 @@ class Frozen(BaseModel):
 
 
 class MetricRow(Frozen):
-    """One score from the newest summary CSV; ``score`` is on OpenCompass's 0-100 scale, None for a ``-`` cell."""
+    """One score of a (model, dataset, metric), on OpenCompass's 0-100 scale (as OpenCompass reports it).
+
+    ``score`` is None for a ``-`` cell or a value that is not a finite number (then ``reason`` says which: NaN,
+    infinite, not a number). ``source``: ``results`` (``results/{model}/{dataset}.json``, full precision) or the
+    summary file it came from (groups, averages, subjective and NeedleBench tables). ``judge``: the judge model of
+    an LLM-judged score, from the summary's or results folder's ``judged-by--{judge}`` name.
+    """
 
     model: str
     dataset: str
@@ -28,11 +34,15 @@ class MetricRow(Frozen):
     score: float | None
     version: str
     mode: str
+    reason: str | None = None
+    judge: str | None = None
+    source: str = ""
 
 
 class DatasetStatus(Frozen):
     """Outcome of one (model, dataset): ``ok`` (scored), ``missing`` (a ``-`` cell, no error seen), ``failed``
-    (error lines in ``logs/`` or no results), ``partial`` (some metrics or examples missing)."""
+    (an ``error`` in its results file, error lines in ``logs/``, no results, no finite score, or outputs outside the
+    run folder), ``partial`` (some metrics not finite or missing); ``reason`` says why for anything but ``ok``."""
 
     model: str
     dataset: str
@@ -41,19 +51,29 @@ class DatasetStatus(Frozen):
 
 
 class RunFacts(Frozen):
-    """What one OpenCompass timestamp folder says about itself."""
+    """What one OpenCompass timestamp folder says about itself; paths are relative to the work dir.
+
+    ``summary_file``: the summary the scores were read with (None when the run wrote none: scores then come from its
+    results files alone); ``summary_files``: every summary file read; ``notes``: what could not be read and was
+    worked around (an unreadable summary, a bad cell), so that a degraded read is visible; ``judges``: judge models.
+    """
 
     timestamp: str
-    summary_file: str  # relative to the run folder
+    summary_file: str | None
     models: list[str]
     datasets: list[str]
     config_file: str | None
     opencompass_version: str | None
+    summary_files: list[str] = []
+    notes: list[str] = []
+    judges: list[str] = []
 
 
 @dataclass(slots=True)
 class PredictionBatch:
-    """Column-oriented prediction rows; all lists have the same length. ``correct`` is None where unknown."""
+    """Column-oriented prediction rows; all lists have the same length. ``correct`` is None where unknown.
+
+    An example's identity is (model, dataset, example_index, replica)."""
 
     model: list[str] = field(default_factory=list)
     dataset: list[str] = field(default_factory=list)
@@ -62,6 +82,12 @@ class PredictionBatch:
     prediction: list[str] = field(default_factory=list)
     gold: list[str] = field(default_factory=list)
     correct: list[bool | None] = field(default_factory=list)
+    #: 0 unless the dataset ran ``n > 1`` replicas (samples) per example: then one row per (example, replica).
+    #: A producer without replicas may leave it empty: the store then writes 0s.
+    replica: list[int] = field(default_factory=list)
+    #: The evaluator's numeric per-example score where it gives one (e.g. ``details[i].score``), else None
+    #: (may be left empty: the store then writes NULLs).
+    score: list[float | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.example_index)

@@ -46,6 +46,9 @@ class StoreReport(BaseModel):
 
 
 class ScoreRow(BaseModel):
+    """One stored score; ``reason`` says why ``score`` is missing or the dataset is not ``ok``; ``judge``: the judge
+    model of an LLM-judged score."""
+
     eval_id: str
     run_id: str
     model: str
@@ -55,6 +58,8 @@ class ScoreRow(BaseModel):
     status: str
     version: str = ""
     mode: str = ""
+    reason: str | None = None
+    judge: str | None = None
 
 
 class ResultStore(Protocol):

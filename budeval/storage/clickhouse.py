@@ -47,12 +47,27 @@ PREDICTION_COLUMNS = [
     "model",
     "dataset",
     "example_index",
+    "replica",
     "prompt",
     "prediction",
     "gold",
     "correct",
+    "score",
 ]
-SCORE_COLUMNS = ("eval_id", "run_id", "model", "dataset", "metric", "score", "version", "mode", "status", "run_at")
+SCORE_COLUMNS = (
+    "eval_id",
+    "run_id",
+    "model",
+    "dataset",
+    "metric",
+    "score",
+    "version",
+    "mode",
+    "status",
+    "run_at",
+    "reason",
+    "judge",
+)
 STATUS_COLUMNS = ("eval_id", "run_id", "model", "dataset", "status", "reason", "run_at")
 EVALUATION_COLUMNS = (
     "eval_id",
@@ -142,37 +157,34 @@ def _prediction_columns(eval_id: str, run_id: str, block: PredictionBatch) -> li
         block.model,
         block.dataset,
         block.example_index,
+        block.replica if len(block.replica) == n else [0] * n,
         block.prompt,
         block.prediction,
         block.gold,
         block.correct,
+        block.score if len(block.score) == n else [None] * n,
     ]
 
 
 def _score_rows(run: _RunRows) -> list[tuple[Any, ...]]:
-    """SCORE_COLUMNS rows: one per metric, plus one without a metric for a (model, dataset) the summary does not list
-    at all, so its failure shows in results."""
-    status_of = {(s.model, s.dataset): s.status for s in run.statuses}
+    """SCORE_COLUMNS rows: one per metric, plus one without a metric for a (model, dataset) that is not ``ok`` and has
+    no metric at all, so its failure shows in results. ``reason``: the metric's own (NaN, not a number) or, for a
+    dataset that is not ``ok``, the dataset's."""
+    status_of = {(s.model, s.dataset): s for s in run.statuses}
     head = (run.eval_id, run.run_id)
-    rows: list[tuple[Any, ...]] = [
-        (
-            *head,
-            m.model,
-            m.dataset,
-            m.metric,
-            m.score,
-            m.version,
-            m.mode,
-            status_of.get((m.model, m.dataset), "ok" if m.score is not None else "missing"),
-            run.run_at,
+    rows: list[tuple[Any, ...]] = []
+    for m in run.metrics:
+        status = status_of.get((m.model, m.dataset))
+        name = status.status if status is not None else ("ok" if m.score is not None else "missing")
+        reason = m.reason or (status.reason if status is not None and name != "ok" else None)
+        rows.append(
+            (*head, m.model, m.dataset, m.metric, m.score, m.version, m.mode, name, run.run_at, reason, m.judge or "")
         )
-        for m in run.metrics
-    ]
     scored = {(m.model, m.dataset) for m in run.metrics}
     rows += [
-        (*head, s.model, s.dataset, "", None, "", "", s.status, run.run_at)
+        (*head, s.model, s.dataset, "", None, "", "", s.status, run.run_at, s.reason, "")
         for s in run.statuses
-        if (s.model, s.dataset) not in scored
+        if (s.model, s.dataset) not in scored and s.status != "ok"
     ]
     return rows
 
@@ -536,15 +548,27 @@ class ClickHouseStore:
             "read results",
             """
             SELECT eval_id, toString(run_id), toString(model), toString(dataset), toString(metric), score,
-                   toString(status), toString(version), toString(mode)
+                   toString(status), toString(version), toString(mode), reason, toString(judge)
             FROM scores FINAL WHERE eval_id = %(e)s
             ORDER BY model, dataset, metric, run_id
             """,
             {"e": eval_id},
         )
         return [
-            ScoreRow(eval_id=e, run_id=r, model=m, dataset=d, metric=me, score=s, status=st, version=v, mode=mo)
-            for e, r, m, d, me, s, st, v, mo in rows
+            ScoreRow(
+                eval_id=e,
+                run_id=r,
+                model=m,
+                dataset=d,
+                metric=me,
+                score=s,
+                status=st,
+                version=v,
+                mode=mo,
+                reason=why,
+                judge=judge or None,
+            )
+            for e, r, m, d, me, s, st, v, mo, why, judge in rows
         ]
 
     def statuses(self, eval_id: str) -> list[DatasetStatus]:
@@ -648,13 +672,14 @@ class ClickHouseStore:
                 model_b=mb,
                 dataset=ds,
                 example_index=int(idx),
+                replica=int(replica),
                 direction=direction,
                 gold=gold,
                 prediction_a=pa,
                 prediction_b=pb,
                 prompt=prompt,
             )
-            for ma, mb, ds, idx, direction, gold, pa, pb, prompt in rows
+            for ma, mb, ds, idx, replica, direction, gold, pa, pb, prompt in rows
         ]
 
     def flip_summary(self, eval_a: str, eval_b: str) -> list[FlipSummaryRow]:

@@ -124,9 +124,27 @@ _ANALYST_VIEWS = (
     """,
 )
 
+_RESULT_DETAILS = (
+    # Why a score is missing (NaN, an evaluator's error, outputs outside the run) and which judge model gave it.
+    """
+    ALTER TABLE scores ADD COLUMN IF NOT EXISTS reason Nullable(String),
+        ADD COLUMN IF NOT EXISTS judge LowCardinality(String)
+    """,
+    # The evaluator's numeric per-example score, where it gives one.
+    "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS score Nullable(Float64)",
+    # Replicas (`n` samples per example) are rows of their own: the replica joins the sorting key, else the
+    # ReplacingMergeTree would collapse them. ClickHouse allows a new column in the key only when added by the same
+    # ALTER and without a default expression (UInt16's implicit default is 0, the value of every existing row).
+    """
+    ALTER TABLE predictions ADD COLUMN IF NOT EXISTS replica UInt16,
+        MODIFY ORDER BY (eval_id, dataset, model, example_index, run_id, replica)
+    """,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _INITIAL),
     Migration(2, "analyst_views", _ANALYST_VIEWS),
+    Migration(3, "result_details", _RESULT_DETAILS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

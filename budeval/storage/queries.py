@@ -47,6 +47,7 @@ class FlipRow(BaseModel):
     model_b: str
     dataset: str
     example_index: int
+    replica: int = 0  # with n samples per example, each replica is compared with the same replica of the other side
     direction: FlipDirection
     gold: str
     prediction_a: str
@@ -110,14 +111,14 @@ def leaderboard_sql(mode: LeaderboardMode, with_datasets: bool, with_metric: boo
 
 def _side(alias: str) -> str:
     return f"""
-        SELECT model, dataset, example_index, assumeNotNull(correct) AS ok, prediction, gold, prompt
+        SELECT model, dataset, example_index, replica, assumeNotNull(correct) AS ok, prediction, gold, prompt
         FROM predictions FINAL
         WHERE eval_id = %({alias})s AND correct IS NOT NULL {{dataset_filter}}
     """
 
 
 def _join_on(by_model: bool) -> str:
-    on = "a.dataset = b.dataset AND a.example_index = b.example_index"
+    on = "a.dataset = b.dataset AND a.example_index = b.example_index AND a.replica = b.replica"
     return on + (" AND a.model = b.model" if by_model else "")
 
 
@@ -126,20 +127,20 @@ def flips_sql(by_model: bool, with_dataset: bool) -> str:
     side_a = _side("a").format(dataset_filter=dataset_filter)
     side_b = _side("b").format(dataset_filter=dataset_filter)
     return f"""
-    SELECT toString(a.model), toString(b.model), toString(a.dataset), a.example_index,
+    SELECT toString(a.model), toString(b.model), toString(a.dataset), a.example_index, a.replica,
            if(a.ok, 'correct_to_wrong', 'wrong_to_correct') AS direction,
            a.gold, a.prediction, b.prediction, leftUTF8(a.prompt, {PROMPT_CHARS})
     FROM ({side_a}) AS a
     INNER JOIN ({side_b}) AS b ON {_join_on(by_model)}
     WHERE a.ok != b.ok
-    ORDER BY a.dataset, a.model, a.example_index
+    ORDER BY a.dataset, a.model, a.example_index, a.replica
     LIMIT %(limit)s
     """
 
 
 def flip_summary_sql(by_model: bool) -> str:
     side = """
-        SELECT model, dataset, example_index, assumeNotNull(correct) AS ok
+        SELECT model, dataset, example_index, replica, assumeNotNull(correct) AS ok
         FROM predictions FINAL
         WHERE eval_id = %({alias})s AND correct IS NOT NULL
     """

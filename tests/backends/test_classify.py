@@ -41,12 +41,15 @@ def test_aborted_cli_is_a_crash_with_the_traceback() -> None:
     assert "JSONDecodeError" in excerpt
 
 
-def test_the_newest_summary_decides(tmp_path: Path) -> None:
+def test_the_results_files_decide_with_the_newest_summary(tmp_path: Path) -> None:
     work = tmp_path / "reuse"
     shutil.copytree(FIXTURES / "reuse", work)
     summaries = sorted(work.glob("*/summary/summary_*.csv"))
     assert len(summaries) == 2
-    summaries[-1].unlink()  # only the first pass's summary (all '-') is left
+    summaries[-1].unlink()  # only the first pass's summary (all '-') is left ...
+    assert classify(work)[:2] == ("succeeded", None)  # ... but the re-run's results file holds the score
+    for results in work.glob("*/results/*/*.json"):
+        results.unlink()
     phase, reason, _, excerpt = classify(work)
     assert (phase, reason) == ("failed", "task_errors")
     assert "ERROR" in excerpt

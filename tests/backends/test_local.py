@@ -130,7 +130,7 @@ def test_exit_zero_without_summary_is_no_scores(make_backend: Callable[..., Loca
     backend.submit(spec("exit0"))
     state = wait_finished(backend)
     assert (state.phase, state.reason_class) == ("failed", "no_scores")
-    assert "no summary" in state.message
+    assert "no timestamp folder" in state.message
 
 
 def test_aborted_fixture_is_no_scores(make_backend: Callable[..., LocalBackend]) -> None:

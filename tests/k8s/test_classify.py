@@ -6,7 +6,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from budeval.backends.kubernetes import manifests as m
-from budeval.backends.kubernetes.classify import redact, run_state, task_error_lines
+from budeval.backends.kubernetes.classify import run_state
+from budeval.engine.results.layout import task_failure_lines
+from budeval.logs import mask_secrets as redact
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -96,7 +98,7 @@ def test_failed_job_with_opencompass_errors_is_task_errors() -> None:
     )
     s = state(job([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]), [failed], log=log)
     assert s.reason_class == "task_errors" and "OpenICLInfer[m/d]" in s.log_excerpt
-    assert task_error_lines("INFO fine\nsomething ERROR but not OpenCompass's format\n") == []
+    assert task_failure_lines("INFO fine\nsomething ERROR but not OpenCompass's format\n") == []
 
 
 def test_redact_masks_credentials() -> None:

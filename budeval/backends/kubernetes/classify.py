@@ -6,13 +6,14 @@ costs no log request.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from budeval.backends.base import FailureClass, RunPhase, RunState
 from budeval.backends.kubernetes.manifests import CONTAINER, LABEL_EVAL, LABEL_RUN
+from budeval.engine.results.layout import excerpt, task_failure_lines
+from budeval.logs import mask_secrets
 
 #: Reads a pod's log (its tail); returns "" when no log can be had.
 LogReader = Callable[[str], str]
@@ -21,30 +22,6 @@ LogReader = Callable[[str], str]
 IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "RegistryUnavailable"})
 #: Waiting reasons of a container that starts and dies in a loop (only with restartPolicy OnFailure/Always).
 CRASH_REASONS = frozenset({"CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError"})
-EXCERPT_LINES = 40
-EXCERPT_CHARS = 4000
-
-_TASK_ERROR = re.compile(r" - ERROR - .*(?:fail|error)", re.IGNORECASE)
-_SECRETS = (
-    re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}|(?i:\bbearer\s+)\S+"),
-    re.compile(r"(?i)\b(authorization|api[_-]?key|bearer|token|password|secret)(\"?\s*[:=]\s*\"?|\s+)([^\s\"',]+)"),
-)
-
-
-def redact(text: str) -> str:
-    """Masks what looks like a credential, so that a log excerpt cannot carry one into events or tables."""
-    text = _SECRETS[0].sub(lambda m: "Bearer ***" if m.group(0).lower().startswith("bearer") else "sk-***", text)
-    return _SECRETS[1].sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
-
-
-def excerpt(log: str, *, lines: int = EXCERPT_LINES) -> str:
-    tail = "\n".join(log.rstrip("\n").splitlines()[-lines:])
-    return redact(tail[-EXCERPT_CHARS:])
-
-
-def task_error_lines(log: str) -> list[str]:
-    """OpenCompass's ``ERROR`` lines about failed tasks (its runners log them and carry on)."""
-    return [line.strip() for line in log.splitlines() if _TASK_ERROR.search(line)]
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -95,7 +72,7 @@ class _State:
             run_id=self.run_id,
             phase=phase,
             reason_class=reason,
-            message=redact(message)[:1000],
+            message=mask_secrets(message)[:1000],
             log_excerpt=log_excerpt,
         )
 
@@ -123,7 +100,7 @@ def _failed_pod_state(make: _State, pod: dict[str, Any] | None, read_log: LogRea
     code = term.get("exitCode")
     if isinstance(code, int) and code != 0:
         log = read_log(name)
-        errors = task_error_lines(log)
+        errors = task_failure_lines(log)
         if errors:
             return make.make(
                 "failed",

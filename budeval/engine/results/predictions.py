@@ -19,7 +19,7 @@ import orjson
 
 from budeval.engine.results.jsonstream import JsonStream
 from budeval.engine.results.loading import load_small, warn_replaced
-from budeval.engine.results.verdicts import MARK, read_verdicts
+from budeval.engine.results.verdicts import MARK, Verdicts, read_verdicts
 from budeval.errors import ResultParseError
 from budeval.schemas.results import PredictionBatch
 
@@ -58,7 +58,7 @@ def file_batches(
     dataset: str,
     path: Path,
     display: str,
-    marks: bytearray,
+    verdicts: Verdicts,
     offset: int = 0,
     warn: Callable[[str, int], None] = warn_replaced,
 ) -> Iterator[PredictionBatch]:
@@ -69,7 +69,7 @@ def file_batches(
         if data is not None:
             if not isinstance(data, dict):
                 raise ResultParseError("expected a JSON object of examples", path=display, line=1)
-            batch = build(model, dataset, list(data), list(data.values()), marks, offset, display)
+            batch = build(model, dataset, list(data), list(data.values()), verdicts, offset, display)
             data = None  # the decoded objects go now; the batch holds the strings it needs
     if batch is not None:
         yield batch
@@ -78,7 +78,7 @@ def file_batches(
     try:
         for part in _indented_parts(path):
             with no_cyclic_gc():
-                batch = build(model, dataset, list(part), list(part.values()), marks, offset, display)
+                batch = build(model, dataset, list(part), list(part.values()), verdicts, offset, display)
                 part = {}
             done += len(batch)
             yield batch
@@ -98,11 +98,11 @@ def file_batches(
             keys.append(key)
             values.append(stream.value())
             if len(keys) >= STREAM_CHUNK:
-                yield build(model, dataset, keys, values, marks, offset, display)
+                yield build(model, dataset, keys, values, verdicts, offset, display)
                 keys, values = [], []
         stream.finish()
         if keys:
-            yield build(model, dataset, keys, values, marks, offset, display)
+            yield build(model, dataset, keys, values, verdicts, offset, display)
         if stream.replaced:
             warn(display, stream.replacements)
 
@@ -156,10 +156,16 @@ def build(
     dataset: str,
     keys: list[str],
     entries: list[Any],
-    marks: bytearray,
+    verdicts: Verdicts,
     offset: int,
     display: str,
 ) -> PredictionBatch:
+    """One batch of rows from ``keys`` (prediction keys, strings) and their ``entries`` (decoded examples).
+
+    ``offset`` shifts keys (a shard's keys start at 0); verdicts, scores, example index and replica are looked up by
+    the shifted key (see :class:`~budeval.engine.results.verdicts.Verdicts`). Raises ResultParseError for a key that
+    is not an index or an example that is not a JSON object.
+    """
     n = len(keys)
     if not n:
         return PredictionBatch()
@@ -175,6 +181,7 @@ def build(
         local = list(map(int, keys))
         start = local[0]
         contiguous = local == list(range(start, start + n))
+    marks = verdicts.marks
     known = len(marks)
     if contiguous:
         lo = start + offset
@@ -197,14 +204,24 @@ def build(
         prompts = tuple(e.get("origin_prompt") for e in entries)
         predictions = tuple(e.get("prediction") for e in entries)
         golds = tuple(e.get("gold") for e in entries)
+    scores = verdicts.scores
+    score: list[float | None] = [None] * n if scores is None else [scores.get(k) for k in index]
+    if verdicts.examples:  # replicas: key r * N + i is replica r of example i
+        examples = verdicts.examples
+        replica = [k // examples for k in index]
+        index = [k % examples for k in index]
+    else:
+        replica = [0] * n
     return PredictionBatch(
         model=[model] * n,
         dataset=[dataset] * n,
         example_index=index,
+        replica=replica,
         prompt=prompt_texts(prompts),
         prediction=plain_texts(predictions),
         gold=plain_texts(golds),
         correct=correct,
+        score=score,
     )
 
 
@@ -268,9 +285,9 @@ def worker_parse(task: WorkerTask) -> WorkerResult:
     model, dataset, path, display, results, results_display = task
     notes: list[tuple[str, int]] = []
     try:
-        marks = read_verdicts(Path(results), results_display)
+        verdicts = read_verdicts(Path(results), results_display)
         batch = PredictionBatch()
-        for part in file_batches(model, dataset, Path(path), display, marks, 0, lambda d, c: notes.append((d, c))):
+        for part in file_batches(model, dataset, Path(path), display, verdicts, 0, lambda d, c: notes.append((d, c))):
             batch = part if not len(batch) else _concat(batch, part)
         return batch, notes, None
     except ResultParseError as exc:
@@ -278,7 +295,7 @@ def worker_parse(task: WorkerTask) -> WorkerResult:
 
 
 def _concat(a: PredictionBatch, b: PredictionBatch) -> PredictionBatch:
-    for name in ("model", "dataset", "example_index", "prompt", "prediction", "gold", "correct"):
+    for name in PredictionBatch.__slots__:
         getattr(a, name).extend(getattr(b, name))
     return a
 
@@ -314,7 +331,7 @@ def member_ranges(path: Path, display: str) -> Iterator[tuple[int, int, bool, in
             buf, base = buf[cut + 1 :], pos
 
 
-_VERDICTS: dict[str, bytearray] = {}  # the worker's verdicts of the dataset it is reading ranges of
+_VERDICTS: dict[str, Verdicts] = {}  # the worker's verdicts of the dataset it is reading ranges of
 
 
 def worker_parse_range(task: RangeTask) -> WorkerResult:

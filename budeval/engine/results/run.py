@@ -1,9 +1,9 @@
 """One OpenCompass run folder read as typed records: facts, metric rows, per-(model, dataset) status, predictions.
 
-Layout: ``{work_dir}/{YYYYmmdd_HHMMSS}/`` with ``configs/``, ``logs/{infer,eval}/{model}/``, ``predictions/{model}/``,
-``results/{model}/`` and ``summary/``.
-Decisions (see docs/parser.md): the newest timestamp folder that holds a summary is the run; inside it the newest
-``summary_*.csv`` wins (``-r`` reuse leaves several); dot folders (the local backend's ``.budeval/``) are ignored.
+Layout and the rules of which folder and which paths: :mod:`budeval.engine.results.layout`; scores and statuses
+from every source: :mod:`budeval.engine.results.table`; decisions in docs/parser.md. The newest timestamp folder
+is the run, whatever it holds: when it has no usable summary its scores come from its results files, and when it has
+neither, :class:`~budeval.errors.NoSummaryError` says so -- an older folder is never read in its place.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from budeval.engine.results.layout import RunLayout, newest_run_folder, timestamp_folders
 from budeval.engine.results.loading import WHOLE_FILE_LIMIT, warn_replaced
 from budeval.engine.results.predictions import (
     WorkerResult,
@@ -29,79 +30,102 @@ from budeval.engine.results.predictions import (
     worker_parse,
     worker_parse_range,
 )
-from budeval.engine.results.summary import Summary, read_summary
-from budeval.engine.results.verdicts import read_verdicts
-from budeval.errors import NoSummaryError
+from budeval.engine.results.table import ScoreTable, build_table
+from budeval.engine.results.verdicts import Verdicts, read_verdicts
+from budeval.errors import NoSummaryError, OutsideRunError, ResultParseError
 from budeval.logs import get_logger
 from budeval.schemas.results import DatasetStatus, MetricRow, PredictionBatch, RunFacts
 
-TIMESTAMP = re.compile(r"^\d{8}_\d{6}$")
-SUMMARY = re.compile(r"^summary_(\d{8}_\d{6})\.csv$")
-#: Last lines of a task log that say it failed (a Python traceback's final line, or OpenCompass's own ERROR lines).
-ERROR_LINE = re.compile(r"(^\w[\w.]*(Error|Exception)\b.*$)|( - ERROR - .*$)", re.M)
 VERSION = re.compile(r"opencompass[ =/-]+v?(\d+\.\d+\.\d+)", re.I)
 #: Below this many bytes of predictions, starting worker processes costs more than it saves.
 POOL_MIN_BYTES = 64 << 20
 
 
 def parse_run(work_dir: Path, *, workers: int | None = None) -> OpenCompassRun:
-    """Read an OpenCompass ``--work-dir``. Raises NoSummaryError when no timestamp folder has a summary.
+    """Read an OpenCompass ``--work-dir``: its newest timestamp folder.
 
-    ``workers``: parse worker processes for large runs (None: one per spare core, at most two; 0: none).
+    Raises NoSummaryError when there is no timestamp folder, or the newest one holds neither a summary nor results
+    files (the run aborted or never ran; the message says what it holds). ``workers``: parse worker processes for
+    large runs (None: one per spare core, at most two; 0: none).
     """
     work_dir = Path(work_dir)
     if not work_dir.is_dir():
         raise NoSummaryError("no such run folder", path=str(work_dir))
-    folders = sorted((p for p in work_dir.iterdir() if p.is_dir() and TIMESTAMP.match(p.name)), reverse=True)
-    for folder in folders:
-        summaries = _summaries(folder)
-        if summaries:
-            return OpenCompassRun(work_dir, folder, summaries[-1], workers=workers)
-    what = "only " + ", ".join(sorted({c.name for f in folders for c in f.iterdir()})) if folders else "no output"
-    raise NoSummaryError(f"no summary_*.csv (the run aborted or never ran; {what})", path=str(work_dir))
+    folder = newest_run_folder(work_dir)
+    if folder is None:
+        raise NoSummaryError("no timestamp folder (the run never started)", path=work_dir.name)
+    run = OpenCompassRun(work_dir, folder, workers=workers)
+    if not run.table.summaries and not run.table.results_files:
+        what = ", ".join(sorted(c.name for c in folder.iterdir())) or "nothing"
+        older = len(timestamp_folders(work_dir)) - 1
+        more = f"; {older} older folder(s) not used" if older else ""
+        raise NoSummaryError(
+            f"the newest run folder {folder.name} has no usable summary and no results files (the run aborted or "
+            f"never ran; it holds: {what}{more})",
+            path=work_dir.name,
+        )
+    return run
 
 
-def _summaries(folder: Path) -> list[Path]:
-    found = [(m.group(1), p) for p in (folder / "summary").glob("summary_*.csv") if (m := SUMMARY.match(p.name))]
-    return [p for _, p in sorted(found)]
+def score_presence(work_dir: Path) -> tuple[bool, bool, str]:
+    """For a backend classifying a finished run: (any finite score, any (model, dataset) not ``ok``, what the run
+    holds when it has no score). Never raises for unreadable output: that is "no score"."""
+    try:
+        run = parse_run(work_dir, workers=0)
+        metrics, statuses = run.metrics, run.statuses
+    except (ResultParseError, OSError) as exc:
+        return False, False, str(exc).split(": ", 1)[-1][:300]
+    scored = any(m.score is not None for m in metrics)
+    summary = run.facts.summary_file
+    return scored, any(s.status != "ok" for s in statuses), f"no score in {summary or 'its results files'}"
 
 
 class OpenCompassRun:
     """Implements :class:`budeval.schemas.results.ParsedRun`; predictions are re-read from disk on each iteration."""
 
-    def __init__(self, work_dir: Path, folder: Path, summary_file: Path, workers: int | None = None) -> None:
+    def __init__(self, work_dir: Path, folder: Path, workers: int | None = None) -> None:
         self.work_dir = work_dir
         self.workers = workers
         #: Units (small files, ranges of large ones) the last ``prediction_batches`` pass had decoded by workers.
         self.worker_files = 0
         self.folder = folder
-        self._summary_file = summary_file
+        self.layout = RunLayout(work_dir, folder)
         self._log = get_logger(run_folder=str(folder))
 
     def _rel(self, path: Path) -> str:
-        return path.relative_to(self.work_dir).as_posix()
+        return self.layout.rel(path)
 
     @cached_property
-    def summary(self) -> Summary:
-        return read_summary(self._summary_file, self._rel(self._summary_file))
+    def table(self) -> ScoreTable:
+        return build_table(self.layout)
 
     @property
     def metrics(self) -> list[MetricRow]:
-        return self.summary.rows
+        return self.table.metrics
+
+    @property
+    def statuses(self) -> list[DatasetStatus]:
+        return self.table.statuses
 
     @cached_property
     def facts(self) -> RunFacts:
+        summaries = [s.display for s in self.table.summaries]
+        default = next((s for s in self.table.summaries if s.layout == "default"), None)
         # `-r` reuse adds a config named after the new timestamp: the one of the chosen summary, else the newest.
         configs = sorted((self.folder / "configs").glob("*.py"))
-        stamp = self._summary_file.stem.removeprefix("summary_")
-        configs = [c for c in configs if c.name.startswith(stamp + "_")] or configs
+        if default is not None:
+            stamp = default.path.stem.removeprefix("summary_")
+            configs = [c for c in configs if c.name.startswith(stamp + "_")] or configs
         return RunFacts(
             timestamp=self.folder.name,
-            summary_file=self._rel(self._summary_file),
-            models=self.summary.models,
-            datasets=self.summary.datasets,
+            summary_file=summaries[0] if summaries else None,
+            models=self.table.models,
+            datasets=self.table.datasets,
             config_file=self._rel(configs[-1]) if configs else None,
             opencompass_version=self._version(),
+            summary_files=summaries,
+            notes=self.table.notes,
+            judges=self.table.judges,
         )
 
     def _version(self) -> str | None:
@@ -110,7 +134,7 @@ class OpenCompassRun:
         which version the runner image pins."""
         budeval_dir = self.work_dir / ".budeval"
         for candidate in (budeval_dir / "version", budeval_dir / "output.log", budeval_dir / "config.py"):
-            if candidate.is_file():
+            if candidate.is_file() and not candidate.is_symlink():
                 with candidate.open("rb") as f:
                     head = f.read(200_000).decode("utf-8", errors="replace")
                 match = VERSION.search(head if candidate.name != "config.py" else head[:500])
@@ -118,67 +142,23 @@ class OpenCompassRun:
                     return match.group(1)
         return None
 
-    # -- statuses ----------------------------------------------------------------------------------------------------
-    @cached_property
-    def statuses(self) -> list[DatasetStatus]:
-        out: list[DatasetStatus] = []
-        scores_of: dict[tuple[str, str], list[float | None]] = {}
-        for row in self.summary.rows:
-            scores_of.setdefault((row.model, row.dataset), []).append(row.score)
-        for model in self.summary.models:
-            for dataset in self.summary.datasets:
-                scores = scores_of.get((model, dataset), [])
-                have = sum(s is not None for s in scores)
-                if scores and have == len(scores):
-                    out.append(DatasetStatus(model=model, dataset=dataset, status="ok"))
-                    continue
-                error = self._task_error(model, dataset)
-                if have:
-                    out.append(DatasetStatus(model=model, dataset=dataset, status="partial", reason=error))
-                elif error or not (self.folder / "results" / model / f"{dataset}.json").is_file():
-                    reason = error or "no results file (the task produced no result)"
-                    stopped = self._stopped_inference(model, dataset)
-                    reason = f"{reason}; {stopped}" if stopped else reason
-                    out.append(DatasetStatus(model=model, dataset=dataset, status="failed", reason=reason))
-                else:
-                    out.append(DatasetStatus(model=model, dataset=dataset, status="missing"))
-        return out
-
-    def _stopped_inference(self, model: str, dataset: str) -> str | None:
-        """OpenCompass checkpoints inference to ``tmp_{dataset}.jsonl`` and deletes it when done: left over, it says
-        how far an interrupted task got."""
-        tmp = self.folder / "predictions" / model / f"tmp_{dataset}.jsonl"
-        if not tmp.is_file():
-            return None
-        with tmp.open("rb") as f:
-            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-        return f"inference stopped after {lines} examples ({self._rel(tmp)})"
-
-    def _task_logs(self, stage: str, model: str, dataset: str) -> list[Path]:
-        """``{dataset}.out``, or one log per shard (``{dataset}_0.out``, ...) when the dataset was split."""
-        return _whole_or_shards(self.folder / "logs" / stage / model, dataset, ".out")
-
-    def _task_error(self, model: str, dataset: str) -> str | None:
-        """The last error line of the (model, dataset) task logs; infer first (an infer failure causes the eval one)."""
-        for stage in ("infer", "eval"):
-            for log in self._task_logs(stage, model, dataset):
-                errors = ERROR_LINE.findall(_tail(log, 64 * 1024))
-                if errors:
-                    line = next(part for part in errors[-1] if part)
-                    return f"{stage}: {line.strip()}"[:500]
-        return None
-
     # -- predictions -------------------------------------------------------------------------------------------------
     def prediction_files(self, model: str, dataset: str) -> list[Path]:
-        """``{dataset}.json`` or, for a dataset split into shards, ``{dataset}_0.json``, ``{dataset}_1.json``, ...
-        (read up to the first gap, as OpenCompass's own evaluator does)."""
-        return _whole_or_shards(self.folder / "predictions" / model, dataset, ".json")
+        """The (model, dataset)'s predictions files inside the run (see ``RunLayout.prediction_files``); none when
+        its outputs would lie outside the run folder."""
+        try:
+            return self.layout.prediction_files(model, dataset)
+        except OutsideRunError:
+            return []
+
+    def _results_file(self, model: str, dataset: str) -> Path:
+        """The results file to take verdicts from, or a path that does not exist (no verdicts)."""
+        return self.table.results_files.get((model, dataset), self.folder / "results" / ".none")
 
     def prediction_batches(self, batch_size: int = 50_000) -> Iterator[PredictionBatch]:
         tasks = [
             (model, dataset, files)
-            for model in self.summary.models
-            for dataset in self.summary.datasets
+            for model, dataset in self.table.pairs
             if (files := self.prediction_files(model, dataset))
         ]
         workers = self.workers if self.workers is not None else default_workers()
@@ -219,7 +199,7 @@ class OpenCompassRun:
         for model, dataset, files in tasks:
             if pooled and len(files) == 1:
                 file = files[0]
-                results = self.folder / "results" / model / f"{dataset}.json"
+                results = self._results_file(model, dataset)
                 names = (model, dataset, str(file), self._rel(file), str(results), self._rel(results))
                 if file.stat().st_size <= WHOLE_FILE_LIMIT:
                     yield True, worker_parse, names
@@ -233,13 +213,13 @@ class OpenCompassRun:
             yield False, None, (model, dataset, files)
 
     def _read_here(self, model: str, dataset: str, files: list[Path]) -> Iterator[PredictionBatch]:
-        results = self.folder / "results" / model / f"{dataset}.json"
-        marks = read_verdicts(results, self._rel(results))
+        results = self._results_file(model, dataset)
+        verdicts: Verdicts = read_verdicts(results, self._rel(results))
         offset = 0
         for file in files:
             count = 0
-            for part in file_batches(model, dataset, file, self._rel(file), marks, offset):
-                count = max(count, max(part.example_index) - offset + 1)
+            for part in file_batches(model, dataset, file, self._rel(file), verdicts, offset):
+                count += len(part)
                 yield part
             offset += count
 
@@ -307,22 +287,3 @@ class _Pool:
         if error is not None:
             raise error
         return ([batch] if batch is not None else []), by_worker
-
-
-def _whole_or_shards(folder: Path, dataset: str, suffix: str) -> list[Path]:
-    """``{dataset}{suffix}``, else the shards ``{dataset}_0{suffix}``, ``_1`` ... up to the first gap."""
-    whole = folder / f"{dataset}{suffix}"
-    if whole.is_file():
-        return [whole]
-    shards: list[Path] = []
-    while (shard := folder / f"{dataset}_{len(shards)}{suffix}").is_file():
-        shards.append(shard)
-    return shards
-
-
-def _tail(path: Path, size: int) -> str:
-    with path.open("rb") as f:
-        f.seek(0, 2)
-        length = f.tell()
-        f.seek(max(0, length - size))
-        return f.read().decode("utf-8", errors="replace")

@@ -1,12 +1,27 @@
-"""Per-example right/wrong from an evaluator's ``details`` in ``results/{model}/{dataset}.json``, one byte each.
+"""Per-example verdicts (right/wrong, and a numeric score where the evaluator gives one) from the ``details`` of
+``results/{model}/{dataset}.json``, placed by prediction key.
 
-Two shapes occur: a dict keyed by example index (``{"type": "GEN", "0": {..., "correct": bool?}}``; OpenCompass's
-GEN evaluators often record no verdict at all) and a list (``[{"example_abbr": "<ds>_<i>", "correct": [bool]}]``).
+Source: OpenCompass 0.5.4 ``openicl/icl_evaluator/icl_base_evaluator.py`` (``BaseEvaluator.evaluate``): with ``n``
+replicas the dataset is the test set repeated ``n`` times (``opencompass/datasets/base.py``), so prediction key
+``r * N + i`` is replica ``r`` of example ``i`` (``N`` examples per replica); the evaluator groups the replicas of an
+example and flattens every field of its per-replica details into a list (``{"example_abbr": "<ds>_<i>",
+"correct": [bool per replica], ...}``). Two shapes occur:
+
+- a list (``[{"example_abbr": "<ds>_<i>", <verdict key>: [bool, ...], "score": [float, ...]?, ...}]``);
+- a dict keyed by prediction index (``{"type": "GEN", "0": {...}}``, written by ``OpenICLEvalTask.format_details``
+  when the evaluator gave no details; its GEN items usually carry no verdict).
+
+Verdict keys, final verdict first (:data:`VERDICT_KEYS`): ``cascade_correct`` (``evaluator/cascade_evaluator.py``:
+the rule verdict OR the LLM judge's, the final one; the intermediate ``rule_evaluation.correct`` and
+``llm_evaluation.llm_correct`` are nested and never read as the verdict), ``correct`` (most evaluators),
+``is_correct`` (code and HF-metric evaluators). A numeric per-example ``score`` is kept beside the verdict.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,35 +31,58 @@ from budeval.errors import ResultParseError
 
 UNKNOWN, WRONG, RIGHT = 0, 1, 2
 MARK: tuple[bool | None, ...] = (None, False, True)
+#: The per-example verdict keys, the final verdict first.
+VERDICT_KEYS = ("cascade_correct", "correct", "is_correct")
+SCORE_KEY = "score"
 DETAILS_SHAPE = re.compile(rb'"details"\s*:\s*([\[{])')
 CORRECT_KEY = re.compile(rb'"correct"\s*:\s*(\[[^\]]*\]|true|false|null)')
 ABBR_INDEX = re.compile(rb'"example_abbr"\s*:\s*"[^"\\]*?_(\d+)"')
+#: Keys whose presence rules out the byte scan of ``"correct"`` (another verdict key, nested verdicts, scores).
+_NOT_SCANNABLE = re.compile(rb'"(?:cascade_correct|is_correct|rule_evaluation|llm_evaluation|score)"\s*:')
 #: Results files up to this size are scanned as raw bytes (no decoding, so no decoder's transient memory).
 SCAN_LIMIT = 64 << 20
 
 
-def read_verdicts(path: Path, display: str) -> bytearray:
-    """UNKNOWN, WRONG or RIGHT per example index (empty when the file is absent or records no verdict)."""
-    marks = bytearray()
+@dataclass(slots=True)
+class Verdicts:
+    """Verdicts by prediction key (the key of ``predictions/{model}/{dataset}.json``, shards offset).
+
+    ``marks[k]``: UNKNOWN, WRONG or RIGHT; ``scores[k]``: a finite per-example score where the evaluator gives one;
+    ``examples``: examples per replica (``N``) when the details show replicas (``n > 1``), else 0 (then the key is
+    the example index and every row is replica 0).
+    """
+
+    marks: bytearray = field(default_factory=bytearray)
+    scores: dict[int, float] | None = None
+    examples: int = 0
+
+    def place(self, key: int, value: int) -> None:
+        if key >= len(self.marks):
+            self.marks.extend(bytes(key + 1 - len(self.marks)))
+        self.marks[key] = value
+
+    def example_of(self, key: int) -> tuple[int, int]:
+        """(example index, replica) of a prediction key."""
+        return divmod(key, self.examples)[::-1] if self.examples else (key, 0)
+
+
+def read_verdicts(path: Path, display: str) -> Verdicts:
+    """The verdicts of one results file (empty when the file is absent or records none).
+
+    Raises ResultParseError when the file is not JSON (an error of the results file, not of the predictions).
+    """
+    out = Verdicts()
     if not path.is_file():
-        return marks
-
-    def put(index: int, value: Any) -> None:
-        if not isinstance(value, bool):
-            return
-        if index >= len(marks):
-            marks.extend(bytes(index + 1 - len(marks)))
-        marks[index] = RIGHT if value else WRONG
-
+        return out
     size = path.stat().st_size
     if size <= SCAN_LIMIT:
         raw = path.read_bytes()
-        if b'"correct"' not in raw:
-            return marks  # this evaluator records no per-example verdict: nothing to decode
+        if not any(f'"{key}"'.encode() in raw for key in VERDICT_KEYS) and b'"score"' not in raw:
+            return out  # this evaluator records no per-example verdict: nothing to decode
         shape = DETAILS_SHAPE.search(raw)
-        if shape is not None and shape.group(1) == b"[":
-            _scan_list_verdicts(raw, marks)
-            return marks
+        scannable = shape is not None and shape.group(1) == b"[" and not _NOT_SCANNABLE.search(raw)
+        if scannable and _scan_list_verdicts(raw, out):
+            return out
         del raw
     data = load_small(path, display) if size <= WHOLE_FILE_LIMIT else None
     if data is not None:
@@ -52,12 +90,10 @@ def read_verdicts(path: Path, display: str) -> bytearray:
         if isinstance(details, dict):
             for item_key, item in details.items():
                 if item_key.isdigit() and isinstance(item, dict):
-                    put(int(item_key), verdict(item.get("correct")))
+                    _put_keyed(out, int(item_key), item)
         elif isinstance(details, list):
-            for position, item in enumerate(details):
-                if isinstance(item, dict):
-                    put(_example_index(item.get("example_abbr"), position), verdict(item.get("correct")))
-        return marks
+            _put_list(out, details)
+        return out
     with JsonStream(path, display) as stream:
         if stream.start() != "{":
             raise ResultParseError("expected a JSON object", path=display, line=1)
@@ -65,61 +101,119 @@ def read_verdicts(path: Path, display: str) -> bytearray:
             if key != "details":
                 stream.skip()
                 continue
-            if stream.start() == "{":  # {"type": ..., "0": {..., "correct": bool?}, ...}
+            if stream.start() == "{":  # {"type": ..., "0": {...}, ...}
                 for item_key, _ in stream.items():
                     item = stream.value()
                     if item_key.isdigit() and isinstance(item, dict):
-                        put(int(item_key), verdict(item.get("correct")))
-            else:  # [{"example_abbr": "<dataset>_<i>", "correct": [bool], ...}, ...]
-                for position, _ in enumerate(stream.elements()):
-                    item = stream.value()
-                    if isinstance(item, dict):
-                        put(_example_index(item.get("example_abbr"), position), verdict(item.get("correct")))
+                        _put_keyed(out, int(item_key), item)
+            else:  # [{"example_abbr": "<dataset>_<i>", ...}, ...]
+                _put_list(out, [stream.value() for _ in stream.elements()])
         stream.finish()
-    return marks
+    return out
 
 
-def _scan_list_verdicts(raw: bytes, marks: bytearray) -> None:
-    """List-shaped details, read without decoding them: the ``"correct": [...]`` values in order, placed by the index
-    at the end of each ``"example_abbr": "<dataset>_<i>"`` (by position if some item has no abbr).
+def item_verdicts(item: dict[str, Any]) -> tuple[list[bool | None], list[float | None]]:
+    """One details item's verdict and score per replica (lists of equal length; empty when it has neither).
+
+    The first of :data:`VERDICT_KEYS` present wins; a bool is one replica, a list one value per replica; anything
+    else (None, a string) is no verdict. ``score``: a finite number per replica, else None.
+    """
+    verdicts: list[bool | None] = []
+    for key in VERDICT_KEYS:
+        if key in item and item[key] is not None:
+            value = item[key]
+            values = value if isinstance(value, list) else [value]
+            verdicts = [v if isinstance(v, bool) else None for v in values]
+            break
+    raw_scores = item.get(SCORE_KEY)
+    score_values = raw_scores if isinstance(raw_scores, list) else [] if raw_scores is None else [raw_scores]
+    scores = [_finite(v) for v in score_values]
+    width = max(len(verdicts), len(scores))
+    verdicts += [None] * (width - len(verdicts))
+    scores += [None] * (width - len(scores))
+    return verdicts, scores
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _code(value: bool | None) -> int:
+    return UNKNOWN if value is None else RIGHT if value else WRONG
+
+
+def _put_keyed(out: Verdicts, key: int, item: dict[str, Any]) -> None:
+    """A dict-shaped details item is one prediction: its (first) verdict goes to its own key."""
+    verdicts, scores = item_verdicts(item)
+    if verdicts:
+        out.place(key, _code(verdicts[0]))
+    if scores and scores[0] is not None:
+        out.scores = out.scores or {}
+        out.scores[key] = scores[0]
+
+
+def _put_list(out: Verdicts, details: list[Any]) -> None:
+    """List-shaped details: item ``i`` (by its ``example_abbr``, else its position) holds one value per replica."""
+    items = [
+        (_example_index(item.get("example_abbr"), position), item_verdicts(item))
+        for position, item in enumerate(details)
+        if isinstance(item, dict)
+    ]
+    examples = max((i for i, _ in items), default=-1) + 1
+    replicas = max((len(v) for _, (v, _) in items), default=0)
+    if replicas > 1:
+        out.examples = examples
+    for i, (verdicts, scores) in items:
+        for r, (verdict, score) in enumerate(zip(verdicts, scores, strict=True)):
+            key = r * examples + i
+            out.place(key, _code(verdict))
+            if score is not None:
+                out.scores = out.scores or {}
+                out.scores[key] = score
+
+
+def _scan_list_verdicts(raw: bytes, out: Verdicts) -> bool:
+    """List-shaped details with only ``"correct"`` verdicts, read without decoding them: the ``"correct": [...]``
+    values in order, placed by the index at the end of each ``"example_abbr": "<dataset>_<i>"``. False when the
+    counts do not match (the caller then decodes the file).
 
     Safe on arbitrary text: inside a JSON string every quote is escaped, so the bare-quoted keys matched here can only
     be real keys. Decoding the whole file instead costs about half of the parse time of a run.
     """
-    codes = [_VERDICT_CODES.get(flags) or _verdict_code(flags) for flags in CORRECT_KEY.findall(raw)]
+    flags = CORRECT_KEY.findall(raw)
     abbrs = ABBR_INDEX.findall(raw)
-    if len(abbrs) == len(codes):
-        index = list(map(int, abbrs))
-        size = max(index, default=-1) + 1
-        if len(marks) < size:
-            marks.extend(bytes(size - len(marks)))
-        for i, code in zip(index, codes, strict=True):
-            marks[i] = code
-    else:
-        marks[:] = bytes(codes)
+    if len(abbrs) != len(flags):
+        return False
+    per_item = [_VERDICT_CODES.get(f) or _verdict_codes(f) for f in flags]
+    replicas = max(map(len, per_item), default=0)
+    index = list(map(int, abbrs))
+    examples = max(index, default=-1) + 1
+    if replicas <= 1:
+        if len(out.marks) < examples:
+            out.marks.extend(bytes(examples - len(out.marks)))
+        for i, codes in zip(index, per_item, strict=True):
+            out.marks[i] = codes[0] if codes else UNKNOWN
+        return True
+    out.examples = examples
+    for i, codes in zip(index, per_item, strict=True):
+        for r, code in enumerate(codes):
+            out.place(r * examples + i, code)
+    return True
 
 
-_VERDICT_CODES: dict[bytes, int] = {}
+_VERDICT_CODES: dict[bytes, tuple[int, ...]] = {}
 
 
-def _verdict_code(flags: bytes) -> int:
-    compact = flags.replace(b" ", b"").replace(b"\n", b"")
-    if compact in (b"[]", b"null") or b"null" in compact:
-        code = UNKNOWN
-    else:
-        code = RIGHT if b"false" not in compact and b"true" in compact else WRONG
+def _verdict_codes(flags: bytes) -> tuple[int, ...]:
+    """``true``/``false``/``null`` or a list of them -> one code per replica."""
+    compact = flags.replace(b" ", b"").replace(b"\n", b"").strip(b"[]")
+    parts = compact.split(b",") if compact else []
+    codes = tuple(RIGHT if p == b"true" else WRONG if p == b"false" else UNKNOWN for p in parts)
     if len(_VERDICT_CODES) < 64:
-        _VERDICT_CODES[flags] = code
-    return code
-
-
-def verdict(value: Any) -> bool | None:
-    """``correct`` is a bool or, with several predictions per example, a list: right only if all are."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, list) and value and all(isinstance(v, bool) for v in value):
-        return all(value)
-    return None
+        _VERDICT_CODES[flags] = codes
+    return codes
 
 
 def _example_index(abbr: Any, position: int) -> int:

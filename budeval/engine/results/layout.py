@@ -1,0 +1,246 @@
+"""OpenCompass 0.5.4's output layout: the one place that knows where a run writes what.
+
+Source: ``opencompass/cli/main.py`` (``{work_dir}/{YYYYmmdd_HHMMSS}/``, ``-r`` reuse of the newest folder),
+``opencompass/utils/abbr.py`` (``get_infer_output_path``: ``{root}/{model_abbr}/{dataset_abbr}.json``),
+``opencompass/tasks/openicl_{infer,eval}.py`` (``predictions/``, ``results/``, ``logs/{infer,eval}/``, shards
+``{dataset}_{i}.json``, the ``tmp_{dataset}.jsonl`` checkpoint), ``opencompass/summarizers/`` (``summary/`` files).
+docs/parser.md lists every layout and how it maps to rows.
+
+Used by the result reader (``run.py``), the local backend (its exit classification and error excerpts) and the
+Kubernetes failure classifier (error lines), so the rules below exist once:
+
+- **Which run**: the newest ``YYYYmmdd_HHMMSS`` folder is the run, whatever it holds; an older folder is never read
+  in its place (:func:`newest_run_folder`).
+- **Confinement**: model and dataset abbreviations become path components in OpenCompass (an absolute abbr or one
+  with ``..`` makes it write elsewhere). Every path built here is resolved (symlinks followed) and must stay inside
+  the run folder, else :class:`~budeval.errors.OutsideRunError` (:meth:`RunLayout.inside`).
+- **Error lines**: a Python traceback's last line or OpenCompass's `` - ERROR - `` log lines (:data:`ERROR_LINE`);
+  excerpts are masked (:func:`budeval.logs.mask_secrets`) before they leave this module.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from budeval.errors import OutsideRunError
+from budeval.logs import mask_secrets
+
+TIMESTAMP = re.compile(r"^\d{8}_\d{6}$")
+#: The default summarizer's files: ``summary/summary_{ts}.{csv,txt,md}``; ``-r`` reuse adds one per pass.
+SUMMARY_CSV = re.compile(r"^summary_(\d{8}_\d{6})\.csv$")
+#: Subjective summarizers write ``summary/{ts}/*.csv`` (``Subjective_all_results-judged-by--{judge}.csv``, one
+#: ``{dataset}-judged-by--{judge}.csv`` per dataset); results of judged datasets go to
+#: ``results/{model}_judged-by--{judge}/`` (pairwise: ``results/{base}_{model}_judged-by--{judge}/``).
+JUDGED_BY = "_judged-by--"
+JUDGE_IN_NAME = re.compile(r"-judged-by--(.+?)(?:\.csv)?$")
+#: Last lines of a task log that say it failed (a Python traceback's final line, or OpenCompass's own ERROR lines).
+ERROR_LINE = re.compile(r"(^\w[\w.]*(?:Error|Exception)\b.*$)|( - ERROR - .*$)", re.M)
+#: The runner's line about a task that failed (``... - ERROR - ... task OpenICLInfer[m/d] fail, see ...``): OpenCompass
+#: logs it and carries on, so a run with such lines failed in its tasks rather than crashed.
+TASK_FAILED_LINE = re.compile(r" - ERROR - .*(?:fail|error)", re.IGNORECASE)
+EXCERPT_CHARS = 4000
+_GROUP_NAME = re.compile(r"""\bname\s*=\s*(['"])(.+?)\1|["']name["']\s*:\s*(['"])(.+?)\3""")
+
+
+def timestamp_folders(work_dir: Path) -> list[Path]:
+    """The ``YYYYmmdd_HHMMSS`` folders of a work dir, oldest first (dot folders such as ``.budeval/`` excluded)."""
+    if not work_dir.is_dir():
+        return []
+    return sorted(p for p in work_dir.iterdir() if TIMESTAMP.match(p.name) and p.is_dir() and not p.is_symlink())
+
+
+def newest_run_folder(work_dir: Path) -> Path | None:
+    """The run: the newest timestamp folder, or None when the work dir has none."""
+    folders = timestamp_folders(work_dir)
+    return folders[-1] if folders else None
+
+
+def judge_of(name: str) -> str | None:
+    """The judge model named in a subjective file or folder name (``...-judged-by--{judge}[.csv]``), else None."""
+    match = JUDGE_IN_NAME.search(name)
+    return match.group(1) if match else None
+
+
+class RunLayout:
+    """Paths of one timestamp folder; every one checked to stay inside it.
+
+    ``work_dir`` is the OpenCompass ``--work-dir``; ``folder`` the chosen timestamp folder in it. Paths are shown to
+    users relative to ``work_dir`` (:meth:`rel`), so messages never carry host paths of other runs.
+    """
+
+    def __init__(self, work_dir: Path, folder: Path) -> None:
+        self.work_dir = work_dir
+        self.folder = folder
+        self._root = folder.resolve()
+
+    def rel(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.work_dir).as_posix()
+        except ValueError:
+            return path.name
+
+    def inside(self, path: Path) -> Path:
+        """``path`` resolved (symlinks followed); raises OutsideRunError when it leaves the run folder."""
+        resolved = Path(os.path.realpath(path))
+        if resolved != self._root and not resolved.is_relative_to(self._root):
+            raise OutsideRunError("outputs not under the run folder", path=self.rel(path))
+        return resolved
+
+    def _under(self, kind: str, model: str, name: str) -> Path:
+        """``{folder}/{kind}/{model}/{name}``, built the way OpenCompass does (``os.path.join``: an absolute part
+        replaces what came before it) and then confined."""
+        return self.inside(Path(os.path.join(self.folder, kind, model, name)))
+
+    def results_file(self, model: str, dataset: str) -> Path:
+        return self._under("results", model, f"{dataset}.json")
+
+    def prediction_files(self, model: str, dataset: str) -> list[Path]:
+        """``{dataset}.json`` or, for a dataset split into shards, ``{dataset}_0.json``, ``{dataset}_1.json``, ...
+        (up to the first gap, as OpenCompass's evaluator joins them)."""
+        return self._whole_or_shards("predictions", model, dataset, ".json")
+
+    def task_logs(self, stage: str, model: str, dataset: str) -> list[Path]:
+        """``logs/{infer,eval}/{model}/{dataset}.out`` or one log per shard."""
+        return self._whole_or_shards(f"logs/{stage}", model, dataset, ".out")
+
+    def interrupted_checkpoint(self, model: str, dataset: str) -> Path | None:
+        """``predictions/{model}/tmp_{dataset}.jsonl``: written during inference, deleted at its end."""
+        tmp = self._under("predictions", model, f"tmp_{dataset}.jsonl")
+        return tmp if tmp.is_file() else None
+
+    def _whole_or_shards(self, kind: str, model: str, dataset: str, suffix: str) -> list[Path]:
+        whole = self._under(kind, model, f"{dataset}{suffix}")
+        if whole.is_file():
+            return [whole]
+        shards: list[Path] = []
+        while (shard := self._under(kind, model, f"{dataset}_{len(shards)}{suffix}")).is_file():
+            shards.append(shard)
+        return shards
+
+    def default_summaries(self) -> list[Path]:
+        """``summary/summary_{ts}.csv``, oldest first by the timestamp in the name."""
+        folder = self.folder / "summary"
+        if not folder.is_dir():
+            return []
+        found = [(m.group(1), p) for p in folder.iterdir() if (m := SUMMARY_CSV.match(p.name))]
+        return [self.inside(p) for _, p in sorted(found)]
+
+    def other_summaries(self) -> list[Path]:
+        """Other summarizers' CSVs: ``summary/{ts}/*.csv`` (subjective), newest timestamp folder first."""
+        folder = self.folder / "summary"
+        if not folder.is_dir():
+            return []
+        out: list[Path] = []
+        for sub in sorted((p for p in folder.iterdir() if p.is_dir() and TIMESTAMP.match(p.name)), reverse=True):
+            out += [self.inside(p) for p in sorted(sub.glob("*.csv"))]
+        return out
+
+    def config_file(self) -> Path | None:
+        """The newest ``configs/{ts}_{pid}.py`` (the config OpenCompass ran, dumped by mmengine), if any."""
+        configs = sorted((self.folder / "configs").glob("*.py"))
+        return self.inside(configs[-1]) if configs else None
+
+    def summary_group_names(self) -> set[str]:
+        """Names of the summarizer's ``summary_groups`` in the run's config (``dict(name='...', subsets=[...])``):
+        rows of those names are averages the summarizer computed, not tasks."""
+        try:
+            config = self.config_file()
+        except OutsideRunError:
+            return set()
+        if config is None:
+            return set()
+        text = config.read_text(encoding="utf-8", errors="replace")
+        start = text.find("summary_groups")
+        return set() if start < 0 else {m.group(2) or m.group(4) for m in _GROUP_NAME.finditer(text, start)}
+
+    def model_folders(self, kind: str) -> list[str]:
+        """Names of the folders under ``{kind}/`` (``results``, ``predictions``): model abbrs as OpenCompass wrote
+        them (for subjective results, ``{model}_judged-by--{judge}``)."""
+        folder = self.folder / kind
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if p.is_dir())
+
+    def files_of(self, kind: str, folder_name: str, suffix: str = ".json") -> list[str]:
+        """Dataset abbrs with a file under ``{kind}/{folder_name}/`` (nested folders: an abbr with ``/``)."""
+        root = self.folder / kind / folder_name
+        if not root.is_dir() or not self.inside(root).is_dir():
+            return []
+        names: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            base = Path(dirpath).relative_to(root)
+            for name in sorted(filenames):
+                if name.endswith(suffix) and not name.startswith("."):
+                    names.append((base / name[: -len(suffix)]).as_posix().removeprefix("./"))
+        return names
+
+
+# -- logs ------------------------------------------------------------------------------------------------------------
+def tail(path: Path, chars: int = EXCERPT_CHARS) -> str:
+    """The last ``chars`` characters of a text file as a terminal would show them (progress bars redraw with ``\\r``);
+    "" when the file is missing."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - chars * 2))
+            data = f.read().decode("utf-8", errors="replace")
+    except (FileNotFoundError, IsADirectoryError):
+        return ""
+    lines = [line.rsplit("\r", 1)[-1] for line in data.splitlines()]
+    return "\n".join(lines)[-chars:]
+
+
+def file_excerpt(path: Path, chars: int = EXCERPT_CHARS) -> str:
+    """The masked tail of a log file (:func:`tail` then :func:`~budeval.logs.mask_secrets`); "" when missing."""
+    return mask_secrets(tail(path, chars))
+
+
+def error_lines(text: str) -> list[str]:
+    """The lines of a log that say something failed (see :data:`ERROR_LINE`), stripped, in order."""
+    return [next(part for part in match if part).strip() for match in ERROR_LINE.findall(text)]
+
+
+def task_failure_lines(log: str) -> list[str]:
+    """The runner's lines about failed tasks (see :data:`TASK_FAILED_LINE`), stripped, in order."""
+    return [line.strip() for line in log.splitlines() if TASK_FAILED_LINE.search(line)]
+
+
+def last_error(logs: list[Path], size: int = 64 * 1024) -> str | None:
+    """The last error line of the first log (in the given order) that has one, masked; None when none has."""
+    for log in logs:
+        errors = error_lines(tail(log, size))
+        if errors:
+            return mask_secrets(errors[-1])
+    return None
+
+
+def excerpt(text: str, lines: int = 40, chars: int = EXCERPT_CHARS) -> str:
+    """The last ``lines`` lines of a log, at most ``chars`` characters, credentials masked."""
+    kept = "\n".join(text.rstrip("\n").splitlines()[-lines:])
+    return mask_secrets(kept[-chars:])
+
+
+def error_excerpt(work_dir: Path, console: Path) -> str:
+    """Error lines (first and last per file) from the task logs of the run (the newest timestamp folder) and the
+    console log, masked; "" when there are none."""
+    files: list[Path] = []
+    folder = newest_run_folder(work_dir)
+    if folder is not None:
+        files += sorted((folder / "logs").glob("*/*/*.out"))
+    files.append(console)
+    parts: list[str] = []
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        hits = error_lines("\n".join(line.rsplit("\r", 1)[-1] for line in text.splitlines()))
+        if not hits:
+            continue
+        rel = path.relative_to(work_dir) if path.is_relative_to(work_dir) else path.name
+        parts.append(f"{rel}: {hits[0]}" + (f"\n  ... {hits[-1]}" if hits[-1] != hits[0] else ""))
+    return mask_secrets("\n".join(parts)[:EXCERPT_CHARS])

@@ -1,0 +1,275 @@
+"""A run's scores and per-(model, dataset) statuses, from every source OpenCompass writes, merged.
+
+Sources (docs/parser.md): the newest default summary (``summary/summary_{ts}.csv``), the other summarizers' tables
+(``summary/{ts}/*.csv``), each ``results/{model}/{dataset}.json`` and, for what was never scored, the task logs and
+the inference checkpoint. Rules:
+
+- **Which (model, dataset)**: every pair seen anywhere -- a summary cell, a results file, a predictions file, a task
+  log -- so a dataset that ran but is absent from the summary keeps its scores and predictions.
+- **Which value**: a metric in the results file wins over the summary's cell of the same name (full precision; the
+  summary rounds to two decimals). Summary rows the results file lacks (groups, averages, subjective and NeedleBench
+  tables) are kept; a summary row that names no metric (NeedleBench) gives way to the results file's metrics.
+- **Status**: ``ok`` all scores finite; ``partial`` some; ``failed`` none and a reason (the results file's ``error``,
+  a NaN, an error line in the task logs, no results file, outputs outside the run folder); ``missing`` none and no
+  reason found. A summary group (a row no task wrote files for) without a score is ``missing`` with that reason.
+  A dataset judged by an LLM judge (``results/{model}_judged-by--{judge}/``) is ``ok``: its scores are in the
+  subjective summary, under that summarizer's dataset names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from budeval.engine.results.layout import JUDGED_BY, RunLayout, judge_of, last_error
+from budeval.engine.results.scores import ResultScores, read_result_scores
+from budeval.engine.results.summary import NO_METRIC, Summary, read_summary
+from budeval.errors import OutsideRunError, ResultParseError
+from budeval.logs import get_logger
+from budeval.schemas.results import DatasetStatus, MetricRow
+
+Pair = tuple[str, str]
+SUBJECTIVE_ALL_PREFIX = "Subjective_all_results"
+OUTSIDE_REASON = "outputs not under the run folder (the model or dataset abbr leads outside it; nothing was read)"
+
+
+@dataclass
+class ScoreTable:
+    """Everything but the predictions: ordered models and datasets, score rows, statuses, the summaries read."""
+
+    models: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)
+    metrics: list[MetricRow] = field(default_factory=list)
+    statuses: list[DatasetStatus] = field(default_factory=list)
+    summaries: list[Summary] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    judges: list[str] = field(default_factory=list)
+    #: (model, dataset) -> the results file to read verdicts from (only pairs whose files are inside the run).
+    results_files: dict[Pair, Path] = field(default_factory=dict)
+    pairs: list[Pair] = field(default_factory=list)
+
+
+class _Builder:
+    def __init__(self, layout: RunLayout) -> None:
+        self.layout = layout
+        self.out = ScoreTable()
+        self._pairs: dict[Pair, None] = {}
+        self._judged: dict[Pair, str] = {}
+        self._on_disk: set[Pair] = set()  # pairs some task wrote a file for (results, predictions, logs)
+        self._log = get_logger(run_folder=str(layout.folder))
+
+    def note(self, text: str) -> None:
+        self.out.notes.append(text)
+        self._log.warning("result reader note", note=text[:300])
+
+    def add_pair(self, model: str, dataset: str, on_disk: bool = False) -> None:
+        self._pairs.setdefault((model, dataset), None)
+        if on_disk:
+            self._on_disk.add((model, dataset))
+        if model not in self.out.models:
+            self.out.models.append(model)
+        if dataset not in self.out.datasets:
+            self.out.datasets.append(dataset)
+
+    # -- sources ---------------------------------------------------------------------------------------------------
+    def read_summaries(self, known_models: list[str]) -> None:
+        layout = self.layout
+        default = layout.default_summaries()
+        others = layout.other_summaries()
+        judges_with_all = {judge_of(s.name) for s in others if s.name.startswith(SUBJECTIVE_ALL_PREFIX)}
+        chosen = default[-1:]  # the newest by its timestamp (`-r` reuse leaves several)
+        for path in others:
+            per_dataset = not path.name.startswith(SUBJECTIVE_ALL_PREFIX)
+            if per_dataset and judge_of(path.name) is not None and judge_of(path.name) in judges_with_all:
+                continue  # the all-results table of the same judge already has these scores
+            chosen.append(path)
+        for path in chosen:
+            display = layout.rel(path)
+            try:
+                summary = read_summary(layout.inside(path), display, known_models)
+            except (ResultParseError, OSError) as exc:
+                self.note(f"summary not used: {exc}"[:500])
+                continue
+            self.out.summaries.append(summary)
+            self.out.notes += summary.notes
+            if summary.judge and summary.judge not in self.out.judges:
+                self.out.judges.append(summary.judge)
+            for row in summary.rows:
+                self.add_pair(row.model, row.dataset)
+
+    def scan_folders(self, summary_models: list[str]) -> None:
+        """Pairs from ``results/``, ``predictions/`` and ``logs/``; judged results folders mapped to their model."""
+        layout = self.layout
+        models = list(summary_models) + [m for m in layout.model_folders("predictions") if m not in summary_models]
+        for folder in layout.model_folders("results"):
+            model, judge = _evaluated_model(folder, models)
+            if judge is not None and judge not in self.out.judges:
+                self.out.judges.append(judge)
+            for dataset in self._files("results", folder, ".json"):
+                if judge is not None:
+                    self._judged[(model, dataset)] = judge
+                self.add_pair(model, dataset, on_disk=True)
+        known = {d for _, d in self._pairs}
+        for folder in layout.model_folders("predictions"):
+            for name in self._files("predictions", folder, ".json"):
+                self.add_pair(folder, _unshard(name, known, self._files("predictions", folder, ".json")), on_disk=True)
+            for name in self._files("predictions", folder, ".jsonl"):
+                if name.rpartition("/")[2].startswith("tmp_"):
+                    head, _, tail = name.rpartition("/")
+                    self.add_pair(folder, f"{head}/{tail[4:]}" if head else tail[4:], on_disk=True)
+        for stage in ("infer", "eval"):
+            for folder in layout.model_folders(f"logs/{stage}"):
+                names = self._files(f"logs/{stage}", folder, ".out")
+                model, _ = _evaluated_model(folder, models)
+                for name in names:
+                    self.add_pair(model, _unshard(name, known, names), on_disk=True)
+
+    def _files(self, kind: str, folder: str, suffix: str) -> list[str]:
+        try:
+            return self.layout.files_of(kind, folder, suffix)
+        except OutsideRunError as exc:
+            self.note(f"{kind}/{folder} not read: {exc}")
+            return []
+
+    # -- merge -----------------------------------------------------------------------------------------------------
+    def merge(self) -> None:
+        cells: dict[Pair, list[MetricRow]] = {}
+        for summary in self.out.summaries:
+            for row in summary.rows:
+                cells.setdefault((row.model, row.dataset), []).append(row)
+        tasks = {d for (_, d) in self._on_disk}
+        groups = self.layout.summary_group_names()
+        for pair in self._pairs:
+            rows, status = self._pair(pair, cells.get(pair, []), group=pair[1] not in tasks and pair[1] in groups)
+            self.out.metrics += rows
+            self.out.statuses.append(status)
+        self.out.pairs = list(self._pairs)
+
+    def _pair(self, pair: Pair, cells: list[MetricRow], group: bool) -> tuple[list[MetricRow], DatasetStatus]:
+        model, dataset = pair
+        try:
+            results = self.layout.results_file(model, dataset)
+        except OutsideRunError:
+            self._log.warning("outputs outside the run folder refused", model=model[:200], dataset=dataset[:200])
+            rows = [c.model_copy(update={"score": None}) for c in cells] or [_empty(model, dataset)]
+            return rows, DatasetStatus(model=model, dataset=dataset, status="failed", reason=OUTSIDE_REASON)
+        found: ResultScores | None = None
+        unreadable = None
+        if results.is_file():
+            try:
+                found = read_result_scores(results, self.layout.rel(results))
+                self.out.results_files[pair] = results
+            except (ResultParseError, OSError) as exc:
+                unreadable = f"results file unreadable: {exc}"[:500]
+        rows = _merge_rows(model, dataset, cells, found, self.layout.rel(results))
+        finite = [r for r in rows if r.score is not None]
+        bad = next((r.reason for r in rows if r.reason), None)
+        error = found.error if found is not None else unreadable
+        if finite and len(finite) == len(rows) and error is None:  # (a scored row no task wrote files for: a group)
+            return rows, DatasetStatus(model=model, dataset=dataset, status="ok")
+        if pair in self._judged and not rows:
+            return rows, DatasetStatus(model=model, dataset=dataset, status="ok")
+        if finite:
+            why = error or bad or self._task_error(model, dataset) or "some metrics have no score"
+            return rows, DatasetStatus(model=model, dataset=dataset, status="partial", reason=why)
+        if group and found is None:
+            why = bad or "a summary group or average without a score (one of its datasets has none)"
+            return rows or [_empty(model, dataset)], DatasetStatus(
+                model=model, dataset=dataset, status="missing", reason=why
+            )
+        reason = error or bad or self._task_error(model, dataset)
+        if reason is None and found is None:
+            reason = "no results file (the task produced no result)"
+        if reason is None:
+            return rows, DatasetStatus(model=model, dataset=dataset, status="missing")
+        stopped = self._stopped_inference(model, dataset)
+        reason = f"{reason}; {stopped}" if stopped else reason
+        return rows, DatasetStatus(model=model, dataset=dataset, status="failed", reason=reason)
+
+    def _task_error(self, model: str, dataset: str) -> str | None:
+        """The last error line of the task logs; infer first (an infer failure causes the eval one)."""
+        for stage in ("infer", "eval"):
+            try:
+                error = last_error(self.layout.task_logs(stage, model, dataset))
+            except OutsideRunError:
+                return None
+            if error:
+                return f"{stage}: {error}"[:500]
+        return None
+
+    def _stopped_inference(self, model: str, dataset: str) -> str | None:
+        """A leftover ``tmp_{dataset}.jsonl`` says how far an interrupted inference got."""
+        try:
+            tmp = self.layout.interrupted_checkpoint(model, dataset)
+        except OutsideRunError:
+            return None
+        if tmp is None:
+            return None
+        with tmp.open("rb") as f:
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+        return f"inference stopped after {lines} examples ({self.layout.rel(tmp)})"
+
+
+def build_table(layout: RunLayout) -> ScoreTable:
+    """The run's :class:`ScoreTable`. Never raises for one bad file: that (model, dataset) is failed with a reason,
+    or a note says which summary was not used."""
+    builder = _Builder(layout)
+    predicted = layout.model_folders("predictions")
+    builder.read_summaries(predicted + [m for m in layout.model_folders("results") if JUDGED_BY not in m])
+    summary_models = [m for s in builder.out.summaries for m in s.models]
+    builder.scan_folders(list(dict.fromkeys(summary_models)))
+    builder.merge()
+    return builder.out
+
+
+def _merge_rows(
+    model: str, dataset: str, cells: list[MetricRow], found: ResultScores | None, source: str
+) -> list[MetricRow]:
+    if found is None or not found.metrics:
+        return list(cells)
+    version = next((c.version for c in cells if c.version not in ("", "-")), "-")
+    mode = next((c.mode for c in cells if c.mode not in ("", "-")), "-")
+    from_file = {name for name, _, _ in found.metrics}
+    kept = [c for c in cells if c.metric != NO_METRIC and c.metric not in from_file]
+    by_name = {c.metric: c for c in cells}
+    rows = [
+        MetricRow(
+            model=model,
+            dataset=dataset,
+            metric=name,
+            score=score,
+            version=by_name[name].version if name in by_name else version,
+            mode=by_name[name].mode if name in by_name else mode,
+            reason=reason,
+            judge=by_name[name].judge if name in by_name else None,
+            source=source,
+        )
+        for name, score, reason in found.metrics
+    ]
+    return rows + kept
+
+
+def _empty(model: str, dataset: str) -> MetricRow:
+    return MetricRow(model=model, dataset=dataset, metric=NO_METRIC, score=None, version="-", mode="-")
+
+
+def _evaluated_model(folder: str, models: list[str]) -> tuple[str, str | None]:
+    """(model, judge) of a results/logs folder: a judged one is ``{model}_judged-by--{judge}`` or, pairwise,
+    ``{base}_{model}_judged-by--{judge}`` (the longest known model abbr it ends with); any other is the model."""
+    if JUDGED_BY not in folder:
+        return folder, None
+    evaluated, judge = folder.split(JUDGED_BY, 1)
+    matches = [m for m in models if evaluated == m or evaluated.endswith(f"_{m}")]
+    return max(matches, key=len, default=evaluated), judge
+
+
+def _unshard(name: str, known: set[str], siblings: Iterable[str]) -> str:
+    """``{dataset}_{i}`` of a split dataset -> ``{dataset}`` when ``{dataset}_0`` exists and ``{dataset}`` is not
+    itself a known dataset name."""
+    if name in known:
+        return name
+    base, _, index = name.rpartition("_")
+    if base and index.isdigit() and f"{base}_0" in set(siblings):
+        return base
+    return name

@@ -1,0 +1,214 @@
+"""Real-world OpenCompass output variants (``tests/fixtures/realworld/``): each case's ``expected.txt`` is what the
+assertions below check, read by the real reader (and, for the comparisons, stored in a real chDB and compared).
+
+The cases are copied from ``shared/fixtures/realworld`` (real SmolLM2 runs rearranged into the layouts people report)
+plus this repo's own cases built from OpenCompass 0.5.4's code paths (see that folder's README)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from budeval.engine.results import parse_run
+from budeval.errors import NoSummaryError
+from budeval.schemas.results import DatasetStatus, MetricRow, PredictionBatch
+from budeval.storage.factory import open_store
+
+CASES = Path(__file__).resolve().parents[1] / "fixtures" / "realworld"
+MODEL = "smollm2-135m-instruct"
+
+
+def case(name: str, tmp_path: Path, run: str = "run") -> Path:
+    """A copy of the case's run folder (the reader must never need to write, but tests may damage copies)."""
+    dest = tmp_path / name / run
+    shutil.copytree(CASES / name / run, dest, symlinks=True)
+    return dest
+
+
+def predictions(work: Path) -> PredictionBatch:
+    out = PredictionBatch()
+    for batch in parse_run(work, workers=0).prediction_batches(batch_size=3):
+        for name in PredictionBatch.__slots__:
+            getattr(out, name).extend(getattr(batch, name))
+    return out
+
+
+def scores(work: Path) -> dict[tuple[str, str, str], MetricRow]:
+    return {(m.model, m.dataset, m.metric): m for m in parse_run(work).metrics}
+
+
+def statuses(work: Path) -> dict[tuple[str, str], DatasetStatus]:
+    return {(s.model, s.dataset): s for s in parse_run(work).statuses}
+
+
+def test_nan_score_is_a_failed_metric_and_the_rest_is_kept(tmp_path: Path) -> None:
+    work = case("nan-score", tmp_path)
+    rows, state = scores(work), statuses(work)
+    assert rows[(MODEL, "tiny_qa", "accuracy")].score == 0.0 and state[(MODEL, "tiny_qa")].status == "ok"
+    auc = rows[(MODEL, "tiny_mcq", "auc_score")]
+    assert auc.score is None and "NaN" in (auc.reason or "")
+    assert state[(MODEL, "tiny_mcq")].status == "failed" and "NaN" in (state[(MODEL, "tiny_mcq")].reason or "")
+    assert len(predictions(work)) == 9
+
+
+def test_subjective_all_results_with_its_judge(tmp_path: Path) -> None:
+    work = case("subjective-all-results", tmp_path)
+    run = parse_run(work)
+    rows = {(m.model, m.dataset, m.metric): m for m in run.metrics}
+    expected = {"total": 33.33, "helpful_base": 100.0, "koala": 0.0, "vicuna": 0.0}
+    for metric, value in expected.items():
+        row = rows[(MODEL, "AlpacaEval", metric)]
+        assert row.score == value and row.judge == "judge-model"
+    assert run.facts.judges == ["judge-model"] and run.facts.summary_file is not None
+    batch = predictions(work)
+    assert batch.dataset.count("alpaca_eval") == 3
+    assert {s.status for s in run.statuses} == {"ok"}
+
+
+def test_needlebench_layout(tmp_path: Path) -> None:
+    work = case("needlebench-layout", tmp_path)
+    rows, state = scores(work), statuses(work)
+    en = [m for m in rows.values() if m.dataset == "needlebench_origin_en_4k"]
+    assert [(m.model, m.score) for m in en] == [(MODEL, 40.0)] and state[
+        (MODEL, "needlebench_origin_en_4k")
+    ].status == "ok"
+    zh = [m for m in rows.values() if m.dataset == "needlebench_origin_zh_4k"]
+    assert [m.score for m in zh] == [None] and state[(MODEL, "needlebench_origin_zh_4k")].status == "failed"
+    assert {d for _, d in state} == {"needlebench_origin_en_4k", "needlebench_origin_zh_4k"}  # no divider, no header
+    assert len(predictions(work)) == 5
+
+
+def test_is_correct_verdicts_of_code_datasets(tmp_path: Path) -> None:
+    a, b = (
+        predictions(case("humaneval-is-correct", tmp_path)),
+        predictions(case("humaneval-is-correct", tmp_path, "run_b")),
+    )
+    assert a.example_index == [0, 1, 2, 3, 4]
+    assert a.correct == [True, False, True, False, False]
+    flips = {i: (x, y) for i, x, y in zip(a.example_index, a.correct, b.correct, strict=True) if x != y}
+    assert flips == {0: (True, False), 4: (False, True)}
+
+
+def test_replicas_are_rows_of_their_own(tmp_path: Path) -> None:
+    work = case("n-replicas", tmp_path)
+    rows = scores(work)
+    assert len([k for k in rows if k[1] == "tiny_mcq"]) == 13 and {m.score for m in rows.values()} == {25.0}
+    assert statuses(work)[(MODEL, "tiny_mcq")].status == "ok"
+    batch = predictions(work)
+    assert len(batch) == 8
+    assert batch.example_index == [0, 1, 2, 3, 0, 1, 2, 3] and batch.replica == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert batch.correct == [False, False, False, True] * 2
+
+
+def test_results_error_is_the_failure_reason(tmp_path: Path) -> None:
+    work = case("results-error-dict", tmp_path)
+    state = statuses(work)[(MODEL, "humanevalx-python")]
+    assert state.status == "failed" and (state.reason or "").startswith("code eval service connection failed: ")
+    assert [m.score for m in parse_run(work).metrics] == [None]
+    assert len(predictions(work)) == 5
+
+
+def test_the_newest_folder_is_the_run_even_without_a_summary(tmp_path: Path) -> None:
+    work = case("newest-run-summarizer-crashed", tmp_path)
+    run = parse_run(work)
+    assert run.facts.timestamp == "20261130_090000" and run.facts.summary_file is None
+    assert [(m.dataset, m.metric, m.score) for m in run.metrics] == [("tiny_mcq", "accuracy", 25.0)]
+    assert len(predictions(work)) == 4
+    # and once its results are gone too, the error names the newest folder instead of reading the older one
+    shutil.rmtree(work / "20261130_090000" / "results")
+    with pytest.raises(NoSummaryError, match="20261130_090000"):
+        parse_run(work)
+
+
+def test_group_average_duplicate(tmp_path: Path) -> None:
+    work = case("group-average-duplicate", tmp_path)
+    rows = {(k[1], k[2]): m.score for k, m in scores(work).items()}
+    assert rows == {
+        ("tiny_qa", "accuracy"): 0.0,
+        ("tiny_mcq", "accuracy"): 25.0,
+        ("tiny", "accuracy"): 12.5,
+        ("tiny", "naive_average"): 12.5,
+    }
+    assert {s.status for s in statuses(work).values()} == {"ok"}
+    batch = predictions(work)
+    assert len(batch) == 9 and "tiny" not in batch.dataset
+    assert [c for d, c in zip(batch.dataset, batch.correct, strict=True) if d == "tiny_mcq"] == [
+        False,
+        False,
+        False,
+        True,
+    ]
+
+
+def test_dataset_abbr_with_a_slash(tmp_path: Path) -> None:
+    work = case("dataset-abbr-slash", tmp_path)
+    rows = {(k[1], k[2]): m.score for k, m in scores(work).items()}
+    assert rows == {("cibench_generation/pandas", "accuracy"): 0.0, ("cibench_generation", "naive_average"): 0.0}
+    assert {s.status for s in statuses(work).values()} == {"ok"}
+    batch = predictions(work)
+    assert batch.dataset == ["cibench_generation/pandas"] * 5
+
+
+def _abspath_case(tmp_path: Path) -> tuple[Path, Path]:
+    root = tmp_path / "model-abbr-abspath"
+    shutil.copytree(CASES / "model-abbr-abspath", root)
+    for path in root.rglob("*"):
+        if path.is_file() and b"/srv/evals/model-abbr-abspath" in path.read_bytes():
+            path.write_bytes(path.read_bytes().replace(b"/srv/evals/model-abbr-abspath", str(root).encode()))
+    return root / "run", root / "outside" / "SmolLM2-135M-Instruct"
+
+
+def test_an_absolute_model_abbr_is_refused_not_followed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    work, outside = _abspath_case(tmp_path)
+    opened: list[str] = []
+    real_open = Path.open
+
+    def spy(self: Path, *args: object, **kwargs: object) -> object:
+        opened.append(str(self))
+        return real_open(self, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(Path, "open", spy)
+    run = parse_run(work)
+    [row] = run.metrics
+    assert (row.model, row.dataset, row.metric, row.score) == (str(outside), "tiny_qa", "-", None)
+    [state] = run.statuses
+    assert state.status == "failed" and (state.reason or "").startswith("outputs not under the run folder")
+    assert len(predictions(work)) == 0
+    assert not [p for p in opened if p.startswith(str(outside.parent))]
+    assert "tiny_qa" not in (state.reason or "") or str(outside) not in (state.reason or "")
+
+
+def test_a_symlink_out_of_the_run_is_refused(tmp_path: Path) -> None:
+    work = case("nan-score", tmp_path)
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"0": {"origin_prompt": "SECRET-CONTENT", "prediction": "x", "gold": "y"}}')
+    target = next(work.glob("*/predictions/*/tiny_qa.json"))
+    target.unlink()
+    target.symlink_to(secret)
+    rows = predictions(work)
+    assert "SECRET-CONTENT" not in rows.prompt and rows.dataset.count("tiny_qa") == 0
+    state = statuses(work)
+    assert state[(MODEL, "tiny_qa")].status == "ok"  # its score came from its results file, which is inside
+
+
+def test_compare_examples_shows_the_flips_of_is_correct_and_of_replicas(tmp_path: Path) -> None:
+    store = open_store(f"chdb://{tmp_path / 'ch'}")
+    try:
+        store.migrate()
+        store.store_run("he-a", "r0", parse_run(case("humaneval-is-correct", tmp_path)))
+        store.store_run("he-b", "r0", parse_run(case("humaneval-is-correct", tmp_path, "run_b")))
+        flips = {(f.example_index, f.direction) for f in store.flips("he-a", "he-b")}
+        assert flips == {(0, "correct_to_wrong"), (4, "wrong_to_correct")}
+        store.store_run("n-a", "r0", parse_run(case("n-replicas", tmp_path)))
+        store.store_run("n-b", "r0", parse_run(case("n-replicas", tmp_path, "run_sampled")))
+        assert store.count("predictions", "n-a", final=True) == 8  # replicas are not collapsed by the table's key
+        replica_flips = {(f.example_index, f.replica, f.direction) for f in store.flips("n-a", "n-b")}
+        assert replica_flips and all(r in (0, 1) for _, r, _ in replica_flips)
+        store.store_run("nan", "r0", parse_run(case("nan-score", tmp_path)))
+        reasons = {(r.dataset, r.metric): (r.score, r.status, r.reason) for r in store.results("nan")}
+        score, status, reason = reasons[("tiny_mcq", "auc_score")]
+        assert score is None and status == "failed" and "NaN" in (reason or "")
+    finally:
+        store.close()
