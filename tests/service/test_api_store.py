@@ -22,6 +22,7 @@ from budeval.storage.factory import open_store
 from tests.service.support import StandInBackend, StandInWorkflows, serve_app
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "opencompass"
+REALWORLD = Path(__file__).resolve().parents[1] / "fixtures" / "realworld"
 TOKEN = "store-test-token"
 
 
@@ -30,8 +31,10 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
     data_dir = tmp_path_factory.mktemp("store-api")
     store = CountingStore(open_store(f"chdb://{data_dir / 'clickhouse'}"))
     store.migrate()
-    for eval_id, fixture in (("qa-a", "qa_chat"), ("qa-b", "qa_chat"), ("mcq-a", "mcq")):
-        parsed = parse_run(FIXTURES / fixture)
+    runs = (("qa-a", FIXTURES / "qa_chat"), ("qa-b", FIXTURES / "qa_chat"), ("mcq-a", FIXTURES / "mcq"),
+            ("err-a", REALWORLD / "results-error-dict" / "run"))
+    for eval_id, fixture in runs:
+        parsed = parse_run(fixture)
         store.record_evaluation(EvaluationRecord(eval_id=eval_id, status="completed", model_name="m",
                                                  datasets=[m.dataset for m in parsed.metrics],
                                                  created_at=datetime.now(UTC), finished_at=datetime.now(UTC)))
@@ -57,6 +60,9 @@ def test_results_and_status_come_from_the_store(api: tuple[str, Any]) -> None:
     body = _get(url, "/evals/qa-a").json()
     assert body["status"] == "completed" and body["workflow"] is None and body["scores"] == results["scores"]
     assert _get(url, "/readyz").status_code == 200
+    [failed] = _get(url, "/evals/err-a/results").json()["scores"]
+    assert failed["score"] is None and failed["status"] == "failed"
+    assert failed["reason"].startswith("code eval service connection failed")  # the dataset's failure reason
 
 
 def test_leaderboard_pages_through_real_rows(api: tuple[str, Any]) -> None:

@@ -83,7 +83,10 @@ class RunLayout:
 
     def inside(self, path: Path) -> Path:
         """``path`` resolved (symlinks followed); raises OutsideRunError when it leaves the run folder."""
-        resolved = Path(os.path.realpath(path))
+        try:
+            resolved = Path(os.path.realpath(path))
+        except ValueError:  # an abbr with a NUL byte: no such path can exist
+            raise OutsideRunError("not a usable path (NUL byte)", path=self.rel(path).replace("\x00", "?")) from None
         if resolved != self._root and not resolved.is_relative_to(self._root):
             raise OutsideRunError("outputs not under the run folder", path=self.rel(path))
         return resolved
