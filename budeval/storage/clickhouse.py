@@ -176,6 +176,8 @@ def _score_rows(run: _RunRows) -> list[tuple[Any, ...]]:
     for m in run.metrics:
         status = status_of.get((m.model, m.dataset))
         name = status.status if status is not None else ("ok" if m.score is not None else "missing")
+        if m.score is None and m.reason:  # this metric's own value is unusable (NaN, text): failed whatever the rest
+            name = "failed"
         reason = m.reason or (status.reason if status is not None and name != "ok" else None)
         rows.append(
             (*head, m.model, m.dataset, m.metric, m.score, m.version, m.mode, name, run.run_at, reason, m.judge or "")

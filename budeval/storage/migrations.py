@@ -125,10 +125,13 @@ _ANALYST_VIEWS = (
 )
 
 _RESULT_DETAILS = (
-    # Why a score is missing (NaN, an evaluator's error, outputs outside the run) and which judge model gave it.
+    # Why a score is missing (NaN, an evaluator's error, outputs outside the run) and which judge model gave it. The
+    # judge joins the key: one run judged by several judges has one row per judge for the same metric. (A new key
+    # column must come in the same ALTER, without a default expression: '' for every existing row.)
     """
     ALTER TABLE scores ADD COLUMN IF NOT EXISTS reason Nullable(String),
-        ADD COLUMN IF NOT EXISTS judge LowCardinality(String)
+        ADD COLUMN IF NOT EXISTS judge LowCardinality(String),
+        MODIFY ORDER BY (eval_id, run_id, model, dataset, metric, judge)
     """,
     # The evaluator's numeric per-example score, where it gives one.
     "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS score Nullable(Float64)",

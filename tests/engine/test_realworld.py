@@ -212,3 +212,159 @@ def test_compare_examples_shows_the_flips_of_is_correct_and_of_replicas(tmp_path
         assert score is None and status == "failed" and "NaN" in (reason or "")
     finally:
         store.close()
+
+
+# -- this repo's own cases (tests/fixtures/realworld/README.md: built with OpenCompass 0.5.4's own code) --------------
+def test_an_abbr_with_spaces_brackets_and_a_comma_is_one_dataset(tmp_path: Path) -> None:
+    work = case("abbr-comma-brackets", tmp_path)
+    name = "tiny qa [v2], en"
+    assert {(k[1], k[2]): m.score for k, m in scores(work).items()} == {(name, "accuracy"): 0.0}
+    assert [(d, s.status) for (_, d), s in statuses(work).items()] == [(name, "ok")]
+    assert predictions(work).dataset == [name] * 5
+
+
+def test_the_cascade_final_verdict_wins_over_the_rule(tmp_path: Path) -> None:
+    work = case("cascade-final-verdict", tmp_path)
+    assert {(k[1], k[2]): m.score for k, m in scores(work).items()} == {("tiny_mcq", "accuracy"): 50.0}
+    batch = predictions(work)
+    assert batch.dataset == ["tiny_mcq"] * 4 and batch.correct == [True, False, False, True]
+
+
+def test_a_reuse_with_a_narrower_config_keeps_the_earlier_dataset(tmp_path: Path) -> None:
+    work = case("eval-reuse-narrower-config", tmp_path)
+    run = parse_run(work)
+    assert run.facts.config_file is not None and run.facts.config_file.endswith("configs/20261201_103000_42051.py")
+    rows = {(k[1], k[2]): m.score for k, m in scores(work).items()}
+    assert rows == {("tiny_qa", "accuracy"): 0.0, ("tiny_mcq", "accuracy"): 25.0}
+    assert {s.status for s in run.statuses} == {"ok"}
+    batch = predictions(work)
+    assert batch.dataset.count("tiny_qa") == 5
+    assert [c for d, c in zip(batch.dataset, batch.correct, strict=True) if d == "tiny_mcq"] == [
+        False,
+        False,
+        False,
+        True,
+    ]
+
+
+def test_an_llm_judge_run_keeps_all_metrics_and_its_replica_file_is_no_dataset(tmp_path: Path) -> None:
+    work = case("llm-judge-replica-file", tmp_path)
+    rows = {k[2]: m.score for k, m in scores(work).items() if k[1] == "tiny_qa"}
+    assert rows == {
+        "accuracy": 100.0,
+        "accuracy_given_attempted": 100.0,
+        "f1": 1.0,
+        "attempted_ratio": 100.0,
+        "correct_count": 5.0,
+        "incorrect_count": 0.0,
+        "not_attempted_count": 0.0,
+    }
+    assert {d for _, d in statuses(work)} == {"tiny_qa"}
+    batch = predictions(work)
+    assert batch.dataset == ["tiny_qa"] * 5 and batch.correct == [None] * 5
+    assert not any("CORRECT" in p for p in batch.prediction)  # the model's answers, not the judge's
+
+
+def test_a_crlf_subjective_table_and_its_judge(tmp_path: Path) -> None:
+    work = case("mtbench-capability-crlf", tmp_path)
+    rows = {k[2]: m for k, m in scores(work).items() if k[1] == "MTbench"}
+    expected = {
+        "total": 5.75,
+        "writing": 6.0,
+        "roleplay": 7.0,
+        "reasoning": 5.0,
+        "math": 1.0,
+        "coding": 2.0,
+        "extraction": 9.0,
+        "stem": 8.0,
+        "humanities": 8.0,
+    }
+    assert {k: m.score for k, m in rows.items()} == expected
+    assert {m.judge for m in rows.values()} == {"gpt-4o-2024-08-06"} and {m.model for m in rows.values()} == {MODEL}
+    assert not any("\r" in "".join(k) for k in scores(work))
+    batch = predictions(work)
+    assert batch.dataset == ["mtbench_single"] * 8 and batch.correct == [None] * 8
+
+
+def test_multi_faceted_profiles_are_a_summary(tmp_path: Path) -> None:
+    work = case("multi-faceted-profiles", tmp_path)
+    rows = [(k[1], k[2], m.score) for k, m in scores(work).items()]
+    assert sorted(rows) == [("tiny", "accuracy", 12.5), ("tiny_mcq", "accuracy", 25.0), ("tiny_qa", "accuracy", 0.0)]
+    assert len(parse_run(work).metrics) == 3  # tiny_qa is in both profiles, stored once
+    assert {s.status for s in statuses(work).values()} == {"ok"}
+    assert len(predictions(work)) == 9
+
+
+def test_replicas_known_only_from_the_config(tmp_path: Path) -> None:
+    work = case("n-replicas-no-verdict", tmp_path)
+    assert {(k[1], k[2]): m.score for k, m in scores(work).items()} == {("tiny_mcq", "accuracy"): 25.0}
+    batch = predictions(work)
+    assert batch.example_index == [0, 1, 2, 3] * 2 and batch.replica == [0] * 4 + [1] * 4
+    assert batch.correct == [None] * 8
+
+
+def test_nan_and_infinity_inside_a_results_file(tmp_path: Path) -> None:
+    work = case("nan-inf-in-results", tmp_path)
+    rows = scores(work)
+    assert rows[(MODEL, "tiny_qa", "accuracy")].score == 0.0 and rows[(MODEL, "tiny_mcq", "accuracy")].score == 25.0
+    nan, inf = rows[(MODEL, "tiny_mcq", "precision_A")], rows[(MODEL, "tiny_mcq", "not_A_per_A")]
+    assert nan.score is None and "NaN" in (nan.reason or "")
+    assert inf.score is None and "infinite" in (inf.reason or "")
+    assert statuses(work)[(MODEL, "tiny_qa")].status == "ok"
+    assert len(predictions(work)) == 9
+
+
+def test_a_numeric_per_example_score_is_kept(tmp_path: Path) -> None:
+    work = case("numeric-per-example-score", tmp_path)
+    assert scores(work)[(MODEL, "tiny_needle", "score")].score == pytest.approx(60.81, abs=0.005)
+    batch = predictions(work)
+    assert batch.score == pytest.approx([100, 100, 1.4634146341463408, 100, 2.608695652173914])
+    assert batch.correct == [None] * 5
+
+
+def test_a_failed_shard_fails_the_dataset_with_the_shards_own_error(tmp_path: Path) -> None:
+    work = case("sharded-failed-shard", tmp_path)
+    state = statuses(work)
+    assert list(state) == [(MODEL, "tiny_qa")] and state[(MODEL, "tiny_qa")].status == "failed"
+    assert "RuntimeError: [enforce fail at alloc_cpu.cpp:117]" in (state[(MODEL, "tiny_qa")].reason or "")
+    assert [(m.metric, m.score) for m in parse_run(work).metrics] == [("-", None)]
+    batch = predictions(work)
+    assert batch.dataset == ["tiny_qa"] * 3 and batch.example_index == [0, 1, 2]
+
+
+def test_a_summary_per_judge(tmp_path: Path) -> None:
+    work = case("subjective-by-judge", tmp_path)
+    run = parse_run(work)
+    rows = {(m.model, m.dataset, m.metric): (m.score, m.judge) for m in run.metrics}
+    assert rows == {
+        (MODEL, "alpaca_eval", k): (v, "judge-model")
+        for k, v in {"helpful_base": 100.0, "koala": 100.0, "oasst": 0.0, "total": 50.0, "vicuna": 0.0}.items()
+    }
+    assert run.facts.models == [MODEL] and {s.status for s in run.statuses} == {"ok"}
+    assert predictions(work).dataset == ["alpaca_eval"] * 4
+
+
+def test_a_summarizer_abbr_column_is_the_model_itself(tmp_path: Path) -> None:
+    work = case("summarizer-abbr-column", tmp_path)
+    run = parse_run(work)
+    assert run.facts.models == [MODEL]
+    assert [(m.model, m.dataset, m.score) for m in run.metrics] == [(MODEL, "tiny_qa", 0.0)]
+    assert predictions(work).model == [MODEL] * 5
+
+
+def test_summary_groups_weighted_and_a_group_whose_subset_never_ran(tmp_path: Path) -> None:
+    work = case("summary-groups-weighted", tmp_path)
+    rows = {(k[1], k[2]): m.score for k, m in scores(work).items()}
+    assert rows == {
+        ("tiny_weighted", "accuracy"): 18.75,
+        ("tiny_std", "accuracy"): 12.5,
+        ("tiny_sum", "accuracy"): 25.0,
+        ("tiny_with_gsm8k", "-"): None,
+        ("tiny_mcq", "accuracy"): 25.0,
+        ("tiny_qa", "accuracy"): 0.0,
+    }
+    state = statuses(work)
+    assert state[(MODEL, "tiny_with_gsm8k")].status in ("failed", "missing")
+    assert all(s.status == "ok" for (_, d), s in state.items() if d != "tiny_with_gsm8k")
+    batch = predictions(work)
+    assert len(batch) == 9 and not {"tiny_weighted", "tiny_with_gsm8k", "gsm8k"} & set(batch.dataset)

@@ -28,20 +28,27 @@ from budeval.errors import OutsideRunError
 from budeval.logs import mask_secrets
 
 TIMESTAMP = re.compile(r"^\d{8}_\d{6}$")
-#: The default summarizer's files: ``summary/summary_{ts}.{csv,txt,md}``; ``-r`` reuse adds one per pass.
-SUMMARY_CSV = re.compile(r"^summary_(\d{8}_\d{6})\.csv$")
-#: Subjective summarizers write ``summary/{ts}/*.csv`` (``Subjective_all_results-judged-by--{judge}.csv``, one
-#: ``{dataset}-judged-by--{judge}.csv`` per dataset); results of judged datasets go to
-#: ``results/{model}_judged-by--{judge}/`` (pairwise: ``results/{base}_{model}_judged-by--{judge}/``).
+#: The default summarizer's files: ``summary/summary_{ts}.{csv,txt,md}``; ``-r`` reuse adds one per pass;
+#: DefaultSubjectiveSummarizer writes one per judge, ``summary_{ts}_by_{judge}.csv``.
+SUMMARY_CSV = re.compile(r"^summary_(\d{8}_\d{6})(?:_by_(.+))?\.csv$")
+#: Folders of CSV tables: ``summary/{ts}/`` (subjective summarizers) and ``summary/summary_{ts}/{profile}.csv``
+#: (MultiFacetedSummarizer).
+SUMMARY_FOLDER = re.compile(r"^(?:summary_)?(\d{8}_\d{6})$")
+#: Subjective results go to ``results/{model}_judged-by--{judge}/`` (pairwise: ``results/{base}_{model}_judged-by--
+#: {judge}/``); their summaries are named ``...-judged-by--{judge}.csv``.
 JUDGED_BY = "_judged-by--"
-JUDGE_IN_NAME = re.compile(r"-judged-by--(.+?)(?:\.csv)?$")
+JUDGE_IN_NAME = re.compile(
+    r"(?:-judged-by--|^summary_\d{8}_\d{6}_by_)(.+?)(?:-capability|-report|-dimension)?(?:\.csv)?$"
+)
+#: Files an LLM judge writes beside a dataset's results (``generic_llm_evaluator.py``: ``{d}_replica{r}.json``;
+#: ``cascade_evaluator.py``: ``{d}_llm_judge_replica{r}.json``): the judge's own output, never a dataset.
+JUDGE_OUTPUT = re.compile(r"^(.+?)(?:_llm_judge)?_replica\d+$")
 #: Last lines of a task log that say it failed (a Python traceback's final line, or OpenCompass's own ERROR lines).
 ERROR_LINE = re.compile(r"(^\w[\w.]*(?:Error|Exception)\b.*$)|( - ERROR - .*$)", re.M)
 #: The runner's line about a task that failed (``... - ERROR - ... task OpenICLInfer[m/d] fail, see ...``): OpenCompass
 #: logs it and carries on, so a run with such lines failed in its tasks rather than crashed.
 TASK_FAILED_LINE = re.compile(r" - ERROR - .*(?:fail|error)", re.IGNORECASE)
 EXCERPT_CHARS = 4000
-_GROUP_NAME = re.compile(r"""\bname\s*=\s*(['"])(.+?)\1|["']name["']\s*:\s*(['"])(.+?)\3""")
 
 
 def timestamp_folders(work_dir: Path) -> list[Path]:
@@ -82,14 +89,16 @@ class RunLayout:
             return path.name
 
     def inside(self, path: Path) -> Path:
-        """``path`` resolved (symlinks followed); raises OutsideRunError when it leaves the run folder."""
+        """``path`` itself once its resolved form (symlinks followed) is checked to be inside the run folder; raises
+        OutsideRunError when it leaves it. (The unresolved path is returned so that it displays relative to the
+        work dir.)"""
         try:
             resolved = Path(os.path.realpath(path))
         except ValueError:  # an abbr with a NUL byte: no such path can exist
             raise OutsideRunError("not a usable path (NUL byte)", path=self.rel(path).replace("\x00", "?")) from None
         if resolved != self._root and not resolved.is_relative_to(self._root):
             raise OutsideRunError("outputs not under the run folder", path=self.rel(path))
-        return resolved
+        return path
 
     def _under(self, kind: str, model: str, name: str) -> Path:
         """``{folder}/{kind}/{model}/{name}``, built the way OpenCompass does (``os.path.join``: an absolute part
@@ -123,40 +132,36 @@ class RunLayout:
         return shards
 
     def default_summaries(self) -> list[Path]:
-        """``summary/summary_{ts}.csv``, oldest first by the timestamp in the name."""
+        """The newest pass's ``summary/summary_{ts}[_by_{judge}].csv`` (the newest ``{ts}``; ``-r`` reuse leaves
+        older ones, whose cells later passes superseded)."""
         folder = self.folder / "summary"
         if not folder.is_dir():
             return []
-        found = [(m.group(1), p) for p in folder.iterdir() if (m := SUMMARY_CSV.match(p.name))]
-        return [self.inside(p) for _, p in sorted(found)]
+        found = sorted((m.group(1), p.name, p) for p in folder.iterdir() if (m := SUMMARY_CSV.match(p.name)))
+        newest = found[-1][0] if found else None
+        return [self.inside(p) for ts, _, p in found if ts == newest]
 
     def other_summaries(self) -> list[Path]:
-        """Other summarizers' CSVs: ``summary/{ts}/*.csv`` (subjective), newest timestamp folder first."""
+        """The tables in the newest ``summary/{ts}/`` or ``summary/summary_{ts}/`` folder(s), by name."""
         folder = self.folder / "summary"
         if not folder.is_dir():
             return []
-        out: list[Path] = []
-        for sub in sorted((p for p in folder.iterdir() if p.is_dir() and TIMESTAMP.match(p.name)), reverse=True):
-            out += [self.inside(p) for p in sorted(sub.glob("*.csv"))]
-        return out
+        found = sorted((m.group(1), p) for p in folder.iterdir() if (m := SUMMARY_FOLDER.match(p.name)) and p.is_dir())
+        newest = found[-1][0] if found else None
+        return [self.inside(c) for ts, sub in found if ts == newest for c in sorted(sub.glob("*.csv"))]
 
-    def config_file(self) -> Path | None:
-        """The newest ``configs/{ts}_{pid}.py`` (the config OpenCompass ran, dumped by mmengine), if any."""
+    def summary_stamp(self) -> str | None:
+        """The ``{ts}`` of the newest default summary, None when there is none."""
+        names = [m.group(1) for p in self.default_summaries() if (m := SUMMARY_CSV.match(p.name))]
+        return names[0] if names else None
+
+    def config_file(self, stamp: str | None = None) -> Path | None:
+        """``configs/{stamp}_{pid}.py`` (the config of the invocation that wrote the summary of that timestamp),
+        else the newest ``configs/*.py``; None when there is none. Every invocation, ``-r`` included, dumps one."""
         configs = sorted((self.folder / "configs").glob("*.py"))
+        if stamp is not None:
+            configs = [c for c in configs if c.name.startswith(stamp + "_")] or configs
         return self.inside(configs[-1]) if configs else None
-
-    def summary_group_names(self) -> set[str]:
-        """Names of the summarizer's ``summary_groups`` in the run's config (``dict(name='...', subsets=[...])``):
-        rows of those names are averages the summarizer computed, not tasks."""
-        try:
-            config = self.config_file()
-        except OutsideRunError:
-            return set()
-        if config is None:
-            return set()
-        text = config.read_text(encoding="utf-8", errors="replace")
-        start = text.find("summary_groups")
-        return set() if start < 0 else {m.group(2) or m.group(4) for m in _GROUP_NAME.finditer(text, start)}
 
     def model_folders(self, kind: str) -> list[str]:
         """Names of the folders under ``{kind}/`` (``results``, ``predictions``): model abbrs as OpenCompass wrote

@@ -19,7 +19,7 @@ import orjson
 
 from budeval.engine.results.jsonstream import JsonStream
 from budeval.engine.results.loading import load_small, warn_replaced
-from budeval.engine.results.verdicts import MARK, Verdicts, read_verdicts
+from budeval.engine.results.verdicts import MARK, Verdicts, dataset_verdicts
 from budeval.errors import ResultParseError
 from budeval.schemas.results import PredictionBatch
 
@@ -272,7 +272,8 @@ def plain_text(value: Any) -> str:
 
 
 # -- parse worker ------------------------------------------------------------------------------------------------------
-WorkerTask = tuple[str, str, str, str, str, str]  # model, dataset, predictions path, its display, results path, display
+#: model, dataset, predictions path, its display, results path, its display, replicas ``n`` from the run's config
+WorkerTask = tuple[str, str, str, str, str, str, int]
 WorkerResult = tuple[PredictionBatch | None, list[tuple[str, int]], ResultParseError | None]
 
 
@@ -282,10 +283,10 @@ def worker_parse(task: WorkerTask) -> WorkerResult:
     Returns (batch, warnings, error) instead of raising or logging: the parent re-raises the typed error (it pickles
     with its file and line) and logs the warnings under its own logging setup.
     """
-    model, dataset, path, display, results, results_display = task
+    model, dataset, path, display, results, results_display, n = task
     notes: list[tuple[str, int]] = []
     try:
-        verdicts = read_verdicts(Path(results), results_display)
+        verdicts = dataset_verdicts(Path(results), results_display, [Path(path)], n)
         batch = PredictionBatch()
         for part in file_batches(model, dataset, Path(path), display, verdicts, 0, lambda d, c: notes.append((d, c))):
             batch = part if not len(batch) else _concat(batch, part)
@@ -301,7 +302,7 @@ def _concat(a: PredictionBatch, b: PredictionBatch) -> PredictionBatch:
 
 
 # -- large files in parse workers: byte ranges between member cuts ----------------------------------------------------
-RangeTask = tuple[str, str, str, str, str, str, int, int, bool, int]  # ..., start, end, last, line at start
+RangeTask = tuple[str, str, str, str, str, str, int, int, int, bool, int]  # WorkerTask, start, end, last, line
 
 
 def member_ranges(path: Path, display: str) -> Iterator[tuple[int, int, bool, int]]:
@@ -336,12 +337,12 @@ _VERDICTS: dict[str, Verdicts] = {}  # the worker's verdicts of the dataset it i
 
 def worker_parse_range(task: RangeTask) -> WorkerResult:
     """Run in a parse worker: one byte range of a large predictions file as one batch (see ``worker_parse``)."""
-    model, dataset, path, display, results, results_display, start, end, last, line = task
+    model, dataset, path, display, results, results_display, n, start, end, last, line = task
     notes: list[tuple[str, int]] = []
     try:
         if results not in _VERDICTS:
             _VERDICTS.clear()
-            _VERDICTS[results] = read_verdicts(Path(results), results_display)
+            _VERDICTS[results] = dataset_verdicts(Path(results), results_display, [Path(path)], n)
         with open(path, "rb") as f:
             f.seek(start)
             raw = b"{" + f.read(end - start) + (b"" if last else b"}")

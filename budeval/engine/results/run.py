@@ -31,7 +31,7 @@ from budeval.engine.results.predictions import (
     worker_parse_range,
 )
 from budeval.engine.results.table import ScoreTable, build_table
-from budeval.engine.results.verdicts import Verdicts, read_verdicts
+from budeval.engine.results.verdicts import Verdicts, dataset_verdicts
 from budeval.errors import NoSummaryError, OutsideRunError, ResultParseError
 from budeval.logs import get_logger
 from budeval.schemas.results import DatasetStatus, MetricRow, PredictionBatch, RunFacts
@@ -110,18 +110,13 @@ class OpenCompassRun:
     @cached_property
     def facts(self) -> RunFacts:
         summaries = [s.display for s in self.table.summaries]
-        default = next((s for s in self.table.summaries if s.layout == "default"), None)
-        # `-r` reuse adds a config named after the new timestamp: the one of the chosen summary, else the newest.
-        configs = sorted((self.folder / "configs").glob("*.py"))
-        if default is not None:
-            stamp = default.path.stem.removeprefix("summary_")
-            configs = [c for c in configs if c.name.startswith(stamp + "_")] or configs
+        config = self.table.config_file
         return RunFacts(
             timestamp=self.folder.name,
             summary_file=summaries[0] if summaries else None,
             models=self.table.models,
             datasets=self.table.datasets,
-            config_file=self._rel(configs[-1]) if configs else None,
+            config_file=self._rel(config) if config is not None else None,
             opencompass_version=self._version(),
             summary_files=summaries,
             notes=self.table.notes,
@@ -200,7 +195,8 @@ class OpenCompassRun:
             if pooled and len(files) == 1:
                 file = files[0]
                 results = self._results_file(model, dataset)
-                names = (model, dataset, str(file), self._rel(file), str(results), self._rel(results))
+                n = self.table.config.replicas.get(dataset, 1)
+                names = (model, dataset, str(file), self._rel(file), str(results), self._rel(results), n)
                 if file.stat().st_size <= WHOLE_FILE_LIMIT:
                     yield True, worker_parse, names
                     continue
@@ -214,7 +210,8 @@ class OpenCompassRun:
 
     def _read_here(self, model: str, dataset: str, files: list[Path]) -> Iterator[PredictionBatch]:
         results = self._results_file(model, dataset)
-        verdicts: Verdicts = read_verdicts(results, self._rel(results))
+        n = self.table.config.replicas.get(dataset, 1)
+        verdicts: Verdicts = dataset_verdicts(results, self._rel(results), files, n)
         offset = 0
         for file in files:
             count = 0

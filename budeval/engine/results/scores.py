@@ -28,8 +28,9 @@ from budeval.errors import ResultParseError
 #: A top-level scalar member of an indent=4 JSON object: ``    "key": value,``.
 _TOP_MEMBER = re.compile(rb'^    "((?:[^"\\\n]|\\.)*)": ([^\[{\n][^\n]*?),?\r?$', re.M)
 ERROR_KEY = "error"
-#: Keys that are not metrics even when numeric (OpenCompass's own bookkeeping).
-NOT_METRICS = frozenset({"type", "details"})
+#: Keys that are not metrics even when numeric: OpenCompass's own bookkeeping and the default summarizer's
+#: ``METRIC_BLACKLIST`` (``summarizers/default.py``: ``bp``, ``sys_len``, ``ref_len``, ``type``).
+NOT_METRICS = frozenset({"type", "details", "bp", "sys_len", "ref_len"})
 MAX_REASON = 500
 
 
@@ -89,8 +90,8 @@ def _scores(members: list[tuple[str, Any]]) -> ResultScores:
         if key == ERROR_KEY and value is not None:
             out.error = str(value)[:MAX_REASON]
             continue
-        if key in NOT_METRICS or isinstance(value, bool) or not isinstance(value, int | float):
-            continue
+        if key in NOT_METRICS or not isinstance(value, int | float):
+            continue  # (a bool is a number here, as in the default summarizer: True -> 1.0)
         score = float(value)
         if math.isnan(score):
             out.metrics.append((key, None, f"{key} is NaN"))

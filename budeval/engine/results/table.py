@@ -1,19 +1,20 @@
 """A run's scores and per-(model, dataset) statuses, from every source OpenCompass writes, merged.
 
-Sources (docs/parser.md): the newest default summary (``summary/summary_{ts}.csv``), the other summarizers' tables
-(``summary/{ts}/*.csv``), each ``results/{model}/{dataset}.json`` and, for what was never scored, the task logs and
-the inference checkpoint. Rules:
+Sources (docs/parser.md): the newest pass's default summaries (``summary/summary_{ts}[_by_{judge}].csv``), the other
+summarizers' tables (``summary/{ts}/*.csv``, ``summary/summary_{ts}/*.csv``), each ``results/{model}/{dataset}.json``
+and, for what was never scored, the task logs and the inference checkpoint. Rules:
 
 - **Which (model, dataset)**: every pair seen anywhere -- a summary cell, a results file, a predictions file, a task
-  log -- so a dataset that ran but is absent from the summary keeps its scores and predictions.
+  log -- so a dataset that ran but is absent from the summary keeps its scores and predictions. Summary columns named
+  by a model's ``summarizer_abbr`` are that model; a summary cell whose dataset differs from a file's only by the
+  comma the CSV writer turned into a space is that dataset.
 - **Which value**: a metric in the results file wins over the summary's cell of the same name (full precision; the
   summary rounds to two decimals). Summary rows the results file lacks (groups, averages, subjective and NeedleBench
   tables) are kept; a summary row that names no metric (NeedleBench) gives way to the results file's metrics.
 - **Status**: ``ok`` all scores finite; ``partial`` some; ``failed`` none and a reason (the results file's ``error``,
   a NaN, an error line in the task logs, no results file, outputs outside the run folder); ``missing`` none and no
-  reason found. A summary group (a row no task wrote files for) without a score is ``missing`` with that reason.
-  A dataset judged by an LLM judge (``results/{model}_judged-by--{judge}/``) is ``ok``: its scores are in the
-  subjective summary, under that summarizer's dataset names.
+  reason found, or a summary group of the config (a ``summary_groups`` name) without a score. A dataset judged by an
+  LLM judge (``results/{model}_judged-by--{judge}/``) is ``ok``: its scores are in the subjective summaries.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from budeval.engine.results.layout import JUDGED_BY, RunLayout, judge_of, last_error
+from budeval.engine.results.layout import JUDGE_OUTPUT, JUDGED_BY, RunLayout, judge_of, last_error
+from budeval.engine.results.runconfig import RunConfig, read_run_config
 from budeval.engine.results.scores import ResultScores, read_result_scores
 from budeval.engine.results.summary import NO_METRIC, Summary, read_summary
 from budeval.errors import OutsideRunError, ResultParseError
@@ -45,6 +47,8 @@ class ScoreTable:
     summaries: list[Summary] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     judges: list[str] = field(default_factory=list)
+    config: RunConfig = field(default_factory=RunConfig)
+    config_file: Path | None = None
     #: (model, dataset) -> the results file to read verdicts from (only pairs whose files are inside the run).
     results_files: dict[Pair, Path] = field(default_factory=dict)
     pairs: list[Pair] = field(default_factory=list)
@@ -54,76 +58,85 @@ class _Builder:
     def __init__(self, layout: RunLayout) -> None:
         self.layout = layout
         self.out = ScoreTable()
-        self._pairs: dict[Pair, None] = {}
+        self._disk: dict[Pair, None] = {}  # pairs some task wrote a file for (results, predictions, logs), in order
         self._judged: dict[Pair, str] = {}
-        self._on_disk: set[Pair] = set()  # pairs some task wrote a file for (results, predictions, logs)
         self._log = get_logger(run_folder=str(layout.folder))
 
     def note(self, text: str) -> None:
         self.out.notes.append(text)
         self._log.warning("result reader note", note=text[:300])
 
-    def add_pair(self, model: str, dataset: str, on_disk: bool = False) -> None:
-        self._pairs.setdefault((model, dataset), None)
-        if on_disk:
-            self._on_disk.add((model, dataset))
-        if model not in self.out.models:
-            self.out.models.append(model)
-        if dataset not in self.out.datasets:
-            self.out.datasets.append(dataset)
+    def judge(self, name: str | None) -> None:
+        if name and name not in self.out.judges:
+            self.out.judges.append(name)
 
     # -- sources ---------------------------------------------------------------------------------------------------
+    def read_config(self) -> None:
+        try:
+            self.out.config_file = self.layout.config_file(self.layout.summary_stamp())
+        except OutsideRunError as exc:
+            self.note(f"config not read: {exc}")
+        self.out.config = read_run_config(self.out.config_file)
+
     def read_summaries(self, known_models: list[str]) -> None:
         layout = self.layout
-        default = layout.default_summaries()
-        others = layout.other_summaries()
-        judges_with_all = {judge_of(s.name) for s in others if s.name.startswith(SUBJECTIVE_ALL_PREFIX)}
-        chosen = default[-1:]  # the newest by its timestamp (`-r` reuse leaves several)
+        try:
+            default, others = layout.default_summaries(), layout.other_summaries()
+        except OutsideRunError as exc:
+            self.note(f"summaries not read: {exc}")
+            return
+        with_all = {judge_of(p.name) for p in others if p.name.startswith(SUBJECTIVE_ALL_PREFIX)}
+        chosen = list(default)
         for path in others:
-            per_dataset = not path.name.startswith(SUBJECTIVE_ALL_PREFIX)
-            if per_dataset and judge_of(path.name) is not None and judge_of(path.name) in judges_with_all:
+            judge = judge_of(path.name)
+            if not path.name.startswith(SUBJECTIVE_ALL_PREFIX) and judge is not None and judge in with_all:
                 continue  # the all-results table of the same judge already has these scores
             chosen.append(path)
+        rename = self.out.config.column_of_model
         for path in chosen:
             display = layout.rel(path)
             try:
-                summary = read_summary(layout.inside(path), display, known_models)
+                summary = read_summary(path, display, known_models)
             except (ResultParseError, OSError) as exc:
                 self.note(f"summary not used: {exc}"[:500])
                 continue
+            if rename:
+                summary.models = [rename.get(m, m) for m in summary.models]
+                summary.rows = [r.model_copy(update={"model": rename.get(r.model, r.model)}) for r in summary.rows]
             self.out.summaries.append(summary)
             self.out.notes += summary.notes
-            if summary.judge and summary.judge not in self.out.judges:
-                self.out.judges.append(summary.judge)
-            for row in summary.rows:
-                self.add_pair(row.model, row.dataset)
+            self.judge(summary.judge)
 
-    def scan_folders(self, summary_models: list[str]) -> None:
+    def scan_folders(self, models: list[str]) -> None:
         """Pairs from ``results/``, ``predictions/`` and ``logs/``; judged results folders mapped to their model."""
         layout = self.layout
-        models = list(summary_models) + [m for m in layout.model_folders("predictions") if m not in summary_models]
+        models = list(models) + [m for m in layout.model_folders("predictions") if m not in models]
         for folder in layout.model_folders("results"):
             model, judge = _evaluated_model(folder, models)
-            if judge is not None and judge not in self.out.judges:
-                self.out.judges.append(judge)
-            for dataset in self._files("results", folder, ".json"):
+            self.judge(judge)
+            names = self._files("results", folder, ".json")
+            for dataset in names:
+                if _is_judge_output(dataset, names):
+                    continue
                 if judge is not None:
                     self._judged[(model, dataset)] = judge
-                self.add_pair(model, dataset, on_disk=True)
-        known = {d for _, d in self._pairs}
+                self._disk.setdefault((model, dataset), None)
+        known = {d for _, d in self._disk}
         for folder in layout.model_folders("predictions"):
-            for name in self._files("predictions", folder, ".json"):
-                self.add_pair(folder, _unshard(name, known, self._files("predictions", folder, ".json")), on_disk=True)
+            names = self._files("predictions", folder, ".json")
+            for name in names:
+                self._disk.setdefault((folder, _unshard(name, known, names)), None)
             for name in self._files("predictions", folder, ".jsonl"):
-                if name.rpartition("/")[2].startswith("tmp_"):
-                    head, _, tail = name.rpartition("/")
-                    self.add_pair(folder, f"{head}/{tail[4:]}" if head else tail[4:], on_disk=True)
+                head, _, tail = name.rpartition("/")
+                if tail.startswith("tmp_"):
+                    self._disk.setdefault((folder, f"{head}/{tail[4:]}" if head else tail[4:]), None)
         for stage in ("infer", "eval"):
             for folder in layout.model_folders(f"logs/{stage}"):
                 names = self._files(f"logs/{stage}", folder, ".out")
                 model, _ = _evaluated_model(folder, models)
                 for name in names:
-                    self.add_pair(model, _unshard(name, known, names), on_disk=True)
+                    if not _is_judge_output(name, names):
+                        self._disk.setdefault((model, _unshard(name, known, names)), None)
 
     def _files(self, kind: str, folder: str, suffix: str) -> list[str]:
         try:
@@ -134,17 +147,29 @@ class _Builder:
 
     # -- merge -----------------------------------------------------------------------------------------------------
     def merge(self) -> None:
+        on_disk = {d for _, d in self._disk}
+        spaced = {d.replace(",", " "): d for d in on_disk if "," in d}  # the default summarizer's CSV drops commas
         cells: dict[Pair, list[MetricRow]] = {}
         for summary in self.out.summaries:
             for row in summary.rows:
-                cells.setdefault((row.model, row.dataset), []).append(row)
-        tasks = {d for (_, d) in self._on_disk}
-        groups = self.layout.summary_group_names()
-        for pair in self._pairs:
-            rows, status = self._pair(pair, cells.get(pair, []), group=pair[1] not in tasks and pair[1] in groups)
+                if row.dataset not in on_disk and row.dataset in spaced:
+                    row = row.model_copy(update={"dataset": spaced[row.dataset]})
+                same = cells.setdefault((row.model, row.dataset), [])
+                if not any(c.metric == row.metric and c.judge == row.judge for c in same):  # a table may repeat
+                    same.append(row)
+        pairs = list(dict.fromkeys([*cells, *self._disk]))
+        for model, dataset in pairs:
+            if model not in self.out.models:
+                self.out.models.append(model)
+            if dataset not in self.out.datasets:
+                self.out.datasets.append(dataset)
+        groups = self.out.config.groups
+        for pair in pairs:
+            group = pair[1] not in on_disk and pair[1] in groups
+            rows, status = self._pair(pair, cells.get(pair, []), group=group)
             self.out.metrics += rows
             self.out.statuses.append(status)
-        self.out.pairs = list(self._pairs)
+        self.out.pairs = pairs
 
     def _pair(self, pair: Pair, cells: list[MetricRow], group: bool) -> tuple[list[MetricRow], DatasetStatus]:
         model, dataset = pair
@@ -168,13 +193,13 @@ class _Builder:
         error = found.error if found is not None else unreadable
         if finite and len(finite) == len(rows) and error is None:  # (a scored row no task wrote files for: a group)
             return rows, DatasetStatus(model=model, dataset=dataset, status="ok")
-        if pair in self._judged and not rows:
+        if pair in self._judged and not rows and error is None:
             return rows, DatasetStatus(model=model, dataset=dataset, status="ok")
         if finite:
             why = error or bad or self._task_error(model, dataset) or "some metrics have no score"
             return rows, DatasetStatus(model=model, dataset=dataset, status="partial", reason=why)
         if group and found is None:
-            why = bad or "a summary group or average without a score (one of its datasets has none)"
+            why = bad or "a summary group without a score (one of its datasets has none)"
             return rows or [_empty(model, dataset)], DatasetStatus(
                 model=model, dataset=dataset, status="missing", reason=why
             )
@@ -182,7 +207,7 @@ class _Builder:
         if reason is None and found is None:
             reason = "no results file (the task produced no result)"
         if reason is None:
-            return rows, DatasetStatus(model=model, dataset=dataset, status="missing")
+            return rows or [_empty(model, dataset)], DatasetStatus(model=model, dataset=dataset, status="missing")
         stopped = self._stopped_inference(model, dataset)
         reason = f"{reason}; {stopped}" if stopped else reason
         return rows, DatasetStatus(model=model, dataset=dataset, status="failed", reason=reason)
@@ -215,8 +240,9 @@ def build_table(layout: RunLayout) -> ScoreTable:
     """The run's :class:`ScoreTable`. Never raises for one bad file: that (model, dataset) is failed with a reason,
     or a note says which summary was not used."""
     builder = _Builder(layout)
-    predicted = layout.model_folders("predictions")
-    builder.read_summaries(predicted + [m for m in layout.model_folders("results") if JUDGED_BY not in m])
+    builder.read_config()
+    on_disk = layout.model_folders("predictions") + [m for m in layout.model_folders("results") if JUDGED_BY not in m]
+    builder.read_summaries(on_disk)
     summary_models = [m for s in builder.out.summaries for m in s.models]
     builder.scan_folders(list(dict.fromkeys(summary_models)))
     builder.merge()
@@ -262,6 +288,12 @@ def _evaluated_model(folder: str, models: list[str]) -> tuple[str, str | None]:
     evaluated, judge = folder.split(JUDGED_BY, 1)
     matches = [m for m in models if evaluated == m or evaluated.endswith(f"_{m}")]
     return max(matches, key=len, default=evaluated), judge
+
+
+def _is_judge_output(name: str, siblings: Iterable[str]) -> bool:
+    """``{d}_replica{r}`` / ``{d}_llm_judge_replica{r}`` beside ``{d}``: an LLM judge's own output file."""
+    match = JUDGE_OUTPUT.match(name)
+    return match is not None and match.group(1) in set(siblings)
 
 
 def _unshard(name: str, known: set[str], siblings: Iterable[str]) -> str:

@@ -112,6 +112,29 @@ def read_verdicts(path: Path, display: str) -> Verdicts:
     return out
 
 
+def dataset_verdicts(results: Path, display: str, predictions: list[Path], n: int = 1) -> Verdicts:
+    """A dataset's verdicts (:func:`read_verdicts`); when its config says ``n > 1`` replicas and the details did not
+    show them (an evaluator without per-example details), ``examples`` = prediction entries / ``n``."""
+    verdicts = read_verdicts(results, display)
+    if n > 1 and not verdicts.examples:
+        entries = sum(_count_entries(p) for p in predictions)
+        if entries and entries % n == 0:
+            verdicts.examples = entries // n
+    return verdicts
+
+
+_ENTRY = re.compile(rb'^    "\d+": ', re.M)
+
+
+def _count_entries(path: Path) -> int:
+    """Top-level members of a predictions file written with ``indent=4`` (OpenCompass's layout), 0 if unknown."""
+    try:
+        with path.open("rb") as f:
+            return len(_ENTRY.findall(f.read()))
+    except OSError:
+        return 0
+
+
 def item_verdicts(item: dict[str, Any]) -> tuple[list[bool | None], list[float | None]]:
     """One details item's verdict and score per replica (lists of equal length; empty when it has neither).
 
@@ -125,6 +148,9 @@ def item_verdicts(item: dict[str, Any]) -> tuple[list[bool | None], list[float |
             values = value if isinstance(value, list) else [value]
             verdicts = [v if isinstance(v, bool) else None for v in values]
             break
+    else:
+        if "rule_evaluation" in item:
+            verdicts = _cascade_without_final(item)
     raw_scores = item.get(SCORE_KEY)
     score_values = raw_scores if isinstance(raw_scores, list) else [] if raw_scores is None else [raw_scores]
     scores = [_finite(v) for v in score_values]
@@ -132,6 +158,23 @@ def item_verdicts(item: dict[str, Any]) -> tuple[list[bool | None], list[float |
     verdicts += [None] * (width - len(verdicts))
     scores += [None] * (width - len(scores))
     return verdicts, scores
+
+
+def _cascade_without_final(item: dict[str, Any]) -> list[bool | None]:
+    """CascadeEvaluator writes no ``cascade_correct`` when no sample went to the LLM judge: the verdict per replica
+    is then the rule's (``rule_evaluation[r].correct``), or the judge's where one was asked (``llm_evaluation``
+    entries, placed by their ``dataset_replica_idx``)."""
+    rules = item["rule_evaluation"] if isinstance(item["rule_evaluation"], list) else [item["rule_evaluation"]]
+    out: list[bool | None] = [
+        rule.get("correct") if isinstance(rule, dict) and isinstance(rule.get("correct"), bool) else None
+        for rule in rules
+    ]
+    judged = item.get("llm_evaluation")
+    for entry in judged if isinstance(judged, list) else [judged] if isinstance(judged, dict) else []:
+        replica = entry.get("dataset_replica_idx", 0) if isinstance(entry, dict) else None
+        if isinstance(replica, int) and 0 <= replica < len(out) and entry.get("llm_correct") is True:
+            out[replica] = True
+    return out
 
 
 def _finite(value: Any) -> float | None:
