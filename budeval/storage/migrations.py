@@ -142,6 +142,15 @@ _RESULT_DETAILS = (
     ALTER TABLE predictions ADD COLUMN IF NOT EXISTS replica UInt16,
         MODIFY ORDER BY (eval_id, dataset, model, example_index, run_id, replica)
     """,
+    # A view's `*` is expanded when it is created: made again so that it shows the new columns.
+    """
+    CREATE OR REPLACE VIEW scores_current AS
+    SELECT s.*, e.model_name AS eval_model_name, e.experiment_id AS experiment_id, e.status AS eval_status,
+           e.labels AS labels
+    FROM scores AS s FINAL
+    LEFT JOIN (SELECT eval_id, model_name, experiment_id, status, labels FROM evaluations FINAL) AS e
+        ON s.eval_id = e.eval_id
+    """,
 )
 
 MIGRATIONS: tuple[Migration, ...] = (

@@ -72,3 +72,29 @@ def test_an_edited_migration_is_refused(store: ClickHouseStore) -> None:
     store._command("optimize", f"OPTIMIZE TABLE {MIGRATIONS_TABLE} FINAL")
     with pytest.raises(SchemaVersionError, match="differs"):
         store.migrate()
+
+
+def test_a_store_of_version_2_with_rows_migrates_to_replicas_and_reasons(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An existing store keeps its rows (replica 0, no reason); afterwards replicas and judges are rows of their own."""
+    import budeval.storage.clickhouse as clickhouse_module
+
+    from .fakes import simple_run
+
+    store = open_store(f"chdb://{tmp_path / 'ch'}")
+    try:
+        monkeypatch.setattr(clickhouse_module, "MIGRATIONS", MIGRATIONS[:2])
+        store.migrate()
+        store._command("old row", "INSERT INTO predictions (eval_id, run_id, model, dataset, example_index, prompt, "
+                       "prediction, gold, correct) VALUES ('old', 'r0', 'm', 'qa', 0, 'p', 'x', 'g', true)")
+        monkeypatch.setattr(clickhouse_module, "MIGRATIONS", MIGRATIONS)
+        assert store.migrate() == [m.id for m in MIGRATIONS[2:]]
+        assert store._rows("old", "SELECT replica, score FROM predictions FINAL WHERE eval_id = 'old'") == [(0, None)]
+        run = simple_run("20260101_000000", {("m", "qa"): 50.0}, {("m", "qa"): [True, False]})
+        store.store_run("new", "r0", run)
+        store._command("replica", "INSERT INTO predictions (eval_id, run_id, model, dataset, example_index, replica, "
+                       "prompt, prediction, gold, correct) VALUES ('new', 'r0', 'm', 'qa', 0, 1, 'p', 'x', 'g', false)")
+        assert store.count("predictions", "new", final=True) == 3  # replica 1 of example 0 is not collapsed
+    finally:
+        store.close()
