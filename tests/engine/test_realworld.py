@@ -368,3 +368,23 @@ def test_summary_groups_weighted_and_a_group_whose_subset_never_ran(tmp_path: Pa
     assert all(s.status == "ok" for (_, d), s in state.items() if d != "tiny_with_gsm8k")
     batch = predictions(work)
     assert len(batch) == 9 and not {"tiny_weighted", "tiny_with_gsm8k", "gsm8k"} & set(batch.dataset)
+
+
+def test_a_model_abbr_with_a_slash_is_told_from_a_dataset_abbr_with_one(tmp_path: Path) -> None:
+    """``abbr='org/model'`` nests the model's folders; the summary's column names the model."""
+    work = tmp_path / "work"
+    shutil.copytree(CASES / "dataset-abbr-slash" / "run", work)
+    folder = next(work.glob("2*"))
+    for kind in ("results", "predictions", "logs/infer", "logs/eval"):
+        (folder / kind / "org").mkdir(parents=True)
+        (folder / kind / MODEL).rename(folder / kind / "org" / MODEL)
+    summary = next(folder.glob("summary/*.csv"))
+    summary.write_text(summary.read_text().replace(MODEL, f"org/{MODEL}"))
+    summary.write_bytes(b"\xef\xbb\xbf" + summary.read_bytes())  # and a byte-order mark before the header
+    run = parse_run(work)
+    assert run.facts.models == [f"org/{MODEL}"]
+    assert {(s.model, s.dataset): s.status for s in run.statuses} == {
+        (f"org/{MODEL}", "cibench_generation/pandas"): "ok",
+        (f"org/{MODEL}", "cibench_generation"): "ok",
+    }
+    assert predictions(work).dataset == ["cibench_generation/pandas"] * 5

@@ -25,8 +25,12 @@ MAX_CONFIG_BYTES = 16 << 20
 
 @dataclass
 class RunConfig:
-    """``column_of_model``: summarizer_abbr -> abbr; ``replicas``: dataset abbr -> n (only n > 1); ``groups``: names."""
+    """``models``/``datasets``: the abbrs given in the top-level ``models=[...]``/``datasets=[...]`` (an entry
+    without an explicit abbr is not listed); ``column_of_model``: summarizer_abbr -> abbr; ``replicas``: dataset
+    abbr -> n (only n > 1); ``groups``: summary group names."""
 
+    models: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)
     column_of_model: dict[str, str] = field(default_factory=dict)
     replicas: dict[str, int] = field(default_factory=dict)
     groups: set[str] = field(default_factory=set)
@@ -43,6 +47,13 @@ def read_run_config(path: Path | None) -> RunConfig:
         tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
     except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
         return out
+    for statement in tree.body:
+        if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
+            target = statement.targets[0]
+            if isinstance(target, ast.Name) and target.id in ("models", "datasets"):
+                entries = _literal(statement.value)
+                abbrs = [e["abbr"] for e in entries if isinstance(e, dict) and isinstance(e.get("abbr"), str)]
+                getattr(out, target.id).extend(a for a in abbrs if a not in getattr(out, target.id))
     for node in ast.walk(tree):
         fields = _dict_fields(node)
         if not fields:

@@ -77,7 +77,7 @@ def read_summary(path: Path, display: str, known_models: Iterable[str] = ()) -> 
     raw = path.read_bytes()
     if not raw.strip():
         raise ResultParseError("empty summary", path=display, line=1)
-    text = raw.decode("utf-8", errors="replace")
+    text = raw.decode("utf-8", errors="replace").removeprefix("\ufeff")  # a byte-order mark is not a header
     replaced = text.count("\ufffd") - raw.count("\ufffd".encode())
     if replaced:  # a model or dataset name with bad bytes is still that name; the scores are ASCII
         warn_replaced(display, replaced)

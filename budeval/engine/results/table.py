@@ -108,9 +108,14 @@ class _Builder:
             self.judge(summary.judge)
 
     def scan_folders(self, models: list[str]) -> None:
-        """Pairs from ``results/``, ``predictions/`` and ``logs/``; judged results folders mapped to their model."""
+        """Pairs from ``results/``, ``predictions/`` and ``logs/``; judged results folders mapped to their model, and
+        a model abbr with ``/`` (nested folders) told from a dataset abbr with ``/`` by the known model abbrs."""
         layout = self.layout
         models = list(models) + [m for m in layout.model_folders("predictions") if m not in models]
+
+        def add(folder: str, name: str, evaluated: str) -> None:
+            self._disk.setdefault(_split_nested(evaluated, name, models), None)
+
         for folder in layout.model_folders("results"):
             model, judge = _evaluated_model(folder, models)
             self.judge(judge)
@@ -119,24 +124,24 @@ class _Builder:
                 if _is_judge_output(dataset, names):
                     continue
                 if judge is not None:
-                    self._judged[(model, dataset)] = judge
-                self._disk.setdefault((model, dataset), None)
-        known = {d for _, d in self._disk}
+                    self._judged[_split_nested(model, dataset, models)] = judge
+                add(folder, dataset, model)
+        known = {d for _, d in self._disk} | set(self.out.config.datasets)
         for folder in layout.model_folders("predictions"):
             names = self._files("predictions", folder, ".json")
             for name in names:
-                self._disk.setdefault((folder, _unshard(name, known, names)), None)
+                add(folder, _unshard(name, known, names), folder)
             for name in self._files("predictions", folder, ".jsonl"):
                 head, _, tail = name.rpartition("/")
                 if tail.startswith("tmp_"):
-                    self._disk.setdefault((folder, f"{head}/{tail[4:]}" if head else tail[4:]), None)
+                    add(folder, f"{head}/{tail[4:]}" if head else tail[4:], folder)
         for stage in ("infer", "eval"):
             for folder in layout.model_folders(f"logs/{stage}"):
                 names = self._files(f"logs/{stage}", folder, ".out")
                 model, _ = _evaluated_model(folder, models)
                 for name in names:
                     if not _is_judge_output(name, names):
-                        self._disk.setdefault((model, _unshard(name, known, names)), None)
+                        add(folder, _unshard(name, known, names), model)
 
     def _files(self, kind: str, folder: str, suffix: str) -> list[str]:
         try:
@@ -244,7 +249,7 @@ def build_table(layout: RunLayout) -> ScoreTable:
     on_disk = layout.model_folders("predictions") + [m for m in layout.model_folders("results") if JUDGED_BY not in m]
     builder.read_summaries(on_disk)
     summary_models = [m for s in builder.out.summaries for m in s.models]
-    builder.scan_folders(list(dict.fromkeys(summary_models)))
+    builder.scan_folders(list(dict.fromkeys(summary_models + builder.out.config.models)))
     builder.merge()
     return builder.out
 
@@ -288,6 +293,16 @@ def _evaluated_model(folder: str, models: list[str]) -> tuple[str, str | None]:
     evaluated, judge = folder.split(JUDGED_BY, 1)
     matches = [m for m in models if evaluated == m or evaluated.endswith(f"_{m}")]
     return max(matches, key=len, default=evaluated), judge
+
+
+def _split_nested(folder: str, name: str, models: list[str]) -> tuple[str, str]:
+    """A model abbr with ``/`` writes ``{kind}/{org}/{model}/{dataset}.json``: the file ``{model}/{dataset}`` under
+    folder ``{org}`` is model ``{org}/{model}`` when that is a known model abbr (the longest that fits)."""
+    fits = [m for m in models if m.startswith(folder + "/") and name.startswith(m[len(folder) + 1 :] + "/")]
+    if not fits:
+        return folder, name
+    model = max(fits, key=len)
+    return model, name[len(model) - len(folder) :]
 
 
 def _is_judge_output(name: str, siblings: Iterable[str]) -> bool:
