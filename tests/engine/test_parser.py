@@ -34,8 +34,9 @@ def ts_folder(work: Path) -> Path:
 
 def all_predictions(work: Path) -> dict[str, list[object]]:
     run = parse_run(work)
-    columns: dict[str, list[object]] = {k: [] for k in ("model", "dataset", "example_index", "prompt", "prediction",
-                                                         "gold", "correct")}
+    columns: dict[str, list[object]] = {
+        k: [] for k in ("model", "dataset", "example_index", "prompt", "prediction", "gold", "correct")
+    }
     for batch in run.prediction_batches(batch_size=3):
         for key, values in columns.items():
             values.extend(getattr(batch, key))
@@ -48,7 +49,13 @@ def test_hf_chat_model_on_qa() -> None:
     assert run.facts.summary_file.endswith(".csv") and run.facts.config_file is not None
     [row] = run.metrics
     assert (row.model, row.dataset, row.metric, row.score, row.version, row.mode) == (
-        MODEL, "tiny_qa", "accuracy", 0.0, "359d58", "gen")
+        MODEL,
+        "tiny_qa",
+        "accuracy",
+        0.0,
+        "359d58",
+        "gen",
+    )
     assert [s.status for s in run.statuses] == ["ok"]
     preds = all_predictions(FIXTURES / "qa_chat")
     assert preds["example_index"] == [0, 1, 2, 3, 4]
@@ -229,8 +236,11 @@ def _peak_while_reading(tmp_path: Path, n: int, indented: bool) -> tuple[int, in
     with path.open("w") as out:  # written incrementally: n examples of ~1 KB, compact or as OpenCompass indents
         out.write("{")
         for i in range(n):
-            entry = {"origin_prompt": [{"role": "HUMAN", "prompt": f"{prompt}{i}"}], "prediction": f"p{i}",
-                     "gold": f"g{i}"}
+            entry = {
+                "origin_prompt": [{"role": "HUMAN", "prompt": f"{prompt}{i}"}],
+                "prediction": f"p{i}",
+                "gold": f"g{i}",
+            }
             member = json.dumps({str(i): entry}, indent=4 if indented else None)[1:-1]
             out.write(("," if i else "") + (member.rstrip("\n") if indented else member))
         out.write("\n}" if indented else "}")
@@ -326,8 +336,16 @@ def _rows(work: Path, workers: int, units: int | None = None) -> list[tuple[obje
     rows: list[tuple[object, ...]] = []
     run = parse_run(work, workers=workers)
     for batch in run.prediction_batches(batch_size=2):
-        rows += zip(batch.model, batch.dataset, batch.example_index, batch.prompt, batch.prediction, batch.gold,
-                    batch.correct, strict=True)
+        rows += zip(
+            batch.model,
+            batch.dataset,
+            batch.example_index,
+            batch.prompt,
+            batch.prediction,
+            batch.gold,
+            batch.correct,
+            strict=True,
+        )
     files = len(list(ts_folder(work).glob("predictions/*/*.json")))
     # the workers did the reading (no silent fallback): one unit per small file, or per range of a large one
     assert run.worker_files == (0 if not workers else units if units is not None else files)
@@ -356,8 +374,10 @@ def test_parse_worker_process_raises_the_typed_error(tmp_path: Path, monkeypatch
 
 def _by_index(work: Path) -> dict[object, tuple[object, ...]]:
     preds = all_predictions(work)
-    return {i: (p, g, c) for i, p, g, c in zip(preds["example_index"], preds["prediction"], preds["gold"],
-                                                preds["correct"], strict=True)}
+    return {
+        i: (p, g, c)
+        for i, p, g, c in zip(preds["example_index"], preds["prediction"], preds["gold"], preds["correct"], strict=True)
+    }
 
 
 def test_out_of_order_keys_keep_their_index_and_verdict(tmp_path: Path) -> None:

@@ -94,9 +94,7 @@ def test_mutated_runs_give_rows_or_a_typed_error(
         work = Path(tmp) / "work"
         shutil.copytree(run, work, symlinks=True)
         outside = Path(tmp) / "outside.json"
-        outside.write_text(
-            json.dumps({"0": {"origin_prompt": SECRET, "prediction": SECRET, "gold": "x"}})
-        )
+        outside.write_text(json.dumps({"0": {"origin_prompt": SECRET, "prediction": SECRET, "gold": "x"}}))
         for how in mutations:
             _mutate(work, outside, how)
         try:

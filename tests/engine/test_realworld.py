@@ -388,3 +388,60 @@ def test_a_model_abbr_with_a_slash_is_told_from_a_dataset_abbr_with_one(tmp_path
         (f"org/{MODEL}", "cibench_generation"): "ok",
     }
     assert predictions(work).dataset == ["cibench_generation/pandas"] * 5
+
+
+def test_g_pass_on_real_sampled_replicas(tmp_path: Path) -> None:
+    work = case("gpass-sampled-replicas", tmp_path)
+    rows = {k[2]: m.score for k, m in scores(work).items() if k[1] == "tiny_mcq"}
+    assert len(rows) == 13 and rows["accuracy (2 runs average)"] == 12.5
+    for prefix in ("", "tiny/"):
+        assert [rows[f"{prefix}G-Pass@2_{t}"] for t in ("0.0", "0.25", "0.5", "0.75", "1.0")] == [25.0] * 3 + [0.0] * 2
+        assert rows[f"{prefix}mG-Pass@2"] == 0.0
+    batch = predictions(work)
+    assert batch.replica == [0] * 4 + [1] * 4 and batch.example_index == [0, 1, 2, 3] * 2
+    assert batch.correct == [False] * 4 + [True, False, False, False]  # only replica 1 of example 0 is right
+
+
+def test_a_model_whose_results_folder_is_missing(tmp_path: Path) -> None:
+    work = case("second-model-results-missing", tmp_path)
+    state = statuses(work)
+    assert state[(MODEL, "tiny_qa")].status == "ok"
+    ft = state[(f"{MODEL}-ft", "tiny_qa")]
+    assert ft.status == "failed" and "TypeError: 'NoneType' object is not callable" in (ft.reason or "")
+    assert [m.score for m in parse_run(work).metrics if m.model == f"{MODEL}-ft"] == [None]
+    batch = predictions(work)
+    assert batch.model.count(MODEL) == 5 and batch.model.count(f"{MODEL}-ft") == 5
+
+
+def test_ppl_details_with_a_scalar_correct(tmp_path: Path) -> None:
+    work = case("ppl-scalar-correct", tmp_path)
+    [row] = parse_run(work).metrics
+    assert (row.model, row.dataset, row.metric, row.score, row.mode) == (
+        "smollm2-135m-base",
+        "tiny_mcq_ppl",
+        "accuracy",
+        25.0,
+        "ppl",
+    )
+    batch = predictions(work)
+    assert batch.correct == [False, False, True, False] and batch.prediction == ["A"] * 4
+    assert batch.gold == ["B", "C", "A", "D"] and all(p and "label: " not in p for p in batch.prompt)
+
+
+def test_a_crashed_summarizer_leaves_the_results_files_to_score(tmp_path: Path) -> None:
+    work = case("summarizer-crashed-no-summary", tmp_path)
+    run = parse_run(work)
+    assert run.facts.summary_file is None
+    assert {(m.dataset, m.metric): m.score for m in run.metrics} == {
+        ("tiny_qa", "accuracy"): 0.0,
+        ("tiny_mcq", "accuracy"): 25.0,
+    }
+    assert {s.status for s in run.statuses} == {"ok"}
+    batch = predictions(work)
+    assert batch.dataset.count("tiny_qa") == 5
+    assert [c for d, c in zip(batch.dataset, batch.correct, strict=True) if d == "tiny_mcq"] == [
+        False,
+        False,
+        False,
+        True,
+    ]
