@@ -10,6 +10,7 @@
     │   ├── RunFailedError            a job ended without scores (crash, OOM, deadline, task errors)
     │   ├── ConflictError             an object exists that is not ours (e.g. a Job with foreign labels)
     │   ├── NotFoundError             an evaluation, run or object that does not exist
+    │   ├── StoreQueryError           ClickHouse refused the statement itself (syntax, unknown table/column, types)
     │   └── SchemaVersionError        the store holds a newer schema than this code knows
     └── TransientError                retry with backoff (network, 5xx, 429, a server starting up)
         ├── StoreUnavailableError     ClickHouse cannot be reached or answered 5xx
@@ -107,6 +108,13 @@ class ConflictError(TerminalError):
 
 class NotFoundError(TerminalError):
     reason = "not_found"
+
+
+class StoreQueryError(TerminalError):
+    """ClickHouse refused the statement itself (an error code that no retry can change: syntax, unknown table or
+    column, type mismatch, access denied); see ``budeval.storage.clickhouse.TERMINAL_CODES``."""
+
+    reason = "store_query"
 
 
 class SchemaVersionError(TerminalError):

@@ -199,3 +199,19 @@ def test_concurrent_small_runs_and_evaluation_rows_share_inserts_and_each_lands_
     assert store.count("predictions", "same") == 4 and store.count("scores", "same") == 1
     # 12 threads x 4 writes, every one through a group commit (how they split into batches depends on timing).
     assert sum(store._commits.batch_sizes) == 48
+
+
+def test_a_statement_clickhouse_refuses_is_terminal_and_tried_once(store: ClickHouseStore) -> None:
+    """An unknown table or a syntax error fails at once (terminal, never retried by the workflow); only errors a retry
+    can cure (no connection, timeouts, server trouble) are transient."""
+    from budeval.errors import StoreQueryError, StoreUnavailableError, TerminalError
+    from budeval.storage.clickhouse import store_error
+    from budeval.workflow.policies import _terminal_error_names
+
+    for sql in ("SELECT * FROM no_such_table", "SELEKT 1", "SELECT no_such_column FROM scores"):
+        with pytest.raises(StoreQueryError) as caught:
+            store._rows("bad statement", sql)
+        assert isinstance(caught.value, TerminalError) and "failed at" in str(caught.value)
+    assert "StoreQueryError" in _terminal_error_names()  # the workflow's retry policy lists it as non-retryable
+    assert isinstance(store_error("x", "w", OSError("Connection refused")), StoreUnavailableError)
+    assert isinstance(store_error("x", "w", RuntimeError("Code: 159. Timeout exceeded")), StoreUnavailableError)
