@@ -11,22 +11,41 @@ provenance (what exactly was run) and a cache key. Decisions (see docs/opencompa
 - endpoint models use ``OpenAISDK`` with ``key='ENV'``: OpenCompass reads ``OPENAI_API_KEY`` from the run's
   environment, which the backend fills from the referenced secret. The key never appears in the text;
 - bundled datasets are referenced by the absolute path of the installed package folder; custom datasets by their
-  path; both as OpenCompass custom datasets (``abbr``, ``path``, ``data_type``), completed by OpenCompass itself;
+  path; both as OpenCompass custom datasets (``abbr``, ``path``, ``data_type``), completed by OpenCompass itself,
+  with budeval's evaluator and the dataset's scoring (``evaluator``, ``evaluator_kwargs``). The evaluator lives in
+  :data:`PLUGIN_DIR`, which the config puts on the OpenCompass process's ``sys.path`` and ``PYTHONPATH`` (its
+  evaluation tasks are child processes) by its absolute path in the installed package, like the bundled datasets;
+  ``version`` is the hash of the evaluator's source, which the evaluator checks against its own;
 - stock datasets are imported inside ``read_base()`` under an alias per dataset, so that two stock configs exporting
   the same variable name (``mmlu_gen``/``mmlu_ppl``) do not collide.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 
 from budeval.engine.catalog import BUNDLED, STOCK
 from budeval.errors import ValidationError
-from budeval.schemas.request import CustomDataset, EndpointModel, EvalRequest, HuggingFaceModel
+from budeval.schemas.request import CustomDataset, EndpointModel, EvalRequest, HuggingFaceModel, split_scoring
 
 #: Environment variable OpenCompass's OpenAI models read when ``key='ENV'``.
 API_KEY_ENV = "OPENAI_API_KEY"
+
+
+#: Code OpenCompass imports for budeval (stdlib + OpenCompass only: budeval is not installed in its venv).
+PLUGIN_DIR = Path(__file__).resolve().parent / "opencompass_plugin"
+#: The scoring module inside :data:`PLUGIN_DIR` and its evaluator class.
+SCORING_MODULE = "budeval_scoring"
+EVALUATOR = "BudevalEvaluator"
+
+
+@functools.cache
+def scoring_version() -> str:
+    """First 16 hex digits of the sha256 of the scoring module's source (the module computes the same of itself)."""
+    return hashlib.sha256((PLUGIN_DIR / f"{SCORING_MODULE}.py").read_bytes()).hexdigest()[:16]
 
 
 def config_hash(text: str) -> str:
@@ -48,10 +67,10 @@ def render_config(request: EvalRequest, datasets: Sequence[str | CustomDataset])
             raise ValidationError(f"dataset {name!r} listed twice", field="datasets")
         seen.add(name)
         if isinstance(ref, CustomDataset):
-            dataset_lines.append(_custom_dataset(ref.name, ref.path, ref.kind))
+            dataset_lines.append(_custom_dataset(ref.name, ref.path, ref.kind, ref.scoring))
         elif ref in BUNDLED:
             bundled = BUNDLED[ref]
-            dataset_lines.append(_custom_dataset(bundled.name, str(bundled.path), bundled.kind))
+            dataset_lines.append(_custom_dataset(bundled.name, str(bundled.path), bundled.kind, bundled.scoring))
         elif ref in STOCK:
             stock = STOCK[ref]
             clash = [s for s in stock_variables if s[1] == stock.variable]
@@ -79,13 +98,36 @@ def render_config(request: EvalRequest, datasets: Sequence[str | CustomDataset])
     if stock_imports:
         out += ["from mmengine.config import read_base", "", "with read_base():", *stock_imports, ""]
     out += [f"from opencompass.models import {model_class}", ""]
+    if any(not line.lstrip().startswith("*") for line in dataset_lines):
+        out += _plugin_lines()
     out += ["models = [", *model_lines, "]", ""]
     out += ["datasets = [", *dataset_lines, "]", ""]
     return "\n".join(out)
 
 
-def _custom_dataset(abbr: str, path: str, kind: str) -> str:
-    return f"    dict(abbr={abbr!r}, path={path!r}, data_type={kind!r}, infer_method='gen'),"
+def _plugin_lines() -> list[str]:
+    """Import budeval's evaluator in this process and let OpenCompass's task subprocesses import it too."""
+    env = "__import__('os').environ"
+    return [
+        "# budeval's scoring code, by its path in the installed budeval package (not installed in this venv).",
+        f"_budeval_plugin = {str(PLUGIN_DIR)!r}",
+        "__import__('sys').path.insert(0, _budeval_plugin)",
+        f"{env}['PYTHONPATH'] = __import__('os').pathsep.join("
+        f"filter(None, [_budeval_plugin, {env}.get('PYTHONPATH')]))",
+        f"from {SCORING_MODULE} import {EVALUATOR}",
+        "",
+    ]
+
+
+def _custom_dataset(abbr: str, path: str, kind: str, scoring: str) -> str:
+    name, pattern = split_scoring(scoring)
+    kwargs: dict[str, object] = {"scoring": name, "version": scoring_version()}
+    if pattern is not None:
+        kwargs["pattern"] = pattern
+    return (
+        f"    dict(abbr={abbr!r}, path={path!r}, data_type={kind!r}, infer_method='gen',"
+        f" evaluator={EVALUATOR}, evaluator_kwargs={_literal(kwargs)}),"
+    )
 
 
 def _hf_model(request: EvalRequest, source: HuggingFaceModel) -> tuple[str, list[str]]:
