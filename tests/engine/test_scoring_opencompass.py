@@ -210,3 +210,35 @@ def test_custom_dataset_scoring(custom_run: Path, kind: str, scoring: str) -> No
     accuracy, correct = verdicts(custom_run, "probe", custom_name(kind, scoring))
     assert correct == [c.right for c in cases], list(zip(cases, correct, strict=True))
     assert accuracy == pytest.approx(100.0 * sum(c.right for c in cases) / len(cases))
+
+
+# -- stock configs keep their own evaluators ---------------------------------------------------------------------------
+LOAD = """
+import importlib.util, json, sys
+from mmengine.config import Config
+from opencompass.utils.run import try_fill_in_custom_cfgs
+cfg = try_fill_in_custom_cfgs(Config.fromfile(sys.argv[1], format_python_code=False))
+stock_file = importlib.util.find_spec('opencompass.configs.datasets.gsm8k.gsm8k_gen').origin
+stock = Config.fromfile(stock_file)['gsm8k_datasets'][0]['eval_cfg']
+print(json.dumps({'stock': str(stock), 'rendered': {d['abbr']: str(d['eval_cfg']) for d in cfg['datasets']}}))
+"""
+
+
+def test_stock_config_keeps_its_evaluator_beside_bundled_ones(tmp_path: Path) -> None:
+    config = tmp_path / "config.py"
+    config.write_text(render_config(request("m", ["gsm8k_gen", "tiny_qa"]), ["gsm8k_gen", "tiny_qa"]))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [str(OPENCOMPASS_PYTHON), "-c", LOAD, str(config)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert loaded["rendered"]["gsm8k"] == loaded["stock"]
+    assert "Gsm8kEvaluator" in loaded["stock"]
+    assert "budeval_scoring.BudevalEvaluator" in loaded["rendered"]["tiny_qa"]
