@@ -145,7 +145,8 @@ CUSTOM: dict[tuple[str, str], list[Case]] = {
         Case("  PARIS! ", "paris", True),
         Case("The Eiffel Tower.", "eiffel tower", True),
         Case("It is Paris.", "Paris", False),
-        Case("3.5", "35", True),
+        Case("3.5.", "3.5", True),
+        Case("35", "3.5", False),
         Case("", "Paris", False),
     ],
     ("qa", "contains"): [

@@ -36,14 +36,17 @@ VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 SCORINGS = ("exact", "normalized", "contains", "regex", "option")
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCTUATION = re.compile(r"[^\w\s]")
+#: A point or comma that is not between two digits ("Paris." but not "3.5" or "1,000"), then any other punctuation.
+_SEPARATOR = re.compile(r"(?<!\d)[.,]|[.,](?!\d)")
+_PUNCTUATION = re.compile(r"[^\w\s.,]")
 #: A bare option letter at the start, closed by punctuation or the end: "B", "B.", "(B)", "B) Dog", "B: Dog".
 _LEADING_LETTER = re.compile(r"^\(?([A-Z])(?:[.:)]|$)")
 
 
 def normalize(text: str) -> str:
-    """Lower case, punctuation removed (``3.5`` -> ``35``, "don't" -> ``dont``), articles dropped, spaces collapsed."""
-    text = _PUNCTUATION.sub("", text.lower())
+    """Lower case; punctuation removed ("don't" -> ``dont``, "Paris." -> ``paris``) except a point or comma between
+    digits (``3.5`` stays, so it never equals or contains ``35`` or ``5``); articles dropped; spaces collapsed."""
+    text = _PUNCTUATION.sub("", _SEPARATOR.sub("", text.lower()))
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
