@@ -12,10 +12,10 @@ provenance (what exactly was run) and a cache key. Decisions (see docs/opencompa
   environment, which the backend fills from the referenced secret. The key never appears in the text;
 - bundled datasets are referenced by the absolute path of the installed package folder; custom datasets by their
   path; both as OpenCompass custom datasets (``abbr``, ``path``, ``data_type``), completed by OpenCompass itself,
-  with budeval's evaluator and the dataset's scoring (``evaluator``, ``evaluator_kwargs``). The evaluator lives in
-  :data:`PLUGIN_DIR`, which the config puts on the OpenCompass process's ``sys.path`` and ``PYTHONPATH`` (its
-  evaluation tasks are child processes) by its absolute path in the installed package, like the bundled datasets;
-  ``version`` is the hash of the evaluator's source, which the evaluator checks against its own;
+  with budeval's evaluator and the dataset's scoring (``evaluator``, ``evaluator_kwargs``). budeval is not installed
+  where OpenCompass runs, so the config carries the evaluator's source (:data:`SCORING_SOURCE`) as a string literal,
+  writes it to a fresh temporary folder and puts that folder on ``sys.path`` and ``PYTHONPATH`` (OpenCompass's
+  evaluation tasks are child processes); the config hash therefore covers the exact scoring code;
 - stock datasets are imported inside ``read_base()`` under an alias per dataset, so that two stock configs exporting
   the same variable name (``mmlu_gen``/``mmlu_ppl``) do not collide.
 """
@@ -35,17 +35,18 @@ from budeval.schemas.request import CustomDataset, EndpointModel, EvalRequest, H
 API_KEY_ENV = "OPENAI_API_KEY"
 
 
-#: Code OpenCompass imports for budeval (stdlib + OpenCompass only: budeval is not installed in its venv).
+#: Code OpenCompass runs for budeval (stdlib + OpenCompass imports only); budeval itself never imports it.
 PLUGIN_DIR = Path(__file__).resolve().parent / "opencompass_plugin"
-#: The scoring module inside :data:`PLUGIN_DIR` and its evaluator class.
+#: The scoring module (a file of :data:`PLUGIN_DIR`, written under this name next to the run) and its evaluator.
 SCORING_MODULE = "budeval_scoring"
 EVALUATOR = "BudevalEvaluator"
+SCORING_SOURCE = PLUGIN_DIR / f"{SCORING_MODULE}.py"
 
 
 @functools.cache
-def scoring_version() -> str:
-    """First 16 hex digits of the sha256 of the scoring module's source (the module computes the same of itself)."""
-    return hashlib.sha256((PLUGIN_DIR / f"{SCORING_MODULE}.py").read_bytes()).hexdigest()[:16]
+def scoring_source() -> str:
+    """The scoring module's source text, as embedded in rendered configs."""
+    return SCORING_SOURCE.read_text(encoding="utf-8")
 
 
 def config_hash(text: str) -> str:
@@ -106,11 +107,19 @@ def render_config(request: EvalRequest, datasets: Sequence[str | CustomDataset])
 
 
 def _plugin_lines() -> list[str]:
-    """Import budeval's evaluator in this process and let OpenCompass's task subprocesses import it too."""
+    """Write budeval's scoring module next to this process, import it here and in OpenCompass's task processes.
+
+    Statements only through ``__import__(...)`` expressions: a module bound to a name would become a config value,
+    which OpenCompass cannot dump. The folder is a fresh ``mkdtemp`` per OpenCompass process (no races).
+    """
     env = "__import__('os').environ"
     return [
-        "# budeval's scoring code, by its path in the installed budeval package (not installed in this venv).",
-        f"_budeval_plugin = {str(PLUGIN_DIR)!r}",
+        f"# budeval's scoring code (budeval/engine/opencompass_plugin/{SCORING_MODULE}.py; budeval is not installed",
+        "# here): written to a fresh folder that this process and its task processes (PYTHONPATH) import it from.",
+        f"_budeval_scoring_source = {scoring_source()!r}",
+        "_budeval_plugin = __import__('tempfile').mkdtemp(prefix='budeval-scoring-')",
+        f"__import__('pathlib').Path(_budeval_plugin, {SCORING_MODULE + '.py'!r})"
+        ".write_text(_budeval_scoring_source, encoding='utf-8')",
         "__import__('sys').path.insert(0, _budeval_plugin)",
         f"{env}['PYTHONPATH'] = __import__('os').pathsep.join("
         f"filter(None, [_budeval_plugin, {env}.get('PYTHONPATH')]))",
@@ -121,7 +130,7 @@ def _plugin_lines() -> list[str]:
 
 def _custom_dataset(abbr: str, path: str, kind: str, scoring: str) -> str:
     name, pattern = split_scoring(scoring)
-    kwargs: dict[str, object] = {"scoring": name, "version": scoring_version()}
+    kwargs: dict[str, object] = {"scoring": name}
     if pattern is not None:
         kwargs["pattern"] = pattern
     return (

@@ -151,6 +151,7 @@ CUSTOM: dict[tuple[str, str], list[Case]] = {
     ],
     ("qa", "contains"): [
         Case("A spider has 8 legs.", "8", True),
+        Case("2+3=5", "5", True),
         Case("A spider has 18 legs.", "8", False),
         Case("It is 3.5", "5", False),
         Case("The answer: New York City.", "New York", True),
@@ -168,6 +169,8 @@ CUSTOM: dict[tuple[str, str], list[Case]] = {
     ("mcq", "option"): [
         Case("(C)", "C", True),
         Case("Answer: D", "D", True),
+        Case("B. Cow The answer is C. Dog.", "C", True),  # SmolLM2's habit: the final statement counts
+        Case("C. Dog The answer is B. Cow.", "C", False),
         Case("C) Dog", "C", True),
         Case("I like fish", "D", True),
         Case("Cat or dog?", "C", False),

@@ -1,10 +1,9 @@
-"""budeval's answer scoring, run by OpenCompass 0.5.4 in its own venv (imports only stdlib and OpenCompass).
+"""budeval's answer scoring, run by OpenCompass 0.5.4 (imports only the standard library and OpenCompass).
 
-The rendered config names :class:`BudevalEvaluator` as the evaluator of every bundled and custom dataset with
-``scoring=<name>`` (and ``pattern`` for ``regex``); ``version`` must equal :data:`VERSION` (a hash of this file,
-computed the same way by budeval/engine/render.py), so a config rendered for other scoring code fails instead of
-silently scoring differently, and any change here changes the rendered config's hash. Meanings (docs/opencompass.md
-has examples):
+budeval never imports this module: budeval/engine/render.py embeds its source in every config with a bundled or
+custom dataset, which writes it next to the OpenCompass process and names :class:`BudevalEvaluator` as the
+dataset's evaluator with ``scoring=<name>`` (and ``pattern`` for ``regex``). Meanings (docs/opencompass.md
+"Scoring" has examples):
 
 - ``exact``: the answer, without surrounding whitespace, equals the gold character for character;
 - ``normalized``: equal after :func:`normalize` (case, punctuation, articles ``a/an/the`` and spacing ignored);
@@ -12,8 +11,7 @@ has examples):
   legs.", not in "18");
 - ``regex``: OpenCompass's ``match_answer_pattern`` extracts group 1 of ``pattern`` from the answer (``re.search``),
   which must then equal the gold after :func:`normalize`;
-- ``option`` (multiple choice): the chosen letter is read from the answer (:func:`chosen_option`) and must equal
-  the gold letter.
+- ``option`` (multiple choice): the letter read from the answer by :func:`chosen_option` equals the gold letter.
 
 An empty answer is never right (unless the gold is empty too, for ``exact``/``normalized``). The result is
 ``{'accuracy': percent, 'details': [{'pred', 'answer', 'gold', 'correct'}, ...]}`` (one entry per example, in
@@ -22,31 +20,33 @@ order), which OpenCompass writes to ``results/<model>/<dataset>.json``.
 
 from __future__ import annotations
 
-import hashlib
 import re
-from pathlib import Path
 from typing import Any
 
 from opencompass.openicl.icl_evaluator import BaseEvaluator
 from opencompass.registry import ICL_EVALUATORS
-from opencompass.utils.text_postprocessors import first_option_postprocess, match_answer_pattern
+from opencompass.utils.text_postprocessors import match_answer_pattern
 
-#: First 16 hex digits of the sha256 of this file; the renderer writes the same (budeval/engine/render.py).
-VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 SCORINGS = ("exact", "normalized", "contains", "regex", "option")
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-#: A point or comma that is not between two digits ("Paris." but not "3.5" or "1,000"), then any other punctuation.
+#: A point or comma that is not between two digits ("Paris." but not "3.5" or "1,000") is dropped; any other
+#: punctuation separates words ("2+2" -> "2 2", "New-York" -> "new york").
 _SEPARATOR = re.compile(r"(?<!\d)[.,]|[.,](?!\d)")
 _PUNCTUATION = re.compile(r"[^\w\s.,]")
+#: An explicit answer statement: "The answer is D", "Answer: (B)", "the correct option is C", "Choice: A.".
+_STATEMENT = re.compile(
+    r"(?i:\b(?:answer|option|choice)\s*(?:is|would\s+be|:)?\s*(?:option\s*)?)\(?([A-Z])\)?(?![A-Za-z0-9])"
+)
 #: A bare option letter at the start, closed by punctuation or the end: "B", "B.", "(B)", "B) Dog", "B: Dog".
 _LEADING_LETTER = re.compile(r"^\(?([A-Z])(?:[.:)]|$)")
 
 
 def normalize(text: str) -> str:
-    """Lower case; punctuation removed ("don't" -> ``dont``, "Paris." -> ``paris``) except a point or comma between
-    digits (``3.5`` stays, so it never equals or contains ``35`` or ``5``); articles dropped; spaces collapsed."""
-    text = _PUNCTUATION.sub("", _SEPARATOR.sub("", text.lower()))
+    """Lower case; punctuation dropped or turned into spaces ("Paris." -> ``paris``, "2+2" -> ``2 2``) but a point
+    or comma between digits kept (``3.5`` never equals ``35`` nor contains ``5``); articles dropped; spaces
+    collapsed."""
+    text = _PUNCTUATION.sub(" ", _SEPARATOR.sub("", text.lower()))
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
@@ -60,37 +60,32 @@ def contains_words(answer: str, gold: str) -> bool:
 
 
 def chosen_option(answer: str, options: dict[str, str]) -> str:
-    """The option letter an answer chooses, ``''`` if none can be read.
+    """The option letter an answer chooses, ``''`` if none can be read. ``options`` maps letter -> option text.
 
-    In order: a bare letter at the start ("B", "B.", "(B)", "B) Dog"); else the one option whose text appears as
-    whole words ("The capital is Tokyo." -> the Tokyo option; several -> none); else OpenCompass's
-    ``first_option_postprocess(cushion=False)`` ("The answer is B", "Answer: B"). ``options`` maps letter -> text.
+    In order: the LAST explicit answer statement ("The answer is D", "Answer: (B)"); else a bare letter at the start
+    ("B", "B.", "(B)", "B) Dog"); else the one option whose text appears as whole words ("The capital is Tokyo." ->
+    the Tokyo option; two or more named -> none). OpenCompass's ``first_option_postprocess`` is not used: on English
+    free text it reads the article in "A dog barks" as option A and "I have 1 Apple" as A.
     """
     text = answer.strip()
     if not text:
         return ""
+    stated = [m for m in _STATEMENT.findall(text) if m in options]
+    if stated:
+        return str(stated[-1])
     leading = _LEADING_LETTER.match(text)
     if leading and leading.group(1) in options:
         return leading.group(1)
     named = [letter for letter, option in options.items() if option and contains_words(text, option)]
-    if len(named) == 1:
-        return named[0]
-    if named:
-        return ""
-    return str(first_option_postprocess(text, "".join(options), cushion=False))
+    return named[0] if len(named) == 1 else ""
 
 
 @ICL_EVALUATORS.register_module()
 class BudevalEvaluator(BaseEvaluator):  # type: ignore[misc]
     """Scores generated answers by the named scoring; per-example verdicts in ``details`` (see module docstring)."""
 
-    def __init__(self, scoring: str, version: str, pattern: str | None = None) -> None:
+    def __init__(self, scoring: str, pattern: str | None = None) -> None:
         super().__init__()
-        if version != VERSION:
-            raise ValueError(
-                f"config rendered for budeval scoring {version!r} but this is {VERSION!r} ({__file__}):"
-                " the OpenCompass side must run the same budeval version that rendered the config"
-            )
         if scoring not in SCORINGS:
             raise ValueError(f"unknown scoring {scoring!r} (known: {', '.join(SCORINGS)})")
         if scoring == "regex":
@@ -101,7 +96,7 @@ class BudevalEvaluator(BaseEvaluator):  # type: ignore[misc]
         self.pattern = pattern
 
     def judge(self, prediction: Any, gold: Any, example: dict[str, Any]) -> tuple[str, bool]:
-        """(the answer as compared, right or wrong) for one example."""
+        """(the answer as compared, right or wrong) for one example; ``example`` is its dataset row."""
         pred = "" if prediction is None else str(prediction)
         ref = "" if gold is None else str(gold)
         if self.scoring == "exact":
