@@ -110,7 +110,8 @@ def _plugin_lines() -> list[str]:
     """Write budeval's scoring module next to this process, import it here and in OpenCompass's task processes.
 
     Statements only through ``__import__(...)`` expressions: a module bound to a name would become a config value,
-    which OpenCompass cannot dump. The folder is a fresh ``mkdtemp`` per OpenCompass process (no races).
+    which OpenCompass cannot dump. The folder is a fresh ``mkdtemp`` per OpenCompass process (no races), removed
+    when that process exits (its task processes have ended by then).
     """
     env = "__import__('os').environ"
     return [
@@ -118,6 +119,7 @@ def _plugin_lines() -> list[str]:
         "# here): written to a fresh folder that this process and its task processes (PYTHONPATH) import it from.",
         f"_budeval_scoring_source = {scoring_source()!r}",
         "_budeval_plugin = __import__('tempfile').mkdtemp(prefix='budeval-scoring-')",
+        "__import__('atexit').register(__import__('shutil').rmtree, _budeval_plugin, True)",
         f"__import__('pathlib').Path(_budeval_plugin, {SCORING_MODULE + '.py'!r})"
         ".write_text(_budeval_scoring_source, encoding='utf-8')",
         "__import__('sys').path.insert(0, _budeval_plugin)",
