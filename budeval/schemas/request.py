@@ -156,8 +156,6 @@ class CustomDataset(Strict):
         return self
 
 
-
-
 def _dataset_ref_kind(value: Any) -> str:
     return "custom" if isinstance(value, dict | CustomDataset) else "name"
 
