@@ -2,7 +2,8 @@
 # The main job on the embedded default, from a clean clone: set everything up (idempotent), start the embedded stack
 # (service + embedded Dapr-compatible sidecar + local OpenCompass backend + chDB + folder archive), submit one real
 # evaluation of SmolLM2-135M-Instruct on the bundled `light` suite THROUGH THE PUB/SUB TOPIC, wait for its
-# `completed` event and print the scores read back from ClickHouse. Prints the wall time at the end.
+# `completed` event and print the scores read back from ClickHouse, with a short table of per-example verdicts
+# (question, answer, gold, right/wrong) read back from the stored predictions. Prints the wall time at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -41,6 +42,6 @@ JSON
 # chDB is one process per data directory: stop the service before this process opens the store itself.
 kill "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true
 echo
-echo "Scores read back from ClickHouse:"
-.venv/bin/budeval results "$eval_id"
+echo "Scores and per-example verdicts read back from ClickHouse:"
+.venv/bin/budeval results "$eval_id" --examples 5
 echo "main job wall time: $(( $(date +%s) - start )) s (log: $log)"

@@ -38,9 +38,7 @@ def request(model_dir: str, datasets: list[str | dict[str, str]]) -> EvalRequest
 
 def config_for(name: str, model_dir: str, data_dir: str) -> str:
     if name == "reuse_first":
-        text = render_config(request(model_dir, ["tiny_qa"]), ["tiny_qa"])
-        broken_eval = "infer_method='gen', evaluator_kwargs=dict(no_such_option=1)),\n]"
-        return _replace_once(text, "infer_method='gen'),\n]", broken_eval)
+        return _break_last_evaluator(render_config(request(model_dir, ["tiny_qa"]), ["tiny_qa"]))
     if name in ("qa_chat", "reuse"):
         return render_config(request(model_dir, ["tiny_qa"]), ["tiny_qa"])
     if name == "mcq":
@@ -64,16 +62,20 @@ def config_for(name: str, model_dir: str, data_dir: str) -> str:
     if name == "two_datasets_one_fails":
         bad = CustomDataset(name="bad_eval_ds", path=f"{data_dir}/bad_eval_ds.jsonl", kind="qa")
         req = request(model_dir, ["tiny_qa", bad.model_dump()])
-        text = render_config(req, ["tiny_qa", bad])
-        return _replace_once(
-            text,
-            "data_type='qa', infer_method='gen'),\n]",
-            "data_type='qa', infer_method='gen', evaluator_kwargs=dict(no_such_option=1)),\n]",
-        )
+        return _break_last_evaluator(render_config(req, ["tiny_qa", bad]))
     if name == "aborted":
         broken = CustomDataset(name="broken_ds", path=f"{data_dir}/broken_ds.jsonl", kind="qa")
         return render_config(request(model_dir, [broken.model_dump()]), [broken])
     raise SystemExit(f"unknown fixture {name!r}")
+
+
+def _break_last_evaluator(text: str) -> str:
+    """The last dataset's evaluator gets an unknown argument (its eval task fails; inference is unaffected)."""
+    marker = "evaluator_kwargs=dict("
+    if marker not in text:
+        raise SystemExit(f"rendered config changed shape: no {marker!r}")
+    head, _, tail = text.rpartition(marker)
+    return f"{head}{marker}no_such_option=1, {tail}"
 
 
 def _replace_once(text: str, old: str, new: str) -> str:

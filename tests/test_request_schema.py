@@ -1,11 +1,15 @@
 """Request schema contract: safe ids, datasets or suite, params hash ignores where/how it runs."""
 
+import json
+import re
+
 import pytest
 from pydantic import ValidationError
 
 from budeval.errors import UnsafeIdError
 from budeval.schemas.ids import check_dns_label
-from budeval.schemas.request import EvalRequest
+from budeval.schemas.request import CustomDataset, EvalRequest
+from budeval.service.intake import Rejection, parse_request
 
 BASE = {
     "eval_id": "e1",
@@ -33,3 +37,77 @@ def test_params_hash_ignores_eval_id_and_resources() -> None:
 def test_datasets_or_suite_required() -> None:
     with pytest.raises(ValidationError):
         EvalRequest.model_validate({k: v for k, v in BASE.items() if k != "datasets"})
+
+
+# -- scoring of custom datasets (docs/opencompass.md "Scoring") -------------------------------------------------------
+def custom(**fields: object) -> dict[str, object]:
+    return {**BASE, "datasets": [{"name": "mine", "path": "/data/mine.jsonl", **fields}]}
+
+
+def scoring_of(**fields: object) -> str:
+    ref = EvalRequest.model_validate(custom(**fields)).datasets[0]  # type: ignore[index]
+    assert isinstance(ref, CustomDataset)
+    return ref.scoring
+
+
+def test_scoring_defaults_by_kind_and_is_written_out() -> None:
+    assert scoring_of() == "contains"
+    assert scoring_of(kind="qa", scoring=None) == "contains"
+    assert scoring_of(kind="mcq") == "option"
+    assert CustomDataset(name="x", path="/x.jsonl", kind="mcq").scoring == "option"
+    dumped = EvalRequest.model_validate(custom()).model_dump(mode="json")
+    assert dumped["datasets"][0]["scoring"] == "contains"  # an explicit value in the identity, not a null
+
+
+@pytest.mark.parametrize(
+    ("kind", "scoring"),
+    [
+        ("qa", "exact"),
+        ("qa", "normalized"),
+        ("qa", "contains"),
+        ("qa", r"regex:answer is (\w+)"),
+        ("mcq", "option"),
+        ("mcq", "exact"),
+        ("mcq", "normalized"),
+        ("mcq", r"regex:\(([A-D])\)"),
+    ],
+)
+def test_each_scoring_is_accepted_for_its_kinds(kind: str, scoring: str) -> None:
+    assert scoring_of(kind=kind, scoring=scoring) == scoring
+
+
+@pytest.mark.parametrize(
+    ("kind", "scoring", "reason"),
+    [
+        ("qa", "judge", "not available yet"),
+        ("mcq", "judge", "not available yet"),
+        ("qa", "regex:answer is (\\w+", "invalid regular expression"),
+        ("qa", "regex:[", "invalid regular expression"),
+        ("qa", "regex:answer is \\w+", "capturing group"),
+        ("qa", "regex:", "needs a pattern"),
+        ("qa", "option", "does not apply to qa"),
+        ("mcq", "contains", "does not apply to mcq"),
+        ("qa", "Exact", "does not apply to qa"),
+        ("qa", "", "does not apply to qa"),
+        ("qa", "x" * 600, "at most 512"),
+    ],
+)
+def test_bad_scoring_is_rejected_with_its_reason(kind: str, scoring: str, reason: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(reason)):
+        EvalRequest.model_validate(custom(kind=kind, scoring=scoring))
+    # Through intake (the topic and POST /evals), the rejection carries the same reason and names the field.
+    rejection = parse_request(json.dumps(custom(kind=kind, scoring=scoring)))
+    assert isinstance(rejection, Rejection)
+    assert reason in rejection.reason and (rejection.field or "").startswith("datasets")
+
+
+def test_scoring_is_part_of_the_identity() -> None:
+    hashes = {
+        EvalRequest.model_validate(custom(scoring=s)).params_hash("0.5.4")
+        for s in ("contains", "exact", "normalized", "regex:(\\d+)", "regex:(\\w+)")
+    }
+    assert len(hashes) == 5
+    # Omitted and the default spelled out are the same evaluation.
+    assert EvalRequest.model_validate(custom()).params_hash("0.5.4") == EvalRequest.model_validate(
+        custom(scoring="contains")
+    ).params_hash("0.5.4")

@@ -27,6 +27,7 @@ from budeval.schemas.results import ParsedRun
 from budeval.storage.base import EvalStatus, EvaluationRecord, ScoreRow
 from budeval.storage.clickhouse import ClickHouseStore, run_time
 from budeval.storage.factory import open_archive, open_store
+from budeval.storage.queries import ExampleRow
 
 
 def register(subparsers: Any) -> None:
@@ -42,6 +43,14 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("results", help="scores of one evaluation")
     p.add_argument("eval_id", metavar="ID")
+    p.add_argument(
+        "--examples",
+        nargs="?",
+        type=_non_negative,
+        const=10,
+        metavar="N",
+        help="also the first N examples of each dataset (default 10): question, answer, gold, verdict",
+    )
     _store_arg(p)
     _json_arg(p)
     p.set_defaults(func=cmd_results)
@@ -234,16 +243,62 @@ def cmd_extract(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 # -- queries ---------------------------------------------------------------------------------------------------------
 def cmd_results(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Scores (a table, or a JSON list); with ``--examples N`` also per-example verdicts (JSON: an object
+    ``{"scores": [...], "examples": [...]}``)."""
     out = out or sys.stdout
     with _store(args) as store:
         rows = store.results(args.eval_id)
         if not rows and store.get_evaluation(args.eval_id) is None:
             raise NotFoundError(f"no evaluation {args.eval_id!r} in the store")
+        examples = store.examples(args.eval_id, args.examples) if args.examples is not None else None
     if args.json:
-        _emit_json([r.model_dump(mode="json") for r in rows], out)
-    else:
-        _score_table(rows, out)
+        scores = [r.model_dump(mode="json") for r in rows]
+        if examples is None:
+            _emit_json(scores, out)
+        else:
+            _emit_json({"scores": scores, "examples": [e.model_dump(mode="json") for e in examples]}, out)
+        return 0
+    _score_table(rows, out)
+    if examples is not None:
+        out.write(f"\nPer example (first {args.examples} of each dataset):\n")
+        _example_table(examples, out)
     return 0
+
+
+#: Width of the question and answer columns of the example table (longer texts are cut with "...").
+EXAMPLE_TEXT_CHARS = 48
+_VERDICT = {True: "right", False: "wrong", None: "-"}
+
+
+def _cell(text: str, width: int = EXAMPLE_TEXT_CHARS) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
+
+
+def _question(prompt: str) -> str:
+    """The prompt as stored (``ROLE: text`` lines, see the result reader) without the first role's label."""
+    head, sep, rest = prompt.partition(": ")
+    return rest if sep and head.isupper() and head.isalpha() else prompt
+
+
+def _example_table(rows: Sequence[ExampleRow], out: TextIO) -> None:
+    many = len({r.model for r in rows}) > 1
+    _table(
+        (*(["model"] if many else []), "dataset", "#", "question", "answer", "gold", "verdict"),
+        [
+            (
+                *([r.model] if many else []),
+                r.dataset,
+                str(r.example_index),
+                _cell(_question(r.prompt)),
+                _cell(r.prediction),
+                _cell(r.gold, 24),
+                _VERDICT[r.correct],
+            )
+            for r in rows
+        ],
+        out,
+    )
 
 
 def cmd_leaderboard(args: argparse.Namespace, out: TextIO | None = None) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,7 +23,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from budeval.errors import ValidationError
 from budeval.schemas.ids import DNS_LABEL
-from budeval.schemas.request import EvalRequest
+from budeval.schemas.request import DatasetKind, EvalRequest
 
 #: Folder of the bundled ``.jsonl`` datasets inside the installed package.
 BUNDLED_DIR = Path(__file__).resolve().parent / "datasets"
@@ -31,8 +31,12 @@ BUNDLED_DIR = Path(__file__).resolve().parent / "datasets"
 
 @dataclass(frozen=True)
 class BundledDataset:
+    """A ``.jsonl`` file in :data:`BUNDLED_DIR`; ``scoring`` is fixed here (one of ``SCORINGS[kind]``, see
+    budeval/schemas/request.py) and rendered into the config, so changing it changes the config hash."""
+
     name: str
-    kind: Literal["qa", "mcq"]
+    kind: DatasetKind
+    scoring: str
 
     @property
     def path(self) -> Path:
@@ -49,7 +53,11 @@ class StockDataset:
 
 
 BUNDLED: dict[str, BundledDataset] = {
-    d.name: d for d in (BundledDataset("tiny_qa", "qa"), BundledDataset("tiny_mcq", "mcq"))
+    d.name: d
+    for d in (
+        BundledDataset("tiny_qa", "qa", scoring="contains"),
+        BundledDataset("tiny_mcq", "mcq", scoring="option"),
+    )
 }
 
 _CFG = "opencompass.configs.datasets"

@@ -11,22 +11,42 @@ provenance (what exactly was run) and a cache key. Decisions (see docs/opencompa
 - endpoint models use ``OpenAISDK`` with ``key='ENV'``: OpenCompass reads ``OPENAI_API_KEY`` from the run's
   environment, which the backend fills from the referenced secret. The key never appears in the text;
 - bundled datasets are referenced by the absolute path of the installed package folder; custom datasets by their
-  path; both as OpenCompass custom datasets (``abbr``, ``path``, ``data_type``), completed by OpenCompass itself;
+  path; both as OpenCompass custom datasets (``abbr``, ``path``, ``data_type``), completed by OpenCompass itself,
+  with budeval's evaluator and the dataset's scoring (``evaluator``, ``evaluator_kwargs``). budeval is not installed
+  where OpenCompass runs, so the config carries the evaluator's source (:data:`SCORING_SOURCE`) as a string literal,
+  writes it to a fresh temporary folder and puts that folder on ``sys.path`` and ``PYTHONPATH`` (OpenCompass's
+  evaluation tasks are child processes); the config hash therefore covers the exact scoring code;
 - stock datasets are imported inside ``read_base()`` under an alias per dataset, so that two stock configs exporting
   the same variable name (``mmlu_gen``/``mmlu_ppl``) do not collide.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 
 from budeval.engine.catalog import BUNDLED, STOCK
 from budeval.errors import ValidationError
-from budeval.schemas.request import CustomDataset, EndpointModel, EvalRequest, HuggingFaceModel
+from budeval.schemas.request import CustomDataset, EndpointModel, EvalRequest, HuggingFaceModel, split_scoring
 
 #: Environment variable OpenCompass's OpenAI models read when ``key='ENV'``.
 API_KEY_ENV = "OPENAI_API_KEY"
+
+
+#: Code OpenCompass runs for budeval (stdlib + OpenCompass imports only); budeval itself never imports it.
+PLUGIN_DIR = Path(__file__).resolve().parent / "opencompass_plugin"
+#: The scoring module (a file of :data:`PLUGIN_DIR`, written under this name next to the run) and its evaluator.
+SCORING_MODULE = "budeval_scoring"
+EVALUATOR = "BudevalEvaluator"
+SCORING_SOURCE = PLUGIN_DIR / f"{SCORING_MODULE}.py"
+
+
+@functools.cache
+def scoring_source() -> str:
+    """The scoring module's source text, as embedded in rendered configs."""
+    return SCORING_SOURCE.read_text(encoding="utf-8")
 
 
 def config_hash(text: str) -> str:
@@ -48,10 +68,10 @@ def render_config(request: EvalRequest, datasets: Sequence[str | CustomDataset])
             raise ValidationError(f"dataset {name!r} listed twice", field="datasets")
         seen.add(name)
         if isinstance(ref, CustomDataset):
-            dataset_lines.append(_custom_dataset(ref.name, ref.path, ref.kind))
+            dataset_lines.append(_custom_dataset(ref.name, ref.path, ref.kind, ref.scoring))
         elif ref in BUNDLED:
             bundled = BUNDLED[ref]
-            dataset_lines.append(_custom_dataset(bundled.name, str(bundled.path), bundled.kind))
+            dataset_lines.append(_custom_dataset(bundled.name, str(bundled.path), bundled.kind, bundled.scoring))
         elif ref in STOCK:
             stock = STOCK[ref]
             clash = [s for s in stock_variables if s[1] == stock.variable]
@@ -79,13 +99,46 @@ def render_config(request: EvalRequest, datasets: Sequence[str | CustomDataset])
     if stock_imports:
         out += ["from mmengine.config import read_base", "", "with read_base():", *stock_imports, ""]
     out += [f"from opencompass.models import {model_class}", ""]
+    if any(not line.lstrip().startswith("*") for line in dataset_lines):
+        out += _plugin_lines()
     out += ["models = [", *model_lines, "]", ""]
     out += ["datasets = [", *dataset_lines, "]", ""]
     return "\n".join(out)
 
 
-def _custom_dataset(abbr: str, path: str, kind: str) -> str:
-    return f"    dict(abbr={abbr!r}, path={path!r}, data_type={kind!r}, infer_method='gen'),"
+def _plugin_lines() -> list[str]:
+    """Write budeval's scoring module next to this process, import it here and in OpenCompass's task processes.
+
+    Statements only through ``__import__(...)`` expressions: a module bound to a name would become a config value,
+    which OpenCompass cannot dump. The folder is a fresh ``mkdtemp`` per OpenCompass process (no races), removed
+    when that process exits (its task processes have ended by then).
+    """
+    env = "__import__('os').environ"
+    return [
+        f"# budeval's scoring code (budeval/engine/opencompass_plugin/{SCORING_MODULE}.py; budeval is not installed",
+        "# here): written to a fresh folder that this process and its task processes (PYTHONPATH) import it from.",
+        f"_budeval_scoring_source = {scoring_source()!r}",
+        "_budeval_plugin = __import__('tempfile').mkdtemp(prefix='budeval-scoring-')",
+        "__import__('atexit').register(__import__('shutil').rmtree, _budeval_plugin, True)",
+        f"__import__('pathlib').Path(_budeval_plugin, {SCORING_MODULE + '.py'!r})"
+        ".write_text(_budeval_scoring_source, encoding='utf-8')",
+        "__import__('sys').path.insert(0, _budeval_plugin)",
+        f"{env}['PYTHONPATH'] = __import__('os').pathsep.join("
+        f"filter(None, [_budeval_plugin, {env}.get('PYTHONPATH')]))",
+        f"from {SCORING_MODULE} import {EVALUATOR}",
+        "",
+    ]
+
+
+def _custom_dataset(abbr: str, path: str, kind: str, scoring: str) -> str:
+    name, pattern = split_scoring(scoring)
+    kwargs: dict[str, object] = {"scoring": name}
+    if pattern is not None:
+        kwargs["pattern"] = pattern
+    return (
+        f"    dict(abbr={abbr!r}, path={path!r}, data_type={kind!r}, infer_method='gen',"
+        f" evaluator={EVALUATOR}, evaluator_kwargs={_literal(kwargs)}),"
+    )
 
 
 def _hf_model(request: EvalRequest, source: HuggingFaceModel) -> tuple[str, list[str]]:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from budeval.schemas.ids import DNS_LABEL
 
@@ -74,12 +75,73 @@ class ModelSpec(Strict):
     source: Annotated[HuggingFaceModel | EndpointModel, Field(discriminator="type")]
 
 
+DatasetKind = Literal["qa", "mcq"]
+
+#: How each kind of dataset may be scored (docs/opencompass.md "Scoring"); the first is the kind's default.
+#: ``regex`` is written ``regex:<pattern>``. The scoring code itself runs inside OpenCompass:
+#: budeval/engine/opencompass_plugin/budeval_scoring.py.
+SCORINGS: dict[str, tuple[str, ...]] = {
+    "qa": ("contains", "exact", "normalized", "regex"),
+    "mcq": ("option", "exact", "normalized", "regex"),
+}
+REGEX_PREFIX = "regex:"
+
+
+def split_scoring(scoring: str) -> tuple[str, str | None]:
+    """``("regex", pattern)`` for ``regex:<pattern>``, else ``(scoring, None)``."""
+    if scoring.startswith(REGEX_PREFIX):
+        return "regex", scoring[len(REGEX_PREFIX) :]
+    return scoring, None
+
+
+def check_scoring(scoring: str, kind: str) -> str:
+    """``scoring`` if ``kind`` may be scored that way; else ``ValueError`` saying why and what is allowed."""
+    allowed = SCORINGS[kind]
+    spelled = ", ".join(f"{REGEX_PREFIX}<pattern>" if s == "regex" else s for s in allowed)
+    if scoring == "judge":
+        raise ValueError(
+            "scoring 'judge' (an LLM judge) is not available yet: judges arrive with the endpoints-and-judges"
+            f" work; use one of {spelled}"
+        )
+    name, pattern = split_scoring(scoring)
+    if name == "regex":
+        if not pattern:
+            raise ValueError("scoring 'regex:' needs a pattern after the colon, e.g. regex:answer is (\\w+)")
+        try:
+            groups = re.compile(pattern).groups
+        except re.error as exc:
+            raise ValueError(f"scoring {scoring!r}: invalid regular expression: {exc}") from None
+        if groups < 1:
+            raise ValueError(
+                f"scoring {scoring!r}: the pattern needs a capturing group around the answer,"
+                " e.g. regex:answer is (\\w+)"
+            )
+    if name not in allowed:
+        raise ValueError(f"scoring {scoring!r} does not apply to {kind} datasets: use one of {spelled}")
+    return scoring
+
+
 class CustomDataset(Strict):
-    """A ``.jsonl`` dataset file: ``question``/``answer`` (qa) or ``question``, ``A``-``D``, ``answer`` (mcq)."""
+    """A ``.jsonl`` dataset file: ``question``/``answer`` (qa) or ``question``, ``A``-``D``, ``answer`` (mcq).
+
+    ``scoring`` says how an answer is judged right (see :data:`SCORINGS`; omitted or null: the kind's default,
+    ``contains`` for qa, ``option`` for mcq). It is a plain field, so it is part of the evaluation's identity.
+    """
 
     name: SafeName
     path: Annotated[str, Field(min_length=1, max_length=512)]
-    kind: Literal["qa", "mcq"] = "qa"
+    kind: DatasetKind = "qa"
+    #: Never left at this placeholder: ``_default_scoring`` fills the kind's default before validation.
+    scoring: Annotated[str, Field(max_length=512)] = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_scoring(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("scoring") is None:
+            kind = data.get("kind", "qa")
+            if kind in SCORINGS:
+                return {**data, "scoring": SCORINGS[kind][0]}
+        return data
 
     @field_validator("path")
     @classmethod
@@ -88,8 +150,22 @@ class CustomDataset(Strict):
             raise ValueError("must be a .jsonl path without '..' components")
         return v
 
+    @model_validator(mode="after")
+    def _scoring_fits_kind(self) -> CustomDataset:
+        check_scoring(self.scoring, self.kind)
+        return self
 
-DatasetRef = SafeName | CustomDataset
+
+def _dataset_ref_kind(value: Any) -> str:
+    return "custom" if isinstance(value, dict | CustomDataset) else "name"
+
+
+#: A dataset name or a custom dataset. Discriminated by the JSON type, so a bad custom dataset is reported by its
+#: own error (e.g. a scoring's reason), not as "Input should be a valid string".
+DatasetRef = Annotated[
+    Annotated[SafeName, Tag("name")] | Annotated[CustomDataset, Tag("custom")],
+    Discriminator(_dataset_ref_kind),
+]
 
 
 class GenerationSettings(Strict):

@@ -29,7 +29,9 @@ from budeval.storage.base import EvaluationRecord, ScoreRow, StoreReport
 from budeval.storage.groupcommit import GroupCommit
 from budeval.storage.migrations import CREATE_MIGRATIONS_TABLE, MIGRATIONS, MIGRATIONS_TABLE, Migration
 from budeval.storage.queries import (
+    EXAMPLES_SQL,
     CompareRow,
+    ExampleRow,
     FlipRow,
     FlipSummaryRow,
     LeaderboardMode,
@@ -698,6 +700,14 @@ class ClickHouseStore:
                 )
             )
         return out
+
+    def examples(self, eval_id: str, limit: int = 10) -> list[ExampleRow]:
+        """The first ``limit`` stored predictions of each (model, dataset) of ``eval_id`` with their verdicts."""
+        rows = self._rows("read examples", EXAMPLES_SQL, {"e": eval_id, "limit": max(0, int(limit))})
+        return [
+            ExampleRow(model=m, dataset=d, example_index=int(i), prompt=p, prediction=pr, gold=g, correct=c)
+            for m, d, i, p, pr, g, c in rows
+        ]
 
     def _prediction_models(self, eval_id: str) -> set[str]:
         rows = self._rows(

@@ -55,6 +55,20 @@ class FlipRow(BaseModel):
     prompt: str  # cut to PROMPT_CHARS characters
 
 
+class ExampleRow(BaseModel):
+    """One stored prediction with its verdict (``correct`` is None when the evaluator gave none)."""
+
+    model: str
+    dataset: str
+    example_index: int
+    prompt: str  # cut to PROMPT_CHARS characters
+    prediction: str
+    gold: str
+    correct: bool | None
+
+
+
+
 class FlipSummaryRow(BaseModel):
     """Per dataset: how many examples both sides judged, and how many flipped each way."""
 
@@ -67,6 +81,16 @@ class FlipSummaryRow(BaseModel):
 
 
 PROMPT_CHARS = 1000
+
+#: The first examples of each (model, dataset) of one evaluation, in example order (``budeval results --examples``).
+EXAMPLES_SQL = f"""
+    SELECT toString(model), toString(dataset), example_index, leftUTF8(prompt, {PROMPT_CHARS}), prediction, gold,
+           correct
+    FROM predictions FINAL
+    WHERE eval_id = %(e)s
+    ORDER BY model, dataset, example_index, run_id
+    LIMIT %(limit)s BY model, dataset
+"""
 
 
 def pair_by_model(models_a: set[str], models_b: set[str]) -> bool:

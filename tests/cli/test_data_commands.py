@@ -16,7 +16,7 @@ import pytest
 from budeval.cli import data_commands
 from budeval.errors import NotFoundError, UnsafeIdError
 from budeval.storage.factory import open_store
-from tests.storage.fakes import MemoryRun, metric, simple_run, status
+from tests.storage.fakes import Example, MemoryRun, metric, simple_run, status
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "opencompass"
@@ -68,6 +68,36 @@ def test_results_json_has_the_contract_fields_and_null_scores(dsn: str) -> None:
     assert by_dataset["bad"]["score"] is None and by_dataset["bad"]["status"] == "missing"
     table = run_cli("results", "ev-1", "--store", dsn)
     assert "42.50" in table and "missing" in table
+
+
+def test_results_with_examples_shows_each_verdict_beside_the_scores(dsn: str) -> None:
+    run = simple_run("20260101_000000", {("m", "tiny_qa"): 50.0, ("m", "tiny_mcq"): 100.0})
+    run.examples = [
+        Example("m", "tiny_qa", 0, True, "The capital of France is Paris.", "Paris", "HUMAN: What is the capital?\n"),
+        Example("m", "tiny_qa", 1, False, "A spider has 18 legs.", "8", "HUMAN: How many legs?\n"),
+        Example("m", "tiny_qa", 2, None, "x" * 200, "8", "HUMAN: Unjudged?\n"),
+        Example("m", "tiny_mcq", 0, True, "B", "B", "HUMAN: Question: What is 2+2?\nA. 3\nB. 4"),
+    ]
+    _fill(dsn, {"ev-1": run})
+    text = run_cli("results", "ev-1", "--store", dsn, "--examples")
+    scores, _, examples = text.partition("Per example (first 10 of each dataset):\n")
+    assert "50.00" in scores and "100.00" in scores
+    lines = examples.splitlines()
+    assert lines[0].split() == ["dataset", "#", "question", "answer", "gold", "verdict"]
+    assert lines[1].split()[:2] == ["tiny_mcq", "0"] and "Question: What is 2+2? A. 3 B. 4" in lines[1]
+    assert "What is the capital?" in lines[2] and "HUMAN" not in lines[2]
+    assert "The capital of France is Paris." in lines[2] and lines[2].split()[-2:] == ["Paris", "right"]
+    assert lines[3].split()[-2:] == ["8", "wrong"]
+    assert lines[4].split()[-1] == "-" and "x" * 45 + "..." in lines[4] and "x" * 49 not in lines[4]
+    # The limit applies per dataset; JSON carries the same rows.
+    assert len(run_cli("results", "ev-1", "--store", dsn, "--examples", "1").split("Per example")[1].splitlines()) == 4
+    doc = json.loads(run_cli("results", "ev-1", "--store", dsn, "--examples", "2", "--json"))
+    assert [r["dataset"] for r in doc["scores"]] == ["tiny_mcq", "tiny_qa"]
+    assert [(e["dataset"], e["example_index"], e["correct"]) for e in doc["examples"]] == [
+        ("tiny_mcq", 0, True),
+        ("tiny_qa", 0, True),
+        ("tiny_qa", 1, False),
+    ]
 
 
 def test_results_of_an_unknown_evaluation_is_not_found(dsn: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 from budeval.engine import catalog
 from budeval.engine.catalog import BUNDLED, STOCK, load_suites, resolve_datasets
 from budeval.errors import ValidationError
-from budeval.schemas.request import EvalRequest
+from budeval.schemas.request import EvalRequest, check_scoring
 
 REPO = Path(__file__).resolve().parents[2]
 OPENCOMPASS_SITE = Path(os.environ.get("BUDEVAL_CACHE") or Path.home() / ".cache" / "budeval") / "opencompass-venv"
@@ -134,3 +134,9 @@ def test_stock_configs_exist_in_the_installed_opencompass() -> None:
         path = site / Path(*ds.module.split(".")).with_suffix(".py")
         assert path.is_file(), path
         assert ds.variable in path.read_text(), (path, ds.variable)
+
+
+def test_each_bundled_dataset_has_a_scoring_its_kind_allows() -> None:
+    assert {d.name: d.scoring for d in BUNDLED.values()} == {"tiny_qa": "contains", "tiny_mcq": "option"}
+    for bundled in BUNDLED.values():
+        assert check_scoring(bundled.scoring, bundled.kind) == bundled.scoring

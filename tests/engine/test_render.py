@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 from typing import Any
 
 import pytest
 
+from budeval.engine import render
 from budeval.engine.catalog import BUNDLED
-from budeval.engine.render import config_hash, render_config
+from budeval.engine.render import PLUGIN_DIR, config_hash, render_config
 from budeval.errors import ValidationError
-from budeval.schemas.request import CustomDataset, EvalRequest
+from budeval.schemas.request import SCORINGS, CustomDataset, EvalRequest
 
 HF = {"type": "huggingface", "path": "/models/smol", "revision": "abc123"}
 API = {
@@ -131,9 +133,10 @@ def test_custom_dataset_path_is_a_literal_not_code() -> None:
     evil = CustomDataset(name="evil", path="/data/x'); import os; os.system('true'); ('.jsonl")
     text = render_config(make_request(datasets=[evil.model_dump()]), [evil])
     tree = ast.parse(text)
-    # Still exactly three statements after the import: no injected statement.
+    # Still exactly the rendered assignments (the scoring plugin's path and PYTHONPATH, models, datasets).
     assigns = [n for n in tree.body if isinstance(n, ast.Assign)]
-    assert [getattr(a.targets[0], "id", "") for a in assigns] == ["models", "datasets"]
+    names = [getattr(a.targets[0], "id", "") for a in assigns]
+    assert names == ["_budeval_scoring_source", "_budeval_plugin", "", "models", "datasets"]
     assert "os.system" not in [ast.unparse(n) for n in tree.body if isinstance(n, ast.Expr)]
 
 
@@ -150,3 +153,78 @@ def test_endpoint_tokenizer_path_is_rendered_when_given() -> None:
     text = render_config(make_request(dict(API, tokenizer_path="/models/tok")), ["tiny_qa"])
     assert kwargs(model_call(text))["tokenizer_path"] == "/models/tok"
     assert "tokenizer_path" not in render_config(make_request(API), ["tiny_qa"])
+
+
+# -- scoring (docs/opencompass.md "Scoring") -------------------------------------------------------------------------
+def dataset_calls(text: str) -> dict[str, dict[str, Any]]:
+    """abbr -> keyword arguments of each ``dict(...)`` in ``datasets = [...]`` (stock entries are starred: skipped)."""
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "datasets":
+            assert isinstance(node.value, ast.List)
+            calls = [kwargs(c) for c in node.value.elts if isinstance(c, ast.Call)]
+            return {c["abbr"]: c for c in calls}
+    raise AssertionError("no datasets assignment")
+
+
+def test_bundled_scoring_is_visible_in_the_config() -> None:
+    calls = dataset_calls(render_config(make_request(), ["tiny_qa", "tiny_mcq"]))
+    assert calls["tiny_qa"]["evaluator"] == "BudevalEvaluator"
+    assert calls["tiny_qa"]["evaluator_kwargs"] == "dict(scoring='contains')"
+    assert calls["tiny_mcq"]["evaluator_kwargs"] == "dict(scoring='option')"
+
+
+def test_changing_a_bundled_scoring_changes_the_config_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = render_config(make_request(), ["tiny_qa"])
+    monkeypatch.setitem(BUNDLED, "tiny_qa", dataclasses.replace(BUNDLED["tiny_qa"], scoring="exact"))
+    after = render_config(make_request(), ["tiny_qa"])
+    assert "scoring='exact'" in after
+    assert config_hash(before) != config_hash(after)
+
+
+def test_the_scoring_code_travels_in_the_config_and_its_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = render_config(make_request(), ["tiny_qa"])
+    embedded = next(
+        ast.literal_eval(n.value)
+        for n in ast.parse(text).body
+        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "_budeval_scoring_source"
+    )
+    assert embedded == (PLUGIN_DIR / "budeval_scoring.py").read_text(encoding="utf-8")
+    monkeypatch.setattr(render, "scoring_source", lambda: embedded + "\n# changed\n")
+    assert config_hash(render_config(make_request(), ["tiny_qa"])) != config_hash(text)
+
+
+def test_scoring_vocabulary_of_schema_and_evaluator_agree() -> None:
+    tree = ast.parse((PLUGIN_DIR / "budeval_scoring.py").read_text())
+    names = next(
+        ast.literal_eval(n.value)
+        for n in tree.body
+        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "SCORINGS"
+    )
+    assert set(names) == {s for kind in SCORINGS.values() for s in kind}
+
+
+def test_plugin_is_put_on_the_path_only_when_a_dataset_uses_it() -> None:
+    text = render_config(make_request(), ["tiny_qa"])
+    assert "_budeval_plugin = __import__('tempfile').mkdtemp(prefix='budeval-scoring-')" in text
+    assert "from budeval_scoring import BudevalEvaluator" in text
+    assert str(PLUGIN_DIR) not in text  # nothing of budeval's installation is needed where OpenCompass runs
+    assert "['PYTHONPATH']" in text  # OpenCompass's evaluation tasks are child processes
+    stock = render_config(make_request(datasets=["gsm8k_gen"]), ["gsm8k_gen"])
+    assert "budeval" not in stock.split("\n", 2)[2]  # beyond the header comment: the stock evaluator, untouched
+    assert "evaluator" not in stock
+
+
+def test_custom_scoring_and_regex_pattern_are_literals() -> None:
+    pattern = "(x)'\\); __import__\\('os'\\).system\\('true'\\); print\\('\""  # a valid regex full of quotes
+    custom = CustomDataset(name="mine", path="/data/mine.jsonl", scoring=f"regex:{pattern}")
+    text = render_config(make_request(datasets=[custom.model_dump()]), [custom])
+    tree = ast.parse(text)
+    assert "system" not in "".join(ast.unparse(n) for n in tree.body if isinstance(n, ast.Expr))
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "dict"]
+    call = next(n for n in calls if any(k.arg == "pattern" for k in n.keywords))
+    assert {k.arg: ast.literal_eval(k.value) for k in call.keywords} == {
+        "pattern": pattern,
+        "scoring": "regex",
+    }
+    exact = CustomDataset(name="mine", path="/data/mine.jsonl", scoring="exact")
+    assert "scoring='exact'" in render_config(make_request(datasets=[exact.model_dump()]), [exact])
