@@ -705,8 +705,18 @@ class ClickHouseStore:
         """The first ``limit`` stored predictions of each (model, dataset) of ``eval_id`` with their verdicts."""
         rows = self._rows("read examples", EXAMPLES_SQL, {"e": eval_id, "limit": max(0, int(limit))})
         return [
-            ExampleRow(model=m, dataset=d, example_index=int(i), prompt=p, prediction=pr, gold=g, correct=c)
-            for m, d, i, p, pr, g, c in rows
+            ExampleRow(
+                model=m,
+                dataset=d,
+                example_index=int(i),
+                prompt=p,
+                prediction=pr,
+                gold=g,
+                correct=c,
+                replica=int(r),
+                score=sc,
+            )
+            for m, d, i, p, pr, g, c, r, sc in rows
         ]
 
     def _prediction_models(self, eval_id: str) -> set[str]:

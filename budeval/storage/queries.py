@@ -65,8 +65,8 @@ class ExampleRow(BaseModel):
     prediction: str
     gold: str
     correct: bool | None
-
-
+    replica: int = 0
+    score: float | None = None  # the evaluator's numeric per-example score, where it gives one
 
 
 class FlipSummaryRow(BaseModel):
@@ -85,10 +85,10 @@ PROMPT_CHARS = 1000
 #: The first examples of each (model, dataset) of one evaluation, in example order (``budeval results --examples``).
 EXAMPLES_SQL = f"""
     SELECT toString(model), toString(dataset), example_index, leftUTF8(prompt, {PROMPT_CHARS}), prediction, gold,
-           correct
+           correct, replica, score
     FROM predictions FINAL
     WHERE eval_id = %(e)s
-    ORDER BY model, dataset, example_index, run_id
+    ORDER BY model, dataset, replica, example_index, run_id
     LIMIT %(limit)s BY model, dataset
 """
 
