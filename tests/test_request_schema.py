@@ -1,4 +1,4 @@
-"""Request schema contract: safe ids, datasets or suite, params hash ignores where/how it runs."""
+"""Request schema contract: safe ids, datasets or suite (its identity: tests/engine/test_identity.py)."""
 
 import pytest
 from pydantic import ValidationError
@@ -20,14 +20,6 @@ def test_unsafe_ids_rejected(bad: str) -> None:
         check_dns_label(bad)
     with pytest.raises(ValidationError):
         EvalRequest.model_validate({**BASE, "eval_id": bad})
-
-
-def test_params_hash_ignores_eval_id_and_resources() -> None:
-    a = EvalRequest.model_validate(BASE)
-    b = EvalRequest.model_validate({**BASE, "eval_id": "e2", "resources": {"gpus": 2}})
-    c = EvalRequest.model_validate({**BASE, "datasets": ["tiny_mcq"]})
-    assert a.params_hash("0.5.4") == b.params_hash("0.5.4") != c.params_hash("0.5.4")
-    assert a.params_hash("0.5.4") != a.params_hash("0.5.5")
 
 
 def test_datasets_or_suite_required() -> None:

@@ -232,18 +232,20 @@ class EvalActivities:
     def validate_request(self, payload: dict[str, Any]) -> ValidatedRequest:
         self._count(names.VALIDATE)
         from budeval.engine.catalog import resolve_datasets
+        from budeval.engine.identity import compute_identity
 
         try:
             request = EvalRequest.model_validate(payload)
         except Exception as exc:
             raise ValidationError(str(exc)) from None
         datasets = resolve_datasets(request, self.deps.suites)
-        engine = self.deps.settings.engine_version
+        identity = compute_identity(request, self.deps.suites, self.deps.settings)
         return ValidatedRequest(
             request=request,
-            params_hash=request.params_hash(engine),
-            engine_version=engine,
+            params_hash=identity.hash or "",
+            engine_version=self.deps.settings.engine_version,
             runs=plan_runs(request, datasets),
+            identity=identity.model_dump(mode="json"),
         )
 
     def find_reusable(self, validated: ValidatedRequest) -> Reusable:
@@ -366,6 +368,8 @@ class EvalActivities:
                 {
                     "generation": request.generation.model_dump(mode="json"),
                     "model": source.model_dump(mode="json"),
+                    "identity": validated.identity.get("components", {}),
+                    "identity_unresolved": validated.identity.get("unresolved", []),
                 }
             ),
         )

@@ -34,9 +34,12 @@ class RunPlan(Model):
 
 class ValidatedRequest(Model):
     request: EvalRequest
+    #: The identity hash of the work (``budeval.engine.identity``); "" when unresolved (never reused).
     params_hash: str
     engine_version: str
     runs: list[RunPlan]
+    #: ``Identity`` as JSON: ``hash``, ``components``, ``unresolved`` (empty in histories of older budevals).
+    identity: dict[str, Any] = Field(default_factory=dict)
 
 
 class Reusable(Model):

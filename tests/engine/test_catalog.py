@@ -134,3 +134,20 @@ def test_stock_configs_exist_in_the_installed_opencompass() -> None:
         path = site / Path(*ds.module.split(".")).with_suffix(".py")
         assert path.is_file(), path
         assert ds.variable in path.read_text(), (path, ds.variable)
+
+
+@pytest.mark.opencompass
+@pytest.mark.skipif(not (OPENCOMPASS_SITE / "bin" / "python").exists(), reason="OpenCompass venv not installed")
+def test_shipped_stock_config_hashes_are_what_the_installed_opencompass_computes() -> None:
+    """budeval/engine/stock_configs.json (the identity of stock datasets) against OpenCompass's own get_prompt_hash."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "stock_config_hashes.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--check", "--python", str(OPENCOMPASS_SITE / "bin" / "python")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
