@@ -363,6 +363,36 @@ class ClickHouseStore:
         rows = self._rows("find reusable evaluation", sql, {"h": params_hash})
         return self._to_record(rows[0]) if rows else None
 
+    def copy_results(self, source_eval: str, target_eval: str, model: str | None = None) -> int:
+        """A reused evaluation's own score and status rows: the source's rows under ``target_eval`` (runs, run times,
+        versions and statuses kept; ``model`` renames the model). Replaces an earlier copy (a retried step)."""
+        params: dict[str, Any] = {"s": source_eval, "t": target_eval, "m": model or ""}
+        model_expr = "if(%(m)s = '', model, %(m)s)"
+        score_cols = ", ".join(SCORE_COLUMNS)
+        status_cols = ", ".join(STATUS_COLUMNS)
+        with self._lock:
+            present = self._rows(
+                "look up a previous copy",
+                "(SELECT 'scores' FROM scores WHERE eval_id = %(t)s LIMIT 1) UNION ALL "
+                "(SELECT 'dataset_status' FROM dataset_status WHERE eval_id = %(t)s LIMIT 1)",
+                params,
+            )
+            for (table,) in present:
+                self._command(f"delete from {table}", f"DELETE FROM {table} WHERE eval_id = %(t)s", params)
+            self._command(
+                "copy scores",
+                f"INSERT INTO scores ({score_cols}) SELECT %(t)s, run_id, {model_expr}, dataset, metric, score, "
+                "version, mode, status, run_at FROM scores FINAL WHERE eval_id = %(s)s",
+                params,
+            )
+            self._command(
+                "copy dataset statuses",
+                f"INSERT INTO dataset_status ({status_cols}) SELECT %(t)s, run_id, {model_expr}, dataset, status, "
+                "reason, run_at FROM dataset_status FINAL WHERE eval_id = %(s)s",
+                params,
+            )
+            return self.count("scores", target_eval)
+
     # -- one run's rows --------------------------------------------------------------------------------------------
     def store_run(self, eval_id: str, run_id: str, parsed: ParsedRun) -> StoreReport:
         """Replace the rows of one (eval, run). A run whose predictions fit one batch (most runs) shares its inserts

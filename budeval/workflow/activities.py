@@ -218,9 +218,15 @@ class EvalActivities:
             result.archive_url = archived.url
             if archived.error:
                 result.reason = f"{result.reason + '; ' if result.reason else ''}archive failed: {archived.error}"
+        if result.outcome == "reused" and result.reused_from:
+            result.scores = self.copy_results(result.reused_from, inp.validated)
         self.finish_evaluation(inp.model_copy(update={"archive_url": result.archive_url, "reason": result.reason}))
         kind = "failed" if result.outcome == "failed" else "completed"
-        event = result.model_dump(mode="json") | {"status": result.outcome, "provenance": provenance}
+        event = result.model_dump(mode="json") | {
+            "status": result.outcome,
+            "reused": result.outcome == "reused",
+            "provenance": provenance,
+        }
         self._publish(EventInput(eval_id=result.eval_id, kind=kind, event_id=f"{result.eval_id}.{kind}", data=event))
         self.cleanup_runs(CleanupInput(eval_id=result.eval_id, run_ids=[o.run_id for o in inp.runs]))
         return result.model_dump(mode="json")
@@ -327,6 +333,14 @@ class EvalActivities:
             }
         )
         self.deps.store.record_evaluation(record)
+
+    def copy_results(self, source_eval: str, validated: ValidatedRequest) -> list[dict[str, Any]]:
+        """A reused evaluation's own score rows (copied from the evaluation it reuses, under its model name), so
+        results, leaderboards and trends include it; returns them as the event's and the workflow's scores."""
+        self._count(names.COPY_RESULTS)
+        target = validated.request.eval_id
+        self.deps.store.copy_results(source_eval, target, validated.request.model.name)
+        return [s.model_dump(mode="json") for s in self.deps.store.results(target)]
 
     def _publish(self, inp: EventInput) -> None:
         self._count(names.PUBLISH)

@@ -199,3 +199,20 @@ def test_concurrent_small_runs_and_evaluation_rows_share_inserts_and_each_lands_
     assert store.count("predictions", "same") == 4 and store.count("scores", "same") == 1
     # 12 threads x 4 writes, every one through a group commit (how they split into batches depends on timing).
     assert sum(store._commits.batch_sizes) == 48
+
+
+def test_a_reused_evaluation_gets_its_own_copy_of_the_score_rows(store: ClickHouseStore) -> None:
+    run = simple_run("20261123_081443", {("m", "a"): 40.0, ("m", "b"): None}, {("m", "a"): [True, False]})
+    store.store_run("orig", "r0", run)
+    store.record_evaluation(EvaluationRecord(eval_id="orig", status="completed", model_name="m"))
+    assert store.copy_results("orig", "again", "m2") == 2
+    assert store.copy_results("orig", "again", "m2") == 2  # a retried step replaces its copy
+    assert store.count("scores", "again") == store.count("scores", "again", final=True) == 2
+    assert store.count("dataset_status", "again") == store.count("dataset_status", "orig") > 0
+    copied = {(r.run_id, r.model, r.dataset, r.metric): (r.score, r.status) for r in store.results("again")}
+    original = {(r.run_id, "m2", r.dataset, r.metric): (r.score, r.status) for r in store.results("orig")}
+    assert copied == original
+    assert {r.model for r in store.results("orig")} == {"m"}  # the source is untouched
+    store.record_evaluation(EvaluationRecord(eval_id="again", status="reused", model_name="m2", reused_from="orig"))
+    board = store.leaderboard(dataset="a")
+    assert {(row.model, row.eval_ids["a"]) for row in board} == {("m", "orig"), ("m2", "again")}
