@@ -106,6 +106,32 @@ def plan_runs(request: EvalRequest, datasets: list[str]) -> list[RunPlan]:
     return [RunPlan(run_id=f"r{i}", datasets=[name]) for i, name in enumerate(datasets)]
 
 
+def render_plans(request: EvalRequest, runs: list[RunPlan], settings: Settings) -> RenderedRuns:
+    """One rendered OpenCompass config (and its sha256) per planned run: what ``render_runs`` and ``budeval plan``
+    show. Raises ``ValidationError`` for what the renderer refuses."""
+    from budeval.engine.render import config_hash, render_config
+
+    by_name = {d if isinstance(d, str) else d.name: d for d in (request.datasets or [])}
+    specs: list[RunSpec] = []
+    hashes: dict[str, str] = {}
+    for plan in runs:
+        refs = [by_name.get(name, name) for name in plan.datasets]
+        text = render_config(request, refs)
+        hashes[plan.run_id] = config_hash(text)
+        specs.append(
+            RunSpec(
+                eval_id=request.eval_id,
+                run_id=plan.run_id,
+                config_text=text,
+                model=request.model,
+                datasets=plan.datasets,
+                resources=with_cluster_defaults(request.resources, settings),
+                timeout_s=request.timeout_s,
+            )
+        )
+    return RenderedRuns(specs=specs, config_hashes=hashes)
+
+
 class EvalActivities:
     """Bound to one :class:`Deps`; ``registry()`` gives the name -> function map the worker registers.
 
@@ -264,28 +290,7 @@ class EvalActivities:
 
     def render_runs(self, validated: ValidatedRequest) -> RenderedRuns:
         self._count(names.RENDER)
-        from budeval.engine.render import config_hash, render_config
-
-        request = validated.request
-        by_name = {d if isinstance(d, str) else d.name: d for d in (request.datasets or [])}
-        specs: list[RunSpec] = []
-        hashes: dict[str, str] = {}
-        for plan in validated.runs:
-            refs = [by_name.get(name, name) for name in plan.datasets]
-            text = render_config(request, refs)
-            hashes[plan.run_id] = config_hash(text)
-            specs.append(
-                RunSpec(
-                    eval_id=request.eval_id,
-                    run_id=plan.run_id,
-                    config_text=text,
-                    model=request.model,
-                    datasets=plan.datasets,
-                    resources=with_cluster_defaults(request.resources, self.deps.settings),
-                    timeout_s=request.timeout_s,
-                )
-            )
-        return RenderedRuns(specs=specs, config_hashes=hashes)
+        return render_plans(validated.request, validated.runs, self.deps.settings)
 
     def begin_evaluation(self, validated: ValidatedRequest, started_at: datetime) -> None:
         self._count(names.BEGIN)
