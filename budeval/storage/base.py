@@ -29,6 +29,13 @@ class EvaluationRecord(BaseModel):
     model_name: str = ""
     model_source: str = ""  # hub id / path / endpoint URL (never a key)
     model_revision: str = ""
+    #: The model's pinned identity: a hub commit sha, or ``sha256:...`` of a local folder's files ("" if unresolved).
+    model_commit: str = ""
+    #: OpenCompass version that ran (the configured one until a run reports its own).
+    engine_version: str = ""
+    #: GPU model(s) and count the runs reported ("" / 0 on CPU or before any run).
+    gpu_type: str = ""
+    gpu_count: int = 0
     datasets: list[str] = Field(default_factory=list)
     reused_from: str | None = None
     reason: str | None = None

@@ -54,7 +54,8 @@ PREDICTION_COLUMNS = [
 ]
 SCORE_COLUMNS = ("eval_id", "run_id", "model", "dataset", "metric", "score", "version", "mode", "status", "run_at")
 STATUS_COLUMNS = ("eval_id", "run_id", "model", "dataset", "status", "reason", "run_at")
-EVALUATION_COLUMNS = (
+#: The columns of an evaluation row that EvaluationRecord carries (read and written).
+EVALUATION_FIELDS = (
     "eval_id",
     "experiment_id",
     "status",
@@ -70,9 +71,12 @@ EVALUATION_COLUMNS = (
     "finished_at",
     "provenance",
     "labels",
-    "updated_at",
-    "row_version",
+    "model_commit",
+    "engine_version",
+    "gpu_type",
+    "gpu_count",
 )
+EVALUATION_COLUMNS = (*EVALUATION_FIELDS, "updated_at", "row_version")
 _RUN_TABLES = ("predictions", "scores", "dataset_status")
 #: How long a group commit waits for company while the store is busy (see budeval/storage/groupcommit.py).
 DEFAULT_LINGER_S = 0.05
@@ -319,6 +323,10 @@ class ClickHouseStore:
             _utc(record.finished_at),
             json.dumps(record.provenance, sort_keys=True, default=str),
             dict(record.labels),
+            record.model_commit,
+            record.engine_version,
+            record.gpu_type,
+            record.gpu_count,
             datetime.now(UTC),
             _next_row_version(),  # taken now, so the latest call wins even when a batch holds both
         ]
@@ -336,12 +344,12 @@ class ClickHouseStore:
         return [next(stored) if isinstance(item, _RunRows) else 0 for item in items]
 
     def _evaluation_query(self, where: str, order: str = "") -> str:
-        columns = ", ".join(EVALUATION_COLUMNS[:15])
+        columns = ", ".join(EVALUATION_FIELDS)
         return f"SELECT {columns} FROM evaluations FINAL WHERE {where} {order} LIMIT 1"
 
     @staticmethod
     def _to_record(row: tuple[Any, ...]) -> EvaluationRecord:
-        values = dict(zip(EVALUATION_COLUMNS[:15], row, strict=True))
+        values = dict(zip(EVALUATION_FIELDS, row, strict=True))
         values["provenance"] = json.loads(values["provenance"] or "{}")
         values["labels"] = dict(values["labels"] or {})
         values["datasets"] = list(values["datasets"] or [])

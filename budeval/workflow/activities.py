@@ -8,8 +8,6 @@ policy never retries; anything else is retried with backoff.
 
 from __future__ import annotations
 
-import functools
-import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,9 +15,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from budeval import __version__
 from budeval.backends.base import JobBackend, RunSpec, RunState
 from budeval.config import Settings
+from budeval.engine.environment import read_environment
 from budeval.errors import TerminalError, ValidationError
 from budeval.events.cloudevents import make_event
 from budeval.events.publisher import EventPublisher
@@ -27,7 +25,7 @@ from budeval.logs import get_logger
 from budeval.schemas.request import EvalRequest, Resources, Toleration
 from budeval.schemas.results import ParsedRun
 from budeval.storage.base import Archive, EvaluationRecord, ResultStore
-from budeval.workflow import names
+from budeval.workflow import names, provenance
 from budeval.workflow.faults import maybe_crash
 from budeval.workflow.models import (
     Archived,
@@ -63,23 +61,6 @@ class Deps:
     suites: dict[str, list[str]] = field(default_factory=dict)
     #: Counts activity executions by name: tests and benchmarks prove "exactly once" with it.
     calls: dict[str, int] = field(default_factory=dict)
-
-
-@functools.cache
-def _git_commit() -> str:
-    """budeval's commit for provenance; asked once, on first use (not at import: the service starts faster)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-        return out.stdout.strip() if out.returncode == 0 else ""
-    except OSError:
-        return ""
 
 
 def with_cluster_defaults(resources: Resources, settings: Settings) -> Resources:
@@ -208,7 +189,8 @@ class EvalActivities:
         replaced), its end announced."""
         where = CollectInput.model_validate(payload)
         self._count(names.EXTRACT)
-        parsed = self.deps.parse(self.deps.backend.work_dir(where.eval_id, where.run_id))
+        work = self.deps.backend.work_dir(where.eval_id, where.run_id)
+        parsed = self.deps.parse(work)
         # The summary is read here, before any row is written: a broken run fails the step without touching the store.
         metrics, statuses = list(parsed.metrics), list(parsed.statuses)
         stored = self.store_run(where, parsed)
@@ -228,6 +210,7 @@ class EvalActivities:
             timestamp=parsed.facts.timestamp,
             opencompass_version=parsed.facts.opencompass_version,
             predictions=stored.predictions,
+            environment=read_environment(work),
         ).model_dump(mode="json")
 
     def finalize_evaluation(self, ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
@@ -238,20 +221,22 @@ class EvalActivities:
         """
         inp = FinalizeInput.model_validate(payload)
         result = inp.result.model_copy()
-        provenance = {"config_hashes": inp.config_hashes, "params_hash": inp.validated.params_hash}
+        manifest = {"config_hashes": inp.config_hashes, "params_hash": inp.validated.params_hash}
         if inp.archive:
-            archived = self.archive_evaluation(ArchiveInput(eval_id=result.eval_id, provenance=provenance))
+            archived = self.archive_evaluation(ArchiveInput(eval_id=result.eval_id, provenance=manifest))
             result.archive_url = archived.url
             if archived.error:
                 result.reason = f"{result.reason + '; ' if result.reason else ''}archive failed: {archived.error}"
         if result.outcome == "reused" and result.reused_from:
             result.scores = self.copy_results(result.reused_from, inp.validated)
-        self.finish_evaluation(inp.model_copy(update={"archive_url": result.archive_url, "reason": result.reason}))
+        record = self.finish_evaluation(
+            inp.model_copy(update={"archive_url": result.archive_url, "reason": result.reason})
+        )
         kind = "failed" if result.outcome == "failed" else "completed"
         event = result.model_dump(mode="json") | {
             "status": result.outcome,
             "reused": result.outcome == "reused",
-            "provenance": provenance,
+            "provenance": provenance.summary(record),
         }
         self._publish(EventInput(eval_id=result.eval_id, kind=kind, event_id=f"{result.eval_id}.{kind}", data=event))
         self.cleanup_runs(CleanupInput(eval_id=result.eval_id, run_ids=[o.run_id for o in inp.runs]))
@@ -315,7 +300,7 @@ class EvalActivities:
             return Archived(url=None, error=str(exc))
         return Archived(url=receipt.url, files=receipt.files, uploaded=receipt.uploaded, skipped=receipt.skipped)
 
-    def finish_evaluation(self, inp: FinishInput) -> None:
+    def finish_evaluation(self, inp: FinishInput) -> EvaluationRecord:
         self._count(names.FINISH)
         record = self._record(inp.validated, inp.outcome)
         record.reused_from = inp.reused_from
@@ -324,9 +309,10 @@ class EvalActivities:
         record.created_at = datetime.fromisoformat(inp.started_at)
         record.finished_at = datetime.fromisoformat(inp.finished_at)
         versions = {f"{m.dataset}": m.version for o in inp.runs for m in o.metrics if m.version and m.version != "-"}
-        record.provenance = record.provenance | self._provenance(
+        provenance.finish(
+            record,
+            inp.runs,
             {
-                "params_hash": inp.validated.params_hash,
                 "config_hashes": inp.config_hashes,
                 "dataset_versions": versions,
                 "runs": [
@@ -335,9 +321,10 @@ class EvalActivities:
                 ],
                 "started_at": inp.started_at,
                 "finished_at": inp.finished_at,
-            }
+            },
         )
         self.deps.store.record_evaluation(record)
+        return record
 
     def copy_results(self, source_eval: str, validated: ValidatedRequest) -> list[dict[str, Any]]:
         """A reused evaluation's own score rows (copied from the evaluation it reuses, under its model name), so
@@ -367,40 +354,7 @@ class EvalActivities:
 
     # -- records ---------------------------------------------------------------------------------------------------
     def _record(self, validated: ValidatedRequest, status: Any) -> EvaluationRecord:
-        request = validated.request
-        source = request.model.source
-        if source.type == "huggingface":
-            model_source, revision = source.path, source.revision or ""
-        else:
-            model_source, revision = f"{source.base_url}#{source.model}", ""
-        return EvaluationRecord(
-            eval_id=request.eval_id,
-            experiment_id=request.experiment_id,
-            status=status,
-            params_hash=validated.params_hash,
-            model_name=request.model.name,
-            model_source=model_source,
-            model_revision=revision,
-            datasets=[d for run in validated.runs for d in run.datasets],
-            labels=dict(request.labels),
-            provenance=self._provenance(
-                {
-                    "generation": request.generation.model_dump(mode="json"),
-                    "model": source.model_dump(mode="json"),
-                    "identity": validated.identity.get("components", {}),
-                    "identity_unresolved": validated.identity.get("unresolved", []),
-                }
-            ),
-        )
+        return provenance.evaluation_record(validated, status, self.deps.settings)
 
     def _provenance(self, extra: dict[str, Any]) -> dict[str, Any]:
-        settings = self.deps.settings
-        base: dict[str, Any] = {
-            "budeval_version": __version__,
-            "budeval_commit": _git_commit(),
-            "engine": "opencompass",
-            "engine_version": settings.engine_version,
-            "backend": settings.backend,
-            "image": settings.runner_image if settings.backend == "kubernetes" else "local-venv",
-        }
-        return {**base, **extra}
+        return provenance.base_provenance(self.deps.settings, extra)
