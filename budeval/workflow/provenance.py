@@ -133,9 +133,15 @@ def _seconds(start: str | None, end: str | None) -> float | None:
     if not start or not end:
         return None
     try:
-        return round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds(), 3)
+        return round((_aware(end) - _aware(start)).total_seconds(), 3)
     except ValueError:
         return None
+
+
+def _aware(text: str) -> datetime:
+    """The workflow's clock is naive UTC (``ctx.current_utc_datetime``); the run's own clock is aware."""
+    value = datetime.fromisoformat(text)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def summary(record: EvaluationRecord) -> dict[str, Any]:
