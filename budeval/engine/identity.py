@@ -157,9 +157,13 @@ def _file_digest(path: Path, what: str, digests: DigestCache, unresolved: list[s
 
 
 def _stock_data(paths: list[str], digests: DigestCache, unresolved: list[str], name: str) -> dict[str, Any]:
-    """Digests of the data files of a stock dataset under ``COMPASS_DATA_CACHE``, for the paths present."""
-    root = Path(os.environ.get("COMPASS_DATA_CACHE", ""))
+    """Digests of the data files of a stock dataset under ``COMPASS_DATA_CACHE``, for the paths present (none when
+    it is unset: OpenCompass would then resolve them against the run's own working directory, not the service's)."""
+    configured = os.environ.get("COMPASS_DATA_CACHE", "")
     found: dict[str, Any] = {}
+    if not configured:
+        return found
+    root = Path(configured)
     for rel in sorted(paths):
         where = root / rel
         try:
