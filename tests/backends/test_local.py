@@ -233,7 +233,8 @@ def test_cancel_kills_the_process_group(make_backend: Callable[..., LocalBackend
     backend = make_backend()
     backend.submit(spec("sleep 300"))
     meta = backend.work_dir("e1", "r0") / ".budeval"
-    wait_for(lambda: (meta / "child_pid").exists(), "the fake to start its child")
+    # Non-empty, not only present: the fake's write_text creates the file before it writes the pid.
+    wait_for(lambda: (meta / "child_pid").exists() and (meta / "child_pid").read_text().strip(), "the fake's child")
     child = int((meta / "child_pid").read_text())
     assert alive(child)
     backend.cancel("e1")
