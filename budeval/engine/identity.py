@@ -216,11 +216,11 @@ def _weights(
         if not folder.is_dir():
             unresolved.append(f"{what} folder {path} not found where the service runs")
             return {"kind": "folder", "files": None}
-        names = [p.name for p in folder.iterdir() if p.is_file() and p.suffix in MODEL_FILE_SUFFIXES]
-        if not names:
-            unresolved.append(f"{what} folder {path} holds no config, tokenizer or weight files")
-            return {"kind": "folder", "files": None}
         try:
+            names = [p.name for p in folder.iterdir() if p.is_file() and p.suffix in MODEL_FILE_SUFFIXES]
+            if not names:
+                unresolved.append(f"{what} folder {path} holds no config, tokenizer or weight files")
+                return {"kind": "folder", "files": None}
             files = digests.files(folder, names)
         except OSError as exc:
             unresolved.append(f"{what} folder {path}: cannot read {exc.filename} ({exc.strerror or exc})")
@@ -261,7 +261,7 @@ def resolve_hub_revision(repo_id: str, revision: str) -> str | None:
         if answer.is_success:
             value = answer.json().get("sha")
             sha = value if isinstance(value, str) and _COMMIT.match(value) else None
-    except (httpx.HTTPError, ValueError, AttributeError):
+    except Exception:  # unreachable, not JSON, an id that makes no URL (httpx.InvalidURL): unresolved, never a crash
         sha = None
     with _hub_lock:
         _hub_memo[key] = (now + HUB_MEMO_S, sha)

@@ -288,3 +288,9 @@ def test_stock_dataset_by_opencompass_config_hash_and_data_files_when_present(
     (data / "test.jsonl").write_text('{"question": "q", "answer": "22"}\n')
     changed = _identity(request, tmp_path)
     assert len({absent.hash, present.hash, changed.hash}) == 3
+
+
+def test_a_hub_id_that_makes_no_url_is_unresolved_not_a_crash(tmp_path: Path, hub: type[_Hub]) -> None:
+    odd = {"name": "m", "source": {"type": "huggingface", "path": "org/m\tx"}}
+    got = _identity(_request("x", model=odd), tmp_path)
+    assert got.hash is None and "could not be resolved" in got.unresolved[0]
