@@ -124,6 +124,9 @@ class MemoryStore:
     def find_reusable(self, params_hash: str) -> Any:
         return None
 
+    def copy_results(self, source_eval: str, target_eval: str, model: str | None = None) -> int:
+        return 0
+
     def store_run(self, eval_id: str, run_id: str, parsed: Any) -> Any:
         from budeval.storage.base import StoreReport
 

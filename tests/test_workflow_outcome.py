@@ -68,3 +68,26 @@ def test_cluster_defaults_fill_only_what_the_request_left_unset() -> None:
     own = Resources(gpu_resource_name="nvidia.com/gpu", node_selector={"a": "b"}, queue="mine")
     kept = with_cluster_defaults(own, settings)
     assert kept.gpu_resource_name == "nvidia.com/gpu" and kept.node_selector == {"a": "b"} and kept.queue == "mine"
+
+
+def test_phase_timings_mix_the_workflow_clock_naive_utc_and_the_run_clock_aware() -> None:
+    from datetime import UTC, datetime
+
+    from budeval.backends.base import RunState
+    from budeval.workflow.models import RunOutcome
+    from budeval.workflow.provenance import timings
+
+    started = datetime(2026, 12, 1, 2, 0, 10, tzinfo=UTC).timestamp()  # what the run itself recorded
+    run = RunOutcome(
+        run_id="r0",
+        datasets=["tiny_qa"],
+        state=RunState(eval_id="e", run_id="r0", phase="succeeded"),
+        environment={"captured_at": started},
+        timings={  # ctx.current_utc_datetime: naive UTC
+            "submitted_at": "2026-12-01T02:00:00",
+            "finished_at": "2026-12-01T02:01:10",
+            "collected_at": "2026-12-01T02:01:12.500000",
+        },
+    )
+    got = timings([run], "2026-12-01T01:59:59", "2026-12-01T02:01:13")
+    assert got == {"total_s": 74.0, "runs": {"r0": {"queued_s": 10.0, "run_s": 60.0, "collect_s": 2.5}}}

@@ -11,6 +11,7 @@ the truth. Layout of ``{results_root}/{eval_id}/{run_id}/`` (the OpenCompass ``-
         starting               created with O_EXCL by whoever starts the process (one starter wins)
         pid                    "{pid} {start ticks}" of the wrapper, leader of the run's own process group
         started                start time (epoch seconds) for the run's timeout
+        environment.json       the run's interpreter, torch/CUDA/GPUs, host, captured by the run before OpenCompass
         output.log             OpenCompass stdout + stderr
         exit_code              written by the wrapper when OpenCompass exits (atomic rename)
         cancelled / timed_out  markers written before the process group is killed
@@ -37,6 +38,7 @@ from pathlib import Path
 
 from budeval.backends.base import FailureClass, RunFinishedCallback, RunPhase, RunSpec, RunState
 from budeval.config import Settings
+from budeval.engine.environment import CAPTURE_SCRIPT
 from budeval.engine.results import score_presence
 from budeval.engine.results.layout import error_excerpt, file_excerpt
 from budeval.errors import BackendUnavailableError, ValidationError
@@ -53,8 +55,12 @@ START_GRACE_S = 60.0
 KILL_GRACE_S = 5.0
 EXCERPT_CHARS = 2000
 
-# $1 python, $2 config, $3 work dir, $4 max workers. Exit code to a temp file then renamed: readers never see half.
+# $1 python, $2 config, $3 work dir, $4 max workers, $5 the environment capture script (budeval.engine.environment:
+# the run records its own interpreter, devices and host first). Exit code to a temp file then renamed: readers never
+# see half.
 _WRAPPER = (
+    '"$1" -c "$5" >environment.json.tmp 2>/dev/null && mv environment.json.tmp environment.json '
+    "|| rm -f environment.json.tmp; "
     '"$1" -m opencompass.cli.main "$2" -w "$3" --max-num-workers "$4" >>output.log 2>&1; '
     'rc=$?; echo "$rc" > exit_code.tmp && mv exit_code.tmp exit_code'
 )
@@ -345,6 +351,7 @@ class LocalBackend:
             # assertion holds and torch (finding no CUDA) runs the model on CPU.
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(gpus))
         argv = ["sh", "-c", _WRAPPER, "budeval-run", self.python, str(run.file("config.py")), str(run.work), "1"]
+        argv.append(CAPTURE_SCRIPT)
         try:
             proc = subprocess.Popen(
                 argv,

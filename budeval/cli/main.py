@@ -17,6 +17,7 @@ from budeval.errors import BudevalError
 COMMAND_MODULES = (
     "budeval.cli.data_commands",  # extract, results, leaderboard, compare, migrate
     "budeval.cli.service_commands",  # serve, submit, status, cancel
+    "budeval.cli.identity_commands",  # plan, explain
 )
 
 

@@ -236,6 +236,27 @@ def _print_details(data: dict[str, Any]) -> None:
             print(f"  {row.get('model', ''):<28} {row.get('dataset', ''):<24} {row.get('metric', ''):<16} {shown}")
     for failure in data.get("failures") or []:
         print(f"  failed: {failure.get('run_id')} {failure.get('dataset', '')} {failure.get('reason', '')}")
+    for line in provenance_lines(data.get("provenance") or {}):
+        print(f"  {line}")
+
+
+def provenance_lines(p: dict[str, Any]) -> list[str]:
+    """The final event's provenance summary (budeval.workflow.provenance.summary) as a few readable lines."""
+    if not p:
+        return []
+    lines = [f"identity: {p.get('params_hash') or 'unresolved (never reused)'}"]
+    lines += [f"  unresolved: {why}" for why in p.get("identity_unresolved") or []]
+    if p.get("model_commit"):
+        lines.append(f"model: {p['model_commit']}")
+    gpu = f"{p.get('gpu_count')} x {p['gpu_type']}" if p.get("gpu_type") else "no GPU"
+    lines.append(f"ran on: {', '.join(p.get('hosts') or []) or '-'} ({gpu}), image {p.get('image') or '-'}")
+    lines.append(f"engine: OpenCompass {p.get('engine_version') or '-'}; budeval {p.get('budeval_version') or '-'}"
+                 f" ({p.get('budeval_commit') or 'commit not stamped'})")
+    for run_id, config in sorted((p.get("config_hashes") or {}).items()):
+        phases = (p.get("timings") or {}).get("runs", {}).get(run_id, {})
+        spent = ", ".join(f"{k[:-2]} {v:.1f}s" for k, v in phases.items())
+        lines.append(f"run {run_id}: config {config[:16]}" + (f"; {spent}" if spent else ""))
+    return lines
 
 
 def _submit(args: argparse.Namespace) -> int:

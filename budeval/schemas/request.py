@@ -8,8 +8,6 @@ never silently changes an evaluation.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -173,7 +171,7 @@ class GenerationSettings(Strict):
     max_seq_len: Annotated[int, Field(ge=16, le=1_048_576)] = 2048
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 4
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.0
-    #: Engine-level seed for reproducibility; part of the params hash.
+    #: Engine-level seed for reproducibility; part of the evaluation's identity (budeval/engine/identity.py).
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
 
 
@@ -232,19 +230,3 @@ class EvalRequest(Strict):
 
     def dataset_names(self) -> list[str]:
         return [d if isinstance(d, str) else d.name for d in (self.datasets or [])]
-
-    def params_hash(self, engine_version: str) -> str:
-        """Identity of the *work*: equal hashes mean the same scores can be reused.
-
-        Covers model identity and revision, datasets, generation settings and engine version; not the eval id,
-        labels, resources or timeout (they change where and how it runs, not what it computes).
-        """
-        payload: dict[str, Any] = {
-            "model": self.model.source.model_dump(mode="json"),
-            "datasets": [d if isinstance(d, str) else d.model_dump(mode="json") for d in self.datasets or []],
-            "suite": self.suite,
-            "generation": self.generation.model_dump(mode="json"),
-            "engine": engine_version,
-        }
-        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()

@@ -4,7 +4,8 @@ Routes (OpenAPI at ``/docs``):
 
 * Dapr: ``GET /dapr/subscribe`` (programmatic subscription to the request topic) and ``POST /events/requests``
   (a CloudEvent in; Dapr's answer ``SUCCESS``, ``RETRY`` or ``DROP``), guarded by Dapr's app API token when set.
-* API (bearer token): ``POST /evals``, ``GET /evals/{id}``, ``GET /evals/{id}/results``, ``DELETE /evals/{id}``,
+* API (bearer token): ``POST /evals`` (``?dry_run=true``: the plan of ``budeval plan``, nothing starts),
+  ``GET /evals/{id}``, ``GET /evals/{id}/results``, ``DELETE /evals/{id}``,
   ``GET /leaderboard``, ``GET /compare``.
 * Open: ``/healthz`` (the process answers), ``/readyz`` (store and sidecar reachable), ``/metrics`` (Prometheus).
 """
@@ -221,12 +222,28 @@ def create_app(deps: ServiceDeps) -> FastAPI:
         "/evals",
         summary="Submit an evaluation request (the same path as the topic)",
         status_code=202,
-        responses={200: {"description": "duplicate: a workflow with this eval id exists"}, 400: {}, 422: {}, 503: {}},
+        responses={
+            200: {"description": "duplicate: a workflow with this eval id exists; or the plan of a dry run"},
+            400: {},
+            422: {},
+            503: {},
+        },
     )
-    async def submit(request: Request) -> JSONResponse:
+    async def submit(
+        request: Request,
+        dry_run: Annotated[bool, Query(description="validate and plan only (budeval plan): nothing starts")] = False,
+    ) -> JSONResponse:
         body = await _read_body(request)
         from starlette.concurrency import run_in_threadpool
 
+        if dry_run:
+            from budeval.service.plan import plan_request
+
+            plan = await run_in_threadpool(plan_request, body, settings, deps.suites, deps.store)
+            if plan.valid:
+                return JSONResponse(plan.document(), status_code=200)
+            unparsed = plan.field in (None, "<request>", "data")
+            return JSONResponse({"error": "rejected", **plan.document()}, status_code=400 if unparsed else 422)
         decision: Decision = await run_in_threadpool(admission.handle, body, "http")
         if decision.kind == "accepted":
             return JSONResponse({"eval_id": decision.eval_id, "status": "accepted"}, status_code=202)

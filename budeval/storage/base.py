@@ -29,6 +29,13 @@ class EvaluationRecord(BaseModel):
     model_name: str = ""
     model_source: str = ""  # hub id / path / endpoint URL (never a key)
     model_revision: str = ""
+    #: The model's pinned identity: a hub commit sha, or ``sha256:...`` of a local folder's files ("" if unresolved).
+    model_commit: str = ""
+    #: OpenCompass version that ran (the configured one until a run reports its own).
+    engine_version: str = ""
+    #: GPU model(s) and count the runs reported ("" / 0 on CPU or before any run).
+    gpu_type: str = ""
+    gpu_count: int = 0
     datasets: list[str] = Field(default_factory=list)
     reused_from: str | None = None
     reason: str | None = None
@@ -82,6 +89,11 @@ class ResultStore(Protocol):
 
     def store_run(self, eval_id: str, run_id: str, parsed: ParsedRun) -> StoreReport:
         """Write metric, status and prediction rows of one run; storing the same run twice yields the same rows."""
+        ...
+
+    def copy_results(self, source_eval: str, target_eval: str, model: str | None = None) -> int:
+        """Copy ``source_eval``'s score and dataset-status rows to ``target_eval`` (a reused evaluation), replacing
+        any earlier copy; ``model`` renames the rows' model (the reusing request's name). Returns score rows copied."""
         ...
 
     def results(self, eval_id: str) -> list[ScoreRow]: ...

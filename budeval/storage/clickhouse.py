@@ -72,7 +72,8 @@ SCORE_COLUMNS = (
     "judge",
 )
 STATUS_COLUMNS = ("eval_id", "run_id", "model", "dataset", "status", "reason", "run_at")
-EVALUATION_COLUMNS = (
+#: The columns of an evaluation row that EvaluationRecord carries (read and written).
+EVALUATION_FIELDS = (
     "eval_id",
     "experiment_id",
     "status",
@@ -88,9 +89,12 @@ EVALUATION_COLUMNS = (
     "finished_at",
     "provenance",
     "labels",
-    "updated_at",
-    "row_version",
+    "model_commit",
+    "engine_version",
+    "gpu_type",
+    "gpu_count",
 )
+EVALUATION_COLUMNS = (*EVALUATION_FIELDS, "updated_at", "row_version")
 _RUN_TABLES = ("predictions", "scores", "dataset_status")
 #: How long a group commit waits for company while the store is busy (see budeval/storage/groupcommit.py).
 DEFAULT_LINGER_S = 0.05
@@ -383,6 +387,10 @@ class ClickHouseStore:
             _utc(record.finished_at),
             json.dumps(record.provenance, sort_keys=True, default=str),
             dict(record.labels),
+            record.model_commit,
+            record.engine_version,
+            record.gpu_type,
+            record.gpu_count,
             datetime.now(UTC),
             _next_row_version(),  # taken now, so the latest call wins even when a batch holds both
         ]
@@ -400,12 +408,12 @@ class ClickHouseStore:
         return [next(stored) if isinstance(item, _RunRows) else 0 for item in items]
 
     def _evaluation_query(self, where: str, order: str = "") -> str:
-        columns = ", ".join(EVALUATION_COLUMNS[:15])
+        columns = ", ".join(EVALUATION_FIELDS)
         return f"SELECT {columns} FROM evaluations FINAL WHERE {where} {order} LIMIT 1"
 
     @staticmethod
     def _to_record(row: tuple[Any, ...]) -> EvaluationRecord:
-        values = dict(zip(EVALUATION_COLUMNS[:15], row, strict=True))
+        values = dict(zip(EVALUATION_FIELDS, row, strict=True))
         values["provenance"] = json.loads(values["provenance"] or "{}")
         values["labels"] = dict(values["labels"] or {})
         values["datasets"] = list(values["datasets"] or [])
@@ -426,6 +434,36 @@ class ClickHouseStore:
         )
         rows = self._rows("find reusable evaluation", sql, {"h": params_hash})
         return self._to_record(rows[0]) if rows else None
+
+    def copy_results(self, source_eval: str, target_eval: str, model: str | None = None) -> int:
+        """A reused evaluation's own score and status rows: the source's rows under ``target_eval`` (runs, run times,
+        versions and statuses kept; ``model`` renames the model). Replaces an earlier copy (a retried step)."""
+        params: dict[str, Any] = {"s": source_eval, "t": target_eval, "m": model or ""}
+        model_expr = "if(%(m)s = '', model, %(m)s)"
+        score_cols = ", ".join(SCORE_COLUMNS)
+        status_cols = ", ".join(STATUS_COLUMNS)
+        with self._lock:
+            present = self._rows(
+                "look up a previous copy",
+                "(SELECT 'scores' FROM scores WHERE eval_id = %(t)s LIMIT 1) UNION ALL "
+                "(SELECT 'dataset_status' FROM dataset_status WHERE eval_id = %(t)s LIMIT 1)",
+                params,
+            )
+            for (table,) in present:
+                self._command(f"delete from {table}", f"DELETE FROM {table} WHERE eval_id = %(t)s", params)
+            self._command(
+                "copy scores",
+                f"INSERT INTO scores ({score_cols}) SELECT %(t)s, run_id, {model_expr}, dataset, metric, score, "
+                "version, mode, status, run_at, reason, judge FROM scores FINAL WHERE eval_id = %(s)s",
+                params,
+            )
+            self._command(
+                "copy dataset statuses",
+                f"INSERT INTO dataset_status ({status_cols}) SELECT %(t)s, run_id, {model_expr}, dataset, status, "
+                "reason, run_at FROM dataset_status FINAL WHERE eval_id = %(s)s",
+                params,
+            )
+            return self.count("scores", target_eval)
 
     # -- one run's rows --------------------------------------------------------------------------------------------
     def store_run(self, eval_id: str, run_id: str, parsed: ParsedRun) -> StoreReport:

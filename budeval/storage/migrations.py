@@ -153,10 +153,23 @@ _RESULT_DETAILS = (
     """,
 )
 
+_PROVENANCE_COLUMNS = (
+    # Provenance analysts filter on, as columns (the rest stays JSON in `provenance`): the model's pinned identity (hub
+    # commit or folder digest), the OpenCompass version that ran, the GPU model and count the runs reported.
+    "ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS model_commit String DEFAULT '' AFTER model_revision",
+    "ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS engine_version LowCardinality(String) DEFAULT ''"
+    " AFTER model_commit",
+    "ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS gpu_type LowCardinality(String) DEFAULT '' AFTER engine_version",
+    "ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS gpu_count UInt16 DEFAULT 0 AFTER gpu_type",
+    # The view was created with `SELECT *` before these columns existed: recreated so that it shows them.
+    "CREATE OR REPLACE VIEW evaluations_current AS SELECT * FROM evaluations FINAL",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _INITIAL),
     Migration(2, "analyst_views", _ANALYST_VIEWS),
     Migration(3, "result_details", _RESULT_DETAILS),
+    Migration(4, "provenance_columns", _PROVENANCE_COLUMNS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

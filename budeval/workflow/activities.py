@@ -8,8 +8,6 @@ policy never retries; anything else is retried with backoff.
 
 from __future__ import annotations
 
-import functools
-import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,9 +15,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from budeval import __version__
 from budeval.backends.base import JobBackend, RunSpec, RunState
 from budeval.config import Settings
+from budeval.engine.environment import read_environment
 from budeval.errors import TerminalError, ValidationError
 from budeval.events.cloudevents import make_event
 from budeval.events.publisher import EventPublisher
@@ -27,7 +25,7 @@ from budeval.logs import get_logger
 from budeval.schemas.request import EvalRequest, Resources, Toleration
 from budeval.schemas.results import ParsedRun
 from budeval.storage.base import Archive, EvaluationRecord, ResultStore
-from budeval.workflow import names
+from budeval.workflow import names, provenance
 from budeval.workflow.faults import maybe_crash
 from budeval.workflow.models import (
     Archived,
@@ -65,23 +63,6 @@ class Deps:
     calls: dict[str, int] = field(default_factory=dict)
 
 
-@functools.cache
-def _git_commit() -> str:
-    """budeval's commit for provenance; asked once, on first use (not at import: the service starts faster)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-        return out.stdout.strip() if out.returncode == 0 else ""
-    except OSError:
-        return ""
-
-
 def with_cluster_defaults(resources: Resources, settings: Settings) -> Resources:
     """Fill what the request left unset from the installation's defaults (the chart's runner values)."""
     given = resources.model_fields_set
@@ -104,6 +85,32 @@ def plan_runs(request: EvalRequest, datasets: list[str]) -> list[RunPlan]:
     if request.split == "single":
         return [RunPlan(run_id="r0", datasets=datasets)]
     return [RunPlan(run_id=f"r{i}", datasets=[name]) for i, name in enumerate(datasets)]
+
+
+def render_plans(request: EvalRequest, runs: list[RunPlan], settings: Settings) -> RenderedRuns:
+    """One rendered OpenCompass config (and its sha256) per planned run: what ``render_runs`` and ``budeval plan``
+    show. Raises ``ValidationError`` for what the renderer refuses."""
+    from budeval.engine.render import config_hash, render_config
+
+    by_name = {d if isinstance(d, str) else d.name: d for d in (request.datasets or [])}
+    specs: list[RunSpec] = []
+    hashes: dict[str, str] = {}
+    for plan in runs:
+        refs = [by_name.get(name, name) for name in plan.datasets]
+        text = render_config(request, refs)
+        hashes[plan.run_id] = config_hash(text)
+        specs.append(
+            RunSpec(
+                eval_id=request.eval_id,
+                run_id=plan.run_id,
+                config_text=text,
+                model=request.model,
+                datasets=plan.datasets,
+                resources=with_cluster_defaults(request.resources, settings),
+                timeout_s=request.timeout_s,
+            )
+        )
+    return RenderedRuns(specs=specs, config_hashes=hashes)
 
 
 class EvalActivities:
@@ -182,7 +189,8 @@ class EvalActivities:
         replaced), its end announced."""
         where = CollectInput.model_validate(payload)
         self._count(names.EXTRACT)
-        parsed = self.deps.parse(self.deps.backend.work_dir(where.eval_id, where.run_id))
+        work = self.deps.backend.work_dir(where.eval_id, where.run_id)
+        parsed = self.deps.parse(work)
         # The summary is read here, before any row is written: a broken run fails the step without touching the store.
         metrics, statuses = list(parsed.metrics), list(parsed.statuses)
         stored = self.store_run(where, parsed)
@@ -202,6 +210,7 @@ class EvalActivities:
             timestamp=parsed.facts.timestamp,
             opencompass_version=parsed.facts.opencompass_version,
             predictions=stored.predictions,
+            environment=read_environment(work),
         ).model_dump(mode="json")
 
     def finalize_evaluation(self, ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
@@ -212,15 +221,23 @@ class EvalActivities:
         """
         inp = FinalizeInput.model_validate(payload)
         result = inp.result.model_copy()
-        provenance = {"config_hashes": inp.config_hashes, "params_hash": inp.validated.params_hash}
+        manifest = {"config_hashes": inp.config_hashes, "params_hash": inp.validated.params_hash}
         if inp.archive:
-            archived = self.archive_evaluation(ArchiveInput(eval_id=result.eval_id, provenance=provenance))
+            archived = self.archive_evaluation(ArchiveInput(eval_id=result.eval_id, provenance=manifest))
             result.archive_url = archived.url
             if archived.error:
                 result.reason = f"{result.reason + '; ' if result.reason else ''}archive failed: {archived.error}"
-        self.finish_evaluation(inp.model_copy(update={"archive_url": result.archive_url, "reason": result.reason}))
+        if result.outcome == "reused" and result.reused_from:
+            result.scores = self.copy_results(result.reused_from, inp.validated)
+        record = self.finish_evaluation(
+            inp.model_copy(update={"archive_url": result.archive_url, "reason": result.reason})
+        )
         kind = "failed" if result.outcome == "failed" else "completed"
-        event = result.model_dump(mode="json") | {"status": result.outcome, "provenance": provenance}
+        event = result.model_dump(mode="json") | {
+            "status": result.outcome,
+            "reused": result.outcome == "reused",
+            "provenance": provenance.summary(record),
+        }
         self._publish(EventInput(eval_id=result.eval_id, kind=kind, event_id=f"{result.eval_id}.{kind}", data=event))
         self.cleanup_runs(CleanupInput(eval_id=result.eval_id, run_ids=[o.run_id for o in inp.runs]))
         return result.model_dump(mode="json")
@@ -232,18 +249,20 @@ class EvalActivities:
     def validate_request(self, payload: dict[str, Any]) -> ValidatedRequest:
         self._count(names.VALIDATE)
         from budeval.engine.catalog import resolve_datasets
+        from budeval.engine.identity import compute_identity
 
         try:
             request = EvalRequest.model_validate(payload)
         except Exception as exc:
             raise ValidationError(str(exc)) from None
         datasets = resolve_datasets(request, self.deps.suites)
-        engine = self.deps.settings.engine_version
+        identity = compute_identity(request, self.deps.suites, self.deps.settings)
         return ValidatedRequest(
             request=request,
-            params_hash=request.params_hash(engine),
-            engine_version=engine,
+            params_hash=identity.hash or "",
+            engine_version=self.deps.settings.engine_version,
             runs=plan_runs(request, datasets),
+            identity=identity.model_dump(mode="json"),
         )
 
     def find_reusable(self, validated: ValidatedRequest) -> Reusable:
@@ -256,28 +275,7 @@ class EvalActivities:
 
     def render_runs(self, validated: ValidatedRequest) -> RenderedRuns:
         self._count(names.RENDER)
-        from budeval.engine.render import config_hash, render_config
-
-        request = validated.request
-        by_name = {d if isinstance(d, str) else d.name: d for d in (request.datasets or [])}
-        specs: list[RunSpec] = []
-        hashes: dict[str, str] = {}
-        for plan in validated.runs:
-            refs = [by_name.get(name, name) for name in plan.datasets]
-            text = render_config(request, refs)
-            hashes[plan.run_id] = config_hash(text)
-            specs.append(
-                RunSpec(
-                    eval_id=request.eval_id,
-                    run_id=plan.run_id,
-                    config_text=text,
-                    model=request.model,
-                    datasets=plan.datasets,
-                    resources=with_cluster_defaults(request.resources, self.deps.settings),
-                    timeout_s=request.timeout_s,
-                )
-            )
-        return RenderedRuns(specs=specs, config_hashes=hashes)
+        return render_plans(validated.request, validated.runs, self.deps.settings)
 
     def begin_evaluation(self, validated: ValidatedRequest, started_at: datetime) -> None:
         self._count(names.BEGIN)
@@ -302,7 +300,7 @@ class EvalActivities:
             return Archived(url=None, error=str(exc))
         return Archived(url=receipt.url, files=receipt.files, uploaded=receipt.uploaded, skipped=receipt.skipped)
 
-    def finish_evaluation(self, inp: FinishInput) -> None:
+    def finish_evaluation(self, inp: FinishInput) -> EvaluationRecord:
         self._count(names.FINISH)
         record = self._record(inp.validated, inp.outcome)
         record.reused_from = inp.reused_from
@@ -311,9 +309,10 @@ class EvalActivities:
         record.created_at = datetime.fromisoformat(inp.started_at)
         record.finished_at = datetime.fromisoformat(inp.finished_at)
         versions = {f"{m.dataset}": m.version for o in inp.runs for m in o.metrics if m.version and m.version != "-"}
-        record.provenance = record.provenance | self._provenance(
+        provenance.finish(
+            record,
+            inp.runs,
             {
-                "params_hash": inp.validated.params_hash,
                 "config_hashes": inp.config_hashes,
                 "dataset_versions": versions,
                 "runs": [
@@ -322,9 +321,18 @@ class EvalActivities:
                 ],
                 "started_at": inp.started_at,
                 "finished_at": inp.finished_at,
-            }
+            },
         )
         self.deps.store.record_evaluation(record)
+        return record
+
+    def copy_results(self, source_eval: str, validated: ValidatedRequest) -> list[dict[str, Any]]:
+        """A reused evaluation's own score rows (copied from the evaluation it reuses, under its model name), so
+        results, leaderboards and trends include it; returns them as the event's and the workflow's scores."""
+        self._count(names.COPY_RESULTS)
+        target = validated.request.eval_id
+        self.deps.store.copy_results(source_eval, target, validated.request.model.name)
+        return [s.model_dump(mode="json") for s in self.deps.store.results(target)]
 
     def _publish(self, inp: EventInput) -> None:
         self._count(names.PUBLISH)
@@ -346,38 +354,7 @@ class EvalActivities:
 
     # -- records ---------------------------------------------------------------------------------------------------
     def _record(self, validated: ValidatedRequest, status: Any) -> EvaluationRecord:
-        request = validated.request
-        source = request.model.source
-        if source.type == "huggingface":
-            model_source, revision = source.path, source.revision or ""
-        else:
-            model_source, revision = f"{source.base_url}#{source.model}", ""
-        return EvaluationRecord(
-            eval_id=request.eval_id,
-            experiment_id=request.experiment_id,
-            status=status,
-            params_hash=validated.params_hash,
-            model_name=request.model.name,
-            model_source=model_source,
-            model_revision=revision,
-            datasets=[d for run in validated.runs for d in run.datasets],
-            labels=dict(request.labels),
-            provenance=self._provenance(
-                {
-                    "generation": request.generation.model_dump(mode="json"),
-                    "model": source.model_dump(mode="json"),
-                }
-            ),
-        )
+        return provenance.evaluation_record(validated, status, self.deps.settings)
 
     def _provenance(self, extra: dict[str, Any]) -> dict[str, Any]:
-        settings = self.deps.settings
-        base: dict[str, Any] = {
-            "budeval_version": __version__,
-            "budeval_commit": _git_commit(),
-            "engine": "opencompass",
-            "engine_version": settings.engine_version,
-            "backend": settings.backend,
-            "image": settings.runner_image if settings.backend == "kubernetes" else "local-venv",
-        }
-        return {**base, **extra}
+        return provenance.base_provenance(self.deps.settings, extra)

@@ -34,9 +34,12 @@ class RunPlan(Model):
 
 class ValidatedRequest(Model):
     request: EvalRequest
+    #: The identity hash of the work (``budeval.engine.identity``); "" when unresolved (never reused).
     params_hash: str
     engine_version: str
     runs: list[RunPlan]
+    #: ``Identity`` as JSON: ``hash``, ``components``, ``unresolved`` (empty in histories of older budevals).
+    identity: dict[str, Any] = Field(default_factory=dict)
 
 
 class Reusable(Model):
@@ -67,6 +70,11 @@ class RunOutcome(Model):
     statuses: list[DatasetStatus] = Field(default_factory=list)
     predictions: int = 0
     error: str | None = None
+    #: What the run itself recorded about its runner (budeval.engine.environment), and the OpenCompass version it ran.
+    environment: dict[str, Any] = Field(default_factory=dict)
+    opencompass_version: str | None = None
+    #: The run's clock by the workflow (ISO 8601): ``submitted_at``, ``finished_at`` (seen terminal), ``collected_at``.
+    timings: dict[str, str] = Field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -128,6 +136,8 @@ class Collected(Extracted):
     """``collect_run``: the run's scores and statuses (extract) and how many prediction rows were stored (store)."""
 
     predictions: int = 0
+    #: The run's captured environment (``{work_dir}/.budeval/environment.json``; empty when it wrote none).
+    environment: dict[str, Any] = Field(default_factory=dict)
 
 
 class ArchiveInput(Model):

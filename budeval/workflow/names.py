@@ -25,6 +25,7 @@ EXTRACT = "extract_run"
 STORE = "store_run"
 ARCHIVE = "archive_evaluation"
 FINISH = "finish_evaluation"
+COPY_RESULTS = "copy_results"
 CLEANUP = "cleanup_runs"
 
 #: External event raised into a run's child workflow when its job reaches a terminal phase.

@@ -174,6 +174,7 @@ def evaluation_run_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]
         )
         return RunOutcome(run_id=spec.run_id, datasets=spec.datasets, state=state, error=message)
 
+    timings = {"submitted_at": ctx.current_utc_datetime.isoformat()}
     try:
         state = RunState.model_validate(
             (yield ctx.call_activity(names.SUBMIT, input=spec.model_dump(mode="json"), retry_policy=TRANSIENT))
@@ -205,10 +206,17 @@ def evaluation_run_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]
         except wf.TaskFailedError as exc:
             return (yield from ended(failed("unknown", f"status check failed: {_failure_message(exc)}")))
 
+    timings["finished_at"] = ctx.current_utc_datetime.isoformat()
     if state.phase != "succeeded":
         return (
             yield from ended(
-                RunOutcome(run_id=spec.run_id, datasets=spec.datasets, state=state, error=state.message or state.phase)
+                RunOutcome(
+                    run_id=spec.run_id,
+                    datasets=spec.datasets,
+                    state=state,
+                    error=state.message or state.phase,
+                    timings=timings,
+                )
             )
         )
 
@@ -223,6 +231,7 @@ def evaluation_run_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]
                 RunOutcome(run_id=spec.run_id, datasets=spec.datasets, state=state, error=_failure_message(exc))
             )
         )
+    timings["collected_at"] = ctx.current_utc_datetime.isoformat()
     return RunOutcome(
         run_id=spec.run_id,
         datasets=spec.datasets,
@@ -230,6 +239,9 @@ def evaluation_run_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]
         metrics=collected.metrics,
         statuses=collected.statuses,
         predictions=collected.predictions,
+        environment=collected.environment,
+        opencompass_version=collected.opencompass_version,
+        timings=timings,
     ).model_dump(mode="json")
 
 

@@ -1,4 +1,5 @@
-"""Stands in for ``python -m opencompass.cli.main CONFIG -w WORK ...`` in the local backend's tests.
+"""Stands in for ``python -m opencompass.cli.main CONFIG -w WORK ...`` in the local backend's tests (and runs the
+environment capture, ``python -c SCRIPT``, for real).
 
 What it does is read from a ``# fake: MODE [ARG]`` line in the config text:
 ``copy NAME`` copies the timestamp folder of the committed fixture NAME into the work dir; ``sleep S [then NAME]``
@@ -30,6 +31,9 @@ def copy_fixture(name: str, work: Path) -> None:
 
 def main() -> int:
     args = sys.argv[1:]
+    if args[:1] == ["-c"]:  # the run's environment capture (budeval.engine.environment): run it for real
+        exec(compile(args[1], "<capture>", "exec"), {"__name__": "__main__"})
+        return 0
     assert args[:2] == ["-m", "opencompass.cli.main"], args
     config, work = Path(args[2]), Path(args[args.index("-w") + 1])
     meta = work / ".budeval"

@@ -21,6 +21,7 @@ import pytest
 from budeval.backends.base import RunSpec, RunState
 from budeval.backends.local import LocalBackend, secret_env_name
 from budeval.config import Settings
+from budeval.engine.environment import read_environment
 from budeval.errors import BackendUnavailableError, UnsafeIdError, ValidationError
 from budeval.schemas.request import ModelSpec
 from tests.support import in_threads, wait_until
@@ -123,6 +124,11 @@ def test_success_copies_output_and_keeps_own_files_apart(make_backend: Callable[
     assert "fake opencompass: copy" in (meta / "output.log").read_text()
     assert json.loads((meta / "env.json").read_text())["cwd"] == str(meta)
     assert "config_text" not in json.loads((meta / "spec.json").read_text())
+    # The run captured its own environment first, with its own interpreter (the fake runs the real capture script).
+    captured = read_environment(work)
+    assert captured["python"] == ".".join(map(str, sys.version_info[:3])) and captured["hostname"]
+    assert captured["captured_at"] <= (meta / "exit_code").stat().st_mtime
+    assert not list(meta.glob("environment.json.tmp"))
 
 
 def test_exit_zero_without_summary_is_no_scores(make_backend: Callable[..., LocalBackend]) -> None:
@@ -227,7 +233,8 @@ def test_cancel_kills_the_process_group(make_backend: Callable[..., LocalBackend
     backend = make_backend()
     backend.submit(spec("sleep 300"))
     meta = backend.work_dir("e1", "r0") / ".budeval"
-    wait_for(lambda: (meta / "child_pid").exists(), "the fake to start its child")
+    # Non-empty, not only present: the fake's write_text creates the file before it writes the pid.
+    wait_for(lambda: (meta / "child_pid").exists() and (meta / "child_pid").read_text().strip(), "the fake's child")
     child = int((meta / "child_pid").read_text())
     assert alive(child)
     backend.cancel("e1")

@@ -6,17 +6,24 @@ import csv
 import json
 import threading
 import time
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from budeval.backends.base import RunSpec
+from budeval.backends.base import RunSpec, RunState
 from budeval.backends.local import LocalBackend, secret_env_name
+from budeval.buildinfo import build_info
 from budeval.config import Settings
 from budeval.engine.catalog import BUNDLED
-from budeval.engine.render import render_config
+from budeval.engine.render import config_hash, render_config
+from budeval.engine.results import parse_run
+from budeval.events.publisher import MemoryPublisher
 from budeval.schemas.request import EvalRequest
+from budeval.storage.factory import open_archive, open_store
+from budeval.workflow.activities import Deps, EvalActivities
+from budeval.workflow.models import Collected, CollectInput, EvaluationResult, FinalizeInput, RunOutcome
 
 pytestmark = [pytest.mark.opencompass, pytest.mark.slow]
 
@@ -46,6 +53,7 @@ def test_tiny_qa_with_the_real_model(opencompass_env: dict[str, str], tmp_path: 
         datasets=["tiny_qa"],
         resources=request.resources,
     )
+    submitted_at = datetime.now(UTC).isoformat()
     backend.submit(spec)
     deadline = time.monotonic() + 900
     state = backend.get(spec.eval_id, spec.run_id)
@@ -61,6 +69,57 @@ def test_tiny_qa_with_the_real_model(opencompass_env: dict[str, str], tmp_path: 
     assert rows[1][0] == "tiny_qa" and rows[1][2] == "accuracy"
     assert 0.0 <= float(rows[1][4]) <= 100.0
     assert list(backend.work_dir("real-tiny-qa", "r0").glob("*/predictions/smollm2-135m-instruct/tiny_qa.json"))
+    _provenance_of_the_real_run(request, settings, backend, spec, state, submitted_at)
+
+
+def _provenance_of_the_real_run(
+    request: EvalRequest, settings: Settings, backend: LocalBackend, spec: RunSpec, state: RunState, submitted_at: str
+) -> None:
+    """The real run's folder through the real collect and finalize steps (chDB, folder archive): the provenance the
+    row and the ``completed`` event carry, as the workflow drives them (its run clock given here)."""
+    finished_at = datetime.now(UTC).isoformat()
+    store = open_store(settings.resolved_store_dsn())
+    store.migrate()
+    publisher = MemoryPublisher()
+    deps = Deps(settings=settings, backend=backend, store=store, archive=open_archive(settings.resolved_archive_url()),
+                publisher=publisher, parse=parse_run)
+    acts = EvalActivities(deps)
+    try:
+        validated = acts.validate_request(request.model_dump(mode="json"))
+        acts.begin_evaluation(validated, datetime.fromisoformat(submitted_at))
+        collected = Collected.model_validate(
+            acts.collect_run(None, CollectInput(eval_id=spec.eval_id, run_id="r0", datasets=["tiny_qa"],
+                                                state=state).model_dump(mode="json"))
+        )
+        run = RunOutcome(run_id="r0", datasets=["tiny_qa"], state=state, metrics=collected.metrics,
+                         statuses=collected.statuses, environment=collected.environment,
+                         opencompass_version=collected.opencompass_version,
+                         timings={"submitted_at": submitted_at, "finished_at": finished_at,
+                                  "collected_at": datetime.now(UTC).isoformat()})
+        result = EvaluationResult(eval_id=spec.eval_id, outcome="completed",
+                                  scores=[m.model_dump(mode="json") for m in collected.metrics])
+        acts.finalize_evaluation(None, FinalizeInput(
+            validated=validated, outcome="completed", runs=[run], archive_url=None, reason=None,
+            started_at=submitted_at, finished_at=datetime.now(UTC).isoformat(),
+            config_hashes={"r0": config_hash(spec.config_text)}, result=result).model_dump(mode="json"))
+        record = store.get_evaluation(spec.eval_id)
+    finally:
+        store.close()
+    assert record is not None and record.status == "completed"
+    env = record.provenance["environments"]["r0"]
+    assert env["opencompass"] == "0.5.4" and env["torch"].startswith("2.13.0") and env["transformers"]
+    assert env["python"].startswith("3.11") and env["hostname"]
+    assert env["gpu_count"] == 0 and env["cuda_available"] is False
+    assert record.engine_version == "0.5.4" and record.gpu_type == "" and record.gpu_count == 0
+    assert record.model_commit.startswith("sha256:") and record.params_hash
+    assert record.provenance["config_hashes"] == {"r0": config_hash(spec.config_text)}
+    assert record.provenance["budeval_commit"] == build_info()["commit"] and build_info()["stamped"]
+    phases = record.provenance["timings"]["runs"]["r0"]
+    assert phases["run_s"] > 0 and phases["queued_s"] >= 0 and phases["collect_s"] >= 0
+    (completed,) = [e for _, e in publisher.events if e.type.endswith(".completed")]
+    summary = completed.data["provenance"]
+    assert summary["engine_version"] == "0.5.4" and summary["hosts"] == [env["hostname"]]
+    assert summary["params_hash"] == record.params_hash and summary["model_commit"] == record.model_commit
 
 
 class _FakeOpenAI(BaseHTTPRequestHandler):

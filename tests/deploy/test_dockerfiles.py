@@ -8,6 +8,7 @@ scripts/setup_opencompass.sh's. What is not: that `docker build` succeeds (no en
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -85,7 +86,7 @@ def test_service_image_runs_budeval() -> None:
     copies = [
         src for k, a in instructions(SERVICE) if k == "COPY" and not a.startswith("--from") for src in a.split()[:-1]
     ]
-    assert {"pyproject.toml", "README.md", "budeval", "workflows"} <= set(copies)
+    assert {"pyproject.toml", "setup.py", "README.md", "budeval", "workflows"} <= set(copies)
     for source in copies:
         assert (REPO / source).exists(), f"COPY {source}: not in the repository"
     lines = (DOCKER / "Dockerfile.service.dockerignore").read_text(encoding="utf-8").splitlines()
@@ -103,6 +104,7 @@ def test_service_package_builds_with_data_and_entry_point(tmp_path: Path) -> Non
         text=True,
         timeout=600,
         check=False,
+        env={**os.environ, "BUDEVAL_COMMIT": "c0ffee1234"},  # what the image's build argument passes
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (wheel,) = tmp_path.glob("budeval-*.whl")
@@ -112,6 +114,10 @@ def test_service_package_builds_with_data_and_entry_point(tmp_path: Path) -> Non
         assert "budeval = budeval.cli.main:main" in z.read(entry).decode()
     assert "budeval/py.typed" in names and "budeval/cli/main.py" in names
     assert any(n.startswith("budeval/engine/datasets/") for n in names), "package data is installed"
+    assert "budeval/engine/stock_configs.json" in names, "the stock datasets' identities are installed"
+    with zipfile.ZipFile(wheel) as z:
+        stamp = json.loads(z.read("budeval/build_info.json"))
+    assert stamp["commit"] == "c0ffee1234" and stamp["version"] == "0.1.0" and stamp["built_at"]
 
 
 def _setup_pins() -> set[str]:

@@ -140,3 +140,18 @@ def test_each_bundled_dataset_has_a_scoring_its_kind_allows() -> None:
     assert {d.name: d.scoring for d in BUNDLED.values()} == {"tiny_qa": "contains", "tiny_mcq": "option"}
     for bundled in BUNDLED.values():
         assert check_scoring(bundled.scoring, bundled.kind) == bundled.scoring
+@pytest.mark.opencompass
+@pytest.mark.skipif(not (OPENCOMPASS_SITE / "bin" / "python").exists(), reason="OpenCompass venv not installed")
+def test_shipped_stock_config_hashes_are_what_the_installed_opencompass_computes() -> None:
+    """budeval/engine/stock_configs.json (the identity of stock datasets) against OpenCompass's own get_prompt_hash."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "stock_config_hashes.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--check", "--python", str(OPENCOMPASS_SITE / "bin" / "python")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -103,7 +103,11 @@ def test_job_carries_resources_scheduling_and_lifecycle_fields(tmp_path: Path) -
     assert labels["app.kubernetes.io/part-of"] == "budeval"
     assert spec["template"]["metadata"]["labels"][m.LABEL_EVAL] == "eval-manifests"
     # The OpenCompass command reads the ConfigMap and writes to {results_root}/{eval_id}/{run_id} on the PVC.
-    assert container["command"][:4] == ["python", "-m", "opencompass.cli.main", "/etc/budeval/run/config.py"]
+    command = container["command"]
+    tail = command[command.index("python"):]
+    assert tail[:4] == ["python", "-m", "opencompass.cli.main", "/etc/budeval/run/config.py"]
+    # Before it, the run captures its environment into its own folder (budeval.engine.environment).
+    assert command[:2] == ["sh", "-c"] and command[command.index("budeval-run") + 2] == "/results/eval-manifests/r3"
     assert container["command"][container["command"].index("--work-dir") + 1] == "/results/eval-manifests/r3"
     mounts = {v["name"]: v["mountPath"] for v in container["volumeMounts"]}
     assert mounts["results"] == "/results"
@@ -144,3 +148,22 @@ def test_long_ids_give_a_stable_short_job_name() -> None:
     assert m.job_name(eval_id, "r13") != name
     with pytest.raises(UnsafeIdError):
         m.job_name("../etc", "r0")
+
+
+def test_the_job_command_captures_the_environment_then_runs_opencompass(tmp_path: Path) -> None:
+    """The Job's command run by a real sh, with `python` the test interpreter (no OpenCompass in it): the capture
+    lands in the run's folder and the exec'd OpenCompass command line is the tail of the list, unchanged."""
+    work = tmp_path / "results" / "eval-env" / "r0"
+    spec = hf_spec("eval-env", "r0")
+    command = m.runner_command(spec, tmp_path / "results")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "NODE_NAME": "gpu-node-7"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "opencompass.cli.main" in done.stderr  # exec'd: python -m opencompass...
+    from budeval.engine.environment import read_environment
+
+    captured = read_environment(work)
+    assert captured["node"] == "gpu-node-7" and captured["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert captured["gpu_count"] == 0 and captured["hostname"]

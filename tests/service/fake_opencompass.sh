@@ -1,10 +1,14 @@
 #!/bin/sh
 # Stands in for the OpenCompass venv's python in the service and recovery tests (BUDEVAL_OPENCOMPASS_PYTHON), called as
 #   fake_opencompass.sh -m opencompass.cli.main CONFIG -w WORK_DIR --max-num-workers N
+# (and as `fake_opencompass.sh -c SCRIPT`, the run's environment capture, which it runs with python3)
 # It copies the real OpenCompass output committed in $FAKE_OC_FIXTURE (e.g. tests/fixtures/opencompass/qa_chat) into
 # WORK_DIR, so the run "finishes" with real files. Optional: $FAKE_OC_COUNTER gets one line per start (a test proves
 # the run started exactly once); $FAKE_OC_SLEEP seconds of sleep first (a window to kill the service "during the
 # run"); a config naming the model path /models/budeval-test-sleep sleeps instead of finishing (a run to cancel).
+if [ "$1" = "-c" ]; then  # the run's environment capture (budeval.engine.environment): run it for real
+    exec python3 -c "$2"
+fi
 config="$3"
 work="$5"
 if [ -n "$FAKE_OC_COUNTER" ]; then

@@ -3,6 +3,7 @@ output (tests/fixtures), over real HTTP. The workflow engine is the only stand-i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,3 +88,35 @@ def test_compare_pairs_two_evaluations(api: tuple[str, Any]) -> None:
     assert all(row["delta"] in (0.0, None) for row in cmp["scores"])  # the same output twice: nothing changed
     assert cmp["flips"] == []
     assert _get(url, "/compare", a="qa-a", b="missing").status_code == 404
+
+
+def test_post_evals_dry_run_answers_the_plan_and_starts_nothing(
+    api: tuple[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from budeval.service.plan import plan_request
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    url, store = api
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    request = {"eval_id": "dry-1", "model": {"name": "m", "source": {"type": "huggingface", "path": str(model)}},
+               "datasets": ["tiny_qa"]}
+    headers = {"authorization": f"Bearer {TOKEN}"}
+
+    def dry(body: dict[str, Any]) -> httpx.Response:
+        return httpx.post(f"{url}/evals", params={"dry_run": "true"}, json=body, headers=headers, timeout=30)
+
+    first = dry(request)
+    assert first.status_code == 200, first.text
+    plan = first.json()
+    assert plan == plan_request(json.dumps(request), Settings(data_dir=tmp_path), {}, store).document()
+    assert plan["reuse"]["would_reuse"] is False and plan["configs"]["r0"]["text"]
+    store.record_evaluation(EvaluationRecord(eval_id="dry-done", status="completed",
+                                             params_hash=plan["identity"]["hash"]))
+    again = dry({**request, "eval_id": "dry-2"}).json()
+    assert again["reuse"]["would_reuse"] is True and again["reuse"]["from"] == "dry-done"
+    rejected = dry({**request, "datasets": ["nope"]})
+    assert rejected.status_code == 422 and rejected.json()["valid"] is False
+    assert rejected.json()["field"] == "datasets" and "nope" in rejected.json()["reason"]
+    assert store.get_evaluation("dry-1") is None and store.get_evaluation("dry-2") is None

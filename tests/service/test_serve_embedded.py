@@ -9,7 +9,9 @@ parser, store and archive see real files. The process is stopped with SIGTERM at
 from __future__ import annotations
 
 import json
+import re
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,6 +111,9 @@ def test_submit_through_the_topic_completes_with_scores(served: ServeProcess, tm
     done = served.cli("submit", str(file), "--wait", "--timeout", "150")
     assert done.returncode == 0, done.stdout + done.stderr + served.log.read_text()[-4000:]
     assert "e2e-1: completed" in done.stdout
+    # The provenance summary: where the run ran (captured by the run itself) and how long each phase took.
+    assert f"ran on: {socket.gethostname()} (no GPU)" in done.stdout, done.stdout
+    assert re.search(r"run r0: config [0-9a-f]{16}; queued [\d.]+s, run [\d.]+s, collect [\d.]+s", done.stdout)
     status = served.cli("status", "e2e-1", "--json")
     assert status.returncode == 0, status.stderr
     body = json.loads(status.stdout)

@@ -206,3 +206,25 @@ def test_a_finalize_that_cannot_succeed_ends_failed_with_an_event_not_silently(
     assert _kinds(events) == ["started", "progress", "failed"]
     assert "finalize failed" in events[-1]["data"]["reason"] and "row refused" in events[-1]["data"]["reason"]
     assert stack["store"].results("evt-finalize-broken")  # the scores were stored before finalize
+
+
+def test_identical_work_is_reused_with_its_own_score_rows_and_says_so(stack: dict[str, Any]) -> None:
+    model = stack["work"] / "reuse-model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"\x00" * 64)
+    source = {"type": "huggingface", "path": str(model)}
+    _start(stack["client"], "evt-reuse-a", force=False, model={"name": "first-name", "source": source})
+    assert _kinds(_finished_events(stack, "evt-reuse-a")) == ["started", "progress", "completed"]
+    _start(stack["client"], "evt-reuse-b", force=False, model={"name": "second-name", "source": source})
+    events = _finished_events(stack, "evt-reuse-b")
+    assert _kinds(events) == ["completed"]
+    done = events[-1]["data"]
+    assert done["status"] == "reused" and done["reused"] is True and done["reused_from"] == "evt-reuse-a"
+    assert done["scores"] and {(s["eval_id"], s["model"]) for s in done["scores"]} == {("evt-reuse-b", "second-name")}
+    store = stack["store"]
+    original = {(r.dataset, r.metric, r.score) for r in store.results("evt-reuse-a")}
+    assert {(r.dataset, r.metric, r.score) for r in store.results("evt-reuse-b")} == original
+    record = store.get_evaluation("evt-reuse-b")
+    assert record is not None and record.status == "reused" and record.reused_from == "evt-reuse-a"
+    assert stack["deps"].calls.get(names.COPY_RESULTS) == 1

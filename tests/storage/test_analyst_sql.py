@@ -41,10 +41,15 @@ def filled(store: ClickHouseStore) -> ClickHouseStore:
                 datasets=["qa", "mcq"],
                 labels={"step": str(step * 1000)},
                 created_at=datetime(2026, 1, step, tzinfo=UTC),
+                model_commit=f"sha256:{step}",
+                engine_version="0.5.4",
+                gpu_type="NVIDIA A100-SXM4-80GB",
+                gpu_count=1,
                 provenance={
-                    "opencompass_version": "0.5.4",
+                    "opencompass_versions": {"r0": "0.5.4"},
                     "budeval_version": "0.1.0",
                     "dataset_versions": {"qa": "x"},
+                    "environments": {"r0": {"torch": "2.13.0", "node": "gpu-node-1"}},
                 },
             )
         )

@@ -98,3 +98,45 @@ def test_a_store_of_version_2_with_rows_migrates_to_replicas_and_reasons(
         assert store.count("predictions", "new", final=True) == 3  # replica 1 of example 0 is not collapsed
     finally:
         store.close()
+def test_migration_4_adds_provenance_columns_to_a_store_with_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store at schema 2 holding a row is upgraded: the row reads with defaults, the view shows the new columns."""
+    from budeval.storage import clickhouse
+    from budeval.storage.base import EvaluationRecord
+
+    dsn = f"chdb://{tmp_path / 'ch'}"
+    old = open_store(dsn)
+    try:
+        monkeypatch.setattr(clickhouse, "MIGRATIONS", MIGRATIONS[:2])
+        old.migrate()
+        old._command(
+            "old row",
+            "INSERT INTO evaluations (eval_id, status, provenance, updated_at, row_version) "
+            "VALUES ('before', 'completed', '{}', now64(6), 1)",
+        )
+        monkeypatch.undo()
+        assert next(m.id for m in MIGRATIONS if m.version >= 4) in old.migrate()
+        before = old.get_evaluation("before")
+        assert before is not None and (before.model_commit, before.engine_version, before.gpu_count) == ("", "", 0)
+        old.record_evaluation(
+            EvaluationRecord(
+                eval_id="after",
+                status="completed",
+                model_commit="sha256:ab",
+                engine_version="0.5.4",
+                gpu_type="NVIDIA A100",
+                gpu_count=2,
+            )
+        )
+        rows = old._rows(
+            "view",
+            "SELECT eval_id, model_commit, engine_version, gpu_type, gpu_count "
+            "FROM evaluations_current ORDER BY eval_id",
+        )
+        assert [tuple(r) for r in rows] == [
+            ("after", "sha256:ab", "0.5.4", "NVIDIA A100", 2),
+            ("before", "", "", "", 0),
+        ]
+    finally:
+        old.close()

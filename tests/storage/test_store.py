@@ -215,3 +215,18 @@ def test_a_statement_clickhouse_refuses_is_terminal_and_tried_once(store: ClickH
     assert "StoreQueryError" in _terminal_error_names()  # the workflow's retry policy lists it as non-retryable
     assert isinstance(store_error("x", "w", OSError("Connection refused")), StoreUnavailableError)
     assert isinstance(store_error("x", "w", RuntimeError("Code: 159. Timeout exceeded")), StoreUnavailableError)
+def test_a_reused_evaluation_gets_its_own_copy_of_the_score_rows(store: ClickHouseStore) -> None:
+    run = simple_run("20261123_081443", {("m", "a"): 40.0, ("m", "b"): None}, {("m", "a"): [True, False]})
+    store.store_run("orig", "r0", run)
+    store.record_evaluation(EvaluationRecord(eval_id="orig", status="completed", model_name="m"))
+    assert store.copy_results("orig", "again", "m2") == 2
+    assert store.copy_results("orig", "again", "m2") == 2  # a retried step replaces its copy
+    assert store.count("scores", "again") == store.count("scores", "again", final=True) == 2
+    assert store.count("dataset_status", "again") == store.count("dataset_status", "orig") > 0
+    copied = {(r.run_id, r.model, r.dataset, r.metric): (r.score, r.status) for r in store.results("again")}
+    original = {(r.run_id, "m2", r.dataset, r.metric): (r.score, r.status) for r in store.results("orig")}
+    assert copied == original
+    assert {r.model for r in store.results("orig")} == {"m"}  # the source is untouched
+    store.record_evaluation(EvaluationRecord(eval_id="again", status="reused", model_name="m2", reused_from="orig"))
+    board = store.leaderboard(dataset="a")
+    assert {(row.model, row.eval_ids["a"]) for row in board} == {("m", "orig"), ("m2", "again")}

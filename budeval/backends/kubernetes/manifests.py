@@ -17,6 +17,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from budeval.backends.base import RunSpec
+from budeval.engine.environment import CAPTURE_SCRIPT
 from budeval.errors import ValidationError
 from budeval.schemas.ids import check_dns_label
 
@@ -109,16 +110,34 @@ def owner_reference(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: ``sh -c`` prologue of a run: the run captures its own environment into ``{work}/.budeval/environment.json``
+#: (budeval.engine.environment; a failed capture never fails the run), then ``exec``s OpenCompass (PID 1 gets signals).
+_CAPTURE_PROLOGUE = (
+    'capture="$1"; work="$2"; shift 2; meta="$work/.budeval"; '
+    'mkdir -p "$meta" && python -c "$capture" >"$meta/environment.json.tmp" 2>/dev/null '
+    '&& mv "$meta/environment.json.tmp" "$meta/environment.json" || rm -f "$meta/environment.json.tmp"; '
+    'exec "$@"'
+)
+
+
 def runner_command(spec: RunSpec, results_root: PurePosixPath | str) -> list[str]:
-    """The OpenCompass command line of a run, reading its config from the mounted ConfigMap."""
+    """The command of a run: the environment capture, then OpenCompass reading its config from the mounted
+    ConfigMap (``python -m opencompass.cli.main CONFIG --work-dir WORK ...``, the tail of the list)."""
     workers = max(1, spec.resources.gpus)
+    work = str(work_dir(results_root, spec.eval_id, spec.run_id))
     return [
+        "sh",
+        "-c",
+        _CAPTURE_PROLOGUE,
+        "budeval-run",
+        CAPTURE_SCRIPT,
+        work,
         "python",
         "-m",
         "opencompass.cli.main",
         f"{CONFIG_MOUNT}/{CONFIG_KEY}",
         "--work-dir",
-        str(work_dir(results_root, spec.eval_id, spec.run_id)),
+        work,
         "--max-num-workers",
         str(workers),
     ]
@@ -168,6 +187,8 @@ def _env(spec: RunSpec, results_root: PurePosixPath) -> list[dict[str, Any]]:
         {"name": "COMPASS_DATA_CACHE", "value": str(cache / "datasets")},
         {"name": "BUDEVAL_EVAL_ID", "value": spec.eval_id},
         {"name": "BUDEVAL_RUN_ID", "value": spec.run_id},
+        # The node the run landed on, for its captured environment (provenance).
+        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
     ]
     source = spec.model.source
     if source.type == "openai" and source.api_key_secret is not None:

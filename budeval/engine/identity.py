@@ -1,0 +1,285 @@
+"""The identity of an evaluation: what makes two requests "the same work", computed here and nowhere else.
+
+Two evaluations with equal identity hashes compute the same scores, so the later one may be answered from the earlier
+(``reused``). The definition (docs/workflow.md, "The same work") -- every component below goes into the hash:
+
+- ``datasets``: the resolved list (a suite expanded to its datasets, so ``suite: light`` and ``datasets: [tiny_qa,
+  tiny_mcq]`` are the same work), sorted by name, each with a content digest: bundled and custom ``.jsonl`` files by
+  the sha256 of their bytes (a custom dataset also by its whole spec, ``CustomDataset.model_dump``, so fields added
+  to it are covered without touching this module); stock OpenCompass configs by the config hash OpenCompass itself
+  computes (``opencompass.utils.prompt.get_prompt_hash``, the summary's ``version`` column; shipped per engine
+  version in ``stock_configs.json``, made by ``scripts/stock_config_hashes.py``) plus a digest of their data files
+  under ``COMPASS_DATA_CACHE`` when they are present where the service runs;
+- ``model``: a hub id with its revision resolved to a commit sha (a 40-hex revision is one; a branch or tag is asked
+  of the hub, ``HF_ENDPOINT``, unless ``HF_HUB_OFFLINE``), or a local folder by the digests of its config, tokenizer,
+  chat template and weight files (:mod:`budeval.engine.digests`: Hugging Face cache blob names, else bytes hashed
+  once per (path, size, mtime)); the chat/base mode and the tokenizer's own identity when it is given apart;
+- ``generation``: every generation setting (``GenerationSettings``);
+- ``engine``: OpenCompass's version and the runner (the image in a cluster, ``local-venv`` locally).
+
+Not in it: the eval id, experiment id, labels, resources, timeout, ``force``, ``split`` and the model's display name
+(they change where, how or under which name it runs, not what it computes). A component that cannot be resolved (a
+hub revision while offline, a file the service cannot read, an endpoint whose served weights are unknowable) makes
+the identity *unresolved*: ``hash`` is None and the evaluation is never reused, never "equal" to anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import BaseModel, Field
+
+from budeval.config import Settings
+from budeval.engine.catalog import BUNDLED, STOCK, resolve_datasets
+from budeval.engine.digests import DigestCache, combine
+from budeval.engine.render import scoring_source
+from budeval.schemas.request import CustomDataset, EndpointModel, EvalRequest, HuggingFaceModel
+
+#: Bumped when the definition above changes, so identities of different definitions never compare equal.
+IDENTITY_VERSION = 2
+STOCK_TABLE = Path(__file__).resolve().parent / "stock_configs.json"
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+#: Top-level files of a model folder that make up the model (config, tokenizer, chat template, weights).
+MODEL_FILE_SUFFIXES = frozenset(
+    {
+        ".json",
+        ".safetensors",
+        ".bin",
+        ".pt",
+        ".pth",
+        ".gguf",
+        ".ckpt",
+        ".h5",
+        ".msgpack",
+        ".model",
+        ".txt",
+        ".jinja",
+        ".tiktoken",
+    }
+)
+HUB_TIMEOUT_S = 5.0
+HUB_MEMO_S = 60.0
+
+#: ``(repo id, revision) -> commit sha`` or None when it cannot be resolved.
+HubResolver = Callable[[str, str], str | None]
+
+
+class Identity(BaseModel):
+    """``hash``: sha256 hex over ``components`` (None: unresolved, see ``unresolved`` for why; never reused)."""
+
+    hash: str | None
+    components: dict[str, Any]
+    unresolved: list[str] = Field(default_factory=list)
+
+    @property
+    def reusable(self) -> bool:
+        return self.hash is not None
+
+
+def runner_of(settings: Settings) -> str:
+    """What runs OpenCompass: the runner image in a cluster, ``local-venv`` for the local backend."""
+    return settings.runner_image if settings.backend == "kubernetes" else "local-venv"
+
+
+def default_digests(settings: Settings) -> DigestCache:
+    """The installation's digest cache, ``{data_dir}/digests.json``, one per data dir and process."""
+    return _digest_cache(str(settings.data_dir / "digests.json"))
+
+
+@cache
+def _digest_cache(path: str) -> DigestCache:
+    return DigestCache(Path(path))
+
+
+def compute_identity(
+    request: EvalRequest,
+    suites: dict[str, list[str]],
+    settings: Settings,
+    *,
+    digests: DigestCache | None = None,
+    hub: HubResolver | None = None,
+) -> Identity:
+    """The identity of ``request`` (see the module doc). Raises ``ValidationError`` for an unknown suite/dataset."""
+    names = resolve_datasets(request, suites)
+    digests = digests if digests is not None else default_digests(settings)
+    hub = hub if hub is not None else resolve_hub_revision
+    unresolved: list[str] = []
+    custom = {d.name: d for d in request.datasets or [] if isinstance(d, CustomDataset)}
+    datasets = [
+        _dataset(custom.get(name, name), settings.engine_version, digests, unresolved) for name in sorted(names)
+    ]
+    components: dict[str, Any] = {
+        "definition": IDENTITY_VERSION,
+        "datasets": datasets,
+        "model": _model(request.model.source, digests, hub, unresolved),
+        "generation": request.generation.model_dump(mode="json"),
+        "engine": {"name": "opencompass", "version": settings.engine_version, "runner": runner_of(settings)},
+    }
+    return Identity(hash=None if unresolved else combine(components), components=components, unresolved=unresolved)
+
+
+# -- datasets --------------------------------------------------------------------------------------------------------
+def _dataset(ref: str | CustomDataset, engine: str, digests: DigestCache, unresolved: list[str]) -> dict[str, Any]:
+    # budeval's own evaluator scores bundled and custom datasets: its code is part of what they compute.
+    if isinstance(ref, CustomDataset):
+        out: dict[str, Any] = {"name": ref.name, "kind": "custom", "spec": ref.model_dump(mode="json")}
+        out["sha256"] = _file_digest(Path(ref.path), f"custom dataset {ref.name!r}", digests, unresolved)
+        out["scorer"] = _scorer_digest()
+        return out
+    if ref in BUNDLED:
+        bundled = BUNDLED[ref]
+        sha = _file_digest(bundled.path, f"bundled dataset {ref!r}", digests, unresolved)
+        return {
+            "name": ref,
+            "kind": "bundled",
+            "type": bundled.kind,
+            "sha256": sha,
+            "scoring": bundled.scoring,
+            "scorer": _scorer_digest(),
+        }
+    stock = STOCK[ref]
+    entry = stock_table().get(engine, {}).get(ref)
+    out = {"name": ref, "kind": "stock", "config": f"{stock.module}:{stock.variable}"}
+    if entry is None:
+        unresolved.append(f"stock dataset {ref!r}: no config hash recorded for OpenCompass {engine}")
+        out["config_hash"] = None
+        return out
+    out["config_hash"] = entry["config_hash"]
+    out["data"] = _stock_data(entry.get("data_paths", []), digests, unresolved, ref)
+    return out
+
+
+@cache
+def _scorer_digest() -> str:
+    """sha256 of budeval's evaluator source (the code the rendered config carries into OpenCompass)."""
+    return hashlib.sha256(scoring_source().encode("utf-8")).hexdigest()
+
+
+def _file_digest(path: Path, what: str, digests: DigestCache, unresolved: list[str]) -> str | None:
+    try:
+        return digests.file(path)
+    except OSError as exc:
+        unresolved.append(f"{what}: cannot read {path} where the service runs ({exc.strerror or exc})")
+        return None
+
+
+def _stock_data(paths: list[str], digests: DigestCache, unresolved: list[str], name: str) -> dict[str, Any]:
+    """Digests of the data files of a stock dataset under ``COMPASS_DATA_CACHE``, for the paths present (none when
+    it is unset: OpenCompass would then resolve them against the run's own working directory, not the service's)."""
+    configured = os.environ.get("COMPASS_DATA_CACHE", "")
+    found: dict[str, Any] = {}
+    if not configured:
+        return found
+    root = Path(configured)
+    for rel in sorted(paths):
+        where = root / rel
+        try:
+            if where.is_dir():
+                files = digests.folder(where)
+                found[rel] = combine(files) if files else None
+            elif where.is_file():
+                found[rel] = digests.file(where)
+        except OSError as exc:
+            unresolved.append(f"stock dataset {name!r}: cannot read {where} ({exc.strerror or exc})")
+    return found
+
+
+@cache
+def _stock_file() -> dict[str, dict[str, dict[str, Any]]]:
+    data = json.loads(STOCK_TABLE.read_text(encoding="utf-8"))
+    return {str(data["engine_version"]): dict(data["datasets"])}
+
+
+def stock_table() -> dict[str, dict[str, dict[str, Any]]]:
+    """``{engine version: {stock dataset name: {config_hash, abbrs, data_paths}}}`` from ``stock_configs.json``."""
+    return _stock_file()
+
+
+# -- model -----------------------------------------------------------------------------------------------------------
+def is_local_path(path: str) -> bool:
+    """A model path is a local folder when absolute or an existing folder; otherwise a hub id."""
+    return path.startswith("/") or Path(path).is_dir()
+
+
+def _model(
+    source: HuggingFaceModel | EndpointModel, digests: DigestCache, hub: HubResolver, unresolved: list[str]
+) -> dict[str, Any]:
+    if isinstance(source, EndpointModel):
+        unresolved.append(f"endpoint model {source.model!r} at {source.base_url}: its served weights cannot be pinned")
+        return {"kind": "endpoint", "base_url": source.base_url, "model": source.model}
+    out: dict[str, Any] = {"mode": source.mode}
+    out.update(_weights(source.path, source.revision, digests, hub, unresolved, "model"))
+    if source.tokenizer_path is not None and source.tokenizer_path != source.path:
+        # The rendered config passes the model's revision to the tokenizer only when they share the path.
+        out["tokenizer"] = _weights(source.tokenizer_path, None, digests, hub, unresolved, "tokenizer")
+    return out
+
+
+def _weights(
+    path: str, revision: str | None, digests: DigestCache, hub: HubResolver, unresolved: list[str], what: str
+) -> dict[str, Any]:
+    if is_local_path(path):
+        folder = Path(path)
+        if not folder.is_dir():
+            unresolved.append(f"{what} folder {path} not found where the service runs")
+            return {"kind": "folder", "files": None}
+        try:
+            names = [p.name for p in folder.iterdir() if p.is_file() and p.suffix in MODEL_FILE_SUFFIXES]
+            if not names:
+                unresolved.append(f"{what} folder {path} holds no config, tokenizer or weight files")
+                return {"kind": "folder", "files": None}
+            files = digests.files(folder, names)
+        except OSError as exc:
+            unresolved.append(f"{what} folder {path}: cannot read {exc.filename} ({exc.strerror or exc})")
+            return {"kind": "folder", "files": None}
+        return {"kind": "folder", "files": files}
+    wanted = revision or "main"
+    commit = wanted if _COMMIT.match(wanted) else hub(path, wanted)
+    if commit is None:
+        unresolved.append(f"{what} {path!r} revision {wanted!r} could not be resolved to a commit (hub unreachable?)")
+    return {"kind": "hub", "id": path, "revision": wanted, "commit": commit}
+
+
+_hub_memo: dict[tuple[str, str], tuple[float, str | None]] = {}
+_hub_lock = threading.Lock()
+
+
+def resolve_hub_revision(repo_id: str, revision: str) -> str | None:
+    """The commit sha of ``revision`` of a Hugging Face model repo, asked of ``HF_ENDPOINT`` (default the hub).
+
+    None when ``HF_HUB_OFFLINE`` is set, or the hub cannot be reached or does not know it (private repos too: no
+    token is sent). Answers are remembered for a minute per process, so a burst of requests asks once.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return None
+    key = (repo_id, revision)
+    now = time.monotonic()
+    with _hub_lock:
+        memo = _hub_memo.get(key)
+        if memo is not None and memo[0] > now:
+            return memo[1]
+    import httpx
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    url = f"{endpoint}/api/models/{repo_id}/revision/{quote(revision, safe='')}"
+    sha: str | None = None
+    try:
+        answer = httpx.get(url, timeout=HUB_TIMEOUT_S, follow_redirects=True)
+        if answer.is_success:
+            value = answer.json().get("sha")
+            sha = value if isinstance(value, str) and _COMMIT.match(value) else None
+    except Exception:  # unreachable, not JSON, an id that makes no URL (httpx.InvalidURL): unresolved, never a crash
+        sha = None
+    with _hub_lock:
+        _hub_memo[key] = (now + HUB_MEMO_S, sha)
+    return sha

@@ -1,0 +1,163 @@
+"""The provenance of an evaluation: what ran, where, with what, and how long each phase took.
+
+Stored on the evaluation row: the queryable columns analysts filter on (``model_revision``, ``model_commit``,
+``engine_version``, ``gpu_type``, ``gpu_count``) and the rest as JSON in ``provenance``. Keys of the JSON (see
+docs/storage.md, "Provenance"):
+
+- ``budeval_version``, ``budeval_commit``, ``budeval_built_at``: stamped at build time (:mod:`budeval.buildinfo`);
+- ``engine``, ``engine_version`` (configured), ``opencompass_versions`` (per run: the version that actually ran, read
+  from its output), ``backend``, ``image`` (the runner image, or ``local-venv``);
+- ``identity`` / ``identity_unresolved`` / ``params_hash``: the evaluation's identity (budeval/engine/identity.py);
+- ``generation``, ``model`` (the request's), ``config_hashes`` (sha256 of each run's rendered config),
+  ``dataset_versions`` (OpenCompass's config hash prefix per dataset);
+- ``environments``: per run, what the run itself captured (budeval/engine/environment.py);
+- ``timings``: per run ``queued_s`` (submitted -> the process started), ``run_s`` (started -> seen finished),
+  ``collect_s`` (finished -> rows stored), and the evaluation's ``total_s``;
+- ``runs``, ``started_at``, ``finished_at``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from budeval.buildinfo import build_info
+from budeval.config import Settings
+from budeval.engine.environment import gpu_summary
+from budeval.engine.identity import runner_of
+from budeval.storage.base import EvaluationRecord
+from budeval.workflow.models import RunOutcome, ValidatedRequest
+
+
+def base_provenance(settings: Settings, extra: dict[str, Any]) -> dict[str, Any]:
+    """What every evaluation (and archive manifest) records about budeval and its configuration, plus ``extra``."""
+    stamp = build_info()
+    base: dict[str, Any] = {
+        "budeval_version": stamp["version"],
+        "budeval_commit": stamp["commit"],
+        "budeval_built_at": stamp["built_at"],
+        "engine": "opencompass",
+        "engine_version": settings.engine_version,
+        "backend": settings.backend,
+        "image": runner_of(settings),
+    }
+    return {**base, **extra}
+
+
+def evaluation_record(validated: ValidatedRequest, status: Any, settings: Settings) -> EvaluationRecord:
+    """The evaluation's row before any run: identity, model, generation and the configured engine."""
+    request = validated.request
+    source = request.model.source
+    if source.type == "huggingface":
+        model_source, revision = source.path, source.revision or ""
+    else:
+        model_source, revision = f"{source.base_url}#{source.model}", ""
+    components = validated.identity.get("components", {})
+    return EvaluationRecord(
+        eval_id=request.eval_id,
+        experiment_id=request.experiment_id,
+        status=status,
+        params_hash=validated.params_hash,
+        model_name=request.model.name,
+        model_source=model_source,
+        model_revision=revision,
+        model_commit=model_commit(components.get("model", {})),
+        engine_version=settings.engine_version,
+        datasets=[d for run in validated.runs for d in run.datasets],
+        labels=dict(request.labels),
+        provenance=base_provenance(
+            settings,
+            {
+                "generation": request.generation.model_dump(mode="json"),
+                "model": source.model_dump(mode="json"),
+                "params_hash": validated.params_hash,
+                "identity": components,
+                "identity_unresolved": validated.identity.get("unresolved", []),
+            },
+        ),
+    )
+
+
+def model_commit(model: dict[str, Any]) -> str:
+    """The model's pinned identity: the hub commit sha, or ``sha256:<digest of the folder's files>``; else ""."""
+    if model.get("kind") == "hub":
+        return str(model.get("commit") or "")
+    files = model.get("files")
+    if model.get("kind") == "folder" and files:
+        from budeval.engine.digests import combine
+
+        return f"sha256:{combine(files)}"
+    return ""
+
+
+def finish(record: EvaluationRecord, runs: list[RunOutcome], extra: dict[str, Any]) -> None:
+    """Complete ``record`` with what the runs recorded: columns (engine version run, GPU type and count) and JSON."""
+    environments = {o.run_id: o.environment for o in runs if o.environment}
+    versions = {o.run_id: o.opencompass_version for o in runs if o.opencompass_version}
+    ran = sorted(set(versions.values()))
+    if ran:
+        record.engine_version = "+".join(ran)
+    gpus = [gpu_summary(env) for env in environments.values()]
+    if gpus:
+        record.gpu_type = "+".join(sorted({t for t, _ in gpus if t}))
+        record.gpu_count = max(n for _, n in gpus)
+    record.provenance = record.provenance | {
+        "opencompass_versions": versions,
+        "environments": environments,
+        "timings": timings(runs, extra.get("started_at"), extra.get("finished_at")),
+        **extra,
+    }
+
+
+def timings(runs: list[RunOutcome], started_at: str | None, finished_at: str | None) -> dict[str, Any]:
+    """Seconds per phase, per run and for the whole evaluation (missing clocks leave a phase out)."""
+    out: dict[str, Any] = {"runs": {}}
+    total = _seconds(started_at, finished_at)
+    if total is not None:
+        out["total_s"] = total
+    for o in runs:
+        clock = dict(o.timings)
+        captured = o.environment.get("captured_at")
+        if isinstance(captured, int | float):
+            clock["started_at"] = datetime.fromtimestamp(float(captured), tz=UTC).isoformat()
+        phases = {
+            "queued_s": _seconds(clock.get("submitted_at"), clock.get("started_at")),
+            "run_s": _seconds(clock.get("started_at"), clock.get("finished_at")),
+            "collect_s": _seconds(clock.get("finished_at"), clock.get("collected_at")),
+        }
+        out["runs"][o.run_id] = {k: v for k, v in phases.items() if v is not None}
+    return out
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    try:
+        return round((_aware(end) - _aware(start)).total_seconds(), 3)
+    except ValueError:
+        return None
+
+
+def _aware(text: str) -> datetime:
+    """The workflow's clock is naive UTC (``ctx.current_utc_datetime``); the run's own clock is aware."""
+    value = datetime.fromisoformat(text)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def summary(record: EvaluationRecord) -> dict[str, Any]:
+    """The provenance in the final event: what identifies the work and where it ran (the row holds the rest)."""
+    p = record.provenance
+    return {
+        "params_hash": record.params_hash,
+        "config_hashes": p.get("config_hashes", {}),
+        "model_commit": record.model_commit,
+        "engine_version": record.engine_version,
+        "gpu_type": record.gpu_type,
+        "gpu_count": record.gpu_count,
+        "budeval_version": p.get("budeval_version"),
+        "budeval_commit": p.get("budeval_commit"),
+        "image": p.get("image"),
+        "hosts": sorted({str(e.get("node") or e.get("hostname")) for e in p.get("environments", {}).values()}),
+        "timings": p.get("timings", {}),
+        "identity_unresolved": p.get("identity_unresolved", []),
+    }
