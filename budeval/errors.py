@@ -118,6 +118,9 @@ class StoreQueryError(TerminalError):
 
 
 class SchemaVersionError(TerminalError):
+    """A store holds a newer schema than this code knows: ClickHouse (``schema_migrations``) or the embedded
+    sidecar's SQLite file (``PRAGMA user_version``); refused before anything in it is written."""
+
     reason = "schema_version"
 
 

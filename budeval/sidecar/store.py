@@ -4,6 +4,11 @@ WAL mode with ``synchronous=NORMAL`` survives a killed process (``kill -9``): a 
 file, which the next open replays. (It does not promise durability across a power loss; the cluster uses daprd.)
 All calls come from the engine or broker under their own lock; one connection serves both (``check_same_thread``
 off, serialised by :attr:`lock`).
+
+The layout's version is SQLite's ``PRAGMA user_version`` (an integer in the file header, 0 in a new file). Opening a
+file migrates it forward (:data:`MIGRATIONS`, in one transaction that also records the new version); a file written
+by a newer budeval (a version above :data:`SCHEMA_VERSION`) is refused with
+:class:`~budeval.errors.SchemaVersionError` before anything in it is changed.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from budeval.errors import SchemaVersionError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -37,20 +44,67 @@ CREATE TABLE IF NOT EXISTS deliveries (seq INTEGER NOT NULL, route TEXT NOT NULL
     next_at REAL NOT NULL, PRIMARY KEY (seq, route));
 """
 
+#: The layout this code reads and writes (``PRAGMA user_version``). Version 1 is :data:`SCHEMA`; files written before
+#: versions were recorded say 0 and already hold exactly these tables, so their migration only records the version.
+SCHEMA_VERSION = 1
+
+#: ``{from_version: statements}``: what takes a file from that version to the next (idempotent DDL; a new file starts
+#: at 0 and runs every step). Append a step and raise :data:`SCHEMA_VERSION` when the layout changes; never edit one.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    0: tuple(stmt.strip() for stmt in SCHEMA.split(";") if stmt.strip()),
+}
+
 
 class SidecarStore:
-    """A thin wrapper over one SQLite connection; callers group statements with :meth:`tx`."""
+    """A thin wrapper over one SQLite connection; callers group statements with :meth:`tx`.
+
+    Opening ``path`` (created with its parent folders if missing) brings the file to :data:`SCHEMA_VERSION`. Raises
+    :class:`~budeval.errors.SchemaVersionError` (terminal; the file is left untouched and closed) when the file
+    records a newer version, and ``sqlite3.Error`` when it is not an SQLite database.
+    """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.lock = threading.RLock()
         self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=5000")
-        self.db.executescript(SCHEMA)
+        try:
+            self.db.execute("PRAGMA busy_timeout=5000")
+            self._refuse_newer(self.version())  # before the journal mode or anything else is written
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except BaseException:
+            self.db.close()
+            raise
         self._depth = 0
+
+    def version(self) -> int:
+        """The layout version the file records (``PRAGMA user_version``; 0 for a new or pre-versioning file)."""
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _refuse_newer(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"the sidecar state {self.path} has schema version {version}, newer than this budeval knows "
+                f"({SCHEMA_VERSION}); upgrade budeval or point the sidecar at another state file"
+            )
+
+    def _migrate(self) -> None:
+        """Every step from the file's version to :data:`SCHEMA_VERSION`, with the new version, in one transaction."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            version = self.version()  # again, under the write lock: another process may have migrated meanwhile
+            self._refuse_newer(version)
+            for step in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[step]:
+                    self.db.execute(statement)
+            if version != SCHEMA_VERSION:
+                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION:d}")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:

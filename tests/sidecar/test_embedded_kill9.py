@@ -1,5 +1,6 @@
-"""kill -9 of a whole process (D2 embedded sidecar + worker) during a timer and during an activity: after each
-restart the workflow resumes from SQLite and completes exactly once. Also: a published message survives kill -9."""
+"""kill -9 of a whole process (embedded sidecar + worker) during a timer and during an activity: after each restart
+the workflow resumes from SQLite and completes exactly once. Also: kill -9 of the worker alone, and a published
+message survives kill -9. The one sidecar kill -9 suite: it absorbed the former test_sdk_kill9.py."""
 
 from __future__ import annotations
 
@@ -69,12 +70,14 @@ def test_kill9_during_timer_and_during_activity_completes_once(proc: Proc) -> No
                what="the timer to be created")
     client.close()
     proc.kill9()  # during the 3 s durable timer
+    assert "slow-start" not in proc.marks_list()  # the kill came before the timer fired
 
     proc.start()
     client = wf.DaprWorkflowClient(host="127.0.0.1", port=str(proc.grpc_port))
     wait_until(lambda: "slow-start" in proc.marks_list(), timeout=60, what="the timer to fire after restart")
     client.close()
     proc.kill9()  # during the 4 s activity
+    assert "slow-end" not in proc.marks_list()  # its work item was never completed
 
     proc.start()
     client = wf.DaprWorkflowClient(host="127.0.0.1", port=str(proc.grpc_port))

@@ -1,15 +1,18 @@
-"""Pub/sub of the D2 embedded sidecar: Dapr's publish APIs (gRPC and HTTP), the topic log, and delivery to a real
-HTTP app under Dapr's app-response contract (SUCCESS / RETRY / DROP / 404 / errors)."""
+"""Pub/sub of the embedded sidecar: Dapr's publish APIs (gRPC through the unmodified ``DaprClient``, and HTTP), the
+topic log, and delivery to a real HTTP app under Dapr's app-response contract (SUCCESS / RETRY / DROP / 404 /
+errors). The one sidecar pub/sub suite: it absorbed the former test_sdk_pubsub.py."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from dapr.clients import DaprClient
 
 from budeval.sidecar.embedded import EmbeddedSidecar
 from tests.sidecar.app_stub import SubscriberApp
@@ -54,59 +57,75 @@ def test_health_endpoints_answer_204(sidecar: EmbeddedSidecar) -> None:
         assert httpx.get(f"http://127.0.0.1:{sidecar.http_port}{path}", timeout=5).status_code == 204
 
 
-def test_success_is_delivered_once_as_a_cloudevent(sidecar: EmbeddedSidecar, app: SubscriberApp) -> None:
-    assert _publish(sidecar, "ok", b'{"a": 1}', "application/json").status_code == 204
-    wait_until(lambda: app.count("/ok") == 1, what="delivery")
-    event = app.on("/ok")[0]
-    assert event["specversion"] == "1.0" and event["data"] == {"a": 1}
-    assert event["topic"] == "ok" and event["pubsubname"] == "ps"
-    assert {ct for _, ct, _ in app.received} == {"application/cloudevents+json"}
+def _log(sc: EmbeddedSidecar, topic: str, after: int = 0) -> list[dict[str, Any]]:
+    answer = httpx.get(f"http://127.0.0.1:{sc.http_port}/v1.0-alpha1/messages", params={"topic": topic, "after": after},
+                       timeout=5)
+    answer.raise_for_status()
+    body: list[dict[str, Any]] = answer.json()
+    return body
 
 
-def test_a_cloudevent_body_passes_through(sidecar: EmbeddedSidecar, app: SubscriberApp) -> None:
+@pytest.mark.parametrize("via", ["grpc", "http"])
+def test_delivery_follows_the_app_contract(
+    via: str, sidecar: EmbeddedSidecar, app: SubscriberApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SUCCESS once, a CloudEvent body passed through, RETRY / HTTP 500 redelivered (the same message) until success,
+    DROP / 404 never again; published through the SDK's gRPC ``PublishEvent`` or Dapr's HTTP publish API."""
     ce = {"specversion": "1.0", "id": "req-1", "source": "me", "type": "x.requested", "data": {"k": "v"}}
-    assert _publish(sidecar, "ok", json.dumps(ce).encode(), "application/cloudevents+json").status_code == 204
-    wait_until(lambda: app.count("/ok") == 1, what="delivery")
-    got = app.on("/ok")[0]
-    assert (got["id"], got["type"], got["data"]) == ("req-1", "x.requested", {"k": "v"})
+    bodies = [("ok", b'{"a": 1}', "application/json"), ("ok", json.dumps(ce).encode(), "application/cloudevents+json"),
+              ("retry", b'"r"', "application/json"), ("flaky", b'"f"', "application/json"),
+              ("drop", b'"d"', "application/json"), ("gone", b'"g"', "application/json")]
+    if via == "grpc":
+        # DaprClient polls http://127.0.0.1:DAPR_HTTP_PORT/v1.0/healthz/outbound first
+        monkeypatch.setenv("DAPR_HTTP_PORT", str(sidecar.http_port))
+        monkeypatch.delenv("DAPR_HTTP_ENDPOINT", raising=False)
+        with DaprClient(address=f"127.0.0.1:{sidecar.grpc_port}") as client:
+            for topic, body, content_type in bodies:
+                client.publish_event(pubsub_name="ps", topic_name=topic, data=body, data_content_type=content_type)
+    else:
+        for topic, body, content_type in bodies:
+            assert _publish(sidecar, topic, body, content_type).status_code == 204
+    wait_until(lambda: app.count("/ok") == 2 and app.count("/retry") == 3 and app.count("/flaky") == 2,
+               what="successes, two RETRY answers then a success, a 500 then a success")
+    wait_until(lambda: app.count("/drop") == 1 and app.count("/gone") == 1, what="the dropped deliveries")
+    delivered = app.on("/ok")  # delivery is concurrent, as under daprd: not in publish order
+    passed = next(event for event in delivered if event["id"] == "req-1")
+    wrapped = next(event for event in delivered if event["id"] != "req-1")
+    assert wrapped["specversion"] == "1.0" and wrapped["data"] == {"a": 1}
+    assert wrapped["topic"] == "ok" and wrapped["pubsubname"] == "ps"
+    assert wrapped["datacontenttype"] == "application/json"
+    assert (passed["source"], passed["type"], passed["data"]) == ("me", "x.requested", {"k": "v"})
+    assert passed["topic"] == "ok" and passed["pubsubname"] == "ps"
+    assert {ct for _, ct, _ in app.received} == {"application/cloudevents+json"}
+    assert len({event["id"] for event in app.on("/retry")}) == 1  # the same message, redelivered
+    assert len({event["id"] for event in app.on("/flaky")}) == 1
+    time.sleep(1.0)  # longer than the first retry backoff (0.2 s): a finished, dropped or 404'd message must not return
+    assert (app.count("/ok"), app.count("/retry"), app.count("/flaky")) == (2, 3, 2)
+    assert app.count("/drop") == 1 and app.count("/gone") == 1  # "/gone" answers 404 (no such route): dropped
+    assert [m["event"]["data"] for m in _log(sidecar, "ok")] == [{"a": 1}, {"k": "v"}]
 
 
-def test_retry_is_redelivered_until_success(sidecar: EmbeddedSidecar, app: SubscriberApp) -> None:
-    _publish(sidecar, "retry", b'"r"', "application/json")
-    wait_until(lambda: app.count("/retry") == 3, what="two retries and a success")
-    _publish(sidecar, "flaky", b'"f"', "application/json")
-    wait_until(lambda: app.count("/flaky") == 2, what="a 500, then a success")
-    _publish(sidecar, "ok", b'"marker"', "application/json")  # later deliveries prove the earlier ones are done
-    wait_until(lambda: app.count("/ok") == 1, what="marker")
-    assert app.count("/retry") == 3 and app.count("/flaky") == 2
-
-
-def test_drop_and_404_are_not_retried(sidecar: EmbeddedSidecar, app: SubscriberApp) -> None:
-    _publish(sidecar, "drop", b'"d"', "application/json")
-    _publish(sidecar, "gone", b'"g"', "application/json")
-    wait_until(lambda: app.count("/drop") == 1 and app.count("/gone") == 1, what="first deliveries")
-    _publish(sidecar, "retry", b'"r"', "application/json")
-    wait_until(lambda: app.count("/retry") == 3, what="a later delivery with retries")  # > backoff of a retry
-    assert app.count("/drop") == 1 and app.count("/gone") == 1
-
-
-def test_grpc_publish_and_topic_log(
+def test_publish_apis_and_topic_log(
     sidecar: EmbeddedSidecar, app: SubscriberApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """HTTP and gRPC publishing (JSON and text) into one topic log, read in publish order and paged by ``after``."""
+    base = f"http://127.0.0.1:{sidecar.http_port}"
+    for i in range(3):
+        assert httpx.post(f"{base}/v1.0/publish/ps/events", json={"i": i}, timeout=5).status_code == 204
+    assert _publish(sidecar, "events", b"plain", "text/plain").status_code == 204
     monkeypatch.setenv("DAPR_HTTP_PORT", str(sidecar.http_port))
-    monkeypatch.setenv("DAPR_GRPC_PORT", str(sidecar.grpc_port))
-    from dapr.clients import DaprClient
-
+    monkeypatch.delenv("DAPR_HTTP_ENDPOINT", raising=False)
     with DaprClient(address=f"127.0.0.1:{sidecar.grpc_port}") as client:
         client.publish_event(pubsub_name="ps", topic_name="events", data=json.dumps({"n": 1}),
                              data_content_type="application/json")
-        client.publish_event(pubsub_name="ps", topic_name="events", data="plain", data_content_type="text/plain")
-    log = httpx.get(f"http://127.0.0.1:{sidecar.http_port}/v1.0-alpha1/messages",
-                    params={"topic": "events", "after": 0}, timeout=5).json()
-    assert [m["event"]["data"] for m in log] == [{"n": 1}, "plain"]
-    after = httpx.get(f"http://127.0.0.1:{sidecar.http_port}/v1.0-alpha1/messages",
-                      params={"topic": "events", "after": log[0]["seq"]}, timeout=5).json()
-    assert [m["seq"] for m in after] == [log[1]["seq"]]
+        client.publish_event(pubsub_name="ps", topic_name="events", data="grpc plain", data_content_type="text/plain")
+    log = _log(sidecar, "events")
+    assert [m["event"]["data"] for m in log] == [{"i": 0}, {"i": 1}, {"i": 2}, "plain", {"n": 1}, "grpc plain"]
+    assert [m["topic"] for m in log] == ["events"] * 6
+    assert [m["seq"] for m in _log(sidecar, "events", log[3]["seq"])] == [m["seq"] for m in log[4:]]
+    assert httpx.get(f"{base}/v1.0-alpha1/messages", params={"topic": "events", "after": "x"}, timeout=5).status_code \
+        == 400
+    assert httpx.get(f"{base}/v1.0/state/x", timeout=5).status_code == 404  # not a Dapr API this sidecar serves
     assert app.received == []  # nobody subscribed to "events"
 
 
@@ -133,4 +152,20 @@ def test_messages_published_before_the_app_is_up_are_delivered_after_restart(tmp
         finally:
             second.stop()
     finally:
+        app.stop()
+
+
+def test_messages_published_before_the_app_is_known_are_delivered_once_it_is(tmp_path: Path) -> None:
+    """No app at first (``set_app`` later, as ``budeval serve`` does once its API listens): kept, then delivered."""
+    app = SubscriberApp(SUBSCRIPTIONS, {"/ok": [(200, None)]}).start()
+    sc = EmbeddedSidecar(tmp_path / "state.db").start()
+    try:
+        assert _publish(sc, "ok", b'{"early": true}', "application/json").status_code == 204
+        time.sleep(0.3)
+        assert app.received == []
+        sc.set_app(app.url)
+        wait_until(lambda: app.count("/ok") == 1, what="delivery once the app is known")
+        assert app.on("/ok")[0]["data"] == {"early": True}
+    finally:
+        sc.stop()
         app.stop()

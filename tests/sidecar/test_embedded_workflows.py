@@ -1,4 +1,5 @@
-"""Workflow semantics of the D2 embedded sidecar, driven by the unmodified Dapr SDK over real gRPC."""
+"""Workflow semantics of the embedded sidecar, driven by the unmodified dapr 1.19 WorkflowRuntime and
+DaprWorkflowClient over real gRPC (the one sidecar workflow suite: it absorbed the former test_sdk_workflows.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from typing import Any
 import dapr.ext.workflow as wf
 import grpc
 import pytest
+from dapr.ext.workflow._durabletask.client import TaskHubGrpcClient
 
+from budeval.sidecar.embedded import EmbeddedSidecar
+from budeval.workflow.policies import BackoffPolicy
 from tests.sidecar.embedded_support import Stack, running_stack
 from tests.support import wait_until
 
@@ -54,8 +58,26 @@ def chain(ctx: wf.DaprWorkflowContext, names: list[str]) -> Any:
     return out
 
 
+def fan_out(ctx: wf.DaprWorkflowContext, names: list[str]) -> Any:
+    out = []
+    for name in names:
+        out.append((yield ctx.call_activity(greet, input=name)))
+    parallel = yield wf.when_all([ctx.call_activity(greet, input=f"p{i}") for i in range(5)])
+    yield ctx.create_timer(timedelta(milliseconds=300))
+    return out + parallel
+
+
 def retrying(ctx: wf.DaprWorkflowContext, fail_times: int) -> Any:
     return (yield ctx.call_activity(flaky, input=fail_times, retry_policy=FAST_RETRY))
+
+
+def non_retryable(ctx: wf.DaprWorkflowContext, _: Any) -> Any:
+    policy = BackoffPolicy(first=timedelta(milliseconds=50), attempts=5)  # ValueError is listed as non-retryable
+    try:
+        yield ctx.call_activity(broken, input=None, retry_policy=policy)
+    except wf.TaskFailedError as exc:
+        return f"caught: {exc.details.error_type}"  # type: ignore[attr-defined]
+    return "unreachable"
 
 
 def failing(ctx: wf.DaprWorkflowContext, _: Any) -> Any:
@@ -113,14 +135,15 @@ def parent_of_forever(ctx: wf.DaprWorkflowContext, _: Any) -> Any:
 
 def counter(ctx: wf.DaprWorkflowContext, n: int) -> Any:
     if n < 3:
+        yield ctx.call_activity(greet, input=f"round{n}")
         yield ctx.create_timer(timedelta(milliseconds=10))
         ctx.continue_as_new(n + 1)
         return None
     return {"n": n, "instance": ctx.instance_id}
 
 
-ALL_WORKFLOWS = [chain, retrying, failing, sleeper, late_waiter, waiter, child, parent, parent_catching, forever,
-                 parent_of_forever, counter]
+ALL_WORKFLOWS = [chain, fan_out, retrying, non_retryable, failing, sleeper, late_waiter, waiter, child, parent,
+                 parent_catching, forever, parent_of_forever, counter]
 
 
 def _fresh(fn: Any) -> Any:
@@ -152,11 +175,11 @@ def _run(stack: Stack, fn: Any, value: Any, iid: str, timeout: int = 30) -> Any:
     return state
 
 
-def test_activities_run_in_order(stack: Stack) -> None:
-    state = _run(stack, chain, ["a", "b", "c"], "chain-1")
+def test_activities_in_order_in_parallel_and_a_timer(stack: Stack) -> None:
+    state = _run(stack, fan_out, ["a", "b", "c"], "chain-1")
     assert state.runtime_status == wf.WorkflowStatus.COMPLETED
-    assert json.loads(state.serialized_output) == ["hello a", "hello b", "hello c"]
-    assert CALLS["greet:chain-1"] == 3
+    assert json.loads(state.serialized_output) == ["hello a", "hello b", "hello c"] + [f"hello p{i}" for i in range(5)]
+    assert CALLS["greet:chain-1"] == 8  # each activity ran once
 
 
 def test_retry_policy_retries_then_succeeds(stack: Stack) -> None:
@@ -171,6 +194,14 @@ def test_retry_policy_gives_up_after_max_attempts(stack: Stack) -> None:
     assert state.runtime_status == wf.WorkflowStatus.FAILED
     assert CALLS["flaky:retry-2"] == 4
     assert "transient failure 4" in state.failure_details.message
+
+
+def test_non_retryable_error_fails_at_once(stack: Stack) -> None:
+    """budeval's BackoffPolicy lists ValueError as non-retryable: one attempt, the workflow sees the error type."""
+    state = _run(stack, non_retryable, None, "nonretry-1")
+    assert state.runtime_status == wf.WorkflowStatus.COMPLETED
+    assert json.loads(state.serialized_output) == "caught: ValueError"
+    assert CALLS["broken:nonretry-1"] == 1
 
 
 def test_failure_without_retry_policy_runs_once_and_fails(stack: Stack) -> None:
@@ -235,7 +266,9 @@ def test_terminate_is_recursive(stack: Stack) -> None:
 
 def test_continue_as_new_restarts_with_new_input(stack: Stack) -> None:
     state = _run(stack, counter, 0, "can-1")
+    assert state.runtime_status == wf.WorkflowStatus.COMPLETED
     assert json.loads(state.serialized_output) == {"n": 3, "instance": "can-1"}
+    assert CALLS["greet:can-1"] == 3  # one activity per execution, none repeated by the restarts
     history = stack.client.get_workflow_history("can-1")
     assert len(history) < 12  # only the last execution's history is kept
 
@@ -299,3 +332,32 @@ def test_state_survives_a_clean_restart(tmp_path: Path) -> None:
     with running_stack(state_file, _register) as third:  # an ended instance's history is read back from SQLite
         assert [e.event_type.name for e in third.client.get_workflow_history("restart-1")] == finished
         assert third.client.get_workflow_state("restart-1").runtime_status == wf.WorkflowStatus.COMPLETED
+
+
+def test_work_queued_before_a_restart_is_dispatched_after_it(tmp_path: Path) -> None:
+    """Started while no worker was connected: the ExecutionStarted event waits in the inbox across the restart."""
+    state_file = tmp_path / "state.db"
+    sidecar = EmbeddedSidecar(state_file).start()
+    try:
+        client = wf.DaprWorkflowClient(host="127.0.0.1", port=str(sidecar.grpc_port))
+        client.schedule_new_workflow(chain, input=["queued"], instance_id="queued-1")
+        client.close()
+    finally:
+        sidecar.stop()
+    with running_stack(state_file, _register) as later:
+        state = later.client.wait_for_workflow_completion("queued-1", timeout_in_seconds=30)
+        assert state is not None and state.runtime_status == wf.WorkflowStatus.COMPLETED
+        assert json.loads(state.serialized_output) == ["hello queued"]
+
+
+def test_history_of_a_finished_instance_and_a_recursive_purge(stack: Stack) -> None:
+    """GetInstanceHistory (the SDK's own gRPC client) of a finished instance returns all of it; a recursive purge
+    removes the children too."""
+    _run(stack, parent, ["x", "y"], "hist-1")
+    hub = TaskHubGrpcClient(host_address=f"127.0.0.1:{stack.sidecar.grpc_port}")
+    kinds = [e.WhichOneof("eventType") for e in hub.get_instance_history("hist-1")]
+    assert kinds[:2] == ["workflowStarted", "executionStarted"] and kinds[-1] == "executionCompleted"
+    assert kinds.count("childWorkflowInstanceCreated") == 2
+    stack.client.purge_workflow("hist-1", recursive=True)
+    for iid in ("hist-1", "hist-1-x", "hist-1-y"):
+        assert stack.client.get_workflow_state(iid) is None, iid
