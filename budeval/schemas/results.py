@@ -103,7 +103,10 @@ class ParsedRun(Protocol):
     def metrics(self) -> list[MetricRow]: ...
 
     @property
-    def statuses(self) -> list[DatasetStatus]: ...
+    def statuses(self) -> list[DatasetStatus]:
+        """Per (model, dataset); read again after ``prediction_batches``: a dataset whose predictions file could not
+        be read is then not ``ok`` (the rest of the run is read as usual)."""
+        ...
 
     def prediction_batches(self, batch_size: int = 50_000) -> Iterator[PredictionBatch]:
         """Stream every prediction row; may be called more than once (each call re-reads the files)."""

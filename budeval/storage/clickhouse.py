@@ -481,12 +481,14 @@ class ClickHouseStore:
         second = next(batches, None) if first is not None and len(first) < self.batch_size else None
         if first is None or (len(first) < self.batch_size and second is None):
             run.predictions = first
+            run.statuses = list(parsed.statuses)  # after the prediction pass: a dataset whose predictions broke
             predictions = self._commits.submit(run)
         else:
             ahead = [first] if second is None else [first, second]
             with self._lock:
                 self._clear_runs([(eval_id, run_id)])
                 predictions = self._insert_predictions_parallel(eval_id, run_id, itertools.chain(ahead, batches))
+                run.statuses = list(parsed.statuses)
                 self._insert_run_rows([run])
         elapsed = time.perf_counter() - started
         log.info("run stored", metrics=len(metrics), predictions=predictions, seconds=round(elapsed, 3))

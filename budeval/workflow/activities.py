@@ -192,8 +192,9 @@ class EvalActivities:
         work = self.deps.backend.work_dir(where.eval_id, where.run_id)
         parsed = self.deps.parse(work)
         # The summary is read here, before any row is written: a broken run fails the step without touching the store.
-        metrics, statuses = list(parsed.metrics), list(parsed.statuses)
+        metrics = list(parsed.metrics)
         stored = self.store_run(where, parsed)
+        statuses = list(parsed.statuses)  # after the prediction pass (a dataset whose predictions broke is not ok)
         outcome = RunOutcome(
             run_id=where.run_id,
             datasets=where.datasets,

@@ -43,6 +43,18 @@ def all_predictions(work: Path) -> dict[str, list[object]]:
     return columns
 
 
+def failed_predictions(work: Path, workers: int | None = None) -> ResultParseError:
+    """The one predictions error of a run: recorded on its dataset (status not ok, the error in the reason) while
+    the rest of the run is read."""
+    run = parse_run(work, workers=workers)
+    for _ in run.prediction_batches(batch_size=3):
+        pass
+    [(pair, error)] = run.prediction_errors.items()
+    [status] = [s for s in run.statuses if (s.model, s.dataset) == pair]
+    assert status.status != "ok" and str(error) in (status.reason or "")
+    return error
+
+
 def test_hf_chat_model_on_qa() -> None:
     run = parse_run(FIXTURES / "qa_chat")
     assert run.facts.models == [MODEL] and run.facts.datasets == ["tiny_qa"]
@@ -130,7 +142,7 @@ def test_reuse_newest_summary_wins() -> None:
 def test_a_newer_folder_without_output_is_the_run_and_the_error_says_so(tmp_path: Path) -> None:
     work = copy("qa_chat", tmp_path)
     (work / "29990101_000000" / "configs").mkdir(parents=True)  # a newer attempt that aborted
-    with pytest.raises(NoSummaryError, match="29990101_000000 has no usable summary and no results") as info:
+    with pytest.raises(NoSummaryError, match="29990101_000000 has no usable summary, no results and no predictions") as info:
         parse_run(work)  # never the older, complete folder in its place
     assert "1 older folder(s) not used" in str(info.value)
 
@@ -196,12 +208,11 @@ def test_broken_predictions_name_file_and_line(tmp_path: Path, cut: str) -> None
         "not-an-object": "[1, 2, 3]",
     }[cut]
     path.write_text(broken)
-    with pytest.raises(ResultParseError) as info:
-        all_predictions(work)
-    assert info.value.path is not None and info.value.path.endswith("tiny_qa.json")
-    assert info.value.line is not None and info.value.line >= 1
+    error = failed_predictions(work)
+    assert error.path is not None and error.path.endswith("tiny_qa.json")
+    assert error.line is not None and error.line >= 1
     if cut == "garbled":
-        assert info.value.line == text[: text.index('"prediction":')].count("\n") + 1
+        assert error.line == text[: text.index('"prediction":')].count("\n") + 1
 
 
 @pytest.mark.parametrize("streamed", [False, True])
@@ -283,9 +294,8 @@ def test_indented_fast_path_cuts_between_members(tmp_path: Path, monkeypatch: py
         return
     broken = raw[: len(raw) * 3 // 4] if damage == "truncated" else raw.replace(b'"gold":', b'"gold" ::', 3)
     path.write_bytes(broken)
-    with pytest.raises(ResultParseError) as info:
-        all_predictions(work)
-    assert info.value.path is not None and info.value.line is not None and info.value.line > 1
+    error = failed_predictions(work)
+    assert error.path is not None and error.line is not None and error.line > 1
 
 
 def test_version_from_the_rendered_config() -> None:
@@ -366,10 +376,9 @@ def test_parse_worker_process_raises_the_typed_error(tmp_path: Path, monkeypatch
     path = _predictions_file(work)
     text = path.read_text()
     path.write_text(text.replace('"gold":', '"gold" ::', 1))
-    with pytest.raises(ResultParseError) as info:
-        _rows(work, workers=1)
-    assert info.value.path is not None and info.value.path.endswith("tiny_qa.json")
-    assert info.value.line == text[: text.index('"gold":')].count("\n") + 1
+    error = failed_predictions(work, workers=1)
+    assert error.path is not None and error.path.endswith("tiny_qa.json")
+    assert error.line == text[: text.index('"gold":')].count("\n") + 1
 
 
 def _by_index(work: Path) -> dict[object, tuple[object, ...]]:
@@ -397,9 +406,8 @@ def test_a_key_that_is_not_an_index_is_a_parse_error(tmp_path: Path, key: str) -
     data = json.loads(path.read_text())
     data[key] = data.pop("4")
     path.write_text(json.dumps(data))
-    with pytest.raises(ResultParseError, match="not an index") as info:
-        all_predictions(work)
-    assert info.value.path is not None and info.value.path.endswith("tiny_qa.json")
+    error = failed_predictions(work)
+    assert "not an index" in str(error) and error.path is not None and error.path.endswith("tiny_qa.json")
 
 
 @pytest.mark.parametrize("name", ["mcq", "two_datasets_one_fails", "qa_chat_with_verdicts"])
@@ -448,14 +456,10 @@ def test_large_files_go_to_workers_in_member_ranges(
         path.write_bytes(raw[: len(raw) * 3 // 4])
     elif damage == "garbled":
         path.write_bytes(raw.replace(b'"gold":', b'"gold" ::', 3))
-    here = parse_run(work, workers=0)
     if damage in ("truncated", "garbled"):
-        with pytest.raises(ResultParseError) as expected:
-            list(here.prediction_batches())
-        with pytest.raises(ResultParseError) as got:
-            list(parse_run(work, workers=1).prediction_batches())
-        assert (got.value.path, got.value.line) == (expected.value.path, expected.value.line)
-        assert got.value.line is not None and got.value.line > 1
+        expected, got = failed_predictions(work, workers=0), failed_predictions(work, workers=1)
+        assert (got.path, got.line) == (expected.path, expected.line)
+        assert got.line is not None and got.line > 1
         return
     rows = _rows(work, workers=1, units=4)
     assert rows == _rows(work, workers=0)

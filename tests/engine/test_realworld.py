@@ -116,8 +116,15 @@ def test_the_newest_folder_is_the_run_even_without_a_summary(tmp_path: Path) -> 
     assert run.facts.timestamp == "20261130_090000" and run.facts.summary_file is None
     assert [(m.dataset, m.metric, m.score) for m in run.metrics] == [("tiny_mcq", "accuracy", 25.0)]
     assert len(predictions(work)) == 4
-    # and once its results are gone too, the error names the newest folder instead of reading the older one
+    # without its results too, it is still the run: its dataset failed, its predictions kept, never the older run
     shutil.rmtree(work / "20261130_090000" / "results")
+    run = parse_run(work)
+    assert run.facts.timestamp == "20261130_090000" and [(s.dataset, s.status) for s in run.statuses] == [
+        ("tiny_mcq", "failed")
+    ]
+    assert len(predictions(work)) == 4
+    # and with nothing scored or predicted at all, the error names the newest folder
+    shutil.rmtree(work / "20261130_090000" / "predictions")
     with pytest.raises(NoSummaryError, match="20261130_090000"):
         parse_run(work)
 
@@ -445,3 +452,21 @@ def test_a_crashed_summarizer_leaves_the_results_files_to_score(tmp_path: Path) 
         False,
         True,
     ]
+
+
+def test_a_broken_predictions_file_costs_only_its_dataset_in_the_store(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    shutil.copytree(CASES.parent / "opencompass" / "two_datasets_one_fails", work)
+    broken = next(work.glob("2*/predictions/*/tiny_qa.json"))
+    broken.write_bytes(broken.read_bytes()[:200])  # a dump cut short
+    store = open_store(f"chdb://{tmp_path / 'ch'}")
+    try:
+        store.migrate()
+        report = store.store_run("cut", "r0", parse_run(work))
+        assert report.predictions > 0  # the other dataset's predictions are stored
+        state = {s.dataset: s for s in store.statuses("cut")}
+        assert state["tiny_qa"].status == "partial" and "predictions unreadable" in (state["tiny_qa"].reason or "")
+        assert "tiny_qa.json" in (state["tiny_qa"].reason or "")
+        assert {r.dataset for r in store.results("cut") if r.score is not None} >= {"tiny_qa"}
+    finally:
+        store.close()

@@ -37,8 +37,10 @@ SUMMARY_FOLDER = re.compile(r"^(?:summary_)?(\d{8}_\d{6})$")
 #: Subjective results go to ``results/{model}_judged-by--{judge}/`` (pairwise: ``results/{base}_{model}_judged-by--
 #: {judge}/``); their summaries are named ``...-judged-by--{judge}.csv``.
 JUDGED_BY = "_judged-by--"
+#: With a ``meta_judge_model`` the meta reviewer's results go to ``results/{models}_summarized-by--{judge}/``.
+META_REVIEWED_BY = "_summarized-by--"
 JUDGE_IN_NAME = re.compile(
-    r"(?:-judged-by--|^summary_\d{8}_\d{6}_by_)(.+?)(?:-capability|-report|-dimension)?(?:\.csv)?$"
+    r"(?:-judged-by--|^summary_\d{8}_\d{6}_by_)(.+?)-*(?:-capability|-report|-dimension)?(?:\.csv)?$"
 )
 #: Files an LLM judge writes beside a dataset's results (``generic_llm_evaluator.py``: ``{d}_replica{r}.json``;
 #: ``cascade_evaluator.py``: ``{d}_llm_judge_replica{r}.json``): the judge's own output, never a dataset.
@@ -52,16 +54,36 @@ EXCERPT_CHARS = 4000
 
 
 def timestamp_folders(work_dir: Path) -> list[Path]:
-    """The ``YYYYmmdd_HHMMSS`` folders of a work dir, oldest first (dot folders such as ``.budeval/`` excluded)."""
+    """The ``YYYYmmdd_HHMMSS`` entries of a work dir that are folders or links to one, oldest first (dot folders
+    such as ``.budeval/`` excluded)."""
     if not work_dir.is_dir():
         return []
-    return sorted(p for p in work_dir.iterdir() if TIMESTAMP.match(p.name) and p.is_dir() and not p.is_symlink())
+    return sorted(p for p in work_dir.iterdir() if TIMESTAMP.match(p.name) and p.is_dir())
 
 
 def newest_run_folder(work_dir: Path) -> Path | None:
-    """The run: the newest timestamp folder, or None when the work dir has none."""
+    """The run: the newest timestamp folder, or None when the work dir has none. Raises OutsideRunError when that
+    newest entry is a symbolic link (never followed out of the work dir; never replaced by an older folder)."""
     folders = timestamp_folders(work_dir)
-    return folders[-1] if folders else None
+    if not folders:
+        return None
+    if folders[-1].is_symlink():
+        raise OutsideRunError(f"the newest run folder {folders[-1].name} is a symbolic link (not followed)")
+    return folders[-1]
+
+
+def os_reason(exc: OSError) -> str:
+    """An OS error as a reason without the host path it names (``Permission denied``)."""
+    return exc.strerror or type(exc).__name__
+
+
+def not_utf8(name: str) -> bool:
+    """A file name the OS gave with undecodable bytes (surrogate escapes): not storable as a name."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def judge_of(name: str) -> str | None:
@@ -139,7 +161,7 @@ class RunLayout:
             return []
         found = sorted((m.group(1), p.name, p) for p in folder.iterdir() if (m := SUMMARY_CSV.match(p.name)))
         newest = found[-1][0] if found else None
-        return [self.inside(p) for ts, _, p in found if ts == newest]
+        return [p for ts, _, p in found if ts == newest]
 
     def other_summaries(self) -> list[Path]:
         """The tables in the newest ``summary/{ts}/`` or ``summary/summary_{ts}/`` folder(s), by name."""
@@ -148,12 +170,26 @@ class RunLayout:
             return []
         found = sorted((m.group(1), p) for p in folder.iterdir() if (m := SUMMARY_FOLDER.match(p.name)) and p.is_dir())
         newest = found[-1][0] if found else None
-        return [self.inside(c) for ts, sub in found if ts == newest for c in sorted(sub.glob("*.csv"))]
+        return [c for ts, sub in found if ts == newest for c in sorted(sub.glob("*.csv"))]
+
+    def summary_tables(self) -> list[Path]:
+        """The newest pass's summary tables: of ``summary_{ts}[_by_{j}].csv`` and the ``summary/{ts}/``,
+        ``summary/summary_{ts}/`` folders, those of the newest ``{ts}`` (``-r`` passes may use different
+        summarizers; the newest one is the table of record). Not yet confined: the caller checks each file."""
+        default = [(SUMMARY_CSV.match(p.name), p) for p in self.default_summaries()]
+        folders = self.other_summaries()
+        stamps = [m.group(1) for m, _ in default if m] + [
+            m.group(1) for p in folders if (m := SUMMARY_FOLDER.match(p.parent.name))
+        ]
+        newest = max(stamps, default=None)
+        chosen = [p for m, p in default if m and m.group(1) == newest]
+        return chosen + [p for p in folders if (m := SUMMARY_FOLDER.match(p.parent.name)) and m.group(1) == newest]
 
     def summary_stamp(self) -> str | None:
         """The ``{ts}`` of the newest default summary, None when there is none."""
         names = [m.group(1) for p in self.default_summaries() if (m := SUMMARY_CSV.match(p.name))]
-        return names[0] if names else None
+        names += [m.group(1) for p in self.other_summaries() if (m := SUMMARY_FOLDER.match(p.parent.name))]
+        return max(names, default=None)
 
     def config_file(self, stamp: str | None = None) -> Path | None:
         """``configs/{stamp}_{pid}.py`` (the config of the invocation that wrote the summary of that timestamp),
@@ -169,7 +205,7 @@ class RunLayout:
         folder = self.folder / kind
         if not folder.is_dir():
             return []
-        return sorted(p.name for p in folder.iterdir() if p.is_dir())
+        return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def files_of(self, kind: str, folder_name: str, suffix: str = ".json") -> list[str]:
         """Dataset abbrs with a file under ``{kind}/{folder_name}/`` (nested folders: an abbr with ``/``)."""
@@ -178,7 +214,7 @@ class RunLayout:
             return []
         names: list[str] = []
         for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # OpenCompass writes no hidden folder
             base = Path(dirpath).relative_to(root)
             for name in sorted(filenames):
                 if name.endswith(suffix) and not name.startswith("."):
@@ -196,7 +232,7 @@ def tail(path: Path, chars: int = EXCERPT_CHARS) -> str:
             size = f.tell()
             f.seek(max(0, size - chars * 2))
             data = f.read().decode("utf-8", errors="replace")
-    except (FileNotFoundError, IsADirectoryError):
+    except OSError:  # missing, a folder, unreadable: no excerpt
         return ""
     lines = [line.rsplit("\r", 1)[-1] for line in data.splitlines()]
     return "\n".join(lines)[-chars:]
@@ -236,9 +272,14 @@ def error_excerpt(work_dir: Path, console: Path) -> str:
     """Error lines (first and last per file) from the task logs of the run (the newest timestamp folder) and the
     console log, masked; "" when there are none."""
     files: list[Path] = []
-    folder = newest_run_folder(work_dir)
+    try:
+        folder = newest_run_folder(work_dir)
+    except OutsideRunError:
+        folder = None
     if folder is not None:
-        files += sorted((folder / "logs").glob("*/*/*.out"))
+        root = folder.resolve()
+        logs = sorted((folder / "logs").glob("*/*/*.out"))
+        files += [p for p in logs if Path(os.path.realpath(p)).is_relative_to(root)]  # no log linked outside
     files.append(console)
     parts: list[str] = []
     for path in files:

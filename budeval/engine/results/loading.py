@@ -30,7 +30,7 @@ def load_small(path: Path, display: str, warn: Callable[[str, int], None] = warn
     """
     if path.stat().st_size > WHOLE_FILE_LIMIT:
         return None
-    raw = path.read_bytes()
+    raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # a byte-order mark (an editor's re-save) is not content
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -20,7 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from budeval.engine.results.layout import RunLayout, newest_run_folder, timestamp_folders
+from budeval.engine.results.layout import RunLayout, newest_run_folder, os_reason, timestamp_folders
 from budeval.engine.results.loading import WHOLE_FILE_LIMIT, warn_replaced
 from budeval.engine.results.predictions import (
     WorkerResult,
@@ -44,9 +44,10 @@ POOL_MIN_BYTES = 64 << 20
 def parse_run(work_dir: Path, *, workers: int | None = None) -> OpenCompassRun:
     """Read an OpenCompass ``--work-dir``: its newest timestamp folder.
 
-    Raises NoSummaryError when there is no timestamp folder, or the newest one holds neither a summary nor results
-    files (the run aborted or never ran; the message says what it holds). ``workers``: parse worker processes for
-    large runs (None: one per spare core, at most two; 0: none).
+    Raises NoSummaryError when there is no timestamp folder, or the newest one holds no summary, no results and no
+    predictions files (the run aborted or never ran; the message says what it holds). A run that only inferred is
+    read: its datasets are failed with their task logs' reasons and its predictions are kept. ``workers``: parse
+    worker processes for large runs (None: one per spare core, at most two; 0: none).
     """
     work_dir = Path(work_dir)
     if not work_dir.is_dir():
@@ -55,13 +56,14 @@ def parse_run(work_dir: Path, *, workers: int | None = None) -> OpenCompassRun:
     if folder is None:
         raise NoSummaryError("no timestamp folder (the run never started)", path=work_dir.name)
     run = OpenCompassRun(work_dir, folder, workers=workers)
-    if not run.table.summaries and not run.table.results_files:
+    table = run.table
+    if not (table.summaries or table.results_files or table.judged_files or table.predicted):
         what = ", ".join(sorted(c.name for c in folder.iterdir())) or "nothing"
         older = len(timestamp_folders(work_dir)) - 1
         more = f"; {older} older folder(s) not used" if older else ""
         raise NoSummaryError(
-            f"the newest run folder {folder.name} has no usable summary and no results files (the run aborted or "
-            f"never ran; it holds: {what}{more})",
+            f"the newest run folder {folder.name} has no usable summary, no results and no predictions files (the "
+            f"run aborted or never ran; it holds: {what}{more})",
             path=work_dir.name,
         )
     return run
@@ -88,6 +90,8 @@ class OpenCompassRun:
         self.workers = workers
         #: Units (small files, ranges of large ones) the last ``prediction_batches`` pass had decoded by workers.
         self.worker_files = 0
+        #: (model, dataset) -> why its predictions could not be read in the last pass (the rest of the run is kept).
+        self.prediction_errors: dict[tuple[str, str], ResultParseError] = {}
         self.folder = folder
         self.layout = RunLayout(work_dir, folder)
         self._log = get_logger(run_folder=str(folder))
@@ -105,7 +109,30 @@ class OpenCompassRun:
 
     @property
     def statuses(self) -> list[DatasetStatus]:
-        return self.table.statuses
+        """The table's statuses, and after a prediction pass, a dataset whose predictions could not be read is
+        ``partial`` (it has scores) or stays not ok, with the parse error (file and line) in its reason."""
+        if not self.prediction_errors:
+            return self.table.statuses
+        out: list[DatasetStatus] = []
+        for status in self.table.statuses:
+            error = self.prediction_errors.get((status.model, status.dataset))
+            if error is None:
+                out.append(status)
+                continue
+            why = f"predictions unreadable: {error}"[:500]
+            name = "partial" if status.status == "ok" else status.status
+            reason = why if status.reason is None else f"{status.reason}; {why}"[:500]
+            out.append(status.model_copy(update={"status": name, "reason": reason}))
+        return out
+
+    def _prediction_failed(self, pair: tuple[str, str], exc: ResultParseError) -> None:
+        self.prediction_errors[pair] = exc
+        self._log.warning(
+            "predictions unreadable; the dataset's other rows are kept",
+            model=pair[0][:200],
+            dataset=pair[1][:200],
+            error=str(exc)[:300],
+        )
 
     @cached_property
     def facts(self) -> RunFacts:
@@ -163,6 +190,7 @@ class OpenCompassRun:
             workers = 0
         batch = PredictionBatch()
         self.worker_files = 0
+        self.prediction_errors = {}
         pending: deque[tuple[Future[WorkerResult] | None, Any]] = deque()
         with _Pool(workers) as pool:
             units = self._units(tasks, pooled=workers > 0)
@@ -175,17 +203,27 @@ class OpenCompassRun:
                         break
                     pending.append((None, unit))
                 future, unit = pending.popleft()
-                parts: Iterable[PredictionBatch]
-                if unit[0]:
-                    parts, by_worker = pool.result(future, unit[1], unit[2])
-                    self.worker_files += by_worker
-                else:
-                    parts = self._read_here(*unit[2])
-                for part in parts:
-                    batch = part if not len(batch) else _concat(batch, part)
-                    if len(batch) >= batch_size:
-                        yield batch
-                        batch = PredictionBatch()
+                pair = (unit[2][0], unit[2][1])
+                if pair in self.prediction_errors:
+                    if future is not None:
+                        pool.discard(future)
+                    continue  # the rest of a dataset whose predictions broke: not read
+                try:
+                    parts: Iterable[PredictionBatch]
+                    if unit[0]:
+                        parts, by_worker = pool.result(future, unit[1], unit[2])
+                        self.worker_files += by_worker
+                    else:
+                        parts = self._read_here(*unit[2])
+                    for part in parts:
+                        batch = part if not len(batch) else _concat(batch, part)
+                        if len(batch) >= batch_size:
+                            yield batch
+                            batch = PredictionBatch()
+                except ResultParseError as exc:
+                    self._prediction_failed(pair, exc)
+                except OSError as exc:  # unreadable (permissions): the dataset's reason, no host path
+                    self._prediction_failed(pair, ResultParseError(f"cannot read: {os_reason(exc)}"))
         if len(batch):
             yield batch
 
@@ -200,11 +238,15 @@ class OpenCompassRun:
                 if file.stat().st_size <= WHOLE_FILE_LIMIT:
                     yield True, worker_parse, names
                     continue
-                ranges = member_ranges(file, self._rel(file))
-                first = next(ranges, None)
-                if first is not None:
-                    for start, end, last, line in itertools.chain([first], ranges):
-                        yield True, worker_parse_range, (*names, start, end, last, line)
+                try:
+                    ranges = member_ranges(file, self._rel(file))
+                    first = next(ranges, None)
+                    if first is not None:
+                        for start, end, last, line in itertools.chain([first], ranges):
+                            yield True, worker_parse_range, (*names, start, end, last, line)
+                        continue
+                except ResultParseError as exc:
+                    self._prediction_failed((model, dataset), exc)
                     continue
             yield False, None, (model, dataset, files)
 
@@ -260,6 +302,11 @@ class _Pool:
             return None
         self._in_flight += 1
         return self._executor.submit(function, task)
+
+    def discard(self, future: Future[WorkerResult]) -> None:
+        """A submitted unit whose result is no longer wanted (its dataset already failed)."""
+        self._in_flight -= 1
+        future.cancel()
 
     def result(
         self, future: Future[WorkerResult] | None, function: Callable[[Any], WorkerResult], task: Any

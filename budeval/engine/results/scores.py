@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,14 +45,26 @@ class ResultScores:
 
 
 def read_result_scores(path: Path, display: str) -> ResultScores:
-    """Scores of one results file. Raises ResultParseError (file and line) when it is not a JSON object."""
+    """Scores of one results file. Raises ResultParseError (file and line) when it is not a complete JSON object.
+
+    An ``indent=4`` file (OpenCompass's) is scanned through a memory map, so a results file of hundreds of MB (its
+    ``details`` repeat every prediction) is never held in memory; it must end with the top-level ``}`` at the start of
+    a line -- a file cut after a details item ends indented, and is refused like any truncated file.
+    """
     with path.open("rb") as f:
-        head = f.read(7)
-    if head == b'{\n    "':
-        raw = path.read_bytes()
-        members = [(_decode_key(k, display), _decode_value(v, display)) for k, v in _TOP_MEMBER.findall(raw)]
-        if raw.rstrip().endswith(b"}"):
-            return _scores(members)
+        size = f.seek(0, 2)
+        f.seek(0)
+        head = f.read(10)
+        bom = len(_BOM) if head.startswith(_BOM) else 0
+        if head[bom : bom + 7] == b'{\n    "':
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                tail = mapped[max(0, size - 64) :].rstrip()
+                if tail.endswith(b"\n}"):
+                    members = [
+                        (_decode_key(m.group(1), display), _decode_value(m.group(2), display))
+                        for m in _TOP_MEMBER.finditer(mapped)
+                    ]
+                    return _scores(members)
     data = load_small(path, display)
     if data is not None:
         if not isinstance(data, dict):
@@ -68,6 +81,9 @@ def read_result_scores(path: Path, display: str) -> ResultScores:
                 members.append((key, stream.value()))
         stream.finish()
     return _scores(members)
+
+
+_BOM = b"\xef\xbb\xbf"
 
 
 def _decode_key(raw: bytes, display: str) -> str:

@@ -10,7 +10,14 @@ Layouts (header -> meaning; docs/parser.md has the full list with the source lin
 - ``Dataset,Detailed Scores,<model>...`` -- ``summarizers/subjective/*`` ``Subjective_all_results-judged-by--{judge}``:
   one row per (dataset, metric), judged by the judge in the file name.
 - ``<label>,<metric>...`` -- a subjective summarizer's per-dataset ``{dataset}-judged-by--{judge}.csv``: one row per
-  model (the label may carry a prefix such as ``win_``), one column per metric.
+  model (the label may carry a prefix such as ``win_``), one column per metric; AlpacaEval appends one header+row
+  block per compared model (a row of non-numbers is a new header).
+- ``,<model>...`` -- CompassArena's ``{dataset}-judged-by--{judge}-report.csv``: one row per metric, one column per
+  model.
+- ``dataset,...,model_name,...`` -- a long table with a model column (CompassArena Bradley-Terry's
+  ``summary_{ts}_by_{judge}.csv``): one row per (dataset, model), every other numeric column a metric.
+PretrainSummarizer's pseudo rows (``time``/``checkpoint``/``max_seq_len``, whose version/metric/mode cells repeat the
+header's) and section rows (``---name``, with or without a section average) are not datasets.
 
 Values: ``-`` or empty is a missing score; anything else must be a finite number. NaN, infinities and text become a
 missing score with a ``reason`` (one bad cell never costs the rest of the table). A table whose header is none of the
@@ -90,7 +97,10 @@ def read_summary(path: Path, display: str, known_models: Iterable[str] = ()) -> 
     header = [h.strip() for h in records[0][1]]
     lowered = tuple(h.lower() for h in header)
     summary = Summary(path, display, "", [], [], [], judge=judge_of(path.name))
-    if lowered[:4] == DEFAULT and len(header) > 4:
+    if "model_name" in lowered and "dataset" in lowered:
+        summary.layout = "long"
+        _read_long(summary, records, header)
+    elif lowered[:4] == DEFAULT and len(header) > 4:
         summary.layout, summary.models = "default", header[4:]
         _read_by_model(summary, records, header, fixed=4)
     elif lowered[:2] == SUBJECTIVE_ALL and len(header) > 2:
@@ -99,6 +109,9 @@ def read_summary(path: Path, display: str, known_models: Iterable[str] = ()) -> 
     elif lowered[0] == "dataset" and len(header) > 1:
         summary.layout, summary.models = "needlebench", header[1:]
         _read_by_model(summary, records, header, fixed=1)
+    elif summary.judge is not None and len(header) > 1 and header[0] == "":
+        summary.layout = "subjective_report"
+        _read_report(summary, records, header)
     elif summary.judge is not None and len(header) > 1:
         summary.layout = "subjective_dataset"
         _read_by_metric(summary, records, header, list(known_models))
@@ -116,9 +129,9 @@ def _records(text: str) -> Iterable[tuple[int, list[str]]]:
 
 
 def _is_divider(record: list[str]) -> bool:
-    """A summarizer's section divider (``--------- Exam ---------`` with ``-`` in every other cell)."""
-    first = record[0].strip()
-    return first.startswith("---") and all(cell.strip() in (MISSING, "") for cell in record[1:])
+    """A summarizer's section row: ``--------- Exam ---------`` with ``-`` in every other cell, or PretrainSummarizer's
+    ``---exam`` carrying the section's average (an average of rows above, not a dataset)."""
+    return record[0].strip().startswith("---")
 
 
 def _read_by_model(summary: Summary, records: list[tuple[int, list[str]]], header: list[str], fixed: int) -> None:
@@ -128,6 +141,8 @@ def _read_by_model(summary: Summary, records: list[tuple[int, list[str]]], heade
         cells = [c.strip() for c in record]
         if [c.lower() for c in cells] == [h.lower() for h in header] or _is_divider(record):
             continue  # a repeated header (NeedleBench) or a section divider
+        if fixed == 4 and [c.lower() for c in cells[1:4]] == list(DEFAULT[1:]):
+            continue  # PretrainSummarizer's pseudo rows (time, checkpoint, max_seq_len)
         dataset = cells[0]
         if not dataset:
             summary.notes.append(f"{summary.display}:{line}: a line without a dataset name was skipped")
@@ -164,6 +179,9 @@ def _read_by_metric(
         cells = [c.strip() for c in record]
         if not cells or not cells[0]:
             continue
+        if len(cells) > 1 and all(parse_score(c, "")[1] is not None for c in cells[1:]):
+            metrics = cells[1:]  # AlpacaEval: the next block's header (``{base}_vs_{model},total,...``)
+            continue
         label = cells[0]
         model = next((m for m in known_models if label == m or label.endswith(f"_{m}")), label)
         if model not in summary.models:
@@ -173,6 +191,52 @@ def _read_by_metric(
             if reason is not None:
                 summary.notes.append(f"{summary.display}:{line}: {model} {dataset}: {reason}")
             summary.rows.append(_row(summary, model, dataset, metric, score, reason, MISSING, MISSING))
+
+
+def _read_report(summary: Summary, records: list[tuple[int, list[str]]], header: list[str]) -> None:
+    """A judged report with models as columns (header ``,<model>...``): one row per metric label."""
+    dataset = summary.path.name.split("-judged-by--", 1)[0]
+    summary.datasets.append(dataset)
+    summary.models = header[1:]
+    for line, record in records[1:]:
+        cells = [c.strip() for c in record]
+        if not cells or not cells[0]:
+            continue
+        for position, model in enumerate(summary.models, start=1):
+            score, reason = parse_score(cells[position], cells[0]) if position < len(cells) else (None, None)
+            if reason is not None:
+                summary.notes.append(f"{summary.display}:{line}: {model} {dataset}: {reason}")
+            summary.rows.append(_row(summary, model, dataset, cells[0], score, reason, MISSING, MISSING))
+
+
+#: Columns of a long table that name things rather than score them.
+_LONG_KEYS = frozenset({"dataset", "version", "base_model", "metric", "mode", "model_name", "model", "judge_model"})
+
+
+def _read_long(summary: Summary, records: list[tuple[int, list[str]]], header: list[str]) -> None:
+    """One row per (dataset, model) (``model_name`` column); every other column with a number is a metric."""
+    lowered = [h.lower() for h in header]
+    dataset_at, model_at = lowered.index("dataset"), lowered.index("model_name")
+    version_at = lowered.index("version") if "version" in lowered else None
+    for line, record in records[1:]:
+        cells = [c.strip() for c in record]
+        if len(cells) != len(header):
+            summary.notes.append(f"{summary.display}:{line}: has {len(cells)} cells, the header has {len(header)}")
+            continue
+        dataset, model = cells[dataset_at], cells[model_at]
+        if not dataset or not model:
+            continue
+        if dataset not in summary.datasets:
+            summary.datasets.append(dataset)
+        if model not in summary.models:
+            summary.models.append(model)
+        version = cells[version_at] if version_at is not None else MISSING
+        for position, name in enumerate(header):
+            if lowered[position] in _LONG_KEYS:
+                continue
+            score, _ = parse_score(cells[position], name)
+            if score is not None:
+                summary.rows.append(_row(summary, model, dataset, name, score, None, version, MISSING))
 
 
 def _row(

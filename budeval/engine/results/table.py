@@ -23,7 +23,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from budeval.engine.results.layout import JUDGE_OUTPUT, JUDGED_BY, RunLayout, judge_of, last_error
+from budeval.engine.results.layout import (
+    JUDGE_OUTPUT,
+    JUDGED_BY,
+    META_REVIEWED_BY,
+    RunLayout,
+    judge_of,
+    last_error,
+    not_utf8,
+    os_reason,
+)
 from budeval.engine.results.runconfig import RunConfig, read_run_config
 from budeval.engine.results.scores import ResultScores, read_result_scores
 from budeval.engine.results.summary import NO_METRIC, Summary, read_summary
@@ -51,6 +60,10 @@ class ScoreTable:
     config_file: Path | None = None
     #: (model, dataset) -> the results file to read verdicts from (only pairs whose files are inside the run).
     results_files: dict[Pair, Path] = field(default_factory=dict)
+    #: (model, dataset) -> a judged results file that held scores (``results/{m}_judged-by--{j}/{d}.json``).
+    judged_files: dict[Pair, Path] = field(default_factory=dict)
+    #: The run wrote some predictions file (inference ran, whatever happened after).
+    predicted: bool = False
     pairs: list[Pair] = field(default_factory=list)
 
 
@@ -59,7 +72,7 @@ class _Builder:
         self.layout = layout
         self.out = ScoreTable()
         self._disk: dict[Pair, None] = {}  # pairs some task wrote a file for (results, predictions, logs), in order
-        self._judged: dict[Pair, str] = {}
+        self._judged: dict[Pair, tuple[str, str]] = {}  # -> (judge, results folder)
         self._log = get_logger(run_folder=str(layout.folder))
 
     def note(self, text: str) -> None:
@@ -80,14 +93,10 @@ class _Builder:
 
     def read_summaries(self, known_models: list[str]) -> None:
         layout = self.layout
-        try:
-            default, others = layout.default_summaries(), layout.other_summaries()
-        except OutsideRunError as exc:
-            self.note(f"summaries not read: {exc}")
-            return
-        with_all = {judge_of(p.name) for p in others if p.name.startswith(SUBJECTIVE_ALL_PREFIX)}
-        chosen = list(default)
-        for path in others:
+        tables = layout.summary_tables()
+        with_all = {judge_of(p.name) for p in tables if p.name.startswith(SUBJECTIVE_ALL_PREFIX)}
+        chosen = []
+        for path in tables:
             judge = judge_of(path.name)
             if not path.name.startswith(SUBJECTIVE_ALL_PREFIX) and judge is not None and judge in with_all:
                 continue  # the all-results table of the same judge already has these scores
@@ -96,9 +105,12 @@ class _Builder:
         for path in chosen:
             display = layout.rel(path)
             try:
-                summary = read_summary(path, display, known_models)
-            except (ResultParseError, OSError) as exc:
+                summary = read_summary(layout.inside(path), display, known_models)
+            except ResultParseError as exc:
                 self.note(f"summary not used: {exc}"[:500])
+                continue
+            except OSError as exc:
+                self.note(f"summary not used: {display}: {os_reason(exc)}")
                 continue
             if rename:
                 summary.models = [rename.get(m, m) for m in summary.models]
@@ -107,70 +119,98 @@ class _Builder:
             self.out.notes += summary.notes
             self.judge(summary.judge)
 
-    def scan_folders(self, models: list[str]) -> None:
+    def scan_folders(self, models: list[str], summary_datasets: set[str]) -> None:
         """Pairs from ``results/``, ``predictions/`` and ``logs/``; judged results folders mapped to their model, and
         a model abbr with ``/`` (nested folders) told from a dataset abbr with ``/`` by the known model abbrs."""
-        layout = self.layout
-        models = list(models) + [m for m in layout.model_folders("predictions") if m not in models]
+        models = list(models) + [m for m in self._folders("predictions") if m not in models]
+        predicted = {name for folder in self._folders("predictions") for name in self._files("predictions", folder)}
+        self.out.predicted = bool(predicted)
+        named = summary_datasets | set(self.out.config.datasets)  # datasets by name, not by a file's name
+        known = named | predicted
 
-        def add(folder: str, name: str, evaluated: str) -> None:
+        def add(name: str, evaluated: str) -> None:
             self._disk.setdefault(_split_nested(evaluated, name, models), None)
 
-        for folder in layout.model_folders("results"):
+        for folder in self._folders("results"):
             model, judge = _evaluated_model(folder, models)
             self.judge(judge)
-            names = self._files("results", folder, ".json")
+            names = self._files("results", folder)
             for dataset in names:
-                if _is_judge_output(dataset, names):
+                if _is_judge_output(dataset, set(names) | known):
                     continue
                 if judge is not None:
-                    self._judged[_split_nested(model, dataset, models)] = judge
-                add(folder, dataset, model)
-        known = {d for _, d in self._disk} | set(self.out.config.datasets)
-        for folder in layout.model_folders("predictions"):
-            names = self._files("predictions", folder, ".json")
+                    self._judged[_split_nested(model, dataset, models)] = (judge, folder)
+                add(dataset, model)
+        known = named | {d for _, d in self._disk}
+        for folder in self._folders("predictions"):
+            names = self._files("predictions", folder)
             for name in names:
-                add(folder, _unshard(name, known, names), folder)
+                add(_unshard(name, known, names), folder)
             for name in self._files("predictions", folder, ".jsonl"):
                 head, _, tail = name.rpartition("/")
                 if tail.startswith("tmp_"):
-                    add(folder, f"{head}/{tail[4:]}" if head else tail[4:], folder)
+                    add(f"{head}/{tail[4:]}" if head else tail[4:], folder)
         for stage in ("infer", "eval"):
-            for folder in layout.model_folders(f"logs/{stage}"):
+            for folder in self._folders(f"logs/{stage}"):
                 names = self._files(f"logs/{stage}", folder, ".out")
                 model, _ = _evaluated_model(folder, models)
                 for name in names:
-                    if not _is_judge_output(name, names):
-                        add(folder, _unshard(name, known, names), model)
+                    if not _is_judge_output(name, set(names) | known):
+                        add(_unshard(name, known, names), model)
 
-    def _files(self, kind: str, folder: str, suffix: str) -> list[str]:
+    def _folders(self, kind: str) -> list[str]:
+        names = self.layout.model_folders(kind)
+        if any(not_utf8(n) for n in names):
+            self.note(f"{kind}/: a folder whose name is not valid UTF-8 was skipped")
+        return [n for n in names if not not_utf8(n)]
+
+    def _files(self, kind: str, folder: str, suffix: str = ".json") -> list[str]:
         try:
-            return self.layout.files_of(kind, folder, suffix)
+            names = self.layout.files_of(kind, folder, suffix)
         except OutsideRunError as exc:
             self.note(f"{kind}/{folder} not read: {exc}")
             return []
+        if any(not_utf8(n) for n in names):
+            self.note(f"{kind}/{folder}: a file whose name is not valid UTF-8 was skipped")
+        return [n for n in names if not not_utf8(n)]
 
     # -- merge -----------------------------------------------------------------------------------------------------
     def merge(self) -> None:
         on_disk = {d for _, d in self._disk}
-        spaced = {d.replace(",", " "): d for d in on_disk if "," in d}  # the default summarizer's CSV drops commas
+        disk_models = {m for m, _ in self._disk}
+        # The default summarizer writes a ',' inside any cell as a space (names included).
+        spaced = {d.replace(",", " "): d for d in on_disk if "," in d}
+        spaced_models = {m.replace(",", " "): m for m in disk_models if "," in m}
+        config = self.out.config
+        # The run's config, when it is this run's (it names a dataset the run wrote files for), lists its datasets:
+        # a summary row of any other name with no score is a `dataset_abbrs` placeholder, not a dataset of the run.
+        trusted = bool(set(config.datasets) & on_disk)
         cells: dict[Pair, list[MetricRow]] = {}
+        skipped: list[str] = []
         for summary in self.out.summaries:
             for row in summary.rows:
                 if row.dataset not in on_disk and row.dataset in spaced:
                     row = row.model_copy(update={"dataset": spaced[row.dataset]})
+                if row.model not in disk_models and row.model in spaced_models:
+                    row = row.model_copy(update={"model": spaced_models[row.model]})
+                placeholder = row.score is None and not row.reason and row.dataset not in on_disk
+                if trusted and placeholder and row.dataset not in config.datasets and row.dataset not in config.groups:
+                    skipped.append(row.dataset)
+                    continue
                 same = cells.setdefault((row.model, row.dataset), [])
                 if not any(c.metric == row.metric and c.judge == row.judge for c in same):  # a table may repeat
                     same.append(row)
+        if skipped:
+            names = ", ".join(dict.fromkeys(skipped))
+            self.note(f"summary rows for datasets this run's config does not have were skipped: {names}"[:500])
         pairs = list(dict.fromkeys([*cells, *self._disk]))
         for model, dataset in pairs:
             if model not in self.out.models:
                 self.out.models.append(model)
             if dataset not in self.out.datasets:
                 self.out.datasets.append(dataset)
-        groups = self.out.config.groups
         for pair in pairs:
-            group = pair[1] not in on_disk and pair[1] in groups
+            group = pair[1] not in on_disk and pair[1] in config.groups
             rows, status = self._pair(pair, cells.get(pair, []), group=group)
             self.out.metrics += rows
             self.out.statuses.append(status)
@@ -186,13 +226,23 @@ class _Builder:
             return rows, DatasetStatus(model=model, dataset=dataset, status="failed", reason=OUTSIDE_REASON)
         found: ResultScores | None = None
         unreadable = None
+        judged = self._judged.get(pair)
+        judge = None
+        if not results.is_file() and judged is not None:  # a judged dataset: its scores (if the judge's
+            judge, folder = judged  # post-processor gave any) are in the judged results folder
+            results = self.layout.results_file(folder, dataset)
         if results.is_file():
             try:
                 found = read_result_scores(results, self.layout.rel(results))
-                self.out.results_files[pair] = results
-            except (ResultParseError, OSError) as exc:
+                if judge is None:
+                    self.out.results_files[pair] = results
+                else:
+                    self.out.judged_files[pair] = results
+            except ResultParseError as exc:
                 unreadable = f"results file unreadable: {exc}"[:500]
-        rows = _merge_rows(model, dataset, cells, found, self.layout.rel(results))
+            except OSError as exc:
+                unreadable = f"results file unreadable: {self.layout.rel(results)}: {os_reason(exc)}"
+        rows = _merge_rows(model, dataset, cells, found, self.layout.rel(results), judge)
         finite = [r for r in rows if r.score is not None]
         bad = next((r.reason for r in rows if r.reason), None)
         error = found.error if found is not None else unreadable
@@ -246,16 +296,19 @@ def build_table(layout: RunLayout) -> ScoreTable:
     or a note says which summary was not used."""
     builder = _Builder(layout)
     builder.read_config()
-    on_disk = layout.model_folders("predictions") + [m for m in layout.model_folders("results") if JUDGED_BY not in m]
+    on_disk = layout.model_folders("predictions") + [
+        m for m in layout.model_folders("results") if JUDGED_BY not in m and META_REVIEWED_BY not in m
+    ]
     builder.read_summaries(on_disk)
     summary_models = [m for s in builder.out.summaries for m in s.models]
-    builder.scan_folders(list(dict.fromkeys(summary_models + builder.out.config.models)))
+    summary_datasets = {r.dataset for summary in builder.out.summaries for r in summary.rows}
+    builder.scan_folders(list(dict.fromkeys(summary_models + builder.out.config.models)), summary_datasets)
     builder.merge()
     return builder.out
 
 
 def _merge_rows(
-    model: str, dataset: str, cells: list[MetricRow], found: ResultScores | None, source: str
+    model: str, dataset: str, cells: list[MetricRow], found: ResultScores | None, source: str, judge: str | None = None
 ) -> list[MetricRow]:
     if found is None or not found.metrics:
         return list(cells)
@@ -273,7 +326,7 @@ def _merge_rows(
             version=by_name[name].version if name in by_name else version,
             mode=by_name[name].mode if name in by_name else mode,
             reason=reason,
-            judge=by_name[name].judge if name in by_name else None,
+            judge=by_name[name].judge if name in by_name else judge,
             source=source,
         )
         for name, score, reason in found.metrics
@@ -287,10 +340,12 @@ def _empty(model: str, dataset: str) -> MetricRow:
 
 def _evaluated_model(folder: str, models: list[str]) -> tuple[str, str | None]:
     """(model, judge) of a results/logs folder: a judged one is ``{model}_judged-by--{judge}`` or, pairwise,
-    ``{base}_{model}_judged-by--{judge}`` (the longest known model abbr it ends with); any other is the model."""
-    if JUDGED_BY not in folder:
+    ``{base}_{model}_judged-by--{judge}`` (the longest known model abbr it ends with; a meta review's
+    ``_summarized-by--`` likewise); any other is the model."""
+    marker = JUDGED_BY if JUDGED_BY in folder else META_REVIEWED_BY if META_REVIEWED_BY in folder else None
+    if marker is None:
         return folder, None
-    evaluated, judge = folder.split(JUDGED_BY, 1)
+    evaluated, judge = folder.split(marker, 1)
     matches = [m for m in models if evaluated == m or evaluated.endswith(f"_{m}")]
     return max(matches, key=len, default=evaluated), judge
 
@@ -312,11 +367,12 @@ def _is_judge_output(name: str, siblings: Iterable[str]) -> bool:
 
 
 def _unshard(name: str, known: set[str], siblings: Iterable[str]) -> str:
-    """``{dataset}_{i}`` of a split dataset -> ``{dataset}`` when ``{dataset}_0`` exists and ``{dataset}`` is not
-    itself a known dataset name."""
+    """``{dataset}_{i}`` of a split dataset (SizePartitioner) -> ``{dataset}``, when ``{dataset}_{i}`` is not itself a
+    known dataset and either ``{dataset}`` is one (a summary, the config or a results file names it) or
+    ``{dataset}_0`` exists beside it."""
     if name in known:
         return name
     base, _, index = name.rpartition("_")
-    if base and index.isdigit() and f"{base}_0" in set(siblings):
+    if base and index.isdigit() and (base in known or f"{base}_0" in set(siblings)):
         return base
     return name

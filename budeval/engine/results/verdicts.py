@@ -7,19 +7,25 @@ replicas the dataset is the test set repeated ``n`` times (``opencompass/dataset
 example and flattens every field of its per-replica details into a list (``{"example_abbr": "<ds>_<i>",
 "correct": [bool per replica], ...}``). Two shapes occur:
 
-- a list (``[{"example_abbr": "<ds>_<i>", <verdict key>: [bool, ...], "score": [float, ...]?, ...}]``);
+- a list (``[{"example_abbr": "<ds>_<i>", <verdict key>: [bool, ...], "score": [float, ...]?, ...}]``), item ``i``
+  being example ``i`` in prediction order: the evaluator groups the replicas by ``example_abbr`` in the order it
+  meets them, which is the predictions' order. The number in ``example_abbr`` is the example's index in the FULL
+  split (``datasets/base.py``), which differs from the prediction key under a ``test_range`` (a slice or a random
+  sample, ``icl_dataset_reader.py``), so it is never used to place a verdict;
 - a dict keyed by prediction index (``{"type": "GEN", "0": {...}}``, written by ``OpenICLEvalTask.format_details``
   when the evaluator gave no details; its GEN items usually carry no verdict).
 
 Verdict keys, final verdict first (:data:`VERDICT_KEYS`): ``cascade_correct`` (``evaluator/cascade_evaluator.py``:
 the rule verdict OR the LLM judge's, the final one; the intermediate ``rule_evaluation.correct`` and
 ``llm_evaluation.llm_correct`` are nested and never read as the verdict), ``correct`` (most evaluators),
-``is_correct`` (code and HF-metric evaluators). A numeric per-example ``score`` is kept beside the verdict.
+``is_correct`` (code and HF-metric evaluators); a 0/1 integer counts as a verdict (as ``int(detail['correct'])`` in
+OpenCompass's own pass@k counting). A numeric per-example ``score`` is kept beside the verdict.
 """
 
 from __future__ import annotations
 
 import math
+import mmap
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +41,8 @@ MARK: tuple[bool | None, ...] = (None, False, True)
 VERDICT_KEYS = ("cascade_correct", "correct", "is_correct")
 SCORE_KEY = "score"
 DETAILS_SHAPE = re.compile(rb'"details"\s*:\s*([\[{])')
-CORRECT_KEY = re.compile(rb'"correct"\s*:\s*(\[[^\]]*\]|true|false|null)')
-ABBR_INDEX = re.compile(rb'"example_abbr"\s*:\s*"[^"\\]*?_(\d+)"')
+CORRECT_KEY = re.compile(rb'"correct"\s*:\s*(\[[^\]]*\]|true|false|null|0|1)(?=\s*[,}\]])')
+ABBR_KEY = re.compile(rb'"example_abbr"\s*:')
 #: Keys whose presence rules out the byte scan of ``"correct"`` (another verdict key, nested verdicts, scores).
 _NOT_SCANNABLE = re.compile(rb'"(?:cascade_correct|is_correct|rule_evaluation|llm_evaluation|score)"\s*:')
 #: Results files up to this size are scanned as raw bytes (no decoding, so no decoder's transient memory).
@@ -55,6 +61,9 @@ class Verdicts:
     marks: bytearray = field(default_factory=bytearray)
     scores: dict[int, float] | None = None
     examples: int = 0
+    #: The details showed the replicas per example (list-shaped details): the run config's ``n`` is not needed and,
+    #: after a ``-r`` pass that changed ``n`` without re-running the dataset, would be wrong.
+    replicas_shown: bool = False
 
     def place(self, key: int, value: int) -> None:
         if key >= len(self.marks):
@@ -88,8 +97,9 @@ def read_verdicts(path: Path, display: str) -> Verdicts:
     if data is not None:
         details = data.get("details") if isinstance(data, dict) else None
         if isinstance(details, dict):
+            bound = len(details)  # keys are prediction indices 0..len-2 (plus "type"): larger ones are damage
             for item_key, item in details.items():
-                if item_key.isdigit() and isinstance(item, dict):
+                if item_key.isdigit() and int(item_key) <= bound and isinstance(item, dict):
                     _put_keyed(out, int(item_key), item)
         elif isinstance(details, list):
             _put_list(out, details)
@@ -116,7 +126,7 @@ def dataset_verdicts(results: Path, display: str, predictions: list[Path], n: in
     """A dataset's verdicts (:func:`read_verdicts`); when its config says ``n > 1`` replicas and the details did not
     show them (an evaluator without per-example details), ``examples`` = prediction entries / ``n``."""
     verdicts = read_verdicts(results, display)
-    if n > 1 and not verdicts.examples:
+    if n > 1 and not verdicts.replicas_shown:
         entries = sum(_count_entries(p) for p in predictions)
         if entries and entries % n == 0:
             verdicts.examples = entries // n
@@ -127,11 +137,15 @@ _ENTRY = re.compile(rb'^    "\d+": ', re.M)
 
 
 def _count_entries(path: Path) -> int:
-    """Top-level members of a predictions file written with ``indent=4`` (OpenCompass's layout), 0 if unknown."""
+    """Top-level members of a predictions file written with ``indent=4`` (OpenCompass's layout), 0 if unknown.
+    Counted over a memory map: the file is never held in memory."""
     try:
         with path.open("rb") as f:
-            return len(_ENTRY.findall(f.read()))
-    except OSError:
+            if f.seek(0, 2) == 0:
+                return 0
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                return sum(1 for _ in _ENTRY.finditer(mapped))
+    except (OSError, ValueError):
         return 0
 
 
@@ -146,7 +160,7 @@ def item_verdicts(item: dict[str, Any]) -> tuple[list[bool | None], list[float |
         if key in item and item[key] is not None:
             value = item[key]
             values = value if isinstance(value, list) else [value]
-            verdicts = [v if isinstance(v, bool) else None for v in values]
+            verdicts = [_as_verdict(v) for v in values]
             break
     else:
         if "rule_evaluation" in item:
@@ -160,13 +174,22 @@ def item_verdicts(item: dict[str, Any]) -> tuple[list[bool | None], list[float |
     return verdicts, scores
 
 
+def _as_verdict(value: Any) -> bool | None:
+    """A bool, or 0/1 as some evaluators write it (ARC prize, MolecularIQ); anything else is no verdict."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    return None
+
+
 def _cascade_without_final(item: dict[str, Any]) -> list[bool | None]:
     """CascadeEvaluator writes no ``cascade_correct`` when no sample went to the LLM judge: the verdict per replica
     is then the rule's (``rule_evaluation[r].correct``), or the judge's where one was asked (``llm_evaluation``
     entries, placed by their ``dataset_replica_idx``)."""
     rules = item["rule_evaluation"] if isinstance(item["rule_evaluation"], list) else [item["rule_evaluation"]]
     out: list[bool | None] = [
-        rule.get("correct") if isinstance(rule, dict) and isinstance(rule.get("correct"), bool) else None
+        _as_verdict(rule.get("correct")) if isinstance(rule, dict) else None
         for rule in rules
     ]
     judged = item.get("llm_evaluation")
@@ -198,17 +221,14 @@ def _put_keyed(out: Verdicts, key: int, item: dict[str, Any]) -> None:
 
 
 def _put_list(out: Verdicts, details: list[Any]) -> None:
-    """List-shaped details: item ``i`` (by its ``example_abbr``, else its position) holds one value per replica."""
-    items = [
-        (_example_index(item.get("example_abbr"), position), item_verdicts(item))
-        for position, item in enumerate(details)
-        if isinstance(item, dict)
-    ]
-    examples = max((i for i, _ in items), default=-1) + 1
-    replicas = max((len(v) for _, (v, _) in items), default=0)
+    """List-shaped details: item ``i`` (its position) is example ``i``, holding one value per replica."""
+    items = [item_verdicts(item) if isinstance(item, dict) else ([], []) for item in details]
+    examples = len(items)
+    replicas = max((len(v) for v, _ in items), default=0)
+    out.replicas_shown = replicas > 0
     if replicas > 1:
         out.examples = examples
-    for i, (verdicts, scores) in items:
+    for i, (verdicts, scores) in enumerate(items):
         for r, (verdict, score) in enumerate(zip(verdicts, scores, strict=True)):
             key = r * examples + i
             out.place(key, _code(verdict))
@@ -219,28 +239,24 @@ def _put_list(out: Verdicts, details: list[Any]) -> None:
 
 def _scan_list_verdicts(raw: bytes, out: Verdicts) -> bool:
     """List-shaped details with only ``"correct"`` verdicts, read without decoding them: the ``"correct": [...]``
-    values in order, placed by the index at the end of each ``"example_abbr": "<dataset>_<i>"``. False when the
-    counts do not match (the caller then decodes the file).
+    values in order, item ``i`` being example ``i``. False when there is not exactly one per ``example_abbr`` (the
+    caller then decodes the file).
 
     Safe on arbitrary text: inside a JSON string every quote is escaped, so the bare-quoted keys matched here can only
     be real keys. Decoding the whole file instead costs about half of the parse time of a run.
     """
     flags = CORRECT_KEY.findall(raw)
-    abbrs = ABBR_INDEX.findall(raw)
-    if len(abbrs) != len(flags):
+    if len(flags) != len(ABBR_KEY.findall(raw)):
         return False
     per_item = [_VERDICT_CODES.get(f) or _verdict_codes(f) for f in flags]
     replicas = max(map(len, per_item), default=0)
-    index = list(map(int, abbrs))
-    examples = max(index, default=-1) + 1
+    examples = len(per_item)
+    out.replicas_shown = replicas > 0
     if replicas <= 1:
-        if len(out.marks) < examples:
-            out.marks.extend(bytes(examples - len(out.marks)))
-        for i, codes in zip(index, per_item, strict=True):
-            out.marks[i] = codes[0] if codes else UNKNOWN
+        out.marks[:] = bytes(codes[0] if codes else UNKNOWN for codes in per_item)
         return True
     out.examples = examples
-    for i, codes in zip(index, per_item, strict=True):
+    for i, codes in enumerate(per_item):
         for r, code in enumerate(codes):
             out.place(r * examples + i, code)
     return True
@@ -253,15 +269,7 @@ def _verdict_codes(flags: bytes) -> tuple[int, ...]:
     """``true``/``false``/``null`` or a list of them -> one code per replica."""
     compact = flags.replace(b" ", b"").replace(b"\n", b"").strip(b"[]")
     parts = compact.split(b",") if compact else []
-    codes = tuple(RIGHT if p == b"true" else WRONG if p == b"false" else UNKNOWN for p in parts)
+    codes = tuple(RIGHT if p in (b"true", b"1") else WRONG if p in (b"false", b"0") else UNKNOWN for p in parts)
     if len(_VERDICT_CODES) < 64:
         _VERDICT_CODES[flags] = codes
     return codes
-
-
-def _example_index(abbr: Any, position: int) -> int:
-    if isinstance(abbr, str):
-        _, _, tail = abbr.rpartition("_")
-        if tail.isdigit():
-            return int(tail)
-    return position
