@@ -142,7 +142,7 @@ def test_reuse_newest_summary_wins() -> None:
 def test_a_newer_folder_without_output_is_the_run_and_the_error_says_so(tmp_path: Path) -> None:
     work = copy("qa_chat", tmp_path)
     (work / "29990101_000000" / "configs").mkdir(parents=True)  # a newer attempt that aborted
-    with pytest.raises(NoSummaryError, match="29990101_000000 has no usable summary, no results and no predictions") as info:
+    with pytest.raises(NoSummaryError, match="29990101_000000 has no usable summary, no results and no pred") as info:
         parse_run(work)  # never the older, complete folder in its place
     assert "1 older folder(s) not used" in str(info.value)
 
