@@ -21,6 +21,8 @@ import httpx
 from budeval.config import Settings
 from budeval.errors import BudevalError, NotFoundError, TransientError, ValidationError
 from budeval.events.cloudevents import kind_of, make_request_event, to_json
+from budeval.jsonlimits import TooDeepError, check_depth
+from budeval.service.intake import MAX_REQUEST_BYTES
 
 #: Kinds of event that end an evaluation.
 FINAL_KINDS = frozenset({"completed", "failed", "cancelled", "rejected"})
@@ -98,14 +100,20 @@ def _serve(args: argparse.Namespace) -> int:
     return serve()
 
 
-def _read_request(name: str) -> dict[str, Any]:
+def _read_request(name: str, max_depth: int) -> dict[str, Any]:
     try:
         text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ValidationError(f"cannot read {name}: {exc}") from None
     where = "<stdin>" if name == "-" else name
+    size = len(text.encode("utf-8", "replace"))
+    if size > MAX_REQUEST_BYTES:
+        raise ValidationError(f"{where}: the request is {size} bytes; the service takes at most {MAX_REQUEST_BYTES}")
     try:
+        check_depth(text, max_depth)
         doc = json.loads(text)
+    except TooDeepError as exc:
+        raise ValidationError(f"{where}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise ValidationError(f"{where}:{exc.lineno}: not valid JSON: {exc.msg}") from None
     if not isinstance(doc, dict):
@@ -136,11 +144,15 @@ def _wait_ready(settings: Settings, deadline: float) -> str:
 
 
 def publish_request(url: str, settings: Settings, request: dict[str, Any], event_id: str) -> None:
+    """Publish ``request`` as a CloudEvent; refused here (nothing published) if the event exceeds the intake limit."""
     event = make_request_event(request, event_id)
+    body = to_json(event).encode("utf-8")
+    if len(body) > MAX_REQUEST_BYTES:
+        raise ValidationError(f"the request event is {len(body)} bytes; the service takes at most {MAX_REQUEST_BYTES}")
     target = f"{url}/v1.0/publish/{settings.pubsub_name}/{settings.request_topic}"
     headers = {"content-type": "application/cloudevents+json", **_dapr_headers()}
     try:
-        answer = httpx.post(target, content=to_json(event), headers=headers, timeout=30.0)
+        answer = httpx.post(target, content=body, headers=headers, timeout=30.0)
     except httpx.HTTPError as exc:
         raise TransientError(f"publish to {target} failed: {type(exc).__name__}") from None
     if not answer.is_success:
@@ -156,9 +168,20 @@ def _matches(event: dict[str, Any], eval_id: str | None, request_id: str) -> boo
     return eval_id is not None and data.get("eval_id") == eval_id
 
 
-def follow_events(url: str, topic: str, eval_id: str | None, request_id: str, deadline: float) -> dict[str, Any]:
-    """The first final event for this request in the topic's log (embedded sidecar only)."""
-    after = 0
+def last_event_seq(url: str, topic: str) -> int | None:
+    """The newest sequence number of the topic's log (embedded sidecar), None where there is no log (daprd)."""
+    try:
+        answer = httpx.get(f"{url}/v1.0-alpha1/messages/last", params={"topic": topic}, timeout=10.0,
+                           headers=_dapr_headers())
+        return int(answer.json()["seq"]) if answer.is_success else None
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
+
+
+def follow_events(
+    url: str, topic: str, eval_id: str | None, request_id: str, deadline: float, after: int = 0
+) -> dict[str, Any]:
+    """The first final event for this request in the topic's log after ``after`` (embedded sidecar only)."""
     while True:
         try:
             answer = httpx.get(
@@ -240,17 +263,21 @@ def _print_details(data: dict[str, Any]) -> None:
 
 def _submit(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    request = _read_request(args.file)
+    request = _read_request(args.file, settings.max_json_depth)
     deadline = time.monotonic() + max(1.0, args.timeout)
     url = _wait_ready(settings, deadline)
     request_id = f"req-{uuid.uuid4().hex}"
+    # Only events after this publish count: an earlier evaluation under the same eval id must not answer --wait.
+    after = last_event_seq(url, settings.events_topic) if args.wait else None
+    if args.wait and after is None:
+        raise ValidationError("--wait needs the embedded sidecar's message log (not available under daprd)")
     publish_request(url, settings, request, request_id)
     raw_id = request.get("eval_id")
     eval_id = raw_id if isinstance(raw_id, str) else None
     print(f"published {eval_id or '(no eval_id)'} on {settings.pubsub_name}/{settings.request_topic}", file=sys.stderr)
     if not args.wait:
         return 0
-    event = follow_events(url, settings.events_topic, eval_id, request_id, deadline)
+    event = follow_events(url, settings.events_topic, eval_id, request_id, deadline, after or 0)
     if args.json:
         print(json.dumps(event, indent=2))
     else:

@@ -150,6 +150,12 @@ class Broker:
             heapq.heappush(self.heap, (now, seq, route))
             self.lock.notify()
 
+    def last_seq(self, topic: str) -> int:
+        """The sequence number of the topic's newest message (0 for none): a follower starts after it."""
+        with self.store.lock:
+            row = self.store.db.execute("SELECT MAX(seq) FROM messages WHERE topic=?", (topic,)).fetchone()
+        return int(row[0] or 0) if row else 0
+
     def messages(self, topic: str, after: int, limit: int = 1000) -> list[dict[str, Any]]:
         with self.store.lock:
             rows = self.store.db.execute(

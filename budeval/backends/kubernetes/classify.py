@@ -13,6 +13,7 @@ from typing import Any
 
 from budeval.backends.base import FailureClass, RunPhase, RunState
 from budeval.backends.kubernetes.manifests import CONTAINER, LABEL_EVAL, LABEL_RUN
+from budeval.masking import redact
 
 #: Reads a pod's log (its tail); returns "" when no log can be had.
 LogReader = Callable[[str], str]
@@ -25,16 +26,7 @@ EXCERPT_LINES = 40
 EXCERPT_CHARS = 4000
 
 _TASK_ERROR = re.compile(r" - ERROR - .*(?:fail|error)", re.IGNORECASE)
-_SECRETS = (
-    re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}|(?i:\bbearer\s+)\S+"),
-    re.compile(r"(?i)\b(authorization|api[_-]?key|bearer|token|password|secret)(\"?\s*[:=]\s*\"?|\s+)([^\s\"',]+)"),
-)
-
-
-def redact(text: str) -> str:
-    """Masks what looks like a credential, so that a log excerpt cannot carry one into events or tables."""
-    text = _SECRETS[0].sub(lambda m: "Bearer ***" if m.group(0).lower().startswith("bearer") else "sk-***", text)
-    return _SECRETS[1].sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
+# Masking is budeval.masking.redact, the one masking function of every excerpt (imported here for excerpt()).
 
 
 def excerpt(log: str, *, lines: int = EXCERPT_LINES) -> str:
