@@ -26,6 +26,8 @@ from budeval.service.intake import MAX_REQUEST_BYTES
 
 #: Kinds of event that end an evaluation.
 FINAL_KINDS = frozenset({"completed", "failed", "cancelled", "rejected"})
+#: Workflow states of an existing evaluation that will still publish its final event.
+_STILL_RUNNING = frozenset({"PENDING", "RUNNING", "SUSPENDED", "STALLED"})
 _POLL_S = 0.5
 
 
@@ -200,10 +202,34 @@ def follow_events(
                 continue
             if kind_of(event) in FINAL_KINDS:
                 return event
+            if kind_of(event) == "duplicate":
+                status = str((event.get("data") or {}).get("workflow_status") or "")
+                if status in _STILL_RUNNING:
+                    print(f"  duplicate: {eval_id} is running; following it", file=sys.stderr)
+                    continue
+                return _earlier_final(url, topic, eval_id, seq) or event
             _print_progress(event)
         if time.monotonic() >= deadline:
             raise TransientError(f"timed out waiting for the end of {eval_id or request_id}")
         time.sleep(_POLL_S)
+
+
+def _earlier_final(url: str, topic: str, eval_id: str | None, before: int) -> dict[str, Any] | None:
+    """The newest final event (not a rejection) of the evaluation ``eval_id`` published before ``before``."""
+    found: dict[str, Any] | None = None
+    after = 0
+    while eval_id is not None and after < before:
+        answer = httpx.get(f"{url}/v1.0-alpha1/messages", params={"topic": topic, "after": after, "limit": 10000},
+                           timeout=30.0, headers=_dapr_headers())
+        page = _messages(answer.json()) if answer.is_success else []
+        if not page:
+            break
+        for seq, event in page:
+            after = max(after, seq)
+            data = event.get("data") or {}
+            if seq < before and data.get("eval_id") == eval_id and kind_of(event) in FINAL_KINDS - {"rejected"}:
+                found = event
+    return found
 
 
 def _print_progress(event: dict[str, Any]) -> None:

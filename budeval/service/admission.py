@@ -159,7 +159,25 @@ class Admission:
             return Decision("retry", detail=exc.message)
         if isinstance(parsed, Rejection):
             return self._reject(parsed, ce_id, source)
-        return self._start(parsed)
+        decision = self._start(parsed)
+        if decision.kind == "duplicate":
+            return self._tell_duplicate(decision, ce_id, source)
+        return decision
+
+    def _tell_duplicate(self, decision: Decision, ce_id: str | None, source: Source) -> Decision:
+        """A ``duplicate`` event answers the request (``submit --wait`` follows only what comes after its publish)."""
+        request_id = ce_id or uuid.uuid4().hex
+        data = {"status": "duplicate", "workflow_status": decision.workflow_status, "request_id": request_id}
+        event = make_event("duplicate", f"duplicate.{request_id}", decision.eval_id, data)
+        try:
+            self.publisher.publish(self.settings.events_topic, event)
+        except TransientError as exc:
+            get_logger(eval_id=decision.eval_id, source=source).warning("duplicate event not published",
+                                                                        error=exc.message)
+            if source == "topic":
+                return Decision("retry", decision.eval_id, detail=exc.message)
+        return Decision("duplicate", decision.eval_id, workflow_status=decision.workflow_status,
+                        request_id=request_id)
 
     def _reject(self, rejection: Rejection, ce_id: str | None, source: Source) -> Decision:
         # Redelivery of the same CloudEvent publishes the same event id, so consumers can dedupe.

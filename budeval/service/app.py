@@ -178,8 +178,12 @@ def create_app(deps: ServiceDeps) -> FastAPI:
 
     # -- health ----------------------------------------------------------------------------------------------------
     @open_routes.get("/healthz", summary="The process answers")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    def healthz() -> JSONResponse:
+        # A part the service cannot work without has died (e.g. the sidecar child): say so until the process exits.
+        failure = getattr(app.state, "failure", None)
+        if failure:
+            return JSONResponse({"status": "failing", "reason": str(failure)}, status_code=503)
+        return JSONResponse({"status": "ok"})
 
     @open_routes.get("/readyz", summary="The result store and the Dapr sidecar are reachable")
     def readyz() -> JSONResponse:

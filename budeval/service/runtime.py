@@ -138,6 +138,9 @@ class Service:
     dapr_grpc_port: int | None
     mode: str
     sidecar_pid: int | None = None  # the sidecar's own process (mode ``process``)
+    #: Exit code of the sidecar child when it died under the running service (then ``serve`` exits non-zero).
+    sidecar_exit: int | None = None
+    sidecar_proc: Any = None  # its subprocess.Popen, watched by :func:`supervise_sidecar`
     _stops: list[tuple[str, Any]] = field(default_factory=list)
 
     def stop(self) -> None:
@@ -232,7 +235,9 @@ def assemble(settings: Settings) -> Service:
                 max_json_depth=settings.max_json_depth,
             )
             sidecar.start()
-            service.sidecar_pid = sidecar.pid if isinstance(sidecar, SidecarProcess) else None
+            if isinstance(sidecar, SidecarProcess):
+                service.sidecar_pid = sidecar.pid
+                service.sidecar_proc = sidecar.proc
             service._stops.append(("sidecar", sidecar.stop))
             service.dapr_grpc_port, service.dapr_http_port = int(sidecar.grpc_port), int(sidecar.http_port)
             _point_sdk_at(service.dapr_grpc_port, service.dapr_http_port)
@@ -305,6 +310,23 @@ def read_serve_file(data_dir: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) else None
 
 
+def supervise_sidecar(service: Service, server: Any, stopping: threading.Event, poll_s: float = 1.0) -> None:
+    """Watch the sidecar child: if it dies while the service runs, fail ``/healthz`` and stop the server, so that
+    ``serve`` exits non-zero and a supervisor (systemd, Kubernetes, a shell loop) restarts both on the same state.
+    Nothing is lost: workflows and undelivered messages are in ``sidecar.db``, runs in their folders."""
+    proc = service.sidecar_proc
+    if proc is None:
+        return
+    while not stopping.wait(poll_s):
+        code = proc.poll()
+        if code is not None and not stopping.is_set():
+            service.sidecar_exit = code
+            service.app.state.failure = f"the sidecar process exited with code {code}"
+            get_logger(component="serve").error("sidecar process died; stopping the service", exit_code=code)
+            server.should_exit = True
+            return
+
+
 def serve(settings: Settings | None = None) -> int:
     """Run until SIGTERM/SIGINT, then stop everything gracefully."""
     import uvicorn
@@ -326,10 +348,14 @@ def serve(settings: Settings | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: None)
     log.info("serving", api=service.api_url, sidecar=service.mode, backend=settings.backend)
+    stopping = threading.Event()
+    threading.Thread(target=supervise_sidecar, args=(service, server, stopping), name="sidecar-supervisor",
+                     daemon=True).start()
     try:
         server.run(sockets=[service.sock])
     finally:
+        stopping.set()
         log.info("stopping")
         service.stop()
         log.info("stopped")
-    return 0
+    return 0 if service.sidecar_exit is None else 1
