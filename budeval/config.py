@@ -54,6 +54,9 @@ class Settings(BaseModel):
     worker_threads: int = Field(default=32, ge=1, le=512)
     #: Folder of suite YAML files (``workflows/``); default: ``workflows/`` beside the package in a checkout.
     suites_dir: Path | None = None
+    #: Seconds the workflow's activities keep retrying transient failures (archive, store, broker, API server down)
+    #: with backoff (1 s doubling to 60 s) before the step fails; budeval/workflow/policies.py.
+    activity_retry_window_s: float = Field(default=1800.0, ge=0, le=7 * 24 * 3600)
     poll_initial_s: float = 5.0
     poll_max_s: float = 60.0
     unschedulable_after_s: float = 600.0

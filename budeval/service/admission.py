@@ -214,6 +214,7 @@ class Admission:
             max_parallel_runs=self.settings.max_parallel_runs,
             poll_initial_s=self.settings.poll_initial_s,
             poll_max_s=self.settings.poll_max_s,
+            retry_window_s=self.settings.activity_retry_window_s,
         )
         try:
             self.workflows.schedule_new_workflow(
