@@ -63,7 +63,8 @@ DENIED_NETWORKS: tuple[IPNetwork, ...] = tuple(
         "ff00::/8",  # multicast
     )
 )
-DENIED_NAMES = frozenset({"localhost", "metadata", "metadata.google.internal", "instance-data", "metadata.azure.com"})
+#: Metadata service names, refused whatever they resolve to (``localhost`` needs no entry: it resolves to loopback).
+DENIED_NAMES = frozenset({"metadata", "metadata.google.internal", "instance-data", "metadata.azure.com"})
 _LABEL = r"[a-z0-9]([a-z0-9\-]*[a-z0-9])?"
 _HOST_PATTERN = re.compile(rf"^(\*|(\*\.)?{_LABEL}(\.{_LABEL})*|[0-9a-f:.]+)$")
 
@@ -226,7 +227,7 @@ class EndpointPolicy:
             return []
 
     def _check_addresses(self, host: str) -> None:
-        if host in DENIED_NAMES or host.endswith(".localhost"):
+        if host in DENIED_NAMES:
             raise PolicyError(f"host {host!r} is not reachable from evaluations", field=BASE_URL_FIELD)
         addresses = self._addresses(host)
         if not addresses:

@@ -141,3 +141,10 @@ def test_run_environment_is_allow_listed() -> None:
                            "APP_API_TOKEN": "a", "OPENAI_API_KEY": "service-own", "LC_ALL": "C", "MY_VAR": "1",
                            "DAPR_GRPC_PORT": "1"}, ["MY_*"], {"OPENAI_API_KEY": "run-own"})
     assert env == {"PATH": "/bin", "LC_ALL": "C", "MY_VAR": "1", "OPENAI_API_KEY": "run-own"}
+
+
+def test_localhost_follows_its_addresses() -> None:
+    loopback = {"localhost": ["127.0.0.1", "::1"]}
+    with pytest.raises(PolicyError):
+        policy(loopback).check(endpoint("http://localhost:8000/v1"))
+    policy(loopback, allowed=("127.0.0.0/8", "::1/128")).check(endpoint("http://localhost:8000/v1"))
