@@ -233,6 +233,7 @@ def assemble(settings: Settings) -> Service:
                 read_timeout_s=settings.http_read_timeout_s,
                 max_connections=settings.http_max_connections,
                 max_json_depth=settings.max_json_depth,
+                forget_bodies=(settings.request_topic,),
             )
             sidecar.start()
             if isinstance(sidecar, SidecarProcess):

@@ -30,10 +30,11 @@ class EmbeddedSidecar:
     def __init__(self, state_path: Path, grpc_port: int = 0, http_port: int = 0, app_port: int | None = None,
                  app_host: str = HOST, max_workers: int = 64, app_url: str | None = None,
                  app_token: str | None = None, read_timeout_s: float = 30.0, max_connections: int = 256,
-                 max_json_depth: int = DEFAULT_MAX_DEPTH) -> None:
+                 max_json_depth: int = DEFAULT_MAX_DEPTH, forget_bodies: tuple[str, ...] = ()) -> None:
         self.state_path = Path(state_path)
         #: Sent as ``dapr-api-token`` with every call to the app, as daprd sends its APP_API_TOKEN.
         self.app_token = app_token if app_token is not None else (os.environ.get("APP_API_TOKEN") or None)
+        self.forget_bodies = frozenset(forget_bodies)
         self.http_limits = {"read_timeout_s": read_timeout_s, "max_connections": max_connections,
                             "max_json_depth": max_json_depth}
         self._want_grpc, self._want_http = grpc_port, http_port
@@ -52,7 +53,7 @@ class EmbeddedSidecar:
         self._store = SidecarStore(self.state_path)
         self.engine = Engine(self._store)
         # daprd sends the app token it was given (APP_API_TOKEN) on every call to the app; so does this sidecar
-        self.broker = Broker(self._store, self.app_url, self.app_token)
+        self.broker = Broker(self._store, self.app_url, self.app_token, forget_bodies=self.forget_bodies)
         pool = futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="sidecar-grpc")
         server = grpc.server(pool,
                              options=[("grpc.so_reuseport", 0),  # a busy port must fail, not be shared
@@ -127,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--read-timeout", type=float, default=30.0, help="seconds a client has to send a request")
     parser.add_argument("--max-connections", type=int, default=256, help="HTTP connections served at once")
     parser.add_argument("--max-json-depth", type=int, default=DEFAULT_MAX_DEPTH, help="JSON nesting limit")
+    parser.add_argument("--forget-bodies", action="append", default=[], metavar="TOPIC",
+                        help="drop a message's body from the log once delivered (repeatable)")
     args = parser.parse_args(argv)
     if args.parent_pid is not None:
         from budeval.sidecar.process import die_with_parent
@@ -136,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     # The app token comes from the environment (APP_API_TOKEN, as daprd's), never from argv (visible in ps).
     sidecar = EmbeddedSidecar(args.state, args.grpc_port, args.http_port, app_port=args.app_port,
                               read_timeout_s=args.read_timeout, max_connections=args.max_connections,
-                              max_json_depth=args.max_json_depth).start()
+                              max_json_depth=args.max_json_depth, forget_bodies=tuple(args.forget_bodies)).start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

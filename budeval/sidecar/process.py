@@ -51,10 +51,13 @@ class SidecarProcess:
         read_timeout_s: float = 30.0,
         max_connections: int = 256,
         max_json_depth: int = 64,
+        forget_bodies: tuple[str, ...] = (),
     ) -> None:
         self.app_token = app_token
         self.limits = ["--read-timeout", str(read_timeout_s), "--max-connections", str(max_connections),
                        "--max-json-depth", str(max_json_depth)]
+        for topic in forget_bodies:
+            self.limits += ["--forget-bodies", topic]
         self.state_path = state_path
         self.grpc_port = grpc_port
         self.http_port = http_port

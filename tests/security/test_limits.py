@@ -128,3 +128,16 @@ def test_failure_excerpts_are_masked(secured: Secured) -> None:
     assert "***" in text, text  # the excerpt is there ...
     for secret in ("sk-live-0123456789abcdef", "hunter2pass"):
         assert secret not in text, text  # ... without what it printed
+
+
+def test_a_delivered_request_leaves_no_body_in_the_topic_log(secured: Secured) -> None:
+    leaked = dict(_hf("inline-key"), api_key="sk-inline-0123456789abcdef")  # a sender's mistake: rejected
+    published = secured.served.cli("submit", "-", "--wait", "--timeout", "120", stdin=json.dumps(leaked))
+    assert "inline-key: rejected" in published.stdout, published.stdout + published.stderr
+    url = f"http://127.0.0.1:{secured.served.info['dapr_http_port']}/v1.0-alpha1/messages"
+
+    def log_text() -> str:
+        return httpx.get(url, params={"topic": "budeval.requests", "after": 0, "limit": 10000}, timeout=30).text
+
+    wait_until(lambda: "sk-inline-0123456789abcdef" not in log_text(), timeout=60, what="the body removed")
+    assert '"redacted":"drop"' in log_text().replace(" ", "")
