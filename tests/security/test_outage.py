@@ -18,6 +18,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from tests.service.serve_process import ServeProcess, serve_env
 from tests.storage.conftest import s3_server, s3_state  # noqa: F401 (fixtures)
 from tests.support import wait_until
@@ -88,6 +90,7 @@ class CutProxy:
                     sock.shutdown(socket.SHUT_RDWR)
 
 
+@pytest.mark.timeout(OUTAGE_S + 900)
 def test_an_archive_outage_longer_than_the_old_retry_budget_loses_nothing(
     tmp_path: Path, s3_server: dict[str, str]  # noqa: F811
 ) -> None:
