@@ -54,6 +54,9 @@ class Settings(BaseModel):
     worker_threads: int = Field(default=32, ge=1, le=512)
     #: Folder of suite YAML files (``workflows/``); default: ``workflows/`` beside the package in a checkout.
     suites_dir: Path | None = None
+    #: Seconds the workflow's activities keep retrying transient failures (archive, store, broker, API server down)
+    #: with backoff (1 s doubling to 60 s) before the step fails; budeval/workflow/policies.py.
+    activity_retry_window_s: float = Field(default=1800.0, ge=0, le=7 * 24 * 3600)
     poll_initial_s: float = 5.0
     poll_max_s: float = 60.0
     unschedulable_after_s: float = 600.0
@@ -75,8 +78,61 @@ class Settings(BaseModel):
     #: Ports of the embedded sidecar (0: any free port; ``budeval submit`` finds them in ``{data_dir}/serve.json``).
     sidecar_grpc_port: int = Field(default=0, ge=0, le=65535)
     sidecar_http_port: int = Field(default=0, ge=0, le=65535)
+    # -- security (docs/security.md) --
+    #: Credentials requests may reference, by name, with the endpoint hosts each may be sent to; env: a JSON object
+    #: ``{"team-a-openai": ["api.openai.com", "*.openai.azure.com"]}``. Local backend only (its key values come from
+    #: ``BUDEVAL_SECRET_<NAME>_<KEY>``); on Kubernetes the registry is the Secrets labelled
+    #: ``budeval.io/credential=true`` (hosts in the annotation ``budeval.io/allowed-hosts``).
+    credentials: dict[str, list[str]] = Field(default_factory=dict)
+    #: A JSON file of the same shape as ``credentials`` (merged into it), e.g. a mounted ConfigMap.
+    credentials_file: Path | None = None
+    #: Networks (CIDRs) an endpoint's ``base_url`` may reach although they are in the deny-list of loopback,
+    #: link-local/metadata, unspecified, multicast and reserved addresses; env: JSON list or comma-separated.
+    endpoint_allowed_networks: list[str] = Field(default_factory=list)
+    #: Folders custom datasets (``.jsonl``) must resolve inside (symlinks followed); env: ``os.pathsep``-separated.
+    #: Default: ``{data_dir}/datasets``.
+    datasets_root: list[Path] = Field(default_factory=list)
+    #: Folders local model and tokenizer paths must resolve inside; env: ``os.pathsep``-separated. Default:
+    #: ``{cache}/models`` (where scripts/setup_opencompass.sh puts SmolLM2, the main job's model).
+    models_root: list[Path] = Field(default_factory=list)
+    #: Extra environment variable names (a trailing ``*`` matches a prefix) a local OpenCompass run inherits beyond
+    #: the built-in allow-list (budeval/backends/runenv.py); env: JSON list or comma-separated.
+    run_env_passthrough: list[str] = Field(default_factory=list)
+    #: The Dapr routes (subscription delivery) require Dapr's app API token. Under daprd (``external``) the service
+    #: refuses to start without ``APP_API_TOKEN`` unless this is false; the embedded sidecar always gets one.
+    require_app_token: bool = True
+    #: Serve the OpenAPI page (``/docs``, ``/openapi.json``) without a token; false: not served at all.
+    docs_enabled: bool = True
+    #: ``open``: ``/metrics`` without a token (a Prometheus scrape); ``token``: bearer token required; ``off``.
+    metrics_access: Literal["open", "token", "off"] = "open"
+    #: HTTP servers (the API and the embedded sidecar's): seconds a client may take to send one request (headers and
+    #: body), and at most this many connections at once (more are refused).
+    http_read_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    http_max_connections: int = Field(default=256, ge=1, le=100_000)
+    #: Request bodies: nesting depth limit of JSON (deeper: 400 / rejected, never a crash).
+    max_json_depth: int = Field(default=64, ge=4, le=10_000)
 
-    @field_validator("default_node_selector", "default_tolerations", mode="before")
+    @field_validator("datasets_root", "models_root", mode="before")
+    @classmethod
+    def _paths_from_env(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [p for p in value.split(os.pathsep) if p.strip()]
+        return value
+
+    @field_validator("endpoint_allowed_networks", "run_env_passthrough", mode="before")
+    @classmethod
+    def _list_from_env(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"not valid JSON: {exc.msg}") from None
+            return [p.strip() for p in text.split(",") if p.strip()]
+        return value
+
+    @field_validator("default_node_selector", "default_tolerations", "credentials", mode="before")
     @classmethod
     def _json_from_env(cls, value: Any) -> Any:
         # Environment variables are strings: the chart passes these two as JSON.
@@ -95,6 +151,12 @@ class Settings(BaseModel):
 
     def resolved_results_root(self) -> Path:
         return self.results_root or self.data_dir / "results"
+
+    def resolved_datasets_roots(self) -> list[Path]:
+        return list(self.datasets_root) or [self.data_dir / "datasets"]
+
+    def resolved_models_roots(self) -> list[Path]:
+        return list(self.models_root) or [default_cache_dir() / "models"]
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

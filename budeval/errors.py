@@ -4,6 +4,7 @@
     ├── TerminalError                 fail now, never retry (bad input, broken files, a run that failed)
     │   ├── ValidationError           a request or setting that does not satisfy the schema
     │   ├── UnsafeIdError             an id that is not a DNS label (path traversal, upper case, too long)
+    │   ├── PolicyError               a request reaching past what the operator allows (credential, host, path)
     │   ├── ResultParseError          an OpenCompass output file is missing, empty, truncated or garbled
     │   │   ├── NoSummaryError        the newest run folder has nothing to score (an aborted run)
     │   │   └── OutsideRunError       an output path that resolves outside the run folder (refused, not read)
@@ -67,6 +68,12 @@ class UnsafeIdError(ValidationError):
     reason = "unsafe_id"
 
 
+class PolicyError(ValidationError):
+    """A well-formed request that asks for something the operator did not allow (docs/security.md)."""
+
+    reason = "forbidden"
+
+
 class ResultParseError(TerminalError):
     """A result file cannot be read; names the file and, where known, the line."""
 
@@ -97,8 +104,10 @@ class RunFailedError(TerminalError):
     reason = "run_failed"
 
     def __init__(self, message: str, reason_class: str = "run_failed", log_excerpt: str = "") -> None:
+        from budeval.masking import redact
+
         self.reason_class = reason_class
-        self.log_excerpt = log_excerpt
+        self.log_excerpt = redact(log_excerpt)
         super().__init__(message)
 
 
@@ -147,6 +156,7 @@ __all__ = [
     "ConflictError",
     "NoSummaryError",
     "NotFoundError",
+    "PolicyError",
     "ResultParseError",
     "RunFailedError",
     "SchemaVersionError",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from typing import Any
 
@@ -35,15 +34,3 @@ def configure(level: str = "INFO") -> None:
 def get_logger(**bound: Any) -> Any:
     return structlog.get_logger("budeval").bind(**bound)
 
-
-_SECRETS = (
-    re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}|(?i:\bbearer\s+)\S+"),
-    re.compile(r"(?i)\b(authorization|api[_-]?key|bearer|token|password|secret)(\"?\s*[:=]\s*\"?|\s+)([^\s\"',]+)"),
-)
-
-
-def mask_secrets(text: str) -> str:
-    """``text`` with what looks like a credential masked (``sk-...`` keys, bearer tokens, ``api_key=...``-style
-    assignments), so that a log excerpt cannot carry one into events, workflow history or tables."""
-    text = _SECRETS[0].sub(lambda m: "Bearer ***" if m.group(0).lower().startswith("bearer") else "sk-***", text)
-    return _SECRETS[1].sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)

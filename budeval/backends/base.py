@@ -11,8 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from budeval.masking import redact
 from budeval.schemas.request import ModelSpec, Resources
 
 RunPhase = Literal["pending", "running", "succeeded", "failed", "cancelled", "unknown"]
@@ -55,6 +56,12 @@ class RunState(BaseModel):
     reason_class: FailureClass | None = None
     message: str = ""
     log_excerpt: str = ""
+
+    @field_validator("message", "log_excerpt")
+    @classmethod
+    def _masked(cls, value: str) -> str:
+        # Every backend's excerpts and messages pass here on their way to events, history and tables.
+        return redact(value)
 
     @property
     def finished(self) -> bool:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from budeval.backends.base import FailureClass, RunFinishedCallback, RunPhase, RunSpec, RunState
+from budeval.backends.runenv import run_environment
 from budeval.config import Settings
 from budeval.engine.environment import CAPTURE_SCRIPT
 from budeval.engine.results import score_presence
@@ -342,9 +343,8 @@ class LocalBackend:
             _write_atomic(run.file("output.log"), f"budeval: cannot start OpenCompass: {exc}\n")
             _write_atomic(run.file("exit_code"), "1\n")
             return False
-        env = dict(os.environ)
-        env.pop(API_KEY_ENV, None)  # only a key this run asked for reaches OpenCompass
-        env.update(key_env)
+        # Only what OpenCompass needs, and only the key this run asked for (budeval/backends/runenv.py).
+        env = run_environment(os.environ, self.settings.run_env_passthrough, key_env)
         gpus = spec.resources.gpus
         if gpus > 0 and "CUDA_VISIBLE_DEVICES" not in env and not Path("/dev/nvidia0").exists():
             # OpenCompass's LocalRunner asserts it sees num_gpus devices; on a host without GPUs, name ids so the

@@ -21,9 +21,13 @@ import httpx
 from budeval.config import Settings
 from budeval.errors import BudevalError, NotFoundError, TransientError, ValidationError
 from budeval.events.cloudevents import kind_of, make_request_event, to_json
+from budeval.jsonlimits import TooDeepError, check_depth
+from budeval.service.intake import MAX_REQUEST_BYTES
 
 #: Kinds of event that end an evaluation.
 FINAL_KINDS = frozenset({"completed", "failed", "cancelled", "rejected"})
+#: Workflow states of an existing evaluation that will still publish its final event.
+_STILL_RUNNING = frozenset({"PENDING", "RUNNING", "SUSPENDED", "STALLED"})
 _POLL_S = 0.5
 
 
@@ -98,14 +102,20 @@ def _serve(args: argparse.Namespace) -> int:
     return serve()
 
 
-def _read_request(name: str) -> dict[str, Any]:
+def _read_request(name: str, max_depth: int) -> dict[str, Any]:
     try:
         text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ValidationError(f"cannot read {name}: {exc}") from None
     where = "<stdin>" if name == "-" else name
+    size = len(text.encode("utf-8", "replace"))
+    if size > MAX_REQUEST_BYTES:
+        raise ValidationError(f"{where}: the request is {size} bytes; the service takes at most {MAX_REQUEST_BYTES}")
     try:
+        check_depth(text, max_depth)
         doc = json.loads(text)
+    except TooDeepError as exc:
+        raise ValidationError(f"{where}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise ValidationError(f"{where}:{exc.lineno}: not valid JSON: {exc.msg}") from None
     if not isinstance(doc, dict):
@@ -136,11 +146,15 @@ def _wait_ready(settings: Settings, deadline: float) -> str:
 
 
 def publish_request(url: str, settings: Settings, request: dict[str, Any], event_id: str) -> None:
+    """Publish ``request`` as a CloudEvent; refused here (nothing published) if the event exceeds the intake limit."""
     event = make_request_event(request, event_id)
+    body = to_json(event).encode("utf-8")
+    if len(body) > MAX_REQUEST_BYTES:
+        raise ValidationError(f"the request event is {len(body)} bytes; the service takes at most {MAX_REQUEST_BYTES}")
     target = f"{url}/v1.0/publish/{settings.pubsub_name}/{settings.request_topic}"
     headers = {"content-type": "application/cloudevents+json", **_dapr_headers()}
     try:
-        answer = httpx.post(target, content=to_json(event), headers=headers, timeout=30.0)
+        answer = httpx.post(target, content=body, headers=headers, timeout=30.0)
     except httpx.HTTPError as exc:
         raise TransientError(f"publish to {target} failed: {type(exc).__name__}") from None
     if not answer.is_success:
@@ -156,9 +170,20 @@ def _matches(event: dict[str, Any], eval_id: str | None, request_id: str) -> boo
     return eval_id is not None and data.get("eval_id") == eval_id
 
 
-def follow_events(url: str, topic: str, eval_id: str | None, request_id: str, deadline: float) -> dict[str, Any]:
-    """The first final event for this request in the topic's log (embedded sidecar only)."""
-    after = 0
+def last_event_seq(url: str, topic: str) -> int | None:
+    """The newest sequence number of the topic's log (embedded sidecar), None where there is no log (daprd)."""
+    try:
+        answer = httpx.get(f"{url}/v1.0-alpha1/messages/last", params={"topic": topic}, timeout=10.0,
+                           headers=_dapr_headers())
+        return int(answer.json()["seq"]) if answer.is_success else None
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
+
+
+def follow_events(
+    url: str, topic: str, eval_id: str | None, request_id: str, deadline: float, after: int = 0
+) -> dict[str, Any]:
+    """The first final event for this request in the topic's log after ``after`` (embedded sidecar only)."""
     while True:
         try:
             answer = httpx.get(
@@ -177,10 +202,34 @@ def follow_events(url: str, topic: str, eval_id: str | None, request_id: str, de
                 continue
             if kind_of(event) in FINAL_KINDS:
                 return event
+            if kind_of(event) == "duplicate":
+                status = str((event.get("data") or {}).get("workflow_status") or "")
+                if status in _STILL_RUNNING:
+                    print(f"  duplicate: {eval_id} is running; following it", file=sys.stderr)
+                    continue
+                return _earlier_final(url, topic, eval_id, seq) or event
             _print_progress(event)
         if time.monotonic() >= deadline:
             raise TransientError(f"timed out waiting for the end of {eval_id or request_id}")
         time.sleep(_POLL_S)
+
+
+def _earlier_final(url: str, topic: str, eval_id: str | None, before: int) -> dict[str, Any] | None:
+    """The newest final event (not a rejection) of the evaluation ``eval_id`` published before ``before``."""
+    found: dict[str, Any] | None = None
+    after = 0
+    while eval_id is not None and after < before:
+        answer = httpx.get(f"{url}/v1.0-alpha1/messages", params={"topic": topic, "after": after, "limit": 10000},
+                           timeout=30.0, headers=_dapr_headers())
+        page = _messages(answer.json()) if answer.is_success else []
+        if not page:
+            break
+        for seq, event in page:
+            after = max(after, seq)
+            data = event.get("data") or {}
+            if seq < before and data.get("eval_id") == eval_id and kind_of(event) in FINAL_KINDS - {"rejected"}:
+                found = event
+    return found
 
 
 def _print_progress(event: dict[str, Any]) -> None:
@@ -261,17 +310,21 @@ def provenance_lines(p: dict[str, Any]) -> list[str]:
 
 def _submit(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    request = _read_request(args.file)
+    request = _read_request(args.file, settings.max_json_depth)
     deadline = time.monotonic() + max(1.0, args.timeout)
     url = _wait_ready(settings, deadline)
     request_id = f"req-{uuid.uuid4().hex}"
+    # Only events after this publish count: an earlier evaluation under the same eval id must not answer --wait.
+    after = last_event_seq(url, settings.events_topic) if args.wait else None
+    if args.wait and after is None:
+        raise ValidationError("--wait needs the embedded sidecar's message log (not available under daprd)")
     publish_request(url, settings, request, request_id)
     raw_id = request.get("eval_id")
     eval_id = raw_id if isinstance(raw_id, str) else None
     print(f"published {eval_id or '(no eval_id)'} on {settings.pubsub_name}/{settings.request_topic}", file=sys.stderr)
     if not args.wait:
         return 0
-    event = follow_events(url, settings.events_topic, eval_id, request_id, deadline)
+    event = follow_events(url, settings.events_topic, eval_id, request_id, deadline, after or 0)
     if args.json:
         print(json.dumps(event, indent=2))
     else:

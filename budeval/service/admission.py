@@ -1,9 +1,11 @@
 """One path for every request, from the topic or ``POST /evals``: admit, reject (with an event) or start a workflow.
 
 Order: parse and validate (:func:`budeval.service.intake.parse_request`), check the catalog (unknown suite or dataset
-is a rejection here, so no workflow starts for it), then start the evaluation workflow with instance id = eval id
-unless an instance with that id exists already (a duplicate delivery: nothing new starts). Trouble reaching the
-sidecar is ``retry``; bad input is never retried.
+is a rejection here, so no workflow starts for it), check what the request may reach (registered credentials and
+endpoint hosts: :mod:`budeval.policy.credentials`; files under the roots: :mod:`budeval.policy.paths`), then start
+the evaluation workflow with instance id = eval id unless an instance with that id exists already (a duplicate
+delivery: nothing new starts). Trouble reaching the sidecar (or the credential registry) is ``retry``; bad input is
+never retried.
 """
 
 from __future__ import annotations
@@ -11,18 +13,22 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from budeval.config import Settings
-from budeval.errors import BudevalError, TransientError
+from budeval.errors import BudevalError, PolicyError, TransientError
 from budeval.events.cloudevents import make_event
 from budeval.events.publisher import EventPublisher
+from budeval.jsonlimits import TooDeepError, check_depth
 from budeval.logs import get_logger
+from budeval.policy.credentials import EndpointPolicy, StaticRegistry
+from budeval.policy.paths import check_request_paths
 from budeval.schemas.request import EvalRequest
-from budeval.service.intake import MAX_REQUEST_BYTES, Rejection, parse_request
+from budeval.service.intake import MAX_REQUEST_BYTES, Rejection, parse_request, sniff_eval_id
 from budeval.service.metrics import Metrics
 from budeval.workflow import names
 from budeval.workflow.models import WorkflowInput
@@ -49,6 +55,8 @@ class Decision:
     detail: str = ""
     #: For ``duplicate``: the existing instance's runtime status.
     workflow_status: str | None = None
+    #: For ``rejected``: the request's id (its CloudEvent id, else one made up here), also in the ``rejected`` event.
+    request_id: str | None = None
 
 
 def _event_envelope(body: bytes) -> tuple[str | None, bytes | dict[str, Any]]:
@@ -58,7 +66,7 @@ def _event_envelope(body: bytes) -> tuple[str | None, bytes | dict[str, Any]]:
     ``data``.
     """
     if len(body) > MAX_REQUEST_BYTES:
-        return None, body
+        return _sniff_event_id(body), body
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -76,6 +84,15 @@ def _event_envelope(body: bytes) -> tuple[str | None, bytes | dict[str, Any]]:
     return ce_id, doc
 
 
+_EVENT_ID = re.compile(rb'^\s*\{[^{]*?"id"\s*:\s*"([^"\\]{1,256})"')
+
+
+def _sniff_event_id(body: bytes) -> str | None:
+    """A CloudEvent's id when the body is too large to parse: only an ``id`` before any nested object counts."""
+    found = _EVENT_ID.search(body[:65536])
+    return found.group(1).decode("utf-8", "replace") if found else None
+
+
 def check_catalog(request: EvalRequest, suites: dict[str, list[str]]) -> Rejection | None:
     """Unknown suite or dataset names: the same check as the workflow's validate activity, done before it starts."""
     from budeval.engine.catalog import resolve_datasets
@@ -84,6 +101,16 @@ def check_catalog(request: EvalRequest, suites: dict[str, list[str]]) -> Rejecti
         resolve_datasets(request, suites)
     except BudevalError as exc:
         return Rejection(exc.message, getattr(exc, "field", None) or "datasets", request.eval_id)
+    return None
+
+
+def check_policy(request: EvalRequest, settings: Settings, endpoints: EndpointPolicy) -> Rejection | None:
+    """What the request may reach (credentials, endpoint hosts, file paths); raises TransientError to retry."""
+    try:
+        endpoints.check(request)
+        check_request_paths(request, settings)
+    except PolicyError as exc:
+        return Rejection(exc.message.removeprefix(f"{exc.field}: "), exc.field, request.eval_id)
     return None
 
 
@@ -97,47 +124,77 @@ class Admission:
         publisher: EventPublisher,
         suites: dict[str, list[str]],
         metrics: Metrics,
+        endpoints: EndpointPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.workflows = workflows
         self.publisher = publisher
         self.suites = suites
         self.metrics = metrics
+        self.endpoints = endpoints or EndpointPolicy(
+            StaticRegistry.from_settings(settings), allowed_networks=settings.endpoint_allowed_networks
+        )
 
     def admit(self, body: bytes) -> tuple[str | None, EvalRequest | Rejection]:
+        """Parse, validate, check catalog and policy; raises TransientError when the policy cannot be asked now."""
         try:
+            check_depth(body, self.settings.max_json_depth)
             ce_id, parsed_input = _event_envelope(body)
             parsed = parse_request(parsed_input)
-        except RecursionError:  # json's recursion limit: thousands of nested brackets
-            return None, Rejection("request is nested too deeply", "<request>")
+        except (TooDeepError, RecursionError):  # thousands of nested brackets: answered before any parse
+            too_deep = Rejection(f"request is nested deeper than {self.settings.max_json_depth} levels",
+                                 "<request>", sniff_eval_id(body))
+            return _sniff_event_id(body), too_deep
         if isinstance(parsed, EvalRequest):
-            rejected = check_catalog(parsed, self.suites)
+            rejected = check_catalog(parsed, self.suites) or check_policy(parsed, self.settings, self.endpoints)
             if rejected is not None:
                 return ce_id, rejected
         return ce_id, parsed
 
     def handle(self, body: bytes, source: Source) -> Decision:
-        ce_id, parsed = self.admit(body)
+        try:
+            ce_id, parsed = self.admit(body)
+        except TransientError as exc:
+            get_logger(source=source).warning("request not checked now; asking for redelivery", error=exc.message)
+            return Decision("retry", detail=exc.message)
         if isinstance(parsed, Rejection):
             return self._reject(parsed, ce_id, source)
-        return self._start(parsed)
+        decision = self._start(parsed)
+        if decision.kind == "duplicate":
+            return self._tell_duplicate(decision, ce_id, source)
+        return decision
+
+    def _tell_duplicate(self, decision: Decision, ce_id: str | None, source: Source) -> Decision:
+        """A ``duplicate`` event answers the request (``submit --wait`` follows only what comes after its publish)."""
+        request_id = ce_id or uuid.uuid4().hex
+        data = {"status": "duplicate", "workflow_status": decision.workflow_status, "request_id": request_id}
+        event = make_event("duplicate", f"duplicate.{request_id}", decision.eval_id, data)
+        try:
+            self.publisher.publish(self.settings.events_topic, event)
+        except TransientError as exc:
+            get_logger(eval_id=decision.eval_id, source=source).warning("duplicate event not published",
+                                                                        error=exc.message)
+            if source == "topic":
+                return Decision("retry", decision.eval_id, detail=exc.message)
+        return Decision("duplicate", decision.eval_id, workflow_status=decision.workflow_status,
+                        request_id=request_id)
 
     def _reject(self, rejection: Rejection, ce_id: str | None, source: Source) -> Decision:
         # Redelivery of the same CloudEvent publishes the same event id, so consumers can dedupe.
-        event_id = f"rejected.{ce_id}" if ce_id else f"rejected.{uuid.uuid4().hex}"
-        data: dict[str, Any] = {"status": "rejected", "reason": rejection.reason, "field": rejection.field}
-        if ce_id:
-            data["request_id"] = ce_id
+        request_id = ce_id or uuid.uuid4().hex
+        event_id = f"rejected.{request_id}"
+        data: dict[str, Any] = {"status": "rejected", "reason": rejection.reason, "field": rejection.field,
+                                "request_id": request_id}
         event = make_event("rejected", event_id, rejection.eval_id, data)
         log = get_logger(eval_id=rejection.eval_id, source=source)
         try:
             self.publisher.publish(self.settings.events_topic, event)
         except TransientError as exc:
             log.warning("rejected event not published; asking for redelivery", error=exc.message)
-            return Decision("retry", rejection.eval_id, rejection, detail=exc.message)
+            return Decision("retry", rejection.eval_id, rejection, detail=exc.message, request_id=request_id)
         self.metrics.rejects.labels(source=source).inc()
-        log.info("request rejected", reason=rejection.reason[:300], field=rejection.field)
-        return Decision("rejected", rejection.eval_id, rejection)
+        log.info("request rejected", reason=rejection.reason[:300], field=rejection.field, request_id=request_id)
+        return Decision("rejected", rejection.eval_id, rejection, request_id=request_id)
 
     def _start(self, request: EvalRequest) -> Decision:
         eval_id = request.eval_id
@@ -157,6 +214,7 @@ class Admission:
             max_parallel_runs=self.settings.max_parallel_runs,
             poll_initial_s=self.settings.poll_initial_s,
             poll_max_s=self.settings.poll_max_s,
+            retry_window_s=self.settings.activity_retry_window_s,
         )
         try:
             self.workflows.schedule_new_workflow(

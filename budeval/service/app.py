@@ -7,7 +7,9 @@ Routes (OpenAPI at ``/docs``):
 * API (bearer token): ``POST /evals`` (``?dry_run=true``: the plan of ``budeval plan``, nothing starts),
   ``GET /evals/{id}``, ``GET /evals/{id}/results``, ``DELETE /evals/{id}``,
   ``GET /leaderboard``, ``GET /compare``.
-* Open: ``/healthz`` (the process answers), ``/readyz`` (store and sidecar reachable), ``/metrics`` (Prometheus).
+* Open: ``/healthz`` (the process answers), ``/readyz`` (store and sidecar reachable); ``/metrics`` (Prometheus)
+  open, behind the bearer token or off (``metrics_access``); ``/docs`` and ``/openapi.json`` on or off
+  (``docs_enabled``). docs/security.md.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from budeval.errors import BudevalError, NotFoundError, TransientError, UnsafeId
 from budeval.events.cloudevents import make_event
 from budeval.events.publisher import EventPublisher
 from budeval.logs import get_logger
+from budeval.policy.credentials import EndpointPolicy
 from budeval.schemas.ids import check_dns_label
 from budeval.service.admission import Admission, Decision, WorkflowClient
 from budeval.service.auth import DAPR_TOKEN_HEADER, Auth
@@ -54,6 +57,8 @@ class ServiceDeps:
     metrics: Metrics = field(default_factory=Metrics)
     #: The sidecar's HTTP base URL (``http://127.0.0.1:3500``) for readiness; None skips that check.
     sidecar_http_url: str | None = None
+    #: What endpoint requests may reach; None: the local registry of the settings (budeval/policy/credentials.py).
+    endpoints: EndpointPolicy | None = None
 
 
 class ApiError(Exception):
@@ -123,7 +128,7 @@ def _iso(value: Any) -> str | None:
 
 def create_app(deps: ServiceDeps) -> FastAPI:
     settings, metrics, auth = deps.settings, deps.metrics, deps.auth
-    admission = Admission(settings, deps.workflows, deps.publisher, deps.suites, metrics)
+    admission = Admission(settings, deps.workflows, deps.publisher, deps.suites, metrics, deps.endpoints)
     log = get_logger(component="api")
 
     app = FastAPI(
@@ -131,6 +136,9 @@ def create_app(deps: ServiceDeps) -> FastAPI:
         version=__version__,
         description="Evaluations of LLMs on OpenCompass, orchestrated by Dapr workflows. "
         "Requests arrive on the pub/sub topic or through POST /evals; both take the same path.",
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url="/redoc" if settings.docs_enabled else None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     app.state.deps = deps
 
@@ -171,8 +179,12 @@ def create_app(deps: ServiceDeps) -> FastAPI:
 
     # -- health ----------------------------------------------------------------------------------------------------
     @open_routes.get("/healthz", summary="The process answers")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    def healthz() -> JSONResponse:
+        # A part the service cannot work without has died (e.g. the sidecar child): say so until the process exits.
+        failure = getattr(app.state, "failure", None)
+        if failure:
+            return JSONResponse({"status": "failing", "reason": str(failure)}, status_code=503)
+        return JSONResponse({"status": "ok"})
 
     @open_routes.get("/readyz", summary="The result store and the Dapr sidecar are reachable")
     def readyz() -> JSONResponse:
@@ -195,9 +207,13 @@ def create_app(deps: ServiceDeps) -> FastAPI:
         ready = all(v == "ok" for v in checks.values())
         return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503)
 
-    @open_routes.get("/metrics", summary="Prometheus metrics", response_class=Response)
     def prometheus() -> Response:
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    if settings.metrics_access != "off":
+        router = open_routes if settings.metrics_access == "open" else api
+        router.add_api_route("/metrics", prometheus, methods=["GET"], summary="Prometheus metrics",
+                             response_class=Response)
 
     # -- Dapr ------------------------------------------------------------------------------------------------------
     @dapr_routes.get("/dapr/subscribe", summary="Dapr programmatic subscription")
@@ -239,7 +255,7 @@ def create_app(deps: ServiceDeps) -> FastAPI:
         if dry_run:
             from budeval.service.plan import plan_request
 
-            plan = await run_in_threadpool(plan_request, body, settings, deps.suites, deps.store)
+            plan = await run_in_threadpool(plan_request, body, settings, deps.suites, deps.store, deps.endpoints)
             if plan.valid:
                 return JSONResponse(plan.document(), status_code=200)
             unparsed = plan.field in (None, "<request>", "data")
@@ -260,7 +276,8 @@ def create_app(deps: ServiceDeps) -> FastAPI:
         assert rejection is not None
         unparsed = rejection.field in (None, "<request>", "data")
         return JSONResponse(
-            {"error": "rejected", "reason": rejection.reason, "field": rejection.field, "eval_id": rejection.eval_id},
+            {"error": "rejected", "reason": rejection.reason, "field": rejection.field, "eval_id": rejection.eval_id,
+             "request_id": decision.request_id},
             status_code=400 if unparsed else 422,
         )
 

@@ -8,6 +8,7 @@ Dapr's DROP.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,14 @@ from budeval.schemas.request import EvalRequest
 
 #: Requests are small documents; anything larger is refused before parsing.
 MAX_REQUEST_BYTES = 256 * 1024
+_EVAL_ID = re.compile(rb'"eval_id"\s*:\s*"([a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?)"')
+
+
+def sniff_eval_id(body: bytes | str) -> str | None:
+    """The eval id of a body too large (or too deep) to parse, when one is plainly there; for the rejection only."""
+    raw = body.encode("utf-8", "replace") if isinstance(body, str) else body
+    found = _EVAL_ID.search(raw[: MAX_REQUEST_BYTES + 1])
+    return found.group(1).decode("ascii") if found else None
 
 
 @dataclass(frozen=True)
@@ -34,7 +43,8 @@ def parse_request(body: bytes | str | dict[str, Any]) -> EvalRequest | Rejection
     """Accept a structured CloudEvent (``data`` holds the request, as an object or a JSON string) or a bare request."""
     if isinstance(body, str | bytes):
         if len(body) > MAX_REQUEST_BYTES:
-            return Rejection(f"request is {len(body)} bytes, more than the limit of {MAX_REQUEST_BYTES}", "<request>")
+            return Rejection(f"request is larger than the limit of {MAX_REQUEST_BYTES} bytes", "<request>",
+                             sniff_eval_id(body))
         try:
             doc: Any = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:

@@ -28,7 +28,8 @@ from budeval.engine.catalog import resolve_datasets
 from budeval.engine.identity import compute_identity
 from budeval.errors import BudevalError
 from budeval.schemas.request import EvalRequest
-from budeval.service.admission import check_catalog
+from budeval.policy.credentials import EndpointPolicy, StaticRegistry
+from budeval.service.admission import check_catalog, check_policy
 from budeval.service.intake import Rejection, parse_request
 from budeval.workflow.activities import plan_runs, render_plans
 
@@ -52,12 +53,21 @@ class Plan(BaseModel):
 
 
 def plan_request(
-    body: bytes | str | dict[str, Any], settings: Settings, suites: dict[str, list[str]], store: Any | None
+    body: bytes | str | dict[str, Any],
+    settings: Settings,
+    suites: dict[str, list[str]],
+    store: Any | None,
+    endpoints: EndpointPolicy | None = None,
 ) -> Plan:
-    """The plan of ``body`` (a request or a CloudEvent holding one). ``store`` None: reuse is not looked up."""
+    """The plan of ``body`` (a request or a CloudEvent holding one), validated exactly as intake does: the schema,
+    the catalog and the policy (credentials, endpoint hosts, path roots: docs/security.md). ``store`` None: reuse is
+    not looked up. ``endpoints`` None: the locally registered credentials (``BUDEVAL_CREDENTIALS``) are asked."""
     parsed = parse_request(body)
     if isinstance(parsed, EvalRequest):
-        rejected = check_catalog(parsed, suites)
+        policy = endpoints or EndpointPolicy(
+            StaticRegistry.from_settings(settings), allowed_networks=settings.endpoint_allowed_networks
+        )
+        rejected = check_catalog(parsed, suites) or check_policy(parsed, settings, policy)
         parsed = rejected if rejected is not None else parsed
     if isinstance(parsed, Rejection):
         return Plan(valid=False, eval_id=parsed.eval_id, reason=parsed.reason, field=parsed.field)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -30,8 +31,10 @@ from budeval.config import Settings
 from budeval.errors import ValidationError
 from budeval.events.publisher import DaprPublisher
 from budeval.logs import configure, get_logger
+from budeval.policy.credentials import CredentialRegistry, EndpointPolicy, StaticRegistry
 from budeval.service.app import ServiceDeps, create_app
 from budeval.service.auth import Auth, ensure_local_token, load_api_token, load_app_token
+from budeval.service.httpserver import protocol
 from budeval.service.metrics import CountingPublisher, CountingStore, Metrics, TimedBackend, timed_parser
 from budeval.workflow import names
 from budeval.workflow.activities import Deps
@@ -63,6 +66,37 @@ def make_backend(settings: Settings) -> JobBackend:
 
         backend = LocalBackend(settings)
     return backend
+
+
+def app_token_for(mode: str, settings: Settings, environ: dict[str, str] | None = None) -> str | None:
+    """Dapr's app API token the subscription routes require.
+
+    Under daprd: ``APP_API_TOKEN`` (``dapr.io/app-token-secret``); without it the service refuses to start unless
+    ``require_app_token`` is false (then the routes are open, as the broker is). Embedded: ``APP_API_TOKEN`` if
+    set, else a fresh random token per start, handed to the embedded sidecar, which sends it with every delivery.
+    """
+    token = load_app_token(environ)
+    if mode == "external":
+        if token is None and settings.require_app_token:
+            raise ValidationError(
+                "set APP_API_TOKEN (Dapr's app token: dapr.io/app-token-secret) so that only daprd can deliver "
+                "requests, or BUDEVAL_REQUIRE_APP_TOKEN=false to leave the subscription routes open"
+            )
+        return token
+    return token or secrets.token_urlsafe(32)
+
+
+def make_endpoint_policy(settings: Settings, backend: JobBackend) -> EndpointPolicy:
+    """The credential registry of the backend (labelled Secrets on Kubernetes, the settings locally) and the hosts."""
+    registry: CredentialRegistry
+    api = getattr(backend, "api", None)
+    if settings.backend == "kubernetes" and api is not None:
+        from budeval.backends.kubernetes.credentials import SecretCredentials
+
+        registry = SecretCredentials(api, settings.namespace)
+    else:
+        registry = StaticRegistry.from_settings(settings)
+    return EndpointPolicy(registry, allowed_networks=settings.endpoint_allowed_networks)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -104,6 +138,9 @@ class Service:
     dapr_grpc_port: int | None
     mode: str
     sidecar_pid: int | None = None  # the sidecar's own process (mode ``process``)
+    #: Exit code of the sidecar child when it died under the running service (then ``serve`` exits non-zero).
+    sidecar_exit: int | None = None
+    sidecar_proc: Any = None  # its subprocess.Popen, watched by :func:`supervise_sidecar`
     _stops: list[tuple[str, Any]] = field(default_factory=list)
 
     def stop(self) -> None:
@@ -160,8 +197,7 @@ def assemble(settings: Settings) -> Service:
             raise ValidationError("set BUDEVAL_API_TOKEN or BUDEVAL_API_TOKEN_FILE (the API needs a token)")
         token = ensure_local_token(data_dir / TOKEN_FILE)
         log.info("generated a local API token", path=str(data_dir / TOKEN_FILE))
-    # The embedded sidecar (in this process or its child) sends no app token; only daprd does.
-    auth = Auth(api_token=token, app_token=load_app_token() if mode == "external" else None)
+    auth = Auth(api_token=token, app_token=app_token_for(mode, settings))
 
     sock = bind_socket(settings.host, settings.port)
     app_port = int(sock.getsockname()[1])
@@ -179,7 +215,9 @@ def assemble(settings: Settings) -> Service:
         if applied:
             log.info("store migrated", applied=applied)
         archive = open_archive(settings.resolved_archive_url())
-        backend = TimedBackend(make_backend(settings), metrics)
+        raw_backend = make_backend(settings)
+        backend = TimedBackend(raw_backend, metrics)
+        endpoints = make_endpoint_policy(settings, raw_backend)
 
         if mode in ("embedded", "process"):
             from budeval.sidecar import EmbeddedSidecar
@@ -191,9 +229,16 @@ def assemble(settings: Settings) -> Service:
                 grpc_port=settings.sidecar_grpc_port,
                 http_port=settings.sidecar_http_port,
                 app_port=app_port,
+                app_token=auth.app_token,
+                read_timeout_s=settings.http_read_timeout_s,
+                max_connections=settings.http_max_connections,
+                max_json_depth=settings.max_json_depth,
+                forget_bodies=(settings.request_topic,),
             )
             sidecar.start()
-            service.sidecar_pid = sidecar.pid if isinstance(sidecar, SidecarProcess) else None
+            if isinstance(sidecar, SidecarProcess):
+                service.sidecar_pid = sidecar.pid
+                service.sidecar_proc = sidecar.proc
             service._stops.append(("sidecar", sidecar.stop))
             service.dapr_grpc_port, service.dapr_http_port = int(sidecar.grpc_port), int(sidecar.http_port)
             _point_sdk_at(service.dapr_grpc_port, service.dapr_http_port)
@@ -230,6 +275,7 @@ def assemble(settings: Settings) -> Service:
                 auth=auth,
                 metrics=metrics,
                 sidecar_http_url=sidecar_http,
+                endpoints=endpoints,
             )
         )
     except BaseException:
@@ -265,6 +311,23 @@ def read_serve_file(data_dir: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) else None
 
 
+def supervise_sidecar(service: Service, server: Any, stopping: threading.Event, poll_s: float = 1.0) -> None:
+    """Watch the sidecar child: if it dies while the service runs, fail ``/healthz`` and stop the server, so that
+    ``serve`` exits non-zero and a supervisor (systemd, Kubernetes, a shell loop) restarts both on the same state.
+    Nothing is lost: workflows and undelivered messages are in ``sidecar.db``, runs in their folders."""
+    proc = service.sidecar_proc
+    if proc is None:
+        return
+    while not stopping.wait(poll_s):
+        code = proc.poll()
+        if code is not None and not stopping.is_set():
+            service.sidecar_exit = code
+            service.app.state.failure = f"the sidecar process exited with code {code}"
+            get_logger(component="serve").error("sidecar process died; stopping the service", exit_code=code)
+            server.should_exit = True
+            return
+
+
 def serve(settings: Settings | None = None) -> int:
     """Run until SIGTERM/SIGINT, then stop everything gracefully."""
     import uvicorn
@@ -275,7 +338,10 @@ def serve(settings: Settings | None = None) -> int:
     service = assemble(settings)
     serve_file = write_serve_file(service)
     service._stops.insert(0, ("serve file", lambda: serve_file.unlink(missing_ok=True)))
-    config = uvicorn.Config(service.app, log_level="warning", access_log=False, lifespan="off")
+    config = uvicorn.Config(
+        service.app, log_level="warning", access_log=False, lifespan="off",
+        http=protocol(settings.http_read_timeout_s), limit_concurrency=settings.http_max_connections,
+    )
     server = uvicorn.Server(config)
     if threading.current_thread() is threading.main_thread():
         # uvicorn re-raises the signal it caught once it has shut down; with these handlers in place that re-raise
@@ -283,10 +349,14 @@ def serve(settings: Settings | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: None)
     log.info("serving", api=service.api_url, sidecar=service.mode, backend=settings.backend)
+    stopping = threading.Event()
+    threading.Thread(target=supervise_sidecar, args=(service, server, stopping), name="sidecar-supervisor",
+                     daemon=True).start()
     try:
         server.run(sockets=[service.sock])
     finally:
+        stopping.set()
         log.info("stopping")
         service.stop()
         log.info("stopped")
-    return 0
+    return 0 if service.sidecar_exit is None else 1

@@ -13,6 +13,7 @@ import grpc
 from dapr.ext.workflow._durabletask.internal import orchestrator_service_pb2_grpc as stubs
 
 from budeval.errors import ValidationError
+from budeval.jsonlimits import DEFAULT_MAX_DEPTH
 from budeval.logs import get_logger
 from budeval.sidecar.dapr_http import SidecarHTTPServer
 from budeval.sidecar.orchestration import Engine
@@ -27,8 +28,15 @@ class EmbeddedSidecar:
     """A Dapr-compatible sidecar for one app, persisted in ``state_path`` (SQLite). Ports 0 pick free ones."""
 
     def __init__(self, state_path: Path, grpc_port: int = 0, http_port: int = 0, app_port: int | None = None,
-                 app_host: str = HOST, max_workers: int = 64, app_url: str | None = None) -> None:
+                 app_host: str = HOST, max_workers: int = 64, app_url: str | None = None,
+                 app_token: str | None = None, read_timeout_s: float = 30.0, max_connections: int = 256,
+                 max_json_depth: int = DEFAULT_MAX_DEPTH, forget_bodies: tuple[str, ...] = ()) -> None:
         self.state_path = Path(state_path)
+        #: Sent as ``dapr-api-token`` with every call to the app, as daprd sends its APP_API_TOKEN.
+        self.app_token = app_token if app_token is not None else (os.environ.get("APP_API_TOKEN") or None)
+        self.forget_bodies = frozenset(forget_bodies)
+        self.http_limits = {"read_timeout_s": read_timeout_s, "max_connections": max_connections,
+                            "max_json_depth": max_json_depth}
         self._want_grpc, self._want_http = grpc_port, http_port
         self.app_url = app_url.rstrip("/") if app_url else (f"http://{app_host}:{app_port}" if app_port else None)
         self.max_workers = max_workers
@@ -45,7 +53,7 @@ class EmbeddedSidecar:
         self._store = SidecarStore(self.state_path)
         self.engine = Engine(self._store)
         # daprd sends the app token it was given (APP_API_TOKEN) on every call to the app; so does this sidecar
-        self.broker = Broker(self._store, self.app_url, os.environ.get("APP_API_TOKEN") or None)
+        self.broker = Broker(self._store, self.app_url, self.app_token, forget_bodies=self.forget_bodies)
         pool = futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="sidecar-grpc")
         server = grpc.server(pool,
                              options=[("grpc.so_reuseport", 0),  # a busy port must fail, not be shared
@@ -58,7 +66,7 @@ class EmbeddedSidecar:
             self._store.close()
             raise ValidationError(f"cannot listen on {HOST}:{self._want_grpc} (gRPC)", field="sidecar_grpc_port")
         try:
-            self._http = SidecarHTTPServer(HOST, self._want_http, self.broker)
+            self._http = SidecarHTTPServer(HOST, self._want_http, self.broker, **self.http_limits)  # type: ignore[arg-type]
         except OSError as exc:
             self._store.close()
             raise ValidationError(f"cannot listen on {HOST}:{self._want_http}: {exc.strerror}",
@@ -117,13 +125,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app-port", type=int, default=None, help="the app's port (subscription delivery)")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--parent-pid", type=int, default=None, help="die with this process (Linux)")
+    parser.add_argument("--read-timeout", type=float, default=30.0, help="seconds a client has to send a request")
+    parser.add_argument("--max-connections", type=int, default=256, help="HTTP connections served at once")
+    parser.add_argument("--max-json-depth", type=int, default=DEFAULT_MAX_DEPTH, help="JSON nesting limit")
+    parser.add_argument("--forget-bodies", action="append", default=[], metavar="TOPIC",
+                        help="drop a message's body from the log once delivered (repeatable)")
     args = parser.parse_args(argv)
     if args.parent_pid is not None:
         from budeval.sidecar.process import die_with_parent
 
         die_with_parent(args.parent_pid)
     configure(args.log_level)
-    sidecar = EmbeddedSidecar(args.state, args.grpc_port, args.http_port, app_port=args.app_port).start()
+    # The app token comes from the environment (APP_API_TOKEN, as daprd's), never from argv (visible in ps).
+    sidecar = EmbeddedSidecar(args.state, args.grpc_port, args.http_port, app_port=args.app_port,
+                              read_timeout_s=args.read_timeout, max_connections=args.max_connections,
+                              max_json_depth=args.max_json_depth, forget_bodies=tuple(args.forget_bodies)).start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

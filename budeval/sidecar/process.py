@@ -47,7 +47,17 @@ class SidecarProcess:
         app_port: int | None = None,
         log: IO[bytes] | None = None,
         start_timeout: float = 60.0,
+        app_token: str | None = None,
+        read_timeout_s: float = 30.0,
+        max_connections: int = 256,
+        max_json_depth: int = 64,
+        forget_bodies: tuple[str, ...] = (),
     ) -> None:
+        self.app_token = app_token
+        self.limits = ["--read-timeout", str(read_timeout_s), "--max-connections", str(max_connections),
+                       "--max-json-depth", str(max_json_depth)]
+        for topic in forget_bodies:
+            self.limits += ["--forget-bodies", topic]
         self.state_path = state_path
         self.grpc_port = grpc_port
         self.http_port = http_port
@@ -66,8 +76,12 @@ class SidecarProcess:
         args += ["--parent-pid", str(os.getpid())]
         if self.app_port is not None:
             args += ["--app-port", str(self.app_port)]
+        args += self.limits
+        env = dict(os.environ)
+        if self.app_token is not None:  # through the environment, as daprd gets it; argv is visible to everyone
+            env["APP_API_TOKEN"] = self.app_token
         # stdout carries the one JSON line with the ports; logs go to stderr (ours, or the given file).
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._log or None)
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._log or None, env=env)
         ports = self._read_ports(self.proc)
         self.grpc_port, self.http_port = int(ports["grpc_port"]), int(ports["http_port"])
         return self

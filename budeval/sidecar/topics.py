@@ -4,7 +4,9 @@ Subscriptions are read from the app's ``GET /dapr/subscribe`` (programmatic subs
 to a subscribed topic is POSTed to the route as CloudEvent JSON; the app's answer follows Dapr's contract: 2xx with
 ``{"status": "SUCCESS"}`` or no body -> delivered; ``{"status": "RETRY"}``, any other non-2xx or a connection error ->
 retried with backoff, without limit; ``{"status": "DROP"}`` or HTTP 404 -> dropped (logged). Messages and pending
-deliveries are in SQLite, so a published message survives ``kill -9`` and is delivered after the restart.
+deliveries are in SQLite, so a published message survives ``kill -9`` and is delivered after the restart. On the
+topics named in ``forget_bodies`` (budeval: its request topic), a message delivered or dropped on every route loses
+its body in the log (the envelope stays): a rejected request may hold what its sender should not have put in it.
 """
 
 from __future__ import annotations
@@ -67,6 +69,19 @@ def to_cloudevent(pubsub: str, topic: str, data: bytes, content_type: str) -> di
     return event
 
 
+def _without_body(event_json: str, outcome: str) -> str:
+    """The stored CloudEvent with ``data``/``data_base64`` replaced by a marker (ids, type and topic stay)."""
+    try:
+        event = json.loads(event_json)
+    except ValueError:
+        return json.dumps({"redacted": outcome.lower()})
+    if not isinstance(event, dict):
+        return json.dumps({"redacted": outcome.lower()})
+    event.pop("data_base64", None)
+    event["data"] = {"redacted": outcome.lower()}
+    return json.dumps(event, separators=(",", ":"))
+
+
 def parse_subscriptions(body: Any) -> list[tuple[str, str, str]]:
     """``(pubsub, topic, route)`` from a ``/dapr/subscribe`` answer; entries without a usable route are skipped."""
     subs: list[tuple[str, str, str]] = []
@@ -87,8 +102,9 @@ class Broker:
     """The topic log and the delivery workers."""
 
     def __init__(self, store: SidecarStore, app_url: str | None = None, app_token: str | None = None,
-                 workers: int = 4) -> None:
+                 workers: int = 4, forget_bodies: frozenset[str] = frozenset()) -> None:
         self.store = store
+        self.forget_bodies = forget_bodies
         self.lock = threading.Condition(threading.Lock())
         self.app_url = app_url
         self.app_token = app_token
@@ -149,6 +165,12 @@ class Broker:
                        (seq, route, now))
             heapq.heappush(self.heap, (now, seq, route))
             self.lock.notify()
+
+    def last_seq(self, topic: str) -> int:
+        """The sequence number of the topic's newest message (0 for none): a follower starts after it."""
+        with self.store.lock:
+            row = self.store.db.execute("SELECT MAX(seq) FROM messages WHERE topic=?", (topic,)).fetchone()
+        return int(row[0] or 0) if row else 0
 
     def messages(self, topic: str, after: int, limit: int = 1000) -> list[dict[str, Any]]:
         with self.store.lock:
@@ -224,7 +246,7 @@ class Broker:
 
     def _deliver(self, url: str, seq: int, route: str) -> None:
         with self.store.lock:
-            row = self.store.db.execute("SELECT event FROM messages WHERE seq=?", (seq,)).fetchone()
+            row = self.store.db.execute("SELECT event, topic FROM messages WHERE seq=?", (seq,)).fetchone()
             attempts_row = self.store.db.execute(
                 "SELECT attempts FROM deliveries WHERE seq=? AND route=?", (seq, route)).fetchone()
         if row is None or attempts_row is None:
@@ -235,6 +257,10 @@ class Broker:
                 self.log.warning("message dropped by the app", seq=seq, route=route)
             with self.store.tx() as db:
                 db.execute("DELETE FROM deliveries WHERE seq=? AND route=?", (seq, route))
+                if row[1] in self.forget_bodies and db.execute(
+                    "SELECT 1 FROM deliveries WHERE seq=? LIMIT 1", (seq,)
+                ).fetchone() is None:
+                    db.execute("UPDATE messages SET event=? WHERE seq=?", (_without_body(row[0], outcome), seq))
             return
         attempts = int(attempts_row[0]) + 1
         next_at = time.time() + min(0.1 * 2 ** min(attempts, 10), MAX_BACKOFF_S)

@@ -25,6 +25,9 @@ class WorkflowInput(Model):
     max_parallel_runs: int = 2
     poll_initial_s: float = 5.0
     poll_max_s: float = 60.0
+    #: How long activities retry transient failures (settings ``activity_retry_window_s``); None: the policy of
+    #: histories recorded before it was a setting (budeval/workflow/policies.py).
+    retry_window_s: float | None = None
 
 
 class RunPlan(Model):
@@ -60,6 +63,8 @@ class RunInput(Model):
     poll_max_s: float
     #: Absolute deadline of the whole evaluation (ISO 8601, UTC).
     deadline: str
+    #: See :attr:`WorkflowInput.retry_window_s`.
+    retry_window_s: float | None = None
 
 
 class RunOutcome(Model):

@@ -52,7 +52,25 @@ class BackoffPolicy(wf.RetryPolicy):  # type: ignore[misc]
         )
 
 
+def transient(window_s: float | None = None) -> BackoffPolicy:
+    """The activities' policy: backoff 1, 2, 4 ... 60 s, then every 60 s, for at least ``window_s`` seconds.
+
+    ``None`` keeps the policy histories recorded before the window was a setting (8 attempts, about 2 minutes of
+    waiting); ``activity_retry_window_s`` (default 30 min) is what new evaluations get, so an archive, store, broker
+    or API server outage shorter than that delays an evaluation instead of failing it.
+    """
+    if window_s is None:
+        return BackoffPolicy(first=timedelta(seconds=1), attempts=8, coefficient=2.0, maximum=timedelta(seconds=60))
+    waited, attempts, delay = 0.0, 1, 1.0
+    while waited < window_s:
+        waited += delay
+        attempts += 1
+        delay = min(delay * 2.0, 60.0)
+    return BackoffPolicy(first=timedelta(seconds=1), attempts=attempts, coefficient=2.0,
+                         maximum=timedelta(seconds=60))
+
+
 #: Every activity: each holds a step with a store, archive, backend API or broker call (validation and rendering are
 #: pure and report their failures as data, so a retry only ever repeats I/O). A server restarting or a network blip
 #: heals within minutes; terminal errors are never retried.
-TRANSIENT = BackoffPolicy(first=timedelta(seconds=1), attempts=8, coefficient=2.0, maximum=timedelta(seconds=60))
+TRANSIENT = transient(None)

@@ -36,7 +36,7 @@ from budeval.workflow.models import (
     RunOutcome,
     WorkflowInput,
 )
-from budeval.workflow.policies import TRANSIENT
+from budeval.workflow.policies import BackoffPolicy, transient
 
 Gen = Generator[Any, Any, dict[str, Any]]
 
@@ -50,13 +50,15 @@ def _failure_message(exc: Exception) -> str:
     return str(exc)
 
 
-def _publish(ctx: wf.DaprWorkflowContext, eval_id: str, kind: str, event_id: str, data: dict[str, Any]) -> Any:
+def _publish(ctx: wf.DaprWorkflowContext, eval_id: str, kind: str, event_id: str, data: dict[str, Any],
+             policy: BackoffPolicy) -> Any:
     event = EventInput(eval_id=eval_id, kind=kind, event_id=event_id, data=data)  # type: ignore[arg-type]
-    return ctx.call_activity(names.PUBLISH, input=event.model_dump(mode="json"), retry_policy=TRANSIENT)
+    return ctx.call_activity(names.PUBLISH, input=event.model_dump(mode="json"), retry_policy=policy)
 
 
 def evaluation_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) -> Gen:
     inp = WorkflowInput.model_validate(payload)
+    policy = transient(inp.retry_window_s)
     request = inp.request
     eval_id = request.eval_id
     started_at = ctx.current_utc_datetime
@@ -65,15 +67,15 @@ def evaluation_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) ->
     prepare = PrepareInput(request=request.model_dump(mode="json"), started_at=started_at.isoformat())
     try:
         prepared = Prepared.model_validate(
-            (yield ctx.call_activity(names.PREPARE, input=prepare.model_dump(mode="json"), retry_policy=TRANSIENT))
+            (yield ctx.call_activity(names.PREPARE, input=prepare.model_dump(mode="json"), retry_policy=policy))
         )
     except wf.TaskFailedError as exc:  # the store or the broker stayed down through every retry
         why = f"prepare failed: {_failure_message(exc)}"
-        yield _publish(ctx, eval_id, "failed", f"{eval_id}.failed", {"status": "failed", "reason": why})
+        yield _publish(ctx, eval_id, "failed", f"{eval_id}.failed", {"status": "failed", "reason": why}, policy)
         return EvaluationResult(eval_id=eval_id, outcome="failed", reason=why).model_dump(mode="json")
     if prepared.rejected is not None or prepared.validated is None:
         rejected = prepared.rejected or "invalid request"
-        yield _publish(ctx, eval_id, "rejected", f"{eval_id}.rejected", {"reason": rejected})
+        yield _publish(ctx, eval_id, "rejected", f"{eval_id}.rejected", {"reason": rejected}, policy)
         return EvaluationResult(eval_id=eval_id, outcome="rejected", reason=rejected).model_dump(mode="json")
     validated = prepared.validated
 
@@ -90,7 +92,7 @@ def evaluation_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) ->
             result=result,
             **extra,
         )
-        return ctx.call_activity(names.FINALIZE, input=finalize_input.model_dump(mode="json"), retry_policy=TRANSIENT)
+        return ctx.call_activity(names.FINALIZE, input=finalize_input.model_dump(mode="json"), retry_policy=policy)
 
     reusable = prepared.reusable
     if reusable is not None and reusable.found:
@@ -111,7 +113,8 @@ def evaluation_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) ->
         while specs and len(running) < max(1, inp.max_parallel_runs):
             spec = specs.pop(0)
             run_input = RunInput(
-                spec=spec, poll_initial_s=inp.poll_initial_s, poll_max_s=inp.poll_max_s, deadline=deadline.isoformat()
+                spec=spec, poll_initial_s=inp.poll_initial_s, poll_max_s=inp.poll_max_s, deadline=deadline.isoformat(),
+                retry_window_s=inp.retry_window_s,
             )
             child = ctx.call_child_workflow(
                 names.RUN_WORKFLOW,
@@ -147,20 +150,21 @@ def evaluation_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) ->
         finalized = yield finalize(result, outcomes, config_hashes=config_hashes)
     except wf.TaskFailedError as exc:  # the rows are stored; the store or the broker stayed down through every retry
         why = f"finalize failed: {_failure_message(exc)}"
-        yield _publish(ctx, eval_id, "failed", f"{eval_id}.failed", {"status": "failed", "reason": why})
+        yield _publish(ctx, eval_id, "failed", f"{eval_id}.failed", {"status": "failed", "reason": why}, policy)
         return result.model_copy(update={"outcome": "failed", "reason": why}).model_dump(mode="json")
     return EvaluationResult.model_validate(finalized).model_dump(mode="json")
 
 
 def evaluation_run_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) -> Gen:
     inp = RunInput.model_validate(payload)
+    policy = transient(inp.retry_window_s)
     spec = inp.spec
     deadline = datetime.fromisoformat(inp.deadline)
 
     def ended(result: RunOutcome) -> Gen:
         """A run that did not get to (or through) ``collect`` announces its end here (collect does it otherwise)."""
         event_id = f"{spec.eval_id}.progress.{spec.run_id}"
-        yield _publish(ctx, spec.eval_id, "progress", event_id, result.progress())
+        yield _publish(ctx, spec.eval_id, "progress", event_id, result.progress(), policy)
         return result.model_dump(mode="json")
 
     def failed(reason_class: str, message: str, log_excerpt: str = "") -> RunOutcome:
@@ -177,7 +181,7 @@ def evaluation_run_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]
     timings = {"submitted_at": ctx.current_utc_datetime.isoformat()}
     try:
         state = RunState.model_validate(
-            (yield ctx.call_activity(names.SUBMIT, input=spec.model_dump(mode="json"), retry_policy=TRANSIENT))
+            (yield ctx.call_activity(names.SUBMIT, input=spec.model_dump(mode="json"), retry_policy=policy))
         )
     except wf.TaskFailedError as exc:
         return (yield from ended(failed("unknown", f"submit failed: {_failure_message(exc)}")))
@@ -201,7 +205,7 @@ def evaluation_run_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]
         delay = min(delay * 2, inp.poll_max_s)
         try:
             state = RunState.model_validate(
-                (yield ctx.call_activity(names.CHECK, input=spec.model_dump(mode="json"), retry_policy=TRANSIENT))
+                (yield ctx.call_activity(names.CHECK, input=spec.model_dump(mode="json"), retry_policy=policy))
             )
         except wf.TaskFailedError as exc:
             return (yield from ended(failed("unknown", f"status check failed: {_failure_message(exc)}")))
@@ -223,7 +227,7 @@ def evaluation_run_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]
     where = CollectInput(eval_id=spec.eval_id, run_id=spec.run_id, datasets=spec.datasets, state=state)
     try:
         collected = Collected.model_validate(
-            (yield ctx.call_activity(names.COLLECT, input=where.model_dump(mode="json"), retry_policy=TRANSIENT))
+            (yield ctx.call_activity(names.COLLECT, input=where.model_dump(mode="json"), retry_policy=policy))
         )
     except wf.TaskFailedError as exc:
         return (

@@ -28,6 +28,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     (model / "config.json").write_text("{}")
     (model / "model.safetensors").write_bytes(b"\x02" * 256)
     environ = dict(os.environ, BUDEVAL_DATA_DIR=str(tmp_path / "data"), BUDEVAL_SUITES_DIR=str(suites))
+    environ["BUDEVAL_MODELS_ROOT"] = environ["BUDEVAL_DATASETS_ROOT"] = str(tmp_path)  # the policy's path roots
     environ["HF_HUB_OFFLINE"] = "1"
     return {"tmp": tmp_path, "model": model, "store": f"chdb://{tmp_path / 'ch'}", "environ": environ}
 
@@ -70,7 +71,7 @@ def test_a_custom_file_is_named_by_its_bytes(env: dict[str, Any]) -> None:
     plan = _json(env, _request(env, datasets=[{"name": "mine", "path": str(data), "kind": "qa"}]))
     (mine,) = plan["datasets"]
     assert mine["kind"] == "custom" and mine["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
-    assert mine["spec"] == {"name": "mine", "path": str(data), "kind": "qa"}
+    assert mine["spec"] == {"name": "mine", "path": str(data), "kind": "qa", "scoring": "contains"}
 
 
 def test_hub_ids_with_and_without_a_resolvable_revision(env: dict[str, Any]) -> None:
@@ -130,3 +131,16 @@ def test_an_invalid_request_exits_1_with_the_reason(env: dict[str, Any], change:
     assert err.strip().splitlines()[-1].startswith("budeval: error: rejected: ")
     code, out, err = _plan(env, _request(env, **change))
     assert code == 1 and out == "" and "rejected" in err
+
+
+def test_the_policy_rejects_as_intake_does(env: dict[str, Any], tmp_path: Path) -> None:
+    """Paths outside the roots and an endpoint naming an unregistered credential: rejected by plan too."""
+    outside = _request(env)
+    outside["model"]["source"]["path"] = "/etc"
+    code, out, _ = _plan(env, outside, "--json")
+    assert code == 1 and json.loads(out)["field"].startswith("model.source")
+    endpoint = {"type": "openai", "base_url": "https://api.example.com/v1", "model": "m",
+                "api_key_secret": {"name": "other-team", "key": "api-key"}}
+    code, out, _ = _plan(env, {**_request(env), "model": {"name": "m", "source": endpoint}}, "--json")
+    doc = json.loads(out)
+    assert code == 1 and "not a registered credential" in doc["reason"]

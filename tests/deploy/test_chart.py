@@ -173,7 +173,9 @@ SENTINELS = {
     "secret": "s3-secret-SENTINEL3",
     "token": "api-token-SENTINEL4-0123456789",
 }
-SECRET_ENV = {"BUDEVAL_STORE_DSN", "BUDEVAL_API_TOKEN", "BUDEVAL_S3_ACCESS_KEY", "BUDEVAL_S3_SECRET_KEY"}
+SECRET_ENV = {
+    "BUDEVAL_STORE_DSN", "BUDEVAL_API_TOKEN", "BUDEVAL_S3_ACCESS_KEY", "BUDEVAL_S3_SECRET_KEY", "APP_API_TOKEN"
+}
 
 
 def render_with_sentinels() -> tuple[str, list[Doc]]:
@@ -197,7 +199,7 @@ def test_secret_values_only_in_secrets() -> None:
             continue
         assert not leaked, f"{doc['kind']}/{doc['metadata']['name']} holds a secret value"
     holders = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
-    assert {"budeval-clickhouse", "budeval-s3", "budeval-api-token", "budeval-migrate"} == holders
+    assert {"budeval-clickhouse", "budeval-s3", "budeval-api-token", "budeval-app-token", "budeval-migrate"} == holders
 
 
 def test_secret_env_only_through_secret_key_refs() -> None:
@@ -213,6 +215,18 @@ def test_secret_env_only_through_secret_key_refs() -> None:
                     assert set(env["valueFrom"]) == {"secretKeyRef"}, where
     assert seen == SECRET_ENV
     assert not find(docs, "ConfigMap"), "the chart needs no ConfigMap; if one appears, check it for secrets"
+
+
+def test_app_token_generated_and_required_by_default() -> None:
+    docs = template()
+    secret = one(docs, "Secret", "budeval-app-token")
+    assert len(base64.b64decode(secret["data"]["token"]).decode()) == 48
+    annotations = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["dapr.io/app-token-secret"] == "budeval-app-token"
+    env = {e["name"]: e for e in service_container(docs)["env"]}
+    assert env["APP_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "budeval-app-token", "key": "token"}
+    assert env["BUDEVAL_DATASETS_ROOT"]["value"] == "/var/lib/budeval/results/_datasets"
+    assert env["BUDEVAL_MODELS_ROOT"]["value"] == "/var/lib/budeval/results/_models"
 
 
 def test_api_token_generated_when_not_given() -> None:
@@ -246,6 +260,7 @@ EXPECTED_RULES = {
     ("", "pods/log"): {"get"},
     ("", "configmaps"): {"create", "get", "patch", "delete", "deletecollection"},
     ("", "events"): {"list"},
+    ("", "secrets"): {"get"},  # metadata of a referenced credential (budeval/backends/kubernetes/credentials.py)
 }
 
 
@@ -298,7 +313,9 @@ def env_of(container: Doc) -> dict[str, str]:
 
 
 #: Variables the code reads that are not Settings fields (budeval/service/auth.py, storage's S3 credentials).
-NON_SETTINGS_ENV = {"BUDEVAL_API_TOKEN", "BUDEVAL_S3_ACCESS_KEY", "BUDEVAL_S3_SECRET_KEY", "BUDEVAL_LOG_LEVEL"}
+NON_SETTINGS_ENV = {
+    "BUDEVAL_API_TOKEN", "BUDEVAL_S3_ACCESS_KEY", "BUDEVAL_S3_SECRET_KEY", "BUDEVAL_LOG_LEVEL", "APP_API_TOKEN"
+}
 #: Cluster-wide defaults for runs that the chart passes but Settings does not have yet (reported to the coordinator).
 AWAITING_SETTINGS = {
     "BUDEVAL_DEFAULT_GPU_RESOURCE_NAME",

@@ -8,7 +8,7 @@ from typing import Any
 from budeval.backends.kubernetes import manifests as m
 from budeval.backends.kubernetes.classify import run_state
 from budeval.engine.results.layout import task_failure_lines
-from budeval.logs import mask_secrets as redact
+from budeval.masking import redact
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

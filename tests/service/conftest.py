@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,7 +45,7 @@ class Harness:
 
 
 def _harness(tmp_path_factory: pytest.TempPathFactory, app_token: str | None) -> Iterator[Harness]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("svc"))
+    settings = Settings(data_dir=tmp_path_factory.mktemp("svc"), models_root=[Path("/models")])
     workflows, store, backend, publisher, metrics = (
         StandInWorkflows(), StandInStore(), StandInBackend(), MemoryPublisher(), Metrics()
     )

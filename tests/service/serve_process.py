@@ -35,8 +35,11 @@ def serve_env(data_dir: Path, sidecar: str, **extra: str) -> dict[str, str]:
         BUDEVAL_POLL_INITIAL_S="1",
         BUDEVAL_POLL_MAX_S="2",
         FAKE_OC_FIXTURE=str(FIXTURE),
-        **extra,
+        # the fake runner's switches reach it like any operator-chosen variable; the tests' model paths live here
+        BUDEVAL_RUN_ENV_PASSTHROUGH="FAKE_OC_*",
+        BUDEVAL_MODELS_ROOT="/models",
     )
+    env.update(extra)
     return env
 
 

@@ -42,6 +42,7 @@ def stop(proc: subprocess.Popen[bytes]) -> int:
 def sidecar(tmp_path: Path) -> Iterator[tuple[dict[str, str], int]]:
     grpc_port, http_port, app_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAPR_", "BUDEVAL_"))}
+    env["APP_API_TOKEN"] = "external-app-token"
     proc = subprocess.Popen(
         [sys.executable, "-m", "budeval.sidecar", "--state", str(tmp_path / "daprd.db"), "--grpc-port",
          str(grpc_port), "--http-port", str(http_port), "--app-port", str(app_port)],
@@ -60,7 +61,7 @@ def sidecar(tmp_path: Path) -> Iterator[tuple[dict[str, str], int]]:
         DAPR_GRPC_PORT=str(grpc_port), DAPR_HTTP_PORT=str(http_port),
         BUDEVAL_DATA_DIR=str(tmp_path / "data"), BUDEVAL_PORT=str(app_port),
         BUDEVAL_OPENCOMPASS_PYTHON=str(FAKE_PYTHON), BUDEVAL_POLL_INITIAL_S="1", BUDEVAL_POLL_MAX_S="2",
-        FAKE_OC_FIXTURE=str(FIXTURE),
+        FAKE_OC_FIXTURE=str(FIXTURE), BUDEVAL_RUN_ENV_PASSTHROUGH="FAKE_OC_*", BUDEVAL_MODELS_ROOT="/models",
     )
     try:
         yield env, app_port

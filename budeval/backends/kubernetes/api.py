@@ -76,8 +76,9 @@ class JsonApi:
         body: Any = None,
         content_type: str = "application/json",
         timeout: Any = REQUEST_TIMEOUT,
+        accept: str = "application/json",
     ) -> urllib3.HTTPResponse:
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {"Accept": accept, "Content-Type": content_type}
         params = [(k, v) for k, v in (query or {}).items() if v is not None]
         response: urllib3.HTTPResponse = self.api.call_api(
             path,
@@ -101,9 +102,10 @@ class JsonApi:
         query: dict[str, Any] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> Json:
         try:
-            response = self._call(method, path, query=query, body=body, content_type=content_type)
+            response = self._call(method, path, query=query, body=body, content_type=content_type, accept=accept)
             data = response.data
         except Exception as exc:
             raise translate(exc, what) from None

@@ -13,7 +13,7 @@ from typing import Any
 from budeval.backends.base import FailureClass, RunPhase, RunState
 from budeval.backends.kubernetes.manifests import CONTAINER, LABEL_EVAL, LABEL_RUN
 from budeval.engine.results.layout import excerpt, task_failure_lines
-from budeval.logs import mask_secrets
+from budeval.masking import redact
 
 #: Reads a pod's log (its tail); returns "" when no log can be had.
 LogReader = Callable[[str], str]
@@ -72,7 +72,7 @@ class _State:
             run_id=self.run_id,
             phase=phase,
             reason_class=reason,
-            message=mask_secrets(message)[:1000],
+            message=redact(message)[:1000],
             log_excerpt=log_excerpt,
         )
 

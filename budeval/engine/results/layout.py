@@ -15,7 +15,7 @@ Kubernetes failure classifier (error lines), so the rules below exist once:
   with ``..`` makes it write elsewhere). Every path built here is resolved (symlinks followed) and must stay inside
   the run folder, else :class:`~budeval.errors.OutsideRunError` (:meth:`RunLayout.inside`).
 - **Error lines**: a Python traceback's last line or OpenCompass's `` - ERROR - `` log lines (:data:`ERROR_LINE`);
-  excerpts are masked (:func:`budeval.logs.mask_secrets`) before they leave this module.
+  excerpts are masked (:func:`budeval.masking.redact`) before they leave this module.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 
 from budeval.errors import OutsideRunError
-from budeval.logs import mask_secrets
+from budeval.masking import redact
 
 TIMESTAMP = re.compile(r"^\d{8}_\d{6}$")
 #: The default summarizer's files: ``summary/summary_{ts}.{csv,txt,md}``; ``-r`` reuse adds one per pass;
@@ -239,8 +239,8 @@ def tail(path: Path, chars: int = EXCERPT_CHARS) -> str:
 
 
 def file_excerpt(path: Path, chars: int = EXCERPT_CHARS) -> str:
-    """The masked tail of a log file (:func:`tail` then :func:`~budeval.logs.mask_secrets`); "" when missing."""
-    return mask_secrets(tail(path, chars))
+    """The masked tail of a log file (:func:`tail` then :func:`~budeval.masking.redact`); "" when missing."""
+    return redact(tail(path, chars))
 
 
 def error_lines(text: str) -> list[str]:
@@ -258,14 +258,14 @@ def last_error(logs: list[Path], size: int = 64 * 1024) -> str | None:
     for log in logs:
         errors = error_lines(tail(log, size))
         if errors:
-            return mask_secrets(errors[-1])
+            return redact(errors[-1])
     return None
 
 
 def excerpt(text: str, lines: int = 40, chars: int = EXCERPT_CHARS) -> str:
     """The last ``lines`` lines of a log, at most ``chars`` characters, credentials masked."""
     kept = "\n".join(text.rstrip("\n").splitlines()[-lines:])
-    return mask_secrets(kept[-chars:])
+    return redact(kept[-chars:])
 
 
 def error_excerpt(work_dir: Path, console: Path) -> str:
@@ -292,4 +292,4 @@ def error_excerpt(work_dir: Path, console: Path) -> str:
             continue
         rel = path.relative_to(work_dir) if path.is_relative_to(work_dir) else path.name
         parts.append(f"{rel}: {hits[0]}" + (f"\n  ... {hits[-1]}" if hits[-1] != hits[0] else ""))
-    return mask_secrets("\n".join(parts)[:EXCERPT_CHARS])
+    return redact("\n".join(parts)[:EXCERPT_CHARS])

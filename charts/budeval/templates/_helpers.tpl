@@ -70,6 +70,10 @@ app.kubernetes.io/part-of: budeval
 {{- default (printf "%s-api-token" (include "budeval.fullname" .) | trunc 63 | trimSuffix "-") .Values.apiToken.existingSecret }}
 {{- end }}
 
+{{- define "budeval.appTokenSecret" -}}
+{{- default (printf "%s-app-token" (include "budeval.fullname" .) | trunc 63 | trimSuffix "-") .Values.dapr.appTokenSecret }}
+{{- end }}
+
 {{/* The Secret the migration hook reads the DSN from: a hook copy when the chart owns the DSN (hooks run before
      the release's own objects exist), else the existing Secret. */}}
 {{- define "budeval.migrateStoreSecret" -}}
@@ -159,6 +163,25 @@ app.kubernetes.io/part-of: budeval
     secretKeyRef:
       name: {{ include "budeval.apiTokenSecret" . }}
       key: {{ .Values.apiToken.existingSecretKey }}
+- name: APP_API_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "budeval.appTokenSecret" . }}
+      key: token
+- name: BUDEVAL_DATASETS_ROOT
+  value: {{ .Values.security.datasetsRoot | default (printf "%s/_datasets" .Values.results.mountPath) | quote }}
+- name: BUDEVAL_MODELS_ROOT
+  value: {{ .Values.security.modelsRoot | default (printf "%s/_models" .Values.results.mountPath) | quote }}
+- name: BUDEVAL_ENDPOINT_ALLOWED_NETWORKS
+  value: {{ .Values.security.endpointAllowedNetworks | toJson | quote }}
+- name: BUDEVAL_DOCS_ENABLED
+  value: {{ .Values.security.docs | quote }}
+- name: BUDEVAL_METRICS_ACCESS
+  value: {{ .Values.security.metrics | quote }}
+- name: BUDEVAL_HTTP_READ_TIMEOUT_S
+  value: {{ .Values.security.httpReadTimeoutSeconds | quote }}
+- name: BUDEVAL_HTTP_MAX_CONNECTIONS
+  value: {{ .Values.security.httpMaxConnections | quote }}
 {{- end }}
 
 {{- define "budeval.podSecurityContext" -}}

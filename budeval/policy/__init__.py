@@ -1,0 +1,1 @@
+"""What a request may reach: registered credentials and endpoint hosts (``credentials``), files (``paths``)."""

@@ -1,0 +1,241 @@
+"""The one credential policy: which credentials a request may name, and where an endpoint request may be sent.
+
+A request never holds a key, only a reference (``model.source.api_key_secret``). Which references are allowed is the
+operator's decision, recorded in a **registry** of credentials, each with the endpoint hosts its key may be sent to:
+
+* Kubernetes: a Secret in the service's namespace labelled ``budeval.io/credential=true``, with the hosts in the
+  annotation ``budeval.io/allowed-hosts`` (comma-separated). Only its metadata is read
+  (:class:`budeval.backends.kubernetes.credentials.SecretCredentials`), never its data. A Secret without the label --
+  the chart's own ClickHouse DSN, S3 keys, API token, another team's anything -- is not a credential.
+* Local: the ``credentials`` setting / ``credentials_file`` (``{"name": ["host", ...]}``), see :class:`StaticRegistry`.
+
+Hosts: ``api.openai.com`` (that host exactly), ``*.openai.azure.com`` (any subdomain, not the bare domain), ``*``
+(any host). Matching is case-insensitive and ignores the port.
+
+Every ``base_url`` (with or without a credential) must also stay out of a deny-list of networks a request has no
+business reaching from inside the service's network: loopback, link-local (cloud metadata at 169.254.169.254),
+unspecified, multicast, reserved, and the known metadata names. The host name is resolved and *every* address is
+checked, so a DNS name for 127.0.0.1 is refused too; an operator lifts the deny-list for chosen networks with
+``endpoint_allowed_networks`` (e.g. ``127.0.0.0/8`` for a model server on the same machine). What this cannot see:
+a name that resolves differently when OpenCompass connects later (DNS rebinding) -- docs/security.md.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import socket
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from budeval.config import Settings
+from budeval.errors import PolicyError, ValidationError
+from budeval.schemas.request import EndpointModel, EvalRequest
+
+CREDENTIAL_LABEL = "budeval.io/credential"
+ALLOWED_HOSTS_ANNOTATION = "budeval.io/allowed-hosts"
+BASE_URL_FIELD = "model.source.base_url"
+SECRET_FIELD = "model.source.api_key_secret"  # noqa: S105 (a field name)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: ``host -> addresses``; raises ``OSError`` when the name does not resolve.
+Resolver = Callable[[str], list[str]]
+
+DENIED_NETWORKS: tuple[IPNetwork, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",  # "this network"; 0.0.0.0 reaches the local host on Linux
+        "127.0.0.0/8",  # loopback
+        "169.254.0.0/16",  # link-local: AWS/GCP/Azure/OpenStack metadata at 169.254.169.254
+        "100.100.100.200/32",  # Alibaba Cloud metadata
+        "192.0.0.0/24",  # IETF protocol assignments (Oracle Cloud metadata 192.0.0.192)
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, broadcast
+        "::/128",
+        "::1/128",
+        "fe80::/10",  # link-local
+        "fd00:ec2::/32",  # AWS metadata over IPv6 (fd00:ec2::254)
+        "ff00::/8",  # multicast
+    )
+)
+#: Metadata service names, refused whatever they resolve to (``localhost`` needs no entry: it resolves to loopback).
+DENIED_NAMES = frozenset({"metadata", "metadata.google.internal", "instance-data", "metadata.azure.com"})
+_LABEL = r"[a-z0-9]([a-z0-9\-]*[a-z0-9])?"
+_HOST_PATTERN = re.compile(rf"^(\*|(\*\.)?{_LABEL}(\.{_LABEL})*|[0-9a-f:.]+)$")
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A registered credential: its name (the Secret's) and the hosts its key may be sent to."""
+
+    name: str
+    allowed_hosts: tuple[str, ...]
+
+
+class CredentialRegistry(Protocol):
+    """Looks a credential up by name: None when it is not registered (unknown and unregistered look the same).
+
+    Raises :class:`~budeval.errors.TransientError` when the registry cannot be asked now (the caller retries).
+    """
+
+    def lookup(self, name: str) -> Credential | None: ...
+
+
+def parse_hosts(text: str | Iterable[str], *, what: str) -> tuple[str, ...]:
+    """Host patterns from an annotation (comma/space-separated) or a list; lower-cased. Raises ValidationError."""
+    items = re.split(r"[,\s]+", text) if isinstance(text, str) else list(text)
+    hosts = tuple(h.strip().lower().rstrip(".") for h in items if isinstance(h, str) and h.strip())
+    for host in hosts:
+        if not _HOST_PATTERN.match(host):
+            raise ValidationError(f"{what}: {host[:80]!r} is not a host name, '*.domain' or '*'")
+    return hosts
+
+
+def credential_from_metadata(metadata: Mapping[str, object]) -> Credential | None:
+    """A Secret's ``metadata`` -> a credential, or None unless labelled ``budeval.io/credential=true``."""
+    labels = metadata.get("labels")
+    if not isinstance(labels, dict) or labels.get(CREDENTIAL_LABEL) != "true":
+        return None
+    annotations = metadata.get("annotations")
+    raw = annotations.get(ALLOWED_HOSTS_ANNOTATION, "") if isinstance(annotations, dict) else ""
+    name = str(metadata.get("name") or "")
+    try:
+        hosts = parse_hosts(str(raw), what=f"Secret {name} annotation {ALLOWED_HOSTS_ANNOTATION}")
+    except ValidationError:
+        hosts = ()  # a broken annotation allows nothing; the rejection says the credential has no usable hosts
+    return Credential(name, hosts)
+
+
+class StaticRegistry:
+    """The local registry: ``{name: [host patterns]}`` from the settings and the optional credentials file."""
+
+    def __init__(self, entries: Mapping[str, Iterable[str]]) -> None:
+        self._entries = {name: Credential(name, parse_hosts(hosts, what=f"credential {name}"))
+                         for name, hosts in entries.items()}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StaticRegistry:
+        """``credentials`` merged with ``credentials_file`` (same shape); raises ValidationError for a bad file."""
+        entries: dict[str, Iterable[str]] = dict(settings.credentials)
+        if settings.credentials_file is not None:
+            path = settings.credentials_file
+            try:
+                doc = json.loads(Path(path).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise ValidationError(f"cannot read the credentials file {path}: {type(exc).__name__}",
+                                      field="credentials_file") from None
+            if not isinstance(doc, dict) or not all(isinstance(v, list) for v in doc.values()):
+                raise ValidationError(f"{path}: must be a JSON object of name -> list of hosts",
+                                      field="credentials_file")
+            entries.update(doc)
+        return cls(entries)
+
+    def lookup(self, name: str) -> Credential | None:
+        return self._entries.get(name)
+
+
+def host_allowed(host: str, patterns: Iterable[str]) -> bool:
+    """Whether ``host`` matches one of the patterns (exact, ``*.domain`` for subdomains, ``*`` for any)."""
+    host = host.lower().rstrip(".")
+    for pattern in patterns:
+        if pattern == "*" or pattern == host:
+            return True
+        if pattern.startswith("*.") and host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
+            return True
+    return False
+
+
+def system_resolver(host: str) -> list[str]:
+    """Every address ``host`` resolves to (IPv4 and IPv6), as the C library's resolver answers it."""
+    infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def _denied(address: IPAddress, allowed: Iterable[IPNetwork]) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if any(address in net for net in allowed if net.version == address.version):
+        return False
+    return any(address in net for net in DENIED_NETWORKS if net.version == address.version)
+
+
+class EndpointPolicy:
+    """Checks a request's endpoint model: a registered credential, a host it may go to, no denied address."""
+
+    def __init__(
+        self,
+        registry: CredentialRegistry,
+        *,
+        allowed_networks: Iterable[str] = (),
+        resolver: Resolver = system_resolver,
+    ) -> None:
+        self.registry = registry
+        self.resolver = resolver
+        try:
+            self.allowed_networks = tuple(ipaddress.ip_network(n, strict=False) for n in allowed_networks)
+        except ValueError as exc:
+            raise ValidationError(str(exc), field="endpoint_allowed_networks") from None
+
+    def check(self, request: EvalRequest) -> None:
+        """Raises PolicyError (reject), or TransientError when the registry cannot be asked (retry)."""
+        source = request.model.source
+        if not isinstance(source, EndpointModel):
+            return
+        host = self._host(source.base_url)
+        if source.api_key_secret is not None:
+            name = source.api_key_secret.name
+            credential = self.registry.lookup(name)
+            if credential is None:
+                raise PolicyError(
+                    f"{name!r} is not a registered credential (an operator registers one: docs/security.md)",
+                    field=SECRET_FIELD,
+                )
+            if not host_allowed(host, credential.allowed_hosts):
+                raise PolicyError(
+                    f"credential {name!r} may not be sent to host {host!r} (allowed: "
+                    f"{', '.join(credential.allowed_hosts) or 'none'})",
+                    field=BASE_URL_FIELD,
+                )
+        self._check_addresses(host)
+
+    def _host(self, base_url: str) -> str:
+        try:
+            parts = urlsplit(base_url)
+            host = (parts.hostname or "").rstrip(".")
+            _ = parts.port  # a malformed port raises here
+        except ValueError:
+            raise PolicyError("is not a valid URL", field=BASE_URL_FIELD) from None
+        if parts.username is not None or parts.password is not None:
+            raise PolicyError("must not hold user name or password (use api_key_secret)", field=BASE_URL_FIELD)
+        if not host:
+            raise PolicyError("has no host", field=BASE_URL_FIELD)
+        return host.lower()
+
+    def _addresses(self, host: str) -> list[IPAddress]:
+        try:
+            return [ipaddress.ip_address(host.strip("[]"))]
+        except ValueError:
+            pass
+        try:
+            return [ipaddress.ip_address(a.split("%", 1)[0]) for a in self.resolver(host)]
+        except (OSError, UnicodeError, ValueError):
+            return []
+
+    def _check_addresses(self, host: str) -> None:
+        if host in DENIED_NAMES:
+            raise PolicyError(f"host {host!r} is not reachable from evaluations", field=BASE_URL_FIELD)
+        addresses = self._addresses(host)
+        if not addresses:
+            raise PolicyError(f"host {host!r} cannot be resolved", field=BASE_URL_FIELD)
+        for address in addresses:
+            if _denied(address, self.allowed_networks):
+                raise PolicyError(
+                    f"host {host!r} resolves to {address}, in a network evaluations may not reach (loopback, "
+                    "link-local/metadata, reserved); an operator can allow it: endpoint_allowed_networks",
+                    field=BASE_URL_FIELD,
+                )
