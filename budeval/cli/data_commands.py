@@ -186,8 +186,8 @@ def cmd_extract(args: argparse.Namespace, out: TextIO | None = None) -> int:
         record.datasets = sorted(set(record.datasets) | set(facts.datasets))
         record.created_at = record.created_at or run_time(facts.timestamp)
         record.finished_at = datetime.now(UTC)
-        runs = dict(record.provenance.get("runs") or {})
-        runs[run_id] = {
+        this_run = {
+            "run_id": run_id,
             "source": str(run_dir.resolve()),
             "timestamp": facts.timestamp,
             "summary_file": facts.summary_file,
@@ -202,6 +202,12 @@ def cmd_extract(args: argparse.Namespace, out: TextIO | None = None) -> int:
             "metrics": report.metrics,
             "predictions": report.predictions,
         }
+        # The same shape as the workflow's provenance: a list of runs, each with its run_id (older rows may hold a
+        # dict keyed by run id); this run's entry replaces an earlier one.
+        earlier = record.provenance.get("runs") or []
+        if isinstance(earlier, dict):
+            earlier = [{"run_id": key, **value} for key, value in earlier.items() if isinstance(value, dict)]
+        runs = [r for r in earlier if isinstance(r, dict) and r.get("run_id") != run_id] + [this_run]
         versions = dict(record.provenance.get("dataset_versions") or {})
         versions.update({m.dataset: m.version for m in parsed.metrics if m.version and m.version != "-"})
         record.provenance = record.provenance | {
@@ -216,7 +222,7 @@ def cmd_extract(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if not args.no_archive:
             archive = open_archive(args.archive or settings.resolved_archive_url())
             receipt = archive.upload_run(
-                run_dir, f"{eval_id}/{run_id}", {"eval_id": eval_id, "run_id": run_id, **runs[run_id]}
+                run_dir, f"{eval_id}/{run_id}", {"eval_id": eval_id, **this_run}
             )
             record.archive_url = receipt.url
             store.record_evaluation(record)

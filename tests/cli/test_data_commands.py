@@ -215,3 +215,31 @@ def test_the_budeval_command_fails_with_one_line_and_uses_env_defaults(tmp_path:
     assert unreachable.stderr.strip().splitlines()[-1].startswith("budeval: error: cannot open the ClickHouse store")
     ok = _budeval("migrate", "--json", env=env)
     assert ok.returncode == 0 and json.loads(ok.stdout)["applied"] == []
+
+
+def test_extract_into_an_evaluation_the_workflow_recorded(dsn: str, tmp_path: Path) -> None:
+    """The workflow records ``provenance.runs`` as a list of runs with their run_id; extract adds or replaces its
+    run in the same shape (it used to expect a dict and failed with an uncaught ValueError)."""
+    from datetime import UTC, datetime
+
+    from budeval.storage.base import EvaluationRecord
+
+    store = open_store(dsn)
+    try:
+        store.migrate()
+        store.record_evaluation(EvaluationRecord(
+            eval_id="wf-1", status="completed", model_name="m", created_at=datetime.now(UTC),
+            provenance={"runs": [{"run_id": "r0", "datasets": ["tiny_qa"], "phase": "succeeded", "predictions": 5},
+                                 {"run_id": "r1", "datasets": ["tiny_mcq"], "phase": "succeeded", "predictions": 4}]},
+        ))
+    finally:
+        store.close()
+    run_cli("extract", str(FIXTURES / "qa_chat"), "--eval-id", "wf-1", "--run-id", "r0", "--store", dsn, "--no-archive")
+    store = open_store(dsn)
+    try:
+        record = store.get_evaluation("wf-1")
+        assert record is not None
+        runs = {r["run_id"]: r for r in record.provenance["runs"]}
+        assert set(runs) == {"r0", "r1"} and runs["r0"]["timestamp"] and runs["r1"]["phase"] == "succeeded"
+    finally:
+        store.close()
