@@ -27,8 +27,8 @@ from budeval.config import Settings
 from budeval.engine.catalog import resolve_datasets
 from budeval.engine.identity import compute_identity
 from budeval.errors import BudevalError
-from budeval.schemas.request import EvalRequest
 from budeval.policy.credentials import EndpointPolicy, StaticRegistry
+from budeval.schemas.request import EvalRequest
 from budeval.service.admission import check_catalog, check_policy
 from budeval.service.intake import Rejection, parse_request
 from budeval.workflow.activities import plan_runs, render_plans
