@@ -84,6 +84,10 @@ class Settings(BaseModel):
     #: ``BUDEVAL_SECRET_<NAME>_<KEY>``); on Kubernetes the registry is the Secrets labelled
     #: ``budeval.io/credential=true`` (hosts in the annotation ``budeval.io/allowed-hosts``).
     credentials: dict[str, list[str]] = Field(default_factory=dict)
+    #: Where the registry of credentials is read: ``settings`` (``credentials`` / ``credentials_file``, on any
+    #: backend) or, on Kubernetes, ``secrets`` (Secrets labelled ``budeval.io/credential=true``; the service's Role
+    #: then needs ``get`` on Secrets, which Kubernetes cannot limit to their metadata -- hence not the default).
+    credential_source: Literal["settings", "secrets"] = "settings"
     #: A JSON file of the same shape as ``credentials`` (merged into it), e.g. a mounted ConfigMap.
     credentials_file: Path | None = None
     #: Networks (CIDRs) an endpoint's ``base_url`` may reach although they are in the deny-list of loopback,

@@ -90,7 +90,7 @@ def make_endpoint_policy(settings: Settings, backend: JobBackend) -> EndpointPol
     """The credential registry of the backend (labelled Secrets on Kubernetes, the settings locally) and the hosts."""
     registry: CredentialRegistry
     api = getattr(backend, "api", None)
-    if settings.backend == "kubernetes" and api is not None:
+    if settings.backend == "kubernetes" and settings.credential_source == "secrets" and api is not None:
         from budeval.backends.kubernetes.credentials import SecretCredentials
 
         registry = SecretCredentials(api, settings.namespace)

@@ -155,7 +155,7 @@ def test_extract_stores_records_and_archives_a_run(dsn: str, tmp_path: Path, mon
     finally:
         store.close()
     assert record is not None and record.status == "partial" and record.archive_url == doc["archive"]["url"]
-    assert record.provenance["runs"]["r0"]["timestamp"] == "20260101_000000"
+    assert {r["run_id"]: r for r in record.provenance["runs"]}["r0"]["timestamp"] == "20260101_000000"
     assert record.provenance["dataset_versions"] == {"qa": "abc123", "bad": "abc123"}
     again = json.loads(
         run_cli("extract", str(run_dir), "--eval-id", "ev-x", "--store", dsn, "--archive", archive.as_uri(), "--json")

@@ -260,8 +260,10 @@ EXPECTED_RULES = {
     ("", "pods/log"): {"get"},
     ("", "configmaps"): {"create", "get", "patch", "delete", "deletecollection"},
     ("", "events"): {"list"},
-    ("", "secrets"): {"get"},  # metadata of a referenced credential (budeval/backends/kubernetes/credentials.py)
 }
+#: Only with security.credentialsFromSecretLabels: the metadata of a referenced credential
+#: (budeval/backends/kubernetes/credentials.py); RBAC cannot limit `get` to metadata, hence opt-in.
+SECRET_LABEL_RULES = {("", "secrets"): {"get"}}
 
 
 def rules_of(role: Doc) -> dict[tuple[str, str], set[str]]:
@@ -279,7 +281,7 @@ def test_rbac_rules_exactly_as_listed(values: str) -> None:
     docs = template(VALUE_SETS[values])
     assert not find(docs, "ClusterRole") and not find(docs, "ClusterRoleBinding"), "nothing cluster-wide"
     role = one(docs, "Role")
-    assert rules_of(role) == EXPECTED_RULES
+    assert rules_of(role) == EXPECTED_RULES  # no Secret access by default
     flat = {(g, r, v) for (g, r), verbs in rules_of(role).items() for v in verbs}
     assert not any("*" in part for item in flat for part in item)
     binding = one(docs, "RoleBinding")
@@ -474,3 +476,14 @@ def test_migration_hook_job() -> None:
     migrate_secret = one(docs, "Secret", "budeval-migrate")
     assert migrate_secret["data"] == one(docs, "Secret", "budeval-clickhouse")["data"]
     assert not find(template(sets=["migrations.enabled=false"]), "Job")
+
+
+def test_reading_credentials_from_secret_labels_is_opt_in() -> None:
+    docs = template(sets=["security.credentialsFromSecretLabels=true"])
+    assert rules_of(one(docs, "Role")) == {**EXPECTED_RULES, **SECRET_LABEL_RULES}
+    containers = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in containers[0]["env"]}
+    assert env["BUDEVAL_CREDENTIAL_SOURCE"] == "secrets"
+    containers = one(template(), "Deployment")["spec"]["template"]["spec"]["containers"]
+    default = {e["name"]: e.get("value") for e in containers[0]["env"]}
+    assert default["BUDEVAL_CREDENTIAL_SOURCE"] == "settings" and default["BUDEVAL_CREDENTIALS"] == "{}"

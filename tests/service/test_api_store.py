@@ -25,6 +25,7 @@ from tests.service.support import StandInBackend, StandInWorkflows, serve_app
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "opencompass"
 REALWORLD = Path(__file__).resolve().parents[1] / "fixtures" / "realworld"
 TOKEN = "store-test-token"
+SETTINGS: dict[str, Settings] = {}  # the served app's settings (its models root), for tests that plan requests
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,8 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
                                                  datasets=[m.dataset for m in parsed.metrics],
                                                  created_at=datetime.now(UTC), finished_at=datetime.now(UTC)))
         store.store_run(eval_id, "r0", parsed)
-    app = create_app(ServiceDeps(Settings(data_dir=data_dir), StandInWorkflows(), store, StandInBackend(),
+    settings = SETTINGS["api"] = Settings(data_dir=data_dir, models_root=[data_dir / "models"])
+    app = create_app(ServiceDeps(settings, StandInWorkflows(), store, StandInBackend(),
                                  MemoryPublisher(), {}, Auth(TOKEN)))
     try:
         with serve_app(app) as url:
@@ -97,8 +99,9 @@ def test_post_evals_dry_run_answers_the_plan_and_starts_nothing(
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     url, store = api
-    model = tmp_path / "model"
-    model.mkdir()
+    settings = SETTINGS["api"]
+    model = settings.models_root[0] / "model"  # inside the policy's models root
+    model.mkdir(parents=True, exist_ok=True)
     (model / "config.json").write_text("{}")
     request = {"eval_id": "dry-1", "model": {"name": "m", "source": {"type": "huggingface", "path": str(model)}},
                "datasets": ["tiny_qa"]}
@@ -110,7 +113,7 @@ def test_post_evals_dry_run_answers_the_plan_and_starts_nothing(
     first = dry(request)
     assert first.status_code == 200, first.text
     plan = first.json()
-    assert plan == plan_request(json.dumps(request), Settings(data_dir=tmp_path), {}, store).document()
+    assert plan == plan_request(json.dumps(request), settings, {}, store).document()
     assert plan["reuse"]["would_reuse"] is False and plan["configs"]["r0"]["text"]
     store.record_evaluation(EvaluationRecord(eval_id="dry-done", status="completed",
                                              params_hash=plan["identity"]["hash"]))

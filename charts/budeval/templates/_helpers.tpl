@@ -168,6 +168,10 @@ app.kubernetes.io/part-of: budeval
     secretKeyRef:
       name: {{ include "budeval.appTokenSecret" . }}
       key: token
+- name: BUDEVAL_CREDENTIALS
+  value: {{ .Values.security.credentials | toJson | quote }}
+- name: BUDEVAL_CREDENTIAL_SOURCE
+  value: {{ ternary "secrets" "settings" .Values.security.credentialsFromSecretLabels | quote }}
 - name: BUDEVAL_DATASETS_ROOT
   value: {{ .Values.security.datasetsRoot | default (printf "%s/_datasets" .Values.results.mountPath) | quote }}
 - name: BUDEVAL_MODELS_ROOT
