@@ -138,7 +138,9 @@ def render_text(plan: Plan) -> str:
 def _model_line(model: dict[str, Any]) -> str:
     kind = model.get("kind")
     if kind == "hub":
-        return f"hub {model.get('id')} @ {model.get('revision')} -> {model.get('commit') or 'unresolved'}"
+        if model.get("commit"):  # resolved: the commit is the work, the requested branch/tag is not kept
+            return f"hub {model.get('id')} @ {model['commit']}"
+        return f"hub {model.get('id')} @ {model.get('revision')} -> unresolved"
     if kind == "folder":
         files = model.get("files") or {}
         return f"folder, {len(files)} files: " + ", ".join(f"{n} {d[:12]}" for n, d in files.items())
