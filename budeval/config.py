@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -155,6 +156,14 @@ class Settings(BaseModel):
 
     def resolved_results_root(self) -> Path:
         return self.results_root or self.data_dir / "results"
+
+    def resolved_opencompass_python(self) -> str:
+        """The OpenCompass interpreter of the local backend: ``opencompass_python``, else
+        ``BUDEVAL_OPENCOMPASS_PYTHON``; a path made absolute, a bare name looked up on PATH; "" when none."""
+        python = self.opencompass_python or os.environ.get("BUDEVAL_OPENCOMPASS_PYTHON", "")
+        if not python:
+            return ""
+        return str(Path(python).absolute()) if "/" in python else (shutil.which(python) or "")
 
     def resolved_datasets_roots(self) -> list[Path]:
         return list(self.datasets_root) or [self.data_dir / "datasets"]

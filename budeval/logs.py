@@ -15,7 +15,11 @@ def configure(level: str = "INFO") -> None:
     global _configured
     if _configured:
         return
-    logging.basicConfig(stream=sys.stderr, level=level, format="%(message)s")
+    # The handler filters too: a library that sets its own logger's level (clickhouse-connect sets urllib3's to
+    # WARNING) would otherwise print below ``level`` through the root handler.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(level)
+    logging.basicConfig(handlers=[handler], level=level, format="%(message)s")
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

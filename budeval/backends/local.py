@@ -28,7 +28,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -155,9 +154,8 @@ class LocalBackend:
         self.settings = settings
         # Absolute: OpenCompass runs with cwd .budeval/, so a relative root would point elsewhere for it.
         self.root = settings.resolved_results_root().absolute()
-        python = settings.opencompass_python or os.environ.get("BUDEVAL_OPENCOMPASS_PYTHON", "")
         # A path is made absolute (the wrapper's cwd is the run's folder); a bare name is looked up on PATH.
-        self.python = str(Path(python).absolute()) if "/" in python else (shutil.which(python) or "") if python else ""
+        self.python = settings.resolved_opencompass_python()
         self.max_parallel = max(1, settings.max_parallel_runs)
         self.poll_s = poll_s
         self._lock = threading.RLock()

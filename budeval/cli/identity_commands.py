@@ -41,47 +41,56 @@ def _read_request(where: str) -> bytes:
         raise ValidationError(f"cannot read {where}: {exc.strerror or exc}", field="request") from None
 
 
+#: Log level of plan and explain: they start nothing and report a failure as their one error line, so neither their
+#: own log lines nor a driver's (urllib3's retries, clickhouse-connect's exceptions) may come before it.
+QUIET = "CRITICAL"
+
+
 def cmd_plan(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from budeval.engine.catalog import load_suites
-    from budeval.service.plan import plan_request, render_text
+    from budeval.service.plan import NO_STORE_YET, plan_request, rejection_text, render_text
 
     out = out or sys.stdout
-    configure_logs()
+    configure_logs(QUIET)
     settings = Settings.from_env()
     body = _read_request(args.request)
     suites = load_suites(settings.suites_dir)
     store: Any = None
     if not args.no_store:
-        from budeval.storage.factory import open_store
+        from budeval.storage.factory import open_existing_store
 
-        try:
-            store = open_store(args.store or settings.resolved_store_dsn())
-            store.migrate()
+        try:  # a plan creates no store: one never created has nothing to reuse (an existing one is brought up to date)
+            store = open_existing_store(args.store or settings.resolved_store_dsn()) or NO_STORE_YET
+            if store is not NO_STORE_YET:
+                store.migrate()
         except BudevalError as exc:
             print(f"budeval: warning: reuse not checked: {exc}", file=sys.stderr)
             store = None
     try:
         plan = plan_request(body, settings, suites, store)
     finally:
-        if store is not None:
+        if store is not None and store is not NO_STORE_YET:
             store.close()
     if args.json:
         out.write(json.dumps(plan.document(), indent=2) + "\n")
     elif plan.valid:
         out.write(render_text(plan) + "\n")
     if not plan.valid:
-        print(f"budeval: error: rejected: {plan.field}: {plan.reason}", file=sys.stderr)
+        print(f"budeval: error: rejected: {rejection_text(plan)}", file=sys.stderr)
         return 1
     return 0
 
 
 def cmd_explain(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from budeval.storage.explain import explain, render_explanation
-    from budeval.storage.factory import open_store
+    from budeval.storage.factory import open_existing_store
 
     out = out or sys.stdout
-    configure_logs()
-    store = open_store(args.store or Settings.from_env().resolved_store_dsn())
+    configure_logs(QUIET)
+    dsn = args.store or Settings.from_env().resolved_store_dsn()
+    store = open_existing_store(dsn)
+    if store is None:  # a fresh install: explain reads, it does not create a store
+        raise NotFoundError(f"no evaluation {args.eval_a!r} in the store: nothing was stored yet")
     try:
         store.migrate()
         records = [store.get_evaluation(e) for e in (args.eval_a, args.eval_b)]

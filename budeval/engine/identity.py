@@ -5,17 +5,20 @@ Two evaluations with equal identity hashes compute the same scores, so the later
 
 - ``datasets``: the resolved list (a suite expanded to its datasets, so ``suite: light`` and ``datasets: [tiny_qa,
   tiny_mcq]`` are the same work), sorted by name, each with a content digest: bundled and custom ``.jsonl`` files by
-  the sha256 of their bytes (a custom dataset also by its whole spec, ``CustomDataset.model_dump``, so fields added
-  to it are covered without touching this module); stock OpenCompass configs by the config hash OpenCompass itself
-  computes (``opencompass.utils.prompt.get_prompt_hash``, the summary's ``version`` column; shipped per engine
-  version in ``stock_configs.json``, made by ``scripts/stock_config_hashes.py``) plus a digest of their data files
-  under ``COMPASS_DATA_CACHE`` when they are present where the service runs;
-- ``model``: a hub id with its revision resolved to a commit sha (a 40-hex revision is one; a branch or tag is asked
-  of the hub, ``HF_ENDPOINT``, unless ``HF_HUB_OFFLINE``), or a local folder by the digests of its config, tokenizer,
-  chat template and weight files (:mod:`budeval.engine.digests`: Hugging Face cache blob names, else bytes hashed
-  once per (path, size, mtime)); the chat/base mode and the tokenizer's own identity when it is given apart;
-- ``generation``: every generation setting (``GenerationSettings``);
-- ``engine``: OpenCompass's version and the runner (the image in a cluster, ``local-venv`` locally).
+  the sha256 of their bytes and of their ``<path>.meta.json`` (a custom dataset also by its whole spec but its
+  path, ``CustomDataset.model_dump``, so fields added to it are covered without touching this module); stock
+  OpenCompass configs by the config hash OpenCompass itself computes (``opencompass.utils.prompt.get_prompt_hash``,
+  the summary's ``version`` column; shipped per engine version in ``stock_configs.json``, made by
+  ``scripts/stock_config_hashes.py``) plus a digest of their data files under ``COMPASS_DATA_CACHE`` when they are
+  present where the service runs;
+- ``model``: a hub id (``is_hub_id``) by the commit sha its revision resolves to (a 40-hex revision is one; a branch
+  or tag is asked of the hub, ``HF_ENDPOINT``, unless ``HF_HUB_OFFLINE``), or a local folder by the digests of its
+  config, tokenizer, chat template and weight files (:mod:`budeval.engine.digests`: Hugging Face cache blob names,
+  else bytes hashed once per (path, size, mtime)); the chat/base mode and the tokenizer's own identity when it is
+  given apart (``HuggingFaceModel.separate_tokenizer``);
+- ``generation``: every generation setting (``GenerationSettings``) but the seed, which reaches no OpenCompass setting;
+- ``engine``: OpenCompass's version and the runner (the image in a cluster; locally ``local-venv`` and the venv's
+  installed distributions, :func:`_engine`).
 
 Not in it: the eval id, experiment id, labels, resources, timeout, ``force``, ``split`` and the model's display name
 (they change where, how or under which name it runs, not what it computes). A component that cannot be resolved (a
@@ -43,10 +46,10 @@ from budeval.config import Settings
 from budeval.engine.catalog import BUNDLED, STOCK, resolve_datasets
 from budeval.engine.digests import DigestCache, combine
 from budeval.engine.render import scoring_source
-from budeval.schemas.request import CustomDataset, EndpointModel, EvalRequest, HuggingFaceModel
+from budeval.schemas.request import CustomDataset, EndpointModel, EvalRequest, HuggingFaceModel, is_hub_id
 
 #: Bumped when the definition above changes, so identities of different definitions never compare equal.
-IDENTITY_VERSION = 2
+IDENTITY_VERSION = 3
 STOCK_TABLE = Path(__file__).resolve().parent / "stock_configs.json"
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 #: Top-level files of a model folder that make up the model (config, tokenizer, chat template, weights).
@@ -122,8 +125,9 @@ def compute_identity(
         "definition": IDENTITY_VERSION,
         "datasets": datasets,
         "model": _model(request.model.source, digests, hub, unresolved),
-        "generation": request.generation.model_dump(mode="json"),
-        "engine": {"name": "opencompass", "version": settings.engine_version, "runner": runner_of(settings)},
+        # The seed reaches no OpenCompass setting (0.5.4's models take none): it is not part of the work.
+        "generation": request.generation.model_dump(mode="json", exclude={"seed"}),
+        "engine": _engine(settings),
     }
     return Identity(hash=None if unresolved else combine(components), components=components, unresolved=unresolved)
 
@@ -132,18 +136,19 @@ def compute_identity(
 def _dataset(ref: str | CustomDataset, engine: str, digests: DigestCache, unresolved: list[str]) -> dict[str, Any]:
     # budeval's own evaluator scores bundled and custom datasets: its code is part of what they compute.
     if isinstance(ref, CustomDataset):
-        out: dict[str, Any] = {"name": ref.name, "kind": "custom", "spec": ref.model_dump(mode="json")}
-        out["sha256"] = _file_digest(Path(ref.path), f"custom dataset {ref.name!r}", digests, unresolved)
+        # Where the file lies is not the work (its bytes and its meta file are): a copy elsewhere is reused.
+        spec = ref.model_dump(mode="json", exclude={"path"})
+        out: dict[str, Any] = {"name": ref.name, "kind": "custom", "spec": spec}
+        out.update(_data_file(Path(ref.path), f"custom dataset {ref.name!r}", digests, unresolved))
         out["scorer"] = _scorer_digest()
         return out
     if ref in BUNDLED:
         bundled = BUNDLED[ref]
-        sha = _file_digest(bundled.path, f"bundled dataset {ref!r}", digests, unresolved)
         return {
             "name": ref,
             "kind": "bundled",
             "type": bundled.kind,
-            "sha256": sha,
+            **_data_file(bundled.path, f"bundled dataset {ref!r}", digests, unresolved),
             "scoring": bundled.scoring,
             "scorer": _scorer_digest(),
         }
@@ -163,6 +168,17 @@ def _dataset(ref: str | CustomDataset, engine: str, digests: DigestCache, unreso
 def _scorer_digest() -> str:
     """sha256 of budeval's evaluator source (the code the rendered config carries into OpenCompass)."""
     return hashlib.sha256(scoring_source().encode("utf-8")).hexdigest()
+
+
+def _data_file(path: Path, what: str, digests: DigestCache, unresolved: list[str]) -> dict[str, Any]:
+    """``sha256`` of an OpenCompass custom dataset file and ``meta_sha256`` of ``<path>.meta.json`` (None when
+    absent): OpenCompass completes the dataset from that file when it exists (``opencompass/datasets/custom.py``,
+    ``parse_example_dataset``: template, prompts, input columns, ``test_range``), so it is part of the work."""
+    meta = Path(f"{path}.meta.json")
+    return {
+        "sha256": _file_digest(path, what, digests, unresolved),
+        "meta_sha256": _file_digest(meta, f"{what} meta file", digests, unresolved) if os.path.lexists(meta) else None,
+    }
 
 
 def _file_digest(path: Path, what: str, digests: DigestCache, unresolved: list[str]) -> str | None:
@@ -207,8 +223,9 @@ def stock_table() -> dict[str, dict[str, dict[str, Any]]]:
 
 # -- model -----------------------------------------------------------------------------------------------------------
 def is_local_path(path: str) -> bool:
-    """A model path is a local folder when absolute or an existing folder; otherwise a hub id."""
-    return path.startswith("/") or Path(path).is_dir()
+    """A model path is a local folder unless it is a hub id (``is_hub_id``, the policy's rule): ``org/m`` is the
+    hub's even when a folder of that name exists in the service's working directory (the run has another one)."""
+    return not is_hub_id(path)
 
 
 def _model(
@@ -219,9 +236,10 @@ def _model(
         return {"kind": "endpoint", "base_url": source.base_url, "model": source.model}
     out: dict[str, Any] = {"mode": source.mode}
     out.update(_weights(source.path, source.revision, digests, hub, unresolved, "model"))
-    if source.tokenizer_path is not None and source.tokenizer_path != source.path:
-        # The rendered config passes the model's revision to the tokenizer only when they share the path.
-        out["tokenizer"] = _weights(source.tokenizer_path, None, digests, hub, unresolved, "tokenizer")
+    if source.separate_tokenizer is not None:
+        # As rendered: a tokenizer at another place is loaded at its own default revision; one spelled as the
+        # model's path is the model's own tokenizer, loaded at the model's revision (render.py follows the same rule).
+        out["tokenizer"] = _weights(source.separate_tokenizer, None, digests, hub, unresolved, "tokenizer")
     return out
 
 
@@ -234,7 +252,13 @@ def _weights(
             unresolved.append(f"{what} folder {path} not found where the service runs")
             return {"kind": "folder", "files": None}
         try:
-            names = [p.name for p in folder.iterdir() if p.is_file() and p.suffix in MODEL_FILE_SUFFIXES]
+            # A link whose target is missing (a cache snapshot without its blob) is listed: reading it fails, and
+            # the identity is unresolved rather than computed without the weights.
+            names = [
+                p.name
+                for p in folder.iterdir()
+                if (p.is_file() or p.is_symlink()) and not p.is_dir() and p.suffix in MODEL_FILE_SUFFIXES
+            ]
             if not names:
                 unresolved.append(f"{what} folder {path} holds no config, tokenizer or weight files")
                 return {"kind": "folder", "files": None}
@@ -247,7 +271,43 @@ def _weights(
     commit = wanted if _COMMIT.match(wanted) else hub(path, wanted)
     if commit is None:
         unresolved.append(f"{what} {path!r} revision {wanted!r} could not be resolved to a commit (hub unreachable?)")
-    return {"kind": "hub", "id": path, "revision": wanted, "commit": commit}
+        return {"kind": "hub", "id": path, "revision": wanted, "commit": None}
+    # The commit is the work: a branch, a tag or a short sha that resolves to it is the same (the requested name
+    # is in the evaluation row's model_revision).
+    return {"kind": "hub", "id": path, "commit": commit}
+
+
+# -- engine ----------------------------------------------------------------------------------------------------------
+def _engine(settings: Settings) -> dict[str, Any]:
+    """OpenCompass's version and what runs it: the runner image in a cluster; locally the OpenCompass venv's
+    installed distributions (the names of its ``*.dist-info`` folders, i.e. ``pip freeze`` without running pip) and
+    the OpenCompass version found there; the interpreter path only when no venv can be read there (a run with it
+    fails, and two unreadable venvs are not claimed equal)."""
+    out: dict[str, Any] = {"name": "opencompass", "version": settings.engine_version, "runner": runner_of(settings)}
+    if settings.backend == "kubernetes":
+        return out
+    python = settings.resolved_opencompass_python()
+    dists = _venv_distributions(python) if python else []
+    if not dists:
+        out["python"] = python or None
+        return out
+    installed = [d[: -len(".dist-info")] for d in dists]
+    out["opencompass"] = next((d.split("-", 1)[1] for d in installed if d.lower().startswith("opencompass-")), None)
+    out["packages"] = combine({"dists": installed})
+    return out
+
+
+def _venv_distributions(python: str) -> list[str]:
+    """Sorted ``*.dist-info`` folder names of the venv whose interpreter is ``python`` (``<venv>/bin/python``; the
+    link is not followed: it points at the base interpreter). Empty when there is none."""
+    root = Path(python).parent.parent
+    found: list[str] = []
+    for site in sorted(root.glob("lib*/python*/site-packages")):
+        try:
+            found += [p.name for p in site.iterdir() if p.name.endswith(".dist-info")]
+        except OSError:
+            continue
+    return sorted(set(found))
 
 
 _hub_memo: dict[tuple[str, str], tuple[float, str | None]] = {}

@@ -146,9 +146,10 @@ def _hf_model(request: EvalRequest, source: HuggingFaceModel) -> tuple[str, list
     cls = "HuggingFacewithChatTemplate" if source.mode == "chat" else "HuggingFaceBaseModel"
     model_kwargs: dict[str, object] = {"trust_remote_code": False}
     tokenizer_kwargs: dict[str, object] = {"trust_remote_code": False}
+    tokenizer = source.separate_tokenizer  # None: the model's own tokenizer (also when spelled as its path)
     if source.revision is not None:
         model_kwargs["revision"] = source.revision
-        if source.tokenizer_path is None:
+        if tokenizer is None:
             tokenizer_kwargs["revision"] = source.revision
     if gen.temperature > 0:
         generation_kwargs: dict[str, object] = {"do_sample": True, "temperature": gen.temperature}
@@ -159,7 +160,7 @@ def _hf_model(request: EvalRequest, source: HuggingFaceModel) -> tuple[str, list
         f"        type={cls},",
         f"        abbr={request.model.name!r},",
         f"        path={source.path!r},",
-        f"        tokenizer_path={(source.tokenizer_path or source.path)!r},",
+        f"        tokenizer_path={(tokenizer or source.path)!r},",
         f"        model_kwargs={_literal(model_kwargs)},",
         f"        tokenizer_kwargs={_literal(tokenizer_kwargs)},",
         f"        generation_kwargs={_literal(generation_kwargs)},",

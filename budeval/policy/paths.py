@@ -18,20 +18,14 @@ a rejection tells nothing about files outside the roots, and never anything of a
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from budeval.config import Settings
 from budeval.errors import PolicyError
-from budeval.schemas.request import CustomDataset, EndpointModel, EvalRequest, HuggingFaceModel
+from budeval.schemas.request import HUB_ID, CustomDataset, EndpointModel, EvalRequest, HuggingFaceModel, is_hub_id
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95})?$")
-
-
-def is_hub_id(value: str) -> bool:
-    """``name`` or ``org/name`` (see the module docstring); a path starting with ``/`` never is."""
-    return bool(HUB_ID.match(value)) and ".." not in value
+__all__ = ["HUB_ID", "check_file", "check_request_paths", "inside", "is_hub_id"]
 
 
 def inside(path: Path, roots: Iterable[Path]) -> bool:

@@ -8,6 +8,7 @@ never silently changes an evaluation.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from typing import Annotated, Any, Literal
 
@@ -31,6 +32,25 @@ class SecretRef(Strict):
     key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]{1,253}$")] = "api-key"
 
 
+#: A Hugging Face hub id, ``name`` or ``org/name`` (letters, digits, ``_ . -``; not starting with ``.``; at most one
+#: ``/``). The one rule telling a hub id from a path: the policy (budeval/policy/paths.py) and the identity
+#: (budeval/engine/identity.py) both ask :func:`is_hub_id`.
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95})?$")
+
+
+def is_hub_id(value: str) -> bool:
+    """``name`` or ``org/name`` (see :data:`HUB_ID`); a path starting with ``/`` never is."""
+    return bool(HUB_ID.match(value)) and ".." not in value
+
+
+def same_location(a: str, b: str) -> bool:
+    """Whether two model/tokenizer locations name the same thing: equal hub ids, or absolute paths equal once
+    spelled canonically (``/models/m/`` is ``/models/m``; no file system access, symlinks are not followed)."""
+    if a.startswith("/") and b.startswith("/"):
+        return posixpath.normpath(a) == posixpath.normpath(b)
+    return a == b
+
+
 class HuggingFaceModel(Strict):
     """A model loaded by OpenCompass's HuggingFace wrapper: a local folder or a hub id, pinned by revision."""
 
@@ -47,6 +67,14 @@ class HuggingFaceModel(Strict):
         if v is not None and (".." in v.split("/") or "\x00" in v):
             raise ValueError("must not contain '..' components or NUL")
         return v
+
+    @property
+    def separate_tokenizer(self) -> str | None:
+        """``tokenizer_path`` when it names another place than ``path`` (:func:`same_location`), else None: the
+        model's own tokenizer, loaded at the model's revision. Rendering and the identity both follow this."""
+        if self.tokenizer_path is None or same_location(self.tokenizer_path, self.path):
+            return None
+        return self.tokenizer_path
 
 
 class EndpointModel(Strict):
@@ -171,7 +199,7 @@ class GenerationSettings(Strict):
     max_seq_len: Annotated[int, Field(ge=16, le=1_048_576)] = 2048
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 4
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.0
-    #: Engine-level seed for reproducibility; part of the evaluation's identity (budeval/engine/identity.py).
+    #: Accepted and stored, but OpenCompass 0.5.4 takes no seed: not part of the identity (docs/workflow.md).
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
 
 

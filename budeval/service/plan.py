@@ -33,6 +33,9 @@ from budeval.service.admission import check_catalog, check_policy
 from budeval.service.intake import Rejection, parse_request
 from budeval.workflow.activities import plan_runs, render_plans
 
+#: ``store`` of :func:`plan_request` for an installation whose store was never created: nothing can be reused.
+NO_STORE_YET: Any = object()
+
 
 class Plan(BaseModel):
     valid: bool
@@ -61,7 +64,8 @@ def plan_request(
 ) -> Plan:
     """The plan of ``body`` (a request or a CloudEvent holding one), validated exactly as intake does: the schema,
     the catalog and the policy (credentials, endpoint hosts, path roots: docs/security.md). ``store`` None: reuse is
-    not looked up. ``endpoints`` None: the locally registered credentials (``BUDEVAL_CREDENTIALS``) are asked."""
+    not looked up; :data:`NO_STORE_YET`: nothing to reuse. ``endpoints`` None: the locally registered credentials
+    (``BUDEVAL_CREDENTIALS``) are asked."""
     parsed = parse_request(body)
     if isinstance(parsed, EvalRequest):
         policy = endpoints or EndpointPolicy(
@@ -99,6 +103,8 @@ def _reuse(request: EvalRequest, identity_hash: str | None, store: Any | None) -
         return {"would_reuse": False, "from": None, "why": "force: runs even when identical work exists"}
     if store is None:
         return {"would_reuse": None, "from": None, "why": "no store to look in"}
+    if store is NO_STORE_YET:
+        return {"would_reuse": False, "from": None, "why": "nothing stored yet (the store does not exist)"}
     try:
         found = store.find_reusable(identity_hash)
     except BudevalError as exc:
@@ -108,10 +114,19 @@ def _reuse(request: EvalRequest, identity_hash: str | None, store: Any | None) -
     return {"would_reuse": True, "from": found.eval_id, "why": "a completed evaluation has this identity"}
 
 
+def rejection_text(plan: Plan) -> str:
+    """``field: reason`` of a rejected plan, the field named once (a ValidationError's message already starts with
+    it)."""
+    reason = plan.reason or "invalid request"
+    if plan.field and not reason.startswith(f"{plan.field}: "):
+        return f"{plan.field}: {reason}"
+    return reason
+
+
 def render_text(plan: Plan) -> str:
     """The plan for a terminal: identity components and hash, datasets, runs with config hashes, reuse."""
     if not plan.valid:
-        return f"invalid request{f' {plan.eval_id!r}' if plan.eval_id else ''}: {plan.field}: {plan.reason}"
+        return f"invalid request{f' {plan.eval_id!r}' if plan.eval_id else ''}: {rejection_text(plan)}"
     identity = plan.identity or {}
     lines = [f"evaluation {plan.eval_id}", f"identity  {identity.get('hash') or 'UNRESOLVED (never reused)'}"]
     lines += [f"  unresolved: {why}" for why in identity.get("unresolved", [])]
@@ -138,7 +153,9 @@ def render_text(plan: Plan) -> str:
 def _model_line(model: dict[str, Any]) -> str:
     kind = model.get("kind")
     if kind == "hub":
-        return f"hub {model.get('id')} @ {model.get('revision')} -> {model.get('commit') or 'unresolved'}"
+        if model.get("commit"):  # resolved: the commit is the work, the requested branch/tag is not kept
+            return f"hub {model.get('id')} @ {model['commit']}"
+        return f"hub {model.get('id')} @ {model.get('revision')} -> unresolved"
     if kind == "folder":
         files = model.get("files") or {}
         return f"folder, {len(files)} files: " + ", ".join(f"{n} {d[:12]}" for n, d in files.items())

@@ -92,8 +92,9 @@ class ResultStore(Protocol):
         ...
 
     def copy_results(self, source_eval: str, target_eval: str, model: str | None = None) -> int:
-        """Copy ``source_eval``'s score and dataset-status rows to ``target_eval`` (a reused evaluation), replacing
-        any earlier copy; ``model`` renames the rows' model (the reusing request's name). Returns score rows copied."""
+        """Copy ``source_eval``'s score, dataset-status and prediction rows to ``target_eval`` (a reused evaluation),
+        replacing any earlier copy; ``model`` renames the rows' model (the reusing request's name). Returns score rows
+        copied."""
         ...
 
     def results(self, eval_id: str) -> list[ScoreRow]: ...

@@ -436,17 +436,24 @@ class ClickHouseStore:
         return self._to_record(rows[0]) if rows else None
 
     def copy_results(self, source_eval: str, target_eval: str, model: str | None = None) -> int:
-        """A reused evaluation's own score and status rows: the source's rows under ``target_eval`` (runs, run times,
-        versions and statuses kept; ``model`` renames the model). Replaces an earlier copy (a retried step)."""
+        """A reused evaluation's own score, status and prediction rows: the source's rows under ``target_eval`` (runs,
+        run times, versions, statuses and per-example verdicts kept; ``model`` renames the model). Replaces an earlier
+        copy (a retried step). Predictions are copied, not read through ``reused_from``, so ``results --examples``,
+        ``compare --examples`` and flips treat a reused evaluation like any other (docs/storage.md)."""
         params: dict[str, Any] = {"s": source_eval, "t": target_eval, "m": model or ""}
         model_expr = "if(%(m)s = '', model, %(m)s)"
         score_cols = ", ".join(SCORE_COLUMNS)
         status_cols = ", ".join(STATUS_COLUMNS)
+        prediction_cols = ", ".join(PREDICTION_COLUMNS)
+        copied_predictions = ", ".join(
+            "%(t)s" if c == "eval_id" else model_expr if c == "model" else c for c in PREDICTION_COLUMNS
+        )
         with self._lock:
             present = self._rows(
                 "look up a previous copy",
                 "(SELECT 'scores' FROM scores WHERE eval_id = %(t)s LIMIT 1) UNION ALL "
-                "(SELECT 'dataset_status' FROM dataset_status WHERE eval_id = %(t)s LIMIT 1)",
+                "(SELECT 'dataset_status' FROM dataset_status WHERE eval_id = %(t)s LIMIT 1) UNION ALL "
+                "(SELECT 'predictions' FROM predictions WHERE eval_id = %(t)s LIMIT 1)",
                 params,
             )
             for (table,) in present:
@@ -461,6 +468,12 @@ class ClickHouseStore:
                 "copy dataset statuses",
                 f"INSERT INTO dataset_status ({status_cols}) SELECT %(t)s, run_id, {model_expr}, dataset, status, "
                 "reason, run_at FROM dataset_status FINAL WHERE eval_id = %(s)s",
+                params,
+            )
+            self._command(
+                "copy predictions",
+                f"INSERT INTO predictions ({prediction_cols}) SELECT {copied_predictions} "
+                "FROM predictions FINAL WHERE eval_id = %(s)s",
                 params,
             )
             return self.count("scores", target_eval)

@@ -4,7 +4,7 @@ Pure functions over two stored :class:`EvaluationRecord` rows (their identity co
 budeval/engine/identity.py and budeval/workflow/provenance.py) and the store's :class:`CompareRow` score deltas.
 The document (``explain``)::
 
-    {"a": ID, "b": ID, "same_work": bool,            # equal, resolved identity hashes
+    {"a": ID, "b": ID, "same_work": bool | None,     # equal resolved hashes; None: either identity unresolved
      "differences": [{"what": "generation.max_out_len", "a": 64, "b": 128, "note": "max_out_len 64 -> 128"}, ...],
      "same": ["same model commit sha256:...", ...],  # what a reader would suspect first, found equal
      "scores": [CompareRow, ...]}                    # B - A per (model, dataset, metric)
@@ -62,7 +62,7 @@ def explain(a: EvaluationRecord, b: EvaluationRecord, scores: Sequence[CompareRo
         f"model {_short(a.model_commit)} -> {_short(b.model_commit)}",
         f"same model commit {_short(a.model_commit)}",
     )
-    _model_files(ida.get("model") or {}, idb.get("model") or {}, differences)
+    _model(ida.get("model") or {}, idb.get("model") or {}, differences)
     diff("model_source", a.model_source, b.model_source)
     diff("model_revision", a.model_revision, b.model_revision)
     diff(
@@ -92,7 +92,8 @@ def explain(a: EvaluationRecord, b: EvaluationRecord, scores: Sequence[CompareRo
         )
     elif cfg_a:
         same.append("same rendered OpenCompass configs")
-    same_work = bool(a.params_hash) and a.params_hash == b.params_hash
+    # An unresolved identity is unknown work: neither the same nor different (docs/workflow.md "The same work").
+    same_work = None if not (a.params_hash and b.params_hash) else a.params_hash == b.params_hash
     if b.reused_from == a.eval_id or a.reused_from == b.eval_id:
         same.append(f"{b.eval_id if b.reused_from == a.eval_id else a.eval_id} reused the other's scores")
     return {
@@ -109,7 +110,9 @@ def explain(a: EvaluationRecord, b: EvaluationRecord, scores: Sequence[CompareRo
 def render_explanation(doc: dict[str, Any]) -> str:
     """The explanation as text: identity verdict, provenance differences, what is the same, then score deltas."""
     ids = doc["identity"]
-    verdict = "the same work" if doc["same_work"] else "different work"
+    verdict = {True: "the same work", False: "different work"}.get(
+        doc["same_work"], "identity unresolved, cannot tell whether it is the same work"
+    )
     lines = [f"{doc['a']} -> {doc['b']}: {verdict} (identity {_short(ids['a'])} / {_short(ids['b'])})"]
     lines.append("provenance:")
     lines += [f"  {d['note']}" for d in doc["differences"]] or ["  no difference recorded"]
@@ -139,6 +142,44 @@ def _datasets(
     common = sorted(set(by_a) & set(by_b))
     if common and all(by_a[n] == by_b[n] for n in common):
         same.append(f"same dataset contents ({', '.join(common)})")
+
+
+#: Model identity keys named in a difference note. ``files`` and ``tokenizer`` get their own notes; the hub ``id``,
+#: ``revision`` and ``commit`` are the record's model_source/model_revision/model_commit, compared above.
+_MODEL_NOTES = {"mode": "mode", "kind": "model kind"}
+_MODEL_OWN = {"files", "tokenizer", "id", "revision", "commit"}
+
+
+def _model(a: dict[str, Any], b: dict[str, Any], differences: list[dict[str, Any]]) -> None:
+    """Every difference of the two model identity components: mode (chat/base), kind, hub id and commit, a tokenizer
+    given apart, then the folder files that changed."""
+    if not a or not b:
+        return
+    for key in sorted((set(a) | set(b)) - _MODEL_OWN):
+        if a.get(key) != b.get(key):
+            label = _MODEL_NOTES.get(key, f"model {key}")
+            differences.append(
+                {
+                    "what": f"model.{key}",
+                    "a": a.get(key),
+                    "b": b.get(key),
+                    "note": f"{label} {_show(a.get(key))} -> {_show(b.get(key))}",
+                }
+            )
+    ta, tb = a.get("tokenizer"), b.get("tokenizer")
+    if ta != tb:
+        differences.append(
+            {"what": "model.tokenizer", "a": ta, "b": tb, "note": f"tokenizer {_tokenizer(ta)} -> {_tokenizer(tb)}"}
+        )
+    _model_files(a, b, differences)
+
+
+def _tokenizer(value: Any) -> str:
+    if not isinstance(value, dict):
+        return "the model's own"
+    if value.get("kind") == "hub":
+        return f"{value.get('id')}@{_short(value.get('commit'))}"
+    return "a folder (files " + ", ".join(sorted(value.get("files") or {})) + ")"
 
 
 def _model_files(a: dict[str, Any], b: dict[str, Any], differences: list[dict[str, Any]]) -> None:

@@ -74,6 +74,16 @@ def open_store(dsn: str, *, linger_s: float = DEFAULT_LINGER_S) -> ClickHouseSto
     return ClickHouseStore(connect(), shown, connect=connect, insert_settings=settings, linger_s=linger_s)
 
 
+def open_existing_store(dsn: str, *, linger_s: float = DEFAULT_LINGER_S) -> ClickHouseStore | None:
+    """:func:`open_store` for readers that must create nothing (``budeval plan``, ``explain``): None for an embedded
+    store whose folder does not exist yet (a fresh install: nothing was ever stored); a server is opened as is.
+    Migrations are not applied: a store without budeval's tables answers with a :class:`StoreError`."""
+    parsed = urlparse(dsn)
+    if parsed.scheme == "chdb" and not parsed.netloc and parsed.path.startswith("/") and not Path(parsed.path).exists():
+        return None
+    return open_store(dsn, linger_s=linger_s)
+
+
 def open_archive(url: str) -> Archive:
     """A folder archive (``file://``) or an S3 archive (``s3://bucket[/prefix]?endpoint=...``); no I/O yet."""
     parsed = urlparse(url)

@@ -85,7 +85,6 @@ def test_where_how_and_under_which_name_it_runs_is_not_the_work(tmp_path: Path, 
     [
         {"generation": {"max_out_len": 128}},
         {"generation": {"temperature": 0.5}},
-        {"generation": {"seed": 1}},
         {"datasets": ["tiny_qa"]},
     ],
 )
@@ -93,6 +92,14 @@ def test_generation_settings_and_datasets_are_the_work(tmp_path: Path, model_dir
     assert (
         _identity(_request(str(model_dir)), tmp_path).hash
         != _identity(_request(str(model_dir), **change), tmp_path).hash
+    )
+
+
+def test_the_seed_is_not_the_work(tmp_path: Path, model_dir: Path) -> None:
+    """No OpenCompass setting takes the seed (docs/workflow.md "The same work"): seeds 0 and 1 compute the same."""
+    assert (
+        _identity(_request(str(model_dir)), tmp_path).hash
+        == _identity(_request(str(model_dir), generation={"seed": 1}), tmp_path).hash
     )
 
 
@@ -124,7 +131,8 @@ def test_custom_dataset_content_and_whole_spec(tmp_path: Path, model_dir: Path) 
     data.write_text('{"question": "1+1?", "answer": "2"}\n')
     custom: dict[str, Any] = {"name": "mine", "path": str(data), "kind": "qa"}
     first = _identity(_request(str(model_dir), datasets=[custom]), tmp_path)
-    assert first.components["datasets"][0]["spec"] == {**custom, "scoring": "contains"}  # the default written out
+    spec = {"name": "mine", "kind": "qa", "scoring": "contains"}  # the default written out; the path is not the work
+    assert first.components["datasets"][0]["spec"] == spec
     data.write_text('{"question": "2+2?", "answer": "4"}\n{"question": "3+3?", "answer": "6"}\n')
     changed = _identity(_request(str(model_dir), datasets=[custom]), tmp_path)
     as_mcq = _identity(_request(str(model_dir), datasets=[{**custom, "kind": "mcq"}]), tmp_path)
@@ -290,7 +298,8 @@ def test_stock_dataset_by_opencompass_config_hash_and_data_files_when_present(
     assert len({absent.hash, present.hash, changed.hash}) == 3
 
 
-def test_a_hub_id_that_makes_no_url_is_unresolved_not_a_crash(tmp_path: Path, hub: type[_Hub]) -> None:
+def test_a_path_that_is_no_hub_id_is_unresolved_not_a_crash(tmp_path: Path, hub: type[_Hub]) -> None:
+    """``org/m\tx`` is no hub id (``is_hub_id``, the policy's rule) and no folder: unresolved, the hub not asked."""
     odd = {"name": "m", "source": {"type": "huggingface", "path": "org/m\tx"}}
     got = _identity(_request("x", model=odd), tmp_path)
-    assert got.hash is None and "could not be resolved" in got.unresolved[0]
+    assert got.hash is None and "org/m\tx" in got.unresolved[0]
