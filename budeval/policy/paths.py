@@ -17,6 +17,7 @@ a rejection tells nothing about files outside the roots, and never anything of a
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable
@@ -26,12 +27,39 @@ from budeval.config import Settings
 from budeval.errors import PolicyError
 from budeval.schemas.request import CustomDataset, EndpointModel, EvalRequest, HuggingFaceModel
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95})?$")
+HUB_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95})?\Z")
+#: Files of a tokenizer folder whose ``auto_map`` names classes to import from the folder's own ``*.py`` files.
+CODE_CONFIGS = ("config.json", "tokenizer_config.json")
 
 
 def is_hub_id(value: str) -> bool:
-    """``name`` or ``org/name`` (see the module docstring); a path starting with ``/`` never is."""
-    return bool(HUB_ID.match(value)) and ".." not in value
+    """``name`` or ``org/name`` (see the module docstring); a path starting with ``/`` never is, nor a value with a
+    control character (``\\Z``, not ``$``, which would let ``org/name\\n`` through)."""
+    return bool(HUB_ID.fullmatch(value)) and ".." not in value
+
+
+def ships_code(folder: Path) -> bool:
+    """Whether a model/tokenizer folder (resolved) brings its own Python: a ``*.py`` file at its top level (where
+    ``transformers`` imports remote code from) or an ``auto_map`` in :data:`CODE_CONFIGS`. A config that cannot be
+    read or parsed counts as shipping code (it cannot be shown not to); a missing folder ships none."""
+    if not folder.is_dir():
+        return False
+    try:
+        if any(entry.suffix == ".py" for entry in folder.iterdir()):
+            return True
+    except OSError:
+        return True
+    for name in CODE_CONFIGS:
+        config = folder / name
+        if not config.exists():
+            continue
+        try:
+            doc = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return True
+        if not isinstance(doc, dict) or "auto_map" in doc:
+            return True
+    return False
 
 
 def inside(path: Path, roots: Iterable[Path]) -> bool:
@@ -56,14 +84,39 @@ def check_file(value: str, roots: list[Path], *, field: str, hub_ok: bool) -> No
         raise PolicyError(f"must resolve to a place inside {shown} (symlinks are followed)", field=field)
 
 
+def check_endpoint_tokenizer(source: EndpointModel, models: list[Path]) -> None:
+    """The tokenizer OpenCompass loads for an endpoint model, **with** ``trust_remote_code=True`` (its ``OpenAISDK``
+    hard-codes it; no config reaches that call): ``tokenizer_path``, else the served ``model`` name. A value that is a
+    local path (starts with ``/``, or has a ``..`` part) must resolve inside the models roots to a folder that ships
+    no code (:func:`ships_code`); anything else is a hub id or an opaque served-model name. Raises PolicyError."""
+    if source.tokenizer_path is not None:
+        value, field = source.tokenizer_path, "model.source.tokenizer_path"
+        check_file(value, models, field=field, hub_ok=True)
+    else:
+        value, field = source.model, "model.source.model"
+        if not (value.startswith("/") or ".." in value.split("/") or "\x00" in value):
+            return  # not a path: OpenCompass tries the hub (or tiktoken) under that name
+        check_file(value, models, field=field, hub_ok=False)
+    if is_hub_id(value) and not value.startswith("/"):
+        return
+    if ships_code(Path(os.path.realpath(value))):
+        raise PolicyError(
+            "names a tokenizer folder that ships code (*.py files or an auto_map in config.json/"
+            "tokenizer_config.json); OpenCompass would run it for an endpoint model: use a folder without code",
+            field=field,
+        )
+
+
 def check_request_paths(request: EvalRequest, settings: Settings) -> None:
     """Every file path of ``request`` against the roots of ``settings``; raises PolicyError for the first outside."""
     source = request.model.source
     models = settings.resolved_models_roots()
     if isinstance(source, HuggingFaceModel):
         check_file(source.path, models, field="model.source.path", hub_ok=True)
-    if isinstance(source, HuggingFaceModel | EndpointModel) and source.tokenizer_path is not None:
+    if isinstance(source, HuggingFaceModel) and source.tokenizer_path is not None:
         check_file(source.tokenizer_path, models, field="model.source.tokenizer_path", hub_ok=True)
+    if isinstance(source, EndpointModel):
+        check_endpoint_tokenizer(source, models)
     datasets = settings.resolved_datasets_roots()
     for index, ref in enumerate(request.datasets or []):
         if isinstance(ref, CustomDataset):
