@@ -11,6 +11,9 @@ How a hub id is told from a path: a value that starts with ``/`` is a local path
 left to the hub (or its cache, offline); anything else (``./x``, ``~/x``, ``a/b/c``) is refused -- a relative path
 would be read relative to the run's working directory. Custom datasets are files, so they must be absolute paths.
 
+An endpoint model's tokenizer is loaded by OpenCompass with ``trust_remote_code=True``: a local one must also ship
+no code (:func:`check_endpoint_tokenizer`), and the served ``model`` name counts as its path when it looks like one.
+
 Whether the file exists is not checked here (the run reports a missing file); the answer is the same either way, so
 a rejection tells nothing about files outside the roots, and never anything of a file's content.
 """
