@@ -28,8 +28,9 @@ import re
 from collections.abc import Iterable
 
 _NAMED = re.compile(
-    r"(?i)\b((?:[a-z0-9]+[_.\-])*(?:api[_-]?key|apikey|key|secret|token|password|passwd|pwd|credentials?|auth"
-    r"|authorization))"  # the name
+    # the last part of the name (after start, ``_``, ``.``, ``-`` or any non-alphanumeric); what comes before it is
+    # left as it is, so each position is tried once (no nested repetition: linear time on any text)
+    r"(?i)(?<![a-z0-9])(api[_-]?key|apikey|key|secret|token|password|passwd|pwd|credentials?|auth|authorization)"
     r"((?:\\?[\"'])?\s*[:=]\s*(?:\\?[\"'])?)"  # separator, quotes (escaped inside a JSON string) included
     r"((?:bearer|basic|token|digest)\s+)?"  # an HTTP authorization scheme
     r"([^\s\"'\\,;&}\]]+)"  # the value
@@ -40,7 +41,7 @@ _TOKENS = re.compile(
     r"|\b(eyJ)[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"
 )
 _BEARER = re.compile(r"(?i)\b(bearer\s+)(?!\*\*\*)\S+")
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#]*@")
+_USERINFO = re.compile(r"(?i)(?<![a-z0-9+.\-])([a-z][a-z0-9+.\-]*://)[^\s/?#]*@")  # a scheme starts once per run
 
 
 def redact(text: str, known: Iterable[str] = ()) -> str:

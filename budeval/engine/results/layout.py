@@ -270,7 +270,7 @@ def last_error(logs: list[Path], size: int = 64 * 1024) -> str | None:
 
 def excerpt(text: str, lines: int = 40, chars: int = EXCERPT_CHARS) -> str:
     """The last ``lines`` lines of a log, at most ``chars`` characters, credentials masked."""
-    kept = "\n".join(text.rstrip("\n").splitlines()[-lines:])
+    kept = "\n".join(text.rstrip("\n").splitlines()[-lines:])[-(chars + MASK_MARGIN):]  # bounded masking work
     return redact(kept)[-chars:]  # masked before it is cut: a cut key has lost the prefix the patterns need
 
 
