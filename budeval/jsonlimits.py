@@ -8,6 +8,7 @@ use it and answer 400 / a rejection.
 
 from __future__ import annotations
 
+import json
 import re
 
 #: Nesting deeper than this is refused (settings ``max_json_depth``); a request is about 5 levels deep.
@@ -27,9 +28,14 @@ class TooDeepError(ValueError):
 def check_depth(data: bytes | str, limit: int = DEFAULT_MAX_DEPTH) -> None:
     """Raises TooDeepError if ``data`` (JSON text, valid or not) opens more than ``limit`` brackets at once.
 
-    Brackets inside strings do not count. Linear time; documents with fewer brackets than ``limit`` cost two counts.
+    Brackets inside strings do not count. Bytes are read in the encoding ``json.loads`` detects (UTF-8/16/32).
+    Linear time; documents with fewer brackets than ``limit`` cost two counts.
     """
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if not isinstance(data, str) and json.detect_encoding(raw) not in ("utf-8", "utf-8-sig"):
+        # json.loads(bytes) reads UTF-16/32 too; scanned as UTF-8 their bytes pair quotes wrongly (U+4E22 is 22 4E
+        # in UTF-16-LE), so count on the text json.loads will see.
+        raw = raw.decode(json.detect_encoding(raw), "replace").encode("utf-8", "surrogatepass")
     if raw.count(b"[") + raw.count(b"{") <= limit:
         return
     depth = 0

@@ -66,9 +66,31 @@ _WRAPPER = (
 )
 
 
+_PLAIN_PART = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+DEFAULT_SECRET_KEY = "api-key"  # noqa: S105 (the default key name of a SecretRef)
+
+
+def _env_part(value: str) -> str:
+    """``llm-keys`` -> ``LLM_KEYS`` (lower-case words joined by single ``-``); anything else -> ``x`` + the UTF-8 hex
+    of ``value`` (``api_key`` -> ``x6170695F6B6579``). Neither form contains ``__`` or starts/ends with ``_``, and the
+    two are told apart by the lower-case ``x``: the mapping is one-to-one."""
+    if _PLAIN_PART.fullmatch(value):
+        return value.upper().replace("-", "_")
+    return "x" + value.encode("utf-8").hex().upper()
+
+
 def secret_env_name(secret_name: str, key: str) -> str:
-    """Where the local backend reads an endpoint's API key: ``BUDEVAL_SECRET_<NAME>_<KEY>`` (upper, non-alnum -> _)."""
-    return "BUDEVAL_SECRET_" + re.sub(r"[^A-Z0-9]", "_", f"{secret_name}_{key}".upper())
+    """Where the local backend reads an endpoint's API key: ``BUDEVAL_SECRET_<NAME>_API_KEY`` for the default key
+    ``api-key``, else ``BUDEVAL_SECRET_<NAME>__<KEY>`` (parts by :func:`_env_part`; e.g. ``llm-keys``/``api-key`` ->
+    ``BUDEVAL_SECRET_LLM_KEYS_API_KEY``, ``llm-keys``/``other`` -> ``BUDEVAL_SECRET_LLM_KEYS__OTHER``).
+
+    One-to-one: two different (name, key) pairs never read the same variable, so the policy's decision on the
+    credential name holds (a ``key`` cannot reach into another credential's variable). The default form holds no
+    ``__``, every other form does, and the part before the first ``__`` is the name."""
+    name = _env_part(secret_name)
+    if key == DEFAULT_SECRET_KEY:
+        return f"BUDEVAL_SECRET_{name}_API_KEY"
+    return f"BUDEVAL_SECRET_{name}__{_env_part(key)}"
 
 
 @dataclass
@@ -235,9 +257,11 @@ class LocalBackend:
         var = secret_env_name(source.api_key_secret.name, source.api_key_secret.key)
         value = os.environ.get(var)
         if not value:
+            # Named from the request alone (the variable of *this* reference): the answer says nothing of other
+            # variables, and is the same whether or not anything else of that name exists.
             raise ValidationError(
-                f"the API key of secret {source.api_key_secret.name!r} (key {source.api_key_secret.key!r}) is not "
-                f"set: export {var} in the service's environment",
+                f"the API key of credential {source.api_key_secret.name!r} is not available to the local backend "
+                f"(an operator sets {var} in the service's environment: docs/security.md)",
                 field="model",
             )
         return {API_KEY_ENV: value}

@@ -60,12 +60,15 @@ DENIED_NETWORKS: tuple[IPNetwork, ...] = tuple(
         "::1/128",
         "fe80::/10",  # link-local
         "fd00:ec2::/32",  # AWS metadata over IPv6 (fd00:ec2::254)
+        "fd20:ce::254/128",  # Google Cloud metadata over IPv6
         "ff00::/8",  # multicast
     )
 )
 #: Metadata service names, refused whatever they resolve to (``localhost`` needs no entry: it resolves to loopback).
 DENIED_NAMES = frozenset({"metadata", "metadata.google.internal", "instance-data", "metadata.azure.com"})
 _LABEL = r"[a-z0-9]([a-z0-9\-]*[a-z0-9])?"
+#: A host name as clients resolve it: ASCII labels of letters, digits and inner ``-`` (IDNs in their ``xn--`` form).
+_DNS_NAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")
 _HOST_PATTERN = re.compile(rf"^(\*|(\*\.)?{_LABEL}(\.{_LABEL})*|[0-9a-f:.]+)$")
 
 
@@ -156,9 +159,32 @@ def system_resolver(host: str) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix: the last 32 bits are the IPv4 address
+_V4_IN_LOW_BITS = (ipaddress.ip_network("::/96"), ipaddress.ip_network("::ffff:0:0:0/96"))  # compatible, SIIT
+
+
+def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries in a transition form (IPv4-mapped ``::ffff:a.b.c.d``, IPv4-compatible
+    ``::a.b.c.d``, SIIT ``::ffff:0:a.b.c.d``, NAT64 ``64:ff9b::a.b.c.d``, 6to4 ``2002:AABB:CCDD::``, Teredo's
+    client), or None. A packet to such an address may end up at that IPv4 address, so it is checked as that."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    low = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in _NAT64 or (any(address in net for net in _V4_IN_LOW_BITS) and int(address) > 1):
+        return low
+    return None
+
+
 def _denied(address: IPAddress, allowed: Iterable[IPNetwork]) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    embedded = embedded_ipv4(address)
+    if embedded is not None and _denied(embedded, allowed):
+        return True
     if any(address in net for net in allowed if net.version == address.version):
         return False
     return any(address in net for net in DENIED_NETWORKS if net.version == address.version)
@@ -214,7 +240,16 @@ class EndpointPolicy:
             raise PolicyError("must not hold user name or password (use api_key_secret)", field=BASE_URL_FIELD)
         if not host:
             raise PolicyError("has no host", field=BASE_URL_FIELD)
-        return host.lower()
+        host = host.lower()
+        if not _DNS_NAME.fullmatch(host):
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                # URL parsers disagree on odd hosts (urllib keeps "a.example\\.b.example" whole, urllib3 and WHATWG
+                # end it at the backslash): only a host every client reads the same way is checked and used.
+                raise PolicyError(f"host {host[:80]!r} is not a DNS name or an IP address",
+                                  field=BASE_URL_FIELD) from None
+        return host
 
     def _addresses(self, host: str) -> list[IPAddress]:
         try:

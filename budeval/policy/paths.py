@@ -11,12 +11,16 @@ How a hub id is told from a path: a value that starts with ``/`` is a local path
 left to the hub (or its cache, offline); anything else (``./x``, ``~/x``, ``a/b/c``) is refused -- a relative path
 would be read relative to the run's working directory. Custom datasets are files, so they must be absolute paths.
 
+An endpoint model's tokenizer is loaded by OpenCompass with ``trust_remote_code=True``: a local one must also ship
+no code (:func:`check_endpoint_tokenizer`), and the served ``model`` name counts as its path when it looks like one.
+
 Whether the file exists is not checked here (the run reports a missing file); the answer is the same either way, so
 a rejection tells nothing about files outside the roots, and never anything of a file's content.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,7 +29,33 @@ from budeval.config import Settings
 from budeval.errors import PolicyError
 from budeval.schemas.request import HUB_ID, CustomDataset, EndpointModel, EvalRequest, HuggingFaceModel, is_hub_id
 
-__all__ = ["HUB_ID", "check_file", "check_request_paths", "inside", "is_hub_id"]
+__all__ = ["HUB_ID", "check_file", "check_request_paths", "inside", "is_hub_id", "ships_code"]
+#: Files of a tokenizer folder whose ``auto_map`` names classes to import from the folder's own ``*.py`` files.
+CODE_CONFIGS = ("config.json", "tokenizer_config.json")
+
+
+def ships_code(folder: Path) -> bool:
+    """Whether a model/tokenizer folder (resolved) brings its own Python: a ``*.py`` file at its top level (where
+    ``transformers`` imports remote code from) or an ``auto_map`` in :data:`CODE_CONFIGS`. A config that cannot be
+    read or parsed counts as shipping code (it cannot be shown not to); a missing folder ships none."""
+    if not folder.is_dir():
+        return False
+    try:
+        if any(entry.suffix == ".py" for entry in folder.iterdir()):
+            return True
+    except OSError:
+        return True
+    for name in CODE_CONFIGS:
+        config = folder / name
+        if not config.exists():
+            continue
+        try:
+            doc = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return True
+        if not isinstance(doc, dict) or "auto_map" in doc:
+            return True
+    return False
 
 
 def inside(path: Path, roots: Iterable[Path]) -> bool:
@@ -50,14 +80,39 @@ def check_file(value: str, roots: list[Path], *, field: str, hub_ok: bool) -> No
         raise PolicyError(f"must resolve to a place inside {shown} (symlinks are followed)", field=field)
 
 
+def check_endpoint_tokenizer(source: EndpointModel, models: list[Path]) -> None:
+    """The tokenizer OpenCompass loads for an endpoint model, **with** ``trust_remote_code=True`` (its ``OpenAISDK``
+    hard-codes it; no config reaches that call): ``tokenizer_path``, else the served ``model`` name. A value that is a
+    local path (starts with ``/``, or has a ``..`` part) must resolve inside the models roots to a folder that ships
+    no code (:func:`ships_code`); anything else is a hub id or an opaque served-model name. Raises PolicyError."""
+    if source.tokenizer_path is not None:
+        value, field = source.tokenizer_path, "model.source.tokenizer_path"
+        check_file(value, models, field=field, hub_ok=True)
+    else:
+        value, field = source.model, "model.source.model"
+        if not (value.startswith("/") or ".." in value.split("/") or "\x00" in value):
+            return  # not a path: OpenCompass tries the hub (or tiktoken) under that name
+        check_file(value, models, field=field, hub_ok=False)
+    if is_hub_id(value) and not value.startswith("/"):
+        return
+    if ships_code(Path(os.path.realpath(value))):
+        raise PolicyError(
+            "names a tokenizer folder that ships code (*.py files or an auto_map in config.json/"
+            "tokenizer_config.json); OpenCompass would run it for an endpoint model: use a folder without code",
+            field=field,
+        )
+
+
 def check_request_paths(request: EvalRequest, settings: Settings) -> None:
     """Every file path of ``request`` against the roots of ``settings``; raises PolicyError for the first outside."""
     source = request.model.source
     models = settings.resolved_models_roots()
     if isinstance(source, HuggingFaceModel):
         check_file(source.path, models, field="model.source.path", hub_ok=True)
-    if isinstance(source, HuggingFaceModel | EndpointModel) and source.tokenizer_path is not None:
+    if isinstance(source, HuggingFaceModel) and source.tokenizer_path is not None:
         check_file(source.tokenizer_path, models, field="model.source.tokenizer_path", hub_ok=True)
+    if isinstance(source, EndpointModel):
+        check_endpoint_tokenizer(source, models)
     datasets = settings.resolved_datasets_roots()
     for index, ref in enumerate(request.datasets or []):
         if isinstance(ref, CustomDataset):

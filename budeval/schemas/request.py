@@ -35,12 +35,13 @@ class SecretRef(Strict):
 #: A Hugging Face hub id, ``name`` or ``org/name`` (letters, digits, ``_ . -``; not starting with ``.``; at most one
 #: ``/``). The one rule telling a hub id from a path: the policy (budeval/policy/paths.py) and the identity
 #: (budeval/engine/identity.py) both ask :func:`is_hub_id`.
-HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95})?$")
+HUB_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95})?\Z")
 
 
 def is_hub_id(value: str) -> bool:
-    """``name`` or ``org/name`` (see :data:`HUB_ID`); a path starting with ``/`` never is."""
-    return bool(HUB_ID.match(value)) and ".." not in value
+    """``name`` or ``org/name`` (see :data:`HUB_ID`); a path starting with ``/`` never is, nor a value with a control
+    character (``\\Z``, not ``$``, which would let ``org/name\n`` through)."""
+    return bool(HUB_ID.fullmatch(value)) and ".." not in value
 
 
 def same_location(a: str, b: str) -> bool:

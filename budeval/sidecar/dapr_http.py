@@ -97,7 +97,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         url = urlsplit(self.path)
         parts = url.path.strip("/").split("/")
-        length = int(self.headers.get("content-length") or 0)
+        raw_length = (self.headers.get("content-length") or "0").strip()
+        if not (raw_length.isascii() and raw_length.isdigit()):  # RFC 9110 8.6: 1*DIGIT; "-1" would read to EOF
+            self._error(400, "ERR_MALFORMED_REQUEST", "content-length must be a non-negative integer")
+            self.close_connection = True
+            return
+        length = int(raw_length)
         if length > MAX_BODY:
             self._error(413, "ERR_PUBSUB_REQUEST_TOO_LARGE", "body too large")
             self.close_connection = True

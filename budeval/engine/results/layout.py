@@ -238,9 +238,15 @@ def tail(path: Path, chars: int = EXCERPT_CHARS) -> str:
     return "\n".join(lines)[-chars:]
 
 
+#: Extra characters read before an excerpt's start and masked with it, so a credential cut by the read window
+#: (whose name/prefix the patterns need) lies this far outside what is kept.
+MASK_MARGIN = 1024
+
+
 def file_excerpt(path: Path, chars: int = EXCERPT_CHARS) -> str:
-    """The masked tail of a log file (:func:`tail` then :func:`~budeval.masking.redact`); "" when missing."""
-    return redact(tail(path, chars))
+    """The masked tail of a log file, at most ``chars`` characters; "" when missing. Masked **before** it is cut
+    (:func:`~budeval.masking.redact` over :data:`MASK_MARGIN` more characters, then the end kept)."""
+    return redact(tail(path, chars + MASK_MARGIN))[-chars:]
 
 
 def error_lines(text: str) -> list[str]:
@@ -264,8 +270,8 @@ def last_error(logs: list[Path], size: int = 64 * 1024) -> str | None:
 
 def excerpt(text: str, lines: int = 40, chars: int = EXCERPT_CHARS) -> str:
     """The last ``lines`` lines of a log, at most ``chars`` characters, credentials masked."""
-    kept = "\n".join(text.rstrip("\n").splitlines()[-lines:])
-    return redact(kept[-chars:])
+    kept = "\n".join(text.rstrip("\n").splitlines()[-lines:])[-(chars + MASK_MARGIN):]  # bounded masking work
+    return redact(kept)[-chars:]  # masked before it is cut: a cut key has lost the prefix the patterns need
 
 
 def error_excerpt(work_dir: Path, console: Path) -> str:
@@ -292,4 +298,4 @@ def error_excerpt(work_dir: Path, console: Path) -> str:
             continue
         rel = path.relative_to(work_dir) if path.is_relative_to(work_dir) else path.name
         parts.append(f"{rel}: {hits[0]}" + (f"\n  ... {hits[-1]}" if hits[-1] != hits[0] else ""))
-    return redact("\n".join(parts)[:EXCERPT_CHARS])
+    return redact("\n".join(parts))[:EXCERPT_CHARS]
