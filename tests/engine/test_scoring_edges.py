@@ -75,6 +75,29 @@ CASES: dict[str, tuple[str, str | None, Any, Any, dict[str, Any]]] = {
     "option_preferred_over_other": ("option", None, "I would pick option B over option A.", "B", OPTIONS),
     "option_chinese_statement": ("option", None, "答案是B", "B", OPTIONS),
     "option_chinese_colon": ("option", None, "答案\uff1aB", "B", OPTIONS),
+    # budeval's documented decisions around the cases above (docs/opencompass.md "Scoring"), see DECISIONS
+    "decision_option_lowercase_article": ("option", None, "the answer is a dog", "C", OPTIONS),
+    "decision_option_two_mentions": ("option", None, "Option C. Option A is wrong.", "C", OPTIONS),
+    "decision_option_short_text_also_alone": (
+        "option",
+        None,
+        "I like cat, not cat food",
+        "B",
+        {"A": "Cat", "B": "Cat food", "C": "Dog", "D": "Fish"},
+    ),
+    "decision_option_lowercase_in_brackets": ("option", None, "Option (b) is my pick", "B", OPTIONS),
+    "decision_option_fullwidth_letter": ("option", None, "答案是\uff22", "B", OPTIONS),
+    "decision_ordinal_glued_contains": ("contains", None, "He finished 3rd.", "3", {}),
+    "decision_range_dash_contains": ("contains", None, "It takes 2-3 days.", "3", {}),
+    "decision_sign_after_equals_contains": ("contains", None, "x=-5", "-5", {}),
+    "decision_version_not_shortened_normalized": ("normalized", None, "1.0.0", "1.0", {}),
+    "decision_fullwidth_digit_normalized": ("normalized", None, "\uff15", "5", {}),
+    "decision_a_plus_is_not_a_contains": ("contains", None, "I got an A+.", "A", {}),
+    "decision_lowercase_letter_mid_sentence_contains": ("contains", None, "vitamin a is in carrots", "Vitamin A", {}),
+    "decision_capital_letter_mid_sentence_contains": ("contains", None, "Vitamin A is in carrots.", "Vitamin A", {}),
+    "decision_cjk_character_inside_word_contains": ("contains", None, "東京", "京", {}),
+    "decision_punctuation_gold_contains": ("contains", None, "?", "?", {}),
+    "decision_regex_second_group": ("regex", r"returns (\w+)|answer: (\w+)", "answer: 7", "7", {}),
     # controls (right today): if these change the harness is broken, not the scoring
     "control_contains_spider": ("contains", None, "A spider has 8 legs.", "8", {}),
     "control_option_statement": ("option", None, "The answer is B.", "B", OPTIONS),
@@ -259,3 +282,38 @@ def test_regex_group_that_did_not_take_part_is_not_the_text_none(verdicts: dict[
     returns None and the evaluator turns it into the string "None" -- which equals a gold "None" (a common answer
     of Python questions). Nothing was extracted, so it must be wrong."""
     _check(verdicts, "regex_unmatched_group_is_not_none", False)
+
+
+#: Expected verdicts of the decision cases: where a reader could argue either way, budeval decided as documented
+#: in docs/opencompass.md "Scoring" (limitations included, so that changing one is a visible decision).
+DECISIONS = {
+    "decision_option_lowercase_article": True,  # "a" before a word is an article; the Dog option is named
+    "decision_option_two_mentions": False,  # two letters mentioned without a statement: none read
+    "decision_option_short_text_also_alone": False,  # "cat" also named on its own: two options, none read
+    "decision_option_lowercase_in_brackets": True,
+    "decision_option_fullwidth_letter": True,
+    "decision_ordinal_glued_contains": True,  # "3rd" = "3 rd", as "5km" = "5 km"
+    "decision_range_dash_contains": True,  # a dash between numbers separates them; it is no sign
+    "decision_sign_after_equals_contains": True,
+    "decision_version_not_shortened_normalized": False,  # "1.0.0" is not a number with trailing zeros
+    "decision_fullwidth_digit_normalized": True,
+    "decision_a_plus_is_not_a_contains": False,  # "A+" is a word of its own, like "C++"
+    "decision_lowercase_letter_mid_sentence_contains": False,  # limitation: lower-case "a" before a word is an article
+    "decision_capital_letter_mid_sentence_contains": True,
+    "decision_cjk_character_inside_word_contains": True,  # limitation: a one-character gold matches inside a word
+    "decision_punctuation_gold_contains": True,  # a gold that normalizes to nothing is compared exactly
+    "decision_regex_second_group": True,
+}
+
+
+@pytest.mark.parametrize(("name", "expected"), list(DECISIONS.items()))
+def test_documented_decisions(verdicts: dict[str, tuple[str, bool]], name: str, expected: bool) -> None:
+    """The verdicts docs/opencompass.md "Scoring" promises for answers on either side of the edge cases above."""
+    _check(verdicts, name, expected)
+
+
+def test_every_case_is_checked() -> None:
+    """No case is judged without an expected verdict (a case added to CASES needs a test or a DECISIONS entry)."""
+    source = Path(__file__).read_text(encoding="utf-8")
+    unchecked = [name for name in CASES if name not in DECISIONS and source.count(f'"{name}"') < 2]
+    assert not unchecked

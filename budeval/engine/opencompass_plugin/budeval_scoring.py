@@ -112,8 +112,8 @@ def _letter(match: re.Match[str], text: str) -> str:
     """The option letter of a statement match, ``''`` when a lower-case letter may be a word ("the answer is a
     dog"): a lower-case letter counts only in brackets or before punctuation or the end."""
     letter = match.group("letter")
-    if letter.isupper() or match.group(0).endswith(")"):
-        return letter
+    if letter.isupper() or match.group(0).endswith((")", "]")):
+        return letter.upper()
     return letter.upper() if re.match(r"\s*(?:[.,;:!?)\]]|$)", text[match.end() :]) else ""
 
 
