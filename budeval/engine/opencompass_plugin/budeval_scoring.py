@@ -6,12 +6,15 @@ dataset's evaluator with ``scoring=<name>`` (and ``pattern`` for ``regex``). Mea
 "Scoring" has examples):
 
 - ``exact``: the answer, without surrounding whitespace, equals the gold character for character;
-- ``normalized``: equal after :func:`normalize` (case, punctuation, articles ``a/an/the`` and spacing ignored);
+- ``normalized``: equal after :func:`normalize` (Unicode form, case, punctuation, articles before a word, number
+  spelling such as "5.0"/"1,000" and spacing ignored; the sign of a number and "C++"/"C#" kept); a gold with
+  nothing left after normalizing ("?") is compared exactly (:func:`same_text`);
 - ``contains``: the normalized gold appears in the normalized answer as whole words (``8`` in "A spider has 8
-  legs.", not in "18");
-- ``regex``: OpenCompass's ``match_answer_pattern`` extracts group 1 of ``pattern`` from the answer (``re.search``),
-  which must then equal the gold after :func:`normalize`;
-- ``option`` (multiple choice): the letter read from the answer by :func:`chosen_option` equals the gold letter.
+  legs.", not in "18" nor "-8"; each Chinese/Japanese character is a word);
+- ``regex``: the first capturing group of ``pattern`` that took part in its first match (``re.search``) in the
+  answer (:func:`extract`), which must then equal the gold as ``normalized`` does;
+- ``option`` (multiple choice): the letter read from the answer by :func:`chosen_option` equals the gold letter
+  (either case).
 
 An empty answer is never right (unless the gold is empty too, for ``exact``/``normalized``). The result is
 ``{'accuracy': percent, 'details': [{'pred', 'answer', 'gold', 'correct'}, ...]}`` (one entry per example, in
@@ -21,63 +24,158 @@ order), which OpenCompass writes to ``results/<model>/<dataset>.json``.
 from __future__ import annotations
 
 import re
+import unicodedata
+from collections.abc import Sequence
 from typing import Any
 
 from opencompass.openicl.icl_evaluator import BaseEvaluator
 from opencompass.registry import ICL_EVALUATORS
-from opencompass.utils.text_postprocessors import match_answer_pattern
 
 SCORINGS = ("exact", "normalized", "contains", "regex", "option")
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-#: A point or comma that is not between two digits ("Paris." but not "3.5" or "1,000") is dropped; any other
-#: punctuation separates words ("2+2" -> "2 2", "New-York" -> "new york").
-_SEPARATOR = re.compile(r"(?<!\d)[.,]|[.,](?!\d)")
-_PUNCTUATION = re.compile(r"[^\w\s.,]")
-#: An explicit answer statement: "The answer is D", "Answer: (B)", "the correct option is C", "Choice: A.".
-_STATEMENT = re.compile(
-    r"(?i:\b(?:answer|option|choice)\s*(?:is|would\s+be|:)?\s*(?:option\s*)?)\(?([A-Z])\)?(?![A-Za-z0-9])"
-)
-#: A bare option letter at the start, closed by punctuation or the end: "B", "B.", "(B)", "B) Dog", "B: Dog".
-_LEADING_LETTER = re.compile(r"^\(?([A-Z])(?:[.:)]|$)")
+#: Full-width ASCII forms (U+FF01..U+FF5E, common in Chinese/Japanese answers: U+FF22 for "B") and the ideographic
+#: space read as their ASCII counterparts; the Unicode minus sign as "-".
+_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 0x20, 0x2212: 0x2D}
+#: Characters of scripts written without spaces (CJK ideographs, kana): each is a word of its own.
+_CJK = re.compile("([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff])")
+#: An article before a word: "an"/"the" in any case, "a" in lower case, "A" only where a sentence starts. A letter
+#: that ends a phrase or sits inside one ("Vitamin A", "Blood type A.", the answer "A") is an answer, not an article.
+_ARTICLES = re.compile(r"(?:\b(?i:an|the)|\ba|(?:^|(?<=[.!?\n]))\s*A)\b(?=\s+\w)")
+#: A number glued to the word after it ("5km", "3rd") is the number followed by that word.
+_GLUED_UNIT = re.compile(r"(?<!\w)(\d+(?:[.,]\d+)*)(?=[^\W\d_])")
+#: A number: optional thousands commas ("1,000"), optional decimals (".5", "3.50"); not part of a dotted version or
+#: address ("1.0.0", "192.168.0.1").
+_NUMBER = re.compile(r"(?<![\w.,])(\d{1,3}(?:,\d{3})+(?!\d)|\d+|(?=\.\d))(?:\.(\d+))?(?!\d|\.\d)")
+#: Kept as part of a word: a point or comma between digits ("3.5", "1,000" before numbers are rewritten), a minus
+#: sign before a number ("-5", "x=-5"; not "2-3"), "+"/"#" ending a word ("C++", "C#"). Other points and commas are
+#: dropped ("Paris." -> "paris", "U.S." -> "us"); any other punctuation or symbol separates words ("2+3" -> "2 3").
+_PUNCTUATION = re.compile(r"(?P<keep>(?<=\d)[.,](?=\d)|(?<!\w)-(?=\d)|(?<=[^\W\d_])[+#]+(?!\w))|(?P<drop>[.,])|[^\w\s]")
+
+
+def fold(text: str) -> str:
+    """Unicode NFC (a decomposed "e" + combining accent equals the composed "é"), full-width forms as ASCII."""
+    return unicodedata.normalize("NFC", text).translate(_WIDTH)
+
+
+def _number(match: re.Match[str]) -> str:
+    whole = (match.group(1) or "0").replace(",", "")
+    decimals = (match.group(2) or "").rstrip("0")
+    return f"{whole}.{decimals}" if decimals else whole
+
+
+def _punctuation(match: re.Match[str]) -> str:
+    if match.group("keep") or unicodedata.category(match.group(0)[0]).startswith("M"):  # combining marks stay
+        return match.group(0)
+    return "" if match.group("drop") else " "
 
 
 def normalize(text: str) -> str:
-    """Lower case; punctuation dropped or turned into spaces ("Paris." -> ``paris``, "2+2" -> ``2 2``) but a point
-    or comma between digits kept (``3.5`` never equals ``35`` nor contains ``5``); articles dropped; spaces
-    collapsed."""
-    text = _PUNCTUATION.sub(" ", _SEPARATOR.sub("", text.lower()))
-    return " ".join(_ARTICLES.sub(" ", text).split())
+    """The text as compared by ``normalized``, ``contains`` and ``regex``: :func:`fold`; each CJK character a word;
+    articles before a word dropped; case folded; numbers written one way ("5.0" -> ``5``, "3.50" -> ``3.5``,
+    "1,000" -> ``1000``, "5km" -> ``5 km``); punctuation dropped or turned into spaces, except a point or comma
+    between digits, a minus sign and the "++"/"#" of "C++"/"C#"; spaces collapsed. "The Eiffel Tower." ->
+    ``eiffel tower``, "2+3=5" -> ``2 3 5``, "x = -5" -> ``x -5``, "Vitamin A" -> ``vitamin a``, "?" -> ``''``."""
+    text = _ARTICLES.sub(" ", _CJK.sub(r" \1 ", fold(text))).casefold()
+    text = _NUMBER.sub(_number, _GLUED_UNIT.sub(r"\1 ", text))
+    return " ".join(_PUNCTUATION.sub(_punctuation, text).split())
+
+
+def _runs(have: Sequence[str | None], want: Sequence[str]) -> list[int]:
+    """Start indexes of ``want`` as a run of ``have``."""
+    return [i for i in range(len(have) - len(want) + 1) if have[i : i + len(want)] == want]
 
 
 def contains_words(answer: str, gold: str) -> bool:
     """Whether the normalized ``gold`` is a run of whole words of the normalized ``answer`` (empty gold: never)."""
     want = normalize(gold).split()
-    have = normalize(answer).split()
-    if not want:
-        return False
-    return any(have[i : i + len(want)] == want for i in range(len(have) - len(want) + 1))
+    return bool(want) and bool(_runs(normalize(answer).split(), want))
+
+
+def same_text(answer: str, gold: str) -> bool:
+    """Whether ``answer`` equals ``gold`` after :func:`normalize`; a gold with nothing left after normalizing ("?",
+    ".", "") is compared exactly instead (surrounding whitespace ignored), so "!!" does not equal "?"."""
+    if not normalize(gold):
+        return answer.strip() == gold.strip()
+    return normalize(answer) == normalize(gold)
+
+
+def extract(answer: str, pattern: str) -> str:
+    """The first capturing group of ``pattern`` that took part in its first match (``re.search``) in ``answer``;
+    ``''`` when nothing matches. With ``returns (\\w+)|answer: (\\w+)``, "answer: 7" gives ``7``."""
+    match = re.search(pattern, answer)
+    if match is None:
+        return ""
+    return next((group for group in match.groups() if group is not None), "")
+
+
+def _letter(match: re.Match[str], text: str) -> str:
+    """The option letter of a statement match, ``''`` when a lower-case letter may be a word ("the answer is a
+    dog"): a lower-case letter counts only in brackets or before punctuation or the end."""
+    letter = match.group("letter")
+    if letter.isupper() or match.group(0).endswith((")", "]")):
+        return letter.upper()
+    return letter.upper() if re.match(r"\s*(?:[.,;:!?)\]]|$)", text[match.end() :]) else ""
+
+
+_LINK = r"\s*(?:(?i:is|would\s+be|should\s+be|will\s+be)\s*:?|:|是|为)\s*"
+_CHOICE = r"\(?\[?(?P<letter>[A-Za-z])(?:\)|\])?(?![A-Za-z0-9])"
+#: Statements of the chosen letter: "The answer is D", "Answer: (B)", "The correct answer is: B", "答案是B", "the
+#: correct option is C", "Choice: A.", "I would pick option B", "选B".
+_STATEMENT = re.compile(
+    rf"(?:(?:\b(?i:answer)s?|答案)(?:{_LINK})?\s*(?:(?i:option|choice)\s*|选项)?"
+    rf"|(?:\b(?i:option|choice)|选项){_LINK}"
+    rf"|(?:\b(?i:pick|choose|select|go\s+with|opt\s+for)\s+|选择?)(?:(?i:option|choice)\s*|选项)?){_CHOICE}"
+)
+#: A mention of an option without a statement: "Option C", "option (b)", "选项C".
+_MENTION = re.compile(rf"(?:\b(?i:option|choice)\s*|选项){_CHOICE}")
+#: A bare option letter at the start, closed by punctuation or the end: "B", "b", "B.", "(B)", "B) Dog", "B: Dog".
+_LEADING_LETTER = re.compile(r"^\(?\[?([A-Za-z])(?:[.:)\]]|$)")
+
+
+def named_option(answer: str, options: dict[str, str]) -> str:
+    """The one option whose text appears in ``answer`` as whole words, ``''`` for none or several. Longer option
+    texts are found first and their words set aside, so "Cat food" names only "Cat food", not also "Cat"."""
+    have: list[str | None] = list(normalize(answer).split())
+    named = []
+    for letter, option in sorted(options.items(), key=lambda item: -len(normalize(item[1]).split())):
+        want = normalize(option).split()
+        starts = _runs(have, want) if want else []
+        if starts:
+            named.append(letter)
+            for start in starts:
+                have[start : start + len(want)] = [None] * len(want)
+    return named[0] if len(named) == 1 else ""
 
 
 def chosen_option(answer: str, options: dict[str, str]) -> str:
-    """The option letter an answer chooses, ``''`` if none can be read. ``options`` maps letter -> option text.
+    """The option letter (upper case) an answer chooses, ``''`` if none can be read. ``options`` maps letter ->
+    option text. The answer is :func:`fold`-ed and markdown ``*``/`` ` `` dropped, then, in order:
 
-    In order: the LAST explicit answer statement ("The answer is D", "Answer: (B)"); else a bare letter at the start
-    ("B", "B.", "(B)", "B) Dog"); else the one option whose text appears as whole words ("The capital is Tokyo." ->
-    the Tokyo option; two or more named -> none). OpenCompass's ``first_option_postprocess`` is not used: on English
-    free text it reads the article in "A dog barks" as option A and "I have 1 Apple" as A.
+    1. the LAST explicit statement (``_STATEMENT``: "The answer is D", "Answer: (B)", "答案是B", "I pick option B"),
+       so a model that corrects itself is read by its conclusion;
+    2. a bare letter at the start ("B", "B.", "(B)", "B) Dog");
+    3. mentions "Option C" without a statement, when they all name the same letter ("Option C. Option A is wrong"
+       names two: none);
+    4. the one option whose text appears as whole words (:func:`named_option`).
+
+    A lower-case letter counts only where it cannot be a word (``_letter``). OpenCompass's
+    ``first_option_postprocess`` is not used: on English free text it reads the article in "A dog barks" and "I
+    have 1 Apple" as option A.
     """
-    text = answer.strip()
+    text = re.sub(r"[*`]", "", fold(answer)).strip()
     if not text:
         return ""
-    stated = [m for m in _STATEMENT.findall(text) if m in options]
+    stated = [_letter(m, text) for m in _STATEMENT.finditer(text)]
+    stated = [letter for letter in stated if letter in options]
     if stated:
-        return str(stated[-1])
+        return stated[-1]
     leading = _LEADING_LETTER.match(text)
-    if leading and leading.group(1) in options:
-        return leading.group(1)
-    named = [letter for letter, option in options.items() if option and contains_words(text, option)]
-    return named[0] if len(named) == 1 else ""
+    if leading and leading.group(1).upper() in options:
+        return leading.group(1).upper()
+    mentioned = {_letter(m, text) for m in _MENTION.finditer(text)} & set(options)
+    if len(mentioned) == 1:
+        return mentioned.pop()
+    return named_option(text, options) if not mentioned else ""
 
 
 @ICL_EVALUATORS.register_module()
@@ -102,16 +200,16 @@ class BudevalEvaluator(BaseEvaluator):  # type: ignore[misc]
         if self.scoring == "exact":
             return pred.strip(), pred.strip() == ref.strip()
         if self.scoring == "normalized":
-            return normalize(pred), normalize(pred) == normalize(ref)
+            return normalize(pred), same_text(pred, ref)
         if self.scoring == "contains":
-            return pred, contains_words(pred, ref)
+            return pred, contains_words(pred, ref) if normalize(ref) else pred.strip() == ref.strip()
         if self.scoring == "regex":
-            extracted = str(match_answer_pattern(pred, self.pattern))
-            return extracted, bool(extracted.strip()) and normalize(extracted) == normalize(ref)
+            extracted = extract(pred, str(self.pattern))
+            return extracted, bool(extracted.strip()) and same_text(extracted, ref)
         letters = [k for k in sorted(example) if len(k) == 1 and "A" <= k <= "Z"]
         options = {k: "" if example[k] is None else str(example[k]) for k in letters}
         chosen = chosen_option(pred, options)
-        return chosen, bool(chosen) and chosen == ref.strip()
+        return chosen, bool(chosen) and chosen == ref.strip().upper()
 
     def score(self, predictions: list[Any], references: list[Any], test_set: Any) -> dict[str, Any]:
         """``{'accuracy': percent right, 'details': [...]}``; lengths must match (else ``{'error': ...}``)."""
