@@ -7,6 +7,9 @@ predictions fit one batch) share inserts through a group commit: ClickHouse pays
 run's predictions stream from the parser in column-oriented batches that a background thread parses while two insert
 threads (own clients) serialise and send them (the engine releases the GIL while it ingests a block, so serialising,
 parsing and ingesting overlap on two cores). Safe to call from many threads: one lock guards the client.
+
+Split along its seams: row layouts (``clickhouse_rows``), error sorting (``clickhouse_errors``), reads and analyst
+queries (``clickhouse_reads``, a mixin); writes, migrations and the client plumbing stay here.
 """
 
 from __future__ import annotations
@@ -14,238 +17,44 @@ from __future__ import annotations
 import itertools
 import json
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from budeval.errors import BudevalError, SchemaVersionError, StoreQueryError, StoreUnavailableError
+from budeval.errors import BudevalError
 from budeval.logs import get_logger
-from budeval.schemas.results import DatasetStatus, MetricRow, ParsedRun, PredictionBatch
-from budeval.storage.base import EvaluationRecord, ScoreRow, StoreReport
-from budeval.storage.groupcommit import GroupCommit
-from budeval.storage.migrations import CREATE_MIGRATIONS_TABLE, MIGRATIONS, MIGRATIONS_TABLE, Migration
-from budeval.storage.queries import (
-    EXAMPLES_SQL,
-    CompareRow,
-    ExampleRow,
-    FlipRow,
-    FlipSummaryRow,
-    LeaderboardMode,
-    LeaderboardRow,
-    flip_summary_sql,
-    flips_sql,
-    leaderboard_sql,
-    pair_by_model,
+from budeval.schemas.results import ParsedRun, PredictionBatch
+from budeval.storage.base import EvaluationRecord, StoreReport
+from budeval.storage.clickhouse_errors import TERMINAL_CODES, _first_line, store_error
+from budeval.storage.clickhouse_migrate import StoreMigrations
+from budeval.storage.clickhouse_reads import StoreReads
+from budeval.storage.clickhouse_rows import (
+    _RUN_TABLES,
+    EVALUATION_COLUMNS,
+    PREDICTION_COLUMNS,
+    SCORE_COLUMNS,
+    STATUS_COLUMNS,
+    _EvaluationRow,
+    _next_row_version,
+    _prediction_columns,
+    _release,
+    _RunRows,
+    _score_rows,
+    _utc,
+    run_time,
 )
+from budeval.storage.groupcommit import GroupCommit
 
 T = TypeVar("T")
+__all__ = ["DEFAULT_LINGER_S", "TERMINAL_CODES", "ClickHouseStore", "run_time", "store_error"]
 
-PREDICTION_COLUMNS = [
-    "eval_id",
-    "run_id",
-    "model",
-    "dataset",
-    "example_index",
-    "replica",
-    "prompt",
-    "prediction",
-    "gold",
-    "correct",
-    "score",
-]
-SCORE_COLUMNS = (
-    "eval_id",
-    "run_id",
-    "model",
-    "dataset",
-    "metric",
-    "score",
-    "version",
-    "mode",
-    "status",
-    "run_at",
-    "reason",
-    "judge",
-)
-STATUS_COLUMNS = ("eval_id", "run_id", "model", "dataset", "status", "reason", "run_at")
-#: The columns of an evaluation row that EvaluationRecord carries (read and written).
-EVALUATION_FIELDS = (
-    "eval_id",
-    "experiment_id",
-    "status",
-    "params_hash",
-    "model_name",
-    "model_source",
-    "model_revision",
-    "datasets",
-    "reused_from",
-    "reason",
-    "archive_url",
-    "created_at",
-    "finished_at",
-    "provenance",
-    "labels",
-    "model_commit",
-    "engine_version",
-    "gpu_type",
-    "gpu_count",
-)
-EVALUATION_COLUMNS = (*EVALUATION_FIELDS, "updated_at", "row_version")
-_RUN_TABLES = ("predictions", "scores", "dataset_status")
 #: How long a group commit waits for company while the store is busy (see budeval/storage/groupcommit.py).
 DEFAULT_LINGER_S = 0.05
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-_version_lock = threading.Lock()
-_last_version = 0
 
 
-def _next_row_version() -> int:
-    """Strictly increasing within the process, wall-clock based across processes: the latest write wins."""
-    global _last_version
-    with _version_lock:
-        _last_version = max(time.time_ns(), _last_version + 1)
-        return _last_version
-
-
-def _release(context: Any) -> None:
-    """Drop an insert context's reference to the last batch (``data = None`` leaves the column lists in place)."""
-    if context is not None:
-        context.data = [[]]  # zero rows: the public setter replaces the held columns with an empty one
-
-
-def run_time(timestamp: str) -> datetime:
-    """OpenCompass's timestamp folder name (``20261123_081443``) as UTC; unknown formats sort first."""
-    try:
-        return datetime.strptime(timestamp, "%Y%m%d_%H%M%S").replace(tzinfo=UTC)
-    except ValueError:
-        return _EPOCH
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-#: ClickHouse error codes (``src/Common/ErrorCodes.cpp``) that mean the statement itself is wrong: a retry cannot
-#: change the answer, so the caller fails at once with the reason. Anything else -- no code (connection refused,
-#: HTTP 5xx), timeouts (159, 209, 210), memory (241), too many parts (252), a read-only replica (242), Keeper (999)
-#: -- is transient. Sorted by hand from the codes a wrong statement or schema produces.
-TERMINAL_CODES = frozenset(
-    {
-        6,  # CANNOT_PARSE_TEXT
-        10,  # NOT_FOUND_COLUMN_IN_BLOCK
-        16,  # NO_SUCH_COLUMN_IN_TABLE
-        20,  # NUMBER_OF_COLUMNS_DOESNT_MATCH
-        27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
-        36,  # BAD_ARGUMENTS
-        41,  # CANNOT_PARSE_DATETIME
-        43,  # ILLEGAL_TYPE_OF_ARGUMENT
-        44,  # ILLEGAL_COLUMN
-        46,  # UNKNOWN_FUNCTION
-        47,  # UNKNOWN_IDENTIFIER
-        48,  # NOT_IMPLEMENTED
-        50,  # UNKNOWN_TYPE
-        53,  # TYPE_MISMATCH
-        57,  # TABLE_ALREADY_EXISTS
-        60,  # UNKNOWN_TABLE
-        62,  # SYNTAX_ERROR
-        70,  # CANNOT_CONVERT_TYPE
-        72,  # CANNOT_PARSE_NUMBER
-        81,  # UNKNOWN_DATABASE
-        115,  # UNKNOWN_SETTING
-        164,  # READONLY
-        190,  # SIZES_OF_ARRAYS_DONT_MATCH
-        349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
-        497,  # ACCESS_DENIED
-        516,  # AUTHENTICATION_FAILED
-    }
-)
-_CODE = re.compile(r"\bCode:\s*(\d+)")
-
-
-def store_error(what: str, where: str, exc: BaseException) -> BudevalError:
-    """The budeval error for a failed ClickHouse call: StoreQueryError (terminal) when the server's error code is in
-    TERMINAL_CODES, else StoreUnavailableError (transient, retried with backoff)."""
-    message = f"ClickHouse {what} failed at {where}: {_first_line(exc)}"
-    codes = {int(c) for c in _CODE.findall(str(exc))}
-    if codes & TERMINAL_CODES:
-        return StoreQueryError(message)
-    return StoreUnavailableError(message)
-
-
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    text = str(exc).strip().splitlines()
-    line = text[0] if text else type(exc).__name__
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-@dataclass
-class _RunRows:
-    """One run's rows on their way into the store (predictions only when they fit one batch)."""
-
-    eval_id: str
-    run_id: str
-    run_at: datetime
-    metrics: list[MetricRow]
-    statuses: list[DatasetStatus]
-    predictions: PredictionBatch | None = None
-
-
-@dataclass
-class _EvaluationRow:
-    values: list[Any]  # EVALUATION_COLUMNS
-
-
-def _prediction_columns(eval_id: str, run_id: str, block: PredictionBatch) -> list[list[Any]]:
-    """PREDICTION_COLUMNS of one batch; the constant key columns are ``[value] * n`` (C speed, no per-row Python)."""
-    n = len(block)
-    return [
-        [eval_id] * n,
-        [run_id] * n,
-        block.model,
-        block.dataset,
-        block.example_index,
-        block.replica if len(block.replica) == n else [0] * n,
-        block.prompt,
-        block.prediction,
-        block.gold,
-        block.correct,
-        block.score if len(block.score) == n else [None] * n,
-    ]
-
-
-def _score_rows(run: _RunRows) -> list[tuple[Any, ...]]:
-    """SCORE_COLUMNS rows: one per metric, plus one without a metric for a (model, dataset) that is not ``ok`` and has
-    no metric at all, so its failure shows in results. ``reason``: the metric's own (NaN, not a number) or, for a
-    dataset that is not ``ok``, the dataset's."""
-    status_of = {(s.model, s.dataset): s for s in run.statuses}
-    head = (run.eval_id, run.run_id)
-    rows: list[tuple[Any, ...]] = []
-    for m in run.metrics:
-        status = status_of.get((m.model, m.dataset))
-        name = status.status if status is not None else ("ok" if m.score is not None else "missing")
-        if m.score is None and m.reason:  # this metric's own value is unusable (NaN, text): failed whatever the rest
-            name = "failed"
-        reason = m.reason or (status.reason if status is not None and name != "ok" else None)
-        rows.append(
-            (*head, m.model, m.dataset, m.metric, m.score, m.version, m.mode, name, run.run_at, reason, m.judge or "")
-        )
-    scored = {(m.model, m.dataset) for m in run.metrics}
-    rows += [
-        (*head, s.model, s.dataset, "", None, "", "", s.status, run.run_at, s.reason, "")
-        for s in run.statuses
-        if (s.model, s.dataset) not in scored and s.status != "ok"
-    ]
-    return rows
-
-
-class ClickHouseStore:
+class ClickHouseStore(StoreMigrations, StoreReads):
     """``ResultStore`` plus analyst queries over one clickhouse-connect client (guarded by a lock: chDB is one
     session per process, and a client handle must not interleave calls)."""
 
@@ -322,53 +131,6 @@ class ClickHouseStore:
                     self._log.warning("closing a ClickHouse client failed", error=_first_line(exc))
             self._extra_clients.clear()
 
-    # -- migrations ------------------------------------------------------------------------------------------------
-    def applied_migrations(self) -> dict[int, tuple[str, str]]:
-        """version -> (name, checksum) of every recorded migration."""
-        self._command("create migrations table", CREATE_MIGRATIONS_TABLE)
-        rows = self._rows("read migrations", f"SELECT version, name, checksum FROM {MIGRATIONS_TABLE} FINAL")
-        return {int(v): (str(n), str(c)) for v, n, c in rows}
-
-    def schema_version(self) -> int:
-        applied = self.applied_migrations()
-        return max(applied, default=0)
-
-    def migrate(self) -> list[str]:
-        with self._lock:
-            self._types.clear()
-            applied = self.applied_migrations()
-            known = {m.version: m for m in MIGRATIONS}
-            newer = sorted(v for v in applied if v not in known)
-            if newer:
-                raise SchemaVersionError(
-                    f"the store at {self._where} has schema version {max(newer)}, newer than this budeval knows "
-                    f"({MIGRATIONS[-1].version}); upgrade budeval"
-                )
-            for version, (name, checksum) in applied.items():
-                if known[version].checksum != checksum:
-                    raise SchemaVersionError(
-                        f"migration {version:04d}_{name} differs from the one applied to {self._where} "
-                        "(migrations are append-only: add a new one instead of editing)"
-                    )
-            done: list[str] = []
-            for migration in MIGRATIONS:
-                if migration.version in applied:
-                    continue
-                self._apply(migration)
-                done.append(migration.id)
-            if done:
-                self._log.info("migrations applied", applied=done)
-            return done
-
-    def _apply(self, migration: Migration) -> None:
-        for statement in migration.statements:
-            self._command(f"migration {migration.id}", statement)
-        self._insert(
-            MIGRATIONS_TABLE,
-            ("version", "name", "checksum", "applied_at"),
-            [[migration.version], [migration.name], [migration.checksum], [datetime.now(UTC)]],
-        )
-
     # -- evaluations -----------------------------------------------------------------------------------------------
     def record_evaluation(self, record: EvaluationRecord) -> None:
         row = [
@@ -406,34 +168,6 @@ class ClickHouseStore:
                 self._insert("evaluations", EVALUATION_COLUMNS, [list(c) for c in zip(*rows, strict=True)])
             stored = iter(self._write_runs(runs) if runs else [])
         return [next(stored) if isinstance(item, _RunRows) else 0 for item in items]
-
-    def _evaluation_query(self, where: str, order: str = "") -> str:
-        columns = ", ".join(EVALUATION_FIELDS)
-        return f"SELECT {columns} FROM evaluations FINAL WHERE {where} {order} LIMIT 1"
-
-    @staticmethod
-    def _to_record(row: tuple[Any, ...]) -> EvaluationRecord:
-        values = dict(zip(EVALUATION_FIELDS, row, strict=True))
-        values["provenance"] = json.loads(values["provenance"] or "{}")
-        values["labels"] = dict(values["labels"] or {})
-        values["datasets"] = list(values["datasets"] or [])
-        values["created_at"] = _utc(values["created_at"])
-        values["finished_at"] = _utc(values["finished_at"])
-        return EvaluationRecord.model_validate(values)
-
-    def get_evaluation(self, eval_id: str) -> EvaluationRecord | None:
-        rows = self._rows("read evaluation", self._evaluation_query("eval_id = %(e)s"), {"e": eval_id})
-        return self._to_record(rows[0]) if rows else None
-
-    def find_reusable(self, params_hash: str) -> EvaluationRecord | None:
-        if not params_hash:
-            return None
-        sql = self._evaluation_query(
-            "params_hash = %(h)s AND status = 'completed'",
-            "ORDER BY finished_at DESC NULLS LAST, updated_at DESC",
-        )
-        rows = self._rows("find reusable evaluation", sql, {"h": params_hash})
-        return self._to_record(rows[0]) if rows else None
 
     def copy_results(self, source_eval: str, target_eval: str, model: str | None = None) -> int:
         """A reused evaluation's own score, status and prediction rows: the source's rows under ``target_eval`` (runs,
@@ -644,179 +378,3 @@ class ClickHouseStore:
         if errors:
             raise errors[0]
         return sum(totals)
-
-    # -- queries ---------------------------------------------------------------------------------------------------
-    def results(self, eval_id: str) -> list[ScoreRow]:
-        rows = self._rows(
-            "read results",
-            """
-            SELECT eval_id, toString(run_id), toString(model), toString(dataset), toString(metric), score,
-                   toString(status), toString(version), toString(mode), reason, toString(judge)
-            FROM scores FINAL WHERE eval_id = %(e)s
-            ORDER BY model, dataset, metric, run_id
-            """,
-            {"e": eval_id},
-        )
-        return [
-            ScoreRow(
-                eval_id=e,
-                run_id=r,
-                model=m,
-                dataset=d,
-                metric=me,
-                score=s,
-                status=st,
-                version=v,
-                mode=mo,
-                reason=why,
-                judge=judge or None,
-            )
-            for e, r, m, d, me, s, st, v, mo, why, judge in rows
-        ]
-
-    def statuses(self, eval_id: str) -> list[DatasetStatus]:
-        rows = self._rows(
-            "read dataset statuses",
-            """
-            SELECT toString(model), toString(dataset), toString(status), reason FROM dataset_status FINAL
-            WHERE eval_id = %(e)s ORDER BY model, dataset, run_id
-            """,
-            {"e": eval_id},
-        )
-        return [DatasetStatus(model=m, dataset=d, status=s, reason=r) for m, d, s, r in rows]
-
-    def leaderboard(
-        self,
-        datasets: Sequence[str] | None = None,
-        metric: str | None = None,
-        mode: LeaderboardMode = "latest",
-        limit: int = 50,
-        offset: int = 0,
-        *,
-        dataset: str | None = None,
-    ) -> list[LeaderboardRow]:
-        """Models ranked per metric by the mean of their per-dataset scores (``latest`` or ``best`` each).
-
-        ``datasets`` empty or None: every dataset; ``dataset`` is a one-dataset shorthand. Ordered by metric, then
-        by how many of the datasets a model covers, then by mean score (descending), then model name.
-        """
-        wanted = list(datasets or []) + ([dataset] if dataset else [])
-        if mode not in ("latest", "best"):
-            raise ValueError(f"mode must be latest or best, not {mode!r}")
-        sql = leaderboard_sql(mode, with_datasets=bool(wanted), with_metric=metric is not None)
-        params: dict[str, Any] = {"limit": max(0, int(limit)), "offset": max(0, int(offset))}
-        if wanted:
-            params["datasets"] = wanted
-        if metric is not None:
-            params["metric"] = metric
-        rows = self._rows("leaderboard", sql, params)
-        return [
-            LeaderboardRow(
-                rank=int(rank),
-                model=model,
-                metric=met,
-                score=float(mean),
-                datasets=int(covered),
-                scores=dict(zip(ds, (float(s) for s in sc), strict=True)),
-                eval_ids=dict(zip(ds, ev, strict=True)),
-            )
-            for rank, model, met, mean, covered, ds, sc, ev in rows
-        ]
-
-    def compare(self, eval_a: str, eval_b: str) -> list[CompareRow]:
-        """Per (model, dataset, metric): A's and B's score and B - A (models paired as :func:`pair_by_model`)."""
-        rows_a = [r for r in self.results(eval_a) if r.metric]
-        rows_b = [r for r in self.results(eval_b) if r.metric]
-        by_model = pair_by_model({r.model for r in rows_a}, {r.model for r in rows_b})
-
-        def key(row: ScoreRow) -> tuple[str, str, str]:
-            return (row.model if by_model else "", row.dataset, row.metric)
-
-        side_a = {key(r): r for r in rows_a}
-        side_b = {key(r): r for r in rows_b}
-        out: list[CompareRow] = []
-        for k in sorted(set(side_a) | set(side_b)):
-            a, b = side_a.get(k), side_b.get(k)
-            score_a = a.score if a else None
-            score_b = b.score if b else None
-            out.append(
-                CompareRow(
-                    model_a=a.model if a else None,
-                    model_b=b.model if b else None,
-                    dataset=k[1],
-                    metric=k[2],
-                    score_a=score_a,
-                    score_b=score_b,
-                    delta=None if score_a is None or score_b is None else round(score_b - score_a, 10),
-                    status_a=a.status if a else None,
-                    status_b=b.status if b else None,
-                )
-            )
-        return out
-
-    def examples(self, eval_id: str, limit: int = 10) -> list[ExampleRow]:
-        """The first ``limit`` stored predictions of each (model, dataset) of ``eval_id`` with their verdicts."""
-        rows = self._rows("read examples", EXAMPLES_SQL, {"e": eval_id, "limit": max(0, int(limit))})
-        return [
-            ExampleRow(
-                model=m,
-                dataset=d,
-                example_index=int(i),
-                prompt=p,
-                prediction=pr,
-                gold=g,
-                correct=c,
-                replica=int(r),
-                score=sc,
-            )
-            for m, d, i, p, pr, g, c, r, sc in rows
-        ]
-
-    def _prediction_models(self, eval_id: str) -> set[str]:
-        rows = self._rows(
-            "read prediction models",
-            "SELECT DISTINCT toString(model) FROM predictions WHERE eval_id = %(e)s",
-            {"e": eval_id},
-        )
-        return {str(r[0]) for r in rows}
-
-    def flips(self, eval_a: str, eval_b: str, dataset: str | None = None, limit: int = 100) -> list[FlipRow]:
-        """Examples that A judged correct and B wrong, or the other way round (both judged)."""
-        by_model = pair_by_model(self._prediction_models(eval_a), self._prediction_models(eval_b))
-        params: dict[str, Any] = {"a": eval_a, "b": eval_b, "limit": max(0, int(limit))}
-        if dataset is not None:
-            params["dataset"] = dataset
-        rows = self._rows("flips", flips_sql(by_model, with_dataset=dataset is not None), params)
-        return [
-            FlipRow(
-                model_a=ma,
-                model_b=mb,
-                dataset=ds,
-                example_index=int(idx),
-                replica=int(replica),
-                direction=direction,
-                gold=gold,
-                prediction_a=pa,
-                prediction_b=pb,
-                prompt=prompt,
-            )
-            for ma, mb, ds, idx, replica, direction, gold, pa, pb, prompt in rows
-        ]
-
-    def flip_summary(self, eval_a: str, eval_b: str) -> list[FlipSummaryRow]:
-        by_model = pair_by_model(self._prediction_models(eval_a), self._prediction_models(eval_b))
-        rows = self._rows("flip summary", flip_summary_sql(by_model), {"a": eval_a, "b": eval_b})
-        return [
-            FlipSummaryRow(
-                model_a=ma, model_b=mb, dataset=ds, compared=int(n), correct_to_wrong=int(cw), wrong_to_correct=int(wc)
-            )
-            for ma, mb, ds, n, cw, wc in rows
-        ]
-
-    def count(self, table: str, eval_id: str, final: bool = False) -> int:
-        """Rows of one evaluation in one table (tests and operators: proves idempotent stores)."""
-        if table not in ("evaluations", "scores", "dataset_status", "predictions"):
-            raise ValueError(f"unknown table {table!r}")
-        suffix = " FINAL" if final else ""
-        rows = self._rows("count", f"SELECT count() FROM {table}{suffix} WHERE eval_id = %(e)s", {"e": eval_id})
-        return int(rows[0][0])

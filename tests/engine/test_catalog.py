@@ -64,6 +64,8 @@ def test_bundled_dataset_files_exist_and_are_jsonl() -> None:
         ("- just a list\n", "bad.yaml"),
     ],
 )
+
+
 def test_broken_suite_file_names_the_file(tmp_path: Path, text: str, needle: str) -> None:
     write(tmp_path, "bad.yaml", text)
     with pytest.raises(ValidationError) as err:

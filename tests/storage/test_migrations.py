@@ -78,7 +78,7 @@ def test_a_store_of_version_2_with_rows_migrates_to_replicas_and_reasons(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An existing store keeps its rows (replica 0, no reason); afterwards replicas and judges are rows of their own."""
-    import budeval.storage.clickhouse as clickhouse_module
+    import budeval.storage.clickhouse_migrate as clickhouse_module
 
     from .fakes import simple_run
 
@@ -98,11 +98,13 @@ def test_a_store_of_version_2_with_rows_migrates_to_replicas_and_reasons(
         assert store.count("predictions", "new", final=True) == 3  # replica 1 of example 0 is not collapsed
     finally:
         store.close()
+
+
 def test_migration_4_adds_provenance_columns_to_a_store_with_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A store at schema 2 holding a row is upgraded: the row reads with defaults, the view shows the new columns."""
-    from budeval.storage import clickhouse
+    from budeval.storage import clickhouse_migrate as clickhouse
     from budeval.storage.base import EvaluationRecord
 
     dsn = f"chdb://{tmp_path / 'ch'}"
