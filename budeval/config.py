@@ -82,7 +82,7 @@ class Settings(BaseModel):
     # -- security (docs/security.md) --
     #: Credentials requests may reference, by name, with the endpoint hosts each may be sent to; env: a JSON object
     #: ``{"team-a-openai": ["api.openai.com", "*.openai.azure.com"]}``. Local backend only (its key values come from
-    #: ``BUDEVAL_SECRET_<NAME>_API_KEY`` / ``BUDEVAL_SECRET_<NAME>__<KEY>``, local.secret_env_name); on Kubernetes
+    #: ``BUDEVAL_SECRET_<NAME>_API_KEY`` / ``BUDEVAL_SECRET_<NAME>__<KEY>``, runenv.secret_env_name); on Kubernetes
     #: the registry is the Secrets labelled
     #: ``budeval.io/credential=true`` (hosts in the annotation ``budeval.io/allowed-hosts``).
     credentials: dict[str, list[str]] = Field(default_factory=dict)

@@ -24,36 +24,39 @@ the service and its exit code is known afterwards. OpenCompass's cwd is ``.budev
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from budeval.backends.base import FailureClass, RunFinishedCallback, RunPhase, RunSpec, RunState
-from budeval.backends.runenv import run_environment
+from budeval.backends.local_classify import _finished, _make_state, _tail
+from budeval.backends.local_markers import (
+    META,
+    _create_exclusive,
+    _group_has_members,
+    _pid_alive,
+    _proc_start_ticks,
+    _Run,
+    _write_atomic,
+)
+from budeval.backends.runenv import run_environment, secret_env_name
 from budeval.config import Settings
 from budeval.engine.environment import CAPTURE_SCRIPT
-from budeval.engine.results import score_presence
-from budeval.engine.results.layout import error_excerpt, file_excerpt
 from budeval.errors import BackendUnavailableError, ValidationError
 from budeval.logs import get_logger
 from budeval.schemas.ids import check_dns_label
 from budeval.schemas.request import EndpointModel
 
-META = ".budeval"
 #: Environment variable OpenCompass's OpenAI models read (``key='ENV'`` in the rendered config).
 API_KEY_ENV = "OPENAI_API_KEY"
 #: How long a ``starting`` marker without a pid may exist before the start is considered lost.
 START_GRACE_S = 60.0
 #: SIGTERM first; SIGKILL for what is left after this many seconds.
 KILL_GRACE_S = 5.0
-EXCERPT_CHARS = 2000
 
 # $1 python, $2 config, $3 work dir, $4 max workers, $5 the environment capture script (budeval.engine.environment:
 # the run records its own interpreter, devices and host first). Exit code to a temp file then renamed: readers never
@@ -64,107 +67,6 @@ _WRAPPER = (
     '"$1" -m opencompass.cli.main "$2" -w "$3" --max-num-workers "$4" >>output.log 2>&1; '
     'rc=$?; echo "$rc" > exit_code.tmp && mv exit_code.tmp exit_code'
 )
-
-
-_PLAIN_PART = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
-DEFAULT_SECRET_KEY = "api-key"  # noqa: S105 (the default key name of a SecretRef)
-
-
-def _env_part(value: str) -> str:
-    """``llm-keys`` -> ``LLM_KEYS`` (lower-case words joined by single ``-``); anything else -> ``x`` + the UTF-8 hex
-    of ``value`` (``api_key`` -> ``x6170695F6B6579``). Neither form contains ``__`` or starts/ends with ``_``, and the
-    two are told apart by the lower-case ``x``: the mapping is one-to-one."""
-    if _PLAIN_PART.fullmatch(value):
-        return value.upper().replace("-", "_")
-    return "x" + value.encode("utf-8").hex().upper()
-
-
-def secret_env_name(secret_name: str, key: str) -> str:
-    """Where the local backend reads an endpoint's API key: ``BUDEVAL_SECRET_<NAME>_API_KEY`` for the default key
-    ``api-key``, else ``BUDEVAL_SECRET_<NAME>__<KEY>`` (parts by :func:`_env_part`; e.g. ``llm-keys``/``api-key`` ->
-    ``BUDEVAL_SECRET_LLM_KEYS_API_KEY``, ``llm-keys``/``other`` -> ``BUDEVAL_SECRET_LLM_KEYS__OTHER``).
-
-    One-to-one: two different (name, key) pairs never read the same variable, so the policy's decision on the
-    credential name holds (a ``key`` cannot reach into another credential's variable). The default form holds no
-    ``__``, every other form does, and the part before the first ``__`` is the name."""
-    name = _env_part(secret_name)
-    if key == DEFAULT_SECRET_KEY:
-        return f"BUDEVAL_SECRET_{name}_API_KEY"
-    return f"BUDEVAL_SECRET_{name}__{_env_part(key)}"
-
-
-@dataclass
-class _Run:
-    eval_id: str
-    run_id: str
-    work: Path
-
-    @property
-    def meta(self) -> Path:
-        return self.work / META
-
-    def file(self, name: str) -> Path:
-        return self.meta / name
-
-    def has(self, name: str) -> bool:
-        return (self.meta / name).exists()
-
-    def read(self, name: str) -> str | None:
-        try:
-            return (self.meta / name).read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return None
-
-
-def _create_exclusive(path: Path, text: str) -> bool:
-    """Create ``path`` with ``text`` unless it exists; True if this call created it."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    return True
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    # Unique per writer: two instances (or threads) adopting one run must not rename each other's temp file.
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _proc_start_ticks(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot (Linux), None if the process does not exist or is a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
-
-
-def _pid_alive(pid: int, ticks: int | None) -> bool:
-    """Alive and the same process as recorded (a pid reused after a reboot is not ours)."""
-    if Path("/proc").is_dir():
-        now = _proc_start_ticks(pid)
-        return now is not None and (ticks is None or now == ticks)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _tail(path: Path) -> str:
-    """The console log's masked tail (the excerpt a failed run reports)."""
-    return file_excerpt(path, EXCERPT_CHARS)
 
 
 class LocalBackend:
@@ -431,66 +333,6 @@ class LocalBackend:
                 return state("failed", "crash", "the run was being started when its starter died")
             return state("pending", message="starting")
         return state("pending", message="queued")
-
-
-def _make_state(
-    run: _Run, phase: RunPhase, reason: FailureClass | None = None, message: str = "", excerpt: str = ""
-) -> RunState:
-    return RunState(
-        eval_id=run.eval_id, run_id=run.run_id, phase=phase, reason_class=reason, message=message, log_excerpt=excerpt
-    )
-
-
-def _finished(run: _Run) -> RunState:
-    try:
-        code = int((run.read("exit_code") or "").strip())
-    except ValueError:
-        code = -1
-    if run.has("timed_out"):
-        return _make_state(
-            run, "failed", "deadline_exceeded", "the run's timeout passed", _tail(run.file("output.log"))
-        )
-    return classify_exit(run.eval_id, run.run_id, run.work, code, run.file("output.log"))
-
-
-def classify_exit(eval_id: str, run_id: str, work: Path, exit_code: int, console_log: Path | None) -> RunState:
-    """The terminal state of an OpenCompass run from its exit code and its work dir (any backend can use this).
-
-    Non-zero -> ``crash`` with the console tail; a numeric score in the newest summary -> ``succeeded`` (with an
-    ERROR excerpt if some tasks failed); ERROR lines but no score -> ``task_errors``; nothing -> ``no_scores``.
-    """
-    console = console_log if console_log is not None else work / META / "output.log"
-
-    def state(phase: RunPhase, reason: FailureClass | None = None, message: str = "", excerpt: str = "") -> RunState:
-        return RunState(
-            eval_id=eval_id, run_id=run_id, phase=phase, reason_class=reason, message=message, log_excerpt=excerpt
-        )
-
-    if exit_code != 0:
-        return state("failed", "crash", f"OpenCompass exited with code {exit_code}", _tail(console))
-    scored, missing, what = score_presence(work)
-    errors = error_excerpt(work, console)[:EXCERPT_CHARS]
-    if scored:
-        # A '-' cell is a failed task of this (newest) summary; ERROR lines alone may be from an earlier -r pass.
-        return state("succeeded", None, "some tasks failed", errors) if missing else state("succeeded")
-    if errors:
-        return state("failed", "task_errors", "OpenCompass tasks failed; no scores", errors)
-    return state("failed", "no_scores", f"OpenCompass exited 0 but wrote {what}", _tail(console))
-
-
-def _group_has_members(pgid: int) -> bool:
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return False
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = (entry / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-                return True
-    return False
 
 
 class _Watcher:

@@ -8,6 +8,7 @@ that. It gets the variables named here (exact names, or prefixes ending in ``*``
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 #: What OpenCompass, PyTorch, Hugging Face and the C library read: paths, locale, caches, offline switches, threads,
@@ -42,3 +43,30 @@ def run_environment(
     env = {k: v for k, v in environ.items() if _matches(k, allowed)}
     env.update(run_secrets or {})
     return env
+
+
+_PLAIN_PART = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+DEFAULT_SECRET_KEY = "api-key"  # noqa: S105 (the default key name of a SecretRef)
+
+
+def _env_part(value: str) -> str:
+    """``llm-keys`` -> ``LLM_KEYS`` (lower-case words joined by single ``-``); anything else -> ``x`` + the UTF-8 hex
+    of ``value`` (``api_key`` -> ``x6170695F6B6579``). Neither form contains ``__`` or starts/ends with ``_``, and the
+    two are told apart by the lower-case ``x``: the mapping is one-to-one."""
+    if _PLAIN_PART.fullmatch(value):
+        return value.upper().replace("-", "_")
+    return "x" + value.encode("utf-8").hex().upper()
+
+
+def secret_env_name(secret_name: str, key: str) -> str:
+    """Where the local backend reads an endpoint's API key: ``BUDEVAL_SECRET_<NAME>_API_KEY`` for the default key
+    ``api-key``, else ``BUDEVAL_SECRET_<NAME>__<KEY>`` (parts by :func:`_env_part`; e.g. ``llm-keys``/``api-key`` ->
+    ``BUDEVAL_SECRET_LLM_KEYS_API_KEY``, ``llm-keys``/``other`` -> ``BUDEVAL_SECRET_LLM_KEYS__OTHER``).
+
+    One-to-one: two different (name, key) pairs never read the same variable, so the policy's decision on the
+    credential name holds (a ``key`` cannot reach into another credential's variable). The default form holds no
+    ``__``, every other form does, and the part before the first ``__`` is the name."""
+    name = _env_part(secret_name)
+    if key == DEFAULT_SECRET_KEY:
+        return f"BUDEVAL_SECRET_{name}_API_KEY"
+    return f"BUDEVAL_SECRET_{name}__{_env_part(key)}"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from budeval.backends.local import classify_exit
+from budeval.backends.local_classify import classify_exit
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "opencompass"
 

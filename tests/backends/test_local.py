@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from budeval.backends.base import RunSpec, RunState
-from budeval.backends.local import LocalBackend, secret_env_name
+from budeval.backends.local import LocalBackend
+from budeval.backends.runenv import secret_env_name
 from budeval.config import Settings
 from budeval.engine.environment import read_environment
 from budeval.errors import BackendUnavailableError, UnsafeIdError, ValidationError

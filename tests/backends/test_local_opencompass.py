@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from budeval.backends.base import RunSpec, RunState
-from budeval.backends.local import LocalBackend, secret_env_name
+from budeval.backends.local import LocalBackend
+from budeval.backends.runenv import secret_env_name
 from budeval.buildinfo import build_info
 from budeval.config import Settings
 from budeval.engine.catalog import BUNDLED

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from budeval.backends.local import secret_env_name
+from budeval.backends.runenv import secret_env_name
 from budeval.config import Settings
 from budeval.engine.results.layout import excerpt, file_excerpt
 from budeval.errors import PolicyError
@@ -140,7 +140,7 @@ def test_endpoint_model_name_is_checked_as_the_tokenizer_path(tmp_path: Path) ->
 def test_registered_credential_cannot_read_another_credentials_key() -> None:
     """Issue 13 rule: "requests may only reference credentials an operator registered", and a key goes only to the
     hosts registered *for that credential*. Locally a reference ``{name, key}`` is looked up in
-    ``BUDEVAL_SECRET_<NAME>_<KEY>`` (budeval/backends/local.py ``secret_env_name``), but the policy checks only
+    ``BUDEVAL_SECRET_<NAME>_<KEY>`` (budeval/backends/runenv.py ``secret_env_name``), but the policy checks only
     ``name``; ``key`` is free text (``[-._a-zA-Z0-9]{1,253}``) and ``-``/``_`` both become ``_``.
 
     So team B, owner of credential ``team`` (allowed host: its own endpoint), names ``{"name": "team", "key":
