@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_CHUNK = 4 * 1024 * 1024
 
 
 @dataclass
@@ -88,11 +87,8 @@ class DigestCache:
     # -- internals ---------------------------------------------------------------------------------------------------
     @staticmethod
     def _hash(path: Path) -> str:
-        h = hashlib.sha256()
         with path.open("rb") as f:
-            while chunk := f.read(_CHUNK):
-                h.update(chunk)
-        return h.hexdigest()
+            return hashlib.file_digest(f, "sha256").hexdigest()
 
     def _load(self) -> dict[str, dict[str, Any]]:
         if self._entries is None:

@@ -19,7 +19,6 @@ from pydantic import BaseModel, Field
 from budeval.errors import ArchiveUnavailableError, ValidationError
 
 MANIFEST_NAME = "manifest.json"
-_CHUNK = 1 << 20
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -56,11 +55,8 @@ def check_prefix(prefix: str) -> str:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def scan(source: Path, prefix: str, provenance: dict[str, Any]) -> tuple[Manifest, dict[str, Path]]:

@@ -108,20 +108,23 @@ _INITIAL = (
     """,
 )
 
+#: The current score rows with their evaluation's name, experiment, status and labels (a view's `*` is expanded when
+#: it is created: migration 3 makes it again for the columns it adds).
+_SCORES_CURRENT = """
+    SELECT s.*, e.model_name AS eval_model_name, e.experiment_id AS experiment_id, e.status AS eval_status,
+           e.labels AS labels
+    FROM scores AS s FINAL
+    LEFT JOIN (SELECT eval_id, model_name, experiment_id, status, labels FROM evaluations FINAL) AS e
+        ON s.eval_id = e.eval_id
+"""
+
 _ANALYST_VIEWS = (
     # Analysts query these instead of remembering FINAL: the current row per evaluation / per score.
     """
     CREATE VIEW IF NOT EXISTS evaluations_current AS
     SELECT * FROM evaluations FINAL
     """,
-    """
-    CREATE VIEW IF NOT EXISTS scores_current AS
-    SELECT s.*, e.model_name AS eval_model_name, e.experiment_id AS experiment_id, e.status AS eval_status,
-           e.labels AS labels
-    FROM scores AS s FINAL
-    LEFT JOIN (SELECT eval_id, model_name, experiment_id, status, labels FROM evaluations FINAL) AS e
-        ON s.eval_id = e.eval_id
-    """,
+    f"CREATE VIEW IF NOT EXISTS scores_current AS {_SCORES_CURRENT}",
 )
 
 _RESULT_DETAILS = (
@@ -143,14 +146,7 @@ _RESULT_DETAILS = (
         MODIFY ORDER BY (eval_id, dataset, model, example_index, run_id, replica)
     """,
     # A view's `*` is expanded when it is created: made again so that it shows the new columns.
-    """
-    CREATE OR REPLACE VIEW scores_current AS
-    SELECT s.*, e.model_name AS eval_model_name, e.experiment_id AS experiment_id, e.status AS eval_status,
-           e.labels AS labels
-    FROM scores AS s FINAL
-    LEFT JOIN (SELECT eval_id, model_name, experiment_id, status, labels FROM evaluations FINAL) AS e
-        ON s.eval_id = e.eval_id
-    """,
+    f"CREATE OR REPLACE VIEW scores_current AS {_SCORES_CURRENT}",
 )
 
 _PROVENANCE_COLUMNS = (
