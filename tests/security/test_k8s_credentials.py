@@ -35,7 +35,8 @@ def k8s_served(tmp_path: Path, kube_cluster: Path, kube_admin: JsonApi, namespac
     _secret(kube_admin, namespace, "labelled-false", {"budeval.io/credential": "false"},
             {"budeval.io/allowed-hosts": "*"})
     env = serve_env(tmp_path, "process", BUDEVAL_BACKEND="kubernetes", BUDEVAL_NAMESPACE=namespace,
-                    KUBECONFIG=str(kube_cluster), BUDEVAL_RESULTS_ROOT=str(tmp_path / "results"))
+                    KUBECONFIG=str(kube_cluster), BUDEVAL_RESULTS_ROOT=str(tmp_path / "results"),
+                    BUDEVAL_CREDENTIAL_SOURCE="secrets")  # the opt-in registry of labelled Secrets
     served = ServeProcess(tmp_path, {k: v for k, v in env.items() if k != "KUBERNETES_SERVICE_HOST"}).start()
     try:
         yield served.wait_ready(timeout=180)
