@@ -119,6 +119,14 @@ class ExtractInput(Model):
     run_id: str
 
 
+class CheckInput(ExtractInput):
+    """``check_run``: which run, by reference. Every poll's input stays in the workflow's history, so it carries no
+    spec (the rendered config alone is kilobytes); the workflow re-submits a run the backend lost itself."""
+
+    #: Inputs recorded by budeval before this model was the input hold the whole ``RunSpec``: its extra fields ignored.
+    model_config = ConfigDict(extra="ignore")
+
+
 class CollectInput(ExtractInput):
     datasets: list[str] = Field(default_factory=list)
     #: The run's final state as the backend reported it (goes into the ``progress`` event).
