@@ -188,7 +188,7 @@ class EvalActivities:
         work = self.deps.backend.work_dir(where.eval_id, where.run_id)
         parsed = steps.extract_run(self.deps.parse, work)  # a broken run fails here, without touching the store
         got = steps.collected(parsed, self.store_run(where, parsed), work)
-        progress = steps.run_outcome(where, got).progress()
+        progress = got.outcome(where).progress()
         progress_id = f"{where.eval_id}.progress.{where.run_id}"
         self._publish(EventInput(eval_id=where.eval_id, kind="progress", event_id=progress_id, data=progress))
         return got.model_dump(mode="json")

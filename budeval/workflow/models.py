@@ -152,6 +152,20 @@ class Collected(Extracted):
     #: The run's captured environment (``{work_dir}/.budeval/environment.json``; empty when it wrote none).
     environment: dict[str, Any] = Field(default_factory=dict)
 
+    def outcome(self, where: CollectInput, timings: dict[str, str] | None = None) -> RunOutcome:
+        """The collected run's outcome (its ``progress`` event, the evaluation's verdict and provenance)."""
+        return RunOutcome(
+            run_id=where.run_id,
+            datasets=where.datasets,
+            state=where.state,
+            metrics=self.metrics,
+            statuses=self.statuses,
+            predictions=self.predictions,
+            environment=self.environment,
+            opencompass_version=self.opencompass_version,
+            timings=dict(timings or {}),
+        )
+
 
 class ArchiveInput(Model):
     eval_id: str

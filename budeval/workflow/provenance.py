@@ -13,7 +13,10 @@ docs/storage.md, "Provenance"):
 - ``environments``: per run, what the run itself captured (budeval/engine/environment.py);
 - ``timings``: per run ``queued_s`` (submitted -> the process started), ``run_s`` (started -> seen finished),
   ``collect_s`` (finished -> rows stored), and the evaluation's ``total_s``;
-- ``runs``, ``started_at``, ``finished_at``.
+- ``runs``: a list, one ``{run_id, datasets, phase, predictions, error}`` per run (:func:`run_entry`, whoever wrote
+  it); ``started_at``, ``finished_at``;
+- ``extracted_by`` (a row ``budeval extract`` created) and ``extracts`` (per run: the folder it read and what the
+  reader noted; budeval/workflow/steps.py).
 """
 
 from __future__ import annotations

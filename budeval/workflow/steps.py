@@ -72,20 +72,6 @@ def collected(parsed: ParsedRun, stored: Stored, work_dir: Path) -> Collected:
     )
 
 
-def run_outcome(where: CollectInput, got: Collected) -> RunOutcome:
-    """The run's outcome once collected (its ``progress`` event, its entry in the evaluation's provenance)."""
-    return RunOutcome(
-        run_id=where.run_id,
-        datasets=where.datasets,
-        state=where.state,
-        metrics=got.metrics,
-        statuses=got.statuses,
-        predictions=got.predictions,
-        environment=got.environment,
-        opencompass_version=got.opencompass_version,
-    )
-
-
 def archive_folder(archive: Archive, source: Path, prefix: str, manifest: dict[str, Any]) -> Archived:
     """Upload ``source`` under ``prefix`` with ``manifest`` as the manifest's provenance. A missing folder or a
     terminal archive error comes back in ``error`` (retrying cannot help); transient errors propagate (retry)."""
@@ -187,7 +173,7 @@ def extract_folder(
     planned = [str(d) for d in (earlier.get(run_id) or {}).get("datasets") or []]
     state = RunState(eval_id=eval_id, run_id=run_id, phase="succeeded")
     where = CollectInput(eval_id=eval_id, run_id=run_id, datasets=planned or facts.datasets, state=state)
-    this = run_outcome(where, got)
+    this = got.outcome(where)
     others = recorded_runs(record, store.results(eval_id), without=run_id)
     record.status, record.reason = classify([*others, this], None)
     record.model_name = record.model_name or ",".join(facts.models)

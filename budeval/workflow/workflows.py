@@ -242,15 +242,5 @@ def evaluation_run_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]
             )
         )
     timings["collected_at"] = ctx.current_utc_datetime.isoformat()
-    return RunOutcome(
-        run_id=spec.run_id,
-        datasets=spec.datasets,
-        state=state,
-        metrics=collected.metrics,
-        statuses=collected.statuses,
-        predictions=collected.predictions,
-        environment=collected.environment,
-        opencompass_version=collected.opencompass_version,
-        timings=timings,
-    ).model_dump(mode="json")
+    return collected.outcome(where, timings).model_dump(mode="json")
 
