@@ -174,3 +174,26 @@ def test_extract_into_an_evaluation_the_workflow_recorded_needs_force(dsn: str) 
         assert {t: store.count(t, "wf-1") for t in counts} == counts  # replaced, never duplicated
     finally:
         store.close()
+
+
+def test_an_evaluation_still_running_is_refused_with_that_said(dsn: str) -> None:
+    store = open_store(dsn)
+    try:
+        store.migrate()
+        store.record_evaluation(EvaluationRecord(eval_id="wf-run", status="running", created_at=datetime.now(UTC)))
+    finally:
+        store.close()
+    line = _bad("extract", str(FIXTURES / "qa_chat"), "--eval-id", "wf-run", "--store", dsn, "--no-archive")
+    assert "(status running, and may still be writing it)" in line
+    assert _record(dsn, "wf-run").status == "running"
+
+
+def test_an_archive_that_fails_exits_1_after_the_rows_and_the_row_are_stored(dsn: str, tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x\n")
+    line = _bad("extract", str(FIXTURES / "qa_chat"), "--eval-id", "ar-1", "--store", dsn,
+                "--archive", not_a_folder.as_uri())
+    assert "failed" in line
+    record = _record(dsn, "ar-1")
+    assert record.status == "completed" and record.archive_url is None
+    assert json.loads(run_cli("results", "ar-1", "--store", dsn, "--json"))

@@ -159,6 +159,17 @@ def test_polls_carry_a_reference_not_the_spec_and_a_lost_run_is_submitted_again(
     assert [t.name for t in scheduled].count(names.SUBMIT) == 2
 
 
+def test_a_check_recorded_by_an_older_budeval_with_the_whole_spec_still_runs(stack: dict[str, Any]) -> None:
+    """``check_run`` inputs already in histories hold the whole RunSpec: the activity reads the ids from it."""
+    from budeval.backends.base import RunSpec
+    from budeval.workflow.activities import EvalActivities
+
+    old = RunSpec.model_validate({"eval_id": "evt-one", "run_id": "r0", "config_text": "# rendered\n",
+                                  "model": request("evt-one")["model"], "datasets": ["tiny_qa"]})
+    answer = EvalActivities(stack["deps"]).check_run(None, old.model_dump(mode="json"))
+    assert RunState.model_validate(answer).phase == stack["deps"].backend.get("evt-one", "r0").phase
+
+
 def test_cancel_terminates_the_evaluation_and_its_run(stack: dict[str, Any]) -> None:
     client = stack["client"]
     backend = stack["deps"].backend
