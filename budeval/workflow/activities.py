@@ -12,12 +12,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from budeval.backends.base import JobBackend, RunSpec, RunState
 from budeval.config import Settings
-from budeval.engine.environment import read_environment
 from budeval.errors import TerminalError, ValidationError
 from budeval.events.cloudevents import make_event
 from budeval.events.publisher import EventPublisher
@@ -25,13 +23,13 @@ from budeval.logs import get_logger
 from budeval.schemas.request import EvalRequest, Resources, Toleration
 from budeval.schemas.results import ParsedRun
 from budeval.storage.base import Archive, EvaluationRecord, ResultStore
-from budeval.workflow import names, provenance
+from budeval.workflow import names, provenance, steps
 from budeval.workflow.faults import maybe_crash
 from budeval.workflow.models import (
     Archived,
     ArchiveInput,
+    CheckInput,
     CleanupInput,
-    Collected,
     CollectInput,
     EventInput,
     ExtractInput,
@@ -41,13 +39,12 @@ from budeval.workflow.models import (
     PrepareInput,
     RenderedRuns,
     Reusable,
-    RunOutcome,
     RunPlan,
     Stored,
     ValidatedRequest,
 )
 
-Parser = Callable[[Path], ParsedRun]
+Parser = steps.Parser
 
 
 @dataclass
@@ -176,12 +173,11 @@ class EvalActivities:
         return state.model_dump(mode="json")
 
     def check_run(self, ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+        """The run's state (``CheckInput``: a reference). ``unknown`` -- the backend lost the run, e.g. deleted by
+        hand -- is returned as is: the workflow submits the run again (submit never runs it twice)."""
         self._count(names.CHECK)
-        spec = RunSpec.model_validate(payload)
-        state: RunState = self.deps.backend.get(spec.eval_id, spec.run_id)
-        if state.phase == "unknown":
-            # The backend lost the run (e.g. deleted by hand): re-submitting is safe, submit never runs it twice.
-            state = self.deps.backend.submit(spec)
+        ref = CheckInput.model_validate(payload)
+        state: RunState = self.deps.backend.get(ref.eval_id, ref.run_id)
         return state.model_dump(mode="json")
 
     def collect_run(self, ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
@@ -190,29 +186,12 @@ class EvalActivities:
         where = CollectInput.model_validate(payload)
         self._count(names.EXTRACT)
         work = self.deps.backend.work_dir(where.eval_id, where.run_id)
-        parsed = self.deps.parse(work)
-        # The summary is read here, before any row is written: a broken run fails the step without touching the store.
-        metrics = list(parsed.metrics)
-        stored = self.store_run(where, parsed)
-        statuses = list(parsed.statuses)  # after the prediction pass (a dataset whose predictions broke is not ok)
-        outcome = RunOutcome(
-            run_id=where.run_id,
-            datasets=where.datasets,
-            state=where.state,
-            metrics=metrics,
-            statuses=statuses,
-            predictions=stored.predictions,
-        )
+        parsed = steps.extract_run(self.deps.parse, work)  # a broken run fails here, without touching the store
+        got = steps.collected(parsed, self.store_run(where, parsed), work)
+        progress = got.outcome(where).progress()
         progress_id = f"{where.eval_id}.progress.{where.run_id}"
-        self._publish(EventInput(eval_id=where.eval_id, kind="progress", event_id=progress_id, data=outcome.progress()))
-        return Collected(
-            metrics=metrics,
-            statuses=statuses,
-            timestamp=parsed.facts.timestamp,
-            opencompass_version=parsed.facts.opencompass_version,
-            predictions=stored.predictions,
-            environment=read_environment(work),
-        ).model_dump(mode="json")
+        self._publish(EventInput(eval_id=where.eval_id, kind="progress", event_id=progress_id, data=progress))
+        return got.model_dump(mode="json")
 
     def finalize_evaluation(self, ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
         """archive -> finish (the row's final status and provenance) -> the final event -> clean up the runs.
@@ -286,20 +265,16 @@ class EvalActivities:
 
     def store_run(self, where: ExtractInput, parsed: ParsedRun) -> Stored:
         self._count(names.STORE)
-        report = self.deps.store.store_run(where.eval_id, where.run_id, parsed)
+        stored = steps.store_run(self.deps.store, where.eval_id, where.run_id, parsed)
         maybe_crash(names.STORE, "after")  # (the store logs "run stored" with its counts and time)
-        return Stored(metrics=report.metrics, predictions=report.predictions)
+        return stored
 
     def archive_evaluation(self, inp: ArchiveInput) -> Archived:
+        """The evaluation's results folder under prefix ``{eval_id}``; transient errors propagate (the activity
+        retries), terminal ones come back in ``error``."""
         self._count(names.ARCHIVE)
         source = self.deps.settings.resolved_results_root() / inp.eval_id
-        if not source.is_dir():
-            return Archived(url=None, error=f"no results folder for {inp.eval_id}")
-        try:
-            receipt = self.deps.archive.upload_run(source, inp.eval_id, self._provenance(inp.provenance))
-        except TerminalError as exc:  # retrying cannot help; transient errors propagate and the activity retries
-            return Archived(url=None, error=str(exc))
-        return Archived(url=receipt.url, files=receipt.files, uploaded=receipt.uploaded, skipped=receipt.skipped)
+        return steps.archive_folder(self.deps.archive, source, inp.eval_id, self._provenance(inp.provenance))
 
     def finish_evaluation(self, inp: FinishInput) -> EvaluationRecord:
         self._count(names.FINISH)
@@ -309,23 +284,8 @@ class EvalActivities:
         record.archive_url = inp.archive_url
         record.created_at = datetime.fromisoformat(inp.started_at)
         record.finished_at = datetime.fromisoformat(inp.finished_at)
-        versions = {f"{m.dataset}": m.version for o in inp.runs for m in o.metrics if m.version and m.version != "-"}
-        provenance.finish(
-            record,
-            inp.runs,
-            {
-                "config_hashes": inp.config_hashes,
-                "dataset_versions": versions,
-                "runs": [
-                    {"run_id": o.run_id, "datasets": o.datasets, "phase": o.state.phase, "predictions": o.predictions}
-                    for o in inp.runs
-                ],
-                "started_at": inp.started_at,
-                "finished_at": inp.finished_at,
-            },
-        )
-        self.deps.store.record_evaluation(record)
-        return record
+        extra = {"config_hashes": inp.config_hashes, "started_at": inp.started_at, "finished_at": inp.finished_at}
+        return steps.finish_evaluation(self.deps.store, record, inp.runs, extra)
 
     def copy_results(self, source_eval: str, validated: ValidatedRequest) -> list[dict[str, Any]]:
         """A reused evaluation's own score rows (copied from the evaluation it reuses, under its model name), so
