@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "budeval.cli.data_commands",  # extract, results, leaderboard, compare, migrate
     "budeval.cli.service_commands",  # serve, submit, status, cancel
     "budeval.cli.identity_commands",  # plan, explain
+    "budeval.cli.decision_commands",  # gate, series
 )
 
 

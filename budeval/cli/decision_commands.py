@@ -1,0 +1,124 @@
+"""The decision subcommands: ``gate`` (is a candidate better or worse than a baseline, or is it noise?) and ``series``
+(learning curves and per-example evolution over the checkpoints of one experiment). docs/decisions.md.
+
+``budeval gate`` exits 0 when the gate passes (no-difference or improvement), 1 on a regression, 2 when inconclusive
+and 3 on a refusal (different example sets, nothing to pair), an unknown evaluation, a store error or a malformed
+command line; the reason is one ``budeval: error: ...`` line on stderr (with ``--json``, also a JSON document on
+stdout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, NoReturn, TextIO
+
+from pydantic import ValidationError as PydanticValidationError
+
+from budeval.cli.data_commands import _emit_json, _store, _store_arg, _table
+from budeval.decisions.gate import EXIT_ERROR, GateOptions, GateReport, evaluate_gate
+from budeval.decisions.stats import CORRECTIONS
+from budeval.errors import BudevalError, GateRefusedError
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "gate",
+        help="paired test of a candidate against a baseline: exit 0 pass, 1 regression, 2 inconclusive, 3 error",
+        description="Per dataset: McNemar's exact test (one verdict per example) or a seeded cluster bootstrap "
+        "(replicas, numeric scores), the delta candidate - baseline with its CI, the corrected p-value and the "
+        "minimum detectable effect; a verdict per dataset and overall (docs/decisions.md).",
+    )
+    p.add_argument("baseline", metavar="BASELINE", help="eval id, best:<experiment> or latest:<label>=<value>")
+    p.add_argument("candidate", metavar="CANDIDATE", help="eval id")
+    p.add_argument("--tolerance", type=float, default=1.0, help="points a change must exceed to count (default 1)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level after correction (default 0.05)")
+    p.add_argument("--correction", choices=CORRECTIONS, default="holm", help="across datasets (default holm)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--iterations", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    _store_arg(p)
+    p.add_argument("--json", action="store_true", help="print JSON only")
+    p.set_defaults(func=cmd_gate)
+    _exit_3_on_usage_errors(p)
+
+
+def _exit_3_on_usage_errors(parser: argparse.ArgumentParser) -> None:
+    # argparse exits 2 on a bad command line, which for the gate means "inconclusive": a CI job must not read a typo
+    # as a result. The gate's parser exits 3 instead (an instance attribute shadows the method).
+    def error(message: str) -> NoReturn:
+        parser.print_usage(sys.stderr)
+        print(f"budeval: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_ERROR)
+
+    setattr(parser, "error", error)  # noqa: B010
+
+
+def _points(value: float) -> str:
+    return f"{value:+.2f}"
+
+
+def _p(value: float) -> str:
+    return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
+
+
+def print_gate(report: GateReport, out: TextIO) -> None:
+    """The human-readable form of a gate report (a table per dataset, then the overall line)."""
+    label = f"{report.baseline} ({report.baseline_rule})" if report.baseline_rule else report.baseline
+    o = report.options
+    out.write(
+        f"gate {label} -> {report.candidate}: tolerance {o.tolerance:g} points, alpha {o.alpha:g}, "
+        f"{o.correction} correction\n"
+    )
+    _table(
+        ("dataset", "n", "method", "baseline", "candidate", "delta", f"{100 * (1 - o.alpha):g}% CI", "p",
+         f"p ({o.correction})", "mde", "verdict"),
+        [
+            (
+                r.dataset,
+                str(r.examples),
+                r.method + (f" {r.losses}-/{r.gains}+" if r.losses is not None else ""),
+                f"{r.score_baseline:.2f}",
+                f"{r.score_candidate:.2f}",
+                _points(r.delta),
+                f"[{_points(r.ci_low)}, {_points(r.ci_high)}]",
+                _p(r.p_value),
+                _p(r.p_adjusted),
+                f"{r.mde:.2f}",
+                r.verdict,
+            )
+            for r in report.datasets
+        ],
+        out,
+    )
+    out.write(f"{report.verdict}: {'passed' if report.passed else 'failed'} (exit {report.exit_code})\n")
+
+
+def cmd_gate(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    try:
+        options = GateOptions(
+            tolerance=args.tolerance, alpha=args.alpha, correction=args.correction, seed=args.seed,
+            iterations=args.iterations,
+        )
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        print(f"budeval: error: --{where}: {first['msg']}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        with _store(args) as store:
+            report = evaluate_gate(store, args.baseline, args.candidate, options)
+    except BudevalError as exc:
+        print(f"budeval: error: {exc}", file=sys.stderr)
+        if args.json:
+            doc: dict[str, Any] = {"verdict": "error", "error": exc.reason, "message": exc.message,
+                                   "exit_code": EXIT_ERROR}
+            if isinstance(exc, GateRefusedError):
+                doc["overlap"] = exc.overlap
+            _emit_json(doc, out)
+        return EXIT_ERROR
+    if args.json:
+        _emit_json(report.model_dump(mode="json"), out)
+    else:
+        print_gate(report, out)
+    return report.exit_code
