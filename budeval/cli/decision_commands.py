@@ -17,8 +17,9 @@ from pydantic import ValidationError as PydanticValidationError
 
 from budeval.cli.data_commands import _emit_json, _store, _store_arg, _table
 from budeval.decisions.gate import EXIT_ERROR, GateOptions, GateReport, evaluate_gate
+from budeval.decisions.series import SeriesReport, build_series
 from budeval.decisions.stats import CORRECTIONS
-from budeval.errors import BudevalError, GateRefusedError
+from budeval.errors import BudevalError, GateRefusedError, ValidationError
 
 
 def register(subparsers: Any) -> None:
@@ -40,6 +41,22 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print JSON only")
     p.set_defaults(func=cmd_gate)
     _exit_3_on_usage_errors(p)
+
+    p = subparsers.add_parser(
+        "series",
+        help="learning curves and per-example evolution over an experiment's checkpoints",
+        description="The finished evaluations of one experiment_id in the order of their 'step' label: per dataset the "
+        "score per checkpoint with its CI, examples learned / forgotten since the previous checkpoint, the paired test "
+        "of each checkpoint against the first, and the easy, hard, forgotten and late-learned examples.",
+    )
+    p.add_argument("series", metavar="EXPERIMENT", help="the experiment_id of the checkpoints' requests")
+    p.add_argument("--dataset", help="only this dataset")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level after correction (default 0.05)")
+    p.add_argument("--correction", choices=CORRECTIONS, default="holm", help="across checkpoints (default holm)")
+    p.add_argument("--examples", type=int, default=10, metavar="N", help="examples listed per kind (default 10)")
+    _store_arg(p)
+    p.add_argument("--json", action="store_true", help="print JSON only")
+    p.set_defaults(func=cmd_series)
 
 
 def _exit_3_on_usage_errors(parser: argparse.ArgumentParser) -> None:
@@ -122,3 +139,77 @@ def cmd_gate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     else:
         print_gate(report, out)
     return report.exit_code
+
+
+def _step(point_step: int | None, position: int) -> str:
+    return str(point_step) if point_step is not None else f"#{position}"
+
+
+def print_series(report: SeriesReport, out: TextIO) -> None:
+    """The human-readable form of a series report: per dataset the curve, the kinds and the listed examples."""
+    out.write(f"series {report.series}: {len(report.checkpoints)} checkpoints\n")
+    for ds in report.datasets:
+        out.write(f"\n{ds.dataset}\n")
+        _table(
+            ("step", "eval", "n", "score", f"{100 * (1 - report.alpha):g}% CI", "learned", "forgotten",
+             "vs first", f"p ({report.correction})"),
+            [
+                (
+                    _step(p.step, p.position),
+                    p.eval_id,
+                    str(p.examples),
+                    f"{p.score:.2f}",
+                    f"[{p.ci_low:.2f}, {p.ci_high:.2f}]",
+                    str(p.learned) if p.position else "-",
+                    str(p.forgotten) if p.position else "-",
+                    "-" if p.delta_vs_first is None else f"{p.delta_vs_first:+.2f}",
+                    "-" if p.p_adjusted is None else (_p(p.p_adjusted) + (" *" if p.significant else "")),
+                )
+                for p in ds.points
+            ],
+            out,
+        )
+        kinds = ", ".join(f"{n} {k}" for k, n in ds.kinds.items())
+        out.write(f"examples: {kinds}; {ds.flips} flips\n")
+        first = ds.first_significant_gain
+        out.write(
+            "first significant gain over the first checkpoint: "
+            + (f"step {_step(first.step, first.position)} ({first.eval_id})" if first else "none")
+            + "\n"
+        )
+        if ds.best is not None:
+            b = ds.best
+            out.write(f"best: step {_step(b.step, b.position)} ({b.eval_id}) {b.score:.2f}\n")
+        for kind, items in ds.examples.items():
+            if items:
+                listed = "; ".join(
+                    f"#{e.example_index}"
+                    + (f" (from {e.first_right_eval_id})" if kind == "learned" else "")
+                    + f" {_short(e.prompt)}"
+                    for e in items
+                )
+                out.write(f"  {kind}: {listed}\n")
+
+
+def _short(prompt: str, width: int = 40) -> str:
+    head, sep, rest = prompt.partition(": ")
+    text = " ".join((rest if sep and head.isupper() else prompt).split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def cmd_series(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    if not 0 < args.alpha < 1:
+        raise ValidationError(f"must lie strictly between 0 and 1, not {args.alpha}", field="--alpha")
+    if args.examples < 0:
+        raise ValidationError(f"must be >= 0, not {args.examples}", field="--examples")
+    with _store(args) as store:
+        report = build_series(
+            store, args.series, dataset=args.dataset, alpha=args.alpha, correction=args.correction,
+            limit=args.examples,
+        )
+    if args.json:
+        _emit_json(report.model_dump(mode="json"), out)
+    else:
+        print_series(report, out)
+    return 0

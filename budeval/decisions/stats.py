@@ -28,7 +28,8 @@ DEFAULT_POWER = 0.8
 _BLOCK_CELLS = 2_000_000
 
 
-def _z(quantile: float) -> float:
+def normal_quantile(quantile: float) -> float:
+    """The standard normal quantile function (scipy)."""
     return float(_dist.norm.ppf(quantile))
 
 
@@ -61,7 +62,7 @@ def paired_proportion_ci(b: int, c: int, n: int, confidence: float = 0.95) -> tu
     bb, cc, nn = b + 0.5, c + 0.5, n + 2.0
     centre = (cc - bb) / nn
     var = ((bb + cc) - (cc - bb) ** 2 / nn) / nn**2
-    half = _z(0.5 + confidence / 2) * math.sqrt(max(var, 0.0))
+    half = normal_quantile(0.5 + confidence / 2) * math.sqrt(max(var, 0.0))
     return max(-1.0, centre - half), min(1.0, centre + half)
 
 
@@ -184,4 +185,4 @@ def minimum_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: flo
     _check_level(power, "power")
     if n <= 0:
         return math.inf
-    return (_z(1 - alpha / 2) + _z(power)) * sd / math.sqrt(n)
+    return (normal_quantile(1 - alpha / 2) + normal_quantile(power)) * sd / math.sqrt(n)

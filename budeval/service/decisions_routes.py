@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from budeval.decisions.gate import GateOptions, evaluate_gate
+from budeval.decisions.series import build_series
 from budeval.decisions.stats import Correction
 from budeval.errors import GateRefusedError, NotFoundError, ValidationError
 
@@ -48,6 +49,24 @@ def decisions_router(deps: Any) -> APIRouter:
             return _error(404, exc.reason, exc.message)
         except ValidationError as exc:
             return _error(422, exc.reason, exc.message)
+        return JSONResponse(report.model_dump(mode="json"))
+
+    @router.get("/series/{experiment}", summary="Learning curves and per-example evolution of an experiment")
+    async def series(
+        experiment: Annotated[str, Path(max_length=128)],
+        dataset: Annotated[str | None, Query(max_length=200)] = None,
+        alpha: Annotated[float, Query(gt=0.0, lt=1.0)] = 0.05,
+        correction: Correction = "holm",
+        examples: Annotated[int, Query(ge=0, le=1000)] = 10,
+    ) -> JSONResponse:
+        try:
+            report = await run_in_threadpool(
+                lambda: build_series(
+                    deps.store, experiment, dataset=dataset, alpha=alpha, correction=correction, limit=examples
+                )
+            )
+        except NotFoundError as exc:
+            return _error(404, exc.reason, exc.message)
         return JSONResponse(report.model_dump(mode="json"))
 
     return router

@@ -6,6 +6,8 @@ docs/decisions.md shows the same queries for analysts to run by hand.
 
 from __future__ import annotations
 
+from budeval.storage.queries import PROMPT_CHARS
+
 #: An example's value on one side: its verdict as 0 / 100 (points of accuracy), else the evaluator's numeric score;
 #: rows with neither are not compared.
 VALUE_SQL = "if(correct IS NULL, score, toFloat64(assumeNotNull(correct)) * 100)"
@@ -64,3 +66,111 @@ LATEST_WITH_LABEL_SQL = """
     ORDER BY created_at DESC NULLS LAST, eval_id DESC
     LIMIT 1
 """
+
+
+# -- checkpoint series ------------------------------------------------------------------------------------------------
+#: The checkpoints of an experiment (``experiment_id``), in training order: the ``step`` label when it is an integer,
+#: else after every numbered one by creation time.
+CHECKPOINTS_SQL = """
+    SELECT eval_id, labels['step'] AS step, created_at
+    FROM evaluations FINAL
+    WHERE experiment_id = %(series)s AND status IN ('completed', 'partial', 'reused')
+    ORDER BY toUInt64OrNull(labels['step']) ASC NULLS LAST, created_at ASC NULLS LAST, eval_id ASC
+"""
+
+
+def _series_examples(with_dataset: bool) -> str:
+    # Per example: its (position, mean verdict over replicas) at every checkpoint that judged it, in position order.
+    # Parameters: ids (eval ids in training order), positions (0..n-1), and dataset when filtered.
+    dataset_filter = "AND dataset = %(dataset)s" if with_dataset else ""
+    return f"""
+    per AS (
+        SELECT dataset, example_index, transform(eval_id, %(ids)s, %(positions)s, 0) AS pos,
+               avg(toFloat64(assumeNotNull(correct))) AS m, count() AS k
+        FROM predictions FINAL
+        WHERE eval_id IN %(ids)s AND correct IS NOT NULL {dataset_filter}
+        GROUP BY dataset, example_index, eval_id
+    ),
+    ex AS (
+        SELECT dataset, example_index,
+               arraySort(x -> x.1, groupArray((pos, m, k))) AS seq,
+               arrayMap(x -> x.1, seq) AS ps,
+               arrayMap(x -> x.2, seq) AS ms,
+               arrayMap(x -> x.3, seq) AS ks,
+               arrayMap(x -> x >= 0.5, ms) AS oks
+        FROM per
+        GROUP BY dataset, example_index
+    )
+    """
+
+
+def series_points_sql(with_dataset: bool) -> str:
+    """Per (dataset, checkpoint position): examples, mean and variance of the per-example verdicts (0-1; with
+    replicas each example's mean), the most replicas of an example, transitions from the example's previous
+    checkpoint (learned: wrong -> right, forgotten: right -> wrong; an example is right when at least half its
+    replicas are) and McNemar's counts against the example's first checkpoint."""
+    return f"""
+    WITH {_series_examples(with_dataset)}
+    SELECT dataset, ps[i] AS pos, count() AS examples, avg(ms[i]) AS mean, varSamp(ms[i]) AS var, max(ks[i]) AS k,
+           countIf(i > 1) AS with_previous,
+           countIf(i > 1 AND NOT oks[i - 1] AND oks[i]) AS learned,
+           countIf(i > 1 AND oks[i - 1] AND NOT oks[i]) AS forgotten,
+           countIf(oks[1] AND NOT oks[i]) AS losses_vs_first,
+           countIf(NOT oks[1] AND oks[i]) AS gains_vs_first
+    FROM ex
+    ARRAY JOIN arrayEnumerate(ps) AS i
+    GROUP BY dataset, pos
+    ORDER BY dataset, pos
+    """
+
+
+#: An example's kind over the series: easy (always right), hard (never right), forgotten (right before, wrong at its
+#: latest checkpoint), learned (wrong first, right from its first right on), unstable (right at the latest, but wrong
+#: again after a first right).
+_KIND = """
+    multiIf(arrayAll(x -> x, oks), 'easy',
+            NOT arrayExists(x -> x, oks), 'hard',
+            NOT oks[-1], 'forgotten',
+            arrayAll(x -> x, arraySlice(oks, arrayFirstIndex(x -> x, oks))), 'learned',
+            'unstable')
+"""
+
+
+def series_kinds_sql(with_dataset: bool) -> str:
+    """Per (dataset, kind): how many examples, and how many flips (changes between consecutive checkpoints) they
+    made in all."""
+    return f"""
+    WITH {_series_examples(with_dataset)}
+    SELECT dataset, {_KIND} AS kind, count() AS examples,
+           sum(length(arrayFilter((a, b) -> a != b, arrayPopFront(oks), arrayPopBack(oks)))) AS flips
+    FROM ex
+    GROUP BY dataset, kind
+    ORDER BY dataset, kind
+    """
+
+
+def series_listed_sql(with_dataset: bool) -> str:
+    """The first ``limit`` examples of each (dataset, kind) but ``unstable`` -- learned ones latest-learned first --
+    with the position where each was first right (0 when never) and the prompt and gold of the latest checkpoint
+    (``last``) that judged it."""
+    return f"""
+    WITH {_series_examples(with_dataset)},
+    listed AS (
+        SELECT dataset, example_index, {_KIND} AS kind,
+               if(arrayExists(x -> x, oks), ps[arrayFirstIndex(x -> x, oks)], 0) AS first_right,
+               ps[-1] AS last_pos
+        FROM ex
+        WHERE kind != 'unstable'
+        ORDER BY dataset, kind, if(kind = 'learned', first_right, 0) DESC, example_index
+        LIMIT %(limit)s BY dataset, kind
+    )
+    SELECT l.dataset, l.example_index, l.kind, l.first_right, l.last_pos, p.prompt, p.gold
+    FROM listed AS l
+    LEFT JOIN (
+        SELECT dataset, example_index, any(leftUTF8(prompt, {PROMPT_CHARS})) AS prompt, any(gold) AS gold
+        FROM predictions
+        WHERE eval_id IN %(ids)s AND (dataset, example_index) IN (SELECT dataset, example_index FROM listed)
+        GROUP BY dataset, example_index
+    ) AS p USING (dataset, example_index)
+    ORDER BY l.dataset, l.kind, if(l.kind = 'learned', l.first_right, 0) DESC, l.example_index
+    """

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from budeval.logs import configure as configure_logs
 from budeval.storage.clickhouse import ClickHouseStore
 from budeval.storage.factory import open_store
 
@@ -20,3 +21,10 @@ def store(tmp_path: Path) -> Iterator[ClickHouseStore]:
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logs_to_the_session_stderr() -> None:
+    """Configure budeval's logs before any test captures output: the CLI configures them on first use, binding the
+    stderr of that moment, which under ``capsys`` is closed after the test (later log lines would fail)."""
+    configure_logs()
