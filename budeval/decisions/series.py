@@ -69,10 +69,9 @@ class SeriesSource(Protocol):
 
     def series_points(self, checkpoints: list[Checkpoint], dataset: str | None) -> list[PointRow]: ...
 
-    def series_kinds(self, checkpoints: list[Checkpoint], dataset: str | None) -> list[KindRow]: ...
-
-    def series_examples(self, checkpoints: list[Checkpoint], dataset: str | None, limit: int) -> list[ListedExample]:
-        ...
+    def series_kinds(
+        self, checkpoints: list[Checkpoint], dataset: str | None, limit: int
+    ) -> tuple[list[KindRow], list[ListedExample]]: ...
 
 
 class SeriesPoint(BaseModel):
@@ -145,8 +144,7 @@ def build_series(
     if not points:
         what = f" on dataset {dataset!r}" if dataset else ""
         raise NotFoundError(f"experiment {series!r} has no per-example verdicts{what}")
-    kinds = source.series_kinds(checkpoints, dataset)
-    listed = source.series_examples(checkpoints, dataset, limit)
+    kinds, listed = source.series_kinds(checkpoints, dataset, limit)
     out: list[DatasetSeries] = []
     for name in sorted({p.dataset for p in points}):
         rows = [p for p in points if p.dataset == name]

@@ -11,10 +11,10 @@ from budeval.decisions.series import Checkpoint, KindRow, ListedExample, PointRo
 from budeval.storage.decision_queries import (
     BEST_OF_EXPERIMENT_SQL,
     CHECKPOINTS_SQL,
+    EXAMPLE_TEXTS_SQL,
     LATEST_WITH_LABEL_SQL,
     paired_sql,
     series_kinds_sql,
-    series_listed_sql,
     series_points_sql,
 )
 from budeval.storage.queries import pair_by_model
@@ -100,29 +100,38 @@ class StoreDecisions:
                  "forgotten", "losses_vs_first", "gains_vs_first")
         return [PointRow.model_validate(dict(zip(names, r, strict=True))) for r in rows]
 
-    def series_kinds(self, checkpoints: list[Checkpoint], dataset: str | None) -> list[KindRow]:
-        """Per (dataset, kind): examples of that kind over the series and their flips."""
-        rows = self._rows(
-            "series kinds", series_kinds_sql(dataset is not None), self._series_params(checkpoints, dataset)
-        )
-        return [KindRow(dataset=d, kind=k, examples=int(n), flips=int(f)) for d, k, n, f in rows]
-
-    def series_examples(self, checkpoints: list[Checkpoint], dataset: str | None, limit: int) -> list[ListedExample]:
-        """The first ``limit`` examples of each (dataset, kind) but unstable, with prompt and gold."""
-        params = self._series_params(checkpoints, dataset) | {"limit": max(0, int(limit))}
-        rows = self._rows("series examples", series_listed_sql(dataset is not None), params)
+    def series_kinds(
+        self, checkpoints: list[Checkpoint], dataset: str | None, limit: int
+    ) -> tuple[list[KindRow], list[ListedExample]]:
+        """Per (dataset, kind) the examples and flips over the series, and the first ``limit`` examples of each kind
+        but unstable, with prompt and gold."""
+        params = self._series_params(checkpoints, dataset) | {"limit": max(1, int(limit))}
+        rows = self._rows("series kinds", series_kinds_sql(dataset is not None), params)
+        kinds: dict[tuple[str, str], KindRow] = {}
+        listed: list[tuple[str, int, str, int]] = []
+        for ds, index, kind, first_right, examples, flips in rows:
+            kinds[(ds, kind)] = KindRow(dataset=ds, kind=kind, examples=int(examples), flips=int(flips))
+            if kind != "unstable" and limit > 0:  # the query lists at least one of each kind for the totals
+                listed.append((ds, int(index), kind, int(first_right)))
+        texts: dict[tuple[str, int], tuple[str, str]] = {}
+        if listed:
+            pairs = [(ds, index) for ds, index, _, _ in listed]
+            params = {"ids": [c.eval_id for c in checkpoints], "pairs": pairs}
+            for ds, index, prompt, gold in self._rows("series example texts", EXAMPLE_TEXTS_SQL, params):
+                texts[(ds, int(index))] = (prompt or "", gold or "")
         by_position = {c.position: c.eval_id for c in checkpoints}
-        out = []
-        for ds, index, kind, first_right, _last, prompt, gold in rows:
+        examples = []
+        for ds, index, kind, first_right in listed:
             ever = kind != "hard"
-            out.append(
+            prompt, gold = texts.get((ds, index), ("", ""))
+            examples.append(
                 ListedExample(
-                    dataset=ds, example_index=int(index), kind=kind, prompt=prompt or "", gold=gold or "",
-                    first_right_position=int(first_right) if ever else None,
-                    first_right_eval_id=by_position.get(int(first_right)) if ever else None,
+                    dataset=ds, example_index=index, kind=kind, prompt=prompt, gold=gold,  # type: ignore[arg-type]
+                    first_right_position=first_right if ever else None,
+                    first_right_eval_id=by_position.get(first_right) if ever else None,
                 )
             )
-        return out
+        return list(kinds.values()), examples
 
 
 def _finite(value: Any) -> float:

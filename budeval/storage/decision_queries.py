@@ -13,36 +13,39 @@ from budeval.storage.queries import PROMPT_CHARS
 VALUE_SQL = "if(correct IS NULL, score, toFloat64(assumeNotNull(correct)) * 100)"
 
 
-def _side(alias: str, by_model: bool) -> str:
-    unit_model = "model" if by_model else "''"
-    return f"""
-        SELECT {unit_model} AS unit_model, any(model) AS abbr, dataset, example_index,
-               avg(assumeNotNull(v)) AS m, count() AS k, min(is_verdict) AS verdicts
-        FROM (SELECT model, dataset, example_index, {VALUE_SQL} AS v, correct IS NOT NULL AS is_verdict
-              FROM predictions FINAL WHERE eval_id = %({alias})s)
-        WHERE v IS NOT NULL
-        GROUP BY unit_model, dataset, example_index
-    """
-
-
 def paired_sql(by_model: bool) -> str:
     """Per (model pairing, dataset): paired / one-sided example counts, McNemar's discordant counts, the means and
     the histogram of per-example differences (candidate ``c`` - baseline ``b``, rounded to 1e-9 so that float noise
-    does not split equal differences). Parameters: ``b`` (baseline eval id), ``c`` (candidate eval id)."""
-    both = "b.k > 0 AND c.k > 0"
+    does not split equal differences). Parameters: ``b`` (baseline eval id), ``c`` (candidate eval id).
+
+    One scan of both evaluations' rows grouped by example (no join: both sides are aggregated side by side with
+    ``-If`` combinators); an example's value per side is the mean over its replicas, ``k`` their count.
+    """
+    unit_model = "model" if by_model else "''"
+    both = "k_b > 0 AND k_c > 0"
     return f"""
     SELECT dataset,
-           anyIf(b.abbr, b.k > 0) AS model_b, anyIf(c.abbr, c.k > 0) AS model_c,
+           anyIf(abbr_b, k_b > 0) AS model_b, anyIf(abbr_c, k_c > 0) AS model_c,
            countIf({both}) AS paired,
-           countIf(b.k > 0 AND c.k = 0) AS only_b,
-           countIf(b.k = 0 AND c.k > 0) AS only_c,
-           countIf({both} AND NOT (b.k = 1 AND c.k = 1 AND b.verdicts AND c.verdicts)) = 0 AS single_verdicts,
-           countIf({both} AND b.m = 100 AND c.m = 0) AS losses,
-           countIf({both} AND b.m = 0 AND c.m = 100) AS gains,
-           avgIf(b.m, {both}) AS mean_b, avgIf(c.m, {both}) AS mean_c,
-           sumMapIf([round(c.m - b.m, 9)], [toUInt64(1)], {both}) AS histogram
-    FROM ({_side("b", by_model)}) AS b
-    FULL OUTER JOIN ({_side("c", by_model)}) AS c USING (unit_model, dataset, example_index)
+           countIf(k_b > 0 AND k_c = 0) AS only_b,
+           countIf(k_b = 0 AND k_c > 0) AS only_c,
+           countIf({both} AND NOT (k_b = 1 AND k_c = 1 AND verdicts_b AND verdicts_c)) = 0 AS single_verdicts,
+           countIf({both} AND m_b = 100 AND m_c = 0) AS losses,
+           countIf({both} AND m_b = 0 AND m_c = 100) AS gains,
+           avgIf(m_b, {both}) AS mean_b, avgIf(m_c, {both}) AS mean_c,
+           sumMapIf([round(m_c - m_b, 9)], [toUInt64(1)], {both}) AS histogram
+    FROM (
+        SELECT {unit_model} AS unit_model, dataset, example_index,
+               anyIf(model, eval_id = %(b)s) AS abbr_b, anyIf(model, eval_id = %(c)s) AS abbr_c,
+               countIf(eval_id = %(b)s) AS k_b, countIf(eval_id = %(c)s) AS k_c,
+               avgIf(v, eval_id = %(b)s) AS m_b, avgIf(v, eval_id = %(c)s) AS m_c,
+               minIf(is_verdict, eval_id = %(b)s) AS verdicts_b, minIf(is_verdict, eval_id = %(c)s) AS verdicts_c
+        FROM (SELECT eval_id, model, dataset, example_index, assumeNotNull({VALUE_SQL}) AS v,
+                     correct IS NOT NULL AS is_verdict
+              FROM predictions FINAL
+              WHERE eval_id IN (%(b)s, %(c)s) AND (correct IS NOT NULL OR score IS NOT NULL))
+        GROUP BY unit_model, dataset, example_index
+    )
     GROUP BY unit_model, dataset
     ORDER BY dataset, unit_model
     """
@@ -137,40 +140,30 @@ _KIND = """
 
 
 def series_kinds_sql(with_dataset: bool) -> str:
-    """Per (dataset, kind): how many examples, and how many flips (changes between consecutive checkpoints) they
-    made in all."""
+    """Per (dataset, kind): the first ``limit`` examples (learned ones latest-learned first) with the position where
+    each was first right (0 when never), and on every row the kind's totals over the series: examples and flips
+    (changes between consecutive checkpoints). One pass: the totals are window aggregates computed before
+    ``LIMIT BY``."""
     return f"""
     WITH {_series_examples(with_dataset)}
-    SELECT dataset, {_KIND} AS kind, count() AS examples,
-           sum(length(arrayFilter((a, b) -> a != b, arrayPopFront(oks), arrayPopBack(oks)))) AS flips
-    FROM ex
-    GROUP BY dataset, kind
-    ORDER BY dataset, kind
-    """
-
-
-def series_listed_sql(with_dataset: bool) -> str:
-    """The first ``limit`` examples of each (dataset, kind) but ``unstable`` -- learned ones latest-learned first --
-    with the position where each was first right (0 when never) and the prompt and gold of the latest checkpoint
-    (``last``) that judged it."""
-    return f"""
-    WITH {_series_examples(with_dataset)},
-    listed AS (
+    SELECT dataset, example_index, kind, first_right,
+           count() OVER w AS kind_examples, sum(flips) OVER w AS kind_flips
+    FROM (
         SELECT dataset, example_index, {_KIND} AS kind,
                if(arrayExists(x -> x, oks), ps[arrayFirstIndex(x -> x, oks)], 0) AS first_right,
-               ps[-1] AS last_pos
+               length(arrayFilter((a, b) -> a != b, arrayPopFront(oks), arrayPopBack(oks))) AS flips
         FROM ex
-        WHERE kind != 'unstable'
-        ORDER BY dataset, kind, if(kind = 'learned', first_right, 0) DESC, example_index
-        LIMIT %(limit)s BY dataset, kind
     )
-    SELECT l.dataset, l.example_index, l.kind, l.first_right, l.last_pos, p.prompt, p.gold
-    FROM listed AS l
-    LEFT JOIN (
-        SELECT dataset, example_index, any(leftUTF8(prompt, {PROMPT_CHARS})) AS prompt, any(gold) AS gold
-        FROM predictions
-        WHERE eval_id IN %(ids)s AND (dataset, example_index) IN (SELECT dataset, example_index FROM listed)
-        GROUP BY dataset, example_index
-    ) AS p USING (dataset, example_index)
-    ORDER BY l.dataset, l.kind, if(l.kind = 'learned', l.first_right, 0) DESC, l.example_index
+    WINDOW w AS (PARTITION BY dataset, kind)
+    ORDER BY dataset, kind, if(kind = 'learned', first_right, 0) DESC, example_index
+    LIMIT %(limit)s BY dataset, kind
     """
+
+
+#: Prompt and gold of listed examples (``pairs``: (dataset, example_index) tuples) from any checkpoint of ``ids``.
+EXAMPLE_TEXTS_SQL = f"""
+    SELECT dataset, example_index, any(leftUTF8(prompt, {PROMPT_CHARS})), any(gold)
+    FROM predictions
+    WHERE eval_id IN %(ids)s AND (dataset, example_index) IN %(pairs)s
+    GROUP BY dataset, example_index
+"""
