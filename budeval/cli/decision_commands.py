@@ -83,7 +83,7 @@ def print_gate(report: GateReport, out: TextIO) -> None:
     label = f"{report.baseline} ({report.baseline_rule})" if report.baseline_rule else report.baseline
     o = report.options
     out.write(
-        f"gate {label} -> {report.candidate}: tolerance {o.tolerance:g} points, alpha {o.alpha:g}, "
+        f"gate {label} -> {report.candidate}: tolerance {o.tolerance:g} pt, alpha {o.alpha:g}, "
         f"{o.correction} correction\n"
     )
     _table(
