@@ -1,4 +1,4 @@
-"""Every SQL block of docs/decisions.md runs on real rows and agrees with what the code computes (the docs stay true)."""
+"""Every SQL block of docs/decisions.md runs on real rows and agrees with what the code computes."""
 
 from __future__ import annotations
 
