@@ -9,6 +9,7 @@ only reads the aggregates through :class:`PairSource`.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -61,6 +62,8 @@ class PairedDataset(BaseModel):
     mean_candidate: float = 0.0
     diff_values: list[float] = Field(default_factory=list)
     diff_counts: list[int] = Field(default_factory=list)
+    #: 100 for verdicts, else the observed range of the paired values (the bootstrap's small-sample floor).
+    value_range: float = 100.0
 
 
 class PairSource(Protocol):
@@ -148,13 +151,17 @@ def paired_test(pairs: PairedDataset, options: GateOptions) -> dict[str, Any]:
     boot = stats.paired_bootstrap(
         pairs.diff_values, pairs.diff_counts, iterations=options.iterations, seed=options.seed, confidence=confidence
     )
+    # Small-sample floor: a bootstrap of differences that are all equal has a zero-width CI whatever n is. The CI is
+    # at least as wide as Agresti-Min's with no discordant pair, scaled to the values' range (docs/decisions.md).
+    floor = stats.normal_quantile(0.5 + confidence / 2) * pairs.value_range / (n + 2)
+    floor_sd = pairs.value_range / math.sqrt(n + 2)
     return {
         "method": "bootstrap",
         "delta": boot.delta,
-        "ci_low": boot.low,
-        "ci_high": boot.high,
+        "ci_low": min(boot.low, boot.delta - floor),
+        "ci_high": max(boot.high, boot.delta + floor),
         "p_value": boot.p_value,
-        "mde": stats.minimum_detectable_effect(boot.sd, n, options.alpha, options.power),
+        "mde": stats.minimum_detectable_effect(max(boot.sd, floor_sd), n, options.alpha, options.power),
     }
 
 

@@ -36,7 +36,8 @@ class StoreDecisions:
         by_model = pair_by_model(self._prediction_models(baseline), self._prediction_models(candidate))
         rows = self._rows("paired examples", paired_sql(by_model), {"b": baseline, "c": candidate})
         out: list[PairedDataset] = []
-        for dataset, model_b, model_c, paired, only_b, only_c, single, losses, gains, mean_b, mean_c, hist in rows:
+        for row in rows:
+            dataset, model_b, model_c, paired, only_b, only_c, single, losses, gains, mean_b, mean_c, hist, span = row
             values, counts = hist
             out.append(
                 PairedDataset(
@@ -53,6 +54,7 @@ class StoreDecisions:
                     mean_candidate=_finite(mean_c),
                     diff_values=[float(v) for v in values],
                     diff_counts=[int(c) for c in counts],
+                    value_range=_finite(span),
                 )
             )
         return out

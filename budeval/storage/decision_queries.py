@@ -20,6 +20,7 @@ def paired_sql(by_model: bool) -> str:
 
     One scan of both evaluations' rows grouped by example (no join: both sides are aggregated side by side with
     ``-If`` combinators); an example's value per side is the mean over its replicas, ``k`` their count.
+    ``value_range``: 100 when every paired value is a verdict, else the observed range of the paired values.
     """
     unit_model = "model" if by_model else "''"
     both = "k_b > 0 AND k_c > 0"
@@ -33,7 +34,10 @@ def paired_sql(by_model: bool) -> str:
            countIf({both} AND m_b = 100 AND m_c = 0) AS losses,
            countIf({both} AND m_b = 0 AND m_c = 100) AS gains,
            avgIf(m_b, {both}) AS mean_b, avgIf(m_c, {both}) AS mean_c,
-           sumMapIf([round(m_c - m_b, 9)], [toUInt64(1)], {both}) AS histogram
+           sumMapIf([round(m_c - m_b, 9)], [toUInt64(1)], {both}) AS histogram,
+           if(countIf({both} AND NOT (verdicts_b AND verdicts_c)) = 0, 100,
+              greatest(maxIf(m_b, {both}), maxIf(m_c, {both})) - least(minIf(m_b, {both}), minIf(m_c, {both})))
+               AS value_range
     FROM (
         SELECT {unit_model} AS unit_model, dataset, example_index,
                anyIf(model, eval_id = %(b)s) AS abbr_b, anyIf(model, eval_id = %(c)s) AS abbr_c,

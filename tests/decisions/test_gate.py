@@ -117,7 +117,9 @@ def test_real_replicas_use_the_cluster_bootstrap(store: ClickHouseStore) -> None
     # 4 examples x 2 replicas: example 0 goes from 0/2 to 1/2 right (+50 points), the rest are unchanged
     assert (row.method, row.examples) == ("bootstrap", 4)
     assert row.delta == pytest.approx(12.5) and row.score_baseline == pytest.approx(25.0)
-    assert row.ci_low == 0.0 and row.ci_high == pytest.approx(37.5)
+    # the resampled CI [0, 37.5] widened to the small-sample floor: +-z * 100 / (n + 2) around the delta
+    floor = 1.959963984540054 * 100 / 6
+    assert row.ci_low == pytest.approx(12.5 - floor) and row.ci_high == pytest.approx(12.5 + floor)
     assert report.verdict == "inconclusive"
     assert evaluate_gate(store, "greedy", "sampled", options) == report  # seeded
 
@@ -136,7 +138,21 @@ def test_numeric_scores_planted_shift(store: ClickHouseStore) -> None:
     record(store, "base", PlantedRun(rows_a))
     record(store, "cand", PlantedRun(rows_b), order=1)
     [row] = evaluate_gate(store, "base", "cand", GateOptions(tolerance=1.0, iterations=500)).datasets
-    assert row.delta == pytest.approx(-3.0) and row.ci_low == pytest.approx(-3.0) and row.verdict == "regression"
+    floor = 1.959963984540054 * 52 / 1002  # values range over [-3, 49]
+    assert row.delta == pytest.approx(-3.0) and row.ci_low == pytest.approx(-3.0 - floor)
+    assert row.verdict == "regression"
+
+
+@pytest.mark.parametrize(("n", "verdict"), [(20, "inconclusive"), (2000, "no-difference")])
+def test_identical_replicas_need_enough_examples_to_be_no_difference(
+    store: ClickHouseStore, n: int, verdict: str
+) -> None:
+    rows = [("qa", i, r, (i + r) % 3 == 0, None) for i in range(n) for r in range(2)]
+    record(store, "base", PlantedRun(rows))
+    record(store, "cand", PlantedRun(rows), order=1)
+    [row] = evaluate_gate(store, "base", "cand").datasets
+    assert (row.method, row.delta, row.p_value) == ("bootstrap", 0.0, 1.0)
+    assert row.ci_low < 0 < row.ci_high and row.verdict == verdict
 
 
 def test_baseline_rules(store: ClickHouseStore) -> None:
