@@ -86,11 +86,14 @@ def print_gate(report: GateReport, out: TextIO) -> None:
         f"gate {label} -> {report.candidate}: tolerance {o.tolerance:g} pt, alpha {o.alpha:g}, "
         f"{o.correction} correction\n"
     )
+    # Several models on each side (paired model by model): a dataset appears once per model.
+    many = len({r.dataset for r in report.datasets}) < len(report.datasets)
     _table(
-        ("dataset", "n", "method", "baseline", "candidate", "delta", f"{100 * (1 - o.alpha):g}% CI", "p",
-         f"p ({o.correction})", "mde", "verdict"),
+        (*(["model"] if many else []), "dataset", "n", "method", "baseline", "candidate", "delta",
+         f"{100 * (1 - o.alpha):g}% CI", "p", f"p ({o.correction})", "mde", "verdict"),
         [
             (
+                *([r.model_baseline] if many else []),
                 r.dataset,
                 str(r.examples),
                 r.method + (f" {r.losses}-/{r.gains}+" if r.losses is not None else ""),

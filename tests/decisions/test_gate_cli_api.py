@@ -15,6 +15,7 @@ from budeval.config import Settings
 from budeval.events.publisher import MemoryPublisher
 from budeval.service.app import ServiceDeps, create_app
 from budeval.service.auth import Auth
+from budeval.storage.base import EvaluationRecord
 from budeval.storage.factory import open_store
 from tests.service.support import StandInBackend, StandInWorkflows, serve_app
 
@@ -37,6 +38,10 @@ def _fill(dsn: str) -> None:
         record(store, "other", PlantedRun(verdicts("qa", base[:1900])), order=4)
         record_fixture(store, "mcq-a", OPENCOMPASS / "mcq", order=5)
         record_fixture(store, "mcq-b", OPENCOMPASS / "mcq", order=6)
+        for eval_id in ("two-a", "two-b"):  # two models on each side: paired model by model
+            store.store_run(eval_id, "r0", PlantedRun(verdicts("qa", small_base), model="alpha"))
+            store.store_run(eval_id, "r1", PlantedRun(verdicts("qa", small_base[::-1]), model="beta"))
+            store.record_evaluation(EvaluationRecord(eval_id=eval_id, status="completed"))
     finally:
         store.close()
 
@@ -105,6 +110,13 @@ def test_cli_on_real_output(dsn: str, capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 2 and row["dataset"] == "tiny_mcq" and row["examples"] == 4 and row["delta"] == 0.0
 
 
+def test_cli_names_the_model_when_both_sides_hold_several(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _gate(dsn, capsys, "two-a", "two-b")
+    lines = out.splitlines()
+    assert code == 2 and lines[1].startswith("model  dataset")
+    assert lines[2].startswith("alpha  qa") and lines[3].startswith("beta   qa")
+
+
 @pytest.fixture(scope="module")
 def api(dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     store = open_store(dsn)
@@ -151,3 +163,4 @@ def test_api_gate_exact_p_values(api: str) -> None:
     # mcq: 3 losses, 1 gain -> 2 * P(X <= 1 | n=4) = 10/16; qa identical -> 1; Holm over the two
     assert [d["p_value"] for d in body["datasets"]] == pytest.approx([0.625, 1.0])
     assert [d["p_adjusted"] for d in body["datasets"]] == pytest.approx([1.0, 1.0])
+

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from scipy import stats as sps
 
 from budeval.decisions import stats
+from budeval.decisions.gate import GateOptions, PairedDataset, classify, paired_test
 from budeval.errors import ValidationError
 
 
@@ -166,3 +167,29 @@ def test_minimum_detectable_effect_formula() -> None:
     assert stats.minimum_detectable_effect(0.3, 0) == math.inf
     with pytest.raises(ValidationError):
         stats.minimum_detectable_effect(0.3, 10, alpha=1.5)
+
+
+# -- the gate's verdicts as properties (pure: aggregates in memory, no store) -----------------------------------------
+def _pairs(n: int, b: int, c: int) -> PairedDataset:
+    return PairedDataset(model_baseline="m", model_candidate="m", dataset="d", paired=n, only_baseline=0,
+                         only_candidate=0, single_verdicts=True, losses=b, gains=c)
+
+
+@given(st.integers(1, 100_000), st.floats(0.0, 10.0), st.sampled_from(stats.CORRECTIONS))
+def test_identical_runs_are_never_a_regression_or_an_improvement(n: int, tolerance: float, correction: str) -> None:
+    options = GateOptions(tolerance=tolerance, correction=correction)  # type: ignore[arg-type]
+    raw = paired_test(_pairs(n, 0, 0), options)
+    assert raw["delta"] == 0.0 and raw["p_value"] == 1.0
+    assert classify(raw["delta"], raw["ci_low"], raw["ci_high"], 1.0, options) in ("no-difference", "inconclusive")
+
+
+@given(st.integers(0, 300), st.integers(0, 300), st.integers(0, 3000))
+def test_mcnemar_test_properties(b: int, c: int, concordant: int) -> None:
+    n = b + c + concordant
+    if n == 0:
+        return
+    raw = paired_test(_pairs(n, b, c), GateOptions())
+    assert 0.0 <= raw["p_value"] <= 1.0 and raw["mde"] > 0
+    assert raw["ci_low"] <= raw["delta"] <= raw["ci_high"]
+    if b == c:
+        assert raw["p_value"] == 1.0
