@@ -33,12 +33,15 @@ class StoreDecisions:
         """Per dataset (and model, when both sides hold the same models: :func:`pair_by_model`) the paired
         aggregates of two evaluations' predictions, joined on (dataset, example_index); one row per dataset seen on
         either side."""
-        by_model = pair_by_model(self._prediction_models(baseline), self._prediction_models(candidate))
+        models_b, models_c = self._prediction_models(baseline), self._prediction_models(candidate)
+        by_model = pair_by_model(models_b, models_c)
         rows = self._rows("paired examples", paired_sql(by_model), {"b": baseline, "c": candidate})
         out: list[PairedDataset] = []
         for row in rows:
-            dataset, model_b, model_c, paired, only_b, only_c, single, losses, gains, mean_b, mean_c, hist, span = row
+            dataset, unit_model, paired, only_b, only_c, single, losses, gains, mean_b, mean_c, hist, span = row
             values, counts = hist
+            model_b = unit_model if by_model else next(iter(models_b))
+            model_c = unit_model if by_model else next(iter(models_c))
             out.append(
                 PairedDataset(
                     model_baseline=model_b,

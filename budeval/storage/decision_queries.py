@@ -21,12 +21,12 @@ def paired_sql(by_model: bool) -> str:
     One scan of both evaluations' rows grouped by example (no join: both sides are aggregated side by side with
     ``-If`` combinators); an example's value per side is the mean over its replicas, ``k`` their count.
     ``value_range``: 100 when every paired value is a verdict, else the observed range of the paired values.
+    ``unit_model``: the model when paired model by model, else '' (each side then holds one model, known apart).
     """
     unit_model = "model" if by_model else "''"
     both = "k_b > 0 AND k_c > 0"
     return f"""
-    SELECT dataset,
-           anyIf(abbr_b, k_b > 0) AS model_b, anyIf(abbr_c, k_c > 0) AS model_c,
+    SELECT dataset, unit_model,
            countIf({both}) AS paired,
            countIf(k_b > 0 AND k_c = 0) AS only_b,
            countIf(k_b = 0 AND k_c > 0) AS only_c,
@@ -40,7 +40,6 @@ def paired_sql(by_model: bool) -> str:
                AS value_range
     FROM (
         SELECT {unit_model} AS unit_model, dataset, example_index,
-               anyIf(model, eval_id = %(b)s) AS abbr_b, anyIf(model, eval_id = %(c)s) AS abbr_c,
                countIf(eval_id = %(b)s) AS k_b, countIf(eval_id = %(c)s) AS k_c,
                avgIf(v, eval_id = %(b)s) AS m_b, avgIf(v, eval_id = %(c)s) AS m_c,
                minIf(is_verdict, eval_id = %(b)s) AS verdicts_b, minIf(is_verdict, eval_id = %(c)s) AS verdicts_c
