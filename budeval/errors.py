@@ -11,6 +11,7 @@
     │   ├── RunFailedError            a job ended without scores (crash, OOM, deadline, task errors)
     │   ├── ConflictError             an object exists that is not ours (e.g. a Job with foreign labels)
     │   ├── NotFoundError             an evaluation, run or object that does not exist
+    │   ├── GateRefusedError          a gate that cannot compare: no shared example, or the example sets differ
     │   ├── StoreQueryError           ClickHouse refused the statement itself (syntax, unknown table/column, types)
     │   └── SchemaVersionError        the store holds a newer schema than this code knows
     └── TransientError                retry with backoff (network, 5xx, 429, a server starting up)
@@ -119,6 +120,18 @@ class NotFoundError(TerminalError):
     reason = "not_found"
 
 
+class GateRefusedError(TerminalError):
+    """The regression gate refuses to compare two evaluations: they share no example with a verdict or score, or
+    their example sets differ (another dataset version). ``overlap``: per dataset the paired count and the examples
+    only in the baseline / only in the candidate (docs/decisions.md)."""
+
+    reason = "gate_refused"
+
+    def __init__(self, message: str, overlap: list[dict[str, object]] | None = None) -> None:
+        self.overlap = list(overlap or [])
+        super().__init__(message)
+
+
 class StoreQueryError(TerminalError):
     """ClickHouse refused the statement itself (an error code that no retry can change: syntax, unknown table or
     column, type mismatch, access denied); see ``budeval.storage.clickhouse.TERMINAL_CODES``."""
@@ -154,6 +167,7 @@ __all__ = [
     "BackendUnavailableError",
     "BudevalError",
     "ConflictError",
+    "GateRefusedError",
     "NoSummaryError",
     "NotFoundError",
     "PolicyError",

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "budeval.cli.data_commands",  # results, leaderboard, compare, migrate
     "budeval.cli.service_commands",  # serve, submit, status, cancel
     "budeval.cli.identity_commands",  # plan, explain
+    "budeval.cli.decision_commands",  # gate, series
 )
 
 

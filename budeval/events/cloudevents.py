@@ -11,7 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 SOURCE = "urn:budeval"
 TYPE_PREFIX = "io.budeval.evaluation."
 REQUEST_TYPE = "io.budeval.evaluation.requested"
-EventKind = Literal["started", "progress", "completed", "failed", "cancelled", "rejected", "duplicate"]
+EventKind = Literal[
+    "started", "progress", "completed", "failed", "cancelled", "rejected", "duplicate",
+    "gate.passed", "gate.failed", "gate.inconclusive",
+]
 
 
 class CloudEvent(BaseModel):

@@ -223,6 +223,22 @@ class Resources(Strict):
     queue: DnsLabel | None = None
 
 
+class GateSpec(Strict):
+    """Run the regression gate of this evaluation against ``baseline`` once it has finished, and publish
+    ``gate.passed`` / ``gate.failed`` / ``gate.inconclusive`` (docs/decisions.md; the options of ``budeval gate``)."""
+
+    #: An eval id, ``best:<experiment>`` or ``latest:<label>=<value>``.
+    baseline: Annotated[
+        str,
+        Field(max_length=300, pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?|best:[^\s]+|latest:[^=\s]+=[^\s]*)$"),
+    ]
+    tolerance: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
+    alpha: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.05
+    correction: Literal["holm", "bh", "none"] = "holm"
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
+    iterations: Annotated[int, Field(ge=100, le=100_000)] = 2000
+
+
 class EvalRequest(Strict):
     eval_id: DnsLabel
     experiment_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")] | None = None
@@ -240,6 +256,8 @@ class EvalRequest(Strict):
     force: bool = False
     #: One run per dataset (parallel, isolated failures) or one run for all datasets.
     split: Literal["per_dataset", "single"] = "per_dataset"
+    #: A regression gate to run after the evaluation (not part of the identity).
+    gate: GateSpec | None = None
 
     @model_validator(mode="after")
     def _datasets_or_suite(self) -> EvalRequest:

@@ -34,6 +34,7 @@ from budeval.policy.credentials import EndpointPolicy
 from budeval.schemas.ids import check_dns_label
 from budeval.service.admission import Admission, Decision, WorkflowClient
 from budeval.service.auth import DAPR_TOKEN_HEADER, Auth
+from budeval.service.decisions_routes import decisions_router
 from budeval.service.intake import MAX_REQUEST_BYTES
 from budeval.service.metrics import Metrics
 from budeval.storage.base import EvaluationRecord
@@ -394,6 +395,7 @@ def create_app(deps: ServiceDeps) -> FastAPI:
     app.include_router(open_routes)
     app.include_router(dapr_routes)
     app.include_router(api)
+    app.include_router(decisions_router(deps), dependencies=[Depends(bearer)])  # /gate, /series (decisions_routes)
     return app
 
 

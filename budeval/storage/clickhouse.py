@@ -27,6 +27,7 @@ from budeval.errors import BudevalError
 from budeval.logs import get_logger
 from budeval.schemas.results import ParsedRun, PredictionBatch
 from budeval.storage.base import EvaluationRecord, StoreReport
+from budeval.storage.clickhouse_decisions import StoreDecisions
 from budeval.storage.clickhouse_errors import TERMINAL_CODES, _first_line, store_error
 from budeval.storage.clickhouse_migrate import StoreMigrations
 from budeval.storage.clickhouse_reads import StoreReads
@@ -54,7 +55,7 @@ __all__ = ["DEFAULT_LINGER_S", "TERMINAL_CODES", "ClickHouseStore", "run_time", 
 DEFAULT_LINGER_S = 0.05
 
 
-class ClickHouseStore(StoreMigrations, StoreReads):
+class ClickHouseStore(StoreMigrations, StoreReads, StoreDecisions):
     """``ResultStore`` plus analyst queries over one clickhouse-connect client (guarded by a lock: chDB is one
     session per process, and a client handle must not interleave calls)."""
 

@@ -35,6 +35,7 @@ from budeval.workflow.models import (
     ExtractInput,
     FinalizeInput,
     FinishInput,
+    GateInput,
     Prepared,
     PrepareInput,
     RenderedRuns,
@@ -139,6 +140,7 @@ class EvalActivities:
             names.COLLECT: self.collect_run,
             names.FINALIZE: self.finalize_evaluation,
             names.PUBLISH: self.publish_event,
+            names.GATE: self.run_gate,
         }
 
     # -- activities ------------------------------------------------------------------------------------------------
@@ -224,6 +226,33 @@ class EvalActivities:
 
     def publish_event(self, ctx: Any, payload: dict[str, Any]) -> None:
         self._publish(EventInput.model_validate(payload))
+
+    def run_gate(self, ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+        """The request's regression gate against the finished evaluation, then its event (id ``<eval>.gate``):
+        ``gate.passed`` (no-difference or improvement), ``gate.failed`` (regression) or ``gate.inconclusive``
+        (inconclusive, or a gate that could not compare: refused, unknown baseline; ``error`` says why). A store
+        outage raises (retried by the workflow's policy). Returns the event's data."""
+        from budeval.decisions.gate import GateOptions, evaluate_gate  # the decisions layer, below the workflow
+        from budeval.errors import GateRefusedError, NotFoundError
+
+        inp = GateInput.model_validate(payload)
+        self._count(names.GATE)
+        spec = dict(inp.spec)
+        baseline = str(spec.pop("baseline"))
+        data: dict[str, Any]
+        store: Any = self.deps.store  # the ClickHouse store: a ResultStore with the decision reads
+        try:
+            report = evaluate_gate(store, baseline, inp.eval_id, GateOptions.model_validate(spec))
+        except (GateRefusedError, NotFoundError, ValidationError) as exc:
+            data = {"status": "inconclusive", "baseline": baseline, "candidate": inp.eval_id, "error": exc.reason,
+                    "message": exc.message, "overlap": getattr(exc, "overlap", None)}
+            kind = "gate.inconclusive"
+        else:
+            data = {"status": report.verdict, **report.model_dump(mode="json")}
+            kind = {"regression": "gate.failed", "inconclusive": "gate.inconclusive"}.get(report.verdict, "gate.passed")
+        event = EventInput(eval_id=inp.eval_id, kind=kind, event_id=f"{inp.eval_id}.gate", data=data)  # type: ignore[arg-type]
+        self._publish(event)
+        return {"kind": kind, **data}
 
     # -- steps -----------------------------------------------------------------------------------------------------
     def validate_request(self, payload: dict[str, Any]) -> ValidatedRequest:

@@ -216,10 +216,20 @@ class FinalizeInput(FinishInput):
 
 class EventInput(Model):
     eval_id: str
-    kind: Literal["started", "progress", "completed", "failed", "cancelled", "rejected"]
+    kind: Literal[
+        "started", "progress", "completed", "failed", "cancelled", "rejected",
+        "gate.passed", "gate.failed", "gate.inconclusive",
+    ]
     #: Deterministic event id: redelivery after a crash publishes the same id, so consumers can dedupe.
     event_id: str
     data: dict[str, Any]
+
+
+class GateInput(Model):
+    """The request's gate block for the evaluation that just finished (the candidate)."""
+
+    eval_id: str
+    spec: dict[str, Any]  # budeval.schemas.request.GateSpec as JSON
 
 
 class CleanupInput(Model):

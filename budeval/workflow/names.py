@@ -15,6 +15,7 @@ CHECK = "check_run"
 COLLECT = "collect_run"
 FINALIZE = "finalize_evaluation"
 PUBLISH = "publish_event"
+GATE = "run_gate"
 
 # Steps inside the activities: names in logs, Deps.calls and the crash points of faults.py.
 VALIDATE = "validate_request"

@@ -30,6 +30,7 @@ from budeval.workflow.models import (
     EvaluationResult,
     EventInput,
     FinalizeInput,
+    GateInput,
     Prepared,
     PrepareInput,
     RunInput,
@@ -104,7 +105,9 @@ def evaluation_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) ->
             archive_url=reusable.archive_url,
             scores=reusable.scores,
         )
-        return EvaluationResult.model_validate((yield finalize(reused, [], archive=False))).model_dump(mode="json")
+        finalized = yield finalize(reused, [], archive=False)
+        yield from _gate(ctx, inp, "reused", policy)
+        return EvaluationResult.model_validate(finalized).model_dump(mode="json")
 
     rendered = prepared.rendered
     specs = list(rendered.specs) if rendered is not None else []
@@ -153,7 +156,26 @@ def evaluation_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) ->
         why = f"finalize failed: {_failure_message(exc)}"
         yield _publish(ctx, eval_id, "failed", f"{eval_id}.failed", {"status": "failed", "reason": why}, policy)
         return result.model_copy(update={"outcome": "failed", "reason": why}).model_dump(mode="json")
+    yield from _gate(ctx, inp, outcome_name, policy)
     return EvaluationResult.model_validate(finalized).model_dump(mode="json")
+
+
+def _gate(ctx: wf.DaprWorkflowContext, inp: WorkflowInput, outcome: str, policy: BackoffPolicy) -> Gen:
+    """The request's optional gate block, after a finished evaluation with scores (the activity publishes its event;
+    a store that stays down through every retry is reported as ``gate.inconclusive``, never silently)."""
+    request = inp.request
+    if request.gate is None or outcome not in ("completed", "partial", "reused"):
+        return {}
+    gate_input = GateInput(eval_id=request.eval_id, spec=request.gate.model_dump(mode="json"))
+    try:
+        gated: dict[str, Any] = yield ctx.call_activity(
+            names.GATE, input=gate_input.model_dump(mode="json"), retry_policy=policy
+        )
+        return gated
+    except wf.TaskFailedError as exc:
+        data = {"status": "inconclusive", "error": "gate_failed", "message": _failure_message(exc)}
+        yield _publish(ctx, request.eval_id, "gate.inconclusive", f"{request.eval_id}.gate", data, policy)
+        return data
 
 
 def evaluation_run_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) -> Gen:

@@ -1,0 +1,72 @@
+"""The decision routes of the HTTP API: ``GET /gate`` (the regression gate of ``budeval gate``) and
+``GET /series/{experiment}`` (the checkpoint series of ``budeval series``). Registered by ``create_app`` behind the
+same bearer token as the other read routes; docs/decisions.md.
+
+Answers: 200 with the report (any verdict: the gate's verdict is data, not an HTTP error); 404 an unknown
+evaluation, experiment or a baseline rule that matches nothing; 409 a refused gate (the example sets differ or
+nothing pairs), with the overlap counts; 422 bad parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from budeval.decisions.gate import GateOptions, evaluate_gate
+from budeval.decisions.series import build_series
+from budeval.decisions.stats import Correction
+from budeval.errors import GateRefusedError, NotFoundError, ValidationError
+
+
+def _error(status: int, reason: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": reason, "message": message, **extra}, status_code=status)
+
+
+def decisions_router(deps: Any) -> APIRouter:
+    """The routes over ``deps.store`` (a ClickHouse store or a wrapper forwarding its queries)."""
+    router = APIRouter(tags=["decisions"])
+
+    @router.get("/gate", summary="Paired regression gate of a candidate against a baseline")
+    async def gate(
+        baseline: Annotated[str, Query(max_length=300, description="eval id, best:<experiment>, latest:<k>=<v>")],
+        candidate: Annotated[str, Query(max_length=63)],
+        tolerance: Annotated[float, Query(ge=0.0, le=100.0)] = 1.0,
+        alpha: Annotated[float, Query(gt=0.0, lt=1.0)] = 0.05,
+        correction: Correction = "holm",
+        seed: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+        iterations: Annotated[int, Query(ge=100, le=100_000)] = 2000,
+    ) -> JSONResponse:
+        options = GateOptions(tolerance=tolerance, alpha=alpha, correction=correction, seed=seed,
+                              iterations=iterations)
+        try:
+            report = await run_in_threadpool(evaluate_gate, deps.store, baseline, candidate, options)
+        except GateRefusedError as exc:
+            return _error(409, exc.reason, exc.message, overlap=exc.overlap)
+        except NotFoundError as exc:
+            return _error(404, exc.reason, exc.message)
+        except ValidationError as exc:
+            return _error(422, exc.reason, exc.message)
+        return JSONResponse(report.model_dump(mode="json"))
+
+    @router.get("/series/{experiment}", summary="Learning curves and per-example evolution of an experiment")
+    async def series(
+        experiment: Annotated[str, Path(max_length=128)],
+        dataset: Annotated[str | None, Query(max_length=200)] = None,
+        alpha: Annotated[float, Query(gt=0.0, lt=1.0)] = 0.05,
+        correction: Correction = "holm",
+        examples: Annotated[int, Query(ge=0, le=1000)] = 10,
+    ) -> JSONResponse:
+        try:
+            report = await run_in_threadpool(
+                lambda: build_series(
+                    deps.store, experiment, dataset=dataset, alpha=alpha, correction=correction, limit=examples
+                )
+            )
+        except NotFoundError as exc:
+            return _error(404, exc.reason, exc.message)
+        return JSONResponse(report.model_dump(mode="json"))
+
+    return router

@@ -1,0 +1,172 @@
+"""SQL of the decisions (regression gate, checkpoint series): per-example pairing and aggregation run in ClickHouse,
+so only a handful of numbers per dataset (and a histogram of per-example differences) leave the store.
+
+docs/decisions.md shows the same queries for analysts to run by hand.
+"""
+
+from __future__ import annotations
+
+from budeval.storage.queries import PROMPT_CHARS
+
+#: An example's value on one side: its verdict as 0 / 100 (points of accuracy), else the evaluator's numeric score;
+#: rows with neither are not compared.
+VALUE_SQL = "if(correct IS NULL, score, toFloat64(assumeNotNull(correct)) * 100)"
+
+
+def paired_sql(by_model: bool) -> str:
+    """Per (model pairing, dataset): paired / one-sided example counts, McNemar's discordant counts, the means and
+    the histogram of per-example differences (candidate ``c`` - baseline ``b``, rounded to 1e-9 so that float noise
+    does not split equal differences). Parameters: ``b`` (baseline eval id), ``c`` (candidate eval id).
+
+    One scan of both evaluations' rows grouped by example (no join: both sides are aggregated side by side with
+    ``-If`` combinators); an example's value per side is the mean over its replicas, ``k`` their count.
+    ``value_range``: 100 when every paired value is a verdict, else the observed range of the paired values.
+    ``unit_model``: the model when paired model by model, else '' (each side then holds one model, known apart).
+    """
+    unit_model = "model" if by_model else "''"
+    both = "k_b > 0 AND k_c > 0"
+    return f"""
+    SELECT dataset, unit_model,
+           countIf({both}) AS paired,
+           countIf(k_b > 0 AND k_c = 0) AS only_b,
+           countIf(k_b = 0 AND k_c > 0) AS only_c,
+           countIf({both} AND NOT (k_b = 1 AND k_c = 1 AND verdicts_b AND verdicts_c)) = 0 AS single_verdicts,
+           countIf({both} AND m_b = 100 AND m_c = 0) AS losses,
+           countIf({both} AND m_b = 0 AND m_c = 100) AS gains,
+           avgIf(m_b, {both}) AS mean_b, avgIf(m_c, {both}) AS mean_c,
+           sumMapIf([round(m_c - m_b, 9)], [toUInt64(1)], {both}) AS histogram,
+           if(countIf({both} AND NOT (verdicts_b AND verdicts_c)) = 0, 100,
+              greatest(maxIf(m_b, {both}), maxIf(m_c, {both})) - least(minIf(m_b, {both}), minIf(m_c, {both})))
+               AS value_range
+    FROM (
+        SELECT {unit_model} AS unit_model, dataset, example_index,
+               countIf(eval_id = %(b)s) AS k_b, countIf(eval_id = %(c)s) AS k_c,
+               avgIf(v, eval_id = %(b)s) AS m_b, avgIf(v, eval_id = %(c)s) AS m_c,
+               minIf(is_verdict, eval_id = %(b)s) AS verdicts_b, minIf(is_verdict, eval_id = %(c)s) AS verdicts_c
+        FROM (SELECT eval_id, model, dataset, example_index, assumeNotNull({VALUE_SQL}) AS v,
+                     correct IS NOT NULL AS is_verdict
+              FROM predictions FINAL
+              WHERE eval_id IN (%(b)s, %(c)s) AND (correct IS NOT NULL OR score IS NOT NULL))
+        GROUP BY unit_model, dataset, example_index
+    )
+    GROUP BY unit_model, dataset
+    ORDER BY dataset, unit_model
+    """
+
+
+#: ``best:<experiment>``: the evaluation of an experiment with the highest mean of its scores.
+BEST_OF_EXPERIMENT_SQL = """
+    SELECT eval_id FROM scores_current
+    WHERE experiment_id = %(value)s AND score IS NOT NULL AND eval_id != %(exclude)s
+      AND eval_status IN ('completed', 'partial', 'reused')
+    GROUP BY eval_id
+    ORDER BY avg(score) DESC, eval_id ASC
+    LIMIT 1
+"""
+
+#: ``latest:<label>=<value>``: the newest evaluation carrying that label value.
+LATEST_WITH_LABEL_SQL = """
+    SELECT eval_id FROM evaluations FINAL
+    WHERE labels[%(label)s] = %(value)s AND eval_id != %(exclude)s
+      AND status IN ('completed', 'partial', 'reused')
+    ORDER BY created_at DESC NULLS LAST, eval_id DESC
+    LIMIT 1
+"""
+
+
+# -- checkpoint series ------------------------------------------------------------------------------------------------
+#: The checkpoints of an experiment (``experiment_id``), in training order: the ``step`` label when it is an integer,
+#: else after every numbered one by creation time.
+CHECKPOINTS_SQL = """
+    SELECT eval_id, labels['step'] AS step, created_at
+    FROM evaluations FINAL
+    WHERE experiment_id = %(series)s AND status IN ('completed', 'partial', 'reused')
+    ORDER BY toUInt64OrNull(labels['step']) ASC NULLS LAST, created_at ASC NULLS LAST, eval_id ASC
+"""
+
+
+def _series_examples(with_dataset: bool) -> str:
+    # Per example: its (position, mean verdict over replicas) at every checkpoint that judged it, in position order.
+    # Parameters: ids (eval ids in training order), positions (0..n-1), and dataset when filtered.
+    dataset_filter = "AND dataset = %(dataset)s" if with_dataset else ""
+    return f"""
+    per AS (
+        SELECT dataset, example_index, transform(eval_id, %(ids)s, %(positions)s, 0) AS pos,
+               avg(toFloat64(assumeNotNull(correct))) AS m, count() AS k
+        FROM predictions FINAL
+        WHERE eval_id IN %(ids)s AND correct IS NOT NULL {dataset_filter}
+        GROUP BY dataset, example_index, eval_id
+    ),
+    ex AS (
+        SELECT dataset, example_index,
+               arraySort(x -> x.1, groupArray((pos, m, k))) AS seq,
+               arrayMap(x -> x.1, seq) AS ps,
+               arrayMap(x -> x.2, seq) AS ms,
+               arrayMap(x -> x.3, seq) AS ks,
+               arrayMap(x -> x >= 0.5, ms) AS oks
+        FROM per
+        GROUP BY dataset, example_index
+    )
+    """
+
+
+def series_points_sql(with_dataset: bool) -> str:
+    """Per (dataset, checkpoint position): examples, mean and variance of the per-example verdicts (0-1; with
+    replicas each example's mean), the most replicas of an example, transitions from the example's previous
+    checkpoint (learned: wrong -> right, forgotten: right -> wrong; an example is right when at least half its
+    replicas are) and McNemar's counts against the example's first checkpoint."""
+    return f"""
+    WITH {_series_examples(with_dataset)}
+    SELECT dataset, ps[i] AS pos, count() AS examples, avg(ms[i]) AS mean, varSamp(ms[i]) AS var, max(ks[i]) AS k,
+           countIf(i > 1) AS with_previous,
+           countIf(i > 1 AND NOT oks[i - 1] AND oks[i]) AS learned,
+           countIf(i > 1 AND oks[i - 1] AND NOT oks[i]) AS forgotten,
+           countIf(oks[1] AND NOT oks[i]) AS losses_vs_first,
+           countIf(NOT oks[1] AND oks[i]) AS gains_vs_first
+    FROM ex
+    ARRAY JOIN arrayEnumerate(ps) AS i
+    GROUP BY dataset, pos
+    ORDER BY dataset, pos
+    """
+
+
+#: An example's kind over the series: easy (always right), hard (never right), forgotten (right before, wrong at its
+#: latest checkpoint), learned (wrong first, right from its first right on), unstable (right at the latest, but wrong
+#: again after a first right).
+_KIND = """
+    multiIf(arrayAll(x -> x, oks), 'easy',
+            NOT arrayExists(x -> x, oks), 'hard',
+            NOT oks[-1], 'forgotten',
+            arrayAll(x -> x, arraySlice(oks, arrayFirstIndex(x -> x, oks))), 'learned',
+            'unstable')
+"""
+
+
+def series_kinds_sql(with_dataset: bool) -> str:
+    """Per (dataset, kind): the first ``limit`` examples (learned ones latest-learned first) with the position where
+    each was first right (0 when never), and on every row the kind's totals over the series: examples and flips
+    (changes between consecutive checkpoints). One pass: the totals are window aggregates computed before
+    ``LIMIT BY``."""
+    return f"""
+    WITH {_series_examples(with_dataset)}
+    SELECT dataset, example_index, kind, first_right,
+           count() OVER w AS kind_examples, sum(flips) OVER w AS kind_flips
+    FROM (
+        SELECT dataset, example_index, {_KIND} AS kind,
+               if(arrayExists(x -> x, oks), ps[arrayFirstIndex(x -> x, oks)], 0) AS first_right,
+               length(arrayFilter((a, b) -> a != b, arrayPopFront(oks), arrayPopBack(oks))) AS flips
+        FROM ex
+    )
+    WINDOW w AS (PARTITION BY dataset, kind)
+    ORDER BY dataset, kind, if(kind = 'learned', first_right, 0) DESC, example_index
+    LIMIT %(limit)s BY dataset, kind
+    """
+
+
+#: Prompt and gold of listed examples (``pairs``: (dataset, example_index) tuples) from any checkpoint of ``ids``.
+EXAMPLE_TEXTS_SQL = f"""
+    SELECT dataset, example_index, any(leftUTF8(prompt, {PROMPT_CHARS})), any(gold)
+    FROM predictions
+    WHERE eval_id IN %(ids)s AND (dataset, example_index) IN %(pairs)s
+    GROUP BY dataset, example_index
+"""
