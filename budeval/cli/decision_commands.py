@@ -15,7 +15,7 @@ from typing import Any, NoReturn, TextIO
 
 from pydantic import ValidationError as PydanticValidationError
 
-from budeval.cli.data_commands import _emit_json, _store, _store_arg, _table
+from budeval.cli.common import emit_json, migrated_store, store_arg, table
 from budeval.decisions.gate import EXIT_ERROR, GateOptions, GateReport, evaluate_gate
 from budeval.decisions.series import SeriesReport, build_series
 from budeval.decisions.stats import CORRECTIONS
@@ -37,7 +37,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--correction", choices=CORRECTIONS, default="holm", help="across datasets (default holm)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--iterations", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    _store_arg(p)
+    store_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON only")
     p.set_defaults(func=cmd_gate)
     _exit_3_on_usage_errors(p)
@@ -54,7 +54,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--alpha", type=float, default=0.05, help="significance level after correction (default 0.05)")
     p.add_argument("--correction", choices=CORRECTIONS, default="holm", help="across checkpoints (default holm)")
     p.add_argument("--examples", type=int, default=10, metavar="N", help="examples listed per kind (default 10)")
-    _store_arg(p)
+    store_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON only")
     p.set_defaults(func=cmd_series)
 
@@ -88,7 +88,7 @@ def print_gate(report: GateReport, out: TextIO) -> None:
     )
     # Several models on each side (paired model by model): a dataset appears once per model.
     many = len({r.dataset for r in report.datasets}) < len(report.datasets)
-    _table(
+    table(
         (*(["model"] if many else []), "dataset", "n", "method", "baseline", "candidate", "delta",
          f"{100 * (1 - o.alpha):g}% CI", "p", f"p ({o.correction})", "mde", "verdict"),
         [
@@ -126,7 +126,7 @@ def cmd_gate(args: argparse.Namespace, out: TextIO | None = None) -> int:
         print(f"budeval: error: --{where}: {first['msg']}", file=sys.stderr)
         return EXIT_ERROR
     try:
-        with _store(args) as store:
+        with migrated_store(args) as store:
             report = evaluate_gate(store, args.baseline, args.candidate, options)
     except BudevalError as exc:
         print(f"budeval: error: {exc}", file=sys.stderr)
@@ -135,10 +135,10 @@ def cmd_gate(args: argparse.Namespace, out: TextIO | None = None) -> int:
                                    "exit_code": EXIT_ERROR}
             if isinstance(exc, GateRefusedError):
                 doc["overlap"] = exc.overlap
-            _emit_json(doc, out)
+            emit_json(doc, out)
         return EXIT_ERROR
     if args.json:
-        _emit_json(report.model_dump(mode="json"), out)
+        emit_json(report.model_dump(mode="json"), out)
     else:
         print_gate(report, out)
     return report.exit_code
@@ -153,7 +153,7 @@ def print_series(report: SeriesReport, out: TextIO) -> None:
     out.write(f"series {report.series}: {len(report.checkpoints)} checkpoints\n")
     for ds in report.datasets:
         out.write(f"\n{ds.dataset}\n")
-        _table(
+        table(
             ("step", "eval", "n", "score", f"{100 * (1 - report.alpha):g}% CI", "learned", "forgotten",
              "vs first", f"p ({report.correction})"),
             [
@@ -206,13 +206,13 @@ def cmd_series(args: argparse.Namespace, out: TextIO | None = None) -> int:
         raise ValidationError(f"must lie strictly between 0 and 1, not {args.alpha}", field="--alpha")
     if args.examples < 0:
         raise ValidationError(f"must be >= 0, not {args.examples}", field="--examples")
-    with _store(args) as store:
+    with migrated_store(args) as store:
         report = build_series(
             store, args.series, dataset=args.dataset, alpha=args.alpha, correction=args.correction,
             limit=args.examples,
         )
     if args.json:
-        _emit_json(report.model_dump(mode="json"), out)
+        emit_json(report.model_dump(mode="json"), out)
     else:
         print_series(report, out)
     return 0
