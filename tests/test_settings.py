@@ -303,3 +303,25 @@ def test_docs_name_the_precedence() -> None:
     text = (ROOT / "docs" / "settings.md").read_text(encoding="utf-8")
     assert re.search(r"1\. \*\*Flags\*\*.*2\. \*\*Environment variables\*\*.*3\. \*\*A settings file\*\*.*"
                      r"4\. \*\*Defaults\*\*", text, re.S)
+
+
+# -- the activities' retry policy comes from the settings copied into the workflow input -----------------------------
+def test_activity_retry_policy_from_settings() -> None:
+    from datetime import timedelta
+
+    from budeval.workflow.models import WorkflowInput
+    from budeval.workflow.policies import transient
+
+    default = Settings.from_env({})
+    policy = transient(10, default.activity_retry_first_s, default.activity_retry_max_s)
+    assert (policy.first_retry_interval, policy.max_number_of_attempts) == (timedelta(seconds=1), 5)  # 1+2+4+8
+    assert policy.max_retry_interval == timedelta(seconds=60)
+    tuned = Settings.from_env({"BUDEVAL_ACTIVITY_RETRY_FIRST_S": "2", "BUDEVAL_ACTIVITY_RETRY_MAX_S": "4"})
+    policy = transient(10, tuned.activity_retry_first_s, tuned.activity_retry_max_s)  # waits 2, 4, 4
+    assert (policy.first_retry_interval, policy.max_number_of_attempts) == (timedelta(seconds=2), 4)
+    assert policy.max_retry_interval == timedelta(seconds=4)
+    # an input recorded before these were settings replays with the old policy
+    old = WorkflowInput.model_validate({"request": {"eval_id": "e1", "model": {"name": "m", "source": {
+        "type": "huggingface", "path": "org/m"}}, "datasets": ["tiny_qa"]}, "received_at": "2026-01-01T00:00:00+00:00"})
+    legacy = transient(old.retry_window_s, old.retry_first_s, old.retry_max_s)
+    assert (legacy.first_retry_interval, legacy.max_number_of_attempts) == (timedelta(seconds=1), 8)

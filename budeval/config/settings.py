@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     #: Seconds the workflow's activities keep retrying transient failures (archive, store, broker, API server down)
     #: with backoff (1 s doubling to 60 s) before the step fails; budeval/workflow/policies.py.
     activity_retry_window_s: float = Field(default=1800.0, ge=0, le=7 * 24 * 3600)
+    #: The first pause between those retries and the longest (it doubles in between).
+    activity_retry_first_s: float = Field(default=1.0, gt=0, le=3600)
+    activity_retry_max_s: float = Field(default=60.0, gt=0, le=24 * 3600)
     #: A run's status is polled (as a fallback to the watch) after this many seconds, doubling up to the maximum.
     poll_initial_s: float = 5.0
     poll_max_s: float = 60.0

@@ -58,7 +58,7 @@ def _publish(ctx: wf.DaprWorkflowContext, eval_id: str, kind: str, event_id: str
 
 def evaluation_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) -> Gen:
     inp = WorkflowInput.model_validate(payload)
-    policy = transient(inp.retry_window_s)
+    policy = transient(inp.retry_window_s, inp.retry_first_s, inp.retry_max_s)
     request = inp.request
     eval_id = request.eval_id
     started_at = ctx.current_utc_datetime
@@ -114,7 +114,7 @@ def evaluation_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) ->
             spec = specs.pop(0)
             run_input = RunInput(
                 spec=spec, poll_initial_s=inp.poll_initial_s, poll_max_s=inp.poll_max_s, deadline=deadline.isoformat(),
-                retry_window_s=inp.retry_window_s,
+                retry_window_s=inp.retry_window_s, retry_first_s=inp.retry_first_s, retry_max_s=inp.retry_max_s,
             )
             child = ctx.call_child_workflow(
                 names.RUN_WORKFLOW,
@@ -157,7 +157,7 @@ def evaluation_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) ->
 
 def evaluation_run_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) -> Gen:
     inp = RunInput.model_validate(payload)
-    policy = transient(inp.retry_window_s)
+    policy = transient(inp.retry_window_s, inp.retry_first_s, inp.retry_max_s)
     spec = inp.spec
     deadline = datetime.fromisoformat(inp.deadline)
 
