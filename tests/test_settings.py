@@ -252,8 +252,10 @@ def test_credential_values_are_read_as_secrets(monkeypatch: pytest.MonkeyPatch) 
 
 # -- one place reads the environment ----------------------------------------------------------------------------------
 #: Modules allowed to read the process environment: the config package (and runenv, which builds a child's
-#: environment, though today it gets it from budeval.config.process_environment).
-ALLOWED = ("budeval/config/", "budeval/backends/runenv.py")
+#: environment, though today it gets it from budeval.config.process_environment), and the entry point of the
+#: embedded sidecar run as its own program (``python -m budeval.sidecar``): it stands in for daprd, reads
+#: ``APP_API_TOKEN`` as daprd does, and may not import budeval.config (import-linter contract).
+ALLOWED = ("budeval/config/", "budeval/backends/runenv.py", "budeval/sidecar/embedded.py")
 
 
 def _is_environment_access(node: ast.AST) -> bool:

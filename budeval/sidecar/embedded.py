@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m budeval.sidecar.embedded --state FILE [--grpc-port P] [--http-port Q] [--app-port A]``."""
     import argparse
     import json
+    import os
     import signal
     import sys
     import threading
@@ -129,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-connections", type=int, default=256, help="HTTP connections served at once")
     parser.add_argument("--max-json-depth", type=int, default=DEFAULT_MAX_DEPTH, help="JSON nesting limit")
     parser.add_argument("--app-token-stdin", action="store_true",
-                        help="read Dapr's app API token (sent to the app with every call) from the first line of stdin")
+                        help="read Dapr's app API token (sent to the app with every call) from the first line of "
+                             "stdin; default: APP_API_TOKEN, as daprd")
     parser.add_argument("--forget-bodies", action="append", default=[], metavar="TOPIC",
                         help="drop a message's body from the log once delivered (repeatable)")
     args = parser.parse_args(argv)
@@ -138,8 +140,12 @@ def main(argv: list[str] | None = None) -> int:
 
         die_with_parent(args.parent_pid)
     configure(args.log_level)
-    # The app token comes on stdin, never from argv (visible in ps) nor the environment (budeval/config owns it).
-    app_token = sys.stdin.readline().strip() or None if args.app_token_stdin else None
+    # The app token: on stdin from `budeval serve` (never in argv, visible in ps), else from the environment as daprd
+    # reads it. This program stands in for daprd and imports nothing of budeval.config, so it reads its own variable.
+    if args.app_token_stdin:
+        app_token = sys.stdin.readline().strip() or None
+    else:
+        app_token = os.environ.get("APP_API_TOKEN", "").strip() or None
     sidecar = EmbeddedSidecar(args.state, args.grpc_port, args.http_port, app_port=args.app_port, app_token=app_token,
                               read_timeout_s=args.read_timeout, max_connections=args.max_connections,
                               max_json_depth=args.max_json_depth, forget_bodies=tuple(args.forget_bodies)).start()
