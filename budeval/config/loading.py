@@ -5,7 +5,8 @@ and the few foreign names such as ``APP_API_TOKEN``), the settings file (``BUDEV
 --settings FILE``), defaults. A bad value raises :class:`budeval.errors.ConfigError` naming the setting and its
 variable, never the value (it may be a secret).
 
-This package is the only place in budeval that reads ``os.environ`` (checked by tests/test_settings.py): besides the
+This package is the only place in budeval that reads ``os.environ`` (checked by tests/test_settings.py; the one
+exception is the embedded sidecar run as its own program, which reads ``APP_API_TOKEN`` as daprd does): besides the
 settings, :func:`credential_secret` (a run's API key, read when the run starts), :func:`process_environment` (what
 budeval/backends/runenv.py filters for a child process) and :func:`point_dapr_sdk_at` (the Dapr SDK reads its
 sidecar's address from the environment).
