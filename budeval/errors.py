@@ -3,6 +3,7 @@
     BudevalError
     ├── TerminalError                 fail now, never retry (bad input, broken files, a run that failed)
     │   ├── ValidationError           a request or setting that does not satisfy the schema
+    │   ├── ConfigError               a setting (flag, variable, settings file) that is not valid
     │   ├── UnsafeIdError             an id that is not a DNS label (path traversal, upper case, too long)
     │   ├── PolicyError               a request reaching past what the operator allows (credential, host, path)
     │   ├── ResultParseError          an OpenCompass output file is missing, empty, truncated or garbled
@@ -63,6 +64,17 @@ class ValidationError(TerminalError):
     def __init__(self, message: str, field: str | None = None) -> None:
         self.field = field
         super().__init__(message if field is None else f"{field}: {message}")
+
+
+class ConfigError(ValidationError):
+    """A setting that is not valid (budeval/config): the message names the setting and its variable, never the
+    value (it may be a secret)."""
+
+    reason = "invalid_setting"
+
+    def __init__(self, message: str, variable: str | None = None) -> None:
+        self.variable = variable
+        super().__init__(message)
 
 
 class UnsafeIdError(ValidationError):
@@ -166,6 +178,7 @@ __all__ = [
     "ArchiveUnavailableError",
     "BackendUnavailableError",
     "BudevalError",
+    "ConfigError",
     "ConflictError",
     "GateRefusedError",
     "NoSummaryError",

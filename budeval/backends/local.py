@@ -44,7 +44,7 @@ from budeval.backends.local_markers import (
     _write_atomic,
 )
 from budeval.backends.runenv import run_environment, secret_env_name
-from budeval.config import Settings
+from budeval.config import Settings, credential_secret, process_environment
 from budeval.engine.environment import CAPTURE_SCRIPT
 from budeval.errors import BackendUnavailableError, ValidationError
 from budeval.logs import get_logger
@@ -53,10 +53,9 @@ from budeval.schemas.request import EndpointModel
 
 #: Environment variable OpenCompass's OpenAI models read (``key='ENV'`` in the rendered config).
 API_KEY_ENV = "OPENAI_API_KEY"
-#: How long a ``starting`` marker without a pid may exist before the start is considered lost.
-START_GRACE_S = 60.0
-#: SIGTERM first; SIGKILL for what is left after this many seconds.
-KILL_GRACE_S = 5.0
+# Timing is settings: ``local_start_grace_s`` (how long a ``starting`` marker without a pid may exist before the
+# start is considered lost), ``local_kill_grace_s`` (SIGTERM first; SIGKILL for what is left after it),
+# ``local_poll_s`` (the watcher's pass interval).
 
 # $1 python, $2 config, $3 work dir, $4 max workers, $5 the environment capture script (budeval.engine.environment:
 # the run records its own interpreter, devices and host first). Exit code to a temp file then renamed: readers never
@@ -74,14 +73,14 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, settings: Settings, poll_s: float = 1.0) -> None:
+    def __init__(self, settings: Settings, poll_s: float | None = None) -> None:
         self.settings = settings
         # Absolute: OpenCompass runs with cwd .budeval/, so a relative root would point elsewhere for it.
         self.root = settings.resolved_results_root().absolute()
         # A path is made absolute (the wrapper's cwd is the run's folder); a bare name is looked up on PATH.
         self.python = settings.resolved_opencompass_python()
         self.max_parallel = max(1, settings.max_parallel_runs)
-        self.poll_s = poll_s
+        self.poll_s = settings.local_poll_s if poll_s is None else poll_s
         self._lock = threading.RLock()
         self._children: dict[int, subprocess.Popen[bytes]] = {}  # reaped by poll(): no zombie looks alive
 
@@ -157,8 +156,8 @@ class LocalBackend:
         if not isinstance(source, EndpointModel) or source.api_key_secret is None:
             return {}
         var = secret_env_name(source.api_key_secret.name, source.api_key_secret.key)
-        value = os.environ.get(var)
-        if not value:
+        secret = credential_secret(var)
+        if secret is None:
             # Named from the request alone (the variable of *this* reference): the answer says nothing of other
             # variables, and is the same whether or not anything else of that name exists.
             raise ValidationError(
@@ -166,7 +165,7 @@ class LocalBackend:
                 f"(an operator sets {var} in the service's environment: docs/security.md)",
                 field="model",
             )
-        return {API_KEY_ENV: value}
+        return {API_KEY_ENV: secret.get_secret_value()}
 
     def _pid(self, run: _Run) -> int | None:
         raw = run.read("pid")
@@ -200,7 +199,7 @@ class LocalBackend:
                 os.killpg(pid, sig)
             except (ProcessLookupError, PermissionError):
                 return
-            deadline = time.monotonic() + (KILL_GRACE_S if sig == signal.SIGTERM else 2.0)
+            deadline = time.monotonic() + (self.settings.local_kill_grace_s if sig == signal.SIGTERM else 2.0)
             while time.monotonic() < deadline:
                 child = self._children.get(pid)
                 if child is not None:
@@ -268,7 +267,7 @@ class LocalBackend:
             _write_atomic(run.file("exit_code"), "1\n")
             return False
         # Only what OpenCompass needs, and only the key this run asked for (budeval/backends/runenv.py).
-        env = run_environment(os.environ, self.settings.run_env_passthrough, key_env)
+        env = run_environment(process_environment(), self.settings.run_env_passthrough, key_env)
         gpus = spec.resources.gpus
         if gpus > 0 and "CUDA_VISIBLE_DEVICES" not in env and not Path("/dev/nvidia0").exists():
             # OpenCompass's LocalRunner asserts it sees num_gpus devices; on a host without GPUs, name ids so the
@@ -328,8 +327,8 @@ class LocalBackend:
             try:
                 age = time.time() - float(starting.strip() or 0)
             except ValueError:
-                age = START_GRACE_S + 1
-            if age > START_GRACE_S:
+                age = self.settings.local_start_grace_s + 1
+            if age > self.settings.local_start_grace_s:
                 return state("failed", "crash", "the run was being started when its starter died")
             return state("pending", message="starting")
         return state("pending", message="queued")

@@ -1,7 +1,12 @@
 """The ``budeval`` command: one entry point; each concern registers its subcommands from its own module.
 
 Contract relied on by scripts and checks: a failing command prints exactly one line ``budeval: error: <reason>`` on
-stderr and exits non-zero (2 for usage errors, 1 for everything else); ``--json`` output is the only thing on stdout.
+stderr and exits non-zero (2 for usage errors, 1 for everything else, a setting that is not valid included);
+``--json`` output is the only thing on stdout.
+
+Settings for every command: ``--settings FILE`` (instead of ``BUDEVAL_SETTINGS_FILE``) and ``--set NAME=VALUE``
+(repeatable; above the environment and the file), before the command: ``budeval --set port=9000 serve``
+(docs/settings.md).
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+from budeval.config import cli_settings, parse_flags
 from budeval.errors import BudevalError
 
 #: Modules with a ``register(subparsers)`` function; each subcommand sets ``func(args) -> int`` via set_defaults.
@@ -25,6 +32,10 @@ COMMAND_MODULES = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="budeval", description="Kubernetes-native orchestrator for LLM evaluations")
+    parser.add_argument("--settings", type=Path, default=None, metavar="FILE",
+                        help="settings file (.yaml, .json, .toml or a dotenv file); default: $BUDEVAL_SETTINGS_FILE")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="set_values",
+                        help="a setting above the environment and the file, e.g. port=9000 (repeatable)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
@@ -36,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
+        with cli_settings(parse_flags(args.set_values), args.settings):
+            return func(args)
     except BudevalError as exc:
         print(f"budeval: error: {exc}", file=sys.stderr)
         return 1

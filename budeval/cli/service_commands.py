@@ -2,14 +2,14 @@
 
 ``submit`` takes the same path as any producer: a CloudEvent published through the Dapr HTTP publish API (daprd at
 ``DAPR_HTTP_PORT``, or the embedded sidecar of the running ``budeval serve``, found in ``{data_dir}/serve.json``).
-``--wait`` follows the events topic through the embedded sidecar's message log until the evaluation ends.
+``--wait`` follows the events topic through the embedded sidecar's message log until the evaluation ends. Timeouts
+and the poll interval are settings (``client_*``, ``sidecar_probe_timeout_s``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import uuid
@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from budeval.config import Settings
+from budeval.config import Settings, reveal
 from budeval.errors import BudevalError, NotFoundError, TransientError, ValidationError
 from budeval.events.cloudevents import kind_of, make_request_event, to_json
 from budeval.jsonlimits import TooDeepError, check_depth
@@ -28,7 +28,6 @@ from budeval.service.intake import MAX_REQUEST_BYTES
 FINAL_KINDS = frozenset({"completed", "failed", "cancelled", "rejected"})
 #: Workflow states of an existing evaluation that will still publish its final event.
 _STILL_RUNNING = frozenset({"PENDING", "RUNNING", "SUSPENDED", "STALLED"})
-_POLL_S = 0.5
 
 
 def register(subparsers: Any) -> None:
@@ -60,7 +59,7 @@ def _serve_info(settings: Settings) -> dict[str, Any]:
 
 
 def api_url(settings: Settings) -> str:
-    explicit = os.environ.get("BUDEVAL_API_URL", "").strip()
+    explicit = settings.api_url.strip()
     if explicit:
         return explicit.rstrip("/")
     info = _serve_info(settings)
@@ -71,7 +70,7 @@ def api_token(settings: Settings) -> str | None:
     from budeval.service.auth import load_api_token
     from budeval.service.runtime import TOKEN_FILE
 
-    token = load_api_token()
+    token = load_api_token(settings)
     if token:
         return token
     local = settings.data_dir / TOKEN_FILE
@@ -80,18 +79,18 @@ def api_token(settings: Settings) -> str | None:
 
 def sidecar_url(settings: Settings) -> str | None:
     """The Dapr HTTP API: ``DAPR_HTTP_ENDPOINT``/``DAPR_HTTP_PORT`` if set, else the running service's sidecar."""
-    endpoint = os.environ.get("DAPR_HTTP_ENDPOINT", "").strip()
+    endpoint = settings.dapr_http_endpoint.strip()
     if endpoint:
         return endpoint.rstrip("/")
-    port = os.environ.get("DAPR_HTTP_PORT", "").strip()
+    port = settings.dapr_http_port
     if port:
         return f"http://127.0.0.1:{port}"
     info = _serve_info(settings)
     return f"http://127.0.0.1:{info['dapr_http_port']}" if info.get("dapr_http_port") else None
 
 
-def _dapr_headers() -> dict[str, str]:
-    token = os.environ.get("DAPR_API_TOKEN", "").strip()
+def _dapr_headers(settings: Settings) -> dict[str, str]:
+    token = (reveal(settings.dapr_api_token) or "").strip()
     return {"dapr-api-token": token} if token else {}
 
 
@@ -125,16 +124,17 @@ def _read_request(name: str, max_depth: int) -> dict[str, Any]:
 
 def _wait_ready(settings: Settings, deadline: float) -> str:
     """The sidecar URL to publish to, once the service (embedded) or daprd (external) answers."""
-    explicit = bool(os.environ.get("DAPR_HTTP_ENDPOINT") or os.environ.get("DAPR_HTTP_PORT"))
+    explicit = bool(settings.dapr_http_endpoint or settings.dapr_http_port)
     last = "no running service found (start `budeval serve`)"
     while True:
         url = sidecar_url(settings)
         if url is not None:
             try:
                 if explicit:
-                    ok = httpx.get(f"{url}/v1.0/healthz/outbound", timeout=2.0).is_success
+                    probe, wait_s = f"{url}/v1.0/healthz/outbound", settings.sidecar_probe_timeout_s
                 else:
-                    ok = httpx.get(f"{api_url(settings)}/readyz", timeout=5.0).is_success
+                    probe, wait_s = f"{api_url(settings)}/readyz", settings.client_ready_timeout_s
+                ok = httpx.get(probe, timeout=wait_s).is_success
                 if ok:
                     return url
                 last = "the service is not ready yet"
@@ -142,7 +142,7 @@ def _wait_ready(settings: Settings, deadline: float) -> str:
                 last = f"the service does not answer ({type(exc).__name__})"
         if time.monotonic() >= deadline:
             raise TransientError(f"gave up waiting: {last}")
-        time.sleep(_POLL_S)
+        time.sleep(settings.client_poll_s)
 
 
 def publish_request(url: str, settings: Settings, request: dict[str, Any], event_id: str) -> None:
@@ -152,9 +152,9 @@ def publish_request(url: str, settings: Settings, request: dict[str, Any], event
     if len(body) > MAX_REQUEST_BYTES:
         raise ValidationError(f"the request event is {len(body)} bytes; the service takes at most {MAX_REQUEST_BYTES}")
     target = f"{url}/v1.0/publish/{settings.pubsub_name}/{settings.request_topic}"
-    headers = {"content-type": "application/cloudevents+json", **_dapr_headers()}
+    headers = {"content-type": "application/cloudevents+json", **_dapr_headers(settings)}
     try:
-        answer = httpx.post(target, content=body, headers=headers, timeout=30.0)
+        answer = httpx.post(target, content=body, headers=headers, timeout=settings.client_timeout_s)
     except httpx.HTTPError as exc:
         raise TransientError(f"publish to {target} failed: {type(exc).__name__}") from None
     if not answer.is_success:
@@ -170,25 +170,26 @@ def _matches(event: dict[str, Any], eval_id: str | None, request_id: str) -> boo
     return eval_id is not None and data.get("eval_id") == eval_id
 
 
-def last_event_seq(url: str, topic: str) -> int | None:
-    """The newest sequence number of the topic's log (embedded sidecar), None where there is no log (daprd)."""
+def last_event_seq(url: str, settings: Settings) -> int | None:
+    """The newest sequence number of the events topic's log (embedded sidecar), None where there is none (daprd)."""
     try:
-        answer = httpx.get(f"{url}/v1.0-alpha1/messages/last", params={"topic": topic}, timeout=10.0,
-                           headers=_dapr_headers())
+        answer = httpx.get(f"{url}/v1.0-alpha1/messages/last", params={"topic": settings.events_topic},
+                           timeout=settings.client_events_timeout_s, headers=_dapr_headers(settings))
         return int(answer.json()["seq"]) if answer.is_success else None
     except (httpx.HTTPError, ValueError, KeyError, TypeError):
         return None
 
 
 def follow_events(
-    url: str, topic: str, eval_id: str | None, request_id: str, deadline: float, after: int = 0
+    url: str, settings: Settings, eval_id: str | None, request_id: str, deadline: float, after: int = 0
 ) -> dict[str, Any]:
-    """The first final event for this request in the topic's log after ``after`` (embedded sidecar only)."""
+    """The first final event for this request in the events topic's log after ``after`` (embedded sidecar only)."""
+    topic = settings.events_topic
     while True:
         try:
             answer = httpx.get(
-                f"{url}/v1.0-alpha1/messages", params={"topic": topic, "after": after}, timeout=10.0,
-                headers=_dapr_headers(),
+                f"{url}/v1.0-alpha1/messages", params={"topic": topic, "after": after},
+                timeout=settings.client_events_timeout_s, headers=_dapr_headers(settings),
             )
         except httpx.HTTPError as exc:
             raise TransientError(f"reading the events topic failed: {type(exc).__name__}") from None
@@ -207,20 +208,21 @@ def follow_events(
                 if status in _STILL_RUNNING:
                     print(f"  duplicate: {eval_id} is running; following it", file=sys.stderr)
                     continue
-                return _earlier_final(url, topic, eval_id, seq) or event
+                return _earlier_final(url, settings, eval_id, seq) or event
             _print_progress(event)
         if time.monotonic() >= deadline:
             raise TransientError(f"timed out waiting for the end of {eval_id or request_id}")
-        time.sleep(_POLL_S)
+        time.sleep(settings.client_poll_s)
 
 
-def _earlier_final(url: str, topic: str, eval_id: str | None, before: int) -> dict[str, Any] | None:
+def _earlier_final(url: str, settings: Settings, eval_id: str | None, before: int) -> dict[str, Any] | None:
     """The newest final event (not a rejection) of the evaluation ``eval_id`` published before ``before``."""
     found: dict[str, Any] | None = None
     after = 0
     while eval_id is not None and after < before:
-        answer = httpx.get(f"{url}/v1.0-alpha1/messages", params={"topic": topic, "after": after, "limit": 10000},
-                           timeout=30.0, headers=_dapr_headers())
+        answer = httpx.get(f"{url}/v1.0-alpha1/messages",
+                           params={"topic": settings.events_topic, "after": after, "limit": 10000},
+                           timeout=settings.client_timeout_s, headers=_dapr_headers(settings))
         page = _messages(answer.json()) if answer.is_success else []
         if not page:
             break
@@ -315,7 +317,7 @@ def _submit(args: argparse.Namespace) -> int:
     url = _wait_ready(settings, deadline)
     request_id = f"req-{uuid.uuid4().hex}"
     # Only events after this publish count: an earlier evaluation under the same eval id must not answer --wait.
-    after = last_event_seq(url, settings.events_topic) if args.wait else None
+    after = last_event_seq(url, settings) if args.wait else None
     if args.wait and after is None:
         raise ValidationError("--wait needs the embedded sidecar's message log (not available under daprd)")
     publish_request(url, settings, request, request_id)
@@ -324,7 +326,7 @@ def _submit(args: argparse.Namespace) -> int:
     print(f"published {eval_id or '(no eval_id)'} on {settings.pubsub_name}/{settings.request_topic}", file=sys.stderr)
     if not args.wait:
         return 0
-    event = follow_events(url, settings.events_topic, eval_id, request_id, deadline, after or 0)
+    event = follow_events(url, settings, eval_id, request_id, deadline, after or 0)
     if args.json:
         print(json.dumps(event, indent=2))
     else:
@@ -339,7 +341,7 @@ def _api(method: str, path: str) -> dict[str, Any]:
     token = api_token(settings)
     headers = {"authorization": f"Bearer {token}"} if token else {}
     try:
-        answer = httpx.request(method, f"{base}{path}", headers=headers, timeout=30.0)
+        answer = httpx.request(method, f"{base}{path}", headers=headers, timeout=settings.client_timeout_s)
     except httpx.HTTPError as exc:
         raise TransientError(f"the service at {base} does not answer ({type(exc).__name__})") from None
     try:

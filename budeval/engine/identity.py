@@ -35,7 +35,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -70,9 +70,6 @@ MODEL_FILE_SUFFIXES = frozenset(
         ".tiktoken",
     }
 )
-HUB_TIMEOUT_S = 5.0
-HUB_MEMO_S = 60.0
-
 #: ``(repo id, revision) -> commit sha`` or None when it cannot be resolved.
 HubResolver = Callable[[str, str], str | None]
 
@@ -115,11 +112,11 @@ def compute_identity(
     """The identity of ``request`` (see the module doc). Raises ``ValidationError`` for an unknown suite/dataset."""
     names = resolve_datasets(request, suites)
     digests = digests if digests is not None else default_digests(settings)
-    hub = hub if hub is not None else resolve_hub_revision
+    hub = hub if hub is not None else partial(resolve_hub_revision, settings=settings)
     unresolved: list[str] = []
     custom = {d.name: d for d in request.datasets or [] if isinstance(d, CustomDataset)}
     datasets = [
-        _dataset(custom.get(name, name), settings.engine_version, digests, unresolved) for name in sorted(names)
+        _dataset(custom.get(name, name), settings, digests, unresolved) for name in sorted(names)
     ]
     components: dict[str, Any] = {
         "definition": IDENTITY_VERSION,
@@ -133,7 +130,10 @@ def compute_identity(
 
 
 # -- datasets --------------------------------------------------------------------------------------------------------
-def _dataset(ref: str | CustomDataset, engine: str, digests: DigestCache, unresolved: list[str]) -> dict[str, Any]:
+def _dataset(
+    ref: str | CustomDataset, settings: Settings, digests: DigestCache, unresolved: list[str]
+) -> dict[str, Any]:
+    engine = settings.engine_version
     # budeval's own evaluator scores bundled and custom datasets: its code is part of what they compute.
     if isinstance(ref, CustomDataset):
         # Where the file lies is not the work (its bytes and its meta file are): a copy elsewhere is reused.
@@ -160,7 +160,7 @@ def _dataset(ref: str | CustomDataset, engine: str, digests: DigestCache, unreso
         out["config_hash"] = None
         return out
     out["config_hash"] = entry["config_hash"]
-    out["data"] = _stock_data(entry.get("data_paths", []), digests, unresolved, ref)
+    out["data"] = _stock_data(entry.get("data_paths", []), settings.compass_data_cache, digests, unresolved, ref)
     return out
 
 
@@ -189,10 +189,11 @@ def _file_digest(path: Path, what: str, digests: DigestCache, unresolved: list[s
         return None
 
 
-def _stock_data(paths: list[str], digests: DigestCache, unresolved: list[str], name: str) -> dict[str, Any]:
+def _stock_data(
+    paths: list[str], configured: str, digests: DigestCache, unresolved: list[str], name: str
+) -> dict[str, Any]:
     """Digests of the data files of a stock dataset under ``COMPASS_DATA_CACHE``, for the paths present (none when
     it is unset: OpenCompass would then resolve them against the run's own working directory, not the service's)."""
-    configured = os.environ.get("COMPASS_DATA_CACHE", "")
     found: dict[str, Any] = {}
     if not configured:
         return found
@@ -314,13 +315,15 @@ _hub_memo: dict[tuple[str, str], tuple[float, str | None]] = {}
 _hub_lock = threading.Lock()
 
 
-def resolve_hub_revision(repo_id: str, revision: str) -> str | None:
+def resolve_hub_revision(repo_id: str, revision: str, settings: Settings | None = None) -> str | None:
     """The commit sha of ``revision`` of a Hugging Face model repo, asked of ``HF_ENDPOINT`` (default the hub).
 
     None when ``HF_HUB_OFFLINE`` is set, or the hub cannot be reached or does not know it (private repos too: no
-    token is sent). Answers are remembered for a minute per process, so a burst of requests asks once.
+    token is sent). Answers are remembered for ``hub_memo_s`` (a minute) per process, so a burst of requests asks
+    once; the hub gets ``hub_timeout_s`` to answer. ``settings``: the process's when None.
     """
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+    settings = settings if settings is not None else Settings.from_env()
+    if settings.hub_offline():
         return None
     key = (repo_id, revision)
     now = time.monotonic()
@@ -330,16 +333,16 @@ def resolve_hub_revision(repo_id: str, revision: str) -> str | None:
             return memo[1]
     import httpx
 
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    endpoint = settings.resolved_hf_endpoint()
     url = f"{endpoint}/api/models/{repo_id}/revision/{quote(revision, safe='')}"
     sha: str | None = None
     try:
-        answer = httpx.get(url, timeout=HUB_TIMEOUT_S, follow_redirects=True)
+        answer = httpx.get(url, timeout=settings.hub_timeout_s, follow_redirects=True)
         if answer.is_success:
             value = answer.json().get("sha")
             sha = value if isinstance(value, str) and _COMMIT.match(value) else None
     except Exception:  # unreachable, not JSON, an id that makes no URL (httpx.InvalidURL): unresolved, never a crash
         sha = None
     with _hub_lock:
-        _hub_memo[key] = (now + HUB_MEMO_S, sha)
+        _hub_memo[key] = (now + settings.hub_memo_s, sha)
     return sha

@@ -215,6 +215,8 @@ class Admission:
             poll_initial_s=self.settings.poll_initial_s,
             poll_max_s=self.settings.poll_max_s,
             retry_window_s=self.settings.activity_retry_window_s,
+            retry_first_s=self.settings.activity_retry_first_s,
+            retry_max_s=self.settings.activity_retry_max_s,
         )
         try:
             self.workflows.schedule_new_workflow(

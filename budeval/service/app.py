@@ -201,7 +201,8 @@ def create_app(deps: ServiceDeps) -> FastAPI:
             checks["store"] = f"unavailable: {type(exc).__name__}"
         if deps.sidecar_http_url is not None:
             try:
-                answer = httpx.get(f"{deps.sidecar_http_url}/v1.0/healthz/outbound", timeout=2.0)
+                answer = httpx.get(f"{deps.sidecar_http_url}/v1.0/healthz/outbound",
+                                   timeout=deps.settings.sidecar_probe_timeout_s)
                 checks["sidecar"] = "ok" if answer.is_success else f"unavailable: HTTP {answer.status_code}"
             except httpx.HTTPError as exc:
                 checks["sidecar"] = f"unavailable: {type(exc).__name__}"

@@ -19,6 +19,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from budeval.config import Settings, reveal
 from budeval.errors import ValidationError
 
 DAPR_TOKEN_HEADER = "dapr-api-token"  # noqa: S105 (a header name, not a secret)
@@ -34,20 +35,19 @@ def _read_file(path: str, what: str) -> str:
     return value
 
 
-def load_api_token(environ: dict[str, str] | None = None) -> str | None:
-    """``BUDEVAL_API_TOKEN``, else the content of ``BUDEVAL_API_TOKEN_FILE``, else None."""
-    env = os.environ if environ is None else environ
-    token = env.get("BUDEVAL_API_TOKEN", "").strip()
+def load_api_token(settings: Settings) -> str | None:
+    """The settings' ``api_token`` (``BUDEVAL_API_TOKEN``), else the content of ``api_token_file``
+    (``BUDEVAL_API_TOKEN_FILE``), else None. Raises :class:`ValidationError` for an unreadable or empty file."""
+    token = (reveal(settings.api_token) or "").strip()
     if token:
         return token
-    path = env.get("BUDEVAL_API_TOKEN_FILE", "").strip()
+    path = str(settings.api_token_file or "").strip()
     return _read_file(path, "BUDEVAL_API_TOKEN_FILE") if path else None
 
 
-def load_app_token(environ: dict[str, str] | None = None) -> str | None:
+def load_app_token(settings: Settings) -> str | None:
     """Dapr's app API token (``APP_API_TOKEN``), which daprd sends with every call to the app."""
-    env = os.environ if environ is None else environ
-    return env.get("APP_API_TOKEN", "").strip() or None
+    return (reveal(settings.app_api_token) or "").strip() or None
 
 
 def ensure_local_token(path: Path) -> str:

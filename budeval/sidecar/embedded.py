@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import os
 from concurrent import futures
 from pathlib import Path
 
@@ -33,7 +32,7 @@ class EmbeddedSidecar:
                  max_json_depth: int = DEFAULT_MAX_DEPTH, forget_bodies: tuple[str, ...] = ()) -> None:
         self.state_path = Path(state_path)
         #: Sent as ``dapr-api-token`` with every call to the app, as daprd sends its APP_API_TOKEN.
-        self.app_token = app_token if app_token is not None else (os.environ.get("APP_API_TOKEN") or None)
+        self.app_token = app_token
         self.forget_bodies = frozenset(forget_bodies)
         self.http_limits = {"read_timeout_s": read_timeout_s, "max_connections": max_connections,
                             "max_json_depth": max_json_depth}
@@ -113,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m budeval.sidecar.embedded --state FILE [--grpc-port P] [--http-port Q] [--app-port A]``."""
     import argparse
     import json
+    import os
     import signal
+    import sys
     import threading
 
     from budeval.logs import configure
@@ -128,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--read-timeout", type=float, default=30.0, help="seconds a client has to send a request")
     parser.add_argument("--max-connections", type=int, default=256, help="HTTP connections served at once")
     parser.add_argument("--max-json-depth", type=int, default=DEFAULT_MAX_DEPTH, help="JSON nesting limit")
+    parser.add_argument("--app-token-stdin", action="store_true",
+                        help="read Dapr's app API token (sent to the app with every call) from the first line of "
+                             "stdin; default: APP_API_TOKEN, as daprd")
     parser.add_argument("--forget-bodies", action="append", default=[], metavar="TOPIC",
                         help="drop a message's body from the log once delivered (repeatable)")
     args = parser.parse_args(argv)
@@ -136,8 +140,13 @@ def main(argv: list[str] | None = None) -> int:
 
         die_with_parent(args.parent_pid)
     configure(args.log_level)
-    # The app token comes from the environment (APP_API_TOKEN, as daprd's), never from argv (visible in ps).
-    sidecar = EmbeddedSidecar(args.state, args.grpc_port, args.http_port, app_port=args.app_port,
+    # The app token: on stdin from `budeval serve` (never in argv, visible in ps), else from the environment as daprd
+    # reads it. This program stands in for daprd and imports nothing of budeval.config, so it reads its own variable.
+    if args.app_token_stdin:
+        app_token = sys.stdin.readline().strip() or None
+    else:
+        app_token = os.environ.get("APP_API_TOKEN", "").strip() or None
+    sidecar = EmbeddedSidecar(args.state, args.grpc_port, args.http_port, app_port=args.app_port, app_token=app_token,
                               read_timeout_s=args.read_timeout, max_connections=args.max_connections,
                               max_json_depth=args.max_json_depth, forget_bodies=tuple(args.forget_bodies)).start()
     stop = threading.Event()

@@ -52,8 +52,13 @@ class SidecarProcess:
         max_connections: int = 256,
         max_json_depth: int = 64,
         forget_bodies: tuple[str, ...] = (),
+        stop_timeout: float = 15.0,
     ) -> None:
+        """``start_timeout``: seconds the child has to report its ports; ``stop_timeout``: seconds it has to exit
+        after SIGTERM before SIGKILL (the service passes its settings ``sidecar_start_timeout_s`` /
+        ``sidecar_stop_timeout_s``)."""
         self.app_token = app_token
+        self.stop_timeout = stop_timeout
         self.limits = ["--read-timeout", str(read_timeout_s), "--max-connections", str(max_connections),
                        "--max-json-depth", str(max_json_depth)]
         for topic in forget_bodies:
@@ -77,11 +82,15 @@ class SidecarProcess:
         if self.app_port is not None:
             args += ["--app-port", str(self.app_port)]
         args += self.limits
-        env = dict(os.environ)
-        if self.app_token is not None:  # through the environment, as daprd gets it; argv is visible to everyone
-            env["APP_API_TOKEN"] = self.app_token
+        if self.app_token is not None:  # on stdin: argv is visible to everyone, a child's environment to its user
+            args.append("--app-token-stdin")
         # stdout carries the one JSON line with the ports; logs go to stderr (ours, or the given file).
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._log or None, env=env)
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE if self.app_token is not None else None,
+                                     stdout=subprocess.PIPE, stderr=self._log or None)
+        if self.app_token is not None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(self.app_token.encode("utf-8") + b"\n")
+            self.proc.stdin.close()
         ports = self._read_ports(self.proc)
         self.grpc_port, self.http_port = int(ports["grpc_port"]), int(ports["http_port"])
         return self
@@ -121,7 +130,9 @@ class SidecarProcess:
             )
         return found
 
-    def stop(self, timeout: float = 15.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds (default ``stop_timeout``)."""
+        timeout = self.stop_timeout if timeout is None else timeout
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return

@@ -40,7 +40,14 @@ class S3Archive:
         access_key: str | None,
         secret_key: str | None,
         region: str | None = None,
+        *,
+        timeouts_s: tuple[float, float],
+        retries: int,
+        retry_backoff_s: float,
     ) -> None:
+        """``timeouts_s``: (connect, read) seconds; ``retries`` of a request failing with 5xx or no connection,
+        sleeping ``retry_backoff_s`` x 2^n s between them (settings ``archive_*``). Credentials are plain here: the
+        client needs them; they come from the settings' secrets and are never logged."""
         import urllib3
         from minio import Minio
 
@@ -52,8 +59,8 @@ class S3Archive:
         self.endpoint = endpoint
         # Few, short retries: the workflow's activity retry policy is the real backoff; a dead endpoint fails fast.
         http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=5.0, read=120.0),
-            retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
+            timeout=urllib3.Timeout(connect=timeouts_s[0], read=timeouts_s[1]),
+            retries=urllib3.Retry(total=retries, backoff_factor=retry_backoff_s, status_forcelist=(500, 502, 503, 504)),
             maxsize=4,
         )
         try:

@@ -2,17 +2,19 @@
 
 Store DSNs (clickhouse-connect only): ``chdb:///abs/path`` (embedded chDB, one data dir per process) or
 ``http(s)://user:password@host:port/db`` (a ClickHouse server). Archive URLs: ``file:///abs/path`` (a folder) or
-``s3://bucket[/prefix]?endpoint=http://host:port`` with credentials from ``BUDEVAL_S3_ACCESS_KEY`` /
-``BUDEVAL_S3_SECRET_KEY``. Passwords never appear in messages: :func:`redact_dsn` strips them.
+``s3://bucket[/prefix]?endpoint=http://host:port`` with credentials from the settings ``s3_access_key`` /
+``s3_secret_key`` (``BUDEVAL_S3_ACCESS_KEY`` / ``BUDEVAL_S3_SECRET_KEY``). Passwords never appear in messages:
+:func:`redact_dsn` strips them. Timeouts and retries are settings (``store_*_timeout_s``, ``archive_*``); without
+``settings`` these functions use the process's (:meth:`Settings.from_env`).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse, urlunparse
 
+from budeval.config import Settings, reveal
 from budeval.errors import StoreUnavailableError, ValidationError
 from budeval.storage.archive_folder import FolderArchive
 from budeval.storage.archive_s3 import S3Archive
@@ -39,12 +41,13 @@ def _scrub(text: str, dsn: str) -> str:
     return text
 
 
-def open_store(dsn: str, *, linger_s: float = DEFAULT_LINGER_S) -> ClickHouseStore:
+def open_store(dsn: str, *, linger_s: float = DEFAULT_LINGER_S, settings: Settings | None = None) -> ClickHouseStore:
     """Connect (chDB: open the engine, creating the folder) and return the store; migrations are ``migrate()``'s.
 
     ``linger_s``: how long small concurrent writes wait to share an insert while the store is busy (0: never)."""
     import clickhouse_connect
 
+    timeouts = settings if settings is not None else Settings.from_env()
     shown = redact_dsn(dsn)
     parsed = urlparse(dsn)
     if parsed.scheme == "chdb":
@@ -64,27 +67,30 @@ def open_store(dsn: str, *, linger_s: float = DEFAULT_LINGER_S) -> ClickHouseSto
         try:
             if parsed.scheme == "chdb":
                 return clickhouse_connect.get_client(dsn=dsn)
-            return clickhouse_connect.get_client(dsn=dsn, connect_timeout=10, send_receive_timeout=300)
+            return clickhouse_connect.get_client(dsn=dsn, connect_timeout=timeouts.store_connect_timeout_s,
+                                            send_receive_timeout=timeouts.store_send_receive_timeout_s)
         except Exception as exc:
             reason = _scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, dsn)
             raise StoreUnavailableError(f"cannot open the ClickHouse store {shown}: {reason}") from None
 
     embedded = parsed.scheme == "chdb"
-    settings = {"max_threads": 1} if embedded else None
-    return ClickHouseStore(connect(), shown, connect=connect, insert_settings=settings, linger_s=linger_s)
+    insert_settings = {"max_threads": 1} if embedded else None
+    return ClickHouseStore(connect(), shown, connect=connect, insert_settings=insert_settings, linger_s=linger_s)
 
 
-def open_existing_store(dsn: str, *, linger_s: float = DEFAULT_LINGER_S) -> ClickHouseStore | None:
+def open_existing_store(
+    dsn: str, *, linger_s: float = DEFAULT_LINGER_S, settings: Settings | None = None
+) -> ClickHouseStore | None:
     """:func:`open_store` for readers that must create nothing (``budeval plan``, ``explain``): None for an embedded
     store whose folder does not exist yet (a fresh install: nothing was ever stored); a server is opened as is.
     Migrations are not applied: a store without budeval's tables answers with a :class:`StoreError`."""
     parsed = urlparse(dsn)
     if parsed.scheme == "chdb" and not parsed.netloc and parsed.path.startswith("/") and not Path(parsed.path).exists():
         return None
-    return open_store(dsn, linger_s=linger_s)
+    return open_store(dsn, linger_s=linger_s, settings=settings)
 
 
-def open_archive(url: str) -> Archive:
+def open_archive(url: str, settings: Settings | None = None) -> Archive:
     """A folder archive (``file://``) or an S3 archive (``s3://bucket[/prefix]?endpoint=...``); no I/O yet."""
     parsed = urlparse(url)
     if parsed.scheme == "file":
@@ -96,10 +102,10 @@ def open_archive(url: str) -> Archive:
         if not bucket:
             raise ValidationError(f"no bucket in {url!r}", field="archive_url")
         query = parse_qs(parsed.query)
-        endpoint = (query.get("endpoint") or [os.environ.get("BUDEVAL_S3_ENDPOINT", "https://s3.amazonaws.com")])[0]
+        s3 = settings if settings is not None else Settings.from_env()
+        endpoint = (query.get("endpoint") or [s3.s3_endpoint])[0]
         region = query["region"][0] if query.get("region") else None
-        access = os.environ.get("BUDEVAL_S3_ACCESS_KEY") or None
-        secret = os.environ.get("BUDEVAL_S3_SECRET_KEY") or None
+        access, secret = reveal(s3.s3_access_key), reveal(s3.s3_secret_key)
         if (access is None) != (secret is None):
             raise ValidationError("set both BUDEVAL_S3_ACCESS_KEY and BUDEVAL_S3_SECRET_KEY, or neither")
         return S3Archive(
@@ -109,6 +115,9 @@ def open_archive(url: str) -> Archive:
             access_key=access,
             secret_key=secret,
             region=region,
+            timeouts_s=(s3.archive_connect_timeout_s, s3.archive_read_timeout_s),
+            retries=s3.archive_retries,
+            retry_backoff_s=s3.archive_retry_backoff_s,
         )
     raise ValidationError(
         f"unsupported archive URL {url!r}: use file:///abs/path or s3://bucket[/prefix]?endpoint=http://host:port",

@@ -3,7 +3,8 @@
 ``BUDEVAL_FAULT_KILL_AT=<activity name>`` (see :mod:`budeval.workflow.names`) makes this process SIGKILL itself when
 that activity starts, or right after it did its work with ``<name>:after``. A marker file in
 ``BUDEVAL_FAULT_MARKER_DIR`` (default: the current directory) makes it fire only once, so the restarted process runs
-through. Unset (the normal case) it costs one dict lookup. It exists because "kill -9 during extract" cannot be hit
+through. Both are settings (``fault_kill_at``, ``fault_marker_dir``), read once per process. Unset (the normal case)
+it costs one attribute lookup. It exists because "kill -9 during extract" cannot be hit
 reliably by timing from outside.
 """
 
@@ -11,17 +12,25 @@ from __future__ import annotations
 
 import os
 import signal
-from pathlib import Path
+from functools import cache
+
+from budeval.config import Settings
+
+
+@cache
+def _settings() -> Settings:
+    return Settings.from_env()
 
 
 def maybe_crash(activity: str, when: str = "before") -> None:
-    target = os.environ.get("BUDEVAL_FAULT_KILL_AT")
+    """SIGKILL this process if ``fault_kill_at`` names this activity and moment (once: see the module doc)."""
+    target = _settings().fault_kill_at
     if not target:
         return
     name, _, moment = target.partition(":")
     if name != activity or (moment or "before") != when:
         return
-    marker = Path(os.environ.get("BUDEVAL_FAULT_MARKER_DIR", ".")) / f"crashed-{name}-{when}"
+    marker = _settings().fault_marker_dir / f"crashed-{name}-{when}"
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)

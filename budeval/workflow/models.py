@@ -28,6 +28,10 @@ class WorkflowInput(Model):
     #: How long activities retry transient failures (settings ``activity_retry_window_s``); None: the policy of
     #: histories recorded before it was a setting (budeval/workflow/policies.py).
     retry_window_s: float | None = None
+    #: First and longest pause between those retries (settings ``activity_retry_first_s`` / ``_max_s``); the
+    #: defaults are the policy of histories recorded before they were settings.
+    retry_first_s: float = 1.0
+    retry_max_s: float = 60.0
 
 
 class RunPlan(Model):
@@ -63,8 +67,10 @@ class RunInput(Model):
     poll_max_s: float
     #: Absolute deadline of the whole evaluation (ISO 8601, UTC).
     deadline: str
-    #: See :attr:`WorkflowInput.retry_window_s`.
+    #: See :attr:`WorkflowInput.retry_window_s` and the two after it.
     retry_window_s: float | None = None
+    retry_first_s: float = 1.0
+    retry_max_s: float = 60.0
 
 
 class RunOutcome(Model):

@@ -52,22 +52,24 @@ class BackoffPolicy(wf.RetryPolicy):  # type: ignore[misc]
         )
 
 
-def transient(window_s: float | None = None) -> BackoffPolicy:
-    """The activities' policy: backoff 1, 2, 4 ... 60 s, then every 60 s, for at least ``window_s`` seconds.
+def transient(window_s: float | None = None, first_s: float = 1.0, max_s: float = 60.0) -> BackoffPolicy:
+    """The activities' policy: backoff ``first_s`` (1), doubling up to ``max_s`` (60 s), then every ``max_s``, for at
+    least ``window_s`` seconds (settings ``activity_retry_first_s``, ``activity_retry_max_s``,
+    ``activity_retry_window_s``; copied into the workflow's input at intake, so a replay sees the same policy).
 
     ``None`` keeps the policy histories recorded before the window was a setting (8 attempts, about 2 minutes of
     waiting); ``activity_retry_window_s`` (default 30 min) is what new evaluations get, so an archive, store, broker
     or API server outage shorter than that delays an evaluation instead of failing it.
     """
+    first, maximum = timedelta(seconds=first_s), timedelta(seconds=max(max_s, first_s))
     if window_s is None:
-        return BackoffPolicy(first=timedelta(seconds=1), attempts=8, coefficient=2.0, maximum=timedelta(seconds=60))
-    waited, attempts, delay = 0.0, 1, 1.0
+        return BackoffPolicy(first=first, attempts=8, coefficient=2.0, maximum=maximum)
+    waited, attempts, delay = 0.0, 1, first_s
     while waited < window_s:
         waited += delay
         attempts += 1
-        delay = min(delay * 2.0, 60.0)
-    return BackoffPolicy(first=timedelta(seconds=1), attempts=attempts, coefficient=2.0,
-                         maximum=timedelta(seconds=60))
+        delay = min(delay * 2.0, max_s)
+    return BackoffPolicy(first=first, attempts=attempts, coefficient=2.0, maximum=maximum)
 
 
 #: Every activity: each holds a step with a store, archive, backend API or broker call (validation and rendering are

@@ -60,7 +60,7 @@ def _publish(ctx: wf.DaprWorkflowContext, eval_id: str, kind: str, event_id: str
 
 def evaluation_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) -> Gen:
     inp = WorkflowInput.model_validate(payload)
-    policy = transient(inp.retry_window_s)
+    policy = transient(inp.retry_window_s, inp.retry_first_s, inp.retry_max_s)
     request = inp.request
     eval_id = request.eval_id
     started_at = ctx.current_utc_datetime
@@ -118,7 +118,7 @@ def evaluation_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) ->
             spec = specs.pop(0)
             run_input = RunInput(
                 spec=spec, poll_initial_s=inp.poll_initial_s, poll_max_s=inp.poll_max_s, deadline=deadline.isoformat(),
-                retry_window_s=inp.retry_window_s,
+                retry_window_s=inp.retry_window_s, retry_first_s=inp.retry_first_s, retry_max_s=inp.retry_max_s,
             )
             child = ctx.call_child_workflow(
                 names.RUN_WORKFLOW,
@@ -180,7 +180,7 @@ def _gate(ctx: wf.DaprWorkflowContext, inp: WorkflowInput, outcome: str, policy:
 
 def evaluation_run_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) -> Gen:
     inp = RunInput.model_validate(payload)
-    policy = transient(inp.retry_window_s)
+    policy = transient(inp.retry_window_s, inp.retry_first_s, inp.retry_max_s)
     spec = inp.spec
     deadline = datetime.fromisoformat(inp.deadline)
 

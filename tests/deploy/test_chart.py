@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from budeval.config import Settings
+from budeval.config import Settings, env_names
 from budeval.storage.factory import open_archive
 from tests.deploy.helm import (
     CHART,
@@ -314,32 +314,19 @@ def env_of(container: Doc) -> dict[str, str]:
     return {e["name"]: e["value"] for e in container["env"] if "value" in e}
 
 
-#: Variables the code reads that are not Settings fields (budeval/service/auth.py, storage's S3 credentials).
-NON_SETTINGS_ENV = {
-    "BUDEVAL_API_TOKEN", "BUDEVAL_S3_ACCESS_KEY", "BUDEVAL_S3_SECRET_KEY", "BUDEVAL_LOG_LEVEL", "APP_API_TOKEN"
-}
-#: Cluster-wide defaults for runs that the chart passes but Settings does not have yet (reported to the coordinator).
-AWAITING_SETTINGS = {
-    "BUDEVAL_DEFAULT_GPU_RESOURCE_NAME",
-    "BUDEVAL_DEFAULT_NODE_SELECTOR",
-    "BUDEVAL_DEFAULT_TOLERATIONS",
-    "BUDEVAL_DEFAULT_QUEUE",
-    "BUDEVAL_DEFAULT_PRIORITY_CLASS",
-}
-
-
 @pytest.mark.parametrize("values", VALUE_SETS, ids=list(VALUE_SETS))
 def test_service_env_builds_valid_settings(values: str) -> None:
     docs = template(VALUE_SETS[values])
     container = service_container(docs)
     names = {e["name"] for e in container["env"]}
-    fields = {f"BUDEVAL_{n.upper()}" for n in Settings.model_fields}
-    unknown = names - fields - NON_SETTINGS_ENV - AWAITING_SETTINGS
+    fields = set(env_names().values())
+    unknown = names - fields
     assert not unknown, f"env the code never reads: {sorted(unknown)}"
     env = env_of(container)
     env["BUDEVAL_NAMESPACE"] = "budeval"  # fieldRef metadata.namespace
     env["BUDEVAL_STORE_DSN"] = "http://x@clickhouse:8123/db"  # secretKeyRef
     settings = Settings.from_env(env)
+    assert "x@clickhouse" not in repr(settings)  # the DSN is a secret
     assert settings.backend == "kubernetes" and settings.store_linger_ms == 50
     assert settings.sidecar == "external" and settings.host == "0.0.0.0" and settings.port == 8080
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}

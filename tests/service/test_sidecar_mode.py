@@ -21,4 +21,5 @@ from budeval.service.runtime import sidecar_mode
     ],
 )
 def test_sidecar_mode(setting: str, environ: dict[str, str], platform: str, expected: str) -> None:
-    assert sidecar_mode(Settings(sidecar=setting), environ, platform) == expected  # type: ignore[arg-type]
+    settings = Settings.from_env({**environ, "BUDEVAL_SIDECAR": setting})  # Dapr's own variable names are read
+    assert sidecar_mode(settings, platform) == expected

@@ -14,12 +14,14 @@ from typing import Any
 import urllib3
 from kubernetes import client as k8s
 
+from budeval.config import default
 from budeval.errors import BackendUnavailableError, BudevalError, ConflictError, NotFoundError, TerminalError
 from budeval.errors import ValidationError as BudevalValidationError
 
 Json = dict[str, Any]
-#: Connect and read timeouts of ordinary requests, seconds; a watch sets its own read timeout.
-REQUEST_TIMEOUT = (5.0, 30.0)
+#: Connect and read timeouts of ordinary requests, seconds (settings ``kube_connect_timeout_s`` /
+#: ``kube_read_timeout_s``); a watch sets its own read timeout.
+REQUEST_TIMEOUT = (float(default("kube_connect_timeout_s")), float(default("kube_read_timeout_s")))
 
 
 class AlreadyExists(BudevalError):
@@ -64,8 +66,10 @@ def translate(exc: Exception, what: str) -> BudevalError:
 class JsonApi:
     """GET/POST/PATCH/DELETE of API paths with JSON bodies; watch streams as an iterator of events."""
 
-    def __init__(self, api: k8s.ApiClient) -> None:
+    def __init__(self, api: k8s.ApiClient, timeouts_s: tuple[float, float] = REQUEST_TIMEOUT) -> None:
+        """``timeouts_s``: (connect, read) seconds of ordinary requests; a watch connects within the first."""
         self.api = api
+        self.timeouts_s = timeouts_s
 
     def _call(
         self,
@@ -75,7 +79,7 @@ class JsonApi:
         query: dict[str, Any] | None = None,
         body: Any = None,
         content_type: str = "application/json",
-        timeout: Any = REQUEST_TIMEOUT,
+        timeout: Any = None,
         accept: str = "application/json",
     ) -> urllib3.HTTPResponse:
         headers = {"Accept": accept, "Content-Type": content_type}
@@ -89,7 +93,7 @@ class JsonApi:
             auth_settings=["BearerToken"],
             _preload_content=False,
             _return_http_data_only=True,
-            _request_timeout=timeout,
+            _request_timeout=self.timeouts_s if timeout is None else timeout,
         )
         return response
 
@@ -131,7 +135,7 @@ class JsonApi:
         """Yields watch events (``{"type": ..., "object": ...}``) until the server ends the stream."""
         q = dict(query, watch="true", timeoutSeconds=int(timeout_s), allowWatchBookmarks="true")
         try:
-            response = self._call("GET", path, query=q, timeout=(5.0, timeout_s + 30.0))
+            response = self._call("GET", path, query=q, timeout=(self.timeouts_s[0], timeout_s + 30.0))
         except Exception as exc:
             raise translate(exc, what) from None
         buffer = b""

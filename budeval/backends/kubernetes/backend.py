@@ -52,17 +52,19 @@ class KubernetesBackend:
         settings: Settings,
         api: k8s.ApiClient | None = None,
         *,
-        backoff_limit: int = 1,
+        backoff_limit: int | None = None,
         ttl_after_finished_s: int = DEFAULT_TTL_S,
-        watch_timeout_s: float = 300.0,
+        watch_timeout_s: float | None = None,
     ) -> None:
+        """``backoff_limit`` / ``watch_timeout_s``: instead of the settings ``kube_job_backoff_limit`` /
+        ``kube_watch_timeout_s`` (tests); API timeouts and relist backoffs are the settings' ``kube_*``."""
         self.settings = settings
         self.namespace = check_dns_label(settings.namespace, "namespace")
         self.client = api if api is not None else default_api_client()
-        self.api = kapi.JsonApi(self.client)
-        self.backoff_limit = backoff_limit
+        self.api = kapi.JsonApi(self.client, (settings.kube_connect_timeout_s, settings.kube_read_timeout_s))
+        self.backoff_limit = settings.kube_job_backoff_limit if backoff_limit is None else backoff_limit
         self.ttl_after_finished_s = ttl_after_finished_s
-        self.watch_timeout_s = watch_timeout_s
+        self.watch_timeout_s = settings.kube_watch_timeout_s if watch_timeout_s is None else watch_timeout_s
 
     # -- manifests -------------------------------------------------------------------------------------------------
     def manifests(self, spec: RunSpec) -> tuple[Json, Json]:
@@ -175,6 +177,7 @@ class KubernetesBackend:
             on_finished=on_finished,
             read_log=self.read_log,
             watch_timeout_s=kwargs.pop("watch_timeout_s", self.watch_timeout_s),
+            backoffs_s=kwargs.pop("backoffs_s", self.settings.kube_watch_backoffs_s),
             **kwargs,
         )
 

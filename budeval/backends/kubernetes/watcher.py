@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,13 +19,14 @@ from budeval.backends.base import RunFinishedCallback, RunState
 from budeval.backends.kubernetes import api as kapi
 from budeval.backends.kubernetes.classify import run_state
 from budeval.backends.kubernetes.manifests import LABEL_EVAL, LABEL_RUN, RUN_SELECTOR
+from budeval.config import default
 from budeval.errors import BudevalError
 from budeval.logs import get_logger
 
 Json = dict[str, Any]
 RunKey = tuple[str, str]
 #: Seconds to wait before relisting after consecutive errors (the last one repeats).
-ERROR_BACKOFFS: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0, 5.0, 8.0)
+ERROR_BACKOFFS: tuple[float, ...] = tuple(default("kube_watch_backoffs_s"))
 
 
 def _key(obj: Json) -> RunKey | None:
@@ -51,9 +52,14 @@ class JobWatcher:
         unschedulable_after_s: float,
         on_finished: RunFinishedCallback,
         read_log: Callable[[str], str],
-        watch_timeout_s: float = 300.0,
+        watch_timeout_s: float = float(default("kube_watch_timeout_s")),
         sweep_interval_s: float | None = None,
+        backoffs_s: Sequence[float] = ERROR_BACKOFFS,
     ) -> None:
+        """``watch_timeout_s``: the server ends each watch after about this long (then it is reopened);
+        ``backoffs_s``: seconds before a relist after 1, 2, ... consecutive failures (the last repeats); settings
+        ``kube_watch_timeout_s`` / ``kube_watch_backoffs_s``."""
+        self.backoffs_s = tuple(backoffs_s) or ERROR_BACKOFFS
         self.api = api
         self.namespace = namespace
         self.unschedulable_after_s = unschedulable_after_s
@@ -140,7 +146,7 @@ class JobWatcher:
                 failures = 0
             except BudevalError as exc:
                 self.stats["errors"] += 1
-                delay = ERROR_BACKOFFS[min(failures, len(ERROR_BACKOFFS) - 1)]
+                delay = self.backoffs_s[min(failures, len(self.backoffs_s) - 1)]
                 failures += 1
                 self._log.warning(
                     "watch failed, will relist", kind=kind, error=exc.message, attempt=failures, retry_in_s=delay
@@ -152,7 +158,7 @@ class JobWatcher:
                 failures += 1
                 self._log.error("watch crashed, will relist", kind=kind, error=type(exc).__name__)
                 resource_version = None
-                self._stop.wait(ERROR_BACKOFFS[-1])
+                self._stop.wait(self.backoffs_s[-1])
 
     def _replace(self, kind: str, items: list[Json]) -> None:
         with self._lock:
