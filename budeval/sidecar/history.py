@@ -139,7 +139,7 @@ class HistoryBuilder(Timers):
         key = (inst.id, task_id)
         self.activities[key] = Activity(inst.id, task_id, inst.execution_id, request, self._token("a"), app_id=app_id)
         self.work.append(("a", key))
-        self.work_cv.notify()
+        self.work_cv.notify_all()  # streams take only their app's items: wake them all
 
     def _create_timer(self, inst: Instance, timer_id: int, ct: Any, events: list[Any], stamp: Any) -> None:
         created = pb.TimerCreatedEvent(fireAt=ct.fireAt)

@@ -138,7 +138,7 @@ class EngineState:
             return
         inst.queued = True
         self.work.append(("o", inst.id))
-        self.work_cv.notify()
+        self.work_cv.notify_all()  # streams take only their app's items: wake them all
 
     def _purge_one(self, inst: Instance) -> None:
         db = self.store.db

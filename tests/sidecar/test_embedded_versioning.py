@@ -255,6 +255,26 @@ def test_patch_mismatch_stalls_and_resumes_after_a_sidecar_restart(tmp_path: Pat
     assert _steps("mm") == ["start", "early", "new-end"]
 
 
+def test_a_stalled_instance_can_be_terminated_and_purged(sidecar: EmbeddedSidecar) -> None:
+    port = sidecar.grpc_port
+    with client(port) as c:
+        with worker(port, versions((v1, "v1", True))):
+            c.schedule_new_workflow("flow", instance_id="give-up")
+            _waiting(c, "give-up", "v1-first")
+        with worker(port, versions((v2, "v2", True))):
+            c.raise_workflow_event("give-up", "go")
+            wait_until(lambda: _stalled(c, "give-up"), what="the instance to stall")
+            c.terminate_workflow("give-up")
+            state = c.wait_for_workflow_completion("give-up", timeout_in_seconds=30)
+            assert state is not None and state.runtime_status == wf.WorkflowStatus.TERMINATED
+            c.purge_workflow("give-up")
+            assert c.get_workflow_state("give-up") is None
+        with worker(port, versions((v1, "v1", True))):  # the code comes back: nothing is left to run
+            c.schedule_new_workflow("flow", instance_id="after-purge")
+            _waiting(c, "after-purge", "v1-first")
+    assert _steps("give-up") == ["v1-first"]
+
+
 # ---- the decisions themselves (pure logic over hand-made protobufs) ------------------------------------------------
 
 def _started(name: str = "", patches: tuple[str, ...] = ()) -> Any:
