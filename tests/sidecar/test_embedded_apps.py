@@ -5,7 +5,11 @@ its own daprd."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import dapr.ext.workflow as wf
@@ -149,3 +153,28 @@ def test_propagated_history_reaches_children_and_activities(apps: EmbeddedSideca
     assert SEEN["own"]["scope"] == "OWN_HISTORY"
     assert SEEN["own"]["chain"] == [("front", "pay")]
     assert SEEN["plain"] is None  # no scope, no history
+
+
+def test_the_standalone_sidecar_serves_extra_apps(tmp_path: Path) -> None:
+    """``python -m budeval.sidecar --app-id A --extra-app B``: one JSON line names each app's port; a worker of B
+    on B's port runs B's workflow."""
+    proc = subprocess.Popen([sys.executable, "-m", "budeval.sidecar", "--state", str(tmp_path / "s.db"),
+                             "--app-id", "alpha", "--extra-app", "beta"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        ports = json.loads(proc.stdout.readline())
+        assert set(ports["apps"]) == {"alpha", "beta"} and ports["apps"]["alpha"] == ports["grpc_port"]
+        runtime = wf.WorkflowRuntime(host="127.0.0.1", port=str(ports["apps"]["beta"]))
+        runtime.register_workflow(lambda ctx, _: ctx.app_id, name="who")
+        runtime.start()
+        client = wf.DaprWorkflowClient(host="127.0.0.1", port=str(ports["apps"]["beta"]))
+        try:
+            client.schedule_new_workflow("who", instance_id="who-1")
+            state = client.wait_for_workflow_completion("who-1", timeout_in_seconds=30)
+            assert state is not None and json.loads(state.serialized_output) == "beta"
+        finally:
+            client.close()
+            runtime.shutdown()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
