@@ -87,6 +87,19 @@ def inspect(ctx: wf.WorkflowActivityContext, label: str) -> str:
     return label
 
 
+def cycle_parent(ctx: wf.DaprWorkflowContext, _: Any) -> Any:
+    return (yield ctx.call_child_workflow("cycler", input=0, instance_id=f"{ctx.instance_id}-c",
+                                          propagation=wf.PropagationScope.LINEAGE))
+
+
+def cycler(ctx: wf.DaprWorkflowContext, generation: int) -> Any:
+    if generation == 0:
+        yield ctx.call_activity("validate", input="gen0")
+        ctx.continue_as_new(1)
+        return None
+    return (yield ctx.call_activity("inspect", input="cycled", propagation=wf.PropagationScope.LINEAGE))
+
+
 @pytest.fixture(scope="module")
 def apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSidecar]:
     """One sidecar for the module (the SDK lets a function be registered once per process)."""
@@ -101,6 +114,8 @@ def apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSidecar]:
     runtimes["front"].register_workflow(pay)
     runtimes["front"].register_activity(validate)
     runtimes["front"].register_activity(inspect)
+    runtimes["front"].register_workflow(cycle_parent)
+    runtimes["front"].register_workflow(cycler)
     runtimes["middle"].register_workflow(middle_flow)
     runtimes["back"].register_activity(back_step)
     for runtime in runtimes.values():
@@ -153,6 +168,14 @@ def test_propagated_history_reaches_children_and_activities(apps: EmbeddedSideca
     assert SEEN["own"]["scope"] == "OWN_HISTORY"
     assert SEEN["own"]["chain"] == [("front", "pay")]
     assert SEEN["plain"] is None  # no scope, no history
+
+
+def test_propagated_history_survives_continue_as_new(apps: EmbeddedSidecar) -> None:
+    """A child that received LINEAGE and continued as new passes on the chain plus its first generation's history."""
+    SEEN.clear()
+    assert _run(apps, "front", "cycle_parent", None, "cycle-1") == "cycled"
+    assert SEEN["cycled"]["scope"] == "LINEAGE"
+    assert SEEN["cycled"]["chain"] == [("front", "cycle_parent"), ("front", "cycler"), ("front", "cycler")]
 
 
 def test_the_standalone_sidecar_serves_extra_apps(tmp_path: Path) -> None:
