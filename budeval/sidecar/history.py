@@ -106,8 +106,7 @@ class HistoryBuilder(Timers):
         if res.HasField("customStatus"):
             inst.custom_status = res.customStatus.value
         if inst.status in (PENDING, STALLED):
-            inst.status = RUNNING
-            inst.stalled_on.clear()
+            inst.status = RUNNING  # (stalled_on stays: the streams that lacked its code get none of its turns)
         for step in after:
             step()
         if complete is not None:
@@ -193,6 +192,7 @@ class HistoryBuilder(Timers):
         inst.status, inst.output, inst.completed = status, output, now
         inst.failure = failure.SerializeToString() if failure is not None else None
         inst.in_flight, inst.stream = None, None
+        inst.stalled_on.clear()
         self._append_history(inst, [_event(executionCompleted=pb.ExecutionCompletedEvent(
             workflowStatus=status, result=_sv(output), failureDetails=failure))])
         self._drop_tasks(inst)

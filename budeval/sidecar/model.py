@@ -87,7 +87,7 @@ class Instance:
     started_event: Any = None
     queued: bool = False
     offloaded: bool = False  # an ended instance's history lives only in SQLite (read on demand)
-    stalled_on: set[int] = field(default_factory=set)  # streams that stalled it (it is offered to the others)
+    stalled_on: set[int] = field(default_factory=set)  # streams that stalled it: its turns go to the others
 
     @property
     def terminal(self) -> bool:

@@ -51,8 +51,8 @@ class WorkStreams(HistoryBuilder):
         return sum(1 for inst in self.instances.values() if inst.status == STALLED)
 
     def _next(self, sid: int, app: str) -> Any:
-        """The first queued work item this stream may run (FIFO); items for other apps, or stalled instances this
-        stream already stalled, stay queued in order; stale entries are dropped."""
+        """The first queued work item this stream may run (FIFO); items for other apps, or of instances this stream
+        stalled, stay queued in order; stale entries are dropped."""
         skipped: list[tuple[str, Any]] = []
         item = None
         while self.work and item is None:
@@ -77,7 +77,7 @@ class WorkStreams(HistoryBuilder):
         inst = self.instances.get(key)
         if inst is None:
             return None
-        if inst.status == STALLED and sid in inst.stalled_on:
+        if sid in inst.stalled_on:  # that worker lacks this instance's code: not its later turns either
             return False
         return inst.app_id == app
 

@@ -231,7 +231,7 @@ def test_missing_version_stalls_until_a_worker_with_it_connects(sidecar: Embedde
                 assert _finish(c, "stuck") == "v1"
     assert _steps("stuck") == ["v1-first", "v1-last"]
     kinds = [e.WhichOneof("eventType") for e in _history(port, "stuck")]
-    assert kinds.count("executionStalled") == 1 and kinds.count("eventRaised") == 2
+    assert kinds.count("executionStalled") == 1 and kinds.count("eventRaised") == 2, " ".join(kinds)
 
 
 def test_patch_mismatch_stalls_and_resumes_after_a_sidecar_restart(tmp_path: Path) -> None:
