@@ -105,43 +105,47 @@ def run_step(step: Step, examples: Path) -> tuple[bool, list[str], str]:
             key, _, value = command[len("export "):].partition("=")
             env[key.strip()] = value.strip().strip("'\"")
     output: list[str] = []
-    lock = threading.Lock()
     problems: list[str] = []
+    # every process of the step writes to ONE pipe, as `dapr run` lines in one shell do: lines keep the order in which
+    # they were written (a pipe per process, read by threads, would reorder them across processes)
+    read_fd, write_fd = os.pipe()
 
-    def pump(proc: subprocess.Popen[str], app: str) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            with lock:
+    def pump() -> None:
+        with os.fdopen(read_fd, encoding="utf-8", errors="replace") as pipe:
+            for line in pipe:
                 output.append(line.rstrip("\n"))
-            print(f"  [{app}] {line.rstrip()}", flush=True)
+                print(f"  | {line.rstrip()}", flush=True)
 
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
     with tempfile.TemporaryDirectory(prefix="dapr-examples-") as state:
         sidecar = EmbeddedSidecar(Path(state) / "sidecar.db", app_id=app_ids[0],
                                   apps={app: 0 for app in app_ids[1:]}).start()
         deadline = time.monotonic() + step.timeout
-        background: list[tuple[subprocess.Popen[str], threading.Thread, str]] = []
+        background: list[tuple[subprocess.Popen[bytes], str]] = []
         try:
             for app, argv, in_background in runs:
                 proc_env = {**env, "DAPR_RUNTIME_HOST": "127.0.0.1", "APP_ID": app,
                             "DAPR_GRPC_PORT": str(sidecar.app_ports[app]), "DAPR_HTTP_PORT": str(sidecar.http_port),
                             "PYTHONUNBUFFERED": "1"}
-                proc = subprocess.Popen(argv, cwd=examples, env=proc_env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True)
-                reader = threading.Thread(target=pump, args=(proc, app), daemon=True)
-                reader.start()
+                proc = subprocess.Popen(argv, cwd=examples, env=proc_env, stdout=write_fd, stderr=write_fd)
                 if in_background:
-                    background.append((proc, reader, app))
+                    background.append((proc, app))
                     continue
-                if not _wait(proc, reader, deadline):
+                if not _wait(proc, deadline):
                     problems.append(f"{app}: {' '.join(argv[1:])} did not finish in {step.timeout:.0f} s")
                 elif proc.returncode != 0:
                     problems.append(f"{app}: {' '.join(argv[1:])} exited {proc.returncode}")
-            for proc, reader, app in background:
-                if not _wait(proc, reader, deadline):
+            for proc, app in background:
+                if not _wait(proc, deadline):
                     pass  # a long-lived helper app (e.g. `sleep` then exit) stopped at the step's end
                 elif proc.returncode != 0:
                     problems.append(f"{app} (background) exited {proc.returncode}")
         finally:
+            for proc, _ in background:
+                _wait(proc, time.monotonic())
+            os.close(write_fd)  # the children's copies are closed: the reader sees the end
+            reader.join(timeout=10)
             sidecar.stop()
     missing = _missing(step.expected, output, step.ordered)
     if missing:
@@ -150,7 +154,8 @@ def run_step(step: Step, examples: Path) -> tuple[bool, list[str], str]:
     return not problems, output, " | ".join(problems)
 
 
-def _wait(proc: subprocess.Popen[str], reader: threading.Thread, deadline: float) -> bool:
+def _wait(proc: subprocess.Popen[bytes], deadline: float) -> bool:
+    """Wait for ``proc`` until ``deadline`` (monotonic); past it, stop it (SIGTERM, then SIGKILL) and say False."""
     try:
         proc.wait(timeout=max(0.1, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
@@ -160,9 +165,7 @@ def _wait(proc: subprocess.Popen[str], reader: threading.Thread, deadline: float
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        reader.join(timeout=5)
         return False
-    reader.join(timeout=5)
     return True
 
 
