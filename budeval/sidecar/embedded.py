@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from concurrent import futures
 from pathlib import Path
 
@@ -21,16 +22,29 @@ from budeval.sidecar.taskhub import TaskHub, dapr_handler
 from budeval.sidecar.topics import Broker
 
 HOST = "127.0.0.1"
+#: The app id of the sidecar's main port (budeval's chart deploys the service as app ``budeval`` too).
+DEFAULT_APP_ID = "budeval"
 
 
 class EmbeddedSidecar:
-    """A Dapr-compatible sidecar for one app, persisted in ``state_path`` (SQLite). Ports 0 pick free ones."""
+    """A Dapr-compatible sidecar persisted in ``state_path`` (SQLite). Ports 0 pick free ones.
+
+    It serves the app ``app_id`` on ``grpc_port``; ``apps`` (app id -> wanted gRPC port) adds more apps on one engine,
+    each on its own gRPC port as each app has its own daprd (point that app's ``DAPR_GRPC_PORT`` at
+    ``app_ports[id]``): work items go to the workers of the app a workflow or activity belongs to, ``app_id=`` on a
+    call routes it to that app, and a call to an app not listed fails at once (``AppNotFound``).
+    """
 
     def __init__(self, state_path: Path, grpc_port: int = 0, http_port: int = 0, app_port: int | None = None,
                  app_host: str = HOST, max_workers: int = 64, app_url: str | None = None,
                  app_token: str | None = None, read_timeout_s: float = 30.0, max_connections: int = 256,
-                 max_json_depth: int = DEFAULT_MAX_DEPTH, forget_bodies: tuple[str, ...] = ()) -> None:
+                 max_json_depth: int = DEFAULT_MAX_DEPTH, forget_bodies: tuple[str, ...] = (),
+                 app_id: str = DEFAULT_APP_ID, apps: Mapping[str, int] | None = None) -> None:
         self.state_path = Path(state_path)
+        self.app_id = app_id
+        self._want_apps = {k: v for k, v in (apps or {}).items() if k != app_id}
+        #: app id -> bound gRPC port (the main app's is :attr:`grpc_port`), filled by :meth:`start`.
+        self.app_ports: dict[str, int] = {}
         #: Sent as ``dapr-api-token`` with every call to the app, as daprd sends its APP_API_TOKEN.
         self.app_token = app_token
         self.forget_bodies = frozenset(forget_bodies)
@@ -45,25 +59,37 @@ class EmbeddedSidecar:
         self.engine: Engine | None = None
         self.broker: Broker | None = None
         self._grpc: grpc.Server | None = None
+        self._extra: list[grpc.Server] = []
         self._http: SidecarHTTPServer | None = None
 
-    def start(self) -> EmbeddedSidecar:
-        log = get_logger(component="sidecar")
-        self._store = SidecarStore(self.state_path)
-        self.engine = Engine(self._store)
-        # daprd sends the app token it was given (APP_API_TOKEN) on every call to the app; so does this sidecar
-        self.broker = Broker(self._store, self.app_url, self.app_token, forget_bodies=self.forget_bodies)
-        pool = futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="sidecar-grpc")
+    def _server(self, app_id: str, want: int, workers: int) -> tuple[grpc.Server, int]:
+        assert self.engine is not None and self.broker is not None and self._store is not None
+        pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"sidecar-grpc-{app_id}")
         server = grpc.server(pool,
                              options=[("grpc.so_reuseport", 0),  # a busy port must fail, not be shared
                                       ("grpc.max_receive_message_length", 64 * 1024 * 1024),
                                       ("grpc.max_send_message_length", 64 * 1024 * 1024)])
-        stubs.add_TaskHubSidecarServiceServicer_to_server(TaskHub(self.engine), server)
+        stubs.add_TaskHubSidecarServiceServicer_to_server(TaskHub(self.engine, app_id), server)
         server.add_generic_rpc_handlers((dapr_handler(self.broker),))
-        port = server.add_insecure_port(f"{HOST}:{self._want_grpc}")
+        port = server.add_insecure_port(f"{HOST}:{want}")
         if port == 0:
             self._store.close()
-            raise ValidationError(f"cannot listen on {HOST}:{self._want_grpc} (gRPC)", field="sidecar_grpc_port")
+            raise ValidationError(f"cannot listen on {HOST}:{want} (gRPC, app '{app_id}')", field="sidecar_grpc_port")
+        return server, port
+
+    def start(self) -> EmbeddedSidecar:
+        log = get_logger(component="sidecar")
+        self._store = SidecarStore(self.state_path)
+        self.engine = Engine(self._store, self.app_id)
+        self.engine.apps.update(self._want_apps)
+        # daprd sends the app token it was given (APP_API_TOKEN) on every call to the app; so does this sidecar
+        self.broker = Broker(self._store, self.app_url, self.app_token, forget_bodies=self.forget_bodies)
+        server, port = self._server(self.app_id, self._want_grpc, self.max_workers)
+        self.app_ports = {self.app_id: port}
+        extra = []
+        for app, want in sorted(self._want_apps.items()):
+            other, self.app_ports[app] = self._server(app, want, min(self.max_workers, 16))
+            extra.append(other)
         try:
             self._http = SidecarHTTPServer(HOST, self._want_http, self.broker, **self.http_limits)  # type: ignore[arg-type]
         except OSError as exc:
@@ -71,13 +97,14 @@ class EmbeddedSidecar:
             raise ValidationError(f"cannot listen on {HOST}:{self._want_http}: {exc.strerror}",
                                   field="sidecar_http_port") from None
         self.grpc_port, self.http_port = port, self._http.port
-        self._grpc = server
+        self._grpc, self._extra = server, extra
         self.engine.start()
         self.broker.start()
-        server.start()
+        for one in (server, *extra):
+            one.start()
         self._http.start()
         log.info("embedded sidecar started", grpc_port=self.grpc_port, http_port=self.http_port,
-                 state=str(self.state_path), app=self.app_url)
+                 state=str(self.state_path), app=self.app_url, apps=self.app_ports)
         return self
 
     def set_app(self, app: int | str, app_host: str = HOST) -> None:
@@ -89,6 +116,9 @@ class EmbeddedSidecar:
     def stop(self, grace: float = 2.0) -> None:
         if self.engine is not None:
             self.engine.close()  # ends the work item streams, so the server stops promptly
+        for server in self._extra:
+            server.stop(grace).wait(grace + 5)
+        self._extra = []
         if self._grpc is not None:
             self._grpc.stop(grace).wait(grace + 5)
             self._grpc = None
@@ -134,7 +164,14 @@ def main(argv: list[str] | None = None) -> int:
                              "stdin; default: APP_API_TOKEN, as daprd")
     parser.add_argument("--forget-bodies", action="append", default=[], metavar="TOPIC",
                         help="drop a message's body from the log once delivered (repeatable)")
+    parser.add_argument("--app-id", default=DEFAULT_APP_ID, help="the app served on --grpc-port")
+    parser.add_argument("--extra-app", action="append", default=[], metavar="ID[=PORT]",
+                        help="another app on this sidecar, on its own gRPC port (repeatable; no port: a free one)")
     args = parser.parse_args(argv)
+    apps = {}
+    for spec in args.extra_app:
+        name, _, port = spec.partition("=")
+        apps[name] = int(port or 0)
     if args.parent_pid is not None:
         from budeval.sidecar.process import die_with_parent
 
@@ -148,12 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         app_token = os.environ.get("APP_API_TOKEN", "").strip() or None
     sidecar = EmbeddedSidecar(args.state, args.grpc_port, args.http_port, app_port=args.app_port, app_token=app_token,
                               read_timeout_s=args.read_timeout, max_connections=args.max_connections,
-                              max_json_depth=args.max_json_depth, forget_bodies=tuple(args.forget_bodies)).start()
+                              max_json_depth=args.max_json_depth, forget_bodies=tuple(args.forget_bodies),
+                              app_id=args.app_id, apps=apps).start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     # one JSON line on stdout tells a parent process where the sidecar listens
-    print(json.dumps({"grpc_port": sidecar.grpc_port, "http_port": sidecar.http_port}), flush=True)
+    print(json.dumps({"grpc_port": sidecar.grpc_port, "http_port": sidecar.http_port, "apps": sidecar.app_ports}),
+          flush=True)
     stop.wait()
     sidecar.stop()
     return 0

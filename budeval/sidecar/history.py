@@ -16,12 +16,14 @@ from typing import Any
 
 import dapr.ext.workflow._durabletask.internal.protos as pb
 
+from budeval.sidecar import propagation
 from budeval.sidecar.model import (
     COMPLETED,
     CONTINUED_AS_NEW,
     NEVER_SECONDS,
     PENDING,
     RUNNING,
+    STALLED,
     START_TIMER_ID,
     TERMINATED,
     Activity,
@@ -48,20 +50,43 @@ class HistoryBuilder(Timers):
         for action in res.actions:
             kind = action.WhichOneof("workflowActionType")
             stamp = _ts(now)
+            router = pb.TaskRouter(sourceAppID=inst.app_id)
+            target = inst.app_id
+            if action.HasField("router") and action.router.targetAppID:
+                target = router.targetAppID = action.router.targetAppID
             if kind == "scheduleTask":
                 st = action.scheduleTask
-                events.append(pb.HistoryEvent(eventId=action.id, timestamp=stamp, taskScheduled=pb.TaskScheduledEvent(
-                    name=st.name, version=st.version, input=st.input, taskExecutionId=st.taskExecutionId)))
-                self._schedule_activity(inst, action.id, st)
+                events.append(pb.HistoryEvent(eventId=action.id, timestamp=stamp, router=router,
+                                              taskScheduled=pb.TaskScheduledEvent(
+                    name=st.name, version=st.version, input=st.input, taskExecutionId=st.taskExecutionId,
+                    historyPropagationScope=st.historyPropagationScope)))
+                if target not in self.apps:
+                    after.append(partial(self._add_inbox, inst, _event(taskFailed=pb.TaskFailedEvent(
+                        taskScheduledId=action.id, taskExecutionId=st.taskExecutionId,
+                        failureDetails=self._unknown_app(target, f"activity '{st.name}'")))))
+                    continue
+                lineage = propagation.assemble(st.historyPropagationScope, inst.propagated, inst.app_id, inst.id,
+                                               inst.name, [*inst.history, *events])
+                self._schedule_activity(inst, action.id, st, target, lineage)
             elif kind == "createTimer":
                 self._create_timer(inst, action.id, action.createTimer, events, stamp)
             elif kind == "createChildWorkflow":
                 cc = action.createChildWorkflow
                 events.append(pb.HistoryEvent(
-                    eventId=action.id, timestamp=stamp,
+                    eventId=action.id, timestamp=stamp, router=router,
                     childWorkflowInstanceCreated=pb.ChildWorkflowInstanceCreatedEvent(
-                        instanceId=cc.instanceId, name=cc.name, version=cc.version, input=cc.input)))
-                after.append(partial(self._start_child, inst, action.id, cc))
+                        instanceId=cc.instanceId, name=cc.name, version=cc.version, input=cc.input,
+                        historyPropagationScope=cc.historyPropagationScope)))
+                if target not in self.apps:
+                    after.append(partial(self._add_inbox, inst, _event(
+                        childWorkflowInstanceFailed=pb.ChildWorkflowInstanceFailedEvent(
+                            taskScheduledId=action.id,
+                            failureDetails=self._unknown_app(target, f"child workflow '{cc.name}'")))))
+                    continue
+                lineage = propagation.assemble(cc.historyPropagationScope, inst.propagated, inst.app_id, inst.id,
+                                               inst.name, [*inst.history, *events])
+                after.append(partial(self._start_child, inst, action.id, cc, target,
+                                     lineage.SerializeToString() if lineage is not None else None))
             elif kind == "sendEvent":
                 se = action.sendEvent
                 events.append(pb.HistoryEvent(eventId=action.id, timestamp=stamp, eventSent=pb.EventSentEvent(
@@ -73,14 +98,15 @@ class HistoryBuilder(Timers):
                 after.append(partial(self._terminate, tw.instanceId,
                                      tw.reason.value if tw.HasField("reason") else None, tw.recurse))
             elif kind == "createDetachedWorkflow":
-                after.append(partial(self._start_detached, action.createDetachedWorkflow))
+                after.append(partial(self._start_detached, action.createDetachedWorkflow,
+                                     target if target in self.apps else inst.app_id))
             elif kind == "completeWorkflow":
                 complete = action.completeWorkflow
         self._append_history(inst, events)
         if res.HasField("customStatus"):
             inst.custom_status = res.customStatus.value
-        if inst.status == PENDING:
-            inst.status = RUNNING
+        if inst.status in (PENDING, STALLED):
+            inst.status = RUNNING  # (stalled_on stays: the streams that lacked its code get none of its turns)
         for step in after:
             step()
         if complete is not None:
@@ -92,19 +118,27 @@ class HistoryBuilder(Timers):
                              complete.failureDetails if complete.HasField("failureDetails") else None)
         self._save(inst)
 
-    def _schedule_activity(self, inst: Instance, task_id: int, st: Any) -> None:
+    def _unknown_app(self, target: str, what: str) -> Any:
+        return pb.TaskFailureDetails(
+            errorType="AppNotFound", isNonRetriable=True,
+            errorMessage=f"{what} targets app id '{target}', which this sidecar does not serve "
+                         f"(it serves: {', '.join(sorted(self.apps))})")
+
+    def _schedule_activity(self, inst: Instance, task_id: int, st: Any, app_id: str, lineage: Any) -> None:
         request = pb.ActivityRequest(
             name=st.name, version=st.version, input=st.input, taskId=task_id, taskExecutionId=st.taskExecutionId,
             workflowInstance=pb.WorkflowInstance(instanceId=inst.id, executionId=_sv(inst.execution_id)),
+            propagatedHistory=lineage,
         )
         self.store.db.execute(
-            "INSERT OR REPLACE INTO activities (instance_id, task_id, execution_id, request) VALUES (?,?,?,?)",
-            (inst.id, task_id, inst.execution_id, request.SerializeToString()),
+            "INSERT OR REPLACE INTO activities (instance_id, task_id, execution_id, request, app_id)"
+            " VALUES (?,?,?,?,?)",
+            (inst.id, task_id, inst.execution_id, request.SerializeToString(), app_id),
         )
         key = (inst.id, task_id)
-        self.activities[key] = Activity(inst.id, task_id, inst.execution_id, request, self._token("a"))
+        self.activities[key] = Activity(inst.id, task_id, inst.execution_id, request, self._token("a"), app_id=app_id)
         self.work.append(("a", key))
-        self.work_cv.notify()
+        self.work_cv.notify_all()  # streams take only their app's items: wake them all
 
     def _create_timer(self, inst: Instance, timer_id: int, ct: Any, events: list[Any], stamp: Any) -> None:
         created = pb.TimerCreatedEvent(fireAt=ct.fireAt)
@@ -119,7 +153,7 @@ class HistoryBuilder(Timers):
         fired = pb.HistoryEvent(eventId=-1, timerFired=pb.TimerFiredEvent(fireAt=ct.fireAt, timerId=timer_id))
         self._add_timer(inst, timer_id, _seconds(ct.fireAt), fired)
 
-    def _start_child(self, parent: Instance, task_id: int, cc: Any) -> None:
+    def _start_child(self, parent: Instance, task_id: int, cc: Any, app_id: str, lineage: bytes | None) -> None:
         existing = self.instances.get(cc.instanceId)
         if existing is not None and not existing.terminal:
             failure = pb.TaskFailureDetails(errorType="WorkflowAlreadyExists",
@@ -127,15 +161,20 @@ class HistoryBuilder(Timers):
             self._add_inbox(parent, _event(childWorkflowInstanceFailed=pb.ChildWorkflowInstanceFailedEvent(
                 taskScheduledId=task_id, failureDetails=failure)))
             return
-        self._create(cc.instanceId, cc.name, cc.input.value if cc.HasField("input") else None, (parent, task_id))
+        self._create(cc.instanceId, cc.name, cc.input.value if cc.HasField("input") else None, (parent, task_id),
+                     app_id=app_id, propagated=lineage)
 
-    def _start_detached(self, cd: Any) -> None:
+    def _start_detached(self, cd: Any, app_id: str) -> None:
         existing = self.instances.get(cd.instanceId)
         if existing is None or existing.terminal:
             self._create(cd.instanceId or uuid.uuid4().hex, cd.name,
-                         cd.input.value if cd.HasField("input") else None, None)
+                         cd.input.value if cd.HasField("input") else None, None, app_id=app_id)
 
     def _continue_as_new(self, inst: Instance, complete: Any) -> None:
+        if inst.propagated:  # the new generation sees the chain, with the old generation's history appended
+            lineage = propagation.assemble(propagation.received_scope(inst.propagated), inst.propagated,
+                                           inst.app_id, inst.id, inst.name, inst.history)
+            inst.propagated = lineage.SerializeToString() if lineage is not None else None
         rest = [ev for _, ev in inst.inbox]
         self._drop_tasks(inst)
         self._clear_inbox(inst)
@@ -153,6 +192,7 @@ class HistoryBuilder(Timers):
         inst.status, inst.output, inst.completed = status, output, now
         inst.failure = failure.SerializeToString() if failure is not None else None
         inst.in_flight, inst.stream = None, None
+        inst.stalled_on.clear()
         self._append_history(inst, [_event(executionCompleted=pb.ExecutionCompletedEvent(
             workflowStatus=status, result=_sv(output), failureDetails=failure))])
         self._drop_tasks(inst)
@@ -182,20 +222,23 @@ class HistoryBuilder(Timers):
         parent = self.instances.get(inst.parent_id or "")
         if parent is not None:
             started.parentInstance.CopyFrom(pb.ParentInstanceInfo(
-                taskScheduledId=inst.parent_task_id or 0, name=_sv(parent.name),
+                taskScheduledId=inst.parent_task_id or 0, name=_sv(parent.name), appID=parent.app_id,
                 workflowInstance=pb.WorkflowInstance(instanceId=parent.id, executionId=_sv(parent.execution_id))))
         if inst.start_at is not None:
             started.scheduledStartTimestamp.CopyFrom(_ts(inst.start_at))
-        return _event(executionStarted=started)
+        # the SDK takes the workflow's own app id (ctx.app_id, the source of its calls) from this router
+        return _event(executionStarted=started, router=pb.TaskRouter(sourceAppID=inst.app_id))
 
     def _create(self, instance_id: str, name: str, input_json: str | None,
-                parent: tuple[Instance, int] | None, start_at: float | None = None) -> Instance:
+                parent: tuple[Instance, int] | None, start_at: float | None = None, app_id: str = "",
+                propagated: bytes | None = None) -> Instance:
         old = self.instances.get(instance_id)
         if old is not None:
             self._purge_one(old)
         now = time.time()
         inst = Instance(id=instance_id, name=name, execution_id=uuid.uuid4().hex, status=PENDING, created=now,
-                        updated=now, input=input_json, start_at=start_at if start_at and start_at > now else None)
+                        updated=now, input=input_json, start_at=start_at if start_at and start_at > now else None,
+                        app_id=app_id or self.app_id, propagated=propagated)
         if parent is not None:
             inst.parent_id, inst.parent_task_id = parent[0].id, parent[1]
             inst.parent_execution_id = parent[0].execution_id

@@ -23,6 +23,7 @@ CANCELED = pb.ORCHESTRATION_STATUS_CANCELED
 TERMINATED = pb.ORCHESTRATION_STATUS_TERMINATED
 PENDING = pb.ORCHESTRATION_STATUS_PENDING
 SUSPENDED = pb.ORCHESTRATION_STATUS_SUSPENDED
+STALLED = pb.ORCHESTRATION_STATUS_STALLED  # versioning: waits for a worker with the recorded version/patches
 TERMINAL = frozenset({COMPLETED, FAILED, CANCELED, TERMINATED})
 
 #: fireAt of the "optional" timer that backs an indefinite wait_for_external_event: it never fires.
@@ -76,6 +77,8 @@ class Instance:
     parent_id: str | None = None
     parent_task_id: int | None = None
     parent_execution_id: str | None = None
+    app_id: str = ""  # the app whose workers run it (several apps may share one sidecar)
+    propagated: bytes | None = None  # the serialized PropagatedHistory it received from its parent, if any
     history: list[Any] = field(default_factory=list)
     inbox: list[tuple[int, Any]] = field(default_factory=list)
     in_flight: str | None = None  # completion token of the dispatched work item
@@ -84,6 +87,7 @@ class Instance:
     started_event: Any = None
     queued: bool = False
     offloaded: bool = False  # an ended instance's history lives only in SQLite (read on demand)
+    stalled_on: set[int] = field(default_factory=set)  # streams that stalled it: its turns go to the others
 
     @property
     def terminal(self) -> bool:
@@ -98,6 +102,7 @@ class Activity:
     request: Any
     token: str
     stream: int | None = None
+    app_id: str = ""  # the app whose workers run it (the call's target app, else its workflow's)
 
 
 def _status_name(status: int) -> str:

@@ -31,6 +31,7 @@ from budeval.sidecar.model import (
     NEVER_SECONDS,
     PENDING,
     RUNNING,
+    STALLED,
     START_TIMER_ID,
     SUSPENDED,
     TERMINAL,
@@ -46,9 +47,11 @@ from budeval.sidecar.model import (
 )
 from budeval.sidecar.store import SidecarStore
 from budeval.sidecar.streams import WorkStreams
+from budeval.sidecar.versioning import recorded_version
 
 __all__ = [
-    "CANCELED", "COMPLETED", "CONTINUED_AS_NEW", "FAILED", "NEVER_SECONDS", "PENDING", "RUNNING", "START_TIMER_ID",
+    "CANCELED", "COMPLETED", "CONTINUED_AS_NEW", "FAILED", "NEVER_SECONDS", "PENDING", "RUNNING", "STALLED",
+    "START_TIMER_ID",
     "SUSPENDED", "TERMINAL", "TERMINATED", "Activity", "Engine", "EngineError", "Instance", "_event", "_seconds",
     "_status_name", "_sv", "_ts",
 ]
@@ -57,8 +60,8 @@ __all__ = [
 class Engine(WorkStreams):
     """All workflow state; the gRPC servicer is a thin translation layer over these methods."""
 
-    def __init__(self, store: SidecarStore) -> None:
-        super().__init__(store)
+    def __init__(self, store: SidecarStore, app_id: str = "budeval") -> None:
+        super().__init__(store, app_id)
         self._timer_thread = threading.Thread(target=self._timer_loop, name="sidecar-timers", daemon=True)
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
@@ -75,16 +78,22 @@ class Engine(WorkStreams):
             self._timer_thread.join(timeout=5)
 
     # ---- client operations ---------------------------------------------------------------------------------------
-    def start_instance(self, instance_id: str, name: str, input_json: str | None, start_at: float | None) -> str:
-        """A new instance; an existing id is refused unless that instance has ended (then it is replaced)."""
+    def start_instance(self, instance_id: str, name: str, input_json: str | None, start_at: float | None,
+                       app_id: str | None = None) -> str:
+        """A new instance run by the workers of ``app_id`` (default: the sidecar's own app); an existing id is refused
+        unless that instance has ended (then it is replaced), an app this sidecar does not serve with NOT_FOUND."""
         if not instance_id:
             instance_id = uuid.uuid4().hex
+        app = app_id or self.app_id
         with self.lock:
+            if app not in self.apps:
+                raise EngineError("NOT_FOUND", f"app id '{app}' is not served by this sidecar "
+                                               f"(it serves: {', '.join(sorted(self.apps))})")
             old = self.instances.get(instance_id)
             if old is not None and not old.terminal:
                 raise EngineError("ALREADY_EXISTS", f"an active workflow with ID '{instance_id}' already exists")
             with self.store.tx():
-                self._create(instance_id, name, input_json, None, start_at)
+                self._create(instance_id, name, input_json, None, start_at, app_id=app)
             self.changed.notify_all()
         return instance_id
 
@@ -166,6 +175,8 @@ class Engine(WorkStreams):
             )
             if inst.completed is not None:
                 ws.completedTimestamp.CopyFrom(_ts(inst.completed))
+            if not inst.offloaded and (version := recorded_version(inst.history)):
+                ws.version.CopyFrom(_sv(version))
             if inst.failure is not None:
                 ws.failureDetails.CopyFrom(pb.TaskFailureDetails.FromString(inst.failure))
             if payloads:

@@ -25,8 +25,12 @@ from budeval.sidecar.store import SidecarStore
 class EngineState:
     """All workflow state in memory plus its SQLite rows; the layers above add timers, history and streams."""
 
-    def __init__(self, store: SidecarStore) -> None:
+    def __init__(self, store: SidecarStore, app_id: str = "budeval") -> None:
         self.store = store
+        #: The sidecar's own app (instances started through its main port, rows written before apps were recorded).
+        self.app_id = app_id
+        #: Every app with an endpoint on this sidecar; a call that targets another app fails at once.
+        self.apps: set[str] = {app_id}
         self.lock = store.lock
         self.changed = threading.Condition(self.lock)  # instance status changes (waiters of WaitFor*)
         self.work_cv = threading.Condition(self.lock)  # new work for GetWorkItems streams
@@ -49,9 +53,11 @@ class EngineState:
         with self.lock:
             for row in db.execute(
                 "SELECT id, name, execution_id, status, created, updated, completed, start_at, input, output, "
-                "custom_status, failure, parent_id, parent_task_id, parent_execution_id FROM instances"
+                "custom_status, failure, parent_id, parent_task_id, parent_execution_id, app_id, propagated "
+                "FROM instances"
             ):
                 inst = Instance(*row)
+                inst.app_id = inst.app_id or self.app_id
                 self.instances[inst.id] = inst
                 if inst.parent_id:
                     self.children.setdefault(inst.parent_id, set()).add(inst.id)
@@ -64,9 +70,12 @@ class EngineState:
             for seq, iid, blob in db.execute("SELECT seq, instance_id, event FROM inbox ORDER BY seq"):
                 if iid in self.instances:
                     self.instances[iid].inbox.append((seq, pb.HistoryEvent.FromString(blob)))
-            for iid, tid, eid, blob in db.execute("SELECT instance_id, task_id, execution_id, request FROM activities"):
+            for iid, tid, eid, blob, app in db.execute(
+                "SELECT instance_id, task_id, execution_id, request, app_id FROM activities"
+            ):
                 key = (iid, tid)
-                self.activities[key] = Activity(iid, tid, eid, pb.ActivityRequest.FromString(blob), self._token("a"))
+                self.activities[key] = Activity(iid, tid, eid, pb.ActivityRequest.FromString(blob), self._token("a"),
+                                                app_id=app or self.app_id)
                 self.work.append(("a", key))
             for iid, tid, eid, fire_at, blob in db.execute(
                 "SELECT instance_id, timer_id, execution_id, fire_at, event FROM timers"
@@ -87,11 +96,11 @@ class EngineState:
         inst.updated = time.time()
         self.store.db.execute(
             "INSERT OR REPLACE INTO instances (id, name, execution_id, status, created, updated, completed, start_at,"
-            " input, output, custom_status, failure, parent_id, parent_task_id, parent_execution_id)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " input, output, custom_status, failure, parent_id, parent_task_id, parent_execution_id, app_id,"
+            " propagated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (inst.id, inst.name, inst.execution_id, inst.status, inst.created, inst.updated, inst.completed,
              inst.start_at, inst.input, inst.output, inst.custom_status, inst.failure, inst.parent_id,
-             inst.parent_task_id, inst.parent_execution_id),
+             inst.parent_task_id, inst.parent_execution_id, inst.app_id, inst.propagated),
         )
 
     def _append_history(self, inst: Instance, events: list[Any]) -> None:
@@ -129,7 +138,7 @@ class EngineState:
             return
         inst.queued = True
         self.work.append(("o", inst.id))
-        self.work_cv.notify()
+        self.work_cv.notify_all()  # streams take only their app's items: wake them all
 
     def _purge_one(self, inst: Instance) -> None:
         db = self.store.db

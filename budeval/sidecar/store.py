@@ -46,12 +46,16 @@ CREATE TABLE IF NOT EXISTS deliveries (seq INTEGER NOT NULL, route TEXT NOT NULL
 
 #: The layout this code reads and writes (``PRAGMA user_version``). Version 1 is :data:`SCHEMA`; files written before
 #: versions were recorded say 0 and already hold exactly these tables, so their migration only records the version.
-SCHEMA_VERSION = 1
+#: Version 2 adds the owning app of instances and activities and an instance's received propagated history.
+SCHEMA_VERSION = 2
 
 #: ``{from_version: statements}``: what takes a file from that version to the next (idempotent DDL; a new file starts
 #: at 0 and runs every step). Append a step and raise :data:`SCHEMA_VERSION` when the layout changes; never edit one.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     0: tuple(stmt.strip() for stmt in SCHEMA.split(";") if stmt.strip()),
+    # 2: app-id routing and history propagation (rows from version 1 belong to the sidecar's own app, NULL)
+    1: ("ALTER TABLE instances ADD COLUMN app_id TEXT", "ALTER TABLE instances ADD COLUMN propagated BLOB",
+        "ALTER TABLE activities ADD COLUMN app_id TEXT"),
 }
 
 
@@ -98,13 +102,23 @@ class SidecarStore:
             self._refuse_newer(version)
             for step in range(version, SCHEMA_VERSION):
                 for statement in MIGRATIONS[step]:
-                    self.db.execute(statement)
+                    if not self._has_column(statement):
+                        self.db.execute(statement)
             if version != SCHEMA_VERSION:
                 self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION:d}")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+
+    def _has_column(self, statement: str) -> bool:
+        """True when ``statement`` is ``ALTER TABLE t ADD COLUMN c ...`` and ``t`` already has ``c`` (SQLite has no
+        ``ADD COLUMN IF NOT EXISTS``; this keeps every step idempotent)."""
+        words = statement.split()
+        if len(words) < 6 or [w.upper() for w in (words[0], words[1], words[3], words[4])] != [
+                "ALTER", "TABLE", "ADD", "COLUMN"]:
+            return False
+        return any(row[1] == words[5] for row in self.db.execute(f"PRAGMA table_info({words[2]})"))
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:

@@ -15,18 +15,23 @@ from typing import Any
 
 import dapr.ext.workflow._durabletask.internal.protos as pb
 
+from budeval.sidecar import versioning
 from budeval.sidecar.history import HistoryBuilder
-from budeval.sidecar.model import _event, _sv, _ts
+from budeval.sidecar.model import STALLED, Instance, _event, _sv, _ts
 
 
 class WorkStreams(HistoryBuilder):
     """Adds the ``GetWorkItems`` streams and the ``Complete*Task`` results on top of the history-building steps."""
 
-    def stream(self, is_active: Callable[[], bool]) -> Iterator[Any]:
-        """Work items for one GetWorkItems stream; what it took but did not finish goes back when it ends."""
+    def stream(self, is_active: Callable[[], bool], app_id: str | None = None) -> Iterator[Any]:
+        """Work items for one GetWorkItems stream of a worker of ``app_id`` (default: the sidecar's own app); what it
+        took but did not finish goes back when it ends."""
         sid = next(self._ids)
+        app = app_id or self.app_id
         with self.lock:
             self.streams[sid] = set()
+            if self.stalled_waiting():
+                self.log.info("a worker connected: stalled workflows are offered to it", app_id=app)
         try:
             while True:
                 with self.lock:
@@ -34,13 +39,47 @@ class WorkStreams(HistoryBuilder):
                     while item is None:
                         if self.closed or not is_active():
                             return
-                        if self.work:
-                            item = self._take(sid, self.work.popleft())
-                        else:
+                        item = self._next(sid, app)
+                        if item is None:
                             self.work_cv.wait(timeout=0.5)
                 yield item
         finally:
             self._drop_stream(sid)
+
+    def stalled_waiting(self) -> int:
+        """How many instances are STALLED (each waits for a worker it has not stalled on)."""
+        return sum(1 for inst in self.instances.values() if inst.status == STALLED)
+
+    def _next(self, sid: int, app: str) -> Any:
+        """The first queued work item this stream may run (FIFO); items for other apps, or of instances this stream
+        stalled, stay queued in order; stale entries are dropped."""
+        skipped: list[tuple[str, Any]] = []
+        item = None
+        while self.work and item is None:
+            entry = self.work.popleft()
+            fits = self._fits(sid, app, entry)
+            if fits is None:
+                continue
+            if not fits:
+                skipped.append(entry)
+                continue
+            item = self._take(sid, entry)
+        self.work.extendleft(reversed(skipped))
+        return item
+
+    def _fits(self, sid: int, app: str, entry: tuple[str, Any]) -> bool | None:
+        kind, key = entry
+        if kind == "a":
+            act = self.activities.get(key)
+            if act is None or act.stream is not None:
+                return None
+            return act.app_id == app
+        inst = self.instances.get(key)
+        if inst is None:
+            return None
+        if sid in inst.stalled_on:  # that worker lacks this instance's code: not its later turns either
+            return False
+        return inst.app_id == app
 
     def wake_streams(self) -> None:
         with self.lock:
@@ -72,6 +111,7 @@ class WorkStreams(HistoryBuilder):
             executionId=_sv(inst.execution_id),
             pastEvents=inst.history,
             newEvents=[inst.started_event, *(ev for _, ev in inst.inbox)],
+            propagatedHistory=pb.PropagatedHistory.FromString(inst.propagated) if inst.propagated else None,
         )
         return pb.WorkItem(workflowRequest=request, completionToken=inst.in_flight)
 
@@ -98,8 +138,22 @@ class WorkStreams(HistoryBuilder):
             inst = self.instances.get(res.instanceId)
             if inst is None or not inst.in_flight or inst.in_flight != res.completionToken:
                 return  # stale: the item was re-dispatched, or the instance was terminated/purged meanwhile
-            if inst.stream is not None:
-                self.streams.get(inst.stream, set()).discard(("o", inst.id))
+            sid = inst.stream
+            if sid is not None:
+                self.streams.get(sid, set()).discard(("o", inst.id))
+            stall = versioning.stall_reason(inst.history, res)
+            if stall is not None:  # nothing of the turn is applied; its events stay in the inbox for a later worker
+                with self.store.tx():
+                    self._stall(inst, *stall)
+                inst.in_flight, inst.stream, inst.delivered = None, None, 0
+                if sid is not None:
+                    inst.stalled_on.add(sid)
+                self._enqueue(inst)
+                self.changed.notify_all()
+                return
+            version = versioning.version_to_record(inst.history, res)
+            if version is not None:
+                inst.started_event.workflowStarted.version.CopyFrom(version)
             delivered = inst.inbox[: inst.delivered]
             with self.store.tx() as db:
                 db.executemany("DELETE FROM inbox WHERE seq=?", [(seq,) for seq, _ in delivered])
@@ -108,6 +162,17 @@ class WorkStreams(HistoryBuilder):
                 self._apply(inst, [inst.started_event, *(ev for _, ev in delivered)], res)
             self._enqueue(inst)
             self.changed.notify_all()
+
+    def _stall(self, inst: Instance, reason: int, description: str) -> None:
+        """STALLED with an ``ExecutionStalled`` event (not repeated while the description stays the same)."""
+        last = inst.history[-1] if inst.history else None
+        if last is None or not last.HasField("executionStalled") or last.executionStalled.description != description:
+            self._append_history(inst, [_event(executionStalled=pb.ExecutionStalledEvent(
+                reason=reason, description=description))])
+        if inst.status != STALLED:
+            self.log.warning("workflow stalled", instance_id=inst.id, reason=description)
+        inst.status = STALLED
+        self._save(inst)
 
     def complete_activity(self, res: Any) -> None:
         with self.lock:

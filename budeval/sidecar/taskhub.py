@@ -39,15 +39,18 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
 class TaskHub(stubs.TaskHubSidecarServiceServicer):  # type: ignore[misc]
     """The RPCs the Dapr workflow worker and client call; anything else answers UNIMPLEMENTED."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, app_id: str | None = None) -> None:
         self.engine = engine
+        #: The app this endpoint serves: its workers' streams get that app's work items; instances started here
+        #: belong to it (unless the request's router names another app this sidecar serves).
+        self.app_id = app_id or engine.app_id
 
     def Hello(self, request: Any, context: Any) -> Any:
         return empty_pb2.Empty()
 
     def GetWorkItems(self, request: Any, context: Any) -> Iterator[Any]:
         context.add_callback(self.engine.wake_streams)
-        yield from self.engine.stream(context.is_active)
+        yield from self.engine.stream(context.is_active, self.app_id)
 
     def CompleteOrchestratorTask(self, request: Any, context: Any) -> Any:
         self.engine.complete_orchestration(request)
@@ -62,7 +65,9 @@ class TaskHub(stubs.TaskHubSidecarServiceServicer):  # type: ignore[misc]
     @_guard
     def StartInstance(self, request: Any, context: Any) -> Any:
         start_at = _seconds(request.scheduledStartTimestamp) if request.HasField("scheduledStartTimestamp") else None
-        iid = self.engine.start_instance(request.instanceId, request.name, _value(request, "input"), start_at)
+        target = request.router.targetAppID if request.HasField("router") and request.router.targetAppID else None
+        iid = self.engine.start_instance(request.instanceId, request.name, _value(request, "input"), start_at,
+                                         target or self.app_id)
         return pb.CreateInstanceResponse(instanceId=iid)
 
     def GetInstance(self, request: Any, context: Any) -> Any:

@@ -8,6 +8,10 @@ from __future__ import annotations
 EVALUATION_WORKFLOW = "evaluation"
 RUN_WORKFLOW = "evaluation_run"
 
+#: Version names of the workflows' versioned registrations (``budeval.workflow.worker.WORKFLOW_VERSIONS``). Each
+#: instance's history records the version it started on and replays on it; never rename or reuse one.
+VERSION_1 = "1"
+
 # Activities (what the worker registers; see EvalActivities for why they are coarse).
 PREPARE = "prepare_evaluation"
 SUBMIT = "submit_run"

@@ -1,8 +1,13 @@
-"""Wires the workflow and its activities into a Dapr ``WorkflowRuntime`` (talks to daprd or the embedded sidecar)."""
+"""Wires the workflow and its activities into a Dapr ``WorkflowRuntime`` (talks to daprd or the embedded sidecar).
+
+Both workflows are *versioned registrations* (Dapr workflow versioning): the sidecar records in each instance's history
+the version it started on, and a worker replays it on that version, so an upgrade that changes a workflow's steps
+does not need draining. How to change a workflow safely: docs/workflow.md, "Changing the workflow".
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import dapr.ext.workflow as wf
@@ -10,6 +15,16 @@ import dapr.ext.workflow as wf
 from budeval.workflow import names
 from budeval.workflow.activities import Deps, EvalActivities
 from budeval.workflow.workflows import evaluation_run_workflow, evaluation_workflow
+
+Workflow = Callable[[Any, Any], Any]
+
+#: Every version of each workflow this build can run: ``{workflow name: {version name: function}}``, oldest first;
+#: the last version is the latest (new instances start on it). Keep a version while instances started on it may be
+#: running (in flight across the upgrade); a change to the steps adds a version (or an ``is_patched`` branch).
+WORKFLOW_VERSIONS: Mapping[str, Mapping[str, Workflow]] = {
+    names.EVALUATION_WORKFLOW: {names.VERSION_1: evaluation_workflow},
+    names.RUN_WORKFLOW: {names.VERSION_1: evaluation_run_workflow},
+}
 
 
 def _fresh(fn: Callable[[Any, Any], Any], name: str) -> Callable[[Any, Any], Any]:
@@ -23,12 +38,28 @@ def _fresh(fn: Callable[[Any, Any], Any], name: str) -> Callable[[Any, Any], Any
     return registered
 
 
-def build_runtime(deps: Deps, **runtime_kwargs: Any) -> tuple[wf.WorkflowRuntime, EvalActivities]:
-    """A runtime with both workflows and every activity registered under its stable name (not yet started)."""
+def register_workflows(runtime: wf.WorkflowRuntime,
+                       versions: Mapping[str, Mapping[str, Workflow]] = WORKFLOW_VERSIONS) -> None:
+    """Register every version of every workflow in ``versions`` (the last version of each is the latest).
+
+    Raises ValueError for a workflow without any version.
+    """
+    for name, by_version in versions.items():
+        if not by_version:
+            raise ValueError(f"workflow {name!r} has no version to register")
+        latest = list(by_version)[-1]
+        for version, fn in by_version.items():
+            runtime.register_versioned_workflow(_fresh(fn, f"{name}_v{version}"), name=name, version_name=version,
+                                                is_latest=version == latest)
+
+
+def build_runtime(deps: Deps, versions: Mapping[str, Mapping[str, Workflow]] = WORKFLOW_VERSIONS,
+                  **runtime_kwargs: Any) -> tuple[wf.WorkflowRuntime, EvalActivities]:
+    """A runtime with every version of both workflows (``versions``) and every activity registered under its stable
+    name (not yet started)."""
     runtime_kwargs.setdefault("maximum_thread_pool_workers", deps.settings.worker_threads)
     runtime = wf.WorkflowRuntime(**runtime_kwargs)
-    runtime.register_workflow(_fresh(evaluation_workflow, names.EVALUATION_WORKFLOW), name=names.EVALUATION_WORKFLOW)
-    runtime.register_workflow(_fresh(evaluation_run_workflow, names.RUN_WORKFLOW), name=names.RUN_WORKFLOW)
+    register_workflows(runtime, versions)
     activities = EvalActivities(deps)
     for name, fn in activities.registry().items():
         runtime.register_activity(_fresh(fn, name), name=name)

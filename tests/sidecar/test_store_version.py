@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import dapr.ext.workflow as wf
+import dapr.ext.workflow._durabletask.internal.protos as pb
 import pytest
 
 from budeval.errors import SchemaVersionError, TerminalError
@@ -63,6 +64,44 @@ def test_an_unversioned_file_is_migrated_and_keeps_its_state(tmp_path: Path) -> 
         inst = sidecar.engine.get("old-1")
         assert inst is not None and inst.name == "never_registered" and inst.input == '{"k": 1}'
     assert _pragma(path, "user_version") == SCHEMA_VERSION
+
+
+def test_a_version_1_file_gets_app_ids_and_its_workflow_runs_on_the_sidecars_app(tmp_path: Path) -> None:
+    """Version 1 (before app ids and propagation): an instance and an activity written then belong to the app the
+    sidecar serves as its own, and the instance runs there."""
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(str(path))
+    db.executescript(SCHEMA)
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    with EmbeddedSidecar(path, app_id="first") as sidecar:  # then made into what version 1 code wrote
+        client = wf.DaprWorkflowClient(host="127.0.0.1", port=str(sidecar.grpc_port))
+        client.schedule_new_workflow("hello", input="v1", instance_id="v1-1")
+        client.close()
+    db = sqlite3.connect(str(path))
+    db.execute("UPDATE instances SET app_id=NULL")
+    for seq, blob in db.execute("SELECT seq, event FROM inbox").fetchall():
+        event = pb.HistoryEvent.FromString(blob)
+        event.ClearField("router")  # version 1 wrote no app id into ExecutionStarted
+        db.execute("UPDATE inbox SET event=? WHERE seq=?", (event.SerializeToString(), seq))
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    with EmbeddedSidecar(path, app_id="later") as sidecar:
+        assert _pragma(path, "user_version") == SCHEMA_VERSION
+        runtime = wf.WorkflowRuntime(host="127.0.0.1", port=str(sidecar.grpc_port))
+        runtime.register_workflow(lambda ctx, name: f"hello {name}", name="hello")
+        runtime.start()
+        client = wf.DaprWorkflowClient(host="127.0.0.1", port=str(sidecar.grpc_port))
+        try:
+            state = client.wait_for_workflow_completion("v1-1", timeout_in_seconds=30)
+        finally:
+            client.close()
+            runtime.shutdown()
+        inst = sidecar.engine.get("v1-1") if sidecar.engine else None
+        assert inst is not None and inst.app_id == "later"  # dispatched to the worker of the sidecar's own app
+    assert state is not None and state.serialized_output == '"hello v1"'
 
 
 def test_an_unversioned_file_from_the_old_schema_script_is_migrated(tmp_path: Path) -> None:
