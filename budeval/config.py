@@ -58,6 +58,9 @@ class Settings(BaseModel):
     #: Seconds the workflow's activities keep retrying transient failures (archive, store, broker, API server down)
     #: with backoff (1 s doubling to 60 s) before the step fails; budeval/workflow/policies.py.
     activity_retry_window_s: float = Field(default=1800.0, ge=0, le=7 * 24 * 3600)
+    #: Seconds between rounds of the service's housekeeping (budeval/service/housekeeping.py): archive evaluations
+    #: left ``archive_pending``, correct rows left ``running`` whose workflow ended or is gone. 0: off.
+    housekeeping_interval_s: float = Field(default=60.0, ge=0, le=24 * 3600)
     poll_initial_s: float = 5.0
     poll_max_s: float = 60.0
     unschedulable_after_s: float = 600.0

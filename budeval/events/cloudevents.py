@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 SOURCE = "urn:budeval"
 TYPE_PREFIX = "io.budeval.evaluation."
 REQUEST_TYPE = "io.budeval.evaluation.requested"
-EventKind = Literal["started", "progress", "completed", "failed", "cancelled", "rejected", "duplicate"]
+EventKind = Literal["started", "progress", "completed", "failed", "cancelled", "rejected", "duplicate", "archived"]
 
 
 class CloudEvent(BaseModel):
