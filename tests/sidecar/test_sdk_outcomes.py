@@ -182,7 +182,7 @@ def test_an_archive_down_past_the_window_finishes_with_what_is_stored_and_is_arc
     down = _DownArchive()
     monkeypatch.setattr(stack["deps"], "archive", down)
     _start(stack["client"], "ap-1", retry_window_s=2)
-    state, events = _ended(stack, "ap-1")
+    _, events = _ended(stack, "ap-1")
     assert _terminal(events) == ["completed"], _kinds(events)
     done = events[-1]["data"]
     assert done["status"] == "completed" and done["archive_pending"] is True and done["archive_url"] is None
