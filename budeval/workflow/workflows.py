@@ -226,7 +226,10 @@ def evaluation_run_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]
     def stopped() -> dict[str, Any]:
         """The evaluation was cancelled (its ``stop_runs`` raised the event here): end now, quietly -- the parent
         stops the backend's runs (again, after this ends) and publishes ``cancelled``."""
-        return failed("cancelled", names.CANCEL_REASON).model_dump(mode="json")
+        state = RunState(eval_id=spec.eval_id, run_id=spec.run_id, phase="cancelled", reason_class="cancelled",
+                         message=names.CANCEL_REASON)
+        return RunOutcome(run_id=spec.run_id, datasets=spec.datasets, state=state,
+                          error=names.CANCEL_REASON).model_dump(mode="json")
 
     # Waiting is no action in the history: histories recorded before cancel was an event replay unchanged.
     cancel = ctx.wait_for_external_event(names.CANCEL_EVENT)
