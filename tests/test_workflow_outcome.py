@@ -5,7 +5,7 @@ from budeval.schemas.request import EvalRequest
 from budeval.schemas.results import DatasetStatus, MetricRow
 from budeval.workflow.activities import plan_runs
 from budeval.workflow.models import RunOutcome
-from budeval.workflow.workflows import _classify
+from budeval.workflow.outcome import classify
 
 
 def _ok(run_id: str, dataset: str, score: float | None = 50.0, status: str = "ok") -> RunOutcome:
@@ -24,22 +24,22 @@ def _failed(run_id: str) -> RunOutcome:
 
 
 def test_all_ok_is_completed() -> None:
-    assert _classify([_ok("r0", "a"), _ok("r1", "b")], None) == ("completed", None)
+    assert classify([_ok("r0", "a"), _ok("r1", "b")], None) == ("completed", None)
 
 
 def test_one_failed_run_is_partial_and_names_it() -> None:
-    outcome, reason = _classify([_ok("r0", "a"), _failed("r1")], None)
+    outcome, reason = classify([_ok("r0", "a"), _failed("r1")], None)
     assert outcome == "partial" and reason is not None and "r1" in reason and "OOMKilled" in reason
 
 
 def test_failed_dataset_inside_a_good_run_is_partial() -> None:
-    outcome, reason = _classify([_ok("r0", "a"), _ok("r1", "b", None, "failed")], None)
+    outcome, reason = classify([_ok("r0", "a"), _ok("r1", "b", None, "failed")], None)
     assert outcome == "partial" and reason is not None and "b" in reason
 
 
 def test_no_scores_is_failed() -> None:
-    assert _classify([_failed("r0")], None)[0] == "failed"
-    assert _classify([], "render broke") == ("failed", "render broke")
+    assert classify([_failed("r0")], None)[0] == "failed"
+    assert classify([], "render broke") == ("failed", "render broke")
 
 
 def test_plan_runs_split() -> None:

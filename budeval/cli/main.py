@@ -15,7 +15,8 @@ from budeval.errors import BudevalError
 
 #: Modules with a ``register(subparsers)`` function; each subcommand sets ``func(args) -> int`` via set_defaults.
 COMMAND_MODULES = (
-    "budeval.cli.data_commands",  # extract, results, leaderboard, compare, migrate
+    "budeval.cli.extract_command",  # extract
+    "budeval.cli.data_commands",  # results, leaderboard, compare, migrate
     "budeval.cli.service_commands",  # serve, submit, status, cancel
     "budeval.cli.identity_commands",  # plan, explain
 )

@@ -15,18 +15,17 @@ from typing import Any
 
 from budeval.backends.base import RunSpec, RunState
 from budeval.config import Settings
-from budeval.engine.environment import read_environment
 from budeval.errors import TerminalError, ValidationError
 from budeval.events.cloudevents import make_event
 from budeval.logs import get_logger
 from budeval.schemas.request import EvalRequest, Resources, Toleration
 from budeval.schemas.results import ParsedRun
 from budeval.storage.base import EvaluationRecord
-from budeval.workflow import names, provenance
+from budeval.workflow import names, provenance, steps
 from budeval.workflow.deps import Deps, Parser
 from budeval.workflow.faults import maybe_crash, maybe_delay
 from budeval.workflow.models import (
-    Collected,
+    CheckInput,
     CollectInput,
     EventInput,
     ExtractInput,
@@ -34,7 +33,6 @@ from budeval.workflow.models import (
     PrepareInput,
     RenderedRuns,
     Reusable,
-    RunOutcome,
     RunPlan,
     Stored,
     ValidatedRequest,
@@ -163,12 +161,11 @@ class EvalActivities(OutcomeSteps):
         return state.model_dump(mode="json")
 
     def check_run(self, ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+        """The run's state (``CheckInput``: a reference). ``unknown`` -- the backend lost the run, e.g. deleted by
+        hand -- is returned as is: the workflow submits the run again (submit never runs it twice)."""
         self._count(names.CHECK)
-        spec = RunSpec.model_validate(payload)
-        state: RunState = self.deps.backend.get(spec.eval_id, spec.run_id)
-        if state.phase == "unknown":
-            # The backend lost the run (e.g. deleted by hand): re-submitting is safe, submit never runs it twice.
-            state = self.deps.backend.submit(spec)
+        ref = CheckInput.model_validate(payload)
+        state: RunState = self.deps.backend.get(ref.eval_id, ref.run_id)
         return state.model_dump(mode="json")
 
     def collect_run(self, ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
@@ -177,29 +174,12 @@ class EvalActivities(OutcomeSteps):
         where = CollectInput.model_validate(payload)
         self._count(names.EXTRACT)
         work = self.deps.backend.work_dir(where.eval_id, where.run_id)
-        parsed = self.deps.parse(work)
-        # The summary is read here, before any row is written: a broken run fails the step without touching the store.
-        metrics = list(parsed.metrics)
-        stored = self.store_run(where, parsed)
-        statuses = list(parsed.statuses)  # after the prediction pass (a dataset whose predictions broke is not ok)
-        outcome = RunOutcome(
-            run_id=where.run_id,
-            datasets=where.datasets,
-            state=where.state,
-            metrics=metrics,
-            statuses=statuses,
-            predictions=stored.predictions,
-        )
+        parsed = steps.extract_run(self.deps.parse, work)  # a broken run fails here, without touching the store
+        got = steps.collected(parsed, self.store_run(where, parsed), work)
+        progress = got.outcome(where).progress()
         progress_id = names.event_id(where.eval_id, "progress", where.attempt, where.run_id)
-        self._publish(EventInput(eval_id=where.eval_id, kind="progress", event_id=progress_id, data=outcome.progress()))
-        return Collected(
-            metrics=metrics,
-            statuses=statuses,
-            timestamp=parsed.facts.timestamp,
-            opencompass_version=parsed.facts.opencompass_version,
-            predictions=stored.predictions,
-            environment=read_environment(work),
-        ).model_dump(mode="json")
+        self._publish(EventInput(eval_id=where.eval_id, kind="progress", event_id=progress_id, data=progress))
+        return got.model_dump(mode="json")
 
     def publish_event(self, ctx: Any, payload: dict[str, Any]) -> None:
         self._publish(EventInput.model_validate(payload))
@@ -244,9 +224,9 @@ class EvalActivities(OutcomeSteps):
 
     def store_run(self, where: ExtractInput, parsed: ParsedRun) -> Stored:
         self._count(names.STORE)
-        report = self.deps.store.store_run(where.eval_id, where.run_id, parsed)
+        stored = steps.store_run(self.deps.store, where.eval_id, where.run_id, parsed)
         maybe_crash(names.STORE, "after")  # (the store logs "run stored" with its counts and time)
-        return Stored(metrics=report.metrics, predictions=report.predictions)
+        return stored
 
     def _publish(self, inp: EventInput) -> None:
         self._count(names.PUBLISH)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from budeval.backends.base import JobBackend
 from budeval.config import Settings
 from budeval.events.publisher import EventPublisher
-from budeval.schemas.results import ParsedRun
 from budeval.storage.base import Archive, ResultStore
+from budeval.workflow.steps import Parser
 
-Parser = Callable[[Path], ParsedRun]
+__all__ = ["Deps", "EventRaiser", "Parser"]
+
 #: ``raise_event(instance_id, event_name, data)``: an external event into a workflow instance (the SDK client's
 #: ``raise_workflow_event``); the cancel activity tells the runs' child workflows with it.
 EventRaiser = Callable[[str, str, Any], None]

@@ -126,6 +126,14 @@ class ExtractInput(Model):
     run_id: str
 
 
+class CheckInput(ExtractInput):
+    """``check_run``: which run, by reference. Every poll's input stays in the workflow's history, so it carries no
+    spec (the rendered config alone is kilobytes); the workflow re-submits a run the backend lost itself."""
+
+    #: Inputs recorded by budeval before this model was the input hold the whole ``RunSpec``: its extra fields ignored.
+    model_config = ConfigDict(extra="ignore")
+
+
 class CollectInput(ExtractInput):
     datasets: list[str] = Field(default_factory=list)
     #: The run's final state as the backend reported it (goes into the ``progress`` event).
@@ -151,6 +159,20 @@ class Collected(Extracted):
     predictions: int = 0
     #: The run's captured environment (``{work_dir}/.budeval/environment.json``; empty when it wrote none).
     environment: dict[str, Any] = Field(default_factory=dict)
+
+    def outcome(self, where: CollectInput, timings: dict[str, str] | None = None) -> RunOutcome:
+        """The collected run's outcome (its ``progress`` event, the evaluation's verdict and provenance)."""
+        return RunOutcome(
+            run_id=where.run_id,
+            datasets=where.datasets,
+            state=where.state,
+            metrics=self.metrics,
+            statuses=self.statuses,
+            predictions=self.predictions,
+            environment=self.environment,
+            opencompass_version=self.opencompass_version,
+            timings=dict(timings or {}),
+        )
 
 
 class ArchiveInput(Model):

@@ -13,10 +13,9 @@ import shutil
 from datetime import UTC, datetime
 from typing import Any
 
-from budeval.errors import TerminalError
 from budeval.logs import get_logger
 from budeval.storage.base import EvaluationRecord
-from budeval.workflow import names, provenance
+from budeval.workflow import names, provenance, steps
 from budeval.workflow.deps import Deps
 from budeval.workflow.models import (
     Archived,
@@ -116,16 +115,16 @@ class OutcomeSteps:
         self._count(names.CANCEL)
         if inp.validated is not None:
             record = self._record(inp.validated, "cancelled")
-            provenance.finish(record, inp.runs, {"started_at": inp.started_at, "finished_at": inp.finished_at,
-                                                 "runs": [{"run_id": o.run_id, "phase": o.state.phase}
-                                                          for o in inp.runs]})
         else:
             record = self.deps.store.get_evaluation(inp.eval_id) or EvaluationRecord(eval_id=inp.eval_id,
                                                                                     status="cancelled")
         record = record.model_copy(update={"status": "cancelled", "reason": CANCEL_REASON,
                                            "created_at": _aware(inp.started_at),
                                            "finished_at": _aware(inp.finished_at)})
-        self.deps.store.record_evaluation(record)
+        extra: dict[str, Any] = {"started_at": inp.started_at, "finished_at": inp.finished_at}
+        if inp.attempt > 1:
+            extra["attempt"] = inp.attempt
+        steps.finish_evaluation(self.deps.store, record, inp.runs, extra)
         scores = [s.model_dump(mode="json") for s in self.deps.store.results(inp.eval_id)]
         data = {"status": "cancelled", "reason": CANCEL_REASON, "scores": scores}
         self._publish(EventInput(eval_id=inp.eval_id, kind="cancelled",
@@ -152,23 +151,19 @@ class OutcomeSteps:
         get_logger(eval_id=eval_id).info("earlier attempt superseded", attempt=attempt)
 
     def archive_evaluation(self, inp: ArchiveInput, deadline: str | None = None) -> Archived:
-        """Upload the results folder. A terminal refusal is reported in ``error``; a transient failure propagates
-        (the activity retries) until ``deadline`` has passed, then it is reported as ``pending``."""
+        """The evaluation's results folder under prefix ``{eval_id}`` (:func:`budeval.workflow.steps.archive_folder`):
+        a terminal refusal comes back in ``error``; a transient failure propagates (the activity retries) until
+        ``deadline`` has passed, then it comes back as ``pending``."""
         self._count(names.ARCHIVE)
         source = self.deps.settings.resolved_results_root() / inp.eval_id
-        if not source.is_dir():
-            return Archived(url=None, error=f"no results folder for {inp.eval_id}")
         try:
-            receipt = self.deps.archive.upload_run(source, inp.eval_id, self._provenance(inp.provenance))
-        except TerminalError as exc:  # retrying cannot help
-            return Archived(url=None, error=str(exc))
+            return steps.archive_folder(self.deps.archive, source, inp.eval_id, self._provenance(inp.provenance))
         except Exception as exc:
             if deadline is None or datetime.now(UTC) < _aware(deadline):
                 raise
             get_logger(eval_id=inp.eval_id).warning("archive unreachable past the retry window; pending",
                                                     error=str(exc)[:300])
             return Archived(url=None, error=f"{type(exc).__name__}: {str(exc)[:500]}", pending=True)
-        return Archived(url=receipt.url, files=receipt.files, uploaded=receipt.uploaded, skipped=receipt.skipped)
 
     def finish_evaluation(self, inp: FinishInput) -> EvaluationRecord:
         self._count(names.FINISH)
@@ -179,25 +174,14 @@ class OutcomeSteps:
         record.archive_pending = inp.archive_pending
         record.created_at = datetime.fromisoformat(inp.started_at)
         record.finished_at = datetime.fromisoformat(inp.finished_at)
-        versions = {f"{m.dataset}": m.version for o in inp.runs for m in o.metrics if m.version and m.version != "-"}
-        extra: dict[str, Any] = {
-            "config_hashes": inp.config_hashes,
-            "dataset_versions": versions,
-            "runs": [
-                {"run_id": o.run_id, "datasets": o.datasets, "phase": o.state.phase, "predictions": o.predictions}
-                for o in inp.runs
-            ],
-            "started_at": inp.started_at,
-            "finished_at": inp.finished_at,
-        }
+        extra: dict[str, Any] = {"config_hashes": inp.config_hashes, "started_at": inp.started_at,
+                                 "finished_at": inp.finished_at}
         attempt = getattr(inp, "attempt", 1)
         if attempt > 1:  # a re-run: admission reads it when the workflow is gone (then the next one is attempt + 1)
             extra["attempt"] = attempt
         if inp.archive_pending_reason:
             extra["archive_pending_reason"] = inp.archive_pending_reason
-        provenance.finish(record, inp.runs, extra)
-        self.deps.store.record_evaluation(record)
-        return record
+        return steps.finish_evaluation(self.deps.store, record, inp.runs, extra)
 
     def copy_results(self, source_eval: str, validated: ValidatedRequest) -> list[dict[str, Any]]:
         """A reused evaluation's own score rows (copied from the evaluation it reuses, under its model name), so

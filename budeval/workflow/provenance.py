@@ -13,7 +13,10 @@ docs/storage.md, "Provenance"):
 - ``environments``: per run, what the run itself captured (budeval/engine/environment.py);
 - ``timings``: per run ``queued_s`` (submitted -> the process started), ``run_s`` (started -> seen finished),
   ``collect_s`` (finished -> rows stored), and the evaluation's ``total_s``;
-- ``runs``, ``started_at``, ``finished_at``.
+- ``runs``: a list, one ``{run_id, datasets, phase, predictions, error}`` per run (:func:`run_entry`, whoever wrote
+  it); ``started_at``, ``finished_at``;
+- ``extracted_by`` (a row ``budeval extract`` created) and ``extracts`` (per run: the folder it read and what the
+  reader noted; budeval/workflow/steps.py).
 """
 
 from __future__ import annotations
@@ -91,9 +94,18 @@ def model_commit(model: dict[str, Any]) -> str:
 
 
 def finish(record: EvaluationRecord, runs: list[RunOutcome], extra: dict[str, Any]) -> None:
-    """Complete ``record`` with what the runs recorded: columns (engine version run, GPU type and count) and JSON."""
-    environments = {o.run_id: o.environment for o in runs if o.environment}
-    versions = {o.run_id: o.opencompass_version for o in runs if o.opencompass_version}
+    """Complete ``record`` with what the runs recorded: columns (engine version run, GPU type and count) and JSON.
+
+    Per-run values (``runs``, ``environments``, ``opencompass_versions``, ``timings.runs``, ``dataset_versions``) are
+    merged into what ``record`` already holds, a run's new entry replacing its earlier one (a run without clocks keeps
+    its earlier timings): the workflow finishes a fresh record, ``budeval extract`` adds or replaces one run of a
+    recorded evaluation. ``extra`` (e.g. ``config_hashes``, ``started_at``, ``finished_at``) is set as given.
+    """
+    earlier = record.provenance
+    environments = _merged(earlier.get("environments"), {o.run_id: o.environment for o in runs if o.environment})
+    versions = _merged(
+        earlier.get("opencompass_versions"), {o.run_id: o.opencompass_version for o in runs if o.opencompass_version}
+    )
     ran = sorted(set(versions.values()))
     if ran:
         record.engine_version = "+".join(ran)
@@ -101,12 +113,50 @@ def finish(record: EvaluationRecord, runs: list[RunOutcome], extra: dict[str, An
     if gpus:
         record.gpu_type = "+".join(sorted({t for t, _ in gpus if t}))
         record.gpu_count = max(n for _, n in gpus)
-    record.provenance = record.provenance | {
+    dataset_versions = _merged(
+        earlier.get("dataset_versions"),
+        {m.dataset: m.version for o in runs for m in o.metrics if m.version and m.version != "-"},
+    )
+    replaced = {o.run_id for o in runs}
+    entries = [e for e in runs_of(earlier) if e.get("run_id") not in replaced] + [run_entry(o) for o in runs]
+    clocks = timings(runs, extra.get("started_at"), extra.get("finished_at"))
+    before = _merged(earlier.get("timings"), {})
+    before_runs = _merged(before.get("runs"), {})
+    clocks["runs"] = before_runs | {k: v for k, v in clocks["runs"].items() if v or k not in before_runs}
+    if "total_s" not in clocks and "total_s" in before:
+        clocks["total_s"] = before["total_s"]
+    record.provenance = earlier | {
         "opencompass_versions": versions,
         "environments": environments,
-        "timings": timings(runs, extra.get("started_at"), extra.get("finished_at")),
+        "timings": clocks,
+        "dataset_versions": dataset_versions,
+        "runs": entries,
         **extra,
     }
+
+
+def run_entry(outcome: RunOutcome) -> dict[str, Any]:
+    """One run in ``provenance.runs``: ``run_id``, ``datasets``, ``phase`` (the run's final phase), ``predictions``
+    (rows stored), ``error`` (why the run failed; None when it ran through). The same shape whoever wrote it."""
+    return {
+        "run_id": outcome.run_id,
+        "datasets": outcome.datasets,
+        "phase": outcome.state.phase,
+        "predictions": outcome.predictions,
+        "error": outcome.error,
+    }
+
+
+def runs_of(provenance: dict[str, Any]) -> list[dict[str, Any]]:
+    """``provenance.runs`` as a list of run entries (rows written before it was a list hold a dict by run id)."""
+    found = provenance.get("runs") or []
+    if isinstance(found, dict):
+        return [{"run_id": key, **value} for key, value in found.items() if isinstance(value, dict)]
+    return [entry for entry in found if isinstance(entry, dict)]
+
+
+def _merged(earlier: Any, new: dict[str, Any]) -> dict[str, Any]:
+    return {**(earlier if isinstance(earlier, dict) else {}), **new}
 
 
 def timings(runs: list[RunOutcome], started_at: str | None, finished_at: str | None) -> dict[str, Any]:

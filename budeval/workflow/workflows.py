@@ -26,9 +26,9 @@ from budeval.backends.base import RunState
 from budeval.workflow import names
 from budeval.workflow.models import (
     CancelInput,
+    CheckInput,
     Collected,
     CollectInput,
-    EvalOutcome,
     EvaluationResult,
     EventInput,
     FinalizeInput,
@@ -38,6 +38,7 @@ from budeval.workflow.models import (
     RunOutcome,
     WorkflowInput,
 )
+from budeval.workflow.outcome import classify, failures
 from budeval.workflow.policies import BackoffPolicy, transient
 
 Gen = Generator[Any, Any, dict[str, Any]]
@@ -105,7 +106,7 @@ def evaluation_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) ->
             yield ctx.call_activity(names.STOP_RUNS, input=sweep.model_dump(mode="json"), retry_policy=policy)
         scores = list((done or {}).get("scores", []))
         return EvaluationResult(eval_id=eval_id, outcome="cancelled", reason=names.CANCEL_REASON,
-                                failures=_failures(outcomes), scores=scores).model_dump(mode="json")
+                                failures=failures(outcomes), scores=scores).model_dump(mode="json")
 
     def finalize(result: EvaluationResult, runs: list[RunOutcome], **extra: Any) -> Any:
         now = ctx.current_utc_datetime
@@ -178,12 +179,12 @@ def evaluation_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) ->
     if cancel.is_complete:  # raised while the last run was being collected: the cancel still wins over finalize
         return (yield from cancelled([], outcomes))
 
-    outcome_name, reason = _classify(outcomes, prepared.render_error)
+    outcome_name, reason = classify(outcomes, prepared.render_error)
     result = EvaluationResult(
         eval_id=eval_id,
         outcome=outcome_name,
         reason=reason,
-        failures=_failures(outcomes),
+        failures=failures(outcomes),
         scores=[m.model_dump(mode="json") for o in outcomes for m in o.metrics],
     )
     config_hashes = rendered.config_hashes if rendered is not None else {}
@@ -241,6 +242,7 @@ def evaluation_run_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]
     except wf.TaskFailedError as exc:
         return (yield from ended(failed("unknown", f"submit failed: {_failure_message(exc)}")))
 
+    check = CheckInput(eval_id=spec.eval_id, run_id=spec.run_id)  # a reference: every poll's input is in the history
     # One waiter for the whole run: a fresh waiter per loop would leave stale ones that swallow the event.
     finished_event = ctx.wait_for_external_event(names.RUN_FINISHED_EVENT)
     delay = inp.poll_initial_s
@@ -264,8 +266,13 @@ def evaluation_run_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]
         delay = min(delay * 2, inp.poll_max_s)
         try:
             state = RunState.model_validate(
-                (yield ctx.call_activity(names.CHECK, input=spec.model_dump(mode="json"), retry_policy=policy))
+                (yield ctx.call_activity(names.CHECK, input=check.model_dump(mode="json"), retry_policy=policy))
             )
+            # The backend lost the run (e.g. deleted by hand): submit it again -- unless a cancel deleted it.
+            if state.phase == "unknown" and not cancel.is_complete:
+                state = RunState.model_validate(
+                    (yield ctx.call_activity(names.SUBMIT, input=spec.model_dump(mode="json"), retry_policy=policy))
+                )
         except wf.TaskFailedError as exc:
             return (yield from ended(failed("unknown", f"status check failed: {_failure_message(exc)}")))
 
@@ -298,54 +305,5 @@ def evaluation_run_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]
             )
         )
     timings["collected_at"] = ctx.current_utc_datetime.isoformat()
-    return RunOutcome(
-        run_id=spec.run_id,
-        datasets=spec.datasets,
-        state=state,
-        metrics=collected.metrics,
-        statuses=collected.statuses,
-        predictions=collected.predictions,
-        environment=collected.environment,
-        opencompass_version=collected.opencompass_version,
-        timings=timings,
-    ).model_dump(mode="json")
+    return collected.outcome(where, timings).model_dump(mode="json")
 
-
-def _classify(outcomes: list[RunOutcome], render_error: str | None) -> tuple[EvalOutcome, str | None]:
-    if render_error is not None:
-        return "failed", render_error
-    scored = [m for o in outcomes for m in o.metrics if m.score is not None]
-    bad = _failures(outcomes)
-    if not scored:
-        return "failed", "; ".join(f"{f['run_id']}: {f['reason']}" for f in bad) or "no scores"
-    if bad:
-        return "partial", "; ".join(f"{f['run_id']}/{f.get('dataset', '*')}: {f['reason']}" for f in bad)
-    return "completed", None
-
-
-def _failures(outcomes: list[RunOutcome]) -> list[dict[str, Any]]:
-    failures: list[dict[str, Any]] = []
-    for o in outcomes:
-        if not o.ok:
-            failures.append(
-                {
-                    "run_id": o.run_id,
-                    "datasets": o.datasets,
-                    "reason_class": o.state.reason_class or "unknown",
-                    "reason": o.error or o.state.message or o.state.phase,
-                    "log_excerpt": o.state.log_excerpt[-2000:],
-                }
-            )
-            continue
-        for s in o.statuses:
-            if s.status != "ok":
-                failures.append(
-                    {
-                        "run_id": o.run_id,
-                        "model": s.model,
-                        "dataset": s.dataset,
-                        "reason_class": s.status,
-                        "reason": s.reason or s.status,
-                    }
-                )
-    return failures

@@ -1,43 +1,18 @@
-"""The data CLI (extract, results, leaderboard, compare, migrate) on a real chDB store and a folder archive."""
+"""The data CLI (results, leaderboard, compare, migrate) on a real chDB store."""
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from budeval.cli import data_commands
-from budeval.errors import NotFoundError, UnsafeIdError
+from budeval.errors import NotFoundError
 from budeval.storage.factory import open_store
-from tests.storage.fakes import Example, MemoryRun, metric, simple_run, status
-
-REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO / "tests" / "fixtures" / "opencompass"
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="budeval")
-    data_commands.register(parser.add_subparsers(dest="command", required=True))
-    return parser
-
-
-def run_cli(*argv: str) -> str:
-    args = _parser().parse_args(list(argv))
-    out = io.StringIO()
-    assert args.func(args, out) == 0
-    return out.getvalue()
-
-
-@pytest.fixture
-def dsn(tmp_path: Path) -> str:
-    return f"chdb://{tmp_path / 'ch'}"
+from tests.cli.support import budeval_cmd, parser, run_cli
+from tests.storage.fakes import Example, MemoryRun, simple_run
 
 
 def _fill(dsn: str, runs: dict[str, MemoryRun]) -> None:
@@ -101,7 +76,7 @@ def test_results_with_examples_shows_each_verdict_beside_the_scores(dsn: str) ->
 
 
 def test_results_of_an_unknown_evaluation_is_not_found(dsn: str) -> None:
-    args = _parser().parse_args(["results", "nope", "--store", dsn])
+    args = parser().parse_args(["results", "nope", "--store", dsn])
     with pytest.raises(NotFoundError, match="nope"):
         args.func(args, io.StringIO())
 
@@ -126,120 +101,18 @@ def test_leaderboard_and_compare_json(dsn: str) -> None:
     assert doc["flip_summary"][0]["correct_to_wrong"] == 1
     text = run_cli("compare", "ck-1", "ck-2", "--examples", "--store", dsn)
     assert "-20.00" in text and "correct_to_wrong" in text
-    args = _parser().parse_args(["compare", "ck-1", "ck-9", "--store", dsn])
+    args = parser().parse_args(["compare", "ck-1", "ck-9", "--store", dsn])
     with pytest.raises(NotFoundError, match="ck-9"):
         args.func(args, io.StringIO())
 
 
-def test_extract_stores_records_and_archives_a_run(dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The extract flow with an in-memory parse result (the real parser is exercised in the fixture test below)."""
-    run_dir = tmp_path / "work"
-    (run_dir / "20260101_000000").mkdir(parents=True)
-    (run_dir / "20260101_000000" / "note.txt").write_text("raw output\n")
-    parsed = MemoryRun(
-        "20260101_000000",
-        [metric("m", "qa", 50.0), metric("m", "bad", None)],
-        [status("m", "qa"), status("m", "bad", "failed")],
-    )
-    monkeypatch.setattr(data_commands, "_parse", lambda path: parsed)
-    archive = tmp_path / "archive"
-    doc = json.loads(
-        run_cli("extract", str(run_dir), "--eval-id", "ev-x", "--store", dsn, "--archive", archive.as_uri(), "--json")
-    )
-    assert doc["status"] == "partial"
-    assert doc["archive"]["url"] == (archive / "ev-x" / "r0").as_uri() + "/"
-    assert (archive / "ev-x" / "r0" / "20260101_000000" / "note.txt").read_text() == "raw output\n"
-    store = open_store(dsn)
-    try:
-        record = store.get_evaluation("ev-x")
-    finally:
-        store.close()
-    assert record is not None and record.status == "partial" and record.archive_url == doc["archive"]["url"]
-    assert {r["run_id"]: r for r in record.provenance["runs"]}["r0"]["timestamp"] == "20260101_000000"
-    assert record.provenance["dataset_versions"] == {"qa": "abc123", "bad": "abc123"}
-    again = json.loads(
-        run_cli("extract", str(run_dir), "--eval-id", "ev-x", "--store", dsn, "--archive", archive.as_uri(), "--json")
-    )
-    assert again["archive"]["uploaded"] == 0 and again["scores"] == doc["scores"]
-    with pytest.raises(UnsafeIdError):
-        run_cli("extract", str(run_dir), "--eval-id", "../x", "--store", dsn, "--no-archive")
-
-
-def test_extract_a_real_opencompass_fixture_end_to_end(dsn: str, tmp_path: Path) -> None:
-    source = FIXTURES / "two_models_one_fails"
-    archive = tmp_path / "archive"
-    doc = json.loads(
-        run_cli("extract", str(source), "--eval-id", "fx-1", "--store", dsn, "--archive", archive.as_uri(), "--json")
-    )
-    rows = json.loads(run_cli("results", "fx-1", "--store", dsn, "--json"))
-    assert rows == doc["scores"]
-    models = {r["model"]: r for r in rows}
-    assert models["smollm2-135m-instruct"]["score"] is not None
-    assert models["missing-model"]["score"] is None and models["missing-model"]["status"] != "ok"
-    assert doc["status"] == "partial"
-    manifest = json.loads((archive / "fx-1" / "r0" / "manifest.json").read_text())
-    assert len(manifest["files"]) == sum(1 for p in source.rglob("*") if p.is_file())
-
-
-def test_extract_of_an_aborted_run_fails_with_one_line_and_stores_nothing(tmp_path: Path) -> None:
-    dsn = f"chdb://{tmp_path / 'ch'}"
-    archive = tmp_path / "archive"
-    done = _budeval(
-        "extract", str(FIXTURES / "aborted"), "--eval-id", "ab-1", "--store", dsn, "--archive", archive.as_uri()
-    )
-    assert done.returncode == 1 and done.stdout == ""
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("budeval: error: ") and "no usable summary" in last
-    assert not archive.exists()
-    assert _budeval("results", "ab-1", "--store", dsn).returncode == 1
-
-
-def _budeval(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "budeval.cli.main", *argv],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-        cwd=REPO,
-    )
-
-
 def test_the_budeval_command_fails_with_one_line_and_uses_env_defaults(tmp_path: Path) -> None:
     env: dict[str, Any] = {"BUDEVAL_STORE_DSN": f"chdb://{tmp_path / 'ch'}", "BUDEVAL_DATA_DIR": str(tmp_path)}
-    missing = _budeval("results", "nope", "--json", env=env)
+    missing = budeval_cmd("results", "nope", "--json", env=env)
     assert missing.returncode == 1 and missing.stdout == ""
     assert missing.stderr.strip().splitlines()[-1] == "budeval: error: no evaluation 'nope' in the store"
-    unreachable = _budeval("results", "x", "--store", "http://u:hunter2@127.0.0.1:1/db")
+    unreachable = budeval_cmd("results", "x", "--store", "http://u:hunter2@127.0.0.1:1/db")
     assert unreachable.returncode == 1 and "hunter2" not in unreachable.stderr
     assert unreachable.stderr.strip().splitlines()[-1].startswith("budeval: error: cannot open the ClickHouse store")
-    ok = _budeval("migrate", "--json", env=env)
+    ok = budeval_cmd("migrate", "--json", env=env)
     assert ok.returncode == 0 and json.loads(ok.stdout)["applied"] == []
-
-
-def test_extract_into_an_evaluation_the_workflow_recorded(dsn: str, tmp_path: Path) -> None:
-    """The workflow records ``provenance.runs`` as a list of runs with their run_id; extract adds or replaces its
-    run in the same shape (it used to expect a dict and failed with an uncaught ValueError)."""
-    from datetime import UTC, datetime
-
-    from budeval.storage.base import EvaluationRecord
-
-    store = open_store(dsn)
-    try:
-        store.migrate()
-        store.record_evaluation(EvaluationRecord(
-            eval_id="wf-1", status="completed", model_name="m", created_at=datetime.now(UTC),
-            provenance={"runs": [{"run_id": "r0", "datasets": ["tiny_qa"], "phase": "succeeded", "predictions": 5},
-                                 {"run_id": "r1", "datasets": ["tiny_mcq"], "phase": "succeeded", "predictions": 4}]},
-        ))
-    finally:
-        store.close()
-    run_cli("extract", str(FIXTURES / "qa_chat"), "--eval-id", "wf-1", "--run-id", "r0", "--store", dsn, "--no-archive")
-    store = open_store(dsn)
-    try:
-        record = store.get_evaluation("wf-1")
-        assert record is not None
-        runs = {r["run_id"]: r for r in record.provenance["runs"]}
-        assert set(runs) == {"r0", "r1"} and runs["r0"]["timestamp"] and runs["r1"]["phase"] == "succeeded"
-    finally:
-        store.close()

@@ -19,13 +19,8 @@ import httpx
 import pytest
 
 from tests.service.serve_process import FAKE_PYTHON, FIXTURE, ROOT
-from tests.service.test_serve_embedded import pytestmark, request
+from tests.service.test_serve_embedded import request
 from tests.support import free_port, wait_until
-
-__all__ = ["pytestmark"]
-
-
-
 
 
 def stop(proc: subprocess.Popen[bytes]) -> int:

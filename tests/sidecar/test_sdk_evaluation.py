@@ -6,6 +6,7 @@ published with DaprClient through the sidecar. Only the job is instant: the back
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Iterator
@@ -16,7 +17,9 @@ from typing import Any
 import dapr.ext.workflow as wf
 import httpx
 import pytest
+from dapr.ext.workflow._durabletask.client import TaskHubGrpcClient
 
+from budeval.backends.base import RunState
 from budeval.config import Settings
 from budeval.engine.catalog import load_suites
 from budeval.engine.results import parse_run
@@ -37,8 +40,6 @@ TIMEOUT = 120
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    if not FIXTURE.exists():
-        pytest.skip("fixture run folder tests/fixtures/opencompass/qa_chat is missing")
     work = tmp_path_factory.mktemp("evalstack")
     sidecar = EmbeddedSidecar(work / "sidecar.db")
     sidecar.start()
@@ -125,6 +126,48 @@ def test_evaluation_completes_event_driven_and_by_timer_poll(stack: dict[str, An
     assert run is not None and run.runtime_status == wf.WorkflowStatus.COMPLETED
     calls = stack["deps"].calls
     assert calls.get(names.SUBMIT, 0) >= 1
+
+
+def test_polls_carry_a_reference_not_the_spec_and_a_lost_run_is_submitted_again(
+    stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every poll's input stays in the run's history: it is the run's ids, not its rendered config. A run the
+    backend lost (``unknown``) is submitted again by the workflow, which holds the spec."""
+    backend = stack["deps"].backend
+    submitted: list[str] = []
+    real_submit = backend.submit
+
+    def loses_the_first(spec: Any) -> Any:
+        submitted.append(spec.run_id)
+        if len(submitted) == 1:  # accepted, then lost: nothing runs, so get() answers "unknown"
+            return RunState(eval_id=spec.eval_id, run_id=spec.run_id, phase="running")
+        return real_submit(spec)
+
+    monkeypatch.setattr(backend, "submit", loses_the_first)
+    _start(stack["client"], "poll-lost")
+    state = stack["client"].wait_for_workflow_completion("poll-lost", timeout_in_seconds=TIMEOUT)
+    assert state is not None and state.runtime_status == wf.WorkflowStatus.COMPLETED, state and state.failure_details
+    assert submitted == ["r0", "r0"]
+    record = stack["store"].get_evaluation("poll-lost")
+    assert record is not None and record.status == "completed"
+    hub = TaskHubGrpcClient(host_address=f"127.0.0.1:{stack['sidecar'].grpc_port}")
+    history = hub.get_instance_history(names.run_instance_id("poll-lost", "r0"))
+    scheduled = [e.taskScheduled for e in history if e.WhichOneof("eventType") == "taskScheduled"]
+    checks = [json.loads(t.input.value) for t in scheduled if t.name == names.CHECK]
+    assert len(checks) >= 2  # the poll that found the run lost, and one that found it finished
+    assert all(c == {"eval_id": "poll-lost", "run_id": "r0"} for c in checks), checks
+    assert [t.name for t in scheduled].count(names.SUBMIT) == 2
+
+
+def test_a_check_recorded_by_an_older_budeval_with_the_whole_spec_still_runs(stack: dict[str, Any]) -> None:
+    """``check_run`` inputs already in histories hold the whole RunSpec: the activity reads the ids from it."""
+    from budeval.backends.base import RunSpec
+    from budeval.workflow.activities import EvalActivities
+
+    old = RunSpec.model_validate({"eval_id": "evt-one", "run_id": "r0", "config_text": "# rendered\n",
+                                  "model": request("evt-one")["model"], "datasets": ["tiny_qa"]})
+    answer = EvalActivities(stack["deps"]).check_run(None, old.model_dump(mode="json"))
+    assert RunState.model_validate(answer).phase == stack["deps"].backend.get("evt-one", "r0").phase
 
 
 def test_cancel_terminates_the_evaluation_and_its_run(stack: dict[str, Any]) -> None:
