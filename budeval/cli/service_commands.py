@@ -39,6 +39,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--wait", action="store_true", help="follow the events topic until the evaluation ends")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait (readiness and --wait)")
     p.add_argument("--json", action="store_true", help="print the final event as JSON")
+    p.add_argument("--force", action="store_true",
+                   help="set force: true (no reuse of earlier work; re-run a failed or cancelled eval id)")
     p.set_defaults(func=_submit)
 
     p = subparsers.add_parser("status", help="status, scores and failures of an evaluation (HTTP API)")
@@ -46,8 +48,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the API's answer as JSON")
     p.set_defaults(func=_status)
 
-    p = subparsers.add_parser("cancel", help="cancel an evaluation (HTTP API)")
+    p = subparsers.add_parser("cancel", help="cancel an evaluation (HTTP API); waits until it has ended")
     p.add_argument("eval_id")
+    p.add_argument("--no-wait", action="store_true", help="return once the workflow has the cancel request")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the evaluation's end")
     p.set_defaults(func=_cancel)
 
 
@@ -313,6 +317,8 @@ def provenance_lines(p: dict[str, Any]) -> list[str]:
 def _submit(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     request = _read_request(args.file, settings.max_json_depth)
+    if args.force:
+        request["force"] = True
     deadline = time.monotonic() + max(1.0, args.timeout)
     url = _wait_ready(settings, deadline)
     request_id = f"req-{uuid.uuid4().hex}"
@@ -377,6 +383,18 @@ def _status_view(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _cancel(args: argparse.Namespace) -> int:
+    """Ask the workflow to cancel; then (unless ``--no-wait``) wait for the evaluation's end and print it: exit 0
+    when it ended ``cancelled``, 1 when it finished otherwise first (a finalize already under way wins)."""
+    poll_s = Settings.from_env().client_poll_s
     body = _api("DELETE", f"/evals/{args.eval_id}")
-    print(f"{body.get('eval_id')}: {body.get('status')}")
-    return 0
+    status = str(body.get("status"))
+    deadline = time.monotonic() + max(1.0, args.timeout)
+    while status == "cancel_requested" and not args.no_wait:
+        if time.monotonic() >= deadline:
+            raise TransientError(f"timed out waiting for {args.eval_id} to end (cancel requested)")
+        time.sleep(poll_s)
+        current = str(_api("GET", f"/evals/{args.eval_id}").get("status"))
+        if current not in ("pending", "running"):
+            status = current
+    print(f"{body.get('eval_id')}: {status}" + (" (already)" if body.get("already") else ""))
+    return 0 if status in ("cancelled", "cancel_requested") else 1

@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     #: The first pause between those retries and the longest (it doubles in between).
     activity_retry_first_s: float = Field(default=1.0, gt=0, le=3600)
     activity_retry_max_s: float = Field(default=60.0, gt=0, le=24 * 3600)
+    #: Seconds between rounds of the service's housekeeping (budeval/service/housekeeping.py): archive evaluations
+    #: left ``archive_pending``, correct rows left ``running`` whose workflow ended or is gone. 0: off.
+    housekeeping_interval_s: float = Field(default=60.0, ge=0, le=24 * 3600)
     #: A run's status is polled (as a fallback to the watch) after this many seconds, doubling up to the maximum.
     poll_initial_s: float = 5.0
     poll_max_s: float = 60.0
@@ -236,6 +239,9 @@ class Settings(BaseSettings):
     #: ``<activity>[:before|:after]``: this process SIGKILLs itself there, once (a marker file in
     #: ``fault_marker_dir``); unset in normal operation.
     fault_kill_at: str = ""
+    #: ``<step>:<seconds>``: that step waits this long every time (a marker file in ``fault_marker_dir`` says it
+    #: started), so a test can race a cancel against it; unset in normal operation.
+    fault_delay_at: str = ""
     fault_marker_dir: Path = Path()
 
     @field_validator("datasets_root", "models_root", mode="before")

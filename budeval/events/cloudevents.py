@@ -12,7 +12,7 @@ SOURCE = "urn:budeval"
 TYPE_PREFIX = "io.budeval.evaluation."
 REQUEST_TYPE = "io.budeval.evaluation.requested"
 EventKind = Literal[
-    "started", "progress", "completed", "failed", "cancelled", "rejected", "duplicate",
+    "started", "progress", "completed", "failed", "cancelled", "rejected", "duplicate", "archived",
     "gate.passed", "gate.failed", "gate.inconclusive",
 ]
 

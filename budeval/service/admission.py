@@ -30,6 +30,14 @@ from budeval.policy.paths import check_request_paths
 from budeval.schemas.request import EvalRequest
 from budeval.service.intake import MAX_REQUEST_BYTES, Rejection, parse_request, sniff_eval_id
 from budeval.service.metrics import Metrics
+from budeval.service.status import (
+    ACTIVE_WORKFLOW_STATES,
+    RERUNNABLE,
+    evaluation_status,
+    workflow_attempt,
+    workflow_view,
+)
+from budeval.storage.base import EvaluationRecord
 from budeval.workflow import names
 from budeval.workflow.models import WorkflowInput
 
@@ -43,7 +51,15 @@ class WorkflowClient(Protocol):
 
     def schedule_new_workflow(self, workflow: Any, *, input: Any = None, instance_id: str | None = None) -> str: ...
 
-    def terminate_workflow(self, instance_id: str, *, output: Any = None, recursive: bool = True) -> None: ...
+    def raise_workflow_event(self, instance_id: str, event_name: str, *, data: Any = None) -> None: ...
+
+    def purge_workflow(self, instance_id: str, recursive: bool = True) -> Any: ...
+
+
+class EvaluationRows(Protocol):
+    """The part of the result store admission reads (only for a ``force`` request whose workflow is gone)."""
+
+    def get_evaluation(self, eval_id: str) -> EvaluationRecord | None: ...
 
 
 @dataclass(frozen=True)
@@ -57,6 +73,8 @@ class Decision:
     workflow_status: str | None = None
     #: For ``rejected``: the request's id (its CloudEvent id, else one made up here), also in the ``rejected`` event.
     request_id: str | None = None
+    #: For ``accepted``: which attempt of this eval id starts (above 1: a ``force`` re-run).
+    attempt: int = 1
 
 
 def _event_envelope(body: bytes) -> tuple[str | None, bytes | dict[str, Any]]:
@@ -125,12 +143,14 @@ class Admission:
         suites: dict[str, list[str]],
         metrics: Metrics,
         endpoints: EndpointPolicy | None = None,
+        store: EvaluationRows | None = None,
     ) -> None:
         self.settings = settings
         self.workflows = workflows
         self.publisher = publisher
         self.suites = suites
         self.metrics = metrics
+        self.store = store
         self.endpoints = endpoints or EndpointPolicy(
             StaticRegistry.from_settings(settings), allowed_networks=settings.endpoint_allowed_networks
         )
@@ -167,7 +187,8 @@ class Admission:
     def _tell_duplicate(self, decision: Decision, ce_id: str | None, source: Source) -> Decision:
         """A ``duplicate`` event answers the request (``submit --wait`` follows only what comes after its publish)."""
         request_id = ce_id or uuid.uuid4().hex
-        data = {"status": "duplicate", "workflow_status": decision.workflow_status, "request_id": request_id}
+        data = {"status": "duplicate", "workflow_status": decision.workflow_status, "request_id": request_id,
+                "message": decision.detail}
         event = make_event("duplicate", f"duplicate.{request_id}", decision.eval_id, data)
         try:
             self.publisher.publish(self.settings.events_topic, event)
@@ -177,7 +198,7 @@ class Admission:
             if source == "topic":
                 return Decision("retry", decision.eval_id, detail=exc.message)
         return Decision("duplicate", decision.eval_id, workflow_status=decision.workflow_status,
-                        request_id=request_id)
+                        request_id=request_id, detail=decision.detail)
 
     def _reject(self, rejection: Rejection, ce_id: str | None, source: Source) -> Decision:
         # Redelivery of the same CloudEvent publishes the same event id, so consumers can dedupe.
@@ -200,14 +221,33 @@ class Admission:
         eval_id = request.eval_id
         log = get_logger(eval_id=eval_id)
         try:
-            existing = self.workflows.get_workflow_state(eval_id, fetch_payloads=False)
+            existing = self.workflows.get_workflow_state(eval_id, fetch_payloads=True)
         except Exception as exc:  # gRPC errors, connection refused: the sidecar is not there yet
             log.warning("workflow state unavailable", error=type(exc).__name__)
             return Decision("retry", eval_id, detail=f"workflow sidecar unavailable: {type(exc).__name__}")
+        attempt = 1
         if existing is not None:
             status = _status_name(existing)
-            log.info("duplicate request; workflow exists", workflow_status=status)
-            return Decision("duplicate", eval_id, workflow_status=status)
+            outcome = evaluation_status(workflow_view(existing), None)
+            if not request.force or status in ACTIVE_WORKFLOW_STATES or outcome not in RERUNNABLE:
+                log.info("duplicate request; workflow exists", workflow_status=status)
+                hint = f"evaluation is {outcome}" + ("; send it with force: true to re-run it under this id"
+                                                     if outcome in RERUNNABLE and status not in ACTIVE_WORKFLOW_STATES
+                                                     else "")
+                return Decision("duplicate", eval_id, workflow_status=status, detail=hint)
+            attempt = workflow_attempt(existing) + 1
+            try:  # the earlier attempt's history (and its runs' child workflows) make room for the new one
+                self.workflows.purge_workflow(eval_id, recursive=True)
+            except Exception as exc:
+                log.warning("earlier workflow not purged", error=type(exc).__name__)
+                return Decision("retry", eval_id, detail=f"earlier workflow not purged: {type(exc).__name__}")
+        elif request.force and self.store is not None:
+            try:
+                earlier = self.store.get_evaluation(eval_id)
+            except TransientError as exc:
+                return Decision("retry", eval_id, detail=exc.message)
+            if earlier is not None:  # its workflow is gone: nothing runs it, whatever its row says
+                attempt = int(earlier.provenance.get("attempt", 1) or 1) + 1
         workflow_input = WorkflowInput(
             request=request,
             received_at=datetime.now(UTC).isoformat(),
@@ -217,6 +257,7 @@ class Admission:
             retry_window_s=self.settings.activity_retry_window_s,
             retry_first_s=self.settings.activity_retry_first_s,
             retry_max_s=self.settings.activity_retry_max_s,
+            attempt=attempt,
         )
         try:
             self.workflows.schedule_new_workflow(
@@ -228,8 +269,8 @@ class Admission:
             log.warning("workflow not scheduled", error=type(exc).__name__)
             return Decision("retry", eval_id, detail=f"workflow sidecar unavailable: {type(exc).__name__}")
         self.metrics.evaluations.labels(status="accepted").inc()
-        log.info("evaluation accepted", model=request.model.name)
-        return Decision("accepted", eval_id)
+        log.info("evaluation accepted", model=request.model.name, attempt=attempt)
+        return Decision("accepted", eval_id, attempt=attempt)
 
 
 def _status_name(state: Any) -> str:

@@ -34,6 +34,7 @@ from budeval.logs import configure, get_logger
 from budeval.policy.credentials import CredentialRegistry, EndpointPolicy, StaticRegistry
 from budeval.service.app import ServiceDeps, create_app
 from budeval.service.auth import Auth, ensure_local_token, load_api_token, load_app_token
+from budeval.service.housekeeping import Housekeeping
 from budeval.service.httpserver import protocol
 from budeval.service.metrics import CountingPublisher, CountingStore, Metrics, TimedBackend, timed_parser
 from budeval.workflow import names
@@ -264,8 +265,12 @@ def assemble(settings: Settings) -> Service:
                                  retry_s=settings.dapr_start_retry_s)
         service._stops.append(("workflow runtime", runtime.shutdown))
         workflows = wf.DaprWorkflowClient()
+        # The cancel activity tells the runs' child workflows through the same client (budeval/workflow/outcomes.py).
+        deps.raise_event = lambda instance, name, data: workflows.raise_workflow_event(instance, name, data=data)
         watch: Watch = backend.watch(lambda state: raise_run_finished(workflows, state))
         service._stops.append(("watch", watch.stop))
+        housekeeping = Housekeeping(settings, store, archive, workflows, publisher).start()
+        service._stops.append(("housekeeping", housekeeping.stop))
 
         service.app = create_app(
             ServiceDeps(

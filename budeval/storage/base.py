@@ -40,6 +40,9 @@ class EvaluationRecord(BaseModel):
     reused_from: str | None = None
     reason: str | None = None
     archive_url: str | None = None
+    #: The evaluation finished while the archive stayed unreachable: its raw files wait on the results volume until
+    #: the service's archive retry loop uploads them and clears the flag (``provenance.archive_pending_reason``: why).
+    archive_pending: bool = False
     created_at: datetime | None = None
     finished_at: datetime | None = None
     #: Provenance: engine version, image, config hash, dataset versions, generation settings, budeval version, ...
@@ -95,6 +98,14 @@ class ResultStore(Protocol):
         """Copy ``source_eval``'s score, dataset-status and prediction rows to ``target_eval`` (a reused evaluation),
         replacing any earlier copy; ``model`` renames the rows' model (the reusing request's name). Returns score rows
         copied."""
+        ...
+
+    def clear_results(self, eval_id: str) -> None:
+        """Delete every score, dataset-status and prediction row of ``eval_id`` (a re-run supersedes them)."""
+        ...
+
+    def evaluations_to_tend(self, limit: int = 100) -> list[EvaluationRecord]:
+        """Rows still ``pending``/``running`` or with ``archive_pending`` (the service's housekeeping), oldest first."""
         ...
 
     def results(self, eval_id: str) -> list[ScoreRow]: ...

@@ -154,6 +154,7 @@ class ClickHouseStore(StoreMigrations, StoreReads, StoreDecisions):
             record.engine_version,
             record.gpu_type,
             record.gpu_count,
+            record.archive_pending,
             datetime.now(UTC),
             _next_row_version(),  # taken now, so the latest call wins even when a batch holds both
         ]
@@ -184,15 +185,7 @@ class ClickHouseStore(StoreMigrations, StoreReads, StoreDecisions):
             "%(t)s" if c == "eval_id" else model_expr if c == "model" else c for c in PREDICTION_COLUMNS
         )
         with self._lock:
-            present = self._rows(
-                "look up a previous copy",
-                "(SELECT 'scores' FROM scores WHERE eval_id = %(t)s LIMIT 1) UNION ALL "
-                "(SELECT 'dataset_status' FROM dataset_status WHERE eval_id = %(t)s LIMIT 1) UNION ALL "
-                "(SELECT 'predictions' FROM predictions WHERE eval_id = %(t)s LIMIT 1)",
-                params,
-            )
-            for (table,) in present:
-                self._command(f"delete from {table}", f"DELETE FROM {table} WHERE eval_id = %(t)s", params)
+            self.clear_results(target_eval)
             self._command(
                 "copy scores",
                 f"INSERT INTO scores ({score_cols}) SELECT %(t)s, run_id, {model_expr}, dataset, metric, score, "
@@ -212,6 +205,21 @@ class ClickHouseStore(StoreMigrations, StoreReads, StoreDecisions):
                 params,
             )
             return self.count("scores", target_eval)
+
+    def clear_results(self, eval_id: str) -> None:
+        """Delete every score, dataset-status and prediction row of ``eval_id`` (an earlier copy, or the rows of an
+        earlier attempt that a re-run supersedes); touches only tables that hold some (a delete costs ~1 s)."""
+        params = {"t": eval_id}
+        with self._lock:
+            present = self._rows(
+                "look up earlier rows",
+                "(SELECT 'scores' FROM scores WHERE eval_id = %(t)s LIMIT 1) UNION ALL "
+                "(SELECT 'dataset_status' FROM dataset_status WHERE eval_id = %(t)s LIMIT 1) UNION ALL "
+                "(SELECT 'predictions' FROM predictions WHERE eval_id = %(t)s LIMIT 1)",
+                params,
+            )
+            for (table,) in present:
+                self._command(f"delete from {table}", f"DELETE FROM {table} WHERE eval_id = %(t)s", params)
 
     # -- one run's rows --------------------------------------------------------------------------------------------
     def store_run(self, eval_id: str, run_id: str, parsed: ParsedRun) -> StoreReport:

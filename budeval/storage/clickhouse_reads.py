@@ -61,6 +61,18 @@ class StoreReads:
         rows = self._rows("find reusable evaluation", sql, {"h": params_hash})
         return self._to_record(rows[0]) if rows else None
 
+    def evaluations_to_tend(self, limit: int = 100) -> list[EvaluationRecord]:
+        """Rows the service's housekeeping looks after (budeval/service/housekeeping.py): still ``pending`` or
+        ``running`` (is their workflow still there?) or waiting for their archive (``archive_pending``); oldest
+        first, at most ``limit``."""
+        columns = ", ".join(EVALUATION_FIELDS)
+        sql = (
+            f"SELECT {columns} FROM evaluations FINAL "
+            "WHERE status IN ('pending', 'running') OR archive_pending "
+            "ORDER BY created_at ASC NULLS FIRST, eval_id LIMIT %(n)s"
+        )
+        return [self._to_record(r) for r in self._rows("read evaluations to tend", sql, {"n": int(limit)})]
+
     # -- queries ---------------------------------------------------------------------------------------------------
     def results(self, eval_id: str) -> list[ScoreRow]:
         rows = self._rows(

@@ -59,6 +59,7 @@ EVALUATION_FIELDS = (
     "engine_version",
     "gpu_type",
     "gpu_count",
+    "archive_pending",
 )
 EVALUATION_COLUMNS = (*EVALUATION_FIELDS, "updated_at", "row_version")
 _RUN_TABLES = ("predictions", "scores", "dataset_status")

@@ -161,11 +161,19 @@ _PROVENANCE_COLUMNS = (
     "CREATE OR REPLACE VIEW evaluations_current AS SELECT * FROM evaluations FINAL",
 )
 
+_ARCHIVE_PENDING = (
+    # An evaluation finished while its archive was unreachable past the retry window: its rows are stored, its raw
+    # files wait on the results volume for the service's archive retry loop (budeval/service/housekeeping.py).
+    "ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS archive_pending Bool DEFAULT false AFTER archive_url",
+    "CREATE OR REPLACE VIEW evaluations_current AS SELECT * FROM evaluations FINAL",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _INITIAL),
     Migration(2, "analyst_views", _ANALYST_VIEWS),
     Migration(3, "result_details", _RESULT_DETAILS),
     Migration(4, "provenance_columns", _PROVENANCE_COLUMNS),
+    Migration(5, "archive_pending", _ARCHIVE_PENDING),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -10,31 +10,25 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from budeval.backends.base import JobBackend, RunSpec, RunState
+from budeval.backends.base import RunSpec, RunState
 from budeval.config import Settings
 from budeval.errors import TerminalError, ValidationError
 from budeval.events.cloudevents import make_event
-from budeval.events.publisher import EventPublisher
 from budeval.logs import get_logger
 from budeval.schemas.request import EvalRequest, Resources, Toleration
 from budeval.schemas.results import ParsedRun
-from budeval.storage.base import Archive, EvaluationRecord, ResultStore
+from budeval.storage.base import EvaluationRecord
 from budeval.workflow import names, provenance, steps
-from budeval.workflow.faults import maybe_crash
+from budeval.workflow.deps import Deps, Parser
+from budeval.workflow.faults import maybe_crash, maybe_delay
 from budeval.workflow.models import (
-    Archived,
-    ArchiveInput,
     CheckInput,
-    CleanupInput,
     CollectInput,
     EventInput,
     ExtractInput,
-    FinalizeInput,
-    FinishInput,
     GateInput,
     Prepared,
     PrepareInput,
@@ -44,21 +38,9 @@ from budeval.workflow.models import (
     Stored,
     ValidatedRequest,
 )
+from budeval.workflow.outcomes import OutcomeSteps
 
-Parser = steps.Parser
-
-
-@dataclass
-class Deps:
-    settings: Settings
-    backend: JobBackend
-    store: ResultStore
-    archive: Archive
-    publisher: EventPublisher
-    parse: Parser
-    suites: dict[str, list[str]] = field(default_factory=dict)
-    #: Counts activity executions by name: tests and benchmarks prove "exactly once" with it.
-    calls: dict[str, int] = field(default_factory=dict)
+__all__ = ["Deps", "EvalActivities", "Parser", "plan_runs", "render_plans", "with_cluster_defaults"]
 
 
 def with_cluster_defaults(resources: Resources, settings: Settings) -> Resources:
@@ -111,7 +93,7 @@ def render_plans(request: EvalRequest, runs: list[RunPlan], settings: Settings) 
     return RenderedRuns(specs=specs, config_hashes=hashes)
 
 
-class EvalActivities:
+class EvalActivities(OutcomeSteps):
     """Bound to one :class:`Deps`; ``registry()`` gives the name -> function map the worker registers.
 
     The activities are coarse on purpose: every activity costs the sidecar a work item, a completion and a replay of
@@ -129,6 +111,7 @@ class EvalActivities:
     # -- helpers ---------------------------------------------------------------------------------------------------
     def _count(self, name: str) -> None:
         maybe_crash(name)
+        maybe_delay(name)
         with self._count_lock:
             self.deps.calls[name] = self.deps.calls.get(name, 0) + 1
 
@@ -141,6 +124,8 @@ class EvalActivities:
             names.FINALIZE: self.finalize_evaluation,
             names.PUBLISH: self.publish_event,
             names.GATE: self.run_gate,
+            names.STOP_RUNS: self.stop_runs,
+            names.CANCEL: self.cancel_evaluation,
         }
 
     # -- activities ------------------------------------------------------------------------------------------------
@@ -151,6 +136,8 @@ class EvalActivities:
             validated = self.validate_request(inp.request)
         except TerminalError as exc:
             return Prepared(rejected=str(exc)).model_dump(mode="json")
+        if inp.attempt > 1:
+            self.supersede_attempt(validated.request.eval_id, inp.attempt)
         if not validated.request.force:
             reusable = self.find_reusable(validated)
             if reusable.found:
@@ -163,7 +150,8 @@ class EvalActivities:
         self.begin_evaluation(validated, datetime.fromisoformat(inp.started_at))
         eval_id = validated.request.eval_id
         started = {"status": "running", "runs": [r.model_dump(mode="json") for r in validated.runs]}
-        self._publish(EventInput(eval_id=eval_id, kind="started", event_id=f"{eval_id}.started", data=started))
+        started_id = names.event_id(eval_id, "started", inp.attempt)
+        self._publish(EventInput(eval_id=eval_id, kind="started", event_id=started_id, data=started))
         return Prepared(validated=validated, rendered=rendered, render_error=render_error).model_dump(mode="json")
 
     def submit_run(self, ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
@@ -191,38 +179,9 @@ class EvalActivities:
         parsed = steps.extract_run(self.deps.parse, work)  # a broken run fails here, without touching the store
         got = steps.collected(parsed, self.store_run(where, parsed), work)
         progress = got.outcome(where).progress()
-        progress_id = f"{where.eval_id}.progress.{where.run_id}"
+        progress_id = names.event_id(where.eval_id, "progress", where.attempt, where.run_id)
         self._publish(EventInput(eval_id=where.eval_id, kind="progress", event_id=progress_id, data=progress))
         return got.model_dump(mode="json")
-
-    def finalize_evaluation(self, ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
-        """archive -> finish (the row's final status and provenance) -> the final event -> clean up the runs.
-
-        Returns the evaluation's result with the archive's location (and the archive's failure in ``reason``: the
-        rows are stored and the raw files stay on the results volume, so a failed archive does not fail the scores).
-        """
-        inp = FinalizeInput.model_validate(payload)
-        result = inp.result.model_copy()
-        manifest = {"config_hashes": inp.config_hashes, "params_hash": inp.validated.params_hash}
-        if inp.archive:
-            archived = self.archive_evaluation(ArchiveInput(eval_id=result.eval_id, provenance=manifest))
-            result.archive_url = archived.url
-            if archived.error:
-                result.reason = f"{result.reason + '; ' if result.reason else ''}archive failed: {archived.error}"
-        if result.outcome == "reused" and result.reused_from:
-            result.scores = self.copy_results(result.reused_from, inp.validated)
-        record = self.finish_evaluation(
-            inp.model_copy(update={"archive_url": result.archive_url, "reason": result.reason})
-        )
-        kind = "failed" if result.outcome == "failed" else "completed"
-        event = result.model_dump(mode="json") | {
-            "status": result.outcome,
-            "reused": result.outcome == "reused",
-            "provenance": provenance.summary(record),
-        }
-        self._publish(EventInput(eval_id=result.eval_id, kind=kind, event_id=f"{result.eval_id}.{kind}", data=event))
-        self.cleanup_runs(CleanupInput(eval_id=result.eval_id, run_ids=[o.run_id for o in inp.runs]))
-        return result.model_dump(mode="json")
 
     def publish_event(self, ctx: Any, payload: dict[str, Any]) -> None:
         self._publish(EventInput.model_validate(payload))
@@ -298,32 +257,6 @@ class EvalActivities:
         maybe_crash(names.STORE, "after")  # (the store logs "run stored" with its counts and time)
         return stored
 
-    def archive_evaluation(self, inp: ArchiveInput) -> Archived:
-        """The evaluation's results folder under prefix ``{eval_id}``; transient errors propagate (the activity
-        retries), terminal ones come back in ``error``."""
-        self._count(names.ARCHIVE)
-        source = self.deps.settings.resolved_results_root() / inp.eval_id
-        return steps.archive_folder(self.deps.archive, source, inp.eval_id, self._provenance(inp.provenance))
-
-    def finish_evaluation(self, inp: FinishInput) -> EvaluationRecord:
-        self._count(names.FINISH)
-        record = self._record(inp.validated, inp.outcome)
-        record.reused_from = inp.reused_from
-        record.reason = inp.reason
-        record.archive_url = inp.archive_url
-        record.created_at = datetime.fromisoformat(inp.started_at)
-        record.finished_at = datetime.fromisoformat(inp.finished_at)
-        extra = {"config_hashes": inp.config_hashes, "started_at": inp.started_at, "finished_at": inp.finished_at}
-        return steps.finish_evaluation(self.deps.store, record, inp.runs, extra)
-
-    def copy_results(self, source_eval: str, validated: ValidatedRequest) -> list[dict[str, Any]]:
-        """A reused evaluation's own score rows (copied from the evaluation it reuses, under its model name), so
-        results, leaderboards and trends include it; returns them as the event's and the workflow's scores."""
-        self._count(names.COPY_RESULTS)
-        target = validated.request.eval_id
-        self.deps.store.copy_results(source_eval, target, validated.request.model.name)
-        return [s.model_dump(mode="json") for s in self.deps.store.results(target)]
-
     def _publish(self, inp: EventInput) -> None:
         self._count(names.PUBLISH)
         maybe_crash(f"{names.PUBLISH}.{inp.kind}")
@@ -331,16 +264,6 @@ class EvalActivities:
         self.deps.publisher.publish(self.deps.settings.events_topic, event)
         maybe_crash(f"{names.PUBLISH}.{inp.kind}", "after")
         get_logger(eval_id=inp.eval_id).info("event published", kind=inp.kind, event_id=inp.event_id)
-
-    def cleanup_runs(self, inp: CleanupInput) -> None:
-        """Best effort: the results are safe by now, and a Job left behind is removed by its TTL. Failing here would
-        re-run the whole activity (archive, record, event) for a housekeeping step."""
-        self._count(names.CLEANUP)
-        for run_id in inp.run_ids:
-            try:
-                self.deps.backend.cleanup(inp.eval_id, run_id)
-            except Exception as exc:
-                get_logger(eval_id=inp.eval_id, run_id=run_id).warning("run cleanup failed", error=str(exc)[:300])
 
     # -- records ---------------------------------------------------------------------------------------------------
     def _record(self, validated: ValidatedRequest, status: Any) -> EvaluationRecord:

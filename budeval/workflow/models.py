@@ -32,6 +32,9 @@ class WorkflowInput(Model):
     #: defaults are the policy of histories recorded before they were settings.
     retry_first_s: float = 1.0
     retry_max_s: float = 60.0
+    #: 1, or n for the n-th run of this eval id (a ``force`` re-run of a failed or cancelled evaluation): the earlier
+    #: attempt's rows and run folders are superseded by ``prepare`` and event ids carry the attempt.
+    attempt: int = 1
 
 
 class RunPlan(Model):
@@ -71,6 +74,8 @@ class RunInput(Model):
     retry_window_s: float | None = None
     retry_first_s: float = 1.0
     retry_max_s: float = 60.0
+    #: See :attr:`WorkflowInput.attempt`.
+    attempt: int = 1
 
 
 class RunOutcome(Model):
@@ -107,6 +112,8 @@ class PrepareInput(Model):
     request: dict[str, Any]  # raw: validating it is the activity's first step (a bad one ends ``rejected``)
     #: The workflow's start time (ISO 8601): the row's ``created_at``, the same on every retry of the activity.
     started_at: str
+    #: See :attr:`WorkflowInput.attempt`; above 1, the earlier attempt is superseded first.
+    attempt: int = 1
 
 
 class Prepared(Model):
@@ -137,6 +144,7 @@ class CollectInput(ExtractInput):
     datasets: list[str] = Field(default_factory=list)
     #: The run's final state as the backend reported it (goes into the ``progress`` event).
     state: RunState
+    attempt: int = 1
 
 
 class Extracted(Model):
@@ -184,6 +192,8 @@ class Archived(Model):
     uploaded: int = 0
     skipped: int = 0
     error: str | None = None
+    #: The archive stayed unreachable past the retry window (``error`` says how): archived later by the service.
+    pending: bool = False
 
 
 class FinishInput(Model):
@@ -196,6 +206,9 @@ class FinishInput(Model):
     finished_at: str
     config_hashes: dict[str, str] = Field(default_factory=dict)
     reused_from: str | None = None
+    archive_pending: bool = False
+    #: Why the archive is pending (the last transient error), kept in the row's provenance until it is archived.
+    archive_pending_reason: str | None = None
 
 
 class EvaluationResult(Model):
@@ -208,6 +221,8 @@ class EvaluationResult(Model):
     archive_url: str | None = None
     failures: list[dict[str, Any]] = Field(default_factory=list)
     scores: list[dict[str, Any]] = Field(default_factory=list)
+    #: Finished with what is stored while the archive stayed unreachable; the service archives it later.
+    archive_pending: bool = False
 
 
 class FinalizeInput(FinishInput):
@@ -218,6 +233,24 @@ class FinalizeInput(FinishInput):
     #: Unused (nothing sets or reads it). Kept only because finalize inputs already in workflow histories carry it
     #: and extra fields are forbidden: removing it would fail those workflows' finalize after an upgrade.
     event_extra: dict[str, Any] = Field(default_factory=dict)
+    #: Until when (ISO 8601, UTC, the workflow's clock) an unreachable archive is retried; after it the evaluation
+    #: finishes with what is stored and ``archive_pending`` (None: histories before it existed -- retry to the end).
+    archive_deadline: str | None = None
+    attempt: int = 1
+
+
+class CancelInput(Model):
+    """``stop_runs`` and ``cancel_evaluation``: which evaluation, its runs still going, and what the row needs."""
+
+    eval_id: str
+    #: Run ids whose child workflows are still going (``stop_runs`` raises the cancel into them).
+    running: list[str] = Field(default_factory=list)
+    #: None when the cancel came before ``prepare`` validated the request (the row is then a bare ``cancelled`` one).
+    validated: ValidatedRequest | None = None
+    runs: list[RunOutcome] = Field(default_factory=list)
+    started_at: str
+    finished_at: str
+    attempt: int = 1
 
 
 class EventInput(Model):

@@ -20,6 +20,10 @@ COLLECT = "collect_run"
 FINALIZE = "finalize_evaluation"
 PUBLISH = "publish_event"
 GATE = "run_gate"
+#: Cancel: ``stop_runs`` tells the runs' child workflows and stops the backend's runs; ``cancel_evaluation`` stops what
+#: a late submit started, writes the row ``cancelled`` and publishes ``cancelled``.
+STOP_RUNS = "stop_runs"
+CANCEL = "cancel_evaluation"
 
 # Steps inside the activities: names in logs, Deps.calls and the crash points of faults.py.
 VALIDATE = "validate_request"
@@ -32,11 +36,25 @@ ARCHIVE = "archive_evaluation"
 FINISH = "finish_evaluation"
 COPY_RESULTS = "copy_results"
 CLEANUP = "cleanup_runs"
+SUPERSEDE = "supersede_attempt"
 
 #: External event raised into a run's child workflow when its job reaches a terminal phase.
 RUN_FINISHED_EVENT = "run_finished"
+#: External event raised into the evaluation's workflow by ``DELETE /evals/{id}`` (and by the evaluation's
+#: ``stop_runs`` activity into its runs' child workflows): the workflow itself stops, records and announces.
+CANCEL_EVENT = "cancel_requested"
+#: The reason on a cancelled evaluation's row and event.
+CANCEL_REASON = "cancelled by request"
 
 
 def run_instance_id(eval_id: str, run_id: str) -> str:
     """Instance id of the child workflow that owns one run (the watcher raises events to it)."""
     return f"{eval_id}~{run_id}"
+
+
+def event_id(eval_id: str, kind: str, attempt: int = 1, run_id: str | None = None) -> str:
+    """Deterministic CloudEvent id of an evaluation's event: ``{eval_id}.{kind}`` (``.{run_id}`` for a run's
+    ``progress``), ``.attempt{n}`` appended for a re-run (attempt 2 on): redelivery after a crash publishes the same
+    id, a re-run under the same eval id does not (consumers that dedupe by id would drop its events)."""
+    base = f"{eval_id}.{kind}" + (f".{run_id}" if run_id else "")
+    return base if attempt <= 1 else f"{base}.attempt{attempt}"

@@ -15,6 +15,7 @@ failing it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Generator
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,6 +25,7 @@ import dapr.ext.workflow as wf
 from budeval.backends.base import RunState
 from budeval.workflow import names
 from budeval.workflow.models import (
+    CancelInput,
     CheckInput,
     Collected,
     CollectInput,
@@ -63,25 +65,53 @@ def evaluation_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) ->
     policy = transient(inp.retry_window_s, inp.retry_first_s, inp.retry_max_s)
     request = inp.request
     eval_id = request.eval_id
+    attempt = inp.attempt
     started_at = ctx.current_utc_datetime
     deadline = started_at + timedelta(seconds=request.timeout_s)
+    # One waiter for the whole evaluation (``DELETE /evals/{id}`` raises it). Waiting is no action in the history,
+    # so histories recorded before cancel was an event replay unchanged (docs/workflow.md "Upgrades").
+    cancel = ctx.wait_for_external_event(names.CANCEL_EVENT)
 
-    prepare = PrepareInput(request=request.model_dump(mode="json"), started_at=started_at.isoformat())
+    prepare = PrepareInput(request=request.model_dump(mode="json"), started_at=started_at.isoformat(),
+                           attempt=attempt)
     try:
         prepared = Prepared.model_validate(
             (yield ctx.call_activity(names.PREPARE, input=prepare.model_dump(mode="json"), retry_policy=policy))
         )
     except wf.TaskFailedError as exc:  # the store or the broker stayed down through every retry
         why = f"prepare failed: {_failure_message(exc)}"
-        yield _publish(ctx, eval_id, "failed", f"{eval_id}.failed", {"status": "failed", "reason": why}, policy)
+        yield _publish(ctx, eval_id, "failed", names.event_id(eval_id, "failed", attempt),
+                       {"status": "failed", "reason": why}, policy)
         return EvaluationResult(eval_id=eval_id, outcome="failed", reason=why).model_dump(mode="json")
     if prepared.rejected is not None or prepared.validated is None:
         rejected = prepared.rejected or "invalid request"
-        yield _publish(ctx, eval_id, "rejected", f"{eval_id}.rejected", {"reason": rejected}, policy)
+        yield _publish(ctx, eval_id, "rejected", names.event_id(eval_id, "rejected", attempt), {"reason": rejected},
+                       policy)
         return EvaluationResult(eval_id=eval_id, outcome="rejected", reason=rejected).model_dump(mode="json")
     validated = prepared.validated
 
+    def cancelled(running: list[tuple[Any, str]], outcomes: list[RunOutcome]) -> Gen:
+        """Stop the runs (their child workflows end at once), record and announce, then wait for the child workflows
+        and stop once more whatever a submit racing the cancel started."""
+        stop = CancelInput(eval_id=eval_id, running=[run_id for _, run_id in running], validated=validated,
+                           started_at=started_at.isoformat(), finished_at=started_at.isoformat(), attempt=attempt)
+        yield ctx.call_activity(names.STOP_RUNS, input=stop.model_dump(mode="json"), retry_policy=policy)
+        final = stop.model_copy(update={"running": [], "runs": outcomes,
+                                        "finished_at": ctx.current_utc_datetime.isoformat()})
+        done = yield ctx.call_activity(names.CANCEL, input=final.model_dump(mode="json"), retry_policy=policy)
+        for child, _ in running:
+            with contextlib.suppress(wf.TaskFailedError):  # a child that failed has nothing to add
+                outcomes.append(RunOutcome.model_validate((yield child)))
+        if running:
+            sweep = stop.model_copy(update={"running": []})
+            yield ctx.call_activity(names.STOP_RUNS, input=sweep.model_dump(mode="json"), retry_policy=policy)
+        scores = list((done or {}).get("scores", []))
+        return EvaluationResult(eval_id=eval_id, outcome="cancelled", reason=names.CANCEL_REASON,
+                                failures=failures(outcomes), scores=scores).model_dump(mode="json")
+
     def finalize(result: EvaluationResult, runs: list[RunOutcome], **extra: Any) -> Any:
+        now = ctx.current_utc_datetime
+        window = inp.retry_window_s
         finalize_input = FinalizeInput(
             validated=validated,
             outcome=result.outcome,
@@ -89,13 +119,20 @@ def evaluation_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) ->
             archive_url=result.archive_url,
             reason=result.reason,
             started_at=started_at.isoformat(),
-            finished_at=ctx.current_utc_datetime.isoformat(),
+            finished_at=now.isoformat(),
             reused_from=result.reused_from,
             result=result,
+            archive_deadline=None if window is None else (now + timedelta(seconds=window)).isoformat(),
+            attempt=attempt,
             **extra,
         )
-        return ctx.call_activity(names.FINALIZE, input=finalize_input.model_dump(mode="json"), retry_policy=policy)
+        # The archive may take the whole window before it is left pending; the row and the event get another one.
+        finalize_policy = policy if window is None else transient(2 * window)
+        return ctx.call_activity(names.FINALIZE, input=finalize_input.model_dump(mode="json"),
+                                 retry_policy=finalize_policy)
 
+    if cancel.is_complete:
+        return (yield from cancelled([], []))
     reusable = prepared.reusable
     if reusable is not None and reusable.found:
         reused = EvaluationResult(
@@ -119,6 +156,7 @@ def evaluation_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) ->
             run_input = RunInput(
                 spec=spec, poll_initial_s=inp.poll_initial_s, poll_max_s=inp.poll_max_s, deadline=deadline.isoformat(),
                 retry_window_s=inp.retry_window_s, retry_first_s=inp.retry_first_s, retry_max_s=inp.retry_max_s,
+                attempt=attempt,
             )
             child = ctx.call_child_workflow(
                 names.RUN_WORKFLOW,
@@ -126,7 +164,9 @@ def evaluation_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) ->
                 instance_id=names.run_instance_id(eval_id, spec.run_id),
             )
             running.append((child, spec.run_id))
-        done = yield wf.when_any([task for task, _ in running])
+        done = yield wf.when_any([task for task, _ in running] + [cancel])
+        if done is cancel:
+            return (yield from cancelled(running, outcomes))
         position = next(i for i, (task, _) in enumerate(running) if task is done)
         _, run_id = running.pop(position)
         try:
@@ -140,6 +180,8 @@ def evaluation_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) ->
                 error=message,
             )
         outcomes.append(outcome)
+    if cancel.is_complete:  # raised while the last run was being collected: the cancel still wins over finalize
+        return (yield from cancelled([], outcomes))
 
     outcome_name, reason = classify(outcomes, prepared.render_error)
     result = EvaluationResult(
@@ -150,11 +192,15 @@ def evaluation_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]) ->
         scores=[m.model_dump(mode="json") for o in outcomes for m in o.metrics],
     )
     config_hashes = rendered.config_hashes if rendered is not None else {}
+    # From here on a cancel comes too late: finalize publishes the evaluation's one final event.
     try:
         finalized = yield finalize(result, outcomes, config_hashes=config_hashes)
     except wf.TaskFailedError as exc:  # the rows are stored; the store or the broker stayed down through every retry
+        # The row may still say `running`: the service's reconciler corrects it from this output once the store is
+        # back (budeval/service/housekeeping.py).
         why = f"finalize failed: {_failure_message(exc)}"
-        yield _publish(ctx, eval_id, "failed", f"{eval_id}.failed", {"status": "failed", "reason": why}, policy)
+        yield _publish(ctx, eval_id, "failed", names.event_id(eval_id, "failed", attempt),
+                       {"status": "failed", "reason": why}, policy)
         return result.model_copy(update={"outcome": "failed", "reason": why}).model_dump(mode="json")
     yield from _gate(ctx, inp, outcome_name, policy)
     return EvaluationResult.model_validate(finalized).model_dump(mode="json")
@@ -186,7 +232,7 @@ def evaluation_run_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]
 
     def ended(result: RunOutcome) -> Gen:
         """A run that did not get to (or through) ``collect`` announces its end here (collect does it otherwise)."""
-        event_id = f"{spec.eval_id}.progress.{spec.run_id}"
+        event_id = names.event_id(spec.eval_id, "progress", inp.attempt, spec.run_id)
         yield _publish(ctx, spec.eval_id, "progress", event_id, result.progress(), policy)
         return result.model_dump(mode="json")
 
@@ -201,6 +247,16 @@ def evaluation_run_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]
         )
         return RunOutcome(run_id=spec.run_id, datasets=spec.datasets, state=state, error=message)
 
+    def stopped() -> dict[str, Any]:
+        """The evaluation was cancelled (its ``stop_runs`` raised the event here): end now, quietly -- the parent
+        stops the backend's runs (again, after this ends) and publishes ``cancelled``."""
+        state = RunState(eval_id=spec.eval_id, run_id=spec.run_id, phase="cancelled", reason_class="cancelled",
+                         message=names.CANCEL_REASON)
+        return RunOutcome(run_id=spec.run_id, datasets=spec.datasets, state=state,
+                          error=names.CANCEL_REASON).model_dump(mode="json")
+
+    # Waiting is no action in the history: histories recorded before cancel was an event replay unchanged.
+    cancel = ctx.wait_for_external_event(names.CANCEL_EVENT)
     timings = {"submitted_at": ctx.current_utc_datetime.isoformat()}
     try:
         state = RunState.model_validate(
@@ -214,13 +270,17 @@ def evaluation_run_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]
     finished_event = ctx.wait_for_external_event(names.RUN_FINISHED_EVENT)
     delay = inp.poll_initial_s
     while not state.finished:
+        if cancel.is_complete:
+            return stopped()
         now = ctx.current_utc_datetime
         if now >= deadline:
             # The backend's run is cleaned up by the evaluation's finalize, like every other run.
             late = failed("deadline_exceeded", "the evaluation's timeout passed before the run finished")
             return (yield from ended(late))
         timer = ctx.create_timer(min(now + timedelta(seconds=delay), deadline))
-        winner = yield wf.when_any([finished_event, timer])
+        winner = yield wf.when_any([finished_event, timer, cancel])
+        if winner is cancel:
+            return stopped()
         if winner is finished_event:
             state = RunState.model_validate(finished_event.get_result())
             if not state.finished:  # only terminal phases are raised; anything else is re-checked
@@ -231,7 +291,8 @@ def evaluation_run_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]
             state = RunState.model_validate(
                 (yield ctx.call_activity(names.CHECK, input=check.model_dump(mode="json"), retry_policy=policy))
             )
-            if state.phase == "unknown":  # the backend lost the run (e.g. deleted by hand): submit it again
+            # The backend lost the run (e.g. deleted by hand): submit it again -- unless a cancel deleted it.
+            if state.phase == "unknown" and not cancel.is_complete:
                 state = RunState.model_validate(
                     (yield ctx.call_activity(names.SUBMIT, input=spec.model_dump(mode="json"), retry_policy=policy))
                 )
@@ -252,7 +313,10 @@ def evaluation_run_workflow(ctx: wf.DaprWorkflowContext, payload: dict[str, Any]
             )
         )
 
-    where = CollectInput(eval_id=spec.eval_id, run_id=spec.run_id, datasets=spec.datasets, state=state)
+    if cancel.is_complete:
+        return stopped()
+    where = CollectInput(eval_id=spec.eval_id, run_id=spec.run_id, datasets=spec.datasets, state=state,
+                         attempt=inp.attempt)
     try:
         collected = Collected.model_validate(
             (yield ctx.call_activity(names.COLLECT, input=where.model_dump(mode="json"), retry_policy=policy))

@@ -6,6 +6,7 @@ starts); the real sidecar, store and backend are used where they exist (see test
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -62,6 +63,7 @@ class FakeState:
     instance_id: str
     runtime_status: Status
     serialized_output: str | None = None
+    serialized_input: str | None = None
     created_at: Any = None
     last_updated_at: Any = None
     failure_details: Any = None
@@ -74,6 +76,8 @@ class StandInWorkflows:
         self.instances: dict[str, FakeState] = {}
         self.scheduled: list[tuple[str, str, dict[str, Any]]] = []
         self.terminated: list[tuple[str, bool]] = []
+        self.raised: list[tuple[str, str, Any]] = []
+        self.purged: list[str] = []
         self.down = False
         self._lock = threading.Lock()
 
@@ -92,8 +96,17 @@ class StandInWorkflows:
             if instance_id in self.instances:
                 raise RuntimeError(f"an instance with ID '{instance_id}' already exists")
             self.scheduled.append((str(workflow), instance_id, input))
-            self.instances[instance_id] = FakeState(instance_id, Status.RUNNING)
+            self.instances[instance_id] = FakeState(instance_id, Status.RUNNING, serialized_input=json.dumps(input))
         return instance_id
+
+    def raise_workflow_event(self, instance_id: str, event_name: str, *, data: Any = None) -> None:
+        self._check()
+        self.raised.append((instance_id, event_name, data))
+
+    def purge_workflow(self, instance_id: str, recursive: bool = True) -> None:
+        self._check()
+        self.purged.append(instance_id)
+        self.instances.pop(instance_id, None)
 
     def terminate_workflow(self, instance_id: str, *, output: Any = None, recursive: bool = True) -> None:
         self._check()
@@ -120,6 +133,12 @@ class StandInStore:
 
     def results(self, eval_id: str) -> list[ScoreRow]:
         return list(self.scores.get(eval_id, []))
+
+    def clear_results(self, eval_id: str) -> None:
+        self.scores.pop(eval_id, None)
+
+    def evaluations_to_tend(self, limit: int = 100) -> list[EvaluationRecord]:
+        return [r for r in self.records.values() if r.status in ("pending", "running") or r.archive_pending][:limit]
 
     def leaderboard(self, dataset: str | None = None, metric: str | None = None, mode: str = "latest",
                     limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:

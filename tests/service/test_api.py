@@ -123,28 +123,64 @@ def test_get_eval_shows_workflow_row_scores_and_failures(harness: Harness) -> No
     assert bad.status_code == 422 and bad.json()["error"] == "unsafe_id"
 
 
-def test_cancel_terminates_stops_publishes_and_records(harness: Harness) -> None:
+def test_cancel_is_an_event_into_the_workflow_which_alone_stops_records_and_publishes(harness: Harness) -> None:
     accepted = httpx.post(f"{harness.url}/evals", content=json.dumps({**REQUEST, "eval_id": "c-1"}),
                           headers=harness.auth, timeout=10)
     assert accepted.status_code == 202
     answer = httpx.delete(f"{harness.url}/evals/c-1", headers=harness.auth, timeout=10)
-    assert answer.status_code == 200 and answer.json()["status"] == "cancelled"
-    assert harness.workflows.terminated == [("c-1", True)]
-    assert harness.backend.cancelled == ["c-1"]
-    (event,) = harness.events("cancelled")
-    assert event["data"]["eval_id"] == "c-1" and event["data"]["status"] == "cancelled"
-    record = harness.store.records["c-1"]
-    assert record.status == "cancelled"
-    status = httpx.get(f"{harness.url}/evals/c-1", headers=harness.auth, timeout=10).json()
-    assert status["status"] == "cancelled"
-    # Cancelling again is harmless; a finished evaluation cannot be cancelled; an unknown one is 404.
+    assert answer.status_code == 202 and answer.json()["status"] == "cancel_requested", answer.text
+    assert harness.workflows.raised == [("c-1", "cancel_requested", {"reason": "cancelled by request"})]
+    # The API itself terminates nothing, stops no run, publishes nothing and writes no row: the workflow does.
+    assert harness.workflows.terminated == [] and harness.backend.cancelled == []
+    assert harness.events("cancelled") == [] and "c-1" not in harness.store.records
+    # Once the workflow recorded it: cancelling again is `already`, nothing raised again.
+    harness.store.record_evaluation(EvaluationRecord(eval_id="c-1", status="cancelled"))
     again = httpx.delete(f"{harness.url}/evals/c-1", headers=harness.auth, timeout=10)
-    assert again.status_code == 200 and len(harness.events("cancelled")) == 1
-    harness.workflows.instances["fin-1"] = FakeState("fin-1", Status.COMPLETED, json.dumps({"outcome": "completed"}))
-    _stored(harness, "fin-1")
-    assert httpx.delete(f"{harness.url}/evals/fin-1", headers=harness.auth, timeout=10).status_code == 409
+    assert again.status_code == 200 and again.json() == {"eval_id": "c-1", "status": "cancelled", "already": True}
+    assert len(harness.workflows.raised) == 1
+    # A finished evaluation cannot be cancelled (409 with its status); neither can one whose workflow is gone.
+    harness.workflows.instances["fin-1"] = FakeState("fin-1", Status.COMPLETED, json.dumps({"outcome": "partial"}))
+    _stored(harness, "fin-1", status="partial")
+    finished = httpx.delete(f"{harness.url}/evals/fin-1", headers=harness.auth, timeout=10)
+    assert finished.status_code == 409 and finished.json()["current"] == "partial", finished.text
+    harness.store.record_evaluation(EvaluationRecord(eval_id="gone-1", status="running"))
+    gone = httpx.delete(f"{harness.url}/evals/gone-1", headers=harness.auth, timeout=10)
+    assert gone.status_code == 409 and "workflow is gone" in gone.json()["message"]
     assert httpx.delete(f"{harness.url}/evals/nope", headers=harness.auth, timeout=10).status_code == 404
-    assert harness.backend.cancelled == ["c-1"]
+    harness.workflows.instances["run-2"] = FakeState("run-2", Status.RUNNING)
+    harness.workflows.down = True
+    assert httpx.delete(f"{harness.url}/evals/run-2", headers=harness.auth, timeout=10).status_code == 503
+    assert len(harness.workflows.raised) == 1 and harness.backend.cancelled == []
+
+
+def test_force_re_runs_a_failed_or_cancelled_id_and_never_a_running_or_finished_one(harness: Harness) -> None:
+    def post(eval_id: str, **extra: Any) -> httpx.Response:
+        body = json.dumps({**REQUEST, "eval_id": eval_id, **extra})
+        return httpx.post(f"{harness.url}/evals", content=body, headers=harness.auth, timeout=10)
+
+    assert post("f-1").status_code == 202
+    running = post("f-1", force=True)  # still running: a duplicate, forced or not
+    assert running.status_code == 200 and running.json()["status"] == "duplicate"
+    assert harness.workflows.purged == []
+    failed = harness.workflows.instances["f-1"]
+    failed.runtime_status, failed.serialized_output = Status.COMPLETED, json.dumps({"outcome": "failed"})
+    plain = post("f-1")
+    assert plain.status_code == 200 and "force" in plain.json()["message"]
+    rerun = post("f-1", force=True)
+    assert rerun.status_code == 202 and rerun.json() == {"eval_id": "f-1", "status": "accepted", "attempt": 2}
+    assert harness.workflows.purged == ["f-1"]
+    assert harness.workflows.scheduled[-1][2]["attempt"] == 2
+    third = harness.workflows.instances["f-1"]
+    third.runtime_status, third.serialized_output = Status.COMPLETED, json.dumps({"outcome": "cancelled"})
+    assert post("f-1", force=True).json()["attempt"] == 3
+    done = harness.workflows.instances["f-1"]
+    done.runtime_status, done.serialized_output = Status.COMPLETED, json.dumps({"outcome": "completed"})
+    completed = post("f-1", force=True)
+    assert completed.status_code == 200 and completed.json()["status"] == "duplicate"
+    # A workflow gone, its row failed: the row says which attempt was last.
+    harness.store.record_evaluation(EvaluationRecord(eval_id="f-2", status="failed", provenance={"attempt": 4}))
+    assert post("f-2", force=True).json()["attempt"] == 5
+    assert len(harness.workflows.purged) == 2
 
 
 def test_leaderboard_is_paginated_and_compare_pairs_scores(harness: Harness) -> None:

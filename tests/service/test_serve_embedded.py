@@ -133,8 +133,13 @@ def test_cancel_a_running_evaluation(served: ServeProcess) -> None:
     wait_until(pid_file.is_file, timeout=60, what="the run to start")
     cancelled = served.cli("cancel", "e2e-cancel")
     assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.strip() == "e2e-cancel: cancelled", cancelled.stdout
+    # The workflow cancelled itself (stopped its run, wrote the row, published): it ends COMPLETED, not terminated.
+    wait_until(lambda: served.api("GET", "/evals/e2e-cancel").json()["workflow"]["status"] == "COMPLETED",
+               timeout=60, what="the workflow to end")
     body = served.api("GET", "/evals/e2e-cancel").json()
-    assert body["status"] == "cancelled" and body["workflow"]["status"] == "TERMINATED"
+    assert body["status"] == "cancelled" and body["workflow"]["output"]["outcome"] == "cancelled", body
+    assert body["evaluation"]["status"] == "cancelled"
     events = [e for e in served.events() if (e.get("data") or {}).get("eval_id") == "e2e-cancel"]
     assert [e["type"].rsplit(".", 1)[-1] for e in events].count("cancelled") == 1
     pid = int(pid_file.read_text().split()[0])
