@@ -29,6 +29,7 @@ from pathlib import Path
 
 SKIP_CONTENTS = ("dev", "proc", "sys")
 CHUNK = 1 << 20
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def _sha256_file(path: Path) -> str:
@@ -101,7 +102,7 @@ def build(args: argparse.Namespace) -> None:
             layer_descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest,
                                 "size": size})
             diff_ids.append(digest)
-        config: dict[str, object] = {"Env": args.env or ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]}
+        config: dict[str, object] = {"Env": args.env or [DEFAULT_PATH]}
         if args.entrypoint is not None:
             config["Entrypoint"] = _json_list(args.entrypoint, "--entrypoint")
         if args.cmd is not None:
