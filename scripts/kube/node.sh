@@ -261,6 +261,16 @@ start_scheduler() {
     --port 0 --secure-port 0 --profiling=false --v 1
 }
 
+# apiserver.sh's controller manager runs only what the fake-kubelet tests need; a node that runs Deployments (the
+# chart's service) and Services also needs these, in a second controller manager owned by this script
+# (endpointslicemirroring: kube-proxy reads EndpointSlices, and the kubernetes Service has hand-written Endpoints).
+start_workload_controllers() {
+  pid_alive workload-controllers && return 0
+  launch workload-controllers "$CACHE_ROOT/kube/bin/kube-controller-manager" \
+    --kubeconfig "$STATE/node.kubeconfig" --controllers deployment,replicaset,endpoint,endpointslice,endpointslicemirroring,statefulset \
+    --port 0 --secure-port 0 --leader-elect=false --kube-api-qps 100 --kube-api-burst 200 --profiling=false --v 1
+}
+
 start_proxy() {
   pid_alive kube-proxy && return 0
   launch kube-proxy "$BIN/kube-proxy" --kubeconfig "$STATE/node.kubeconfig" --proxy-mode iptables \
@@ -323,6 +333,7 @@ start() {
   node_kubeconfig
   start_kubelet
   start_scheduler
+  start_workload_controllers
   start_proxy
   kubernetes_endpoints
   local i
@@ -334,7 +345,7 @@ start() {
   node_ready || { tail -20 "$STATE/logs/kubelet.log" >&2; die "Node $NODE_NAME not Ready after 150 s"; }
   untaint
   advertise_gpus
-  for name in kube-scheduler kube-proxy containerd; do
+  for name in kube-scheduler kube-proxy workload-controllers containerd; do
     pid_alive "$name" || { tail -20 "$STATE/logs/$name.log" >&2; die "$name exited"; }
   done
   log "node $NODE_NAME ready ($GPUS fake nvidia.com/gpu; $(env_line))"
@@ -370,6 +381,7 @@ unmount_state() {
 }
 
 stop() {
+  stop_one workload-controllers
   stop_one kube-scheduler
   stop_one kubelet
   stop_one kube-proxy
@@ -388,7 +400,7 @@ env_line() {
 
 status() {
   local name rc=0
-  for name in containerd kubelet kube-scheduler kube-proxy; do
+  for name in containerd kubelet kube-scheduler kube-proxy workload-controllers; do
     if pid_alive "$name"; then echo "$name: running (pid $(cat "$STATE/$name.pid"))"
     else echo "$name: stopped"; rc=1; fi
   done
