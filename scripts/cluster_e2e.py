@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -69,6 +70,8 @@ def prepare(args: argparse.Namespace) -> None:
     models = volume / "_models" / MODEL_NAME
     if not models.exists():
         shutil.copytree(args.model, models)
+        for path in [models, *models.rglob("*")]:  # the runner reads it as uid 1000 (the cache may hold 0600 files)
+            os.chown(path, 1000, 1000)
     ignore_exists(core.create_namespace, {"metadata": {"name": args.namespace}})
     pv = f"{args.namespace}-results"
     ignore_exists(

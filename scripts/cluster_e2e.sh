@@ -13,7 +13,7 @@
 #
 # State and ports: the scripts' variables (BUDEVAL_KUBE_STATE, BUDEVAL_KUBE_PORT, BUDEVAL_ETCD_PORT,
 # BUDEVAL_KUBE_CM_PORT, BUDEVAL_NODE_STATE, BUDEVAL_S3_STATE). The model: ${BUDEVAL_CACHE}/models/SmolLM2-135M-Instruct
-# (fetched by the OpenCompass tests' setup) or BUDEVAL_E2E_MODEL.
+# (scripts/setup_opencompass.sh) or BUDEVAL_E2E_MODEL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$PWD"
@@ -31,6 +31,8 @@ log() { echo "cluster_e2e.sh: [$((SECONDS - T0)) s] $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 [ -x "$PY" ] || die "no .venv (python3 -m venv .venv && .venv/bin/pip install -e '.[dev]')"
+# scripts/setup_opencompass.sh (idempotent, cached) installs the OpenCompass venv the runner image carries and the model.
+[ -n "${BUDEVAL_E2E_MODEL:-}" ] || scripts/setup_opencompass.sh >&2
 [ -f "$MODEL/config.json" ] || die "no model at $MODEL (set BUDEVAL_E2E_MODEL)"
 
 api_was_running=0; node_was_running=0; s3_was_running=0

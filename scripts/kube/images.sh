@@ -82,7 +82,7 @@ pause() {
   local w="$NCACHE/build/pause"
   rm -rf "$w" && mkdir -p "$w/root" "$OUT"
   gcc -Os -static -DVERSION=3.2-budeval -o "$w/root/pause" "$src" && strip "$w/root/pause"
-  "${OCI[@]}" --out "$OUT/pause.tar" --name registry.k8s.io/pause:3.2 --layer "$w/root" --entrypoint '["/pause"]'
+  "${OCI[@]}" --out "$OUT/pause.tar" >"$OUT/pause.digest" --name registry.k8s.io/pause:3.2 --layer "$w/root" --entrypoint '["/pause"]'
   echo "$id" >"$OUT/pause.build-id"
   log "built $OUT/pause.tar"
 }
@@ -100,7 +100,7 @@ runner() {
   log "relocating $OC_VENV to /opt/opencompass"
   relocate_venv "$OC_VENV" "$w/layer" /opt/opencompass
   log "writing $RUNNER_IMAGE"
-  "${OCI[@]}" --out "$OUT/runner.tar" --name "$RUNNER_IMAGE" --layer "$ROOTFS" --layer "$w/layer" \
+  "${OCI[@]}" --out "$OUT/runner.tar" >"$OUT/runner.digest" --name "$RUNNER_IMAGE" --layer "$ROOTFS" --layer "$w/layer" \
     --env PATH=/opt/opencompass/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     --env PYTHONDONTWRITEBYTECODE=1 --env PYTHONUNBUFFERED=1 --env HOME=/tmp \
     --user 1000:1000 --workdir /tmp --cmd '["python", "-m", "opencompass.cli.main", "--help"]'
@@ -137,7 +137,7 @@ service() {
   cp -r "$REPO/workflows" "$w/layer/opt/budeval/share/workflows"
   chown -R 1000:1000 "$w/layer/var/lib/budeval"
   log "writing $SERVICE_IMAGE"
-  "${OCI[@]}" --out "$OUT/service.tar" --name "$SERVICE_IMAGE" --layer "$ROOTFS" --layer "$w/layer" \
+  "${OCI[@]}" --out "$OUT/service.tar" >"$OUT/service.digest" --name "$SERVICE_IMAGE" --layer "$ROOTFS" --layer "$w/layer" \
     --env PATH=/opt/budeval/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     --env PYTHONDONTWRITEBYTECODE=1 --env PYTHONUNBUFFERED=1 --env HOME=/var/lib/budeval \
     --env BUDEVAL_DATA_DIR=/var/lib/budeval/data --env BUDEVAL_SUITES_DIR=/opt/budeval/share/workflows \
@@ -150,9 +150,18 @@ service() {
 
 import() {
   ctr --address "$SOCK" version >/dev/null 2>&1 || die "the node's containerd is not running ($SOCK)"
-  local name
+  local name ref digest
   for name in "$@"; do
-    case "$name" in pause|runner|service) "$name" ;; *) die "unknown image $name" ;; esac
+    case "$name" in
+      pause) ref=registry.k8s.io/pause:3.2 ;; runner) ref="$RUNNER_IMAGE" ;; service) ref="$SERVICE_IMAGE" ;;
+      *) die "unknown image $name" ;;
+    esac
+    "$name"
+    digest="$(cat "$OUT/$name.digest" 2>/dev/null || true)"
+    if [ -n "$digest" ] && ctr --address "$SOCK" -n k8s.io images ls "name==$ref" | grep -q "$digest"; then
+      log "$name already imported ($digest)"
+      continue
+    fi
     ctr --address "$SOCK" -n k8s.io images import "$OUT/$name.tar" >/dev/null
     log "imported $name"
   done

@@ -267,7 +267,8 @@ start_scheduler() {
 start_workload_controllers() {
   pid_alive workload-controllers && return 0
   launch workload-controllers "$CACHE_ROOT/kube/bin/kube-controller-manager" \
-    --kubeconfig "$STATE/node.kubeconfig" --controllers deployment,replicaset,endpoint,endpointslice,endpointslicemirroring,statefulset \
+    --kubeconfig "$STATE/node.kubeconfig" \
+    --controllers deployment,replicaset,endpoint,endpointslice,endpointslicemirroring,statefulset \
     --port 0 --secure-port 0 --leader-elect=false --kube-api-qps 100 --kube-api-burst 200 --profiling=false --v 1
 }
 

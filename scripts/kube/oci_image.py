@@ -11,6 +11,7 @@ contents at the image root, in the order given; files are stored with uid/gid 0 
 runtime mounts them). The archive is an OCI image layout (image-spec v1.0: ``oci-layout``, ``index.json``,
 ``blobs/sha256/...``); its manifest carries the ``io.containerd.image.name`` annotation with ``--name`` so containerd
 imports it under that name, and ``org.opencontainers.image.ref.name`` with the tag.
+Prints the manifest digest (``sha256:...``) on stdout.
 
 Exit status 2 with a message on bad arguments (a layer that is not a directory, a malformed JSON list).
 """
@@ -136,6 +137,8 @@ def build(args: argparse.Namespace) -> None:
             for name in ("oci-layout", "index.json", "blobs"):
                 tar.add(work / name, arcname=name)
         tmp_out.rename(out)
+        # The manifest digest: what `ctr images ls` shows for the imported image (images.sh skips a re-import).
+        print(man_digest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
