@@ -26,6 +26,8 @@ RELEASE=budeval
 MODEL="${BUDEVAL_E2E_MODEL:-$CACHE_ROOT/models/SmolLM2-135M-Instruct}"
 PY="$REPO/.venv/bin/python"
 T0=$SECONDS
+RESULT="$NODE_STATE.e2e-result"
+rm -f "$RESULT"
 
 log() { echo "cluster_e2e.sh: [$((SECONDS - T0)) s] $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -42,10 +44,16 @@ scripts/s3_server.sh status >/dev/null 2>&1 && s3_was_running=1
 
 cleanup() {
   local rc=$?
-  if [ -n "${BUDEVAL_KEEP_CLUSTER:-}" ]; then log "leaving the cluster running (BUDEVAL_KEEP_CLUSTER)"; return; fi
+  if [ -n "${BUDEVAL_KEEP_CLUSTER:-}" ]; then
+    log "leaving the cluster running (BUDEVAL_KEEP_CLUSTER)"
+    [ "$rc" = 0 ] && [ -f "$RESULT" ] && tail -1 "$RESULT"
+    exit "$rc"
+  fi
   [ "$node_was_running" = 1 ] || "$KUBE/node.sh" stop || true
   [ "$api_was_running" = 1 ] || "$KUBE/apiserver.sh" stop || true
   [ "$s3_was_running" = 1 ] || scripts/s3_server.sh stop || true
+  # The result line last, after everything has stopped.
+  [ "$rc" = 0 ] && [ -f "$RESULT" ] && tail -1 "$RESULT"
   exit "$rc"
 }
 trap cleanup EXIT
@@ -102,5 +110,5 @@ log "release installed; service pod ready"
 EVAL_ID="e2e-$(date +%s)"
 "$PY" scripts/cluster_e2e.py run --kubeconfig "$KUBECONFIG" --namespace "$NS" --release "$RELEASE" \
   --eval-id "$EVAL_ID" --s3-endpoint "http://127.0.0.1:$S3_PORT" --s3-access-key "$BUDEVAL_S3_ACCESS_KEY" \
-  --s3-secret-key "$BUDEVAL_S3_SECRET_KEY" | tee "$NODE_STATE/e2e-result.txt"
-log "done"
+  --s3-secret-key "$BUDEVAL_S3_SECRET_KEY" >"$RESULT"
+log "evaluation checked in $((SECONDS - T0)) s; stopping what this script started"

@@ -6,12 +6,11 @@
 
 Used by scripts/kube/images.sh to build the pause, runner and service images without Docker or a registry. Each
 ``--layer`` directory becomes one uncompressed layer (media type ``application/vnd.oci.image.layer.v1.tar``), its
-contents at the image root, in the order given; files are stored with uid/gid 0 unless the tree says otherwise
-(numeric ids are kept as they are on disk). The contents of ``dev/``, ``proc/`` and ``sys/`` are left out (the
-runtime mounts them). The archive is an OCI image layout (image-spec v1.0: ``oci-layout``, ``index.json``,
-``blobs/sha256/...``); its manifest carries the ``io.containerd.image.name`` annotation with ``--name`` so containerd
-imports it under that name, and ``org.opencontainers.image.ref.name`` with the tag.
-Prints the manifest digest (``sha256:...``) on stdout.
+contents at the image root, in the order given; files keep their numeric uid/gid and mode as they are on disk.
+The contents of ``dev/``, ``proc/`` and ``sys/`` are left out (the runtime mounts them). The archive is an OCI
+image layout (image-spec v1.0: ``oci-layout``, ``index.json``, ``blobs/sha256/...``); its manifest carries the
+``io.containerd.image.name`` annotation with ``--name`` so containerd imports it under that name, and
+``org.opencontainers.image.ref.name`` with the tag. Prints the manifest digest (``sha256:...``) on stdout.
 
 Exit status 2 with a message on bad arguments (a layer that is not a directory, a malformed JSON list).
 """
