@@ -225,7 +225,8 @@ def run(args: argparse.Namespace) -> None:
         "resources": {"gpus": 0, "cpu": "1", "memory": "4Gi"},
         "timeout_s": args.timeout,
     }
-    recorder = Recorder(core, batch, args.namespace)
+    # Its own API client: kubernetes.stream swaps the request method of the client that runs the exec.
+    recorder = Recorder(*clients(args.kubeconfig), args.namespace)
     recorder.start()
     log(f"publishing {args.eval_id} (suite light) through the service pod {pod.metadata.name}")
     event = submit(core, args.namespace, pod.metadata.name, request, args.timeout)
