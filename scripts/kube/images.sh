@@ -59,18 +59,24 @@ add_user() { # layer-dir name home
 }
 
 # Copy a venv to DEST inside a layer and point it at the image's /usr/bin/python3.11 (same minor version, so the
-# cp311 wheels stay valid); scripts' shebangs are rewritten from the source path to the target path.
+# cp311 wheels stay valid); scripts' python shebangs are rewritten to the target path.
 relocate_venv() { # src-venv layer-dir target-path
   local src="$1" dest="$2$3" f
-  mkdir -p "$(dirname "$dest")"
-  cp -a "$src" "$dest"
+  # Never edit the source venv (a shared cache): the destination must be a fresh real folder.
+  [ ! -e "$dest" ] && [ ! -L "$dest" ] || die "relocate_venv: $dest exists"
+  mkdir -p "$dest"
+  [ "$(realpath "$dest")" != "$(realpath "$src")" ] || die "relocate_venv: $dest is $src"
+  cp -a "$src/." "$dest/"  # the venv's contents, also when $src is a symlink
   rm -f "$dest/pip-freeze.txt"
   for f in python python3 python3.11; do rm -f "$dest/bin/$f"; done
   ln -s "$PY" "$dest/bin/python3.11"; ln -s python3.11 "$dest/bin/python3"; ln -s python3.11 "$dest/bin/python"
   printf 'home = /usr/bin\ninclude-system-site-packages = false\nversion = 3.11\nexecutable = %s\n' "$PY" \
     >"$dest/pyvenv.cfg"
-  grep -rlI --include='*' -m1 "^#!$src/bin/python" "$dest/bin" 2>/dev/null | while read -r f; do
-    sed -i "1s|^#!$src/bin/python[0-9.]*|#!$3/bin/python|" "$f"
+  # Console scripts name the interpreter by the path the venv was created at (maybe behind a symlink of $src).
+  for f in "$dest"/bin/*; do
+    [ -f "$f" ] && [ ! -L "$f" ] || continue
+    head -c 256 "$f" | head -1 | grep -q '^#!/.*/bin/python[0-9.]*$' || continue
+    sed -i "1s|^#!/.*/bin/python[0-9.]*$|#!$3/bin/python|" "$f"
   done
   find "$dest" -name '__pycache__' -type d -prune -exec rm -rf {} +
 }
