@@ -8,6 +8,8 @@
 #
 # State (data, s3.json, ports, pid, log): ${BUDEVAL_S3_STATE:-/tmp/budeval-s3}. Ports are free ones chosen at start.
 # The keys are static TEST-ONLY credentials (override with BUDEVAL_S3_ACCESS_KEY / BUDEVAL_S3_SECRET_KEY).
+# BUDEVAL_S3_BIND (default 127.0.0.1): the address the servers listen on; 0.0.0.0 lets pods of the real test node
+# (scripts/kube/node.sh) reach the S3 port through the pod bridge's gateway address.
 # The weed binary: $BUDEVAL_WEED, else the active venv's, else the repo's .venv, else PATH.
 set -euo pipefail
 
@@ -113,7 +115,7 @@ start() {
   "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
 JSON
   # setsid: own session, so the caller's Ctrl-C or process-group kill does not reach it; stop goes by PID.
-  setsid "$weed" server -dir="$STATE/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+  setsid "$weed" server -dir="$STATE/data" -ip=127.0.0.1 -ip.bind="${BUDEVAL_S3_BIND:-127.0.0.1}" \
     -master.port="$MASTER_PORT" -master.port.grpc="$MASTER_GRPC" -master.volumeSizeLimitMB=64 \
     -master.telemetry=false \
     -volume.port="$VOLUME_PORT" -volume.port.grpc="$VOLUME_GRPC" -volume.max=32 -volume.preStopSeconds=0 \

@@ -106,3 +106,23 @@ def test_scoring_is_part_of_the_identity() -> None:
     assert len({repr(p) for p in parts}) == 5
     # Omitted and the default spelled out are the same evaluation.
     assert dataset_component() == dataset_component(scoring="contains")
+
+
+ENDPOINT_MODEL = {
+    "name": "gpt",
+    "source": {"type": "openai", "base_url": "https://llm.example/v1", "model": "m", "api_key_secret": {"name": "k"}},
+}
+
+
+def test_endpoint_runs_request_no_gpu_unless_asked() -> None:
+    """An endpoint model runs no weights: its Job must not wait for a GPU node (issue 15)."""
+    plain = EvalRequest.model_validate({**BASE, "model": ENDPOINT_MODEL})
+    assert plain.resources.gpus == 0
+    with_cpu = EvalRequest.model_validate({**BASE, "model": ENDPOINT_MODEL, "resources": {"cpu": "2"}})
+    assert (with_cpu.resources.gpus, with_cpu.resources.cpu) == (0, "2")
+    asked = EvalRequest.model_validate({**BASE, "model": ENDPOINT_MODEL, "resources": {"gpus": 2}})
+    assert asked.resources.gpus == 2
+    assert EvalRequest.model_validate(BASE).resources.gpus == 1  # a Hugging Face model keeps one GPU
+    # The same through the service's intake (JSON bytes, as a CloudEvent's data).
+    parsed = parse_request(json.dumps({**BASE, "model": ENDPOINT_MODEL}).encode())
+    assert not isinstance(parsed, Rejection) and parsed.resources.gpus == 0

@@ -10,12 +10,15 @@ provenance (what exactly was run) and a cache key. Decisions (see docs/opencompa
   with ``trust_remote_code=False`` (a request must not run code shipped with a model);
 - endpoint models use ``OpenAISDK`` with ``key='ENV'``: OpenCompass reads ``OPENAI_API_KEY`` from the run's
   environment, which the backend fills from the referenced secret. The key never appears in the text;
-- bundled datasets are referenced by the absolute path of the installed package folder; custom datasets by their
-  path; both as OpenCompass custom datasets (``abbr``, ``path``, ``data_type``), completed by OpenCompass itself,
-  with budeval's evaluator and the dataset's scoring (``evaluator``, ``evaluator_kwargs``). budeval is not installed
-  where OpenCompass runs, so the config carries the evaluator's source (:data:`SCORING_SOURCE`) as a string literal,
-  writes it to a fresh temporary folder and puts that folder on ``sys.path`` and ``PYTHONPATH`` (OpenCompass's
-  evaluation tasks are child processes); the config hash therefore covers the exact scoring code;
+- custom datasets are referenced by their path; bundled datasets travel inside the config (budeval is not
+  installed where OpenCompass runs, e.g. in the runner image of a Kubernetes Job, so a path into the service's
+  site-packages would not exist there): their ``.jsonl`` text is a string literal, written at config load to the
+  same fresh folder as the scoring module and referenced there. Both are OpenCompass custom datasets (``abbr``,
+  ``path``, ``data_type``), completed by OpenCompass itself, with budeval's evaluator and the dataset's scoring
+  (``evaluator``, ``evaluator_kwargs``). The config carries the evaluator's source (:data:`SCORING_SOURCE`) as a
+  string literal too, writes it to a fresh temporary folder and puts that folder on ``sys.path`` and ``PYTHONPATH``
+  (OpenCompass's evaluation tasks are child processes); the config hash therefore covers the exact scoring code
+  and the bundled data;
 - stock datasets are imported inside ``read_base()`` under an alias per dataset, so that two stock configs exporting
   the same variable name (``mmlu_gen``/``mmlu_ppl``) do not collide.
 """
@@ -62,6 +65,7 @@ def render_config(request: EvalRequest, datasets: Sequence[str | CustomDataset])
     dataset_lines: list[str] = []
     seen: set[str] = set()
     stock_variables: list[tuple[str, str]] = []
+    bundled_files: dict[str, str] = {}
     for ref in datasets:
         name = ref if isinstance(ref, str) else ref.name
         if name in seen:
@@ -71,7 +75,10 @@ def render_config(request: EvalRequest, datasets: Sequence[str | CustomDataset])
             dataset_lines.append(_custom_dataset(ref.name, ref.path, ref.kind, ref.scoring))
         elif ref in BUNDLED:
             bundled = BUNDLED[ref]
-            dataset_lines.append(_custom_dataset(bundled.name, str(bundled.path), bundled.kind, bundled.scoring))
+            bundled_files[f"{bundled.name}.jsonl"] = bundled.path.read_text(encoding="utf-8")
+            dataset_lines.append(
+                _custom_dataset(bundled.name, f"{bundled.name}.jsonl", bundled.kind, bundled.scoring, in_plugin=True)
+            )
         elif ref in STOCK:
             stock = STOCK[ref]
             clash = [s for s in stock_variables if s[1] == stock.variable]
@@ -101,6 +108,8 @@ def render_config(request: EvalRequest, datasets: Sequence[str | CustomDataset])
     out += [f"from opencompass.models import {model_class}", ""]
     if any(not line.lstrip().startswith("*") for line in dataset_lines):
         out += _plugin_lines()
+    if bundled_files:
+        out += _bundled_lines(bundled_files)
     out += ["models = [", *model_lines, "]", ""]
     out += ["datasets = [", *dataset_lines, "]", ""]
     return "\n".join(out)
@@ -130,13 +139,26 @@ def _plugin_lines() -> list[str]:
     ]
 
 
-def _custom_dataset(abbr: str, path: str, kind: str, scoring: str) -> str:
+def _bundled_lines(files: dict[str, str]) -> list[str]:
+    """Write the bundled datasets' text (file name -> ``.jsonl`` text) into the plugin folder at config load."""
+    return [
+        "# budeval's bundled datasets (budeval/engine/datasets), written next to the scoring module.",
+        "_budeval_bundled = {" + ", ".join(f"{k!r}: {v!r}" for k, v in sorted(files.items())) + "}",
+        "[__import__('pathlib').Path(_budeval_plugin, _n).write_text(_t, encoding='utf-8')"
+        " for _n, _t in _budeval_bundled.items()]",
+        "",
+    ]
+
+
+def _custom_dataset(abbr: str, path: str, kind: str, scoring: str, *, in_plugin: bool = False) -> str:
+    """One dataset entry; ``in_plugin``: ``path`` is a file name in the config's plugin folder (bundled data)."""
     name, pattern = split_scoring(scoring)
     kwargs: dict[str, object] = {"scoring": name}
     if pattern is not None:
         kwargs["pattern"] = pattern
+    path_expr = f"__import__('os').path.join(_budeval_plugin, {path!r})" if in_plugin else repr(path)
     return (
-        f"    dict(abbr={abbr!r}, path={path!r}, data_type={kind!r}, infer_method='gen',"
+        f"    dict(abbr={abbr!r}, path={path_expr}, data_type={kind!r}, infer_method='gen',"
         f" evaluator={EVALUATOR}, evaluator_kwargs={_literal(kwargs)}),"
     )
 

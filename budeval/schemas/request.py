@@ -259,6 +259,27 @@ class EvalRequest(Strict):
     #: A regression gate to run after the evaluation (not part of the identity).
     gate: GateSpec | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _endpoint_runs_need_no_gpu(cls, data: Any) -> Any:
+        """An endpoint model runs no weights where OpenCompass runs: unless the request sets ``resources.gpus``, its
+        runs request no GPU (a Hugging Face model's default stays one)."""
+        if not isinstance(data, dict):
+            return data
+        model = data.get("model")
+        source = model.get("source") if isinstance(model, dict) else getattr(model, "source", None)
+        kind = source.get("type") if isinstance(source, dict) else getattr(source, "type", None)
+        if kind != "openai":
+            return data
+        resources = data.get("resources")
+        if resources is None:
+            return {**data, "resources": {"gpus": 0}}
+        if isinstance(resources, dict) and "gpus" not in resources:
+            return {**data, "resources": {**resources, "gpus": 0}}
+        if isinstance(resources, Resources) and "gpus" not in resources.model_fields_set:
+            return {**data, "resources": resources.model_copy(update={"gpus": 0})}
+        return data
+
     @model_validator(mode="after")
     def _datasets_or_suite(self) -> EvalRequest:
         if not self.datasets and not self.suite:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds (once, cached) and runs a real etcd + kube-apiserver + kube-controller-manager v1.20.2 on loopback for tests.
 #
+#   scripts/kube/apiserver.sh unpack   # fetch and unpack the source package only (node.sh builds from it too)
 #   scripts/kube/apiserver.sh build    # compile the two binaries from Debian's kubernetes source package (cached)
 #   scripts/kube/apiserver.sh start    # build if needed, start etcd, apiserver, controller manager; wait for /readyz
 #   scripts/kube/apiserver.sh stop     # stop the three processes by PID
@@ -9,7 +10,8 @@
 #
 # Binaries: ${BUDEVAL_CACHE:-~/.cache/budeval}/kube/bin. Runtime state (etcd data, certs, tokens, pids, logs):
 # ${BUDEVAL_KUBE_STATE:-/tmp/budeval-kube}. Ports: BUDEVAL_KUBE_PORT (apiserver, default 16443), BUDEVAL_ETCD_PORT
-# (default 12379). The kubelet client certificate and CA (for a test kubelet serving pods/log) live in the state dir.
+# (default 12379). BUDEVAL_KUBE_BIND_ADDRESS (default 127.0.0.1; node.sh uses 0.0.0.0). The kubelet client
+# certificate and CA (for a test kubelet serving pods/log) live in the state dir.
 set -euo pipefail
 
 K8S_VERSION=1.20.2
@@ -20,6 +22,8 @@ API_PORT="${BUDEVAL_KUBE_PORT:-16443}"
 ETCD_PORT="${BUDEVAL_ETCD_PORT:-12379}"
 ETCD_PEER_PORT="$((ETCD_PORT + 1))"
 CM_PORT="${BUDEVAL_KUBE_CM_PORT:-$((API_PORT + 1))}"
+# 0.0.0.0 lets pods of a real node (scripts/kube/node.sh) reach the apiserver through the bridge's gateway address.
+BIND_ADDRESS="${BUDEVAL_KUBE_BIND_ADDRESS:-127.0.0.1}"
 
 # Go >= 1.18 crashes (SIGSEGV in mapiternext) in code built with the vendored reflect2 v1.0.1; 1.0.2 fixed that.
 REFLECT2_SRC=/usr/share/gocode/src/github.com/modern-go/reflect2
@@ -76,8 +80,9 @@ write_src_list() {
   [ -s "$out" ] || die "no Debian apt sources found to derive deb-src entries from"
 }
 
-build() {
-  if have_binaries; then log "binaries cached in $BIN"; return 0; fi
+# Fetches Debian's kubernetes source package and unpacks it (patched, reflect2 replaced) into $CACHE/build/src.
+# scripts/kube/node.sh compiles kubelet, kube-scheduler and kube-proxy from the same tree.
+unpack() {
   apt_install
   local work="$CACHE/build"
   mkdir -p "$work/apt/lists/partial" "$work/apt/cache/archives/partial" "$BIN"
@@ -114,6 +119,12 @@ build() {
       "$src/vendor/modules.txt"
     touch "$src/.reflect2"
   fi
+}
+
+build() {
+  if have_binaries; then log "binaries cached in $BIN"; return 0; fi
+  unpack
+  local work="$CACHE/build" src="$CACHE/build/src"
   log "compiling kube-apiserver and kube-controller-manager (several minutes)"
   local start=$SECONDS
   (cd "$src" && CGO_ENABLED=0 GOFLAGS= GOPATH="$work/gopath" GOCACHE="$work/gocache" \
@@ -234,7 +245,7 @@ start_apiserver() {
   local p="$STATE/pki"
   launch kube-apiserver "$BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" --insecure-port 0 \
+    --bind-address "$BIND_ADDRESS" --advertise-address 127.0.0.1 --secure-port "$API_PORT" --insecure-port 0 \
     --tls-cert-file "$p/apiserver.crt" --tls-private-key-file "$p/apiserver.key" --client-ca-file "$p/ca.crt" \
     --token-auth-file "$STATE/tokens.csv" --authorization-mode RBAC --anonymous-auth=false \
     --service-account-key-file "$p/sa.pub" --service-account-signing-key-file "$p/sa.key" \
@@ -309,10 +320,11 @@ status() {
 
 case "${1:-}" in
   build) build ;;
+  unpack) unpack ;;
   start) start ;;
   stop) stop ;;
   restart) stop; start ;;
   env) env_line ;;
   status) status ;;
-  *) echo "usage: $0 build|start|stop|restart|env|status" >&2; exit 2 ;;
+  *) echo "usage: $0 build|unpack|start|stop|restart|env|status" >&2; exit 2 ;;
 esac
