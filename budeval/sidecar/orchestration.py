@@ -120,7 +120,7 @@ class Engine(WorkStreams):
             inst = self.instances.get(instance_id)
             if inst is None:
                 raise EngineError("NOT_FOUND", f"no such instance exists: '{instance_id}'")
-            if inst.terminal or (inst.status == SUSPENDED) == suspend:
+            if inst.terminal or inst.suspended() == suspend:  # (a stalled instance may be suspended too)
                 return
             with self.store.tx():
                 if suspend:
