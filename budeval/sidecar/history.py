@@ -183,6 +183,8 @@ class HistoryBuilder(Timers):
         self.store.db.execute("DELETE FROM history WHERE instance_id=?", (inst.id,))
         inst.history = []
         inst.execution_id = uuid.uuid4().hex
+        # the new generation records no version yet (it starts on the latest): a worker it stalled on may run it
+        inst.stalled_on.clear()
         inst.input = complete.result.value if complete.HasField("result") else None
         inst.status = RUNNING
         self._add_inbox(inst, self._started_event(inst))

@@ -114,3 +114,34 @@ def test_a_suspended_instance_that_stalled_shows_suspended_once_a_worker_runs_it
             c.raise_workflow_event("sus2", "go")
             state = c.wait_for_workflow_completion("sus2", timeout_in_seconds=30)
     assert state is not None and json.loads(state.serialized_output) == "old"
+
+
+def cycle_v1(ctx: wf.DaprWorkflowContext, generation: Any) -> Any:
+    yield ctx.call_activity("note", input=f"old-{generation}")
+    yield ctx.wait_for_external_event("go")
+    ctx.continue_as_new(1)
+    return None
+
+
+def cycle_v2(ctx: wf.DaprWorkflowContext, generation: Any) -> Any:
+    yield ctx.call_activity("note", input=f"new-{generation}")
+    yield ctx.wait_for_external_event("go")
+    return "new"
+
+
+def test_a_new_generation_runs_on_the_worker_its_old_version_stalled_on(sidecar: EmbeddedSidecar) -> None:
+    """A v1 instance stalls on a v2-only worker; a worker with v1 runs it on until it continues as new (the new
+    generation starts on v2) and leaves: the v2-only worker, still connected, must run the new generation."""
+    port = sidecar.grpc_port
+    with client(port) as c:
+        with worker(port, (cycle_v1, "v1", True)):
+            c.schedule_new_workflow("flow", instance_id="cy", input=0)
+            wait_until(lambda: _ran("cy") == ["old-0"], what="the first generation's step")
+        with worker(port, (cycle_v2, "v2", True)):
+            c.raise_workflow_event("cy", "go")
+            wait_until(lambda: _status(c, "cy") == wf.WorkflowStatus.STALLED, what="the instance to stall")
+            with worker(port, (cycle_v1, "v1", False), (cycle_v2, "v2", True)):
+                wait_until(lambda: _ran("cy") == ["old-0", "new-1"], what="the new generation's step")
+            c.raise_workflow_event("cy", "go")
+            state = c.wait_for_workflow_completion("cy", timeout_in_seconds=30)
+    assert state is not None and json.loads(state.serialized_output) == "new"
