@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import dapr.ext.workflow as wf
+import dapr.ext.workflow._durabletask.internal.protos as pb
+import grpc
 import pytest
+from dapr.ext.workflow._durabletask.internal import orchestrator_service_pb2_grpc as stubs
 
 from budeval.sidecar.embedded import EmbeddedSidecar
 from tests.sidecar.test_embedded_versioning import _fresh
@@ -145,3 +148,16 @@ def test_a_new_generation_runs_on_the_worker_its_old_version_stalled_on(sidecar:
             c.raise_workflow_event("cy", "go")
             state = c.wait_for_workflow_completion("cy", timeout_in_seconds=30)
     assert state is not None and json.loads(state.serialized_output) == "new"
+
+
+def test_get_instance_reports_the_version_of_an_ended_instance_too(sidecar: EmbeddedSidecar) -> None:
+    port = sidecar.grpc_port
+    stub = stubs.TaskHubSidecarServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+    with client(port) as c, worker(port, (old, "v1", False), (new, "v2", True)):
+        c.schedule_new_workflow("flow", instance_id="done")
+        wait_until(lambda: _ran("done") == ["new-first"], what="the first step")
+        assert stub.GetInstance(pb.GetInstanceRequest(instanceId="done")).workflowState.version.value == "v2"
+        c.raise_workflow_event("done", "go")
+        state = c.wait_for_workflow_completion("done", timeout_in_seconds=30)
+        assert state is not None and state.runtime_status == wf.WorkflowStatus.COMPLETED
+        assert stub.GetInstance(pb.GetInstanceRequest(instanceId="done")).workflowState.version.value == "v2"
