@@ -4,6 +4,8 @@ sidecar, driven by the unmodified dapr 1.19 SDK over real gRPC (each one failed 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +17,7 @@ import grpc
 import pytest
 from dapr.ext.workflow._durabletask.internal import orchestrator_service_pb2_grpc as stubs
 
+from budeval.errors import ValidationError
 from budeval.sidecar.embedded import EmbeddedSidecar
 from tests.sidecar.test_embedded_versioning import _fresh
 from tests.support import wait_until
@@ -161,3 +164,16 @@ def test_get_instance_reports_the_version_of_an_ended_instance_too(sidecar: Embe
         state = c.wait_for_workflow_completion("done", timeout_in_seconds=30)
         assert state is not None and state.runtime_status == wf.WorkflowStatus.COMPLETED
         assert stub.GetInstance(pb.GetInstanceRequest(instanceId="done")).workflowState.version.value == "v2"
+
+
+@pytest.mark.parametrize("spec", ["beta=abc", "=0", "beta=70000"])
+def test_the_standalone_sidecar_refuses_a_bad_extra_app_with_a_clear_message(tmp_path: Path, spec: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "budeval.sidecar", "--state", str(tmp_path / "s.db"),
+                           "--extra-app", spec], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--extra-app" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_an_empty_app_id_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="invalid app id"):
+        EmbeddedSidecar(tmp_path / "s.db", apps={"": 0})
