@@ -41,6 +41,9 @@ class EmbeddedSidecar:
                  max_json_depth: int = DEFAULT_MAX_DEPTH, forget_bodies: tuple[str, ...] = (),
                  app_id: str = DEFAULT_APP_ID, apps: Mapping[str, int] | None = None) -> None:
         self.state_path = Path(state_path)
+        for name in (app_id, *(apps or {})):
+            if not name or not isinstance(name, str):
+                raise ValidationError(f"invalid app id {name!r}: a non-empty name", field="app_id")
         self.app_id = app_id
         self._want_apps = {k: v for k, v in (apps or {}).items() if k != app_id}
         #: app id -> bound gRPC port (the main app's is :attr:`grpc_port`), filled by :meth:`start`.
@@ -138,6 +141,28 @@ class EmbeddedSidecar:
         self.stop()
 
 
+def _app_id(text: str) -> str:
+    """An ``--app-id`` value: a non-empty name without spaces or ``=`` (argparse reports the error and exits 2)."""
+    import argparse
+
+    if not text or any(ch.isspace() or ch == "=" for ch in text):
+        raise argparse.ArgumentTypeError(f"invalid app id {text!r}: a non-empty name without spaces or '='")
+    return text
+
+
+def _extra_app(spec: str) -> tuple[str, int]:
+    """An ``--extra-app ID[=PORT]`` value as ``(id, port)`` (0: a free port); a bad id or port is an argparse
+    error (exit 2, the reason on stderr), not a traceback."""
+    import argparse
+
+    name, _, port = spec.partition("=")
+    if not port.strip():
+        return _app_id(name), 0
+    if not port.strip().isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {port!r} in --extra-app {spec!r}: expected 0-65535")
+    return _app_id(name), int(port)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m budeval.sidecar.embedded --state FILE [--grpc-port P] [--http-port Q] [--app-port A]``."""
     import argparse
@@ -164,14 +189,11 @@ def main(argv: list[str] | None = None) -> int:
                              "stdin; default: APP_API_TOKEN, as daprd")
     parser.add_argument("--forget-bodies", action="append", default=[], metavar="TOPIC",
                         help="drop a message's body from the log once delivered (repeatable)")
-    parser.add_argument("--app-id", default=DEFAULT_APP_ID, help="the app served on --grpc-port")
-    parser.add_argument("--extra-app", action="append", default=[], metavar="ID[=PORT]",
+    parser.add_argument("--app-id", default=DEFAULT_APP_ID, type=_app_id, help="the app served on --grpc-port")
+    parser.add_argument("--extra-app", action="append", default=[], metavar="ID[=PORT]", type=_extra_app,
                         help="another app on this sidecar, on its own gRPC port (repeatable; no port: a free one)")
     args = parser.parse_args(argv)
-    apps = {}
-    for spec in args.extra_app:
-        name, _, port = spec.partition("=")
-        apps[name] = int(port or 0)
+    apps = dict(args.extra_app)
     if args.parent_pid is not None:
         from budeval.sidecar.process import die_with_parent
 

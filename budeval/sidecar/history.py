@@ -25,6 +25,7 @@ from budeval.sidecar.model import (
     RUNNING,
     STALLED,
     START_TIMER_ID,
+    SUSPENDED,
     TERMINATED,
     Activity,
     EngineError,
@@ -105,8 +106,9 @@ class HistoryBuilder(Timers):
         self._append_history(inst, events)
         if res.HasField("customStatus"):
             inst.custom_status = res.customStatus.value
+        # (stalled_on stays: the streams that lacked its code get none of its turns)
         if inst.status in (PENDING, STALLED):
-            inst.status = RUNNING  # (stalled_on stays: the streams that lacked its code get none of its turns)
+            inst.status = SUSPENDED if inst.suspended() else RUNNING
         for step in after:
             step()
         if complete is not None:
@@ -181,6 +183,8 @@ class HistoryBuilder(Timers):
         self.store.db.execute("DELETE FROM history WHERE instance_id=?", (inst.id,))
         inst.history = []
         inst.execution_id = uuid.uuid4().hex
+        # the new generation records no version yet (it starts on the latest): a worker it stalled on may run it
+        inst.stalled_on.clear()
         inst.input = complete.result.value if complete.HasField("result") else None
         inst.status = RUNNING
         self._add_inbox(inst, self._started_event(inst))

@@ -8,6 +8,7 @@ unmodified Dapr SDK's generated Durable Task modules.
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,6 +93,16 @@ class Instance:
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+    def suspended(self) -> bool:
+        """Whether the last suspend/resume event (inbox first, then history) suspends it. Kept apart from
+        :attr:`status`, which shows STALLED while a suspended instance waits for a worker with its code."""
+        for ev in itertools.chain(reversed([ev for _, ev in self.inbox]), reversed(self.history)):
+            if ev.HasField("executionSuspended"):
+                return True
+            if ev.HasField("executionResumed"):
+                return False
+        return False
 
 
 @dataclass

@@ -120,7 +120,7 @@ class Engine(WorkStreams):
             inst = self.instances.get(instance_id)
             if inst is None:
                 raise EngineError("NOT_FOUND", f"no such instance exists: '{instance_id}'")
-            if inst.terminal or (inst.status == SUSPENDED) == suspend:
+            if inst.terminal or inst.suspended() == suspend:  # (a stalled instance may be suspended too)
                 return
             with self.store.tx():
                 if suspend:
@@ -175,7 +175,7 @@ class Engine(WorkStreams):
             )
             if inst.completed is not None:
                 ws.completedTimestamp.CopyFrom(_ts(inst.completed))
-            if not inst.offloaded and (version := recorded_version(inst.history)):
+            if version := self._version(inst):
                 ws.version.CopyFrom(_sv(version))
             if inst.failure is not None:
                 ws.failureDetails.CopyFrom(pb.TaskFailureDetails.FromString(inst.failure))
@@ -185,6 +185,15 @@ class Engine(WorkStreams):
                     if value is not None:
                         getattr(ws, attr).CopyFrom(_sv(value))
             return pb.GetInstanceResponse(exists=True, workflowState=ws)
+
+    def _version(self, inst: Instance) -> str:
+        """The version its first turn recorded; an ended instance's history is read from SQLite (its first turn's
+        ``WorkflowStarted`` leads it)."""
+        if not inst.offloaded:
+            return recorded_version(inst.history)
+        rows = self.store.db.execute("SELECT event FROM history WHERE instance_id=? ORDER BY idx LIMIT 2",
+                                     (inst.id,)).fetchall()
+        return recorded_version(pb.HistoryEvent.FromString(blob) for (blob,) in rows)
 
     def wait(self, instance_id: str, payloads: bool, until: Callable[[Instance], bool], timeout: float | None,
              is_active: Callable[[], bool]) -> Any:
