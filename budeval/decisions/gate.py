@@ -23,6 +23,8 @@ Method = Literal["mcnemar", "bootstrap"]
 #: ``budeval gate`` exit codes per overall verdict (3: refused, not found or any other error).
 EXIT_CODES: dict[Verdict, int] = {"no-difference": 0, "improvement": 0, "regression": 1, "inconclusive": 2}
 EXIT_ERROR = 3
+#: The statuses of an evaluation the gate compares (the baseline rules pick among the same in SQL).
+FINISHED = ("completed", "partial", "reused")
 
 
 class GateOptions(BaseModel):
@@ -186,8 +188,9 @@ def parse_baseline(text: str) -> tuple[str, str] | None:
 def evaluate_gate(source: PairSource, baseline: str, candidate: str, options: GateOptions | None = None) -> GateReport:
     """Run the gate of ``candidate`` against ``baseline`` (an eval id or a rule, see :func:`parse_baseline`).
 
-    Raises NotFoundError (an evaluation or rule that matches nothing), GateRefusedError (no paired example, or the
-    example sets differ: the error carries the overlap counts per dataset) and ValidationError (bad options).
+    Raises NotFoundError (an evaluation or rule that matches nothing), GateRefusedError (an evaluation not finished,
+    no paired example, or the example sets differ: the error carries the overlap counts per dataset) and
+    ValidationError (bad options, a baseline that is the candidate).
     """
     options = options or GateOptions()
     rule = parse_baseline(baseline)
@@ -197,9 +200,17 @@ def evaluate_gate(source: PairSource, baseline: str, candidate: str, options: Ga
         if found is None:
             raise NotFoundError(f"no evaluation matches the baseline rule {baseline!r}")
         baseline_id = found
+    if baseline_id == candidate:
+        raise ValidationError(f"the baseline of {candidate!r} is the evaluation itself", field="baseline")
     for eval_id in (baseline_id, candidate):
-        if source.get_evaluation(eval_id) is None:
+        found = source.get_evaluation(eval_id)
+        if found is None:
             raise NotFoundError(f"no evaluation {eval_id!r} in the store")
+        if found.status not in FINISHED:
+            raise GateRefusedError(
+                f"evaluation {eval_id!r} is {found.status}, not finished ({', '.join(FINISHED)}): its rows may be "
+                "partial", overlap=[],
+            )
     pairs = source.paired_examples(baseline_id, candidate)
     overlap = [
         {
