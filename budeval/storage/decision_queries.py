@@ -64,10 +64,11 @@ BEST_OF_EXPERIMENT_SQL = """
     LIMIT 1
 """
 
-#: ``latest:<label>=<value>``: the newest evaluation carrying that label value.
+#: ``latest:<label>=<value>``: the newest evaluation carrying that label value (``mapContains``: a missing key reads
+#: as '', which ``latest:<label>=`` must not match).
 LATEST_WITH_LABEL_SQL = """
     SELECT eval_id FROM evaluations FINAL
-    WHERE labels[%(label)s] = %(value)s AND eval_id != %(exclude)s
+    WHERE mapContains(labels, %(label)s) AND labels[%(label)s] = %(value)s AND eval_id != %(exclude)s
       AND status IN ('completed', 'partial', 'reused')
     ORDER BY created_at DESC NULLS LAST, eval_id DESC
     LIMIT 1
