@@ -66,6 +66,8 @@ class PairedDataset(BaseModel):
     diff_counts: list[int] = Field(default_factory=list)
     #: 100 for verdicts, else the observed range of the paired values (the bootstrap's small-sample floor).
     value_range: float = 100.0
+    #: Paired examples with a verdict on one side and only a numeric score on the other (units differ: refused).
+    mixed: int = 0
 
 
 class PairSource(Protocol):
@@ -155,8 +157,10 @@ def paired_test(pairs: PairedDataset, options: GateOptions) -> dict[str, Any]:
     )
     # Small-sample floor: a bootstrap of differences that are all equal has a zero-width CI whatever n is. The CI is
     # at least as wide as Agresti-Min's with no discordant pair, scaled to the values' range (docs/decisions.md).
-    floor = stats.normal_quantile(0.5 + confidence / 2) * pairs.value_range / (n + 2)
-    floor_sd = pairs.value_range / math.sqrt(n + 2)
+    # Values that are all equal have no observed range: the floor then uses the verdicts' scale (100 points).
+    scale = pairs.value_range if pairs.value_range > 0 else 100.0
+    floor = stats.normal_quantile(0.5 + confidence / 2) * scale / (n + 2)
+    floor_sd = scale / math.sqrt(n + 2)
     # The bootstrap's p-value is far too small on few examples (one example that lost both replicas never resamples
     # to 0: p = 1 / (iterations + 1)). It is at least the exact sign test's on the per-example differences, which
     # is McNemar's when each example is one verdict (docs/decisions.md).
@@ -233,6 +237,13 @@ def evaluate_gate(source: PairSource, baseline: str, candidate: str, options: Ga
             for o in differ
         )
         raise GateRefusedError(f"the example sets differ (another dataset version?): {listed}", overlap=overlap)
+    mixed = [p for p in pairs if p.mixed]
+    if mixed:
+        listed = "; ".join(f"{p.dataset}: {p.mixed} of {p.paired}" for p in mixed)
+        raise GateRefusedError(
+            f"examples judged by a verdict on one side and only by a numeric score on the other (different units): "
+            f"{listed}", overlap=overlap,
+        )
     raw = [paired_test(p, options) for p in pairs]
     adjusted = stats.adjust([r["p_value"] for r in raw], options.correction)
     rows: list[DatasetVerdict] = []
