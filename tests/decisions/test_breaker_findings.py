@@ -129,3 +129,16 @@ def test_series_ci_with_replicas_is_not_zero_width(store: ClickHouseStore) -> No
         record(store, f"s{k}", PlantedRun(rows), experiment="e", labels={"step": str(k)}, order=k)
     for point in build_series(store, "e").datasets[0].points:
         assert point.ci_high == 100.0 and point.ci_low < 60.0  # Wilson's interval of 3 of 3: [43.85, 100]
+
+
+def test_a_request_gated_against_itself_is_rejected() -> None:
+    # The gate block accepted its own eval id as the baseline: the gate then compared the evaluation with itself.
+    from pydantic import ValidationError as RequestInvalid
+
+    from budeval.schemas.request import EvalRequest
+
+    request = {"eval_id": "ck-2", "model": {"name": "m", "source": {"type": "huggingface", "path": "org/m"}},
+               "datasets": ["tiny_qa"]}
+    EvalRequest.model_validate({**request, "gate": {"baseline": "ck-1"}})
+    with pytest.raises(RequestInvalid, match="itself"):
+        EvalRequest.model_validate({**request, "gate": {"baseline": "ck-2"}})
