@@ -162,16 +162,15 @@ def paired_test(pairs: PairedDataset, options: GateOptions) -> dict[str, Any]:
     floor = stats.normal_quantile(0.5 + confidence / 2) * scale / (n + 2)
     floor_sd = scale / math.sqrt(n + 2)
     # The bootstrap's p-value is far too small on few examples (one example that lost both replicas never resamples
-    # to 0: p = 1 / (iterations + 1)). It is at least the exact sign test's on the per-example differences, which
-    # is McNemar's when each example is one verdict (docs/decisions.md).
-    below = sum(c for v, c in zip(pairs.diff_values, pairs.diff_counts, strict=True) if v < 0)
-    above = sum(c for v, c in zip(pairs.diff_values, pairs.diff_counts, strict=True) if v > 0)
+    # to 0: p = 1 / (iterations + 1)). It is at least the paired sign-flip test's, valid at any n (docs/decisions.md).
+    flip = stats.sign_flip_p_value(pairs.diff_values, pairs.diff_counts, iterations=options.iterations,
+                                   seed=options.seed)
     return {
         "method": "bootstrap",
         "delta": boot.delta,
         "ci_low": min(boot.low, boot.delta - floor),
         "ci_high": max(boot.high, boot.delta + floor),
-        "p_value": max(boot.p_value, stats.mcnemar_exact(below, above)),
+        "p_value": max(boot.p_value, flip),
         "mde": stats.minimum_detectable_effect(max(boot.sd, floor_sd), n, options.alpha, options.power),
     }
 

@@ -34,7 +34,8 @@ def test_few_examples_with_replicas_match_mcnemar(store: ClickHouseStore) -> Non
     record(store, "a", PlantedRun([("q", i, r, True, None) for i in range(5) for r in range(2)]))
     record(store, "b", PlantedRun([("q", i, r, False, None) for i in range(5) for r in range(2)]), order=1)
     [row] = evaluate_gate(store, "a", "b").datasets
-    assert row.p_value == pytest.approx(ss.binomtest(0, 5, 0.5).pvalue) and row.verdict == "inconclusive"
+    exact = ss.binomtest(0, 5, 0.5).pvalue  # 0.0625; the sign-flip test draws it (Monte Carlo, 2,000 draws)
+    assert row.p_value == pytest.approx(exact, abs=0.02) and row.verdict == "inconclusive"
 
 
 def _gate_cli(store_dsn: str, capsys: pytest.CaptureFixture[str], *argv: str) -> int:
@@ -142,3 +143,21 @@ def test_a_request_gated_against_itself_is_rejected() -> None:
     EvalRequest.model_validate({**request, "gate": {"baseline": "ck-1"}})
     with pytest.raises(RequestInvalid, match="itself"):
         EvalRequest.model_validate({**request, "gate": {"baseline": "ck-2"}})
+
+
+def test_sign_flip_p_value_against_exact_enumeration() -> None:
+    # Reference: every one of the 2^10 sign patterns of ten differences (the exact randomization distribution).
+    from itertools import product
+
+    from budeval.decisions.stats import sign_flip_p_value
+
+    diffs = [-50.0, -50.0, -100.0, 0.0, 50.0, -50.0, -100.0, -50.0, 50.0, -100.0]
+    observed = abs(sum(diffs)) / len(diffs)
+    means = [abs(sum(s * d for s, d in zip(signs, diffs, strict=True))) / len(diffs)
+             for signs in product((1, -1), repeat=len(diffs))]
+    exact = sum(m >= observed - 1e-9 for m in means) / len(means)
+    values, counts = [-100.0, -50.0, 0.0, 50.0], [3, 4, 1, 2]
+    got = sign_flip_p_value(values, counts, iterations=20_000, seed=1)
+    assert got == pytest.approx(exact, abs=0.01)
+    assert sign_flip_p_value([-100.0], [1]) == 1.0 and sign_flip_p_value([0.0], [7]) == 1.0
+    assert sign_flip_p_value(values, counts, seed=3) == sign_flip_p_value(values, counts, seed=3)
