@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
-    for name, sub in subparsers.choices.items():
-        sub.set_defaults(command_parser=sub, command=name)
+    for sub in subparsers.choices.values():
+        sub.set_defaults(command_parser=sub)  # main(): unrecognized arguments are reported by the command's parser
     return parser
 
 

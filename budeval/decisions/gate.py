@@ -206,12 +206,12 @@ def evaluate_gate(source: PairSource, baseline: str, candidate: str, options: Ga
     if baseline_id == candidate:
         raise ValidationError(f"the baseline of {candidate!r} is the evaluation itself", field="baseline")
     for eval_id in (baseline_id, candidate):
-        found = source.get_evaluation(eval_id)
-        if found is None:
+        evaluation = source.get_evaluation(eval_id)
+        if evaluation is None:
             raise NotFoundError(f"no evaluation {eval_id!r} in the store")
-        if found.status not in FINISHED:
+        if evaluation.status not in FINISHED:
             raise GateRefusedError(
-                f"evaluation {eval_id!r} is {found.status}, not finished ({', '.join(FINISHED)}): its rows may be "
+                f"evaluation {eval_id!r} is {evaluation.status}, not finished ({', '.join(FINISHED)}): its rows may be "
                 "partial", overlap=[],
             )
     pairs = source.paired_examples(baseline_id, candidate)
