@@ -38,7 +38,7 @@ def test_few_examples_with_replicas_match_mcnemar(store: ClickHouseStore) -> Non
     assert row.p_value == pytest.approx(exact, abs=0.02) and row.verdict == "inconclusive"
 
 
-def _gate_cli(store_dsn: str, capsys: pytest.CaptureFixture[str], *argv: str) -> int:
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> int:
     try:
         code = main([*argv])
     except SystemExit as exc:
@@ -47,25 +47,23 @@ def _gate_cli(store_dsn: str, capsys: pytest.CaptureFixture[str], *argv: str) ->
     return code
 
 
-def test_cli_misspelt_option_and_bad_settings_exit_3(
-    store: ClickHouseStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_misspelt_option_and_bad_settings_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # argparse's top-level parser reported unknown options with exit 2 ("inconclusive") and main() mapped a bad
     # --set to exit 1 ("regression"): a CI job read a typo as a result.
     dsn = f"chdb://{tmp_path / 'other'}"
-    assert _gate_cli(dsn, capsys, "gate", "a", "b", "--tolerence", "2", "--store", dsn) == 3
-    assert _gate_cli(dsn, capsys, "--bogus", "gate", "a", "b", "--store", dsn) == 3
-    assert _gate_cli(dsn, capsys, "--set", "bogus=1", "gate", "a", "b", "--store", dsn) == 3
-    assert _gate_cli(dsn, capsys, "--set", "store_dsn", "gate", "a", "b") == 3
+    assert _cli(capsys, "gate", "a", "b", "--tolerence", "2", "--store", dsn) == 3
+    assert _cli(capsys, "--bogus", "gate", "a", "b", "--store", dsn) == 3
+    assert _cli(capsys, "--set", "bogus=1", "gate", "a", "b", "--store", dsn) == 3
+    assert _cli(capsys, "--set", "store_dsn", "gate", "a", "b") == 3
     # other commands keep their codes: 2 for a usage error
-    assert _gate_cli(dsn, capsys, "results", "x", "--bogus") == 2
+    assert _cli(capsys, "results", "x", "--bogus") == 2
 
 
 def test_cli_unexpected_error_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # A store path that cannot be created raised FileNotFoundError out of the command: a traceback and exit 1.
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    code = _gate_cli("", capsys, "gate", "a", "b", "--store", f"chdb://{blocker / 'ch'}")
+    code = _cli(capsys, "gate", "a", "b", "--store", f"chdb://{blocker / 'ch'}")
     assert code == 3
 
 
