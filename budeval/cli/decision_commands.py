@@ -39,7 +39,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--iterations", type=int, default=2000, help="bootstrap resamples (default 2000)")
     store_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON only")
-    p.set_defaults(func=cmd_gate)
+    p.set_defaults(func=cmd_gate, error_exit=EXIT_ERROR)  # main(): a bad setting exits 3 too
     _exit_3_on_usage_errors(p)
 
     p = subparsers.add_parser(
@@ -128,11 +128,15 @@ def cmd_gate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     try:
         with migrated_store(args) as store:
             report = evaluate_gate(store, args.baseline, args.candidate, options)
-    except BudevalError as exc:
-        print(f"budeval: error: {exc}", file=sys.stderr)
+    except Exception as exc:  # any failure exits 3: a traceback's exit 1 would read as "regression"
+        if isinstance(exc, BudevalError):
+            reason, message, line = exc.reason, exc.message, str(exc)
+        else:
+            reason, message = "internal", f"{type(exc).__name__}: {exc}"
+            line = message
+        print(f"budeval: error: {line}", file=sys.stderr)
         if args.json:
-            doc: dict[str, Any] = {"verdict": "error", "error": exc.reason, "message": exc.message,
-                                   "exit_code": EXIT_ERROR}
+            doc: dict[str, Any] = {"verdict": "error", "error": reason, "message": message, "exit_code": EXIT_ERROR}
             if isinstance(exc, GateRefusedError):
                 doc["overlap"] = exc.overlap
             emit_json(doc, out)

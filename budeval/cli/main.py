@@ -2,7 +2,9 @@
 
 Contract relied on by scripts and checks: a failing command prints exactly one line ``budeval: error: <reason>`` on
 stderr and exits non-zero (2 for usage errors, 1 for everything else, a setting that is not valid included);
-``--json`` output is the only thing on stdout.
+``--json`` output is the only thing on stdout. A subcommand whose exit codes carry results (``gate``: 1 regression,
+2 inconclusive) sets ``error_exit`` as a parser default: every error of its command line, settings or run exits
+with that code instead.
 
 Settings for every command: ``--settings FILE`` (instead of ``BUDEVAL_SETTINGS_FILE``) and ``--set NAME=VALUE``
 (repeatable; above the environment and the file), before the command: ``budeval --set port=9000 serve``
@@ -39,19 +41,24 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
+    for sub in subparsers.choices.values():
+        sub.set_defaults(command_parser=sub)  # main(): unrecognized arguments are reported by the command's parser
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the subcommand's parser: its exit code for a bad command line (the gate's is 3)
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     func: Callable[[argparse.Namespace], int] = args.func
+    error_exit: int = getattr(args, "error_exit", 1)
     try:
         with cli_settings(parse_flags(args.set_values), args.settings):
             return func(args)
     except BudevalError as exc:
         print(f"budeval: error: {exc}", file=sys.stderr)
-        return 1
+        return error_exit
     except KeyboardInterrupt:
         print("budeval: error: interrupted", file=sys.stderr)
         return 130

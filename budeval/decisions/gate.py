@@ -23,6 +23,8 @@ Method = Literal["mcnemar", "bootstrap"]
 #: ``budeval gate`` exit codes per overall verdict (3: refused, not found or any other error).
 EXIT_CODES: dict[Verdict, int] = {"no-difference": 0, "improvement": 0, "regression": 1, "inconclusive": 2}
 EXIT_ERROR = 3
+#: The statuses of an evaluation the gate compares (the baseline rules pick among the same in SQL).
+FINISHED = ("completed", "partial", "reused")
 
 
 class GateOptions(BaseModel):
@@ -64,6 +66,8 @@ class PairedDataset(BaseModel):
     diff_counts: list[int] = Field(default_factory=list)
     #: 100 for verdicts, else the observed range of the paired values (the bootstrap's small-sample floor).
     value_range: float = 100.0
+    #: Paired examples with a verdict on one side and only a numeric score on the other (units differ: refused).
+    mixed: int = 0
 
 
 class PairSource(Protocol):
@@ -153,14 +157,20 @@ def paired_test(pairs: PairedDataset, options: GateOptions) -> dict[str, Any]:
     )
     # Small-sample floor: a bootstrap of differences that are all equal has a zero-width CI whatever n is. The CI is
     # at least as wide as Agresti-Min's with no discordant pair, scaled to the values' range (docs/decisions.md).
-    floor = stats.normal_quantile(0.5 + confidence / 2) * pairs.value_range / (n + 2)
-    floor_sd = pairs.value_range / math.sqrt(n + 2)
+    # Values that are all equal have no observed range: the floor then uses the verdicts' scale (100 points).
+    scale = pairs.value_range if pairs.value_range > 0 else 100.0
+    floor = stats.normal_quantile(0.5 + confidence / 2) * scale / (n + 2)
+    floor_sd = scale / math.sqrt(n + 2)
+    # The bootstrap's p-value is far too small on few examples (one example that lost both replicas never resamples
+    # to 0: p = 1 / (iterations + 1)). It is at least the paired sign-flip test's, valid at any n (docs/decisions.md).
+    flip = stats.sign_flip_p_value(pairs.diff_values, pairs.diff_counts, iterations=options.iterations,
+                                   seed=options.seed)
     return {
         "method": "bootstrap",
         "delta": boot.delta,
         "ci_low": min(boot.low, boot.delta - floor),
         "ci_high": max(boot.high, boot.delta + floor),
-        "p_value": boot.p_value,
+        "p_value": max(boot.p_value, flip),
         "mde": stats.minimum_detectable_effect(max(boot.sd, floor_sd), n, options.alpha, options.power),
     }
 
@@ -181,8 +191,9 @@ def parse_baseline(text: str) -> tuple[str, str] | None:
 def evaluate_gate(source: PairSource, baseline: str, candidate: str, options: GateOptions | None = None) -> GateReport:
     """Run the gate of ``candidate`` against ``baseline`` (an eval id or a rule, see :func:`parse_baseline`).
 
-    Raises NotFoundError (an evaluation or rule that matches nothing), GateRefusedError (no paired example, or the
-    example sets differ: the error carries the overlap counts per dataset) and ValidationError (bad options).
+    Raises NotFoundError (an evaluation or rule that matches nothing), GateRefusedError (an evaluation not finished,
+    no paired example, or the example sets differ: the error carries the overlap counts per dataset) and
+    ValidationError (bad options, a baseline that is the candidate).
     """
     options = options or GateOptions()
     rule = parse_baseline(baseline)
@@ -192,9 +203,17 @@ def evaluate_gate(source: PairSource, baseline: str, candidate: str, options: Ga
         if found is None:
             raise NotFoundError(f"no evaluation matches the baseline rule {baseline!r}")
         baseline_id = found
+    if baseline_id == candidate:
+        raise ValidationError(f"the baseline of {candidate!r} is the evaluation itself", field="baseline")
     for eval_id in (baseline_id, candidate):
-        if source.get_evaluation(eval_id) is None:
+        evaluation = source.get_evaluation(eval_id)
+        if evaluation is None:
             raise NotFoundError(f"no evaluation {eval_id!r} in the store")
+        if evaluation.status not in FINISHED:
+            raise GateRefusedError(
+                f"evaluation {eval_id!r} is {evaluation.status}, not finished ({', '.join(FINISHED)}): its rows may be "
+                "partial", overlap=[],
+            )
     pairs = source.paired_examples(baseline_id, candidate)
     overlap = [
         {
@@ -217,6 +236,13 @@ def evaluate_gate(source: PairSource, baseline: str, candidate: str, options: Ga
             for o in differ
         )
         raise GateRefusedError(f"the example sets differ (another dataset version?): {listed}", overlap=overlap)
+    mixed = [p for p in pairs if p.mixed]
+    if mixed:
+        listed = "; ".join(f"{p.dataset}: {p.mixed} of {p.paired}" for p in mixed)
+        raise GateRefusedError(
+            f"examples judged by a verdict on one side and only by a numeric score on the other (different units): "
+            f"{listed}", overlap=overlap,
+        )
     raw = [paired_test(p, options) for p in pairs]
     adjusted = stats.adjust([r["p_value"] for r in raw], options.correction)
     rows: list[DatasetVerdict] = []

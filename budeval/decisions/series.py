@@ -113,16 +113,19 @@ class SeriesReport(BaseModel):
 
 def score_ci(mean: float, var: float, n: int, replicas: int, confidence: float) -> tuple[float, float]:
     """CI of a checkpoint's score (fractions): Wilson's score interval when every example is one verdict, else the
-    normal interval of the mean of per-example means (a cluster-robust SE: examples are the independent units)."""
+    normal interval of the mean of per-example means (a cluster-robust SE: examples are the independent units),
+    widened to at least Wilson's interval over the ``n`` examples (per-example means that are all equal, e.g. every
+    replica right, have variance 0 and would give a zero-width interval)."""
     if n <= 0:
         return 0.0, 1.0
     z = stats.normal_quantile(0.5 + confidence / 2)
+    centre = (mean + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(max(mean * (1 - mean), 0.0) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    low, high = max(0.0, centre - half), min(1.0, centre + half)
     if replicas <= 1:
-        centre = (mean + z * z / (2 * n)) / (1 + z * z / n)
-        half = z * math.sqrt(mean * (1 - mean) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        return max(0.0, centre - half), min(1.0, centre + half)
+        return low, high
     se = math.sqrt(max(var, 0.0) / n) if var == var else 0.0
-    return max(0.0, mean - z * se), min(1.0, mean + z * se)
+    return max(0.0, min(low, mean - z * se)), min(1.0, max(high, mean + z * se))
 
 
 def build_series(

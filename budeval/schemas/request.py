@@ -294,6 +294,8 @@ class EvalRequest(Strict):
                 raise ValueError("at most 200 datasets")
         if len(self.labels) > 64:
             raise ValueError("at most 64 labels")
+        if self.gate is not None and self.gate.baseline == self.eval_id:
+            raise ValueError("the gate's baseline is this evaluation itself")
         return self
 
     def dataset_names(self) -> list[str]:

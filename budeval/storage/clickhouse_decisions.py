@@ -38,7 +38,7 @@ class StoreDecisions:
         rows = self._rows("paired examples", paired_sql(by_model), {"b": baseline, "c": candidate})
         out: list[PairedDataset] = []
         for row in rows:
-            dataset, unit_model, paired, only_b, only_c, single, losses, gains, mean_b, mean_c, hist, span = row
+            dataset, unit_model, paired, only_b, only_c, single, losses, gains, mean_b, mean_c, hist, span, mixed = row
             values, counts = hist
             model_b = unit_model if by_model else next(iter(models_b))
             model_c = unit_model if by_model else next(iter(models_c))
@@ -58,6 +58,7 @@ class StoreDecisions:
                     diff_values=[float(v) for v in values],
                     diff_counts=[int(c) for c in counts],
                     value_range=_finite(span),
+                    mixed=int(mixed),
                 )
             )
         return out

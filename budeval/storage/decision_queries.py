@@ -9,8 +9,9 @@ from __future__ import annotations
 from budeval.storage.queries import PROMPT_CHARS
 
 #: An example's value on one side: its verdict as 0 / 100 (points of accuracy), else the evaluator's numeric score;
-#: rows with neither are not compared.
+#: rows with neither (a NaN or infinite score counts as none) are not compared.
 VALUE_SQL = "if(correct IS NULL, score, toFloat64(assumeNotNull(correct)) * 100)"
+COMPARED_SQL = "(correct IS NOT NULL OR isFinite(ifNull(score, nan)))"
 
 
 def paired_sql(by_model: bool) -> str:
@@ -21,6 +22,8 @@ def paired_sql(by_model: bool) -> str:
     One scan of both evaluations' rows grouped by example (no join: both sides are aggregated side by side with
     ``-If`` combinators); an example's value per side is the mean over its replicas, ``k`` their count.
     ``value_range``: 100 when every paired value is a verdict, else the observed range of the paired values.
+    ``mixed``: paired examples judged by a verdict on one side (or replica) and only by a numeric score on another
+    (different units: the gate refuses them).
     ``unit_model``: the model when paired model by model, else '' (each side then holds one model, known apart).
     """
     unit_model = "model" if by_model else "''"
@@ -37,16 +40,18 @@ def paired_sql(by_model: bool) -> str:
            sumMapIf([round(m_c - m_b, 9)], [toUInt64(1)], {both}) AS histogram,
            if(countIf({both} AND NOT (verdicts_b AND verdicts_c)) = 0, 100,
               greatest(maxIf(m_b, {both}), maxIf(m_c, {both})) - least(minIf(m_b, {both}), minIf(m_c, {both})))
-               AS value_range
+               AS value_range,
+           countIf({both} AND greatest(any_verdict_b, any_verdict_c) AND NOT (verdicts_b AND verdicts_c)) AS mixed
     FROM (
         SELECT {unit_model} AS unit_model, dataset, example_index,
                countIf(eval_id = %(b)s) AS k_b, countIf(eval_id = %(c)s) AS k_c,
                avgIf(v, eval_id = %(b)s) AS m_b, avgIf(v, eval_id = %(c)s) AS m_c,
-               minIf(is_verdict, eval_id = %(b)s) AS verdicts_b, minIf(is_verdict, eval_id = %(c)s) AS verdicts_c
+               minIf(is_verdict, eval_id = %(b)s) AS verdicts_b, minIf(is_verdict, eval_id = %(c)s) AS verdicts_c,
+               maxIf(is_verdict, eval_id = %(b)s) AS any_verdict_b, maxIf(is_verdict, eval_id = %(c)s) AS any_verdict_c
         FROM (SELECT eval_id, model, dataset, example_index, assumeNotNull({VALUE_SQL}) AS v,
                      correct IS NOT NULL AS is_verdict
               FROM predictions FINAL
-              WHERE eval_id IN (%(b)s, %(c)s) AND (correct IS NOT NULL OR score IS NOT NULL))
+              WHERE eval_id IN (%(b)s, %(c)s) AND {COMPARED_SQL})
         GROUP BY unit_model, dataset, example_index
     )
     GROUP BY unit_model, dataset
@@ -64,10 +69,11 @@ BEST_OF_EXPERIMENT_SQL = """
     LIMIT 1
 """
 
-#: ``latest:<label>=<value>``: the newest evaluation carrying that label value.
+#: ``latest:<label>=<value>``: the newest evaluation carrying that label value (``mapContains``: a missing key reads
+#: as '', which ``latest:<label>=`` must not match).
 LATEST_WITH_LABEL_SQL = """
     SELECT eval_id FROM evaluations FINAL
-    WHERE labels[%(label)s] = %(value)s AND eval_id != %(exclude)s
+    WHERE mapContains(labels, %(label)s) AND labels[%(label)s] = %(value)s AND eval_id != %(exclude)s
       AND status IN ('completed', 'partial', 'reused')
     ORDER BY created_at DESC NULLS LAST, eval_id DESC
     LIMIT 1
