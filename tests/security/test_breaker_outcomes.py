@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from budeval.config import Settings
@@ -25,6 +26,7 @@ from budeval.storage.archive_folder import FolderArchive
 from budeval.storage.base import EvaluationRecord
 from budeval.storage.clickhouse import ClickHouseStore
 from budeval.storage.factory import open_store
+from tests.service.conftest import Harness, _harness
 from tests.service.support import FakeState, StandInWorkflows, Status
 
 
@@ -128,3 +130,53 @@ def test_housekeeping_events_of_a_re_run_carry_its_attempt(tmp_path: Path, store
     assert keeper.run_once() == {"archived": 1, "reconciled": 1}
     ids = sorted(event.id for _, event in publisher.events)
     assert ids == ["ap-2.archived.attempt2", "wf-2.failed.attempt2"], ids
+
+
+# -- status and cancel of a forced re-run ------------------------------------------------------------------------------
+@pytest.fixture
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    """The app (real HTTP) with stand-in workflow engine and store: tests/service/conftest.py."""
+    yield from _harness(tmp_path_factory, app_token=None)
+
+
+def test_a_forced_re_run_of_a_cancelled_id_can_be_cancelled_before_its_row_is_written(harness: Harness) -> None:
+    """``submit --force`` of a cancelled id, then ``budeval cancel`` at once: admission purged attempt 1 and started
+    attempt 2, whose prepare has not written its ``running`` row yet (validate, supersede and render come first), so
+    the row still is attempt 1's ``cancelled``. ``evaluation_status`` let that final row win over the running
+    workflow: ``DELETE`` answered 200 "already cancelled" and raised nothing -- attempt 2 ran on to ``completed``
+    although its cancel was acknowledged -- and ``GET`` said ``cancelled`` for a running evaluation (``budeval
+    cancel`` of a forced re-run of a *failed* id printed ``failed`` at once, exit 1). Right: a row of an earlier
+    attempt never outranks the running workflow of a later one."""
+    harness.store.record_evaluation(EvaluationRecord(eval_id="rr-c", status="cancelled", reason="cancelled"))
+    harness.workflows.instances["rr-c"] = FakeState("rr-c", Status.RUNNING,
+                                                    serialized_input=json.dumps({"attempt": 2}))
+    shown = httpx.get(f"{harness.url}/evals/rr-c", headers=harness.auth, timeout=10).json()
+    assert shown["status"] == "running", shown
+    answer = httpx.delete(f"{harness.url}/evals/rr-c", headers=harness.auth, timeout=10)
+    assert answer.status_code == 202 and answer.json()["status"] == "cancel_requested", answer.text
+    assert [(i, name) for i, name, _ in harness.workflows.raised] == [("rr-c", "cancel_requested")]
+    # Once attempt 2 wrote its own final row, the row wins again (its provenance names the attempt).
+    harness.store.record_evaluation(EvaluationRecord(eval_id="rr-c", status="cancelled", provenance={"attempt": 2}))
+    again = httpx.delete(f"{harness.url}/evals/rr-c", headers=harness.auth, timeout=10)
+    assert again.status_code == 200 and again.json()["already"] is True
+
+
+def test_the_running_row_of_a_re_run_names_its_attempt(tmp_path: Path, store: ClickHouseStore) -> None:
+    """prepare of attempt 2 wrote its ``running`` row without ``provenance.attempt`` (only the final row had it).
+    When that attempt's workflow is then lost, the reconciler finishes the row as it is, and admission reads the
+    attempt from the row: the next ``force`` ran as attempt 2 *again*, its event ids (``e.completed.attempt2``)
+    those of the earlier attempt 2 (dropped by consumers that dedupe), and ``GET`` let the old row outrank it."""
+    from budeval.workflow.activities import EvalActivities
+    from budeval.workflow.deps import Deps
+    from budeval.workflow.models import PrepareInput
+    from tests.service.support import StandInBackend
+
+    settings = _settings(tmp_path)
+    deps = Deps(settings=settings, backend=StandInBackend(), store=store, archive=FolderArchive(tmp_path / "a"),
+                publisher=MemoryPublisher(), parse=lambda _: None,  # type: ignore[arg-type,return-value]
+                suites=load_suites(settings.suites_dir))
+    request = json.loads(_body("pr-2", force=True))
+    EvalActivities(deps).prepare_evaluation(
+        None, PrepareInput(request=request, started_at=datetime.now(UTC).isoformat(), attempt=2).model_dump())
+    row = store.get_evaluation("pr-2")
+    assert row is not None and row.status == "running" and row.provenance.get("attempt") == 2, row
