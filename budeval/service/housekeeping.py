@@ -133,6 +133,8 @@ class Housekeeping:
         current = self.store.get_evaluation(eval_id)  # the workflow may have written its row meanwhile
         if current is None or current.status not in ("pending", "running"):
             return 0
+        if _attempt(current) > attempt:  # a forced re-run began since the workflow was read: not this verdict's row
+            return 0
         fixed = current.model_copy(update={"status": status, "reason": reason,
                                            "finished_at": current.finished_at or datetime.now(UTC)})
         self.store.record_evaluation(fixed)

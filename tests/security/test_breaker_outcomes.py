@@ -180,3 +180,25 @@ def test_the_running_row_of_a_re_run_names_its_attempt(tmp_path: Path, store: Cl
         None, PrepareInput(request=request, started_at=datetime.now(UTC).isoformat(), attempt=2).model_dump())
     row = store.get_evaluation("pr-2")
     assert row is not None and row.status == "running" and row.provenance.get("attempt") == 2, row
+
+
+def test_the_reconciler_never_finishes_a_later_attempts_row_with_an_earlier_attempts_verdict(
+    tmp_path: Path, store: ClickHouseStore
+) -> None:
+    """The reconciler reads the workflow (attempt 1: finished ``failed``, its finalize gave up with the store
+    down), then re-reads the row to correct it. In between, a ``force`` re-run purged attempt 1 and attempt 2's
+    prepare wrote its ``running`` row. The re-read saw ``running`` and wrote attempt 1's verdict over attempt 2's
+    row: the running evaluation said ``failed``. Right: correct the row only if it is of the attempt the verdict
+    is about."""
+    settings = _settings(tmp_path)
+    workflows = StandInWorkflows()  # what the reconciler read: attempt 1, ended
+    workflows.instances["rc-2"] = FakeState("rc-2", Status.COMPLETED, json.dumps({"outcome": "failed",
+                                                                                   "reason": "finalize failed"}),
+                                            serialized_input=json.dumps({"attempt": 1}))
+    store.record_evaluation(_row("rc-2", "running", provenance={"attempt": 2}))  # attempt 2 began meanwhile
+    publisher = MemoryPublisher()
+    keeper = Housekeeping(settings, store, FolderArchive(tmp_path / "archive"), workflows, publisher)
+    assert keeper.reconcile(_row("rc-2", "running")) == 0
+    current = store.get_evaluation("rc-2")
+    assert current is not None and current.status == "running", current
+    assert publisher.events == []
