@@ -246,7 +246,12 @@ class Admission:
                 earlier = self.store.get_evaluation(eval_id)
             except TransientError as exc:
                 return Decision("retry", eval_id, detail=exc.message)
-            if earlier is not None:  # its workflow is gone: nothing runs it, whatever its row says
+            if earlier is not None and earlier.status not in RERUNNABLE | {"pending", "running"}:
+                # A finished evaluation stays what it is, forced or not (a re-run would supersede its scores).
+                log.info("duplicate request; evaluation finished", status=earlier.status)
+                return Decision("duplicate", eval_id, workflow_status=None,
+                                detail=f"evaluation is {earlier.status}")
+            if earlier is not None:  # failed/cancelled/rejected, or a row its gone workflow left running
                 attempt = int(earlier.provenance.get("attempt", 1) or 1) + 1
         workflow_input = WorkflowInput(
             request=request,

@@ -28,11 +28,18 @@ from budeval.errors import TerminalError
 from budeval.events.cloudevents import EventKind, make_event
 from budeval.events.publisher import EventPublisher
 from budeval.logs import get_logger
-from budeval.service.status import ACTIVE_WORKFLOW_STATES, workflow_view
+from budeval.service.status import ACTIVE_WORKFLOW_STATES, workflow_attempt, workflow_view
 from budeval.storage.base import Archive, EvaluationRecord
+from budeval.workflow import names
 from budeval.workflow.provenance import base_provenance
 
 _LOG = get_logger(component="housekeeping")
+
+
+def _attempt(record: EvaluationRecord) -> int:
+    """Which attempt of its eval id a row records (``provenance.attempt``, written from attempt 2 on; else 1)."""
+    value = record.provenance.get("attempt", 1)
+    return value if isinstance(value, int) and value >= 1 else 1
 
 
 class Housekeeping:
@@ -80,8 +87,11 @@ class Housekeeping:
         return done
 
     # -- archive pending -------------------------------------------------------------------------------------------
-    def archive_pending(self, record: EvaluationRecord) -> int:
-        eval_id = record.eval_id
+    def archive_pending(self, seen: EvaluationRecord) -> int:
+        eval_id = seen.eval_id
+        record = self.store.get_evaluation(eval_id)  # a forced re-run may have begun since the round read the rows
+        if record is None or not record.archive_pending or record.status in ("pending", "running"):
+            return 0
         source = self.settings.resolved_results_root() / eval_id
         log = get_logger(eval_id=eval_id, component="housekeeping")
         provenance = {k: v for k, v in record.provenance.items() if k != "archive_pending_reason"}
@@ -103,7 +113,7 @@ class Housekeeping:
         self.store.record_evaluation(record.model_copy(update=update))
         data = {"status": record.status, "archive_url": update.get("archive_url"),
                 "archive_error": provenance.get("archive_error")}
-        self._publish("archived", f"{eval_id}.archived", eval_id, data)
+        self._publish("archived", names.event_id(eval_id, "archived", _attempt(record)), eval_id, data)
         log.info("pending archive done", archive_url=update.get("archive_url"))
         return 1
 
@@ -111,15 +121,19 @@ class Housekeeping:
     def reconcile(self, record: EvaluationRecord) -> int:
         eval_id = record.eval_id
         try:
-            workflow = workflow_view(self.workflows.get_workflow_state(eval_id, fetch_payloads=True))
+            state = self.workflows.get_workflow_state(eval_id, fetch_payloads=True)
         except Exception as exc:
             _LOG.info("workflow state unavailable", eval_id=eval_id, error=type(exc).__name__)
             return 0
+        workflow = workflow_view(state)
         if workflow is not None and workflow["status"] in ACTIVE_WORKFLOW_STATES:
             return 0
         status, reason, announce = self._verdict(workflow)
+        attempt = workflow_attempt(state) if state is not None else _attempt(record)
         current = self.store.get_evaluation(eval_id)  # the workflow may have written its row meanwhile
         if current is None or current.status not in ("pending", "running"):
+            return 0
+        if _attempt(current) > attempt:  # a forced re-run began since the workflow was read: not this verdict's row
             return 0
         fixed = current.model_copy(update={"status": status, "reason": reason,
                                            "finished_at": current.finished_at or datetime.now(UTC)})
@@ -127,7 +141,8 @@ class Housekeeping:
         get_logger(eval_id=eval_id, component="housekeeping").warning("row reconciled", status=status,
                                                                        reason=reason[:300])
         if announce:
-            self._publish("failed", f"{eval_id}.failed", eval_id, {"status": status, "reason": reason})
+            self._publish("failed", names.event_id(eval_id, "failed", attempt), eval_id,
+                          {"status": status, "reason": reason})
         return 1
 
     @staticmethod

@@ -53,6 +53,7 @@ def workflow_view(state: Any) -> dict[str, Any] | None:
         "last_updated_at": _iso(getattr(state, "last_updated_at", None)),
         "output": _json(getattr(state, "serialized_output", None)),
         "failure": None if failure is None else {"type": failure.error_type, "message": failure.message},
+        "attempt": workflow_attempt(state),
     }
 
 
@@ -63,11 +64,23 @@ def workflow_attempt(state: Any) -> int:
 
 
 def evaluation_status(workflow: dict[str, Any] | None, record: EvaluationRecord | None) -> str:
-    """The evaluation's status: a final row wins; else a completed workflow's outcome; else the workflow's state."""
-    if record is not None and record.status not in ("pending", "running"):
+    """The evaluation's status: a final row wins (unless it is an earlier attempt's and the workflow runs a later one,
+    a ``force`` re-run whose prepare has not written its row yet); else a completed workflow's outcome; else the
+    workflow's state."""
+    if record is not None and record.status not in ("pending", "running") and not _later_attempt(workflow, record):
         return record.status
     if workflow is not None and workflow["status"] == "COMPLETED":
         return str((workflow.get("output") or {}).get("outcome", "completed"))
     if workflow is not None:
         return _WORKFLOW_TO_STATUS.get(workflow["status"], "running")
     return record.status if record is not None else "unknown"
+
+
+def _later_attempt(workflow: dict[str, Any] | None, record: EvaluationRecord) -> bool:
+    """Does ``workflow`` run a later attempt of its eval id than the one ``record`` is of (``provenance.attempt``,
+    written from attempt 2 on)?"""
+    if workflow is None:
+        return False
+    recorded = record.provenance.get("attempt", 1)
+    recorded = recorded if isinstance(recorded, int) and recorded >= 1 else 1
+    return int(workflow.get("attempt") or 1) > recorded

@@ -147,7 +147,7 @@ class EvalActivities(OutcomeSteps):
             rendered = self.render_runs(validated)
         except Exception as exc:  # rendering is pure: retrying cannot help, so any failure is the evaluation's
             rendered, render_error = RenderedRuns(specs=[], config_hashes={}), f"render failed: {exc}"
-        self.begin_evaluation(validated, datetime.fromisoformat(inp.started_at))
+        self.begin_evaluation(validated, datetime.fromisoformat(inp.started_at), inp.attempt)
         eval_id = validated.request.eval_id
         started = {"status": "running", "runs": [r.model_dump(mode="json") for r in validated.runs]}
         started_id = names.event_id(eval_id, "started", inp.attempt)
@@ -245,10 +245,12 @@ class EvalActivities(OutcomeSteps):
         self._count(names.RENDER)
         return render_plans(validated.request, validated.runs, self.deps.settings)
 
-    def begin_evaluation(self, validated: ValidatedRequest, started_at: datetime) -> None:
+    def begin_evaluation(self, validated: ValidatedRequest, started_at: datetime, attempt: int = 1) -> None:
         self._count(names.BEGIN)
         record = self._record(validated, "running")
         record.created_at = started_at  # the workflow's start: a re-run activity writes the same row again
+        if attempt > 1:  # a row the reconciler finishes (its workflow gone) still names its attempt
+            record.provenance["attempt"] = attempt
         self.deps.store.record_evaluation(record)
 
     def store_run(self, where: ExtractInput, parsed: ParsedRun) -> Stored:
