@@ -241,17 +241,25 @@ class Admission:
             except Exception as exc:
                 log.warning("earlier workflow not purged", error=type(exc).__name__)
                 return Decision("retry", eval_id, detail=f"earlier workflow not purged: {type(exc).__name__}")
-        elif request.force and self.store is not None:
+        elif self.store is not None:  # no workflow (purged, or the sidecar's state lost): the row decides
             try:
                 earlier = self.store.get_evaluation(eval_id)
             except TransientError as exc:
                 return Decision("retry", eval_id, detail=exc.message)
-            if earlier is not None and earlier.status not in RERUNNABLE | {"pending", "running"}:
-                # A finished evaluation stays what it is, forced or not (a re-run would supersede its scores).
-                log.info("duplicate request; evaluation finished", status=earlier.status)
-                return Decision("duplicate", eval_id, workflow_status=None,
-                                detail=f"evaluation is {earlier.status}")
-            if earlier is not None:  # failed/cancelled/rejected, or a row its gone workflow left running
+            if earlier is not None:
+                stale = earlier.status in {"pending", "running"}  # a row its gone workflow left behind
+                if earlier.status not in RERUNNABLE and not stale:
+                    # A finished evaluation stays what it is, forced or not (a re-run would supersede its scores).
+                    log.info("duplicate request; evaluation finished", status=earlier.status)
+                    return Decision("duplicate", eval_id, workflow_status=None,
+                                    detail=f"evaluation is {earlier.status}")
+                if not request.force and earlier.status != "rejected":
+                    # failed/cancelled, or left running: as with a workflow, only ``force`` re-runs it. A rejected
+                    # request never ran, so its corrected resubmission starts (as the next attempt: own event ids).
+                    log.info("duplicate request; evaluation ended", status=earlier.status)
+                    return Decision("duplicate", eval_id, workflow_status=None,
+                                    detail=f"evaluation is {earlier.status}; send it with force: true to re-run "
+                                           "it under this id")
                 attempt = int(earlier.provenance.get("attempt", 1) or 1) + 1
         workflow_input = WorkflowInput(
             request=request,

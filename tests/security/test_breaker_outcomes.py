@@ -44,7 +44,7 @@ def _settings(tmp_path: Path) -> Settings:
     return Settings.from_env({"BUDEVAL_DATA_DIR": str(tmp_path / "data")})
 
 
-def _body(eval_id: str, force: bool) -> bytes:
+def _body(eval_id: str, force: bool = False) -> bytes:
     return json.dumps({"eval_id": eval_id, "force": force,
                        "model": {"name": "m", "source": {"type": "huggingface", "path": "org/model"}},
                        "datasets": ["tiny_qa"]}).encode()
@@ -86,6 +86,30 @@ def test_force_re_runs_a_failed_evaluation_whose_workflow_is_gone_as_the_next_at
                           store=store)
     decision = admission.handle(_body("failed-1", force=True), "http")
     assert decision.kind == "accepted" and decision.attempt == 3, decision
+
+
+def test_a_plain_resubmit_never_re_runs_an_ended_evaluation_whose_workflow_is_gone(
+    tmp_path: Path, store: ClickHouseStore
+) -> None:
+    """Without ``force`` an id whose workflow is gone answers by its row: completed/failed/cancelled/left running ->
+    ``duplicate`` (before: attempt 1 started again over the stored rows, reusing the first attempt's event ids); a
+    rejected id's corrected resubmission starts as the next attempt; an unknown id starts as attempt 1."""
+    settings = _settings(tmp_path)
+    for eval_id, status in (("done-2", "completed"), ("failed-2", "failed"), ("cancelled-2", "cancelled"),
+                            ("left-2", "running"), ("rejected-2", "rejected")):
+        store.record_evaluation(_row(eval_id, status))
+    workflows = StandInWorkflows()
+    admission = Admission(settings, workflows, MemoryPublisher(), load_suites(settings.suites_dir), Metrics(),
+                          store=store)
+    for eval_id in ("done-2", "failed-2", "cancelled-2", "left-2"):
+        decision = admission.handle(_body(eval_id), "http")
+        assert decision.kind == "duplicate", (eval_id, decision)
+    assert workflows.scheduled == []
+    assert "force" in admission.handle(_body("failed-2"), "http").detail
+    rejected = admission.handle(_body("rejected-2"), "http")
+    assert rejected.kind == "accepted" and rejected.attempt == 2, rejected
+    fresh = admission.handle(_body("new-2"), "http")
+    assert fresh.kind == "accepted" and fresh.attempt == 1, fresh
 
 
 # -- housekeeping ----------------------------------------------------------------------------------------------------
