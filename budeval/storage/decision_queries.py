@@ -59,10 +59,13 @@ def paired_sql(by_model: bool) -> str:
     """
 
 
-#: ``best:<experiment>``: the evaluation of an experiment with the highest mean of its scores.
+#: ``best:<experiment>``: the evaluation of an experiment (``experiment_id``) or of a checkpoint series
+#: (``checkpoint_series``) with the highest mean of its scores.
 BEST_OF_EXPERIMENT_SQL = """
     SELECT eval_id FROM scores_current
-    WHERE experiment_id = %(value)s AND score IS NOT NULL AND eval_id != %(exclude)s
+    WHERE eval_id IN (SELECT eval_id FROM evaluations FINAL
+                      WHERE experiment_id = %(value)s OR checkpoint_series = %(value)s)
+      AND score IS NOT NULL AND eval_id != %(exclude)s
       AND eval_status IN ('completed', 'partial', 'reused')
     GROUP BY eval_id
     ORDER BY avg(score) DESC, eval_id ASC

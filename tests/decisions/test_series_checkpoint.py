@@ -67,3 +67,13 @@ def test_cli_takes_the_series_name(tmp_path: Path, capsys: pytest.CaptureFixture
     assert body["series"] == "sft-2" and [c["step"] for c in body["checkpoints"]] == [0, 10, 20, 30]
     assert main(["series", "nope", "--store", dsn]) == 1
     assert "no finished evaluation in series 'nope'" in capsys.readouterr().err
+
+
+def test_best_rule_finds_a_series_by_its_checkpoint_column(store: ClickHouseStore) -> None:
+    for k in range(4):
+        record(store, f"b-{k}", PlantedRun(_rows(k)), checkpoint=("pretrain-2", k, None), order=k)
+    record(store, "b-old", PlantedRun(_rows(3)), experiment="pretrain-2", labels={"step": "9"}, order=9)
+    record(store, "b-other", PlantedRun(_rows(3)), checkpoint=("pretrain-3", 1, None), order=9)
+    assert store.resolve_baseline("best", "pretrain-2", exclude="") == "b-3"  # ties with b-old: eval id order
+    assert store.resolve_baseline("best", "pretrain-2", exclude="b-3") == "b-old"  # experiment_id still matches
+    assert store.resolve_baseline("best", "pretrain-9", exclude="") is None
