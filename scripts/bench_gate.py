@@ -6,10 +6,10 @@ x 10,000 examples, on the real store (embedded chDB), against a floor measured o
 
 1. Fills an empty store with SQL (``INSERT ... SELECT FROM numbers(n)``: the benchmark measures the reads, not the
    write path): a baseline and a candidate of ``--examples`` predictions over ``--datasets`` datasets (about 70% right,
-   the candidate with about 5% of the verdicts flipped), and an experiment of ``--checkpoints`` evaluations of
+   the candidate with about 5% of the verdicts flipped), and a checkpoint series of ``--checkpoints`` evaluations of
    ``--per-checkpoint`` predictions each over two datasets (accuracy rising with the step).
 2. gate: ``evaluate_gate(store, baseline, candidate)`` (pairing and aggregation in ClickHouse, McNemar in Python).
-   series: ``build_series(store, experiment)`` (curves, transitions, kinds, listed examples with prompts).
+   series: ``build_series(store, series)`` (curves, transitions, kinds, listed examples with prompts).
 3. Floor: one ``count()`` over the same rows, read the way the decisions read them (``predictions FINAL``, the same
    eval ids, rows with a verdict).
 Each figure is the best of ``--repeat`` runs (the machine is shared and noisy: the ratio is the figure to compare).
@@ -76,8 +76,8 @@ def fill(store: Any, examples: int, datasets: int, checkpoints: int, per_checkpo
             f"(modulo(cityHash64(idx, ds), 100) < {threshold}) != (modulo(cityHash64(idx, ds, {k}), 100) < 3)",
         )
         store.record_evaluation(
-            EvaluationRecord(eval_id=eval_id, status="completed", experiment_id="bench-run",
-                             labels={"step": str(1000 * (k + 1))})
+            EvaluationRecord(eval_id=eval_id, status="completed", checkpoint_series="bench-run",
+                             checkpoint_step=1000 * (k + 1))
         )
 
 

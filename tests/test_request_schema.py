@@ -126,3 +126,51 @@ def test_endpoint_runs_request_no_gpu_unless_asked() -> None:
     # The same through the service's intake (JSON bytes, as a CloudEvent's data).
     parsed = parse_request(json.dumps({**BASE, "model": ENDPOINT_MODEL}).encode())
     assert not isinstance(parsed, Rejection) and parsed.resources.gpus == 0
+
+
+# -- the checkpoint block (docs/decisions.md "Checkpoint series") -----------------------------------------------------
+def test_checkpoint_block_is_optional_and_validated() -> None:
+    assert EvalRequest.model_validate(BASE).checkpoint is None
+    cp = EvalRequest.model_validate({**BASE, "checkpoint": {"series": "run-7", "step": 2000}}).checkpoint
+    assert cp is not None and (cp.series, cp.step, cp.tokens_seen) == ("run-7", 2000, None)
+    full = {"series": "llama_3.1-ft", "step": 0, "tokens_seen": 4_194_304_000}
+    cp = EvalRequest.model_validate({**BASE, "checkpoint": full}).checkpoint
+    assert cp is not None and cp.model_dump() == full
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"series": "run-7"},  # no step
+        {"step": 1},  # no series
+        {"series": "run-7", "step": -1},
+        {"series": "run-7", "step": 1, "tokens_seen": -5},
+        {"series": "run-7", "step": "ten"},
+        {"series": "../x", "step": 1},
+        {"series": "a/b", "step": 1},
+        {"series": "", "step": 1},
+        {"series": "x" * 129, "step": 1},
+        {"series": "run-7", "step": 1, "epoch": 2},  # unknown fields are refused
+    ],
+)
+def test_bad_checkpoint_blocks_are_refused(bad: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        EvalRequest.model_validate({**BASE, "checkpoint": bad})
+    rejected = parse_request(json.dumps({**BASE, "checkpoint": bad}).encode())
+    assert isinstance(rejected, Rejection) and "checkpoint" in f"{rejected.field} {rejected.reason}"
+
+
+def test_checkpoint_is_not_part_of_the_identity() -> None:
+    """The model is what differs between checkpoints; the same model at another step label is the same question."""
+    from budeval.config import Settings
+    from budeval.engine.identity import compute_identity
+
+    def identity(**extra: object) -> object:
+        request = EvalRequest.model_validate({**BASE, "model": {"name": "m", "source": {"type": "huggingface",
+                                                                                         "path": "org/m"}}, **extra})
+        return compute_identity(request, {}, Settings(), digests=None, hub=lambda repo, rev: "a" * 40).hash
+
+    plain = identity()
+    assert plain is not None
+    assert identity(checkpoint={"series": "s", "step": 1}) == plain
+    assert identity(checkpoint={"series": "t", "step": 9, "tokens_seen": 10}) == plain

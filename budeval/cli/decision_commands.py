@@ -44,12 +44,14 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "series",
-        help="learning curves and per-example evolution over an experiment's checkpoints",
-        description="The finished evaluations of one experiment_id in the order of their 'step' label: per dataset the "
-        "score per checkpoint with its CI, examples learned / forgotten since the previous checkpoint, the paired test "
-        "of each checkpoint against the first, and the easy, hard, forgotten and late-learned examples.",
+        help="learning curves and per-example evolution over a training run's checkpoints",
+        description="The finished evaluations of one series (their request's checkpoint.series; evaluations without "
+        "a checkpoint block: their experiment_id) in step order (checkpoint.step; else the 'step' label): per dataset "
+        "the score per checkpoint with its CI, examples learned / forgotten since the previous checkpoint, the paired "
+        "test of each checkpoint against the first, and the easy, hard, forgotten and late-learned examples.",
     )
-    p.add_argument("series", metavar="EXPERIMENT", help="the experiment_id of the checkpoints' requests")
+    p.add_argument("series", metavar="SERIES",
+                   help="the checkpoints' checkpoint.series (or, without a checkpoint block, their experiment_id)")
     p.add_argument("--dataset", help="only this dataset")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level after correction (default 0.05)")
     p.add_argument("--correction", choices=CORRECTIONS, default="holm", help="across checkpoints (default holm)")

@@ -1,8 +1,9 @@
-"""Checkpoint series: what a training run learns. The evaluations of one experiment (``experiment_id``) in training
-order (the ``step`` label), per dataset a learning curve with CIs, transitions between consecutive checkpoints, each
-checkpoint's paired test against the first (McNemar, corrected across the checkpoints), and the examples that are
-easy, hard, learned late or forgotten. The store aggregates per example in SQL (storage/decision_queries.py); this
-module turns the aggregates into a report (docs/decisions.md).
+"""Checkpoint series: what a training run learns. The evaluations of one series (the request's ``checkpoint`` block;
+before it, an ``experiment_id``) in training order (the checkpoint's step; before it, the ``step`` label), per
+dataset a learning curve with CIs, transitions between consecutive checkpoints, each checkpoint's paired test against
+the first (McNemar, corrected across the checkpoints), and the examples that are easy, hard, learned late or
+forgotten. The store aggregates per example in SQL (storage/decision_queries.py); this module turns the aggregates
+into a report (docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ KINDS: tuple[Kind, ...] = ("easy", "hard", "learned", "forgotten", "unstable")
 
 
 class Checkpoint(BaseModel):
-    """One evaluation of the series: its position (0-based, training order) and ``step`` label (None if absent)."""
+    """One evaluation of the series: its position (0-based, training order), its training step (the request's
+    ``checkpoint.step``, else its ``step`` label; None if neither) and ``checkpoint.tokens_seen`` (None if not
+    given)."""
 
     position: int
     eval_id: str
     step: int | None = None
+    tokens_seen: int | None = None
 
 
 class PointRow(BaseModel):
@@ -137,16 +141,17 @@ def build_series(
     correction: stats.Correction = "holm",
     limit: int = 10,
 ) -> SeriesReport:
-    """The series report of experiment ``series``. Raises NotFoundError when it has no finished evaluation, or none
-    with per-example verdicts (for ``dataset`` when given)."""
+    """The series report of series ``series`` (a ``checkpoint.series``, or for evaluations without a checkpoint block
+    an ``experiment_id``). Raises NotFoundError when it has no finished evaluation, or none with per-example verdicts
+    (for ``dataset`` when given)."""
     checkpoints = source.series_checkpoints(series)
     if not checkpoints:
-        raise NotFoundError(f"no finished evaluation with experiment_id {series!r}")
+        raise NotFoundError(f"no finished evaluation in series {series!r} (checkpoint.series or experiment_id)")
     by_position = {c.position: c for c in checkpoints}
     points = source.series_points(checkpoints, dataset)
     if not points:
         what = f" on dataset {dataset!r}" if dataset else ""
-        raise NotFoundError(f"experiment {series!r} has no per-example verdicts{what}")
+        raise NotFoundError(f"series {series!r} has no per-example verdicts{what}")
     kinds, listed = source.series_kinds(checkpoints, dataset, limit)
     out: list[DatasetSeries] = []
     for name in sorted({p.dataset for p in points}):

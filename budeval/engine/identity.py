@@ -20,10 +20,11 @@ Two evaluations with equal identity hashes compute the same scores, so the later
 - ``engine``: OpenCompass's version and the runner (the image in a cluster; locally ``local-venv`` and the venv's
   installed distributions, :func:`_engine`).
 
-Not in it: the eval id, experiment id, labels, resources, timeout, ``force``, ``split`` and the model's display name
-(they change where, how or under which name it runs, not what it computes). A component that cannot be resolved (a
-hub revision while offline, a file the service cannot read, an endpoint whose served weights are unknowable) makes
-the identity *unresolved*: ``hash`` is None and the evaluation is never reused, never "equal" to anything.
+Not in it: the eval id, experiment id, checkpoint (series, step, tokens seen), labels, resources, timeout,
+``force``, ``split``, the gate and the model's display name (they change where, how or under which name it runs,
+not what it computes; two checkpoints differ by their model). A component that cannot be resolved (a hub revision
+while offline, a file the service cannot read, an endpoint whose served weights are unknowable) makes the identity
+*unresolved*: ``hash`` is None and the evaluation is never reused, never "equal" to anything.
 """
 
 from __future__ import annotations

@@ -239,9 +239,24 @@ class GateSpec(Strict):
     iterations: Annotated[int, Field(ge=100, le=100_000)] = 2000
 
 
+#: An experiment or series name: letters, digits, ``_ . -``, starting with a letter or digit (a URL path segment).
+SeriesName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")]
+
+
+class CheckpointSpec(Strict):
+    """This evaluation's place in a checkpoint series (docs/decisions.md "Checkpoint series"): the training run's
+    ``series`` name, the training ``step`` and optionally the ``tokens_seen`` at that step. Stored as columns of the
+    evaluation's row (``checkpoint_series``, ``checkpoint_step``, ``checkpoint_tokens``); not part of the identity
+    (the model is: two checkpoints are two models)."""
+
+    series: SeriesName
+    step: Annotated[int, Field(ge=0, le=2**63 - 1)]
+    tokens_seen: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = None
+
+
 class EvalRequest(Strict):
     eval_id: DnsLabel
-    experiment_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")] | None = None
+    experiment_id: SeriesName | None = None
     model: ModelSpec
     datasets: list[DatasetRef] | None = None
     suite: DnsLabel | None = None
@@ -258,6 +273,8 @@ class EvalRequest(Strict):
     split: Literal["per_dataset", "single"] = "per_dataset"
     #: A regression gate to run after the evaluation (not part of the identity).
     gate: GateSpec | None = None
+    #: The evaluation's place in a checkpoint series (not part of the identity).
+    checkpoint: CheckpointSpec | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -1,9 +1,9 @@
 """The decision routes of the HTTP API: ``GET /gate`` (the regression gate of ``budeval gate``) and
-``GET /series/{experiment}`` (the checkpoint series of ``budeval series``). Registered by ``create_app`` behind the
+``GET /series/{series}`` (the checkpoint series of ``budeval series``). Registered by ``create_app`` behind the
 same bearer token as the other read routes; docs/decisions.md.
 
 Answers: 200 with the report (any verdict: the gate's verdict is data, not an HTTP error); 404 an unknown
-evaluation, experiment or a baseline rule that matches nothing; 409 a refused gate (the example sets differ or
+evaluation, series or a baseline rule that matches nothing; 409 a refused gate (the example sets differ or
 nothing pairs), with the overlap counts; 422 bad parameters.
 """
 
@@ -51,9 +51,9 @@ def decisions_router(deps: Any) -> APIRouter:
             return _error(422, exc.reason, exc.message)
         return JSONResponse(report.model_dump(mode="json"))
 
-    @router.get("/series/{experiment}", summary="Learning curves and per-example evolution of an experiment")
+    @router.get("/series/{series}", summary="Learning curves and per-example evolution of a checkpoint series")
     async def series(
-        experiment: Annotated[str, Path(max_length=128)],
+        series: Annotated[str, Path(max_length=128)],
         dataset: Annotated[str | None, Query(max_length=200)] = None,
         alpha: Annotated[float, Query(gt=0.0, lt=1.0)] = 0.05,
         correction: Correction = "holm",
@@ -62,7 +62,7 @@ def decisions_router(deps: Any) -> APIRouter:
         try:
             report = await run_in_threadpool(
                 lambda: build_series(
-                    deps.store, experiment, dataset=dataset, alpha=alpha, correction=correction, limit=examples
+                    deps.store, series, dataset=dataset, alpha=alpha, correction=correction, limit=examples
                 )
             )
         except NotFoundError as exc:

@@ -43,6 +43,10 @@ class EvaluationRecord(BaseModel):
     #: The evaluation finished while the archive stayed unreachable: its raw files wait on the results volume until
     #: the service's archive retry loop uploads them and clears the flag (``provenance.archive_pending_reason``: why).
     archive_pending: bool = False
+    #: The request's ``checkpoint`` block: the series ("" when none), the training step and tokens seen.
+    checkpoint_series: str = ""
+    checkpoint_step: int | None = None
+    checkpoint_tokens: int | None = None
     created_at: datetime | None = None
     finished_at: datetime | None = None
     #: Provenance: engine version, image, config hash, dataset versions, generation settings, budeval version, ...

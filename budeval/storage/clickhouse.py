@@ -155,6 +155,9 @@ class ClickHouseStore(StoreMigrations, StoreReads, StoreDecisions):
             record.gpu_type,
             record.gpu_count,
             record.archive_pending,
+            record.checkpoint_series,
+            record.checkpoint_step,
+            record.checkpoint_tokens,
             datetime.now(UTC),
             _next_row_version(),  # taken now, so the latest call wins even when a batch holds both
         ]

@@ -76,16 +76,16 @@ class StoreDecisions:
             raise ValueError(f"unknown baseline rule {rule!r}")
         return str(rows[0][0]) if rows else None
 
-
     # -- checkpoint series -------------------------------------------------------------------------------------------
     def series_checkpoints(self, series: str) -> list[Checkpoint]:
-        """The finished evaluations of experiment ``series`` in training order (``step`` label, then creation)."""
+        """The finished evaluations of series ``series`` in training order (:data:`CHECKPOINTS_SQL`: the checkpoint
+        columns, else ``experiment_id`` and the ``step`` label; then creation)."""
         rows = self._rows("series checkpoints", CHECKPOINTS_SQL, {"series": series})
-        out = []
-        for position, (eval_id, step, _created) in enumerate(rows):
-            text = str(step or "")
-            out.append(Checkpoint(position=position, eval_id=str(eval_id), step=int(text) if text.isdigit() else None))
-        return out
+        return [
+            Checkpoint(position=position, eval_id=str(eval_id), step=None if step is None else int(step),
+                       tokens_seen=None if tokens is None else int(tokens))
+            for position, (eval_id, step, tokens, _created) in enumerate(rows)
+        ]
 
     @staticmethod
     def _series_params(checkpoints: list[Checkpoint], dataset: str | None) -> dict[str, Any]:

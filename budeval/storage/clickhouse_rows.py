@@ -60,6 +60,9 @@ EVALUATION_FIELDS = (
     "gpu_type",
     "gpu_count",
     "archive_pending",
+    "checkpoint_series",
+    "checkpoint_step",
+    "checkpoint_tokens",
 )
 EVALUATION_COLUMNS = (*EVALUATION_FIELDS, "updated_at", "row_version")
 _RUN_TABLES = ("predictions", "scores", "dataset_status")

@@ -59,10 +59,13 @@ def paired_sql(by_model: bool) -> str:
     """
 
 
-#: ``best:<experiment>``: the evaluation of an experiment with the highest mean of its scores.
+#: ``best:<experiment>``: the evaluation of an experiment (``experiment_id``) or of a checkpoint series
+#: (``checkpoint_series``) with the highest mean of its scores.
 BEST_OF_EXPERIMENT_SQL = """
     SELECT eval_id FROM scores_current
-    WHERE experiment_id = %(value)s AND score IS NOT NULL AND eval_id != %(exclude)s
+    WHERE eval_id IN (SELECT eval_id FROM evaluations FINAL
+                      WHERE experiment_id = %(value)s OR checkpoint_series = %(value)s)
+      AND score IS NOT NULL AND eval_id != %(exclude)s
       AND eval_status IN ('completed', 'partial', 'reused')
     GROUP BY eval_id
     ORDER BY avg(score) DESC, eval_id ASC
@@ -81,13 +84,18 @@ LATEST_WITH_LABEL_SQL = """
 
 
 # -- checkpoint series ------------------------------------------------------------------------------------------------
-#: The checkpoints of an experiment (``experiment_id``), in training order: the ``step`` label when it is an integer,
-#: else after every numbered one by creation time.
+#: The checkpoints of series ``series``, in training order. An evaluation belongs to it by its request's
+#: ``checkpoint`` block (columns ``checkpoint_series``, ``checkpoint_step``, ``checkpoint_tokens``; migration 6);
+#: an evaluation without one (stored before migration 6, or sent without the block) belongs by ``experiment_id`` with
+#: its ``step`` label as the step (when an integer). Ordered by step, those without one after every numbered one, by
+#: creation time.
 CHECKPOINTS_SQL = """
-    SELECT eval_id, labels['step'] AS step, created_at
+    SELECT eval_id, if(checkpoint_series != '', checkpoint_step, toUInt64OrNull(labels['step'])) AS step,
+           checkpoint_tokens, created_at
     FROM evaluations FINAL
-    WHERE experiment_id = %(series)s AND status IN ('completed', 'partial', 'reused')
-    ORDER BY toUInt64OrNull(labels['step']) ASC NULLS LAST, created_at ASC NULLS LAST, eval_id ASC
+    WHERE (checkpoint_series = %(series)s OR (checkpoint_series = '' AND experiment_id = %(series)s))
+      AND status IN ('completed', 'partial', 'reused')
+    ORDER BY step ASC NULLS LAST, created_at ASC NULLS LAST, eval_id ASC
 """
 
 

@@ -168,12 +168,23 @@ _ARCHIVE_PENDING = (
     "CREATE OR REPLACE VIEW evaluations_current AS SELECT * FROM evaluations FINAL",
 )
 
+_CHECKPOINT_COLUMNS = (
+    # The request's `checkpoint` block (docs/decisions.md "Checkpoint series"): a series' evaluations are found by
+    # `checkpoint_series` and ordered by `checkpoint_step`. Rows stored before have '' / NULL (the series then falls
+    # back to `experiment_id` and the `step` label).
+    "ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS checkpoint_series String DEFAULT '' AFTER experiment_id",
+    "ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS checkpoint_step Nullable(UInt64) AFTER checkpoint_series",
+    "ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS checkpoint_tokens Nullable(UInt64) AFTER checkpoint_step",
+    "CREATE OR REPLACE VIEW evaluations_current AS SELECT * FROM evaluations FINAL",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _INITIAL),
     Migration(2, "analyst_views", _ANALYST_VIEWS),
     Migration(3, "result_details", _RESULT_DETAILS),
     Migration(4, "provenance_columns", _PROVENANCE_COLUMNS),
     Migration(5, "archive_pending", _ARCHIVE_PENDING),
+    Migration(6, "checkpoint_columns", _CHECKPOINT_COLUMNS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

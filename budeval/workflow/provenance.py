@@ -68,6 +68,9 @@ def evaluation_record(validated: ValidatedRequest, status: Any, settings: Settin
         engine_version=settings.engine_version,
         datasets=[d for run in validated.runs for d in run.datasets],
         labels=dict(request.labels),
+        checkpoint_series=request.checkpoint.series if request.checkpoint else "",
+        checkpoint_step=request.checkpoint.step if request.checkpoint else None,
+        checkpoint_tokens=request.checkpoint.tokens_seen if request.checkpoint else None,
         provenance=base_provenance(
             settings,
             {

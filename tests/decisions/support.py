@@ -87,11 +87,15 @@ _CLOCK = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def record(store: ClickHouseStore, eval_id: str, run: object, *, experiment: str | None = None,
-           labels: dict[str, str] | None = None, order: int = 0, model: str = "m") -> None:
-    """Store one run under ``eval_id`` (the store's write API) with its evaluation row."""
+           labels: dict[str, str] | None = None, order: int = 0, model: str = "m",
+           checkpoint: tuple[str, int, int | None] | None = None) -> None:
+    """Store one run under ``eval_id`` (the store's write API) with its evaluation row; ``checkpoint``: (series,
+    step, tokens seen), the columns of a request's checkpoint block."""
     store.store_run(eval_id, "r0", run)  # type: ignore[arg-type]
+    series, step, tokens = checkpoint or ("", None, None)
     store.record_evaluation(EvaluationRecord(
         eval_id=eval_id, status="completed", model_name=model, experiment_id=experiment, labels=labels or {},
+        checkpoint_series=series, checkpoint_step=step, checkpoint_tokens=tokens,
         created_at=_CLOCK + timedelta(hours=order), finished_at=_CLOCK + timedelta(hours=order, minutes=5)))
 
 

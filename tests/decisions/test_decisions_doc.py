@@ -22,8 +22,10 @@ def filled(store: ClickHouseStore) -> ClickHouseStore:
     third = [not x if i % 7 == 0 else x for i, x in enumerate(cand)]
     for k, (eval_id, flags) in enumerate((("ck-1000", base), ("ck-2000", cand), ("ck-3000", third))):
         rows = verdicts("qa", flags) + verdicts("mcq", flags[:40])
-        record(store, eval_id, PlantedRun(rows, model=f"ckpt-{k}"), experiment="exp-1",
-               labels={"step": str(1000 * (k + 1))}, order=k)
+        # the first stored before the checkpoint columns (experiment + step label), the others with a checkpoint block
+        old = {"experiment": "exp-1", "labels": {"step": str(1000 * (k + 1))}}
+        new = {"checkpoint": ("exp-1", 1000 * (k + 1), None)}
+        record(store, eval_id, PlantedRun(rows, model=f"ckpt-{k}"), order=k, **(new if k else old))  # type: ignore[arg-type]
     return store
 
 

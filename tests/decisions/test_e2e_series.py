@@ -1,6 +1,7 @@
-"""End to end: a series of four evaluations of one experiment submitted through the pub/sub topic to the real
-``budeval serve`` (embedded sidecar, chDB, folder archive, local backend), the last one with a ``gate`` block; then the
-series and the gate read back from ClickHouse through the HTTP API and, after the service stopped, the CLI.
+"""End to end: a series of four evaluations (their requests' ``checkpoint`` block) submitted through the pub/sub topic
+to the real ``budeval serve`` (embedded sidecar, chDB, folder archive, local backend), the last one with a ``gate``
+block; then the series and the gate read back from ClickHouse through the HTTP API and, after the service stopped,
+the CLI.
 
 The local backend runs tests/service/fake_opencompass.sh instead of OpenCompass: each checkpoint's run copies a
 different real OpenCompass output of ``tiny_mcq`` (the model path names it), so the reader, store and queries see real
@@ -40,8 +41,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
 def _request(step: int, fixture: str, **extra: Any) -> dict[str, Any]:
     return {
         "eval_id": f"e2e-ck-{step}",
-        "experiment_id": "e2e-series",
-        "labels": {"step": str(step)},
+        "experiment_id": "e2e-series",  # for the gate's baseline rule best:<experiment>
+        "checkpoint": {"series": "e2e-series", "step": step, "tokens_seen": step * 1000},
         "model": {
             "name": f"ckpt-{step}",
             "source": {"type": "huggingface", "path": f"/models/budeval-fixture-{fixture}"},
@@ -64,6 +65,7 @@ def test_series_and_gate_after_four_evaluations_through_the_topic(served: ServeP
 
     series = served.api("GET", "/series/e2e-series").json()
     assert [c["eval_id"] for c in series["checkpoints"]] == [f"e2e-ck-{s}" for s, _ in CHECKPOINTS]
+    assert [(c["step"], c["tokens_seen"]) for c in series["checkpoints"]] == [(s, s * 1000) for s, _ in CHECKPOINTS]
     [mcq] = series["datasets"]
     assert mcq["dataset"] == "tiny_mcq"
     assert [p["score"] for p in mcq["points"]] == [25.0, 25.0, 37.5, 12.5]

@@ -1,6 +1,7 @@
 """Checkpoint series on the real chDB store: four checkpoints of one experiment written through the store's write API
 (planted per-example histories, and real OpenCompass output through the real reader), read back by the series SQL;
-``budeval series`` and ``GET /series/{experiment}``."""
+``budeval series`` and ``GET /series/{series}``. These series use experiment_id + the step label: the fallback for rows
+without checkpoint columns (the columns: test_series_checkpoint.py)."""
 
 from __future__ import annotations
 
@@ -157,7 +158,7 @@ def test_cli_and_api(tmp_path_factory: pytest.TempPathFactory, capsys: pytest.Ca
     assert "first significant gain over the first checkpoint: step 300" in text
     assert "learned: #3 (from ck-400)" in text
     assert main(["series", "nope", "--store", dsn]) == 1
-    assert "no finished evaluation with experiment_id 'nope'" in capsys.readouterr().err
+    assert "no finished evaluation in series 'nope'" in capsys.readouterr().err
     served = open_store(dsn)
     app = create_app(ServiceDeps(Settings(data_dir=tmp_path_factory.mktemp("series-api")), StandInWorkflows(), served,
                                  StandInBackend(), MemoryPublisher(), {}, Auth(TOKEN)))

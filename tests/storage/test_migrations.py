@@ -142,3 +142,46 @@ def test_migration_4_adds_provenance_columns_to_a_store_with_rows(
         ]
     finally:
         old.close()
+
+
+def test_migration_6_adds_checkpoint_columns_to_a_store_with_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store at schema 5 holding a row is upgraded: the old row reads with no checkpoint, new rows keep theirs, the
+    view shows the columns."""
+    from budeval.storage import clickhouse_migrate as clickhouse
+    from budeval.storage.base import EvaluationRecord
+
+    dsn = f"chdb://{tmp_path / 'ch'}"
+    old = open_store(dsn)
+    try:
+        monkeypatch.setattr(clickhouse, "MIGRATIONS", MIGRATIONS[:5])
+        old.migrate()
+        assert old.schema_version() == 5
+        old._command(
+            "old row",
+            "INSERT INTO evaluations (eval_id, experiment_id, status, provenance, labels, updated_at, row_version) "
+            "VALUES ('before', 'run-7', 'completed', '{}', map('step', '100'), now64(6), 1)",
+        )
+        monkeypatch.undo()
+        assert old.migrate() == ["0006_checkpoint_columns"]
+        before = old.get_evaluation("before")
+        assert before is not None
+        assert (before.checkpoint_series, before.checkpoint_step, before.checkpoint_tokens) == ("", None, None)
+        old.record_evaluation(
+            EvaluationRecord(eval_id="after", status="completed", checkpoint_series="run-7", checkpoint_step=200,
+                             checkpoint_tokens=2**40)
+        )
+        after = old.get_evaluation("after")
+        assert after is not None and (after.checkpoint_series, after.checkpoint_step) == ("run-7", 200)
+        assert after.checkpoint_tokens == 2**40
+        rows = old._rows(
+            "view",
+            "SELECT eval_id, checkpoint_series, checkpoint_step, checkpoint_tokens FROM evaluations_current "
+            "ORDER BY eval_id",
+        )
+        assert [tuple(r) for r in rows] == [("after", "run-7", 200, 2**40), ("before", "", None, None)]
+        # the old row joins the series by its experiment and step label, before the new one
+        assert [(c.eval_id, c.step) for c in old.series_checkpoints("run-7")] == [("before", 100), ("after", 200)]
+    finally:
+        old.close()
