@@ -34,10 +34,7 @@ MODEL = CACHE / "models" / "SmolLM2-135M-Instruct"
 pytestmark = [
     pytest.mark.opencompass,
     pytest.mark.slow,
-    pytest.mark.skipif(
-        not (OPENCOMPASS_PYTHON.exists() and (MODEL / "config.json").exists()),
-        reason="OpenCompass venv or SmolLM2 not installed (scripts/setup_opencompass.sh)",
-    ),
+    pytest.mark.usefixtures("opencompass_env"),  # installs the venv + model on a cold machine (tests/conftest.py)
 ]
 
 SERIES = "smollm2-real"

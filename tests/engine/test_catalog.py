@@ -129,7 +129,7 @@ def test_known_names_are_sorted_and_disjoint() -> None:
     assert not set(BUNDLED) & set(STOCK)
 
 
-@pytest.mark.skipif(not (OPENCOMPASS_SITE / "bin" / "python").exists(), reason="OpenCompass venv not installed")
+@pytest.mark.usefixtures("opencompass_env")  # installs the venv on a cold machine (tests/conftest.py)
 def test_stock_configs_exist_in_the_installed_opencompass() -> None:
     site = next((OPENCOMPASS_SITE / "lib").glob("python3*/site-packages"))
     for ds in STOCK.values():
@@ -143,7 +143,7 @@ def test_each_bundled_dataset_has_a_scoring_its_kind_allows() -> None:
     for bundled in BUNDLED.values():
         assert check_scoring(bundled.scoring, bundled.kind) == bundled.scoring
 @pytest.mark.opencompass
-@pytest.mark.skipif(not (OPENCOMPASS_SITE / "bin" / "python").exists(), reason="OpenCompass venv not installed")
+@pytest.mark.usefixtures("opencompass_env")  # installs the venv on a cold machine (tests/conftest.py)
 def test_shipped_stock_config_hashes_are_what_the_installed_opencompass_computes() -> None:
     """budeval/engine/stock_configs.json (the identity of stock datasets) against OpenCompass's own get_prompt_hash."""
     import subprocess

@@ -23,7 +23,7 @@ OPTIONS = {"A": "Cat", "B": "Cow", "C": "Dog", "D": "Fish"}
 
 pytestmark = [
     pytest.mark.opencompass,
-    pytest.mark.skipif(not OC_PYTHON.exists(), reason="OpenCompass venv not installed"),
+    pytest.mark.usefixtures("opencompass_env"),  # installs the venv on a cold machine (tests/conftest.py)
 ]
 
 

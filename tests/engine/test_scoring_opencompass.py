@@ -25,7 +25,7 @@ OPENCOMPASS_PYTHON = OPENCOMPASS_VENV / "bin" / "python"
 
 pytestmark = [
     pytest.mark.opencompass,
-    pytest.mark.skipif(not OPENCOMPASS_PYTHON.exists(), reason="OpenCompass venv not installed"),
+    pytest.mark.usefixtures("opencompass_env"),  # installs the venv on a cold machine (tests/conftest.py)
 ]
 
 

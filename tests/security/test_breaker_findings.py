@@ -68,7 +68,7 @@ def endpoint_with(model: str, tokenizer_path: str | None) -> EvalRequest:
                                        "datasets": ["tiny_qa"]})
 
 
-@pytest.mark.skipif(not OPENCOMPASS_PYTHON.exists(), reason="OpenCompass venv not installed")
+@pytest.mark.usefixtures("opencompass_env")  # installs the venv on a cold machine (tests/conftest.py)
 def test_endpoint_tokenizer_code_is_never_run(tmp_path: Path) -> None:
     """budeval/engine/render.py and docs/opencompass.md: "a request must not run code shipped with a model"
     (``trust_remote_code=False`` for Hugging Face models). For an *endpoint* model, budeval renders ``OpenAISDK``

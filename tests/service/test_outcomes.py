@@ -30,8 +30,7 @@ def _request(eval_id: str, path: str = "/models/m") -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServeProcess, Path]]:
-    if not FIXTURE.is_dir():
-        pytest.skip("OpenCompass fixtures missing (scripts/make_fixtures.sh)")
+    assert FIXTURE.is_dir(), "committed OpenCompass fixture missing (scripts/make_fixtures.sh rebuilds it)"
     data_dir = tmp_path_factory.mktemp("outcomes")
     faults = data_dir / "faults"
     env = serve_env(data_dir, "process", BUDEVAL_FAULT_DELAY_AT="archive_evaluation:6",

@@ -167,8 +167,7 @@ def _completed_event(sidecar: EmbeddedSidecar, settings_topic: str, eval_id: str
 
 @pytest.mark.parametrize("upgrade", sorted(UPGRADES))
 def test_in_flight_evaluations_finish_on_their_version_after_an_upgrade(tmp_path: Path, upgrade: str) -> None:
-    if not FIXTURE.exists():
-        pytest.skip("fixture run folder tests/fixtures/opencompass/qa_chat is missing")
+    assert FIXTURE.exists(), "committed fixture run folder tests/fixtures/opencompass/qa_chat is missing"
     NEW_STEPS.clear()
     state, work = tmp_path / "sidecar.db", tmp_path / "work"
     store = open_store(Settings(data_dir=work).resolved_store_dsn())

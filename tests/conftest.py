@@ -1,4 +1,6 @@
-"""Session fixture for the real-OpenCompass tests: the venv + model from scripts/setup_opencompass.sh (idempotent)."""
+"""Session fixture for every real-OpenCompass test (tests/backends, tests/engine, tests/decisions): the venv + model
+from scripts/setup_opencompass.sh (idempotent). Tests that need them ask for this fixture, never a skip: a cold
+machine installs them at first use (collection-time skip conditions would run before the install)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
