@@ -4,14 +4,14 @@
     python scripts/cluster_e2e.py run --kubeconfig K --namespace NS --release R --eval-id ID --s3-endpoint URL
         --s3-access-key A --s3-secret-key S --bucket B
 
-``prepare`` creates the namespace, a hostPath PV + PVC ``budeval-results`` over DIR (the results volume of the
-service and the runner pods; models under ``_models``) and the Secret ``e2e-clickhouse`` with a chDB DSN on that
-volume. ``run`` publishes a request for the bundled ``light`` suite with the model from the volume through the
-service pod's embedded sidecar (``budeval submit --wait`` in the pod, over the apiserver's exec), records the runner
-pods and Jobs while it runs, then checks: the ``completed`` event, the scores read back through the service's HTTP
-API (from chDB), the archive's ``manifest.json`` in S3, the runner pods' ServiceAccount, and that the Jobs were
-cleaned up. Last line: ``cluster_e2e=ok completed_p50_s=<last Job complete -> completed event>`` (one evaluation: the
-median of one sample).
+``prepare`` creates the namespace and a hostPath PV + PVC ``budeval-results`` over DIR (the results volume of the
+service and the runner pods; models under ``_models``; the chart's chDB store under ``_clickhouse``). ``run``
+publishes a request for the bundled ``light`` suite with the model from the volume through the service pod's
+embedded sidecar (``budeval submit --wait`` in the pod, over the apiserver's exec), records the runner pods and Jobs
+while it runs, then checks: the ``completed`` event, the scores read back through the service's HTTP API (from
+chDB), the archive's ``manifest.json`` in S3, the runner pods' ServiceAccount, and that the Jobs were cleaned up.
+Last line: ``cluster_e2e=ok completed_p50_s=<last Job complete -> completed event>`` (one evaluation: the median of
+one sample).
 Exit status 1 with the failed check on stderr.
 """
 
@@ -100,12 +100,7 @@ def prepare(args: argparse.Namespace) -> None:
             },
         },
     )
-    ignore_exists(
-        core.create_namespaced_secret,
-        args.namespace,
-        {"metadata": {"name": "e2e-clickhouse"}, "stringData": {"dsn": f"chdb://{RESULTS_MOUNT}/_clickhouse"}},
-    )
-    log(f"namespace {args.namespace}: results volume {volume} (PV {pv}), model {MODEL_NAME}, chDB DSN secret")
+    log(f"namespace {args.namespace}: results volume {volume} (PV {pv}), model {MODEL_NAME}")
 
 
 class Recorder(threading.Thread):

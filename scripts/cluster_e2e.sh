@@ -90,9 +90,8 @@ runner:
   image: {repository: opencompass-runner, tag: "0.5.4-cpu"}
 # No daprd here: the service's embedded Dapr-compatible sidecar.
 dapr: {enabled: false}
-# chDB on the results volume; the service applies the migrations when it starts (the hook Job has no volume).
-clickhouse: {existingSecret: e2e-clickhouse}
-migrations: {enabled: false}
+# chDB on the results volume (the chart then renders no migration hook: the service migrates it when it starts).
+clickhouse: {dsn: "chdb:///var/lib/budeval/results/_clickhouse"}
 s3:
   endpoint: "http://$GATEWAY:$S3_PORT"
   bucket: budeval-archive

@@ -74,6 +74,13 @@ app.kubernetes.io/part-of: budeval
 {{- default (printf "%s-app-token" (include "budeval.fullname" .) | trunc 63 | trimSuffix "-") .Values.dapr.appTokenSecret }}
 {{- end }}
 
+{{/* "true" when the chart's own DSN is an embedded chDB store (chdb:///path, a folder on the results volume): the
+     service opens it alone and migrates it at start, so no hook Job. An existingSecret's DSN is not visible here:
+     with a chDB DSN in a Secret, set migrations.enabled=false. */}}
+{{- define "budeval.storeIsEmbedded" -}}
+{{- if and (not .Values.clickhouse.existingSecret) (hasPrefix "chdb://" .Values.clickhouse.dsn) }}true{{ end }}
+{{- end }}
+
 {{/* The Secret the migration hook reads the DSN from: a hook copy when the chart owns the DSN (hooks run before
      the release's own objects exist), else the existing Secret. */}}
 {{- define "budeval.migrateStoreSecret" -}}
