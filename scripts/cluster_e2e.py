@@ -110,6 +110,7 @@ class Recorder(threading.Thread):
         super().__init__(daemon=True)
         self.core, self.batch, self.namespace = core, batch, namespace
         self.service_accounts: dict[str, str] = {}
+        self.datasets_mounts: dict[str, list[tuple[str, bool]]] = {}
         self.completed_at: dict[str, datetime] = {}
         self.stop = threading.Event()
 
@@ -118,6 +119,10 @@ class Recorder(threading.Thread):
             try:
                 for pod in self.core.list_namespaced_pod(self.namespace, label_selector=RUN_SELECTOR).items:
                     self.service_accounts[pod.metadata.name] = pod.spec.service_account_name
+                    self.datasets_mounts[pod.metadata.name] = [
+                        (m.mount_path, bool(m.read_only)) for m in pod.spec.containers[0].volume_mounts or []
+                        if m.name == "datasets"
+                    ]
                 for job in self.batch.list_namespaced_job(self.namespace, label_selector=RUN_SELECTOR).items:
                     if job.status.completion_time is not None:
                         self.completed_at[job.metadata.name] = job.status.completion_time
@@ -136,16 +141,8 @@ def service_pod(core: k8s.CoreV1Api, namespace: str, release: str) -> Any:
     return running[0]
 
 
-def submit(core: k8s.CoreV1Api, namespace: str, pod: str, request: dict[str, Any], timeout_s: int) -> dict[str, Any]:
-    """``budeval submit - --wait --json`` inside the service container; returns the final event."""
-    command = [
-        "sh",
-        "-c",
-        'printf %s "$1" | budeval submit - --wait --json --timeout "$2"',
-        "submit",
-        json.dumps(request),
-        str(timeout_s),
-    ]
+def exec_in(core: k8s.CoreV1Api, namespace: str, pod: str, command: list[str], timeout_s: int) -> tuple[int, str, str]:
+    """Run ``command`` in the service pod's ``budeval`` container (the apiserver's exec); (exit status, out, err)."""
     resp = stream(
         core.connect_get_namespaced_pod_exec,
         pod,
@@ -167,9 +164,23 @@ def submit(core: k8s.CoreV1Api, namespace: str, pod: str, request: dict[str, Any
         if resp.peek_stderr():
             err.append(resp.read_stderr())
     resp.close()
-    text = "".join(out)
-    if resp.returncode != 0:
-        fail(f"budeval submit exited {resp.returncode}:\n{text[-3000:]}\n{''.join(err)[-3000:]}")
+    code = resp.returncode if resp.returncode is not None else -1  # None: it did not end in time
+    return int(code), "".join(out), "".join(err)
+
+
+def submit(core: k8s.CoreV1Api, namespace: str, pod: str, request: dict[str, Any], timeout_s: int) -> dict[str, Any]:
+    """``budeval submit - --wait --json`` inside the service container; returns the final event."""
+    command = [
+        "sh",
+        "-c",
+        'printf %s "$1" | budeval submit - --wait --json --timeout "$2"',
+        "submit",
+        json.dumps(request),
+        str(timeout_s),
+    ]
+    code, text, err = exec_in(core, namespace, pod, command, timeout_s)
+    if code != 0:
+        fail(f"budeval submit exited {code}:\n{text[-3000:]}\n{err[-3000:]}")
     return dict(json.loads(text[text.index("{") :]))
 
 
@@ -220,6 +231,11 @@ def run(args: argparse.Namespace) -> None:
         "resources": {"gpus": 0, "cpu": "1", "memory": "4Gi"},
         "timeout_s": args.timeout,
     }
+    # The datasets volume: mounted in the service at COMPASS_DATA_CACHE, the default root of the check.
+    code, out, err = exec_in(core, args.namespace, pod.metadata.name, ["budeval", "datasets", "check", "--suite",
+                                                                       "light"], 120)
+    if code != 0 or f"under {args.datasets_mount}" not in out:
+        fail(f"budeval datasets check in the service pod exited {code}: {out[-2000:]} {err[-2000:]}")
     # Its own API client: kubernetes.stream swaps the request method of the client that runs the exec.
     recorder = Recorder(*clients(args.kubeconfig), args.namespace)
     recorder.start()
@@ -243,6 +259,9 @@ def run(args: argparse.Namespace) -> None:
         fail(f"scores read back from ClickHouse: {json.dumps(results)[:3000]}")
     manifests = check_archive(args, args.eval_id)
 
+    mounts = {tuple(v) for v in recorder.datasets_mounts.values()}
+    if mounts != {((args.datasets_mount, True),)}:
+        fail(f"runner pods' datasets mounts {mounts or 'nothing seen'}, expected {args.datasets_mount} read-only")
     accounts = set(recorder.service_accounts.values())
     if accounts != {args.runner_service_account}:
         fail(f"runner pods ran as {accounts or 'nothing seen'}, expected {args.runner_service_account}")
@@ -253,7 +272,8 @@ def run(args: argparse.Namespace) -> None:
         time.sleep(1)
     log(
         f"scores {sorted((s['dataset'], s['metric'], s['score']) for s in scores)}; archive {manifests}; "
-        f"runner pods {sorted(recorder.service_accounts)} as {args.runner_service_account}; Jobs cleaned up"
+        f"runner pods {sorted(recorder.service_accounts)} as {args.runner_service_account} with the datasets volume "
+        f"read-only at {args.datasets_mount}; Jobs cleaned up"
     )
     print(f"cluster_e2e=ok completed_p50_s={statistics.median(delays):.1f}")
 
@@ -273,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--release", required=True)
     pr.add_argument("--eval-id", required=True)
     pr.add_argument("--runner-service-account", default="budeval-runner")
+    pr.add_argument("--datasets-mount", default="/var/lib/budeval/datasets")
     pr.add_argument("--s3-endpoint", required=True)
     pr.add_argument("--s3-access-key", required=True)
     pr.add_argument("--s3-secret-key", required=True)

@@ -83,6 +83,11 @@ VOLUME="$NODE_STATE/volumes/results"
 if [ "$node_was_running" = 0 ]; then rm -rf "$VOLUME"; fi
 "$PY" scripts/cluster_e2e.py prepare --kubeconfig "$KUBECONFIG" --namespace "$NS" --volume "$VOLUME" --model "$MODEL"
 
+# The stock datasets' folder (COMPASS_DATA_CACHE layout), read-only in the service and the runner pods.
+DATASETS="$NODE_STATE/volumes/datasets"
+mkdir -p "$DATASETS"
+chmod 755 "$DATASETS"
+
 VALUES="$NODE_STATE/e2e-values.yaml"
 cat >"$VALUES" <<EOF
 image: {repository: budeval, tag: "0.1.0", pullPolicy: Never}
@@ -98,6 +103,7 @@ s3:
   accessKey: "$BUDEVAL_S3_ACCESS_KEY"
   secretKey: "$BUDEVAL_S3_SECRET_KEY"
 results: {existingClaim: budeval-results}
+datasets: {hostPath: "$DATASETS"}
 EOF
 HELM="$(scripts/helm.sh --path)"
 "$HELM" uninstall "$RELEASE" --namespace "$NS" --kubeconfig "$KUBECONFIG" >/dev/null 2>&1 || true

@@ -54,6 +54,19 @@ app.kubernetes.io/part-of: budeval
 {{- default (printf "%s-results" (include "budeval.fullname" .) | trunc 63 | trimSuffix "-") .Values.results.existingClaim }}
 {{- end }}
 
+{{/* The datasets volume's pod volume source (after the volume's name), empty when none is configured. */}}
+{{- define "budeval.datasetsSource" -}}
+{{- if .Values.datasets.existingClaim }}
+persistentVolumeClaim:
+  claimName: {{ .Values.datasets.existingClaim }}
+  readOnly: true
+{{- else if .Values.datasets.hostPath }}
+hostPath:
+  path: {{ .Values.datasets.hostPath | quote }}
+  type: Directory
+{{- end }}
+{{- end }}
+
 {{- define "budeval.storeSecret" -}}
 {{- default (printf "%s-clickhouse" (include "budeval.fullname" .) | trunc 63 | trimSuffix "-") .Values.clickhouse.existingSecret }}
 {{- end }}
@@ -133,6 +146,14 @@ app.kubernetes.io/part-of: budeval
   value: {{ .Values.results.mountPath | quote }}
 - name: BUDEVAL_RESULTS_PVC
   value: {{ include "budeval.resultsClaim" . }}
+{{- if include "budeval.datasetsSource" . }}
+- name: BUDEVAL_DATASETS_PVC
+  value: {{ .Values.datasets.existingClaim | quote }}
+- name: BUDEVAL_DATASETS_HOST_PATH
+  value: {{ .Values.datasets.hostPath | quote }}
+- name: COMPASS_DATA_CACHE
+  value: {{ .Values.datasets.mountPath | quote }}
+{{- end }}
 - name: BUDEVAL_RUNNER_IMAGE
   value: {{ include "budeval.runnerImage" . | quote }}
 - name: BUDEVAL_RUNNER_SERVICE_ACCOUNT
