@@ -6,12 +6,13 @@
 
 ``prepare`` creates the namespace and a hostPath PV + PVC ``budeval-results`` over DIR (the results volume of the
 service and the runner pods; models under ``_models``; the chart's chDB store under ``_clickhouse``). ``run``
-publishes a request for the bundled ``light`` suite with the model from the volume through the service pod's
-embedded sidecar (``budeval submit --wait`` in the pod, over the apiserver's exec), records the runner pods and Jobs
-while it runs, then checks: the ``completed`` event, the scores read back through the service's HTTP API (from
-chDB), the archive's ``manifest.json`` in S3, the runner pods' ServiceAccount, and that the Jobs were cleaned up.
-Last line: ``cluster_e2e=ok completed_p50_s=<last Job complete -> completed event>`` (one evaluation: the median of
-one sample).
+publishes a request for the bundled ``light`` suite with the model from the volume through the service pod's sidecar
+container ``daprd`` (``budeval submit --wait`` in the app container, over the apiserver's exec), records the runner
+pods and Jobs while it runs, then checks: the pod's two containers (app and ``daprd``, none restarted), ``budeval
+datasets check`` against the read-only datasets volume, the ``completed`` event, the scores read back through the
+service's HTTP API (from chDB), the archive's ``manifest.json`` in S3, the runner pods' ServiceAccount and datasets
+mount, and that the Jobs were cleaned up. Last line: ``cluster_e2e=ok completed_p50_s=<last Job complete ->
+completed event>`` (one evaluation: the median of one sample).
 Exit status 1 with the failed check on stderr.
 """
 
@@ -213,9 +214,21 @@ def check_archive(args: argparse.Namespace, eval_id: str) -> list[str]:
     return manifests
 
 
+def check_pod_shape(pod: Any) -> None:
+    """The service pod as the Dapr injector shapes it: the app container and a ``daprd`` container, both running,
+    neither restarted."""
+    names = [c.name for c in pod.spec.containers]
+    if names != ["budeval", "daprd"]:
+        fail(f"service pod containers {names}, expected ['budeval', 'daprd']")
+    states = {c.name: (c.ready, c.restart_count) for c in pod.status.container_statuses or []}
+    if states != {"budeval": (True, 0), "daprd": (True, 0)}:
+        fail(f"service pod containers (ready, restarts): {states}")
+
+
 def run(args: argparse.Namespace) -> None:
     core, batch = clients(args.kubeconfig)
     pod = service_pod(core, args.namespace, args.release)
+    check_pod_shape(pod)
     token_secret = core.read_namespaced_secret(f"{args.release}-api-token", args.namespace)
     token = base64.b64decode(token_secret.data["token"]).decode()
     request = {
@@ -239,7 +252,7 @@ def run(args: argparse.Namespace) -> None:
     # Its own API client: kubernetes.stream swaps the request method of the client that runs the exec.
     recorder = Recorder(*clients(args.kubeconfig), args.namespace)
     recorder.start()
-    log(f"publishing {args.eval_id} (suite light) through the service pod {pod.metadata.name}")
+    log(f"publishing {args.eval_id} (suite light) through the daprd container of {pod.metadata.name}")
     event = submit(core, args.namespace, pod.metadata.name, request, args.timeout)
     recorder.stop.set()
     recorder.join()
@@ -258,6 +271,7 @@ def run(args: argparse.Namespace) -> None:
     if results.get("status") != "completed" or not {"tiny_qa", "tiny_mcq"} <= datasets:
         fail(f"scores read back from ClickHouse: {json.dumps(results)[:3000]}")
     manifests = check_archive(args, args.eval_id)
+    check_pod_shape(core.read_namespaced_pod(pod.metadata.name, args.namespace))
 
     mounts = {tuple(v) for v in recorder.datasets_mounts.values()}
     if mounts != {((args.datasets_mount, True),)}:

@@ -5,8 +5,16 @@ container of the service pod (the shape the Dapr injector produces)."""
 from __future__ import annotations
 
 import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
+import httpx
+import kubernetes_validate
 import pytest
 from kubernetes import client as k8s
 
@@ -86,3 +94,71 @@ def test_datasets_claim_and_host_path_together_are_refused() -> None:
     assert "datasets" in err.value.stderr
     with pytest.raises(HelmError):
         template(sets=["datasets.hostPath=relative/path"])
+
+
+# -- the embedded sidecar as the pod's daprd container --------------------------------------------------------------
+SIDECAR_CONTAINER = ["dapr.enabled=false", "dapr.embeddedSidecar.mode=container"]
+
+
+def test_sidecar_container_has_the_injector_shape() -> None:
+    docs = template(sets=SIDECAR_CONTAINER)
+    spec = one(docs, "Deployment")["spec"]["template"]["spec"]
+    containers = deployment_containers(docs)
+    assert list(containers) == ["budeval", "daprd"]
+    app, daprd = containers["budeval"], containers["daprd"]
+    assert daprd["image"] == app["image"]
+    assert daprd["command"] == ["python", "-m", "budeval.sidecar"]
+    assert {p["name"]: p["containerPort"] for p in daprd["ports"]} == {"dapr-http": 3500, "dapr-grpc": 50001}
+    assert "--app-port=8080" in daprd["args"] and {"name": "http", "containerPort": 8080, "protocol": "TCP"} in app[
+        "ports"
+    ]
+    # Dapr's app token from the same Secret in both, as daprd reads it (never a value in the pod spec).
+    for container in (app, daprd):
+        token = next(e for e in container["env"] if e["name"] == "APP_API_TOKEN")
+        assert token["valueFrom"]["secretKeyRef"] == {"name": "budeval-app-token", "key": "token"}
+    assert not [e for e in daprd["env"] if "value" in e]
+    # The app in external mode, pointed at the sidecar on localhost, as under the injector.
+    env = env_values(app)
+    env["BUDEVAL_NAMESPACE"] = "budeval"
+    settings = Settings.from_env(env)
+    assert (settings.sidecar, settings.dapr_grpc_port, settings.dapr_http_port) == ("external", 50001, 3500)
+    mounts = {m["name"]: m["mountPath"] for m in daprd["volumeMounts"]}
+    assert daprd["args"][0] == f"--state={mounts['sidecar-state']}/sidecar.db"
+    assert {"name": "sidecar-state", "emptyDir": {}} in spec["volumes"]
+    assert daprd["securityContext"]["readOnlyRootFilesystem"] is True
+    ann = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert not any(k.startswith("dapr.io/") for k in ann)
+    for version in ("1.29.0", "1.33.0"):
+        kubernetes_validate.validate(one(docs, "Deployment"), version, strict=True)
+
+
+def test_sidecar_container_args_start_the_real_sidecar(tmp_path: Path) -> None:
+    """The rendered arguments are ones the sidecar program accepts: it starts with them (state and ports moved to
+    this test's own; later flags win) and reports where it listens."""
+    daprd = deployment_containers(template(sets=SIDECAR_CONTAINER))["daprd"]
+    argv = [sys.executable, *daprd["command"][1:], *daprd["args"],
+            f"--state={tmp_path / 'sidecar.db'}", "--grpc-port=0", "--http-port=0", "--app-port=0"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAPR_", "BUDEVAL_"))}
+    env["APP_API_TOKEN"] = "sidecar-container-token"
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        ports = json.loads(proc.stdout.readline())
+        assert ports["grpc_port"] > 0 and ports["http_port"] > 0
+        answer = httpx.get(f"http://127.0.0.1:{ports['http_port']}/v1.0/healthz/outbound", timeout=10)
+        assert answer.is_success
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+
+
+def test_default_and_daprd_modes_have_one_container() -> None:
+    assert list(deployment_containers(template(sets=["dapr.enabled=false"]))) == ["budeval"]
+    # Under real daprd the option is ignored: the injector adds the sidecar.
+    docs = template(sets=["dapr.embeddedSidecar.mode=container"])
+    assert list(deployment_containers(docs)) == ["budeval"]
+    assert env_values(deployment_containers(docs)["budeval"])["BUDEVAL_SIDECAR"] == "external"
+    assert "DAPR_GRPC_PORT" not in env_values(deployment_containers(docs)["budeval"])
+    with pytest.raises(HelmError) as err:
+        template(sets=["dapr.enabled=false", "dapr.embeddedSidecar.mode=pod"])
+    assert "dapr.embeddedSidecar.mode" in err.value.stderr

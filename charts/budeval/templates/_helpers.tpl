@@ -67,6 +67,11 @@ hostPath:
 {{- end }}
 {{- end }}
 
+{{/* "true" when the embedded sidecar runs as its own container of the service pod (no daprd). */}}
+{{- define "budeval.sidecarContainer" -}}
+{{- if and (not .Values.dapr.enabled) (eq .Values.dapr.embeddedSidecar.mode "container") }}true{{ end }}
+{{- end }}
+
 {{- define "budeval.storeSecret" -}}
 {{- default (printf "%s-clickhouse" (include "budeval.fullname" .) | trunc 63 | trimSuffix "-") .Values.clickhouse.existingSecret }}
 {{- end }}
@@ -139,7 +144,13 @@ hostPath:
 - name: BUDEVAL_PORT
   value: "8080"
 - name: BUDEVAL_SIDECAR
-  value: {{ ternary "external" "embedded" .Values.dapr.enabled }}
+  value: {{ ternary "external" "embedded" (or .Values.dapr.enabled (eq (include "budeval.sidecarContainer" .) "true")) }}
+{{- if include "budeval.sidecarContainer" . }}
+- name: DAPR_GRPC_PORT
+  value: "50001"
+- name: DAPR_HTTP_PORT
+  value: "3500"
+{{- end }}
 - name: BUDEVAL_DATA_DIR
   value: /var/lib/budeval/data
 - name: BUDEVAL_RESULTS_ROOT
