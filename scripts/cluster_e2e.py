@@ -4,14 +4,15 @@
     python scripts/cluster_e2e.py run --kubeconfig K --namespace NS --release R --eval-id ID --s3-endpoint URL
         --s3-access-key A --s3-secret-key S --bucket B
 
-``prepare`` creates the namespace, a hostPath PV + PVC ``budeval-results`` over DIR (the results volume of the
-service and the runner pods; models under ``_models``) and the Secret ``e2e-clickhouse`` with a chDB DSN on that
-volume. ``run`` publishes a request for the bundled ``light`` suite with the model from the volume through the
-service pod's embedded sidecar (``budeval submit --wait`` in the pod, over the apiserver's exec), records the runner
-pods and Jobs while it runs, then checks: the ``completed`` event, the scores read back through the service's HTTP
-API (from chDB), the archive's ``manifest.json`` in S3, the runner pods' ServiceAccount, and that the Jobs were
-cleaned up. Last line: ``cluster_e2e=ok completed_p50_s=<last Job complete -> completed event>`` (one evaluation: the
-median of one sample).
+``prepare`` creates the namespace and a hostPath PV + PVC ``budeval-results`` over DIR (the results volume of the
+service and the runner pods; models under ``_models``; the chart's chDB store under ``_clickhouse``). ``run``
+publishes a request for the bundled ``light`` suite with the model from the volume through the service pod's sidecar
+container ``daprd`` (``budeval submit --wait`` in the app container, over the apiserver's exec), records the runner
+pods and Jobs while it runs, then checks: the pod's two containers (app and ``daprd``, none restarted), ``budeval
+datasets check`` against the read-only datasets volume, the ``completed`` event, the scores read back through the
+service's HTTP API (from chDB), the archive's ``manifest.json`` in S3, the runner pods' ServiceAccount and datasets
+mount, and that the Jobs were cleaned up. Last line: ``cluster_e2e=ok completed_p50_s=<last Job complete ->
+completed event>`` (one evaluation: the median of one sample).
 Exit status 1 with the failed check on stderr.
 """
 
@@ -100,12 +101,7 @@ def prepare(args: argparse.Namespace) -> None:
             },
         },
     )
-    ignore_exists(
-        core.create_namespaced_secret,
-        args.namespace,
-        {"metadata": {"name": "e2e-clickhouse"}, "stringData": {"dsn": f"chdb://{RESULTS_MOUNT}/_clickhouse"}},
-    )
-    log(f"namespace {args.namespace}: results volume {volume} (PV {pv}), model {MODEL_NAME}, chDB DSN secret")
+    log(f"namespace {args.namespace}: results volume {volume} (PV {pv}), model {MODEL_NAME}")
 
 
 class Recorder(threading.Thread):
@@ -115,6 +111,7 @@ class Recorder(threading.Thread):
         super().__init__(daemon=True)
         self.core, self.batch, self.namespace = core, batch, namespace
         self.service_accounts: dict[str, str] = {}
+        self.datasets_mounts: dict[str, list[tuple[str, bool]]] = {}
         self.completed_at: dict[str, datetime] = {}
         self.stop = threading.Event()
 
@@ -123,6 +120,10 @@ class Recorder(threading.Thread):
             try:
                 for pod in self.core.list_namespaced_pod(self.namespace, label_selector=RUN_SELECTOR).items:
                     self.service_accounts[pod.metadata.name] = pod.spec.service_account_name
+                    self.datasets_mounts[pod.metadata.name] = [
+                        (m.mount_path, bool(m.read_only)) for m in pod.spec.containers[0].volume_mounts or []
+                        if m.name == "datasets"
+                    ]
                 for job in self.batch.list_namespaced_job(self.namespace, label_selector=RUN_SELECTOR).items:
                     if job.status.completion_time is not None:
                         self.completed_at[job.metadata.name] = job.status.completion_time
@@ -141,16 +142,8 @@ def service_pod(core: k8s.CoreV1Api, namespace: str, release: str) -> Any:
     return running[0]
 
 
-def submit(core: k8s.CoreV1Api, namespace: str, pod: str, request: dict[str, Any], timeout_s: int) -> dict[str, Any]:
-    """``budeval submit - --wait --json`` inside the service container; returns the final event."""
-    command = [
-        "sh",
-        "-c",
-        'printf %s "$1" | budeval submit - --wait --json --timeout "$2"',
-        "submit",
-        json.dumps(request),
-        str(timeout_s),
-    ]
+def exec_in(core: k8s.CoreV1Api, namespace: str, pod: str, command: list[str], timeout_s: int) -> tuple[int, str, str]:
+    """Run ``command`` in the service pod's ``budeval`` container (the apiserver's exec); (exit status, out, err)."""
     resp = stream(
         core.connect_get_namespaced_pod_exec,
         pod,
@@ -172,9 +165,23 @@ def submit(core: k8s.CoreV1Api, namespace: str, pod: str, request: dict[str, Any
         if resp.peek_stderr():
             err.append(resp.read_stderr())
     resp.close()
-    text = "".join(out)
-    if resp.returncode != 0:
-        fail(f"budeval submit exited {resp.returncode}:\n{text[-3000:]}\n{''.join(err)[-3000:]}")
+    code = resp.returncode if resp.returncode is not None else -1  # None: it did not end in time
+    return int(code), "".join(out), "".join(err)
+
+
+def submit(core: k8s.CoreV1Api, namespace: str, pod: str, request: dict[str, Any], timeout_s: int) -> dict[str, Any]:
+    """``budeval submit - --wait --json`` inside the service container; returns the final event."""
+    command = [
+        "sh",
+        "-c",
+        'printf %s "$1" | budeval submit - --wait --json --timeout "$2"',
+        "submit",
+        json.dumps(request),
+        str(timeout_s),
+    ]
+    code, text, err = exec_in(core, namespace, pod, command, timeout_s)
+    if code != 0:
+        fail(f"budeval submit exited {code}:\n{text[-3000:]}\n{err[-3000:]}")
     return dict(json.loads(text[text.index("{") :]))
 
 
@@ -207,9 +214,21 @@ def check_archive(args: argparse.Namespace, eval_id: str) -> list[str]:
     return manifests
 
 
+def check_pod_shape(pod: Any) -> None:
+    """The service pod as the Dapr injector shapes it: the app container and a ``daprd`` container, both running,
+    neither restarted."""
+    names = [c.name for c in pod.spec.containers]
+    if names != ["budeval", "daprd"]:
+        fail(f"service pod containers {names}, expected ['budeval', 'daprd']")
+    states = {c.name: (c.ready, c.restart_count) for c in pod.status.container_statuses or []}
+    if states != {"budeval": (True, 0), "daprd": (True, 0)}:
+        fail(f"service pod containers (ready, restarts): {states}")
+
+
 def run(args: argparse.Namespace) -> None:
     core, batch = clients(args.kubeconfig)
     pod = service_pod(core, args.namespace, args.release)
+    check_pod_shape(pod)
     token_secret = core.read_namespaced_secret(f"{args.release}-api-token", args.namespace)
     token = base64.b64decode(token_secret.data["token"]).decode()
     request = {
@@ -225,10 +244,15 @@ def run(args: argparse.Namespace) -> None:
         "resources": {"gpus": 0, "cpu": "1", "memory": "4Gi"},
         "timeout_s": args.timeout,
     }
+    # The datasets volume: mounted in the service at COMPASS_DATA_CACHE, the default root of the check.
+    code, out, err = exec_in(core, args.namespace, pod.metadata.name, ["budeval", "datasets", "check", "--suite",
+                                                                       "light"], 120)
+    if code != 0 or f"under {args.datasets_mount}" not in out:
+        fail(f"budeval datasets check in the service pod exited {code}: {out[-2000:]} {err[-2000:]}")
     # Its own API client: kubernetes.stream swaps the request method of the client that runs the exec.
     recorder = Recorder(*clients(args.kubeconfig), args.namespace)
     recorder.start()
-    log(f"publishing {args.eval_id} (suite light) through the service pod {pod.metadata.name}")
+    log(f"publishing {args.eval_id} (suite light) through the daprd container of {pod.metadata.name}")
     event = submit(core, args.namespace, pod.metadata.name, request, args.timeout)
     recorder.stop.set()
     recorder.join()
@@ -247,7 +271,11 @@ def run(args: argparse.Namespace) -> None:
     if results.get("status") != "completed" or not {"tiny_qa", "tiny_mcq"} <= datasets:
         fail(f"scores read back from ClickHouse: {json.dumps(results)[:3000]}")
     manifests = check_archive(args, args.eval_id)
+    check_pod_shape(core.read_namespaced_pod(pod.metadata.name, args.namespace))
 
+    mounts = {tuple(v) for v in recorder.datasets_mounts.values()}
+    if mounts != {((args.datasets_mount, True),)}:
+        fail(f"runner pods' datasets mounts {mounts or 'nothing seen'}, expected {args.datasets_mount} read-only")
     accounts = set(recorder.service_accounts.values())
     if accounts != {args.runner_service_account}:
         fail(f"runner pods ran as {accounts or 'nothing seen'}, expected {args.runner_service_account}")
@@ -258,7 +286,8 @@ def run(args: argparse.Namespace) -> None:
         time.sleep(1)
     log(
         f"scores {sorted((s['dataset'], s['metric'], s['score']) for s in scores)}; archive {manifests}; "
-        f"runner pods {sorted(recorder.service_accounts)} as {args.runner_service_account}; Jobs cleaned up"
+        f"runner pods {sorted(recorder.service_accounts)} as {args.runner_service_account} with the datasets volume "
+        f"read-only at {args.datasets_mount}; Jobs cleaned up"
     )
     print(f"cluster_e2e=ok completed_p50_s={statistics.median(delays):.1f}")
 
@@ -278,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--release", required=True)
     pr.add_argument("--eval-id", required=True)
     pr.add_argument("--runner-service-account", default="budeval-runner")
+    pr.add_argument("--datasets-mount", default="/var/lib/budeval/datasets")
     pr.add_argument("--s3-endpoint", required=True)
     pr.add_argument("--s3-access-key", required=True)
     pr.add_argument("--s3-secret-key", required=True)

@@ -5,7 +5,7 @@
 #   (scripts/kube/images.sh), SeaweedFS S3 on the host (scripts/s3_server.sh, reachable from pods), then
 #   `helm install` of charts/budeval with values for this node, and scripts/cluster_e2e.py: the bundled `light` suite
 #   with SmolLM2-135M-Instruct from the results volume, published on the request topic through the service pod's
-#   embedded sidecar, checked in ClickHouse (chDB on the volume), the S3 archive, the runner pods' ServiceAccount and
+#   sidecar container (budeval's Dapr-compatible sidecar where the Dapr injector puts daprd), checked in ClickHouse (chDB on the volume), the S3 archive, the runner pods' ServiceAccount and
 #   the Jobs' cleanup. Last line: cluster_e2e=ok completed_p50_s=<Job complete -> completed event>.
 #
 #   scripts/cluster_e2e.sh            # everything it started is stopped by PID at the end (also on failure)
@@ -83,22 +83,27 @@ VOLUME="$NODE_STATE/volumes/results"
 if [ "$node_was_running" = 0 ]; then rm -rf "$VOLUME"; fi
 "$PY" scripts/cluster_e2e.py prepare --kubeconfig "$KUBECONFIG" --namespace "$NS" --volume "$VOLUME" --model "$MODEL"
 
+# The stock datasets' folder (COMPASS_DATA_CACHE layout), read-only in the service and the runner pods.
+DATASETS="$NODE_STATE/volumes/datasets"
+mkdir -p "$DATASETS"
+chmod 755 "$DATASETS"
+
 VALUES="$NODE_STATE/e2e-values.yaml"
 cat >"$VALUES" <<EOF
 image: {repository: budeval, tag: "0.1.0", pullPolicy: Never}
 runner:
   image: {repository: opencompass-runner, tag: "0.5.4-cpu"}
-# No daprd here: the service's embedded Dapr-compatible sidecar.
-dapr: {enabled: false}
-# chDB on the results volume; the service applies the migrations when it starts (the hook Job has no volume).
-clickhouse: {existingSecret: e2e-clickhouse}
-migrations: {enabled: false}
+# No daprd here: budeval's Dapr-compatible sidecar as the pod's daprd container (the injector's pod shape).
+dapr: {enabled: false, embeddedSidecar: {mode: container}}
+# chDB on the results volume (the chart then renders no migration hook: the service migrates it when it starts).
+clickhouse: {dsn: "chdb:///var/lib/budeval/results/_clickhouse"}
 s3:
   endpoint: "http://$GATEWAY:$S3_PORT"
   bucket: budeval-archive
   accessKey: "$BUDEVAL_S3_ACCESS_KEY"
   secretKey: "$BUDEVAL_S3_SECRET_KEY"
 results: {existingClaim: budeval-results}
+datasets: {hostPath: "$DATASETS"}
 EOF
 HELM="$(scripts/helm.sh --path)"
 "$HELM" uninstall "$RELEASE" --namespace "$NS" --kubeconfig "$KUBECONFIG" >/dev/null 2>&1 || true

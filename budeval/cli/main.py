@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "budeval.cli.service_commands",  # serve, submit, status, cancel
     "budeval.cli.identity_commands",  # plan, explain
     "budeval.cli.decision_commands",  # gate, series
+    "budeval.cli.datasets_command",  # datasets check
 )
 
 

@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     runner_image: str = "ghcr.io/budeval/opencompass-runner:0.5.4"
     runner_service_account: str = "budeval-runner"
     results_pvc: str = "budeval-results"
+    #: OpenCompass's stock dataset files for the runner pods: a PVC (``datasets_pvc``) or a folder on the node
+    #: (``datasets_host_path``), mounted read-only at ``compass_data_cache`` in every runner pod, whose
+    #: ``COMPASS_DATA_CACHE`` it then is. Neither (""): the pods' cache is ``{results_root}/_cache/datasets``.
+    datasets_pvc: str = ""
+    datasets_host_path: str = ""
     #: Python interpreter of the OpenCompass venv (local backend); OpenCompass needs numpy<2, so it lives apart.
     opencompass_python: str = ""
     engine_version: str = "0.5.4"

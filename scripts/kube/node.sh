@@ -319,6 +319,19 @@ advertise_gpus() {
   api PATCH "/api/v1/nodes/$NODE_NAME/status" application/json-patch+json \
     "[{\"op\":\"add\",\"path\":\"/status/capacity/nvidia.com~1gpu\",\"value\":\"$GPUS\"}]" >/dev/null \
     || die "could not patch nvidia.com/gpu onto Node $NODE_NAME"
+  # The kubelet copies capacity to allocatable on its next status sync (10 s); one re-registering an existing Node
+  # first zeroes its extended resources. Wait until the scheduler can see the GPUs, re-patching once per sync.
+  local i
+  for i in $(seq 1 90); do
+    [ "$(api GET "/api/v1/nodes/$NODE_NAME" | python3 -c 'import json, sys
+print(json.load(sys.stdin)["status"].get("allocatable", {}).get("nvidia.com/gpu", ""))')" = "$GPUS" ] && return 0
+    if [ $((i % 20)) = 0 ]; then
+      api PATCH "/api/v1/nodes/$NODE_NAME/status" application/json-patch+json \
+        "[{\"op\":\"add\",\"path\":\"/status/capacity/nvidia.com~1gpu\",\"value\":\"$GPUS\"}]" >/dev/null || true
+    fi
+    sleep 0.5
+  done
+  die "Node $NODE_NAME does not show $GPUS allocatable nvidia.com/gpu after 45 s"
 }
 
 start() {

@@ -119,6 +119,7 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
     "no-clickhouse-dsn-nor-secret": ({"clickhouse": {"dsn": ""}}, "clickhouse.dsn"),
     "dsn-without-scheme": ({"clickhouse": {"dsn": "clickhouse:8123"}}, "clickhouse.dsn"),
     "dsn-native-protocol": ({"clickhouse": {"dsn": "clickhouse://ch:9000/db"}}, "clickhouse.dsn"),
+    "chdb-dsn-relative-path": ({"clickhouse": {"dsn": "chdb://results/_clickhouse"}}, "clickhouse.dsn"),
     "s3-access-key-without-secret-key": ({"s3": {"accessKey": "AKIA0000"}}, "s3.secretKey"),
     "bad-bucket-name": ({"s3": {"bucket": "Eval_Archive"}}, "s3.bucket"),
     "root-user": ({"securityContext": {"runAsUser": 0}}, "securityContext.runAsUser"),

@@ -17,7 +17,7 @@ from kubernetes import client as k8s
 from budeval.backends.kubernetes import KubernetesBackend
 from budeval.backends.kubernetes import manifests as m
 from budeval.config import Settings
-from budeval.errors import UnsafeIdError
+from budeval.errors import UnsafeIdError, ValidationError
 from tests.k8s.specs import endpoint_spec, hf_spec
 
 VERSIONS = ("1.29", "1.33")
@@ -167,3 +167,57 @@ def test_the_job_command_captures_the_environment_then_runs_opencompass(tmp_path
     captured = read_environment(work)
     assert captured["node"] == "gpu-node-7" and captured["python"] == ".".join(map(str, sys.version_info[:3]))
     assert captured["gpu_count"] == 0 and captured["hostname"]
+
+
+# -- the stock datasets' volume ------------------------------------------------------------------------------------
+def _pod(settings: Settings) -> dict[str, Any]:
+    _, job = KubernetesBackend(settings, k8s.ApiClient()).manifests(hf_spec("eval-data", gpus=0))
+    pod: dict[str, Any] = job["spec"]["template"]["spec"]
+    return pod
+
+
+def _env(pod: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in pod["containers"][0]["env"] if "value" in e}
+
+
+@pytest.mark.parametrize(
+    ("given", "source"),
+    [
+        ({"datasets_pvc": "stock-data"}, {"persistentVolumeClaim": {"claimName": "stock-data", "readOnly": True}}),
+        ({"datasets_host_path": "/srv/compass"}, {"hostPath": {"path": "/srv/compass", "type": "Directory"}}),
+    ],
+    ids=["pvc", "host-path"],
+)
+def test_datasets_volume_is_mounted_read_only_as_the_data_cache(
+    tmp_path: Path, given: dict[str, str], source: dict[str, Any]
+) -> None:
+    settings = Settings(data_dir=tmp_path, results_root=Path("/results"), compass_data_cache="/data/compass", **given)
+    pod = _pod(settings)
+    assert {"name": "datasets", **source} in pod["volumes"]
+    assert {"name": "datasets", "mountPath": "/data/compass", "readOnly": True} in pod["containers"][0]["volumeMounts"]
+    assert _env(pod)["COMPASS_DATA_CACHE"] == "/data/compass"
+    for version in VERSIONS:
+        _, job = KubernetesBackend(settings, k8s.ApiClient()).manifests(hf_spec("eval-data", gpus=0))
+        kubernetes_validate.validate(job, version, strict=True)
+
+
+def test_without_a_datasets_volume_the_cache_is_on_the_results_volume(tmp_path: Path) -> None:
+    pod = _pod(Settings(data_dir=tmp_path, results_root=Path("/results"), compass_data_cache="/data/compass"))
+    assert not [v for v in pod["volumes"] if v["name"] == "datasets"]
+    assert _env(pod)["COMPASS_DATA_CACHE"] == "/results/_cache/datasets"
+
+
+@pytest.mark.parametrize(
+    ("given", "field"),
+    [
+        ({"datasets_pvc": "a", "datasets_host_path": "/b", "compass_data_cache": "/c"}, "datasets_pvc"),
+        ({"datasets_pvc": "stock-data"}, "compass_data_cache"),
+        ({"datasets_pvc": "stock-data", "compass_data_cache": "data"}, "compass_data_cache"),
+        ({"datasets_host_path": "srv/compass", "compass_data_cache": "/c"}, "datasets_host_path"),
+    ],
+    ids=["both", "no-mount-path", "relative-mount-path", "relative-host-path"],
+)
+def test_bad_datasets_volume_settings_are_refused(tmp_path: Path, given: dict[str, str], field: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        KubernetesBackend(Settings(data_dir=tmp_path, **given), k8s.ApiClient())
+    assert err.value.field == field

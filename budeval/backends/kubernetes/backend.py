@@ -65,6 +65,8 @@ class KubernetesBackend:
         self.backoff_limit = settings.kube_job_backoff_limit if backoff_limit is None else backoff_limit
         self.ttl_after_finished_s = ttl_after_finished_s
         self.watch_timeout_s = settings.kube_watch_timeout_s if watch_timeout_s is None else watch_timeout_s
+        self.datasets = m.datasets_volume(settings.datasets_pvc, settings.datasets_host_path,
+                                          settings.compass_data_cache)
 
     # -- manifests -------------------------------------------------------------------------------------------------
     def manifests(self, spec: RunSpec) -> tuple[Json, Json]:
@@ -81,6 +83,7 @@ class KubernetesBackend:
             engine_version=s.engine_version,
             backoff_limit=self.backoff_limit,
             ttl_after_finished_s=self.ttl_after_finished_s,
+            datasets=self.datasets,
         )
         return cm, job
 

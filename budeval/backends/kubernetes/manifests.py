@@ -5,7 +5,8 @@ the same path (so a path means the same thing in both):
 
 - ``{results_root}/{eval_id}/{run_id}/`` OpenCompass ``--work-dir`` of the run (timestamp folders inside);
 - ``{results_root}/_cache/huggingface`` Hugging Face cache (``HF_HOME``), ``{results_root}/_cache/datasets``
-  OpenCompass dataset cache (``COMPASS_DATA_CACHE``). ``_`` can never start an eval id (a DNS label).
+  OpenCompass dataset cache (``COMPASS_DATA_CACHE``) unless a read-only datasets volume (:func:`datasets_volume`)
+  is mounted. ``_`` can never start an eval id (a DNS label).
 
 The API key of an endpoint model is only a ``secretKeyRef``: no value of it exists anywhere in these manifests.
 """
@@ -13,6 +14,7 @@ The API key of an endpoint model is only a ``secretKeyRef``: no value of it exis
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -178,13 +180,47 @@ def _tolerations(spec: RunSpec) -> list[dict[str, Any]]:
     return out
 
 
-def _env(spec: RunSpec, results_root: PurePosixPath) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class DatasetsVolume:
+    """The read-only volume of OpenCompass's stock dataset files in every runner pod: ``source`` is the pod volume's
+    source (``{"persistentVolumeClaim": ...}`` or ``{"hostPath": ...}``), mounted at ``mount_path``, the pods'
+    ``COMPASS_DATA_CACHE``."""
+
+    source: dict[str, Any]
+    mount_path: PurePosixPath
+
+
+def datasets_volume(pvc: str, host_path: str, mount_path: str) -> DatasetsVolume | None:
+    """The datasets volume of the settings ``datasets_pvc`` / ``datasets_host_path`` / ``compass_data_cache``; None
+    when neither is set. Raises ValidationError for both at once, a relative host path, or a mount path
+    (``COMPASS_DATA_CACHE``) that is unset or relative."""
+    if not pvc and not host_path:
+        return None
+    if pvc and host_path:
+        raise ValidationError("give datasets_pvc or datasets_host_path, not both", "datasets_pvc")
+    where = PurePosixPath(mount_path) if mount_path else None
+    if where is None or not where.is_absolute():
+        raise ValidationError(
+            f"a datasets volume needs an absolute COMPASS_DATA_CACHE to mount it at, got {mount_path!r}",
+            "compass_data_cache",
+        )
+    if pvc:
+        source: dict[str, Any] = {"persistentVolumeClaim": {"claimName": pvc, "readOnly": True}}
+    else:
+        if not PurePosixPath(host_path).is_absolute():
+            raise ValidationError(f"must be an absolute path on the node, got {host_path!r}", "datasets_host_path")
+        source = {"hostPath": {"path": host_path, "type": "Directory"}}
+    return DatasetsVolume(source=source, mount_path=where)
+
+
+def _env(spec: RunSpec, results_root: PurePosixPath, datasets: DatasetsVolume | None) -> list[dict[str, Any]]:
     cache = results_root / "_cache"
+    data_cache = datasets.mount_path if datasets is not None else cache / "datasets"
     env: list[dict[str, Any]] = [
         {"name": "HOME", "value": POD_TMP},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         {"name": "HF_HOME", "value": str(cache / "huggingface")},
-        {"name": "COMPASS_DATA_CACHE", "value": str(cache / "datasets")},
+        {"name": "COMPASS_DATA_CACHE", "value": str(data_cache)},
         {"name": "BUDEVAL_EVAL_ID", "value": spec.eval_id},
         {"name": "BUDEVAL_RUN_ID", "value": spec.run_id},
         # The node the run landed on, for its captured environment (provenance).
@@ -210,8 +246,10 @@ def job(
     engine_version: str,
     backoff_limit: int,
     ttl_after_finished_s: int,
+    datasets: DatasetsVolume | None = None,
 ) -> dict[str, Any]:
-    """The batch/v1 Job of one run; every field comes from the spec or the backend's settings."""
+    """The batch/v1 Job of one run; every field comes from the spec or the backend's settings. ``datasets``: the
+    stock datasets' volume (:func:`datasets_volume`), mounted read-only; None: the cache on the results volume."""
     root = PurePosixPath(str(results_root))
     if not root.is_absolute():
         raise ValidationError(f"must be an absolute path to mount the results PVC at, got {root}", "results_root")
@@ -238,7 +276,7 @@ def job(
                 "imagePullPolicy": "IfNotPresent",
                 "command": runner_command(spec, root),
                 "workingDir": POD_TMP,
-                "env": _env(spec, root),
+                "env": _env(spec, root, datasets),
                 "resources": _resources(spec),
                 "securityContext": {
                     "runAsNonRoot": True,
@@ -265,6 +303,11 @@ def job(
             {"name": "tmp", "emptyDir": {}},
         ],
     }
+    if datasets is not None:
+        pod_spec["containers"][0]["volumeMounts"].append(
+            {"name": "datasets", "mountPath": str(datasets.mount_path), "readOnly": True}
+        )
+        pod_spec["volumes"].append({"name": "datasets", **datasets.source})
     if res.node_selector:
         pod_spec["nodeSelector"] = dict(res.node_selector)
     tolerations = _tolerations(spec)

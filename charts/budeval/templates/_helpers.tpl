@@ -54,6 +54,24 @@ app.kubernetes.io/part-of: budeval
 {{- default (printf "%s-results" (include "budeval.fullname" .) | trunc 63 | trimSuffix "-") .Values.results.existingClaim }}
 {{- end }}
 
+{{/* The datasets volume's pod volume source (after the volume's name), empty when none is configured. */}}
+{{- define "budeval.datasetsSource" -}}
+{{- if .Values.datasets.existingClaim }}
+persistentVolumeClaim:
+  claimName: {{ .Values.datasets.existingClaim }}
+  readOnly: true
+{{- else if .Values.datasets.hostPath }}
+hostPath:
+  path: {{ .Values.datasets.hostPath | quote }}
+  type: Directory
+{{- end }}
+{{- end }}
+
+{{/* "true" when the embedded sidecar runs as its own container of the service pod (no daprd). */}}
+{{- define "budeval.sidecarContainer" -}}
+{{- if and (not .Values.dapr.enabled) (eq .Values.dapr.embeddedSidecar.mode "container") }}true{{ end }}
+{{- end }}
+
 {{- define "budeval.storeSecret" -}}
 {{- default (printf "%s-clickhouse" (include "budeval.fullname" .) | trunc 63 | trimSuffix "-") .Values.clickhouse.existingSecret }}
 {{- end }}
@@ -72,6 +90,13 @@ app.kubernetes.io/part-of: budeval
 
 {{- define "budeval.appTokenSecret" -}}
 {{- default (printf "%s-app-token" (include "budeval.fullname" .) | trunc 63 | trimSuffix "-") .Values.dapr.appTokenSecret }}
+{{- end }}
+
+{{/* "true" when the chart's own DSN is an embedded chDB store (chdb:///path, a folder on the results volume): the
+     service opens it alone and migrates it at start, so no hook Job. An existingSecret's DSN is not visible here:
+     with a chDB DSN in a Secret, set migrations.enabled=false. */}}
+{{- define "budeval.storeIsEmbedded" -}}
+{{- if and (not .Values.clickhouse.existingSecret) (hasPrefix "chdb://" .Values.clickhouse.dsn) }}true{{ end }}
 {{- end }}
 
 {{/* The Secret the migration hook reads the DSN from: a hook copy when the chart owns the DSN (hooks run before
@@ -119,13 +144,27 @@ app.kubernetes.io/part-of: budeval
 - name: BUDEVAL_PORT
   value: "8080"
 - name: BUDEVAL_SIDECAR
-  value: {{ ternary "external" "embedded" .Values.dapr.enabled }}
+  value: {{ ternary "external" "embedded" (or .Values.dapr.enabled (eq (include "budeval.sidecarContainer" .) "true")) }}
+{{- if include "budeval.sidecarContainer" . }}
+- name: DAPR_GRPC_PORT
+  value: "50001"
+- name: DAPR_HTTP_PORT
+  value: "3500"
+{{- end }}
 - name: BUDEVAL_DATA_DIR
   value: /var/lib/budeval/data
 - name: BUDEVAL_RESULTS_ROOT
   value: {{ .Values.results.mountPath | quote }}
 - name: BUDEVAL_RESULTS_PVC
   value: {{ include "budeval.resultsClaim" . }}
+{{- if include "budeval.datasetsSource" . }}
+- name: BUDEVAL_DATASETS_PVC
+  value: {{ .Values.datasets.existingClaim | quote }}
+- name: BUDEVAL_DATASETS_HOST_PATH
+  value: {{ .Values.datasets.hostPath | quote }}
+- name: COMPASS_DATA_CACHE
+  value: {{ .Values.datasets.mountPath | quote }}
+{{- end }}
 - name: BUDEVAL_RUNNER_IMAGE
   value: {{ include "budeval.runnerImage" . | quote }}
 - name: BUDEVAL_RUNNER_SERVICE_ACCOUNT
