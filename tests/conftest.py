@@ -1,13 +1,17 @@
-"""Session fixture for every real-OpenCompass test (tests/backends, tests/engine, tests/decisions): the venv + model
-from scripts/setup_opencompass.sh (idempotent). Tests that need them ask for this fixture, never a skip: a cold
-machine installs them at first use (collection-time skip conditions would run before the install)."""
+"""Fixtures shared by every test folder: the real OpenCompass venv + model (``opencompass_env``: installed by
+scripts/setup_opencompass.sh at first use -- tests that need them ask for this fixture, never a collection-time skip,
+which a cold machine would take before the install) and a fresh migrated chDB store per test (``store``)."""
 
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from budeval.storage.clickhouse import ClickHouseStore
+from budeval.storage.factory import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,3 +28,14 @@ def opencompass_env() -> dict[str, str]:
     assert Path(env["BUDEVAL_OPENCOMPASS_PYTHON"]).exists()
     assert (Path(env["BUDEVAL_MODEL_PATH"]) / "config.json").exists()
     return env
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ClickHouseStore]:
+    """chDB allows one data dir per process at a time: each test opens its own and closes it afterwards."""
+    opened = open_store(f"chdb://{tmp_path / 'ch'}")
+    opened.migrate()
+    try:
+        yield opened
+    finally:
+        opened.close()

@@ -25,19 +25,8 @@ from budeval.service.metrics import Metrics
 from budeval.storage.archive_folder import FolderArchive
 from budeval.storage.base import EvaluationRecord
 from budeval.storage.clickhouse import ClickHouseStore
-from budeval.storage.factory import open_store
 from tests.service.conftest import Harness, _harness
 from tests.service.support import FakeState, StandInWorkflows, Status
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ClickHouseStore]:
-    opened = open_store(f"chdb://{tmp_path / 'ch'}")
-    opened.migrate()
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def _settings(tmp_path: Path) -> Settings:

@@ -10,22 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from budeval.storage.clickhouse import ClickHouseStore
-from budeval.storage.factory import open_store
-
 REPO = Path(__file__).resolve().parents[2]
 S3_SCRIPT = REPO / "scripts" / "s3_server.sh"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ClickHouseStore]:
-    """chDB allows one data dir per process at a time: each test opens its own and closes it afterwards."""
-    opened = open_store(f"chdb://{tmp_path / 'ch'}")
-    opened.migrate()
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def _s3_env(state: Path, command: str) -> dict[str, str]:
