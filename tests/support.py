@@ -1,5 +1,5 @@
-"""Helpers every test folder shares: poll until a condition holds, run calls in threads at once, and pick a free
-loopback port."""
+"""Helpers every test folder shares: poll until a condition holds, run calls in threads at once, pick a free
+loopback port, and point the Dapr SDK at an embedded sidecar for one test scope."""
 
 from __future__ import annotations
 
@@ -44,3 +44,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def point_sdk_at_sidecar(mp: Any, grpc_port: int, http_port: int) -> None:
+    """What budeval.config.point_dapr_sdk_at does for ``budeval serve``, through a ``pytest.MonkeyPatch`` so the
+    test scope undoes it: the workflow runtime/client take host/port; DaprClient (the publisher) reads
+    DAPR_RUNTIME_HOST/DAPR_GRPC_PORT and polls DAPR_HTTP_PORT's /v1.0/healthz/outbound."""
+    mp.setenv("DAPR_RUNTIME_HOST", "127.0.0.1")
+    mp.setenv("DAPR_GRPC_PORT", str(grpc_port))
+    mp.setenv("DAPR_HTTP_PORT", str(http_port))
+    mp.delenv("DAPR_GRPC_ENDPOINT", raising=False)
+    mp.delenv("DAPR_HTTP_ENDPOINT", raising=False)

@@ -26,6 +26,7 @@ from budeval.workflow import names
 from budeval.workflow.activities import Deps
 from budeval.workflow.models import WorkflowInput
 from budeval.workflow.worker import build_runtime
+from tests.support import point_sdk_at_sidecar
 
 from .support import OPENCOMPASS, record_fixture
 
@@ -42,11 +43,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     sidecar = EmbeddedSidecar(work / "sidecar.db")
     sidecar.start()
     mp = pytest.MonkeyPatch()
-    mp.setenv("DAPR_RUNTIME_HOST", "127.0.0.1")
-    mp.setenv("DAPR_GRPC_PORT", str(sidecar.grpc_port))
-    mp.setenv("DAPR_HTTP_PORT", str(sidecar.http_port))
-    mp.delenv("DAPR_GRPC_ENDPOINT", raising=False)
-    mp.delenv("DAPR_HTTP_ENDPOINT", raising=False)
+    point_sdk_at_sidecar(mp, sidecar.grpc_port, sidecar.http_port)
     settings = Settings(data_dir=work, results_root=work / "results", archive_url=f"file://{work / 'archive'}")
     store = open_store(settings.resolved_store_dsn())
     store.migrate()

@@ -41,7 +41,7 @@ from budeval.workflow.activities import Deps
 from budeval.workflow.models import WorkflowInput
 from budeval.workflow.worker import WORKFLOW_VERSIONS, build_runtime
 from budeval.workflow.workflows import evaluation_run_workflow, evaluation_workflow
-from tests.support import wait_until
+from tests.support import point_sdk_at_sidecar, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -118,11 +118,7 @@ def service(state: Path, work: Path, store: Any, versions: Any, ports: tuple[int
     """The service's workflow half: embedded sidecar + worker (``build_runtime`` with ``versions``) + client."""
     sidecar = EmbeddedSidecar(state, grpc_port=ports[0], http_port=ports[1]).start()
     mp = pytest.MonkeyPatch()
-    mp.setenv("DAPR_RUNTIME_HOST", "127.0.0.1")
-    mp.setenv("DAPR_GRPC_PORT", str(sidecar.grpc_port))
-    mp.setenv("DAPR_HTTP_PORT", str(sidecar.http_port))
-    mp.delenv("DAPR_GRPC_ENDPOINT", raising=False)
-    mp.delenv("DAPR_HTTP_ENDPOINT", raising=False)
+    point_sdk_at_sidecar(mp, sidecar.grpc_port, sidecar.http_port)
     settings = Settings(data_dir=work, results_root=work / "results", archive_url=f"file://{work / 'archive'}")
     publisher = DaprPublisher(settings.pubsub_name)
     deps = Deps(settings=settings, backend=InstantBackend(work / "results", FIXTURE, silent_prefix="held-"),
