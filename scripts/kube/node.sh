@@ -365,17 +365,9 @@ start() {
   log "node $NODE_NAME ready ($GPUS fake nvidia.com/gpu; $(env_line))"
 }
 
-stop_one() {
-  local name="$1" pid i
-  [ -f "$STATE/$name.pid" ] || return 0
-  pid="$(cat "$STATE/$name.pid")"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$STATE/$name.pid"
-}
+# stop_one NAME: scripts/kube/pids.sh
+# shellcheck source=pids.sh
+source "$(dirname "${BASH_SOURCE[0]}")/pids.sh"
 
 # Every container of this containerd: kill its task (the shim then exits), delete it.
 kill_containers() {
