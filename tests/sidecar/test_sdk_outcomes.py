@@ -31,6 +31,7 @@ from tests.sidecar.test_sdk_evaluation import (  # noqa: F401 (the module's stac
     TIMEOUT,
     _events,
     _kinds,
+    _StoreRefusingFinalRows,
     request,
     stack,
 )
@@ -206,23 +207,6 @@ def test_an_archive_down_past_the_window_finishes_with_what_is_stored_and_is_arc
     assert stack["store"].results("ap-1") == scores  # nothing lost, nothing doubled
     assert [e.type.rsplit(".", 1)[-1] for _, e in publisher.events if e.subject == "ap-1"] == ["archived"]
     assert keeper.run_once()["archived"] == 0  # done once
-
-
-class _StoreRefusingFinalRows:
-    """The real store, except that a final row is refused with a terminal error (finalize gives up)."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def record_evaluation(self, record: Any) -> None:
-        from budeval.errors import ValidationError
-
-        if record.status != "running":
-            raise ValidationError("row refused", field="store")
-        self._inner.record_evaluation(record)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 def test_a_row_left_running_by_a_finalize_that_gave_up_is_corrected_by_the_reconciler(
