@@ -40,6 +40,12 @@ PINS=(
   "gguf==0.19.0"
 )
 
+# One setup at a time per cache (CI, test sessions and the main job may start it together); a second caller waits and
+# then finds the markers.
+mkdir -p "$CACHE"
+exec 9>>"$CACHE/.setup-opencompass.lock"
+flock 9
+
 if [ ! -f "$VENV_MARKER" ]; then
   base_python="${BUDEVAL_PYTHON311:-$(command -v python3.11 || true)}"
   if [ -z "$base_python" ]; then

@@ -123,6 +123,14 @@ unpack() {
 
 build() {
   if have_binaries; then log "binaries cached in $BIN"; return 0; fi
+  # One build at a time per cache: CI, test sessions and node.sh share the source tree and the Go caches. A subshell
+  # holds the lock, so the daemons `start` launches afterwards do not inherit it.
+  mkdir -p "$CACHE"
+  ( flock 9; build_locked ) 9>>"$CACHE/.build.lock"
+}
+
+build_locked() {
+  if have_binaries; then log "binaries built by another process meanwhile: $BIN"; return 0; fi
   unpack
   local work="$CACHE/build" src="$CACHE/build/src"
   log "compiling kube-apiserver and kube-controller-manager (several minutes)"

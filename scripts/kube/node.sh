@@ -67,22 +67,29 @@ build() {
   if have_binaries; then
     log "binaries cached in $BIN"
   else
-    [ -f "$SRC/.reflect2" ] || "$HERE/apiserver.sh" unpack
-    mkdir -p "$BIN" "$NCACHE/build"
-    log "compiling kubelet, kube-scheduler and kube-proxy (several minutes)"
-    local start=$SECONDS
-    # Only kubelet, kube-scheduler and kube-proxy: the apiserver's generated code is already in the tree.
-    (cd "$SRC" && CGO_ENABLED=0 GOFLAGS= GOPATH="$NCACHE/build/gopath" GOCACHE="$NCACHE/build/gocache" \
-        KUBE_GIT_VERSION="v$K8S_VERSION" KUBE_GIT_TREE_STATE=clean \
-        make WHAT="cmd/kubelet cmd/kube-scheduler cmd/kube-proxy" >"$NCACHE/build/make.log" 2>&1) \
-      || { tail -30 "$NCACHE/build/make.log" >&2; die "build failed (log: $NCACHE/build/make.log)"; }
-    local out; out="$(find "$SRC/_output" -type f -name kubelet -path '*bin*' | head -1)"
-    [ -n "$out" ] || die "kubelet binary not found under $SRC/_output"
-    install -m 0755 "$out" "$(dirname "$out")/kube-scheduler" "$(dirname "$out")/kube-proxy" "$BIN/"
-    echo "$BUILD_ID" >"$BIN/build-id"
-    log "built in $((SECONDS - start)) s: $("$BIN/kubelet" --version)"
+    # The lock apiserver.sh's build takes: both compile in the same source tree.
+    mkdir -p "$CACHE_ROOT/kube"
+    ( flock 9; build_locked ) 9>>"$CACHE_ROOT/kube/.build.lock"
   fi
   "$HERE/images.sh" pause
+}
+
+build_locked() {
+  if have_binaries; then log "binaries built by another process meanwhile: $BIN"; return 0; fi
+  [ -f "$SRC/.reflect2" ] || "$HERE/apiserver.sh" unpack
+  mkdir -p "$BIN" "$NCACHE/build"
+  log "compiling kubelet, kube-scheduler and kube-proxy (several minutes)"
+  local start=$SECONDS
+  # Only kubelet, kube-scheduler and kube-proxy: the apiserver's generated code is already in the tree.
+  (cd "$SRC" && CGO_ENABLED=0 GOFLAGS= GOPATH="$NCACHE/build/gopath" GOCACHE="$NCACHE/build/gocache" \
+      KUBE_GIT_VERSION="v$K8S_VERSION" KUBE_GIT_TREE_STATE=clean \
+      make WHAT="cmd/kubelet cmd/kube-scheduler cmd/kube-proxy" >"$NCACHE/build/make.log" 2>&1) \
+    || { tail -30 "$NCACHE/build/make.log" >&2; die "build failed (log: $NCACHE/build/make.log)"; }
+  local out; out="$(find "$SRC/_output" -type f -name kubelet -path '*bin*' | head -1)"
+  [ -n "$out" ] || die "kubelet binary not found under $SRC/_output"
+  install -m 0755 "$out" "$(dirname "$out")/kube-scheduler" "$(dirname "$out")/kube-proxy" "$BIN/"
+  echo "$BUILD_ID" >"$BIN/build-id"
+  log "built in $((SECONDS - start)) s: $("$BIN/kubelet" --version)"
 }
 
 pid_alive() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
