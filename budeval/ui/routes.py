@@ -24,13 +24,14 @@ from budeval.ui.render import HEADERS, render
 from budeval.ui.session import COOKIE, CSRF_FIELD, SESSION_S, Session, Sessions, same_origin
 from budeval.ui.views_analysis import compare_context, series_context, series_example_context
 from budeval.ui.views_evaluation import evaluation_context, progress
-from budeval.ui.views_tables import examples_context, leaderboard_context
+from budeval.ui.views_tables import PAGE_SIZE, examples_context, leaderboard_context
 
 UI_PREFIX = "/ui"
 _STATIC = resources.files("budeval.ui") / "static"
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png", ".svg": "image/svg+xml"}
 Text = Annotated[str | None, Query(max_length=200)]
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
+Size = Annotated[int, Query(ge=1, le=200, description="rows per page")]
 
 
 def _static_files() -> dict[str, tuple[bytes, str]]:
@@ -151,10 +152,11 @@ def ui_router(deps: UiDeps) -> APIRouter:
     def leaderboard(
         request: Request, metric: Text = None, datasets: Annotated[list[str], Query(max_length=200)] = [],  # noqa: B006
         mode: Literal["latest", "best"] = "latest", sort: Literal["rank", "model", "score", "datasets"] = "rank",
-        dir: Literal["asc", "desc"] = "asc", offset: Offset = 0,
+        dir: Literal["asc", "desc"] = "asc", offset: Offset = 0, size: Size = PAGE_SIZE,
     ) -> Response:
         return page(request, "leaderboard.html", lambda: leaderboard_context(
-            store, metric=metric, datasets=datasets, mode=mode, sort=sort, descending=dir == "desc", offset=offset))
+            store, metric=metric, datasets=datasets, mode=mode, sort=sort, descending=dir == "desc", offset=offset,
+            size=size))
 
     @router.get("/evals/{eval_id}")
     def evaluation(request: Request, eval_id: str, cancel: Text = None) -> Response:
@@ -232,12 +234,13 @@ def ui_router(deps: UiDeps) -> APIRouter:
     def examples(
         request: Request, eval_id: Text = None, dataset: Text = None, model: Text = None,
         correct: Literal["", "right", "wrong", "unjudged"] = "", text: Text = None, offset: Offset = 0,
+        size: Size = PAGE_SIZE,
     ) -> Response:
         where = ExampleFilter(
             eval_id=eval_id or None, dataset=dataset or None, model=model or None,
             correct={"right": True, "wrong": False}.get(correct), unjudged=correct == "unjudged", text=text or None,
         )
-        return page(request, "examples.html", lambda: examples_context(store, where, offset))
+        return page(request, "examples.html", lambda: examples_context(store, where, offset, size))
 
     # -- static ----------------------------------------------------------------------------------------------------
     @router.get("/static/{name:path}")

@@ -14,7 +14,7 @@ Sort = Literal["rank", "model", "score", "datasets"]
 
 def leaderboard_context(
     store: Any, *, metric: str | None, datasets: list[str], mode: Literal["latest", "best"], sort: Sort,
-    descending: bool, offset: int,
+    descending: bool, offset: int, size: int = PAGE_SIZE,
 ) -> dict[str, Any]:
     """Rows of one metric over a dataset set (all datasets when empty), ``latest`` or ``best`` score per dataset, a
     page of :data:`PAGE_SIZE` from ``offset`` in ``sort`` order, each with its significance tier against the leader
@@ -24,15 +24,16 @@ def leaderboard_context(
         metric = "accuracy" if "accuracy" in catalog.metrics else (catalog.metrics[0] if catalog.metrics else None)
     chosen = [d for d in datasets if d in catalog.datasets]
     common = {"datasets": chosen or None, "metric": metric, "mode": mode}
-    rows = store.leaderboard(**common, limit=PAGE_SIZE + 1, offset=offset, sort=sort, descending=descending)
-    more = len(rows) > PAGE_SIZE
-    rows = rows[:PAGE_SIZE]
+    rows = store.leaderboard(**common, limit=size + 1, offset=offset, sort=sort, descending=descending)
+    more = len(rows) > size
+    rows = rows[:size]
     leader = next((r for r in rows if r.rank == 1), None)
     if leader is None and rows:
         top = store.leaderboard(**common, limit=1, offset=0)
         leader = top[0] if top else None
     shown = sorted({d for r in rows for d in r.scores})
-    params = {"metric": metric, "mode": mode, "sort": sort, "dir": "desc" if descending else "asc"}
+    params = {"metric": metric, "mode": mode, "sort": sort, "dir": "desc" if descending else "asc",
+              "size": size if size != PAGE_SIZE else None}
     return {
         "catalog": catalog,
         "metric": metric,
@@ -44,28 +45,28 @@ def leaderboard_context(
         "columns": shown,
         "leader": leader,
         "offset": offset,
-        "next_offset": offset + PAGE_SIZE if more else None,
-        "prev_offset": max(0, offset - PAGE_SIZE) if offset else None,
+        "next_offset": offset + size if more else None,
+        "prev_offset": max(0, offset - size) if offset else None,
         "params": params,
         "dataset_params": [("datasets", d) for d in chosen],
     }
 
 
-def examples_context(store: Any, where: ExampleFilter, offset: int) -> dict[str, Any]:
-    """A page of stored predictions matching ``where`` and the pickers' choices."""
-    rows = store.examples_page(where, limit=PAGE_SIZE + 1, offset=offset)
-    more = len(rows) > PAGE_SIZE
+def examples_context(store: Any, where: ExampleFilter, offset: int, size: int = PAGE_SIZE) -> dict[str, Any]:
+    """A page of ``size`` stored predictions matching ``where`` from ``offset``, and the pickers' choices."""
+    rows = store.examples_page(where, limit=size + 1, offset=offset)
+    more = len(rows) > size
     correctness = "unjudged" if where.unjudged else {True: "right", False: "wrong", None: ""}[where.correct]
     params = {"eval_id": where.eval_id, "dataset": where.dataset, "model": where.model, "correct": correctness,
-              "text": where.text}
+              "text": where.text, "size": size if size != PAGE_SIZE else None}
     return {
         "catalog": store.catalog(),
         "recent": store.recent_evaluations(200),
         "where": where,
         "correctness": correctness,
-        "rows": rows[:PAGE_SIZE],
+        "rows": rows[:size],
         "offset": offset,
-        "next_offset": offset + PAGE_SIZE if more else None,
-        "prev_offset": max(0, offset - PAGE_SIZE) if offset else None,
+        "next_offset": offset + size if more else None,
+        "prev_offset": max(0, offset - size) if offset else None,
         "params": params,
     }

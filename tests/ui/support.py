@@ -11,7 +11,7 @@ from budeval.engine.results import parse_run
 from budeval.storage.base import EvaluationRecord
 from budeval.storage.clickhouse import ClickHouseStore
 from tests.decisions.support import OPENCOMPASS, REALWORLD, PlantedRun, planted, record, record_fixture, verdicts
-from tests.service.support import FakeState, Status, StandInWorkflows
+from tests.service.support import FakeState, StandInWorkflows, Status
 
 SERIES = "ui-series"
 #: The four checkpoints of the series: real tiny_mcq outputs (greedy, two replicas, sampled, G-Pass sampled).
@@ -60,7 +60,8 @@ def _failed(store: ClickHouseStore, workflows: StandInWorkflows) -> None:
                                          "r1": {"queued_s": 0.4, "run_s": 61.0, "collect_s": 0.2}}}}))
     output = {"outcome": "partial", "failures": [{
         "run_id": "r0", "datasets": ["tiny_mcq"], "reason_class": "run_failed", "reason": "OpenCompass exited with 1",
-        "log_excerpt": "Traceback (most recent call last):\n  File \"run.py\", line 1\nRuntimeError: CUDA out of memory",
+        "log_excerpt": "Traceback (most recent call last):\n  File \"run.py\", line 1\n"
+                       "RuntimeError: CUDA out of memory",
     }]}
     workflows.instances[FAILED] = FakeState(FAILED, Status.COMPLETED, serialized_output=json.dumps(output),
                                             created_at=_CLOCK, last_updated_at=_CLOCK + timedelta(minutes=3))
