@@ -101,12 +101,8 @@ class StoreBrowse:
         (:class:`PairedDataset`), None for a pair with no row; one query for all pairs."""
         if not pairs:
             return []
-        params: dict[str, Any] = {
-            "ds": [b[2] for b, _ in pairs],
-            "eb": [b[0] for b, _ in pairs], "mb": [b[1] for b, _ in pairs],
-            "ec": [c[0] for _, c in pairs], "mc": [c[1] for _, c in pairs],
-            "cells": sorted({cell for pair in pairs for cell in pair}),
-        }
+        sides = [(*cell, i + 1, side == 0) for i, pair in enumerate(pairs) for side, cell in enumerate(pair)]
+        params: dict[str, Any] = {"sides": sides, "cells": sorted({cell for pair in pairs for cell in pair})}
         found: dict[int, PairedDataset] = {}
         for row in self._rows("paired cells", paired_cells_sql(), params):
             pair, paired, only_b, only_c, single, losses, gains, mean_b, mean_c, hist, span, mixed = row

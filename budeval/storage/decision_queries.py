@@ -66,24 +66,23 @@ def _paired_aggregate(keys: str, inner: str) -> str:
 
 def paired_cells_sql() -> str:
     """:func:`paired_sql`'s aggregates for many pairs of leaderboard cells at once (the significance tiers of the web
-    UI's leaderboard): pair ``i`` is baseline (``eb[i]``, ``mb[i]``) against candidate (``ec[i]``, ``mc[i]``) on
-    dataset ``ds[i]`` -- an evaluation and a model on each side. ``cells``: every (eval_id, model, dataset) named,
-    so that one scan of the sorting key reads them all. One row per pair index (1-based) that has rows."""
-    match = "%(ds)s[i] = dataset AND ((%(eb)s[i] = eval_id AND %(mb)s[i] = model) OR " \
-            "(%(ec)s[i] = eval_id AND %(mc)s[i] = model))"
-    baseline = "(%(eb)s[pair] = eval_id AND %(mb)s[pair] = model)"
+    UI's leaderboard). ``sides``: one (eval_id, model, dataset, pair, is_baseline) tuple per cell of each pair -- pair
+    ``i`` is a baseline cell against a candidate cell on one dataset; ``cells``: every (eval_id, model, dataset) named,
+    so that the sorting key narrows the scan. The cells' rows are joined to their pairs (a hash join on the small
+    list), then aggregated per pair and example. One row per pair that has rows."""
     inner = f"""
         SELECT pair, example_index,
-               countIf({baseline}) AS k_b, countIf(NOT {baseline}) AS k_c,
-               avgIf(v, {baseline}) AS m_b, avgIf(v, NOT {baseline}) AS m_c,
-               minIf(is_verdict, {baseline}) AS verdicts_b, minIf(is_verdict, NOT {baseline}) AS verdicts_c,
-               maxIf(is_verdict, {baseline}) AS any_verdict_b, maxIf(is_verdict, NOT {baseline}) AS any_verdict_c
+               countIf(base) AS k_b, countIf(NOT base) AS k_c,
+               avgIf(v, base) AS m_b, avgIf(v, NOT base) AS m_c,
+               minIf(is_verdict, base) AS verdicts_b, minIf(is_verdict, NOT base) AS verdicts_c,
+               maxIf(is_verdict, base) AS any_verdict_b, maxIf(is_verdict, NOT base) AS any_verdict_c
         FROM (SELECT eval_id, model, dataset, example_index, assumeNotNull({VALUE_SQL}) AS v,
-                     correct IS NOT NULL AS is_verdict,
-                     arrayFilter(i -> {match}, arrayEnumerate(%(ds)s)) AS pairs
+                     correct IS NOT NULL AS is_verdict
               FROM predictions FINAL
-              WHERE (eval_id, model, dataset) IN %(cells)s AND {COMPARED_SQL})
-        ARRAY JOIN pairs AS pair
+              WHERE (eval_id, model, dataset) IN %(cells)s AND {COMPARED_SQL}) AS p
+        INNER JOIN (SELECT s.1 AS eval_id, s.2 AS model, s.3 AS dataset, s.4 AS pair, s.5 AS base
+                    FROM (SELECT arrayJoin(%(sides)s) AS s)) AS m
+            ON p.eval_id = m.eval_id AND p.model = m.model AND p.dataset = m.dataset
         GROUP BY pair, example_index
     """
     return _paired_aggregate("pair", inner) + "\n    ORDER BY pair\n"

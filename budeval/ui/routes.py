@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from budeval.errors import BudevalError, NotFoundError, TransientError
 from budeval.schemas.ids import check_dns_label
 from budeval.storage.browse_queries import ExampleFilter
+from budeval.ui.cache import CachedCatalog
 from budeval.ui.deps import UiDeps
 from budeval.ui.render import HEADERS, render
 from budeval.ui.session import COOKIE, CSRF_FIELD, SESSION_S, Session, Sessions, same_origin
@@ -75,7 +76,7 @@ class _Refused(Exception):
 def ui_router(deps: UiDeps) -> APIRouter:
     """The ``/ui`` routes over ``deps`` (mounted by ``budeval.service.app.create_app``)."""
     sessions = Sessions(deps.api_token)
-    store = deps.store
+    store = CachedCatalog(deps.store)
     static = _static_files()
     router = APIRouter(prefix=UI_PREFIX, include_in_schema=False)
 

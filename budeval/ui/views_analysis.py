@@ -9,6 +9,7 @@ from budeval.decisions.gate import evaluate_gate
 from budeval.decisions.series import build_series
 from budeval.errors import BudevalError, GateRefusedError, NotFoundError
 from budeval.storage.explain import explain
+from budeval.storage.queries import FlipSummaryRow
 
 FLIPS_PAGE = 25
 MATRIX_PAGE = 40
@@ -41,7 +42,7 @@ def compare_context(
     flips = store.flips(a, b, dataset=dataset or None, limit=FLIPS_PAGE + 1, direction=direction, text=text or None,
                         offset=offset)
     more = len(flips) > FLIPS_PAGE
-    summary = store.flip_summary(a, b)
+    summary = _summary(gate) or store.flip_summary(a, b)
     params = {"a": a, "b": b, "dataset": dataset, "direction": direction, "text": text}
     return {
         "a": a, "b": b, "record_a": rec_a, "record_b": rec_b, "explain": doc, "scores": scores, "gate": gate,
@@ -51,6 +52,16 @@ def compare_context(
         "prev_offset": max(0, offset - FLIPS_PAGE) if offset else None, "params": params,
         "flip_datasets": sorted({s.dataset for s in summary}),
     }
+
+
+def _summary(gate: Any) -> list[FlipSummaryRow] | None:
+    """The flip counts per dataset from the gate's McNemar counts (losses: right -> wrong, gains: wrong -> right),
+    when every dataset was one verdict per example on each side; else None (the store counts them)."""
+    if gate is None or any(v.losses is None or v.gains is None for v in gate.datasets):
+        return None
+    return [FlipSummaryRow(model_a=v.model_baseline, model_b=v.model_candidate, dataset=v.dataset,
+                           compared=v.examples, correct_to_wrong=v.losses or 0, wrong_to_correct=v.gains or 0)
+            for v in gate.datasets]
 
 
 def _curve(ds: Any) -> dict[str, Any]:
