@@ -80,8 +80,8 @@ def test_leaderboard_paging_sorting_and_tiers_by_clicks(tab: Tab) -> None:
     page.click("nav.pager a[rel=next]")
     page.wait_for_url("**offset=2**")
     assert column(tab, "leaderboard", 2) == ["model-c", "model-d"]
-    assert column(tab, "leaderboard", 3)[0] == "1 · tied with leader" or column(tab, "leaderboard", 3)[0].startswith(
-        ("1", "2"))  # tiers are against the leader even when it is on another page
+    # against the leader on another page: 10 and 30 examples lost, none gained (McNemar p ~ 0.002 and ~ 2e-9)
+    assert column(tab, "leaderboard", 3) == ["2 · behind leader", "2 · behind leader"]
     page.click("nav.pager a[rel=next]")
     assert column(tab, "leaderboard", 2) == ["model-e"]
     assert page.locator("nav.pager a[rel=next]").count() == 0
