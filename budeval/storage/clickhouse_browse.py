@@ -23,6 +23,7 @@ from budeval.storage.browse_queries import (
     MatrixRow,
     examples_page_sql,
 )
+from budeval.storage.clickhouse_decisions import _finite
 from budeval.storage.clickhouse_rows import _utc
 from budeval.storage.decision_queries import paired_cells_sql, series_matrix_sql
 
@@ -110,13 +111,8 @@ class StoreBrowse:
             found[int(pair) - 1] = PairedDataset(
                 model_baseline=base[1], model_candidate=cand[1], dataset=base[2], paired=int(paired),
                 only_baseline=int(only_b), only_candidate=int(only_c), single_verdicts=bool(single) and int(paired) > 0,
-                losses=int(losses), gains=int(gains), mean_baseline=_number(mean_b), mean_candidate=_number(mean_c),
+                losses=int(losses), gains=int(gains), mean_baseline=_finite(mean_b), mean_candidate=_finite(mean_c),
                 diff_values=[float(v) for v in values], diff_counts=[int(c) for c in counts],
-                value_range=_number(span), mixed=int(mixed),
+                value_range=_finite(span), mixed=int(mixed),
             )
         return [found.get(i) for i in range(len(pairs))]
-
-
-def _number(value: Any) -> float:
-    number = float(value) if value is not None else 0.0
-    return number if number == number else 0.0  # avgIf over nothing is NaN
