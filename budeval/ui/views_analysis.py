@@ -23,6 +23,7 @@ def compare_context(
     """A against B: the provenance diff and score deltas of ``explain``, the gate of B (candidate) against A
     (baseline) with each dataset's delta CI, the flip counts per dataset, and a page of flips filtered by dataset,
     direction and text. Raises NotFoundError for an unknown evaluation."""
+    store = _EvaluationsOnce(store)
     rec_a, rec_b = store.get_evaluation(a), store.get_evaluation(b)
     for eval_id, rec in ((a, rec_a), (b, rec_b)):
         if rec is None:
@@ -52,6 +53,22 @@ def compare_context(
         "prev_offset": max(0, offset - FLIPS_PAGE) if offset else None, "params": params,
         "flip_datasets": sorted({s.dataset for s in summary}),
     }
+
+
+class _EvaluationsOnce:
+    """The store for one page: each evaluation row read once (the page and the gate both ask for A and B)."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._rows: dict[str, Any] = {}
+
+    def get_evaluation(self, eval_id: str) -> Any:
+        if eval_id not in self._rows:
+            self._rows[eval_id] = self._store.get_evaluation(eval_id)
+        return self._rows[eval_id]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
 
 
 def _summary(gate: Any) -> list[FlipSummaryRow] | None:
