@@ -7,6 +7,8 @@ Routes (OpenAPI at ``/docs``):
 * API (bearer token): ``POST /evals`` (``?dry_run=true``: the plan of ``budeval plan``, nothing starts),
   ``GET /evals/{id}``, ``DELETE /evals/{id}`` (routes_evals.py); ``GET /evals/{id}/results``,
   ``GET /leaderboard``, ``GET /compare`` (routes_reads.py).
+* Web UI: ``/ui/...`` (budeval/ui): a token login sets an HttpOnly, SameSite=Strict session cookie; forms carry a
+  CSRF token (docs/ui.md).
 * Open: ``/healthz`` (the process answers), ``/readyz`` (store and sidecar reachable); ``/metrics`` (Prometheus)
   open, behind the bearer token or off (``metrics_access``); ``/docs`` and ``/openapi.json`` on or off
   (``docs_enabled``). docs/security.md.
@@ -28,8 +30,9 @@ from budeval.service.admission import Admission, Decision
 from budeval.service.api_common import ApiError, ServiceDeps, read_body
 from budeval.service.auth import DAPR_TOKEN_HEADER
 from budeval.service.decisions_routes import decisions_router
-from budeval.service.routes_evals import eval_routes
+from budeval.service.routes_evals import cancel_view, eval_routes, status_view
 from budeval.service.routes_reads import read_routes
+from budeval.ui import UiDeps, ui_router
 
 __all__ = ["REQUEST_ROUTE", "ApiError", "ServiceDeps", "create_app"]
 
@@ -154,5 +157,16 @@ def create_app(deps: ServiceDeps) -> FastAPI:
     app.include_router(dapr_routes)
     app.include_router(api)
     app.include_router(decisions_router(deps), dependencies=[Depends(bearer)])  # /gate, /series (decisions_routes)
+    app.include_router(ui_router(UiDeps(store=deps.store, api_token=auth.api_token,
+                                        status=lambda eval_id: _ui_status(deps, eval_id),
+                                        cancel=lambda eval_id: cancel_view(deps, eval_id))))
     return app
+
+
+def _ui_status(deps: ServiceDeps, eval_id: str) -> dict[str, Any] | None:
+    """:func:`status_view` for the web UI: an unreachable workflow engine as an ``error`` body, not an exception."""
+    try:
+        return status_view(deps, eval_id)
+    except ApiError as exc:
+        return exc.body
 

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from budeval.logs import get_logger
 from budeval.service.admission import Admission, Decision
-from budeval.service.api_common import ServiceDeps, api_error, read_body, safe_id
+from budeval.service.api_common import ApiError, ServiceDeps, api_error, read_body, safe_id
 from budeval.service.status import ACTIVE_WORKFLOW_STATES, evaluation_status, workflow_view
 from budeval.storage.base import EvaluationRecord
 from budeval.workflow import names
@@ -75,32 +75,13 @@ def eval_routes(deps: ServiceDeps, admission: Admission, router: APIRouter) -> N
             status_code=400 if unparsed else 422,
         )
 
-    def workflow_state(eval_id: str) -> Any:
-        try:
-            return deps.workflows.get_workflow_state(eval_id, fetch_payloads=True)
-        except Exception as exc:
-            raise api_error(503, "sidecar_unavailable", f"workflow state unavailable: {type(exc).__name__}") from None
-
     @router.get("/evals/{eval_id}", summary="Status, scores and failures of one evaluation")
     def get_eval(eval_id: str) -> dict[str, Any]:
         safe_id(eval_id)
-        workflow = workflow_view(workflow_state(eval_id))
-        record: EvaluationRecord | None = deps.store.get_evaluation(eval_id)
-        if workflow is None and record is None:
+        view = status_view(deps, eval_id)
+        if view is None:
             raise api_error(404, "not_found", f"no evaluation {eval_id!r}")
-        output = (workflow or {}).get("output") or {}
-        scores = [s.model_dump(mode="json") for s in deps.store.results(eval_id)] if record is not None else []
-        if not scores:
-            scores = list(output.get("scores", []))
-        return {
-            "eval_id": eval_id,
-            "status": evaluation_status(workflow, record),
-            "reason": (record.reason if record is not None else None) or output.get("reason"),
-            "workflow": workflow,
-            "evaluation": record.model_dump(mode="json") if record is not None else None,
-            "scores": scores,
-            "failures": list(output.get("failures", [])),
-        }
+        return view
 
     @router.delete(
         "/evals/{eval_id}",
@@ -110,25 +91,64 @@ def eval_routes(deps: ServiceDeps, admission: Admission, router: APIRouter) -> N
     )
     def cancel(eval_id: str) -> JSONResponse:
         safe_id(eval_id)
-        workflow = workflow_view(workflow_state(eval_id))
-        record: EvaluationRecord | None = deps.store.get_evaluation(eval_id)
-        if workflow is None and record is None:
-            raise api_error(404, "not_found", f"no evaluation {eval_id!r}")
-        status = evaluation_status(workflow, record)
-        if status == "cancelled":
-            return JSONResponse({"eval_id": eval_id, "status": "cancelled", "already": True}, status_code=200)
-        if workflow is None or workflow["status"] not in ACTIVE_WORKFLOW_STATES:
-            why = "its workflow is gone" if workflow is None else "it already finished"
-            raise api_error(409, "conflict", f"evaluation {eval_id!r} cannot be cancelled: {why} ({status})",
-                            current=status)
-        try:
-            deps.workflows.raise_workflow_event(eval_id, names.CANCEL_EVENT, data={"reason": names.CANCEL_REASON})
-        except Exception as exc:
-            raise api_error(503, "sidecar_unavailable", f"cancel not delivered: {type(exc).__name__}") from None
-        get_logger(eval_id=eval_id).info("cancel requested")
-        return JSONResponse(
-            {"eval_id": eval_id, "status": "cancel_requested",
-             "message": "the workflow stops its runs, records and publishes `cancelled`; "
-                        "an evaluation already finalizing finishes instead"},
-            status_code=202,
-        )
+        code, body = cancel_view(deps, eval_id)
+        if code >= 400:
+            raise ApiError(code, body)
+        return JSONResponse(body, status_code=code)
+
+
+def _workflow_state(deps: ServiceDeps, eval_id: str) -> Any:
+    try:
+        return deps.workflows.get_workflow_state(eval_id, fetch_payloads=True)
+    except Exception as exc:
+        raise api_error(503, "sidecar_unavailable", f"workflow state unavailable: {type(exc).__name__}") from None
+
+
+def status_view(deps: ServiceDeps, eval_id: str) -> dict[str, Any] | None:
+    """The body of ``GET /evals/{id}`` (also the web UI's evaluation page); None for an unknown evaluation. Raises
+    :class:`ApiError` 503 when the workflow engine cannot be asked."""
+    workflow = workflow_view(_workflow_state(deps, eval_id))
+    record: EvaluationRecord | None = deps.store.get_evaluation(eval_id)
+    if workflow is None and record is None:
+        return None
+    output = (workflow or {}).get("output") or {}
+    scores = [s.model_dump(mode="json") for s in deps.store.results(eval_id)] if record is not None else []
+    if not scores:
+        scores = list(output.get("scores", []))
+    return {
+        "eval_id": eval_id,
+        "status": evaluation_status(workflow, record),
+        "reason": (record.reason if record is not None else None) or output.get("reason"),
+        "workflow": workflow,
+        "evaluation": record.model_dump(mode="json") if record is not None else None,
+        "scores": scores,
+        "failures": list(output.get("failures", [])),
+    }
+
+
+def cancel_view(deps: ServiceDeps, eval_id: str) -> tuple[int, dict[str, Any]]:
+    """``DELETE /evals/{id}`` (also the web UI's cancel button): (HTTP status, body). Raising
+    ``cancel_requested`` into the workflow is the whole act; 200 already cancelled, 202 requested, 404 unknown,
+    409 not running, 503 the workflow engine cannot be asked or told."""
+    try:
+        workflow = workflow_view(_workflow_state(deps, eval_id))
+    except ApiError as exc:
+        return exc.status, exc.body
+    record: EvaluationRecord | None = deps.store.get_evaluation(eval_id)
+    if workflow is None and record is None:
+        return 404, {"error": "not_found", "message": f"no evaluation {eval_id!r}"}
+    status = evaluation_status(workflow, record)
+    if status == "cancelled":
+        return 200, {"eval_id": eval_id, "status": "cancelled", "already": True}
+    if workflow is None or workflow["status"] not in ACTIVE_WORKFLOW_STATES:
+        why = "its workflow is gone" if workflow is None else "it already finished"
+        return 409, {"error": "conflict", "message": f"evaluation {eval_id!r} cannot be cancelled: {why} ({status})",
+                     "current": status}
+    try:
+        deps.workflows.raise_workflow_event(eval_id, names.CANCEL_EVENT, data={"reason": names.CANCEL_REASON})
+    except Exception as exc:
+        return 503, {"error": "sidecar_unavailable", "message": f"cancel not delivered: {type(exc).__name__}"}
+    get_logger(eval_id=eval_id).info("cancel requested")
+    return 202, {"eval_id": eval_id, "status": "cancel_requested",
+                 "message": "the workflow stops its runs, records and publishes `cancelled`; "
+                            "an evaluation already finalizing finishes instead"}

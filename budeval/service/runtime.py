@@ -297,6 +297,7 @@ def write_serve_file(service: Service) -> Path:
     info = {
         "pid": os.getpid(),
         "api_url": service.api_url,
+        "ui_url": f"{service.api_url}/ui/",
         "sidecar": service.mode,
         "sidecar_pid": service.sidecar_pid,
         "dapr_http_port": service.dapr_http_port,
@@ -356,7 +357,8 @@ def serve(settings: Settings | None = None) -> int:
         # is harmless and the ``finally`` below stops the worker, sidecar and store cleanly.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: None)
-    log.info("serving", api=service.api_url, sidecar=service.mode, backend=settings.backend)
+    log.info("serving", api=service.api_url, ui=f"{service.api_url}/ui/", sidecar=service.mode,
+             backend=settings.backend)
     stopping = threading.Event()
     threading.Thread(target=supervise_sidecar, args=(service, server, stopping), name="sidecar-supervisor",
                      daemon=True).start()

@@ -9,7 +9,8 @@ threads (own clients) serialise and send them (the engine releases the GIL while
 parsing and ingesting overlap on two cores). Safe to call from many threads: one lock guards the client.
 
 Split along its seams: row layouts (``clickhouse_rows``), error sorting (``clickhouse_errors``), reads and analyst
-queries (``clickhouse_reads``, a mixin); writes, migrations and the client plumbing stay here.
+queries (``clickhouse_reads``, a mixin), the web UI's browsing reads (``clickhouse_browse``); writes,
+migrations and the client plumbing stay here.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from budeval.errors import BudevalError
 from budeval.logs import get_logger
 from budeval.schemas.results import ParsedRun, PredictionBatch
 from budeval.storage.base import EvaluationRecord, StoreReport
+from budeval.storage.clickhouse_browse import StoreBrowse
 from budeval.storage.clickhouse_decisions import StoreDecisions
 from budeval.storage.clickhouse_errors import TERMINAL_CODES, _first_line, store_error
 from budeval.storage.clickhouse_migrate import StoreMigrations
@@ -55,7 +57,7 @@ __all__ = ["DEFAULT_LINGER_S", "TERMINAL_CODES", "ClickHouseStore", "run_time", 
 DEFAULT_LINGER_S = 0.05
 
 
-class ClickHouseStore(StoreMigrations, StoreReads, StoreDecisions):
+class ClickHouseStore(StoreMigrations, StoreReads, StoreDecisions, StoreBrowse):
     """``ResultStore`` plus analyst queries over one clickhouse-connect client (guarded by a lock: chDB is one
     session per process, and a client handle must not interleave calls)."""
 

@@ -15,10 +15,12 @@ from budeval.storage.queries import (
     EXAMPLES_SQL,
     CompareRow,
     ExampleRow,
+    FlipDirection,
     FlipRow,
     FlipSummaryRow,
     LeaderboardMode,
     LeaderboardRow,
+    LeaderboardSort,
     flip_summary_sql,
     flips_sql,
     leaderboard_sql,
@@ -122,16 +124,22 @@ class StoreReads:
         offset: int = 0,
         *,
         dataset: str | None = None,
+        sort: LeaderboardSort = "rank",
+        descending: bool = False,
     ) -> list[LeaderboardRow]:
         """Models ranked per metric by the mean of their per-dataset scores (``latest`` or ``best`` each).
 
         ``datasets`` empty or None: every dataset; ``dataset`` is a one-dataset shorthand. Ordered by metric, then
-        by how many of the datasets a model covers, then by mean score (descending), then model name.
+        by how many of the datasets a model covers, then by mean score (descending), then model name. ``sort``
+        (and ``descending``) orders the ranked rows otherwise within each metric: by model, score or datasets covered.
         """
         wanted = list(datasets or []) + ([dataset] if dataset else [])
         if mode not in ("latest", "best"):
             raise ValueError(f"mode must be latest or best, not {mode!r}")
-        sql = leaderboard_sql(mode, with_datasets=bool(wanted), with_metric=metric is not None)
+        if sort not in ("rank", "model", "score", "datasets"):
+            raise ValueError(f"sort must be rank, model, score or datasets, not {sort!r}")
+        sql = leaderboard_sql(mode, with_datasets=bool(wanted), with_metric=metric is not None, sort=sort,
+                              descending=descending)
         params: dict[str, Any] = {"limit": max(0, int(limit)), "offset": max(0, int(offset))}
         if wanted:
             params["datasets"] = wanted
@@ -208,13 +216,24 @@ class StoreReads:
         )
         return {str(r[0]) for r in rows}
 
-    def flips(self, eval_a: str, eval_b: str, dataset: str | None = None, limit: int = 100) -> list[FlipRow]:
-        """Examples that A judged correct and B wrong, or the other way round (both judged)."""
+    def flips(
+        self, eval_a: str, eval_b: str, dataset: str | None = None, limit: int = 100, *,
+        direction: FlipDirection | None = None, text: str | None = None, offset: int = 0,
+    ) -> list[FlipRow]:
+        """Examples that A judged correct and B wrong, or the other way round (both judged); ``direction`` keeps one
+        way, ``text`` those whose prompt, predictions or gold contain it (case-insensitive); ``limit`` from
+        ``offset``."""
         by_model = pair_by_model(self._prediction_models(eval_a), self._prediction_models(eval_b))
-        params: dict[str, Any] = {"a": eval_a, "b": eval_b, "limit": max(0, int(limit))}
+        params: dict[str, Any] = {"a": eval_a, "b": eval_b, "limit": max(0, int(limit)), "offset": max(0, int(offset))}
         if dataset is not None:
             params["dataset"] = dataset
-        rows = self._rows("flips", flips_sql(by_model, with_dataset=dataset is not None), params)
+        if direction is not None:
+            params["a_ok"] = direction == "correct_to_wrong"
+        if text:
+            params["text"] = text
+        sql = flips_sql(by_model, with_dataset=dataset is not None, with_direction=direction is not None,
+                        with_text=bool(text))
+        rows = self._rows("flips", sql, params)
         return [
             FlipRow(
                 model_a=ma,

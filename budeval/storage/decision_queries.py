@@ -27,9 +27,27 @@ def paired_sql(by_model: bool) -> str:
     ``unit_model``: the model when paired model by model, else '' (each side then holds one model, known apart).
     """
     unit_model = "model" if by_model else "''"
+    inner = f"""
+        SELECT {unit_model} AS unit_model, dataset, example_index,
+               countIf(eval_id = %(b)s) AS k_b, countIf(eval_id = %(c)s) AS k_c,
+               avgIf(v, eval_id = %(b)s) AS m_b, avgIf(v, eval_id = %(c)s) AS m_c,
+               minIf(is_verdict, eval_id = %(b)s) AS verdicts_b, minIf(is_verdict, eval_id = %(c)s) AS verdicts_c,
+               maxIf(is_verdict, eval_id = %(b)s) AS any_verdict_b, maxIf(is_verdict, eval_id = %(c)s) AS any_verdict_c
+        FROM (SELECT eval_id, model, dataset, example_index, assumeNotNull({VALUE_SQL}) AS v,
+                     correct IS NOT NULL AS is_verdict
+              FROM predictions FINAL
+              WHERE eval_id IN (%(b)s, %(c)s) AND {COMPARED_SQL})
+        GROUP BY unit_model, dataset, example_index
+    """
+    return _paired_aggregate("dataset, unit_model", inner) + "\n    ORDER BY dataset, unit_model\n"
+
+
+def _paired_aggregate(keys: str, inner: str) -> str:
+    """The per-unit aggregate of :func:`paired_sql` over ``inner`` (one row per example with ``k_b``/``k_c``,
+    ``m_b``/``m_c``, ``verdicts_*`` and ``any_verdict_*``), grouped by ``keys`` (selected first)."""
     both = "k_b > 0 AND k_c > 0"
     return f"""
-    SELECT dataset, unit_model,
+    SELECT {keys},
            countIf({both}) AS paired,
            countIf(k_b > 0 AND k_c = 0) AS only_b,
            countIf(k_b = 0 AND k_c > 0) AS only_c,
@@ -42,21 +60,32 @@ def paired_sql(by_model: bool) -> str:
               greatest(maxIf(m_b, {both}), maxIf(m_c, {both})) - least(minIf(m_b, {both}), minIf(m_c, {both})))
                AS value_range,
            countIf({both} AND greatest(any_verdict_b, any_verdict_c) AND NOT (verdicts_b AND verdicts_c)) AS mixed
-    FROM (
-        SELECT {unit_model} AS unit_model, dataset, example_index,
-               countIf(eval_id = %(b)s) AS k_b, countIf(eval_id = %(c)s) AS k_c,
-               avgIf(v, eval_id = %(b)s) AS m_b, avgIf(v, eval_id = %(c)s) AS m_c,
-               minIf(is_verdict, eval_id = %(b)s) AS verdicts_b, minIf(is_verdict, eval_id = %(c)s) AS verdicts_c,
-               maxIf(is_verdict, eval_id = %(b)s) AS any_verdict_b, maxIf(is_verdict, eval_id = %(c)s) AS any_verdict_c
+    FROM ({inner})
+    GROUP BY {keys}"""
+
+
+def paired_cells_sql() -> str:
+    """:func:`paired_sql`'s aggregates for many pairs of leaderboard cells at once (the significance tiers of the web
+    UI's leaderboard). ``sides``: one (eval_id, model, dataset, pair, is_baseline) tuple per cell of each pair -- pair
+    ``i`` is a baseline cell against a candidate cell on one dataset; ``cells``: every (eval_id, model, dataset) named,
+    so that the sorting key narrows the scan. The cells' rows are joined to their pairs (a hash join on the small
+    list), then aggregated per pair and example. One row per pair that has rows."""
+    inner = f"""
+        SELECT pair, example_index,
+               countIf(base) AS k_b, countIf(NOT base) AS k_c,
+               avgIf(v, base) AS m_b, avgIf(v, NOT base) AS m_c,
+               minIf(is_verdict, base) AS verdicts_b, minIf(is_verdict, NOT base) AS verdicts_c,
+               maxIf(is_verdict, base) AS any_verdict_b, maxIf(is_verdict, NOT base) AS any_verdict_c
         FROM (SELECT eval_id, model, dataset, example_index, assumeNotNull({VALUE_SQL}) AS v,
                      correct IS NOT NULL AS is_verdict
               FROM predictions FINAL
-              WHERE eval_id IN (%(b)s, %(c)s) AND {COMPARED_SQL})
-        GROUP BY unit_model, dataset, example_index
-    )
-    GROUP BY unit_model, dataset
-    ORDER BY dataset, unit_model
+              WHERE (eval_id, model, dataset) IN %(cells)s AND {COMPARED_SQL}) AS p
+        INNER JOIN (SELECT s.1 AS eval_id, s.2 AS model, s.3 AS dataset, s.4 AS pair, s.5 AS base
+                    FROM (SELECT arrayJoin(%(sides)s) AS s)) AS m
+            ON p.eval_id = m.eval_id AND p.model = m.model AND p.dataset = m.dataset
+        GROUP BY pair, example_index
     """
+    return _paired_aggregate("pair", inner) + "\n    ORDER BY pair\n"
 
 
 #: ``best:<experiment>``: the evaluation of an experiment (``experiment_id``) or of a checkpoint series
@@ -184,3 +213,16 @@ EXAMPLE_TEXTS_SQL = f"""
     WHERE eval_id IN %(ids)s AND (dataset, example_index) IN %(pairs)s
     GROUP BY dataset, example_index
 """
+
+
+def series_matrix_sql(with_dataset: bool) -> str:
+    """The examples x checkpoints matrix of a series (the web UI's heatmap): per example its checkpoint positions and
+    mean verdicts there (0-1), a page of ``limit`` examples from ``offset`` in (dataset, example_index) order, and on
+    every row the number of examples in all (a window count before ``LIMIT``)."""
+    return f"""
+    WITH {_series_examples(with_dataset)}
+    SELECT dataset, example_index, ps, ms, count() OVER () AS total
+    FROM ex
+    ORDER BY dataset, example_index
+    LIMIT %(limit)s OFFSET %(offset)s
+    """

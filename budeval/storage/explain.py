@@ -45,7 +45,8 @@ def explain(a: EvaluationRecord, b: EvaluationRecord, scores: Sequence[CompareRo
 
     ida, idb = _identity(a), _identity(b)
     _datasets(ida.get("datasets") or [], idb.get("datasets") or [], differences, same)
-    gen_a, gen_b = ida.get("generation") or _prov(a, "generation"), idb.get("generation") or _prov(b, "generation")
+    gen_a = ida.get("generation") or _prov(a, "generation") or {}
+    gen_b = idb.get("generation") or _prov(b, "generation") or {}
     for key in sorted(set(gen_a) | set(gen_b)):
         diff(
             f"generation.{key}",

@@ -11,6 +11,9 @@ from typing import Literal
 from pydantic import BaseModel
 
 LeaderboardMode = Literal["latest", "best"]
+#: Orders of the leaderboard besides its ranking (``rank``): by model name, mean score or datasets covered.
+LeaderboardSort = Literal["rank", "model", "score", "datasets"]
+_LEADERBOARD_ORDER = {"rank": "rank", "model": "model", "score": "mean", "datasets": "covered"}
 FlipDirection = Literal["correct_to_wrong", "wrong_to_correct"]
 
 
@@ -102,7 +105,12 @@ def pair_by_model(models_a: set[str], models_b: set[str]) -> bool:
     return not (len(models_a) == 1 and len(models_b) == 1 and models_a != models_b)
 
 
-def leaderboard_sql(mode: LeaderboardMode, with_datasets: bool, with_metric: bool) -> str:
+def leaderboard_sql(
+    mode: LeaderboardMode, with_datasets: bool, with_metric: bool, sort: LeaderboardSort = "rank",
+    descending: bool = False,
+) -> str:
+    """The leaderboard; ordered by metric, then by ``sort`` (``rank``: as ranked; the rank itself is always the
+    ranking's), ties by rank."""
     # "latest": the newest scored run (OpenCompass timestamp, then eval id to break ties); "best": the top score.
     if mode == "latest":
         pick_score = "argMax(assumeNotNull(score), (run_at, eval_id))"
@@ -128,7 +136,7 @@ def leaderboard_sql(mode: LeaderboardMode, with_datasets: bool, with_metric: boo
         groupArray(toString(dataset)) AS ds, groupArray(chosen) AS sc, groupArray(from_eval) AS ev
     FROM per_dataset
     GROUP BY model, metric
-    ORDER BY metric ASC, rank ASC
+    ORDER BY metric ASC, {_LEADERBOARD_ORDER[sort]} {"DESC" if descending else "ASC"}, rank ASC
     LIMIT %(limit)s OFFSET %(offset)s
     """
 
@@ -146,8 +154,15 @@ def _join_on(by_model: bool) -> str:
     return on + (" AND a.model = b.model" if by_model else "")
 
 
-def flips_sql(by_model: bool, with_dataset: bool) -> str:
+def flips_sql(by_model: bool, with_dataset: bool, with_direction: bool = False, with_text: bool = False) -> str:
+    """Flips of A (``a``) and B (``b``): ``dataset``, ``direction`` (``a_ok``: 1 for correct -> wrong) and ``text``
+    (case-insensitive, in the prompt, either prediction or the gold) filter when asked; ``limit`` from ``offset``."""
     dataset_filter = "AND dataset = %(dataset)s" if with_dataset else ""
+    extra = " AND a.ok = %(a_ok)s" if with_direction else ""
+    if with_text:
+        extra += (" AND (positionCaseInsensitiveUTF8(a.prompt, %(text)s) > 0 OR positionCaseInsensitiveUTF8("
+                  "a.prediction, %(text)s) > 0 OR positionCaseInsensitiveUTF8(b.prediction, %(text)s) > 0 OR "
+                  "positionCaseInsensitiveUTF8(a.gold, %(text)s) > 0)")
     side_a = _side("a").format(dataset_filter=dataset_filter)
     side_b = _side("b").format(dataset_filter=dataset_filter)
     return f"""
@@ -156,9 +171,9 @@ def flips_sql(by_model: bool, with_dataset: bool) -> str:
            a.gold, a.prediction, b.prediction, leftUTF8(a.prompt, {PROMPT_CHARS})
     FROM ({side_a}) AS a
     INNER JOIN ({side_b}) AS b ON {_join_on(by_model)}
-    WHERE a.ok != b.ok
+    WHERE a.ok != b.ok{extra}
     ORDER BY a.dataset, a.model, a.example_index, a.replica
-    LIMIT %(limit)s
+    LIMIT %(limit)s OFFSET %(offset)s
     """
 
 

@@ -109,6 +109,15 @@ def test_submit_through_the_topic_completes_with_scores(served: ServeProcess, tm
     assert "budeval_extraction_duration_seconds_count" in metrics
 
 
+def test_serve_prints_the_ui_address_and_serves_the_ui(served: ServeProcess) -> None:
+    ui_url = served.info["api_url"] + "/ui/"
+    assert served.info["ui_url"] == ui_url
+    log = served.log.read_text(errors="replace")
+    assert f"ui={ui_url}" in log or f'"ui": "{ui_url}"' in log
+    login = httpx.get(ui_url, follow_redirects=True, timeout=10)  # no session: the login form
+    assert login.status_code == 200 and 'name="token"' in login.text
+
+
 def test_same_request_again_is_one_workflow(served: ServeProcess) -> None:
     again = served.cli("submit", "-", "--wait", "--timeout", "60", stdin=json.dumps(request("e2e-1")))
     assert again.returncode == 0, again.stdout + again.stderr

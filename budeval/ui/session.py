@@ -1,0 +1,91 @@
+"""The UI's login session and CSRF tokens: stateless, signed with a key derived from the service's API token.
+
+* Login: the form posts the API token; when it matches (constant time), the answer sets the cookie
+  :data:`COOKIE` = ``<expiry>.<nonce>.<signature>`` (HMAC-SHA256 over ``expiry.nonce``), ``HttpOnly``,
+  ``SameSite=Strict``, ``Path=/ui`` (``Secure`` over HTTPS). The token itself never goes into the cookie, a page or a
+  log; changing the token ends every session.
+* CSRF: each session's token is HMAC(key, ``csrf:<nonce>``); every state-changing form carries it (field
+  :data:`CSRF_FIELD`) and the server compares it in constant time; a request whose ``Origin`` names another site is
+  refused as well (docs/ui.md "Security").
+* Without an API token (a service started without one) the UI is open like the API, with a process-random key for
+  the CSRF tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+COOKIE = "budeval_ui"
+CSRF_FIELD = "csrf"
+#: How long a session lasts (seconds).
+SESSION_S = 12 * 3600
+_OPEN_NONCE = "open"
+
+
+@dataclass(frozen=True)
+class Session:
+    """A valid session: its nonce (the CSRF token is derived from it)."""
+
+    nonce: str
+
+
+class Sessions:
+    """Issues and checks session cookies and CSRF tokens for one API token (None: no login needed)."""
+
+    def __init__(self, api_token: str | None) -> None:
+        self.api_token = api_token
+        seed = api_token.encode("utf-8") if api_token else secrets.token_bytes(32)
+        self._key = hashlib.sha256(b"budeval-ui-session\0" + seed).digest()
+
+    @property
+    def open(self) -> bool:
+        """No API token: every request is a session."""
+        return self.api_token is None
+
+    def _sign(self, text: str) -> str:
+        return hmac.new(self._key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def token_ok(self, given: str) -> bool:
+        """Does ``given`` match the API token (constant time)?"""
+        if self.api_token is None:
+            return True
+        return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), self.api_token.encode("utf-8"))
+
+    def issue(self, now: float | None = None) -> str:
+        """A new session cookie value."""
+        expiry = int((now if now is not None else time.time()) + SESSION_S)
+        body = f"{expiry}.{secrets.token_urlsafe(18)}"
+        return f"{body}.{self._sign(body)}"
+
+    def check(self, cookie: str | None, now: float | None = None) -> Session | None:
+        """The session of a cookie value, or None (missing, forged, expired)."""
+        if self.open:
+            return Session(_OPEN_NONCE)
+        if not cookie or cookie.count(".") != 2:
+            return None
+        expiry, nonce, signature = cookie.split(".")
+        if not hmac.compare_digest(signature, self._sign(f"{expiry}.{nonce}")):
+            return None
+        if not expiry.isdigit() or int(expiry) < (now if now is not None else time.time()):
+            return None
+        return Session(nonce)
+
+    def csrf(self, session: Session) -> str:
+        """The CSRF token of ``session``."""
+        return self._sign(f"csrf:{session.nonce}")
+
+    def csrf_ok(self, session: Session, given: str | None) -> bool:
+        return bool(given) and hmac.compare_digest(str(given), self.csrf(session))
+
+
+def same_origin(origin: str | None, host: str | None) -> bool:
+    """A missing ``Origin`` passes (the CSRF token decides); a present one must name this host."""
+    if not origin:
+        return True
+    if origin == "null" or not host:
+        return False
+    return origin.split("://", 1)[-1].rstrip("/") == host

@@ -1,0 +1,26 @@
+/* budeval web UI: the evaluation page's live status (polls its status.json until the evaluation is final). */
+(function () {
+  "use strict";
+  var section = document.getElementById("status-section");
+  if (!section || section.dataset.final === "true") { return; }
+  var url = section.dataset.pollUrl;
+  var status = document.getElementById("status");
+  var bar = document.getElementById("progress");
+  var text = document.getElementById("progress-text");
+  var timer = null;
+  function poll() {
+    fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (p) {
+        if (!p) { return; }
+        status.textContent = p.status;
+        status.className = "status status-" + p.status;
+        bar.max = Math.max(p.total, 1);
+        bar.value = p.done;
+        text.textContent = p.done + " of " + p.total;
+        if (p.final) { window.clearInterval(timer); window.location.reload(); }
+      })
+      .catch(function () { /* the next poll tries again */ });
+  }
+  timer = window.setInterval(poll, 2000);
+})();

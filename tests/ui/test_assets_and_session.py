@@ -1,0 +1,67 @@
+"""Pure checks without a browser: every asset a template links ships in the package (package data, vendored with its
+licence and the pin of scripts/vendor_ui_assets.sh), and the session cookie / CSRF logic (expiry, forgery, a changed
+token, an open UI)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from fnmatch import fnmatch
+from pathlib import Path
+
+from budeval.ui.session import Session, Sessions, same_origin
+
+UI = Path(__file__).resolve().parents[2] / "budeval" / "ui"
+REPO = UI.parents[1]
+
+
+def test_every_linked_asset_ships_in_the_package() -> None:
+    linked = {m for t in (UI / "templates").glob("*.html") for m in re.findall(r'"/ui/static/([^"]+)"', t.read_text())}
+    assert {"ui.css", "ui.js", "curves.js", "vendor/uPlot.iife.min.js", "vendor/uPlot.min.css"} <= linked
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["budeval"]
+    for name in linked:
+        assert (UI / "static" / name).is_file(), name
+        assert any(fnmatch(f"ui/static/{name}", p) for p in patterns), name
+    for template in (UI / "templates").glob("*.html"):
+        assert any(fnmatch(f"ui/templates/{template.name}", p) for p in patterns)
+        assert not re.search(r"(src|href)=\"https?://", template.read_text()), template  # nothing from elsewhere
+
+
+def test_the_vendored_chart_library_is_the_pinned_one_with_its_licence() -> None:
+    script = (REPO / "scripts" / "vendor_ui_assets.sh").read_text()
+    pin = re.search(r'UPLOT=\(uplot (\S+) "(\S+)"\)', script)
+    assert pin is not None
+    versions = (UI / "static" / "vendor" / "VERSIONS").read_text().split()
+    assert versions == ["uplot", pin.group(1), f"sha512-{pin.group(2)}"]
+    assert "MIT" in (UI / "static" / "vendor" / "uPlot.LICENSE").read_text()
+    assert (UI / "static" / "vendor" / "uPlot.iife.min.js").read_text().startswith("/*! https://github.com/leeoniya/uPlot")
+
+
+def test_sessions_expire_refuse_forgeries_and_end_with_the_token() -> None:
+    sessions = Sessions("token-1")
+    cookie = sessions.issue(now=1000.0)
+    session = sessions.check(cookie, now=2000.0)
+    assert session is not None and sessions.check(cookie, now=1000.0 + 13 * 3600) is None  # 12 hours
+    expiry, nonce, signature = cookie.split(".")
+    assert sessions.check(f"{int(expiry) + 999}.{nonce}.{signature}", now=2000.0) is None  # a longer life: forged
+    assert sessions.check(f"{expiry}.other.{signature}", now=2000.0) is None
+    assert Sessions("token-2").check(cookie, now=2000.0) is None  # a new token ends every session
+    assert sessions.csrf_ok(session, sessions.csrf(session))
+    assert not sessions.csrf_ok(session, sessions.csrf(Session("someone-else")))
+    assert not sessions.csrf_ok(session, None) and not sessions.csrf_ok(session, "")
+    assert sessions.token_ok(" token-1 ") and not sessions.token_ok("token-")
+    assert "token-1" not in cookie
+
+
+def test_an_open_ui_has_sessions_but_unguessable_csrf_tokens() -> None:
+    one, two = Sessions(None), Sessions(None)
+    session = one.check(None)
+    assert session is not None and one.open
+    assert one.csrf(session) != two.csrf(session)  # a process-random key
+
+
+def test_origin_check() -> None:
+    assert same_origin(None, "127.0.0.1:8080")
+    assert same_origin("http://127.0.0.1:8080", "127.0.0.1:8080")
+    assert not same_origin("http://attacker.test", "127.0.0.1:8080")
+    assert not same_origin("null", "127.0.0.1:8080")
