@@ -91,7 +91,7 @@ def judge(record: EvaluationRecord | None, folder: Path, archive: Archive, grace
         why = record.provenance.get("archive_error") or record.reason or "no archive URL recorded"
         verdict.reason = f"not archived ({why}): this folder is the only copy"
     elif (finished := _aware(record.finished_at)) is not None and now < finished + grace:
-        verdict.reason = f"in its grace period until {(finished + grace).isoformat()}"
+        verdict.reason = f"in its grace period until {(finished + grace).isoformat(timespec='seconds')}"
     else:
         try:
             check = archive.verify_run(folder, eval_id)
@@ -104,7 +104,7 @@ def judge(record: EvaluationRecord | None, folder: Path, archive: Archive, grace
         elif not check.ok:
             verdict.reason = f"archive not verified: {check.reason}"
         elif verdict.archived_at is not None and now < verdict.archived_at + grace:
-            verdict.reason = f"in its grace period until {(verdict.archived_at + grace).isoformat()}"
+            verdict.reason = f"in its grace period until {(verdict.archived_at + grace).isoformat(timespec='seconds')}"
         else:
             verdict.action = "remove"
             verdict.reason = f"archive verified ({check.files} files, {check.bytes} bytes) and grace period passed"
