@@ -102,6 +102,9 @@ class Housekeeping:
         """Remove the evaluation folders retention allows (budeval/storage/retention.py); returns how many."""
         verdicts = retention.collect(self.settings.resolved_results_root(), self.store, self.archive,
                                      self.settings.results_grace_s, dry_run=False)
+        for v in verdicts:
+            if v.reason.startswith(("archive not verified", "archived at")):  # past its grace, yet stays: say why
+                _LOG.warning("results folder kept", eval_id=v.eval_id, reason=v.reason[:300])
         return sum(1 for v in verdicts if v.removed)
 
     # -- archive pending -------------------------------------------------------------------------------------------
