@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import kubernetes_validate
 import pytest
 
 from budeval.engine.results.run import parse_run
 from budeval.storage.base import EvaluationRecord
 from budeval.storage.clickhouse import ClickHouseStore
-from tests.deploy.helm import CHART, find, one, template
+from tests.deploy.helm import CHART, find, helm, one, template
 
 DASHBOARD = CHART / "dashboards" / "budeval.json"
 SCHEMA = Path(__file__).with_name("grafana") / "dashboard.schema.json"
@@ -187,3 +188,9 @@ def test_the_dashboard_configmap_carries_the_json_and_the_sidecar_label() -> Non
                                 "grafana.dashboard.labels.team-dashboards=yes"])
     labels = one(relabelled, "ConfigMap", "budeval-grafana-dashboard")["metadata"]["labels"]
     assert labels.get("team-dashboards") == "yes" and "grafana_dashboard" not in labels
+
+
+def test_the_chart_with_the_dashboard_lints_strict_and_validates() -> None:
+    assert "0 chart(s) failed" in helm("lint", "--strict", str(CHART), "--set", "grafana.dashboard.enabled=true")
+    cm = one(template(sets=["grafana.dashboard.enabled=true"]), "ConfigMap", "budeval-grafana-dashboard")
+    kubernetes_validate.validate(cm, "1.33.0", strict=True)
