@@ -213,16 +213,23 @@ def cmd_migrate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     configure_logs()
     dsn = args.store or Settings.from_env().resolved_store_dsn()
+    ttl_s = Settings.from_env().predictions_ttl_s
     store = open_store(dsn)
     try:
         applied = store.migrate()
         version = store.schema_version()
+        ttl = store.apply_predictions_ttl(ttl_s)  # the setting, not a numbered migration: clickhouse_ttl.py
     finally:
         store.close()
     if args.json:
-        emit_json({"applied": applied, "version": version}, out)
-    elif applied:
+        emit_json({"applied": applied, "version": version, "predictions_ttl_s": ttl_s, "predictions_ttl": ttl}, out)
+        return 0
+    if applied:
         out.write(f"applied {', '.join(applied)}; schema version {version}\n")
     else:
         out.write(f"schema up to date (version {version})\n")
+    if ttl != "unchanged":
+        shown = {"set": f"set to {ttl_s} s after stored_at", "removed": "removed (predictions_ttl_s is 0)",
+                 "kept foreign": "a TTL budeval did not set is left as it is (predictions_ttl_s is 0)"}[ttl]
+        out.write(f"predictions TTL {shown}\n")
     return 0

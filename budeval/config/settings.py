@@ -109,6 +109,16 @@ class Settings(BaseSettings):
     #: Seconds between rounds of the service's housekeeping (budeval/service/housekeeping.py): archive evaluations
     #: left ``archive_pending``, correct rows left ``running`` whose workflow ended or is gone. 0: off.
     housekeeping_interval_s: float = Field(default=60.0, ge=0, le=24 * 3600)
+    # -- retention (docs/storage.md "Retention") --
+    #: Seconds between the housekeeping loop's passes over the results volume that remove an evaluation's folder
+    #: once its archive is verified (every archived file read back and its sha256 matched to the manifest, every
+    #: file of the folder listed in it) and ``results_grace_s`` passed; 0: never (``budeval gc`` still does it).
+    results_gc_interval_s: float = Field(default=3600.0, ge=0, le=7 * 24 * 3600)
+    #: Seconds an evaluation's folder stays on the results volume after it finished and was archived.
+    results_grace_s: float = Field(default=7 * 24 * 3600.0, ge=0, le=10 * 365 * 24 * 3600)
+    #: Seconds a prediction row lives in ClickHouse after it was stored (a table TTL on ``predictions.stored_at``,
+    #: set by ``budeval migrate`` and the service's start); 0: forever (no TTL). Scores and evaluations are kept.
+    predictions_ttl_s: int = Field(default=0, ge=0, le=100 * 365 * 24 * 3600)
     #: A run's status is polled (as a fallback to the watch) after this many seconds, doubling up to the maximum.
     poll_initial_s: float = 5.0
     poll_max_s: float = 60.0

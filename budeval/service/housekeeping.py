@@ -12,6 +12,10 @@ Every ``housekeeping_interval_s`` it reads the rows that need care (``ResultStor
   crashed or vanished workflow, ``cancelled`` for a terminated one -- so no row stays ``running`` for good. A
   crashed workflow (runtime state FAILED) never published its final event: the reconciler publishes ``failed``.
 
+* **retention** -- every ``results_gc_interval_s`` (0: never), evaluation folders whose archive is verified and
+  whose grace period (``results_grace_s``) passed are removed from the results volume (budeval/storage/retention.py:
+  the rules, and what keeps a folder -- an archive that failed or is pending among them).
+
 Why a reconciler instead of a workflow waiting for the store: the workflow already waits out outages within its
 retry window; past it, holding every step of every evaluation open on a dead store would pile up; and the same loop
 also repairs rows that older versions (or a lost sidecar state) left ``running``. docs/workflow.md "Outages".
@@ -20,6 +24,7 @@ also repairs rows that older versions (or a lost sidecar state) left ``running``
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +34,7 @@ from budeval.events.cloudevents import EventKind, make_event
 from budeval.events.publisher import EventPublisher
 from budeval.logs import get_logger
 from budeval.service.status import ACTIVE_WORKFLOW_STATES, workflow_attempt, workflow_view
+from budeval.storage import retention
 from budeval.storage.base import Archive, EvaluationRecord
 from budeval.workflow import names
 from budeval.workflow.provenance import base_provenance
@@ -54,6 +60,7 @@ class Housekeeping:
         self.publisher = publisher
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._gc_due = time.monotonic()  # the first round collects
 
     def start(self) -> Housekeeping:
         interval = self.settings.housekeeping_interval_s
@@ -75,8 +82,8 @@ class Housekeeping:
                 _LOG.warning("housekeeping round failed", error=type(exc).__name__, message=str(exc)[:300])
 
     def run_once(self) -> dict[str, int]:
-        """One round: returns how many rows were archived and reconciled."""
-        done = {"archived": 0, "reconciled": 0}
+        """One round: returns how many rows were archived and reconciled, and results folders removed."""
+        done = {"archived": 0, "reconciled": 0, "removed": 0}
         for record in self.store.evaluations_to_tend():
             if self._stop.is_set():
                 break
@@ -84,7 +91,21 @@ class Housekeeping:
                 done["reconciled"] += self.reconcile(record)
             elif record.archive_pending:
                 done["archived"] += self.archive_pending(record)
+        interval = self.settings.results_gc_interval_s
+        if interval > 0 and not self._stop.is_set() and time.monotonic() >= self._gc_due:
+            self._gc_due = time.monotonic() + interval
+            done["removed"] = self.collect_results()
         return done
+
+    # -- retention -------------------------------------------------------------------------------------------------
+    def collect_results(self) -> int:
+        """Remove the evaluation folders retention allows (budeval/storage/retention.py); returns how many."""
+        verdicts = retention.collect(self.settings.resolved_results_root(), self.store, self.archive,
+                                     self.settings.results_grace_s, dry_run=False)
+        for v in verdicts:
+            if v.reason.startswith(("archive not verified", "archived at")):  # past its grace, yet stays: say why
+                _LOG.warning("results folder kept", eval_id=v.eval_id, reason=v.reason[:300])
+        return sum(1 for v in verdicts if v.removed)
 
     # -- archive pending -------------------------------------------------------------------------------------------
     def archive_pending(self, seen: EvaluationRecord) -> int:

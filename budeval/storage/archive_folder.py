@@ -8,10 +8,12 @@ import os
 import stat
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from budeval.errors import ArchiveUnavailableError, ValidationError
+from budeval.storage.archive_verify import ArchiveCheck, check_stored, compare_local, hash_stream, parse_manifest
 from budeval.storage.base import ArchiveReceipt
 from budeval.storage.manifest import MANIFEST_NAME, check_prefix, scan, sha256_file
 
@@ -65,6 +67,36 @@ class FolderArchive:
             uploaded=uploaded,
             skipped=skipped,
         )
+
+    def verify_run(self, source: Path, prefix: str) -> ArchiveCheck:
+        """Whether ``{root}/{prefix}`` holds ``source`` (budeval/storage/archive_verify.py): every archived file read
+        back and hashed, every local file listed. Never raises for a missing or damaged archive: ``ok`` is False."""
+        prefix = check_prefix(prefix)
+        dest_root = self.root / prefix
+        url = dest_root.resolve().as_uri() + "/"
+        manifest_path = dest_root / MANIFEST_NAME
+        try:
+            body = manifest_path.read_bytes()
+            archived_at = datetime.fromtimestamp(manifest_path.stat().st_mtime, UTC)
+        except OSError as exc:
+            return ArchiveCheck(ok=False, url=url, reason=f"no manifest at {url}: {exc.strerror or exc}")
+        manifest = parse_manifest(body, url)
+        if isinstance(manifest, str):
+            return ArchiveCheck(ok=False, url=url, reason=manifest, archived_at=archived_at)
+
+        def read_back(rel: str) -> tuple[int, str] | None:
+            path = dest_root / rel
+            try:
+                if not stat.S_ISREG(os.lstat(path).st_mode):
+                    return None
+                with path.open("rb") as fh:
+                    return hash_stream(fh)
+            except OSError:
+                return None
+
+        reason = check_stored(manifest.files, read_back) or compare_local(source, manifest)
+        return ArchiveCheck(ok=not reason, url=url, reason=reason, archived_at=archived_at,
+                            files=len(manifest.files), bytes=manifest.total_bytes)
 
     @staticmethod
     def _holds(dest: Path, size: int, sha256: str) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from budeval.errors import ArchiveUnavailableError, BudevalError, ValidationError
+from budeval.storage.archive_verify import ArchiveCheck, check_stored, compare_local, hash_stream, parse_manifest
 from budeval.storage.base import ArchiveReceipt
 from budeval.storage.manifest import MANIFEST_NAME, check_prefix, scan
 
@@ -196,3 +197,54 @@ class S3Archive:
             uploaded=uploaded,
             skipped=skipped,
         )
+
+    def verify_run(self, source: Path, prefix: str) -> ArchiveCheck:
+        """Whether ``s3://{bucket}/{base}/{prefix}/`` holds ``source`` (budeval/storage/archive_verify.py): every
+        object read back and hashed (not its ``sha256`` metadata: that is what the uploader claimed), every local file
+        listed. A missing or damaged archive gives ``ok`` False; an unreachable one raises
+        :class:`~budeval.errors.ArchiveUnavailableError` (transient: ask again later)."""
+        from minio.error import S3Error
+
+        prefix = check_prefix(prefix)
+        key_prefix = f"{self.base_prefix}/{prefix}" if self.base_prefix else prefix
+        url = self._url(key_prefix)
+
+        def read(key: str) -> tuple[int, str] | None:
+            try:
+                response = self._client.get_object(self.bucket, key)
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchBucket"):
+                    return None
+                raise
+            try:
+                return hash_stream(response)
+            finally:
+                response.close()
+                response.release_conn()
+
+        def manifest_and_time() -> tuple[bytes, Any] | None:
+            try:
+                info = self._client.stat_object(self.bucket, f"{key_prefix}/{MANIFEST_NAME}")
+                response = self._client.get_object(self.bucket, f"{key_prefix}/{MANIFEST_NAME}")
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject"):
+                    return None
+                raise
+            try:
+                return bytes(response.read()), info.last_modified
+            finally:
+                response.close()
+                response.release_conn()
+
+        found = self._step(f"reading {url}{MANIFEST_NAME}", manifest_and_time)
+        if found is None:
+            return ArchiveCheck(ok=False, url=url, reason=f"no manifest at {url}")
+        body, archived_at = found
+        manifest = parse_manifest(body, url)
+        if isinstance(manifest, str):
+            return ArchiveCheck(ok=False, url=url, reason=manifest, archived_at=archived_at)
+        reason = self._step(
+            f"reading back {url}", check_stored, manifest.files, lambda rel: read(f"{key_prefix}/{rel}")
+        ) or compare_local(source, manifest)
+        return ArchiveCheck(ok=not reason, url=url, reason=reason, archived_at=archived_at,
+                            files=len(manifest.files), bytes=manifest.total_bytes)

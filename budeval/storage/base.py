@@ -13,6 +13,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from budeval.schemas.results import ParsedRun
+from budeval.storage.archive_verify import ArchiveCheck
 
 EvalStatus = Literal["pending", "running", "completed", "partial", "failed", "cancelled", "rejected", "reused"]
 
@@ -128,4 +129,9 @@ class ArchiveReceipt(BaseModel):
 class Archive(Protocol):
     def upload_run(self, source: Path, prefix: str, provenance: dict[str, Any]) -> ArchiveReceipt:
         """Copy the whole folder under ``prefix`` plus ``manifest.json``; idempotent; never modifies ``source``."""
+        ...
+
+    def verify_run(self, source: Path, prefix: str) -> ArchiveCheck:
+        """Whether the archive under ``prefix`` holds every file of ``source`` with the manifest's sha256, read back
+        (budeval/storage/archive_verify.py); retention removes a folder only on ``ok``."""
         ...

@@ -48,6 +48,7 @@ from budeval.storage.clickhouse_rows import (
     _utc,
     run_time,
 )
+from budeval.storage.clickhouse_ttl import PredictionsTtl
 from budeval.storage.groupcommit import GroupCommit
 
 T = TypeVar("T")
@@ -57,7 +58,7 @@ __all__ = ["DEFAULT_LINGER_S", "TERMINAL_CODES", "ClickHouseStore", "run_time", 
 DEFAULT_LINGER_S = 0.05
 
 
-class ClickHouseStore(StoreMigrations, StoreReads, StoreDecisions, StoreBrowse):
+class ClickHouseStore(StoreMigrations, PredictionsTtl, StoreReads, StoreDecisions, StoreBrowse):
     """``ResultStore`` plus analyst queries over one clickhouse-connect client (guarded by a lock: chDB is one
     session per process, and a client handle must not interleave calls)."""
 

@@ -178,6 +178,15 @@ _CHECKPOINT_COLUMNS = (
     "CREATE OR REPLACE VIEW evaluations_current AS SELECT * FROM evaluations FINAL",
 )
 
+_PREDICTIONS_STORED_AT = (
+    # When a prediction row was stored: what the predictions TTL (setting `predictions_ttl_s`, applied outside the
+    # numbered migrations by budeval/storage/clickhouse_ttl.py) counts from. Rows stored before this migration get the
+    # migration's time (MATERIALIZE writes it into every part: a default left to be computed at read time would be
+    # `now()` at every merge, and such rows would never expire).
+    "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS stored_at DateTime('UTC') DEFAULT now()",
+    "ALTER TABLE predictions MATERIALIZE COLUMN stored_at",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _INITIAL),
     Migration(2, "analyst_views", _ANALYST_VIEWS),
@@ -185,6 +194,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "provenance_columns", _PROVENANCE_COLUMNS),
     Migration(5, "archive_pending", _ARCHIVE_PENDING),
     Migration(6, "checkpoint_columns", _CHECKPOINT_COLUMNS),
+    Migration(8, "predictions_stored_at", _PREDICTIONS_STORED_AT),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -140,7 +140,7 @@ def test_housekeeping_events_of_a_re_run_carry_its_attempt(tmp_path: Path, store
     store.record_evaluation(_row("ap-2", "completed", archive_pending=True, provenance={"attempt": 2}))
     publisher = MemoryPublisher()
     keeper = Housekeeping(settings, store, FolderArchive(tmp_path / "archive"), workflows, publisher)
-    assert keeper.run_once() == {"archived": 1, "reconciled": 1}
+    assert keeper.run_once() == {"archived": 1, "reconciled": 1, "removed": 0}
     ids = sorted(event.id for _, event in publisher.events)
     assert ids == ["ap-2.archived.attempt2", "wf-2.failed.attempt2"], ids
 

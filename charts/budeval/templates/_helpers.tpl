@@ -195,6 +195,11 @@ hostPath:
   value: {{ .Values.dapr.eventsTopic | quote }}
 - name: BUDEVAL_LOG_LEVEL
   value: {{ .Values.logLevel | quote }}
+- name: BUDEVAL_RESULTS_GC_INTERVAL_S
+  value: {{ .Values.retention.resultsGcIntervalSeconds | quote }}
+- name: BUDEVAL_RESULTS_GRACE_S
+  value: {{ mul .Values.retention.resultsGraceDays 86400 | quote }}
+{{ include "budeval.predictionsTtlEnv" . }}
 {{ include "budeval.storeEnv" (dict "secret" (include "budeval.storeSecret" .) "key" .Values.clickhouse.existingSecretKey) }}
 {{ include "budeval.s3Env" . }}
 - name: BUDEVAL_API_TOKEN
@@ -243,4 +248,10 @@ privileged: false
 readOnlyRootFilesystem: true
 capabilities:
   drop: [ALL]
+{{- end }}
+
+{{- /* The predictions TTL: the service applies it when it starts, the migration Job with `budeval migrate`. */ -}}
+{{- define "budeval.predictionsTtlEnv" -}}
+- name: BUDEVAL_PREDICTIONS_TTL_S
+  value: {{ mul .Values.retention.predictionsTtlDays 86400 | quote }}
 {{- end }}

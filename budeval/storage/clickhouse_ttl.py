@@ -1,0 +1,83 @@
+"""The predictions TTL: the setting ``predictions_ttl_s`` made into the table's ``TTL`` clause. A mixin of
+:class:`~budeval.storage.clickhouse.ClickHouseStore`.
+
+Why not a numbered migration: a migration is fixed text with a checksum (budeval/storage/migrations.py), while the
+TTL is configuration that may change from one release to the next. Migration 8 adds what the TTL needs (the column
+``stored_at``); :meth:`PredictionsTtl.apply_predictions_ttl` then brings the table's TTL to the setting -- ``ALTER
+TABLE predictions MODIFY TTL stored_at + INTERVAL n SECOND``, or ``REMOVE TTL`` for 0 -- and does nothing when the
+table already says so. ``budeval migrate`` (the chart's migration Job) and the service's start call it.
+
+Only a TTL of budeval's own shape is ever removed: a TTL an operator wrote by hand on ``predictions`` (another
+expression) is left alone when the setting is 0, and replaced when it is not (the setting owns the TTL then).
+How ClickHouse applies it: rows expire when their part is merged (``OPTIMIZE TABLE predictions FINAL`` forces it);
+``MODIFY TTL`` also rewrites the existing parts in the background (``materialize_ttl_after_modify``), so the first
+change on a big table costs one pass over it. docs/storage.md "Retention".
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from budeval.errors import ValidationError
+
+#: How ClickHouse prints budeval's TTL back in ``system.tables.engine_full``.
+_OURS = re.compile(r"\bTTL\s+stored_at\s*\+\s*toIntervalSecond\((\d+)\)")
+_ANY_TTL = re.compile(r"\bTTL\b")
+
+TtlChange = Literal["unchanged", "set", "removed", "kept foreign"]
+
+
+class PredictionsTtl:
+    """Reads and sets the TTL of ``predictions`` (``_rows``/``_command`` of the store)."""
+
+    def _rows(self, what: str, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _command(self, what: str, sql: str, params: dict[str, Any] | None = None) -> None:
+        raise NotImplementedError
+
+    def _predictions_engine(self) -> str:
+        rows = self._rows(
+            "read the predictions table's TTL",
+            "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = 'predictions'",
+        )
+        return str(rows[0][0]) if rows else ""
+
+    def predictions_ttl(self) -> int | None:
+        """Seconds of budeval's TTL on ``predictions``; None when the table has none (or one budeval did not set)."""
+        match = _OURS.search(self._predictions_engine())
+        return int(match.group(1)) if match else None
+
+    def apply_predictions_ttl(self, ttl_s: int) -> TtlChange:
+        """Make the table's TTL ``ttl_s`` seconds after ``stored_at`` (0: no TTL). Idempotent; needs migration 8.
+
+        Raises :class:`~budeval.errors.ValidationError` for a negative value and the store's errors for the ALTER.
+        """
+        if ttl_s < 0:
+            raise ValidationError(f"predictions_ttl_s must be >= 0, not {ttl_s}", field="predictions_ttl_s")
+        engine = self._predictions_engine()
+        match = _OURS.search(engine)
+        current = int(match.group(1)) if match else None
+        if ttl_s == 0:
+            if match is None:
+                return "kept foreign" if _ANY_TTL.search(engine) else "unchanged"
+            self._command("remove the predictions TTL", "ALTER TABLE predictions REMOVE TTL")
+            return "removed"
+        if current == ttl_s:
+            return "unchanged"
+        self._command(
+            "set the predictions TTL", f"ALTER TABLE predictions MODIFY TTL stored_at + INTERVAL {int(ttl_s)} SECOND"
+        )
+        return "set"
+
+    def expiring_predictions(self, ttl_s: int) -> int:
+        """Prediction rows older than ``ttl_s`` seconds (what the TTL removes at the next merges); 0 for ``ttl_s`` 0."""
+        if ttl_s <= 0:
+            return 0
+        rows = self._rows(
+            "count expiring predictions",
+            "SELECT count() FROM predictions WHERE stored_at + toIntervalSecond(%(t)s) <= now()",
+            {"t": int(ttl_s)},
+        )
+        return int(rows[0][0]) if rows else 0

@@ -1,0 +1,95 @@
+"""The predictions TTL on real chDB: migration 8 adds ``stored_at``, the setting ``predictions_ttl_s`` becomes the
+table's TTL (``budeval migrate``), and rows past it really go at the next merge (``OPTIMIZE ... FINAL``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from budeval.cli.main import main
+from budeval.storage.clickhouse import ClickHouseStore
+from budeval.storage.factory import open_store
+from budeval.storage.migrations import MIGRATIONS
+from tests.cli.support import run_cli
+
+from .fakes import simple_run
+
+
+def _count(store: ClickHouseStore, table: str) -> int:
+    return int(store._rows("count", f"SELECT count() FROM {table}")[0][0])
+
+
+def _fill(store: ClickHouseStore, eval_id: str) -> None:
+    store.store_run(eval_id, "r0", simple_run("20260101_000000", {("m", "qa"): 50.0},
+                                              {("m", "qa"): [True, False, True, False]}))
+
+
+def test_migration_8_adds_stored_at_and_rows_expire_after_a_short_ttl(store: ClickHouseStore) -> None:
+    assert 8 in {m.version for m in MIGRATIONS}
+    _fill(store, "ev-old")
+    assert store.predictions_ttl() is None and store.apply_predictions_ttl(0) == "unchanged"
+    assert store.apply_predictions_ttl(3600) == "set" and store.predictions_ttl() == 3600
+    assert store.apply_predictions_ttl(3600) == "unchanged"
+    assert store.expiring_predictions(3600) == 0
+    time.sleep(2.1)  # stored_at has a resolution of one second
+    assert store.expiring_predictions(1) == 4 and _count(store, "predictions") == 4  # what `budeval gc` reports
+    assert store.apply_predictions_ttl(1) == "set" and store.predictions_ttl() == 1
+    store._command("merge", "OPTIMIZE TABLE predictions FINAL")  # (chDB may have merged them away already)
+    assert _count(store, "predictions") == 0
+    assert _count(store, "scores") == 1 and store.results("ev-old")  # scores are not touched by the TTL
+    assert store.apply_predictions_ttl(0) == "removed" and store.predictions_ttl() is None
+    _fill(store, "ev-new")
+    time.sleep(1.1)
+    store._command("merge", "OPTIMIZE TABLE predictions FINAL")
+    assert _count(store, "predictions") == 4  # no TTL any more: kept
+
+
+def test_rows_stored_before_migration_8_get_the_migration_time(tmp_path: Path) -> None:
+    """A store at version 6 with predictions: migration 8 materializes ``stored_at`` (else every merge would compute
+    ``now()`` again and such rows would never expire)."""
+    store = open_store(f"chdb://{tmp_path / 'ch'}")
+    try:
+        import budeval.storage.clickhouse_migrate as applying
+
+        before = tuple(m for m in MIGRATIONS if m.version < 8)
+        applying.MIGRATIONS, saved = before, applying.MIGRATIONS  # type: ignore[misc]
+        try:
+            store.migrate()
+        finally:
+            applying.MIGRATIONS = saved  # type: ignore[misc]
+        _fill(store, "ev-v6")
+        assert store.migrate() == ["0008_predictions_stored_at"]
+        stamps = store._rows("stamps", "SELECT DISTINCT stored_at FROM predictions")
+        assert len(stamps) == 1
+        time.sleep(1.1)
+        assert store._rows("again", "SELECT DISTINCT stored_at FROM predictions") == stamps  # stored, not now()
+    finally:
+        store.close()
+
+
+def test_budeval_migrate_applies_the_ttl_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dsn = f"chdb://{tmp_path / 'ch'}"
+    monkeypatch.setenv("BUDEVAL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("BUDEVAL_PREDICTIONS_TTL_S", str(30 * 86400))
+    answer = json.loads(run_cli("migrate", "--store", dsn, "--json"))
+    assert answer["predictions_ttl"] == "set" and answer["predictions_ttl_s"] == 30 * 86400
+    assert "predictions TTL" not in run_cli("migrate", "--store", dsn)  # unchanged: nothing to say
+    monkeypatch.setenv("BUDEVAL_PREDICTIONS_TTL_S", "0")
+    assert "predictions TTL removed" in run_cli("migrate", "--store", dsn)
+    store = open_store(dsn)
+    try:
+        assert store.predictions_ttl() is None
+    finally:
+        store.close()
+
+
+def test_a_negative_ttl_is_refused_by_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BUDEVAL_PREDICTIONS_TTL_S", "-1")
+    assert main(["migrate", "--store", f"chdb://{tmp_path / 'ch'}"]) == 1
+    assert "predictions_ttl_s" in capsys.readouterr().err
+    assert not (tmp_path / "ch").exists()  # refused before anything was opened
