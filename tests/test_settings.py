@@ -61,6 +61,7 @@ SPECIAL = {
     "run_env_passthrough": ('["MY_*", "OTHER"]', ["MY_*", "OTHER"]),
     "datasets_root": (f"/data/a{os.pathsep}/data/b", [Path("/data/a"), Path("/data/b")]),
     "models_root": ("/models", [Path("/models")]),
+    "suites_path": (f"/suites/a{os.pathsep}/suites/b", [Path("/suites/a"), Path("/suites/b")]),
     "kube_watch_backoffs_s": ("[1, 2.5]", [1.0, 2.5]),
 }
 
