@@ -33,6 +33,8 @@ class ServiceStore:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.url = api_url(settings)
+        #: ``GET /evals/{id}/results`` answers of this command (one command's reads see one state, asked once)
+        self._answers: dict[tuple[str, int | None], dict[str, Any] | None] = {}
 
     def _get(self, path: str, params: dict[str, Any] | list[tuple[str, Any]] | None = None) -> dict[str, Any]:
         return call_api("GET", path, params, self.settings)
@@ -42,11 +44,14 @@ class ServiceStore:
         call_api("GET", "/healthz", None, self.settings)
 
     def _results(self, eval_id: str, examples: int | None = None) -> dict[str, Any] | None:
-        params = {"examples": examples} if examples is not None else None
-        try:
-            return self._get(f"/evals/{quote(eval_id, safe='')}/results", params)
-        except NotFoundError:
-            return None
+        key = (eval_id, examples)
+        if key not in self._answers:
+            params = {"examples": examples} if examples is not None else None
+            try:
+                self._answers[key] = self._get(f"/evals/{quote(eval_id, safe='')}/results", params)
+            except NotFoundError:
+                self._answers[key] = None
+        return self._answers[key]
 
     def get_evaluation(self, eval_id: str) -> EvaluationRecord | None:
         doc = self._results(eval_id)
