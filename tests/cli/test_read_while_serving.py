@@ -3,7 +3,7 @@
 The store is filled first (real chDB, the store's own writes); each command then runs as a user runs it: once with no
 service (it opens the store itself), once while the real service runs (chDB refuses a second process: "Cannot lock
 file .../status", so the command asks the service's HTTP API). Output and exit code must be the same; ``--verbose``
-says which path was taken.
+says which path was taken. While it runs, a suite file added to its suites folder is known without a restart.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from budeval.storage.base import EvaluationRecord
@@ -74,6 +75,12 @@ def _run(served: ServeProcess, argv: list[str], request_file: Path) -> subproces
                           capture_output=True, text=True, timeout=120, check=False)
 
 
+def _dry_run(served: ServeProcess, request: dict[str, object]) -> httpx.Response:
+    body = {k: v for k, v in request.items() if v is not None}
+    return httpx.post(served.info["api_url"] + "/evals", params={"dry_run": "true"}, json=body,
+                      headers={"authorization": f"Bearer {served.token}"}, timeout=60)
+
+
 def _error_line(done: subprocess.CompletedProcess[str]) -> str:
     return "\n".join(line for line in done.stderr.splitlines() if line.startswith("budeval: error:"))
 
@@ -87,7 +94,9 @@ def both(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[s
     _fill(data_dir)
     request_file = data_dir.parent / "request.json"
     request_file.write_text(json.dumps(REQUEST))
-    served = ServeProcess(data_dir, serve_env(data_dir, "process"))
+    suites = data_dir.parent / "suites"
+    suites.mkdir()
+    served = ServeProcess(data_dir, serve_env(data_dir, "process", BUDEVAL_SUITES_PATH=str(suites)))
     alone = {name: _run(served, argv, request_file) for name, argv in COMMANDS}
     served.start()
     try:
@@ -95,9 +104,16 @@ def both(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[s
         serving = {name: _run(served, argv, request_file) for name, argv in COMMANDS}
         # a write command names the holder instead of chDB's bare lock error
         migrate = served.cli("migrate")
+        # a suite added while the service runs is known to it without a restart
+        plan = {**REQUEST, "datasets": None, "suite": "added-later"}
+        before = _dry_run(served, plan)
+        (suites / "added.yaml").write_text("name: added-later\ndatasets: [tiny_mcq]\n")
+        after = _dry_run(served, plan)
     finally:
         served.stop()
     assert migrate.returncode == 1 and "held by another process" in migrate.stderr, migrate.stderr
+    assert before.status_code == 422 and "added-later" in before.text, before.text
+    assert after.status_code == 200 and [d["name"] for d in after.json()["datasets"]] == ["tiny_mcq"], after.text
     yield {name: (alone[name], serving[name]) for name, _ in COMMANDS}
 
 
