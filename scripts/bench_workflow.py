@@ -336,7 +336,7 @@ def main() -> int:
         archive=open_archive(settings.resolved_archive_url()),
         publisher=DaprPublisher(settings.pubsub_name),
         parse=parse_run,
-        suites=load_suites(settings.suites_dir),
+        suites=load_suites(settings.suites_path),
     )
     runtime, _ = build_runtime(deps, host="127.0.0.1", port=str(sidecar.grpc_port))
     runtime.start()

@@ -18,6 +18,7 @@ export BUDEVAL_DATA_DIR="${BUDEVAL_DATA_DIR:-$PWD/.budeval-data}"
 mkdir -p "$BUDEVAL_DATA_DIR"
 log="$BUDEVAL_DATA_DIR/serve.log"
 
+rm -f "$BUDEVAL_DATA_DIR/serve.json"  # a stale one (a killed earlier serve) would look like a service
 .venv/bin/budeval serve >"$log" 2>&1 &
 serve_pid=$!
 trap 'kill "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true' EXIT
@@ -37,6 +38,13 @@ cat >"$request" <<JSON
 }
 JSON
 
+# submit waits for a starting service (its serve.json names a live process) and fails within seconds when none is
+# there; serve writes that file once its store and sidecar are open, so wait for it here.
+for _ in $(seq 1200); do
+  [ -f "$BUDEVAL_DATA_DIR/serve.json" ] && break
+  kill -0 "$serve_pid" 2>/dev/null || { echo "budeval serve exited; log: $log" >&2; tail -20 "$log" >&2; exit 1; }
+  sleep 0.5
+done
 # submit waits for the service's readiness, publishes on the request topic and follows the events topic.
 .venv/bin/budeval submit "$request" --wait --timeout 1800
 # chDB is one process per data directory: stop the service before this process opens the store itself.

@@ -37,7 +37,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, A
     model.mkdir()
     (model / "config.json").write_text("{}")
     (model / "model.safetensors").write_bytes(b"\x00" * 1024)
-    settings = Settings(data_dir=tmp_path / "data", suites_dir=suites)
+    settings = Settings(data_dir=tmp_path / "data", suites_path=[suites])
     store = open_store(settings.resolved_store_dsn())
     store.migrate()
     deps = Deps(

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 _OLD_FIELDS = (
     "data_dir", "store_dsn", "store_linger_ms", "archive_url", "results_root", "backend", "namespace",
     "runner_image", "runner_service_account", "results_pvc", "opencompass_python", "engine_version",
-    "pubsub_name", "request_topic", "events_topic", "max_parallel_runs", "worker_threads", "suites_dir",
+    "pubsub_name", "request_topic", "events_topic", "max_parallel_runs", "worker_threads", "suites_path",
     "activity_retry_window_s", "poll_initial_s", "poll_max_s", "unschedulable_after_s",
     "default_gpu_resource_name", "default_node_selector", "default_tolerations", "default_queue",
     "default_priority_class", "host", "port", "sidecar", "sidecar_grpc_port", "sidecar_http_port",
@@ -61,6 +61,7 @@ SPECIAL = {
     "run_env_passthrough": ('["MY_*", "OTHER"]', ["MY_*", "OTHER"]),
     "datasets_root": (f"/data/a{os.pathsep}/data/b", [Path("/data/a"), Path("/data/b")]),
     "models_root": ("/models", [Path("/models")]),
+    "suites_path": (f"/suites/a{os.pathsep}/suites/b", [Path("/suites/a"), Path("/suites/b")]),
     "kube_watch_backoffs_s": ("[1, 2.5]", [1.0, 2.5]),
 }
 

@@ -10,16 +10,18 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 from budeval.config import Settings
+from budeval.errors import StoreUnavailableError
 from budeval.logs import configure as configure_logs
 from budeval.storage.base import ScoreRow
 from budeval.storage.clickhouse import ClickHouseStore
-from budeval.storage.factory import open_store
+from budeval.storage.factory import as_store_dsn, embedded_store_held, open_store, redact_dsn
 
 
 def store_arg(p: argparse.ArgumentParser) -> None:
     """``--store DSN`` (default ``BUDEVAL_STORE_DSN``, else the data dir's chDB)."""
     p.add_argument(
-        "--store", metavar="DSN", help="chdb:///path or http(s)://user:pass@host:port/db (BUDEVAL_STORE_DSN)"
+        "--store", metavar="DSN",
+        help="chdb:///path, a folder path, or http(s)://user:pass@host:port/db (BUDEVAL_STORE_DSN)",
     )
 
 
@@ -39,13 +41,21 @@ def non_negative(text: str) -> int:
 
 
 @contextmanager
-def migrated_store(args: argparse.Namespace) -> Iterator[ClickHouseStore]:
-    """The store of ``--store`` (or the settings'), migrated, closed at the end. Logs go to stderr as JSON lines."""
+def writing_store(args: argparse.Namespace, migrate: bool = True) -> Iterator[ClickHouseStore]:
+    """The store of ``--store`` (or the settings'), migrated (unless ``migrate`` is false), closed at the end, for
+    commands that write (``extract``, ``migrate``). An embedded store held by a running service is an error saying
+    so (writes go through the service). Logs go to stderr as JSON lines."""
     configure_logs()  # stdout carries only the command's output
     dsn = args.store or Settings.from_env().resolved_store_dsn()
+    if embedded_store_held(dsn):
+        raise StoreUnavailableError(
+            f"the store {redact_dsn(as_store_dsn(dsn))} is held by another process (a running `budeval serve`?): "
+            "stop it to write here"
+        )
     store = open_store(dsn)
     try:
-        store.migrate()
+        if migrate:
+            store.migrate()
         yield store
     finally:
         store.close()

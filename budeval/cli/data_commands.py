@@ -17,16 +17,15 @@ from budeval.cli.common import (
     emit_json,
     fmt,
     json_arg,
-    migrated_store,
     non_negative,
     score_table,
     store_arg,
     table,
+    writing_store,
 )
-from budeval.config import Settings
+from budeval.cli.reading import reading_store, verbose_arg
 from budeval.errors import NotFoundError
-from budeval.logs import configure as configure_logs
-from budeval.storage.factory import open_store
+from budeval.storage.base import EvaluationRecord, ScoreRow
 from budeval.storage.queries import ExampleRow
 
 
@@ -43,6 +42,7 @@ def register(subparsers: Any) -> None:
     )
     store_arg(p)
     json_arg(p)
+    verbose_arg(p)
     p.set_defaults(func=cmd_results)
 
     p = subparsers.add_parser("leaderboard", help="models ranked on one dataset or a set of datasets")
@@ -53,6 +53,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--offset", type=non_negative, default=0)
     store_arg(p)
     json_arg(p)
+    verbose_arg(p)
     p.set_defaults(func=cmd_leaderboard)
 
     p = subparsers.add_parser("compare", help="score deltas of two evaluations (and per-example flips)")
@@ -63,6 +64,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--limit", type=non_negative, default=20, help="at most this many flipped examples")
     store_arg(p)
     json_arg(p)
+    verbose_arg(p)
     p.set_defaults(func=cmd_compare)
 
     p = subparsers.add_parser("migrate", help="apply pending store migrations (safe to repeat)")
@@ -74,11 +76,13 @@ def register(subparsers: Any) -> None:
 # -- queries ---------------------------------------------------------------------------------------------------------
 def cmd_results(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Scores (a table, or a JSON list); with ``--examples N`` also per-example verdicts (JSON: an object
-    ``{"scores": [...], "examples": [...]}``)."""
+    ``{"scores": [...], "examples": [...]}``). An evaluation without any score (failed, cancelled, still running)
+    exits 1 with its status and reason on stderr (the rows it has, if any, are printed first)."""
     out = out or sys.stdout
-    with migrated_store(args) as store:
+    with reading_store(args) as store:
         rows = store.results(args.eval_id)
-        if not rows and store.get_evaluation(args.eval_id) is None:
+        record = store.get_evaluation(args.eval_id)
+        if not rows and record is None:
             raise NotFoundError(f"no evaluation {args.eval_id!r} in the store")
         examples = store.examples(args.eval_id, args.examples) if args.examples is not None else None
     if args.json:
@@ -87,12 +91,26 @@ def cmd_results(args: argparse.Namespace, out: TextIO | None = None) -> int:
             emit_json(scores, out)
         else:
             emit_json({"scores": scores, "examples": [e.model_dump(mode="json") for e in examples]}, out)
-        return 0
-    score_table(rows, out)
-    if examples is not None:
-        out.write(f"\nPer example (first {args.examples} of each dataset):\n")
-        _example_table(examples, out)
+    else:
+        if rows:
+            score_table(rows, out)
+        if examples is not None and rows:
+            out.write(f"\nPer example (first {args.examples} of each dataset):\n")
+            _example_table(examples, out)
+    why = no_scores_reason(args.eval_id, record, rows)
+    if why is not None:
+        print(f"budeval: error: {why}", file=sys.stderr)
+        return 1
     return 0
+
+
+def no_scores_reason(eval_id: str, record: EvaluationRecord | None, rows: Sequence[ScoreRow]) -> str | None:
+    """Why ``eval_id`` has no score (its status and reason), or None when at least one row has a score."""
+    if any(r.score is not None for r in rows):
+        return None
+    status = record.status if record is not None else "unknown"
+    reason = (record.reason if record is not None else None) or next((r.reason for r in rows if r.reason), None)
+    return f"{eval_id} has no scores: it is {status}" + (f" ({reason})" if reason else "")
 
 
 #: Width of the question and answer columns of the example table (longer texts are cut with "...").
@@ -128,8 +146,10 @@ def _example_table(rows: Sequence[ExampleRow], out: TextIO) -> None:
 
 def cmd_leaderboard(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    with migrated_store(args) as store:
-        rows = store.leaderboard(args.dataset, args.metric, args.mode, args.limit, args.offset)
+    rows: list[Any] = []
+    if args.limit > 0:  # (the API's pages hold at least one row)
+        with reading_store(args) as store:
+            rows = store.leaderboard(args.dataset, args.metric, args.mode, args.limit, args.offset)
     if args.json:
         emit_json([r.model_dump(mode="json") for r in rows], out)
         return 0
@@ -149,7 +169,7 @@ def cmd_leaderboard(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 def cmd_compare(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    with migrated_store(args) as store:
+    with reading_store(args) as store:
         for eval_id in (args.eval_a, args.eval_b):
             if store.get_evaluation(eval_id) is None and not store.results(eval_id):
                 raise NotFoundError(f"no evaluation {eval_id!r} in the store")
@@ -211,16 +231,11 @@ def cmd_compare(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 def cmd_migrate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    configure_logs()
-    dsn = args.store or Settings.from_env().resolved_store_dsn()
     ttl_s = Settings.from_env().predictions_ttl_s
-    store = open_store(dsn)
-    try:
+    with writing_store(args, migrate=False) as store:
         applied = store.migrate()
         version = store.schema_version()
         ttl = store.apply_predictions_ttl(ttl_s)  # the setting, not a numbered migration: clickhouse_ttl.py
-    finally:
-        store.close()
     if args.json:
         emit_json({"applied": applied, "version": version, "predictions_ttl_s": ttl_s, "predictions_ttl": ttl}, out)
         return 0

@@ -42,7 +42,7 @@ def cmd_datasets_check(args: argparse.Namespace, out: TextIO | None = None) -> i
     if root is None:
         raise ValidationError("give --root or set COMPASS_DATA_CACHE", field="root")
     if args.suite is not None:
-        suites = load_suites(settings.suites_dir)
+        suites = load_suites(settings.suites_path)
         if args.suite not in suites:
             raise NotFoundError(f"no suite {args.suite!r} (known: {', '.join(sorted(suites)) or 'none'})")
         names, what = suites[args.suite], f"suite {args.suite}"

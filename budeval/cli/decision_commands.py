@@ -15,7 +15,9 @@ from typing import Any, NoReturn, TextIO
 
 from pydantic import ValidationError as PydanticValidationError
 
-from budeval.cli.common import emit_json, migrated_store, store_arg, table
+from budeval.cli.common import emit_json, store_arg, table
+from budeval.cli.reading import reading_store, verbose_arg
+from budeval.cli.remote_store import ServiceStore
 from budeval.decisions.gate import EXIT_ERROR, GateOptions, GateReport, evaluate_gate
 from budeval.decisions.series import SeriesReport, build_series
 from budeval.decisions.stats import CORRECTIONS
@@ -39,6 +41,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--iterations", type=int, default=2000, help="bootstrap resamples (default 2000)")
     store_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON only")
+    verbose_arg(p)
     p.set_defaults(func=cmd_gate, error_exit=EXIT_ERROR)  # main(): a bad setting exits 3 too
     _exit_3_on_usage_errors(p)
 
@@ -58,6 +61,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--examples", type=int, default=10, metavar="N", help="examples listed per kind (default 10)")
     store_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON only")
+    verbose_arg(p)
     p.set_defaults(func=cmd_series)
 
 
@@ -128,8 +132,11 @@ def cmd_gate(args: argparse.Namespace, out: TextIO | None = None) -> int:
         print(f"budeval: error: --{where}: {first['msg']}", file=sys.stderr)
         return EXIT_ERROR
     try:
-        with migrated_store(args) as store:
-            report = evaluate_gate(store, args.baseline, args.candidate, options)
+        with reading_store(args) as store:
+            if isinstance(store, ServiceStore):  # the service holds the store: it computes the same report
+                report = store.gate(args.baseline, args.candidate, options)
+            else:
+                report = evaluate_gate(store, args.baseline, args.candidate, options)
     except Exception as exc:  # any failure exits 3: a traceback's exit 1 would read as "regression"
         if isinstance(exc, BudevalError):
             reason, message, line = exc.reason, exc.message, str(exc)
@@ -212,11 +219,14 @@ def cmd_series(args: argparse.Namespace, out: TextIO | None = None) -> int:
         raise ValidationError(f"must lie strictly between 0 and 1, not {args.alpha}", field="--alpha")
     if args.examples < 0:
         raise ValidationError(f"must be >= 0, not {args.examples}", field="--examples")
-    with migrated_store(args) as store:
-        report = build_series(
-            store, args.series, dataset=args.dataset, alpha=args.alpha, correction=args.correction,
-            limit=args.examples,
-        )
+    with reading_store(args) as store:
+        if isinstance(store, ServiceStore):
+            report = store.series(args.series, args.dataset, args.alpha, args.correction, args.examples)
+        else:
+            report = build_series(
+                store, args.series, dataset=args.dataset, alpha=args.alpha, correction=args.correction,
+                limit=args.examples,
+            )
     if args.json:
         emit_json(report.model_dump(mode="json"), out)
     else:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from budeval.cli.common import emit_json, json_arg, migrated_store, score_table, store_arg
+from budeval.cli.common import emit_json, json_arg, score_table, store_arg, writing_store
 from budeval.config import Settings
 from budeval.errors import TerminalError, ValidationError
 from budeval.schemas.ids import check_dns_label
@@ -31,7 +31,8 @@ def register(subparsers: Any) -> None:
         "--force", action="store_true", help="replace this run's rows in an evaluation the workflow recorded"
     )
     store_arg(p)
-    p.add_argument("--archive", metavar="URL", help="file:///path or s3://bucket?endpoint=... (BUDEVAL_ARCHIVE_URL)")
+    p.add_argument("--archive", metavar="URL",
+                   help="a folder path, file:///path or s3://bucket?endpoint=... (BUDEVAL_ARCHIVE_URL)")
     p.add_argument("--no-archive", action="store_true", help="store rows only")
     json_arg(p)
     p.set_defaults(func=cmd_extract)
@@ -55,7 +56,7 @@ def cmd_extract(args: argparse.Namespace, out: TextIO | None = None) -> int:
         raise ValidationError(f"{run_dir} is not a directory", field="RUN_DIR")
     settings = Settings.from_env()
     archive = None if args.no_archive else open_archive(args.archive or settings.resolved_archive_url())
-    with migrated_store(args) as store:
+    with writing_store(args) as store:
         done = extract_folder(
             store=store,
             parse=_parse,

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from budeval.cli.reading import reading_store, verbose_arg
 from budeval.config import Settings
 from budeval.errors import BudevalError, NotFoundError, ValidationError
 from budeval.logs import configure as configure_logs
@@ -24,6 +25,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--store", metavar="DSN", help="where to look for reusable work (BUDEVAL_STORE_DSN)")
     p.add_argument("--no-store", action="store_true", help="do not look for reusable work")
     p.add_argument("--json", action="store_true", help="the plan as JSON")
+    verbose_arg(p)
     p.set_defaults(func=cmd_plan)
 
     p = subparsers.add_parser("explain", help="what differs between two evaluations: provenance, then scores")
@@ -31,6 +33,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("eval_b", metavar="ID_B")
     p.add_argument("--store", metavar="DSN", help="chdb:///path or http(s)://... (BUDEVAL_STORE_DSN)")
     p.add_argument("--json", action="store_true", help="the differences as JSON")
+    verbose_arg(p)
     p.set_defaults(func=cmd_explain)
 
 
@@ -54,23 +57,16 @@ def cmd_plan(args: argparse.Namespace, out: TextIO | None = None) -> int:
     configure_logs(QUIET)
     settings = Settings.from_env()
     body = _read_request(args.request)
-    suites = load_suites(settings.suites_dir)
-    store: Any = None
-    if not args.no_store:
-        from budeval.storage.factory import open_existing_store
-
+    suites = load_suites(settings.suites_path)
+    if args.no_store:
+        plan = plan_request(body, settings, suites, None)
+    else:
         try:  # a plan creates no store: one never created has nothing to reuse (an existing one is brought up to date)
-            store = open_existing_store(args.store or settings.resolved_store_dsn()) or NO_STORE_YET
-            if store is not NO_STORE_YET:
-                store.migrate()
+            with reading_store(args, create=False, log_level=QUIET) as store:
+                plan = plan_request(body, settings, suites, NO_STORE_YET if store is None else store)
         except BudevalError as exc:
             print(f"budeval: warning: reuse not checked: {exc}", file=sys.stderr)
-            store = None
-    try:
-        plan = plan_request(body, settings, suites, store)
-    finally:
-        if store is not None and store is not NO_STORE_YET:
-            store.close()
+            plan = plan_request(body, settings, suites, None)
     if args.json:
         out.write(json.dumps(plan.document(), indent=2) + "\n")
     elif plan.valid:
@@ -83,23 +79,16 @@ def cmd_plan(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 def cmd_explain(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from budeval.storage.explain import explain, render_explanation
-    from budeval.storage.factory import open_existing_store
 
     out = out or sys.stdout
-    configure_logs(QUIET)
-    dsn = args.store or Settings.from_env().resolved_store_dsn()
-    store = open_existing_store(dsn)
-    if store is None:  # a fresh install: explain reads, it does not create a store
-        raise NotFoundError(f"no evaluation {args.eval_a!r} in the store: nothing was stored yet")
-    try:
-        store.migrate()
+    with reading_store(args, create=False, log_level=QUIET) as store:
+        if store is None:  # a fresh install: explain reads, it does not create a store
+            raise NotFoundError(f"no evaluation {args.eval_a!r} in the store: nothing was stored yet")
         records = [store.get_evaluation(e) for e in (args.eval_a, args.eval_b)]
         for eval_id, record in zip((args.eval_a, args.eval_b), records, strict=True):
             if record is None:
                 raise NotFoundError(f"no evaluation {eval_id!r} in the store")
         rows = store.compare(args.eval_a, args.eval_b)
-    finally:
-        store.close()
     doc = explain(records[0], records[1], rows)  # type: ignore[arg-type]
     if args.json:
         out.write(json.dumps(doc, indent=2, default=str) + "\n")

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from budeval.buildinfo import build_info
 from budeval.config import cli_settings, parse_flags
 from budeval.errors import BudevalError
 
@@ -26,16 +27,25 @@ from budeval.errors import BudevalError
 COMMAND_MODULES = (
     "budeval.cli.extract_command",  # extract
     "budeval.cli.data_commands",  # results, leaderboard, compare, migrate
-    "budeval.cli.service_commands",  # serve, submit, status, cancel
+    "budeval.cli.service_commands",  # serve, status, cancel
+    "budeval.cli.submit_command",  # submit
     "budeval.cli.identity_commands",  # plan, explain
     "budeval.cli.decision_commands",  # gate, series
     "budeval.cli.datasets_command",  # datasets check
     "budeval.cli.gc_command",  # gc (retention)
+    "budeval.cli.suites_command",  # suites
 )
+
+
+def version_text() -> str:
+    """``budeval 0.1.0 (commit abc...)``: the installed version and its build commit (budeval/buildinfo.py)."""
+    info = build_info()
+    return f"budeval {info['version']} ({'commit ' + info['commit'] if info['commit'] else 'commit not stamped'})"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="budeval", description="Kubernetes-native orchestrator for LLM evaluations")
+    parser.add_argument("--version", action="version", version=version_text())
     parser.add_argument("--settings", type=Path, default=None, metavar="FILE",
                         help="settings file (.yaml, .json, .toml or a dotenv file); default: $BUDEVAL_SETTINGS_FILE")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="set_values",
@@ -44,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
     for sub in subparsers.choices.values():
+        sub.add_argument("--version", action="version", version=version_text())
         sub.set_defaults(command_parser=sub)  # main(): unrecognized arguments are reported by the command's parser
     return parser
 

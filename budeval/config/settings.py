@@ -98,8 +98,11 @@ class Settings(BaseSettings):
     #: two-core pod would hold up every other evaluation's steps. Waiting threads are cheap, and more writers in
     #: flight let the store batch their rows (group commit). On the CPU-bound benchmark 6 and 32 measure the same.
     worker_threads: int = Field(default=32, ge=1, le=512)
-    #: Folder of suite YAML files (``workflows/``); default: ``workflows/`` beside the package in a checkout.
-    suites_dir: Path | None = None
+    #: Operator folders of suite YAML files, searched after the bundled suites (budeval/engine/suites/); a suite in a
+    #: later folder replaces one of the same name. env: ``os.pathsep``-separated (``BUDEVAL_SUITES_DIR``: the
+    #: earlier name, one folder). The service re-reads them when a file changes.
+    suites_path: Annotated[list[Path], NoDecode] = Field(default_factory=list, validation_alias=AliasChoices(
+        "suites_path", "BUDEVAL_SUITES_PATH", "suites_dir", "BUDEVAL_SUITES_DIR"))
     #: Seconds the workflow's activities keep retrying transient failures (archive, store, broker, API server down)
     #: with backoff (1 s doubling to 60 s) before the step fails; budeval/workflow/policies.py.
     activity_retry_window_s: float = Field(default=1800.0, ge=0, le=7 * 24 * 3600)
@@ -204,6 +207,9 @@ class Settings(BaseSettings):
     client_ready_timeout_s: Seconds = 5.0
     client_events_timeout_s: Seconds = 10.0
     client_poll_s: Seconds = 0.5
+    #: Seconds ``budeval submit`` waits for a service or sidecar to answer when none of this data dir is starting
+    #: (no ``serve.json`` naming a live process); then it fails with the reason. A starting service is waited for.
+    client_unreachable_s: Seconds = 10.0
     # -- security (docs/security.md) --
     #: The API's bearer token (a secret), else the content of the file ``api_token_file`` (a mounted Secret); the
     #: embedded mode generates one when neither is set.
@@ -259,7 +265,7 @@ class Settings(BaseSettings):
     fault_delay_at: str = ""
     fault_marker_dir: Path = Path()
 
-    @field_validator("datasets_root", "models_root", mode="before")
+    @field_validator("datasets_root", "models_root", "suites_path", mode="before")
     @classmethod
     def _paths_from_env(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -8,11 +8,14 @@ Three kinds of dataset are known:
   available to OpenCompass, e.g. under ``COMPASS_DATA_CACHE``);
 - *custom*: the request's own :class:`CustomDataset` entries (a ``.jsonl`` path).
 
-Suites are declarative YAML files (``workflows/*.yaml``) naming datasets of the first two kinds.
+Suites are declarative YAML files naming datasets of the first two kinds, found on a search path: the bundled
+``budeval/engine/suites/`` first, then the operator's folders (setting ``suites_path``); a later folder's suite
+replaces an earlier one of the same name. :class:`SuiteCatalog` re-reads them when a file changes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from budeval.errors import ValidationError
+from budeval.logs import get_logger
 from budeval.schemas.ids import DNS_LABEL
 from budeval.schemas.request import DatasetKind, EvalRequest
 
@@ -92,15 +96,18 @@ def known_dataset_names() -> list[str]:
     return sorted({*BUNDLED, *STOCK})
 
 
-def default_suites_dir() -> Path | None:
-    """``settings.suites_dir`` (``BUDEVAL_SUITES_DIR``), else ``workflows/`` of the checkout this package lives in."""
-    from budeval.config import Settings
+#: Folder of the suites shipped with budeval (``light``, ``standard``, ``heavy``): the first of the search path.
+BUNDLED_SUITES_DIR = Path(__file__).resolve().parent / "suites"
 
-    configured = Settings.from_env().suites_dir
-    if configured is not None:
-        return configured
-    beside = Path(__file__).resolve().parents[2] / "workflows"
-    return beside if beside.is_dir() else None
+
+def suite_folders(extra: Sequence[Path] | None = None) -> list[Path]:
+    """The search path: :data:`BUNDLED_SUITES_DIR`, then ``extra`` (default: the setting ``suites_path``,
+    ``BUDEVAL_SUITES_PATH``); a suite in a later folder replaces one of the same name in an earlier one."""
+    if extra is None:
+        from budeval.config import Settings
+
+        extra = Settings.from_env().suites_path
+    return [BUNDLED_SUITES_DIR, *extra]
 
 
 class SuiteFile(BaseModel):
@@ -111,35 +118,105 @@ class SuiteFile(BaseModel):
     datasets: Annotated[list[str], Field(min_length=1, max_length=200)]
 
 
-def load_suites(path: Path | None = None) -> dict[str, list[str]]:
-    """Suites from ``*.yaml`` in ``path`` (default :func:`default_suites_dir`), name -> dataset names.
+@dataclass(frozen=True)
+class Suite:
+    """One loaded suite: its datasets in order, its description and the file it came from."""
 
-    A broken file is an error naming the file (and line for YAML syntax); so is a suite naming an unknown dataset
-    or a name defined twice. A missing default folder (e.g. a wheel installed without the checkout) means no suites;
-    a missing folder that was asked for is an error.
-    """
-    folder = path if path is not None else default_suites_dir()
-    if folder is None:
-        return {}
-    if not folder.is_dir():
-        raise ValidationError(f"suites folder {folder} does not exist", field="suite")
-    suites: dict[str, list[str]] = {}
-    origin: dict[str, Path] = {}
+    name: str
+    datasets: list[str]
+    description: str
+    source: Path
+
+
+def read_suites(folders: Sequence[Path]) -> dict[str, Suite]:
+    """Suites from ``*.yaml`` in each folder, in order; later folders replace earlier suites of the same name.
+
+    A broken file is an error naming the file (and line for YAML syntax); so is a suite naming an unknown dataset,
+    a name defined twice in one folder, or a folder that does not exist."""
+    suites: dict[str, Suite] = {}
     known = set(known_dataset_names())
-    for file in sorted(folder.glob("*.yaml")):
-        suite = _read_suite(file)
-        if suite.name in suites:
-            raise ValidationError(
-                f"{file}: suite {suite.name!r} already defined in {origin[suite.name]}", field="suite"
-            )
-        unknown = [d for d in suite.datasets if d not in known]
-        if unknown:
-            raise ValidationError(f"{file}: unknown datasets {unknown}", field="suite")
-        if len(set(suite.datasets)) != len(suite.datasets):
-            raise ValidationError(f"{file}: datasets listed twice", field="suite")
-        suites[suite.name] = list(suite.datasets)
-        origin[suite.name] = file
+    for folder in folders:
+        if not folder.is_dir():
+            raise ValidationError(f"suites folder {folder} does not exist", field="suite")
+        here: dict[str, Path] = {}
+        for file in sorted(folder.glob("*.yaml")):
+            suite = _read_suite(file)
+            if suite.name in here:
+                raise ValidationError(
+                    f"{file}: suite {suite.name!r} already defined in {here[suite.name]}", field="suite"
+                )
+            unknown = [d for d in suite.datasets if d not in known]
+            if unknown:
+                raise ValidationError(f"{file}: unknown datasets {unknown}", field="suite")
+            if len(set(suite.datasets)) != len(suite.datasets):
+                raise ValidationError(f"{file}: datasets listed twice", field="suite")
+            here[suite.name] = file
+            suites[suite.name] = Suite(suite.name, list(suite.datasets), suite.description, file)
     return suites
+
+
+def load_suites(path: Path | Sequence[Path] | None = None) -> dict[str, list[str]]:
+    """Suites of the search path, name -> dataset names: the bundled ones, then ``path`` (one operator folder or
+    several; default: the setting ``suites_path``). Errors: :func:`read_suites`'s."""
+    extra = [path] if isinstance(path, Path) else path
+    return {name: s.datasets for name, s in read_suites(suite_folders(extra)).items()}
+
+
+class SuiteCatalog(Mapping[str, list[str]]):
+    """The suites of a search path, re-read when a suite file or folder changes (checked at each lookup by the files'
+    modification times and sizes), so a service sees a new or edited suite without a restart.
+
+    Built with :func:`read_suites`'s errors (a broken search path stops a service from starting); a broken file met
+    at a later re-read keeps the suites read before and is reported by :attr:`error` and a warning log line."""
+
+    def __init__(self, folders: Sequence[Path]) -> None:
+        self.folders = list(folders)
+        self._stamp = self._signature()
+        self._suites = read_suites(self.folders)
+        self.error: str | None = None
+
+    def _signature(self) -> tuple[tuple[str, int, int], ...]:
+        marks: list[tuple[str, int, int]] = []
+        for folder in self.folders:
+            try:
+                entries = [folder, *sorted(folder.glob("*.yaml"))]
+                for path in entries:
+                    st = path.stat()
+                    marks.append((str(path), st.st_mtime_ns, st.st_size))
+            except OSError:
+                marks.append((str(folder), -1, -1))
+        return tuple(marks)
+
+    def refresh(self) -> None:
+        """Re-read the folders if anything in them changed since the last read."""
+        stamp = self._signature()
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            self._suites = read_suites(self.folders)
+            self.error = None
+        except ValidationError as exc:
+            self.error = exc.message
+            get_logger(component="suites").warning("suites not reloaded; the earlier ones stay", error=exc.message)
+
+    @property
+    def suites(self) -> dict[str, Suite]:
+        """The current suites with their descriptions and source files."""
+        self.refresh()
+        return dict(self._suites)
+
+    def __getitem__(self, name: str) -> list[str]:
+        self.refresh()
+        return list(self._suites[name].datasets)
+
+    def __iter__(self) -> Iterator[str]:
+        self.refresh()
+        return iter(list(self._suites))
+
+    def __len__(self) -> int:
+        self.refresh()
+        return len(self._suites)
 
 
 def _read_suite(file: Path) -> SuiteFile:
@@ -159,7 +236,7 @@ def _read_suite(file: Path) -> SuiteFile:
         raise ValidationError(f"{file}: {loc}: {first['msg']}", field="suite") from None
 
 
-def resolve_datasets(request: EvalRequest, suites: dict[str, list[str]]) -> list[str]:
+def resolve_datasets(request: EvalRequest, suites: Mapping[str, list[str]]) -> list[str]:
     """The dataset names the request evaluates, in order: the suite's datasets or the request's own list."""
     if request.suite is not None:
         if request.suite not in suites:

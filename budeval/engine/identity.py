@@ -35,7 +35,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cache, partial
 from pathlib import Path
 from typing import Any
@@ -104,7 +104,7 @@ def _digest_cache(path: str) -> DigestCache:
 
 def compute_identity(
     request: EvalRequest,
-    suites: dict[str, list[str]],
+    suites: Mapping[str, list[str]],
     settings: Settings,
     *,
     digests: DigestCache | None = None,

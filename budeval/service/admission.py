@@ -15,6 +15,7 @@ import binascii
 import json
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -111,7 +112,7 @@ def _sniff_event_id(body: bytes) -> str | None:
     return found.group(1).decode("utf-8", "replace") if found else None
 
 
-def check_catalog(request: EvalRequest, suites: dict[str, list[str]]) -> Rejection | None:
+def check_catalog(request: EvalRequest, suites: Mapping[str, list[str]]) -> Rejection | None:
     """Unknown suite or dataset names: the same check as the workflow's validate activity, done before it starts."""
     from budeval.engine.catalog import resolve_datasets
 
@@ -140,7 +141,7 @@ class Admission:
         settings: Settings,
         workflows: WorkflowClient,
         publisher: EventPublisher,
-        suites: dict[str, list[str]],
+        suites: Mapping[str, list[str]],
         metrics: Metrics,
         endpoints: EndpointPolicy | None = None,
         store: EvaluationRows | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,7 @@ class ServiceDeps:
     store: Any  # a ResultStore plus the store's queries (leaderboard, compare, flips); serialised by the caller
     backend: JobBackend
     publisher: EventPublisher
-    suites: dict[str, list[str]]
+    suites: Mapping[str, list[str]]
     auth: Auth
     metrics: Metrics = field(default_factory=Metrics)
     #: The sidecar's HTTP base URL (``http://127.0.0.1:3500``) for readiness; None skips that check.

@@ -6,7 +6,8 @@ Routes (OpenAPI at ``/docs``):
   (a CloudEvent in; Dapr's answer ``SUCCESS``, ``RETRY`` or ``DROP``), guarded by Dapr's app API token when set.
 * API (bearer token): ``POST /evals`` (``?dry_run=true``: the plan of ``budeval plan``, nothing starts),
   ``GET /evals/{id}``, ``DELETE /evals/{id}`` (routes_evals.py); ``GET /evals/{id}/results``,
-  ``GET /leaderboard``, ``GET /compare`` (routes_reads.py).
+  ``GET /leaderboard``, ``GET /compare``, ``GET /reuse/{identity}`` (routes_reads.py); ``GET /gate``,
+  ``GET /series/{series}`` (decisions_routes.py).
 * Web UI: ``/ui/...`` (budeval/ui): a token login sets an HttpOnly, SameSite=Strict session cookie; forms carry a
   CSRF token (docs/ui.md).
 * Open: ``/healthz`` (the process answers), ``/readyz`` (store and sidecar reachable); ``/metrics`` (Prometheus)

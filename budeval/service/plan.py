@@ -19,6 +19,7 @@ A rejected request: ``{"valid": false, "eval_id": ..., "reason": ..., "field": .
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -58,7 +59,7 @@ class Plan(BaseModel):
 def plan_request(
     body: bytes | str | dict[str, Any],
     settings: Settings,
-    suites: dict[str, list[str]],
+    suites: Mapping[str, list[str]],
     store: Any | None,
     endpoints: EndpointPolicy | None = None,
 ) -> Plan:

@@ -179,7 +179,7 @@ def assemble(settings: Settings) -> Service:
     """Open everything and start the workflow worker and watcher; the HTTP server is started by :func:`serve`."""
     import dapr.ext.workflow as wf
 
-    from budeval.engine.catalog import load_suites
+    from budeval.engine.catalog import SuiteCatalog, suite_folders
     from budeval.engine.results import parse_run
     from budeval.storage.factory import open_archive, open_store
 
@@ -203,7 +203,7 @@ def assemble(settings: Settings) -> Service:
     service._stops.append(("socket", sock.close))
     try:
         metrics = Metrics()
-        suites = load_suites(settings.suites_dir)
+        suites = SuiteCatalog(suite_folders(settings.suites_path))  # re-read when a suite file changes
         raw_store = open_store(settings.resolved_store_dsn(), linger_s=settings.store_linger_ms / 1000,
                                settings=settings)
         store = CountingStore(raw_store, metrics)
@@ -296,6 +296,8 @@ def assemble(settings: Settings) -> Service:
 
 
 def write_serve_file(service: Service) -> Path:
+    from budeval.storage.factory import as_store_dsn, redact_dsn
+
     path = service.settings.data_dir / SERVE_FILE
     info = {
         "pid": os.getpid(),
@@ -308,6 +310,8 @@ def write_serve_file(service: Service) -> Path:
         "pubsub_name": service.settings.pubsub_name,
         "request_topic": service.settings.request_topic,
         "events_topic": service.settings.events_topic,
+        # which store this service holds (no password): a read command finding it locked asks this service
+        "store": redact_dsn(as_store_dsn(service.settings.resolved_store_dsn())),
     }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
@@ -340,6 +344,23 @@ def supervise_sidecar(service: Service, server: Any, stopping: threading.Event, 
             return
 
 
+def where_it_lives(service: Service) -> dict[str, str]:
+    """Where the running service answers and keeps its data: API, UI, API docs, data dir, store (no password),
+    archive, results. Logged by ``serve`` (and printed at a terminal)."""
+    from budeval.storage.factory import as_archive_url, as_store_dsn, redact_dsn
+
+    settings = service.settings
+    return {
+        "api": service.api_url,
+        "ui": f"{service.api_url}/ui/",
+        "docs": f"{service.api_url}/docs" if settings.docs_enabled else "off",
+        "data_dir": str(settings.data_dir.absolute()),
+        "store": redact_dsn(as_store_dsn(settings.resolved_store_dsn())),
+        "archive": as_archive_url(settings.resolved_archive_url()),
+        "results": str(settings.resolved_results_root().absolute()),
+    }
+
+
 def serve(settings: Settings | None = None) -> int:
     """Run until SIGTERM/SIGINT, then stop everything gracefully."""
     import uvicorn
@@ -360,8 +381,11 @@ def serve(settings: Settings | None = None) -> int:
         # is harmless and the ``finally`` below stops the worker, sidecar and store cleanly.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: None)
-    log.info("serving", api=service.api_url, ui=f"{service.api_url}/ui/", sidecar=service.mode,
-             backend=settings.backend)
+    places = where_it_lives(service)
+    log.info("serving", **places, sidecar=service.mode, backend=settings.backend)
+    if sys.stderr.isatty():  # a person at a terminal also gets them as plain lines (a log file keeps JSON only)
+        for name, value in places.items():
+            print(f"  {name + ':':<9} {value}", file=sys.stderr)
     stopping = threading.Event()
     threading.Thread(target=supervise_sidecar, args=(service, server, stopping), name="sidecar-supervisor",
                      daemon=True).start()

@@ -10,6 +10,7 @@ Store DSNs (clickhouse-connect only): ``chdb:///abs/path`` (embedded chDB, one d
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse, urlunparse
@@ -41,6 +42,53 @@ def _scrub(text: str, dsn: str) -> str:
     return text
 
 
+def _is_plain_path(value: str) -> bool:
+    """A value with no ``scheme://`` that names a folder: ``/data/x``, ``./x``, ``~/x``, ``x``."""
+    return bool(value.strip()) and "://" not in value
+
+
+def as_store_dsn(value: str) -> str:
+    """A store DSN from a DSN or a plain folder path (``/data/ch`` -> ``chdb:///data/ch``, made absolute)."""
+    if _is_plain_path(value):
+        return "chdb://" + Path(value).expanduser().absolute().as_posix()
+    return value
+
+
+def as_archive_url(value: str) -> str:
+    """An archive URL from a URL or a plain folder path (``/data/archive`` -> ``file:///data/archive``, absolute)."""
+    if _is_plain_path(value):
+        return Path(value).expanduser().absolute().as_uri()
+    return value
+
+
+def embedded_store_held(dsn: str) -> bool:
+    """Whether another process holds the embedded chDB store of ``dsn`` (False for a server DSN or no store yet).
+
+    chDB, like clickhouse-server, takes an exclusive ``flock`` on ``{path}/status`` while it has the folder open and
+    refuses a second process ("Cannot lock file .../status"); probing that lock (taken and released at once, never
+    waited for) tells a caller before chDB prints its own error."""
+    import fcntl
+
+    parsed = urlparse(as_store_dsn(dsn))
+    if parsed.scheme != "chdb":
+        return False
+    try:
+        fd = os.open(Path(unquote(parsed.path)) / "status", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 def open_store(dsn: str, *, linger_s: float = DEFAULT_LINGER_S, settings: Settings | None = None) -> ClickHouseStore:
     """Connect (chDB: open the engine, creating the folder) and return the store; migrations are ``migrate()``'s.
 
@@ -48,6 +96,7 @@ def open_store(dsn: str, *, linger_s: float = DEFAULT_LINGER_S, settings: Settin
     import clickhouse_connect
 
     timeouts = settings if settings is not None else Settings.from_env()
+    dsn = as_store_dsn(dsn)
     shown = redact_dsn(dsn)
     parsed = urlparse(dsn)
     if parsed.scheme == "chdb":
@@ -84,6 +133,7 @@ def open_existing_store(
     """:func:`open_store` for readers that must create nothing (``budeval plan``, ``explain``): None for an embedded
     store whose folder does not exist yet (a fresh install: nothing was ever stored); a server is opened as is.
     Migrations are not applied: a store without budeval's tables answers with a :class:`StoreError`."""
+    dsn = as_store_dsn(dsn)
     parsed = urlparse(dsn)
     if parsed.scheme == "chdb" and not parsed.netloc and parsed.path.startswith("/") and not Path(parsed.path).exists():
         return None
@@ -91,7 +141,9 @@ def open_existing_store(
 
 
 def open_archive(url: str, settings: Settings | None = None) -> Archive:
-    """A folder archive (``file://``) or an S3 archive (``s3://bucket[/prefix]?endpoint=...``); no I/O yet."""
+    """A folder archive (``file://`` or a plain folder path) or an S3 archive (``s3://bucket[/prefix]?endpoint=...``);
+    no I/O yet."""
+    url = as_archive_url(url)
     parsed = urlparse(url)
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):

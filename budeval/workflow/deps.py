@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,7 @@ class Deps:
     archive: Archive
     publisher: EventPublisher
     parse: Parser
-    suites: dict[str, list[str]] = field(default_factory=dict)
+    suites: Mapping[str, list[str]] = field(default_factory=dict)
     #: Counts activity executions by name: tests and benchmarks prove "exactly once" with it.
     calls: dict[str, int] = field(default_factory=dict)
     #: None: runs are stopped through the backend only (their child workflows see the runs end).

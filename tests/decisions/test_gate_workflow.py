@@ -51,7 +51,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     backend = InstantBackend(work / "results", OPENCOMPASS / "mcq", silent_prefix="poll-")
     publisher = DaprPublisher(settings.pubsub_name)
     deps = Deps(settings=settings, backend=backend, store=store, archive=open_archive(settings.resolved_archive_url()),
-                publisher=publisher, parse=parse_run, suites=load_suites(settings.suites_dir))
+                publisher=publisher, parse=parse_run, suites=load_suites(settings.suites_path))
     runtime, _ = build_runtime(deps, host="127.0.0.1", port=str(sidecar.grpc_port))
     runtime.start()
     client = wf.DaprWorkflowClient(host="127.0.0.1", port=str(sidecar.grpc_port))

@@ -12,7 +12,6 @@ from budeval.engine.catalog import BUNDLED, STOCK, load_suites, resolve_datasets
 from budeval.errors import ValidationError
 from budeval.schemas.request import EvalRequest, check_scoring
 
-REPO = Path(__file__).resolve().parents[2]
 OPENCOMPASS_SITE = Path(os.environ.get("BUDEVAL_CACHE") or Path.home() / ".cache" / "budeval") / "opencompass-venv"
 
 
@@ -29,21 +28,61 @@ def write(folder: Path, name: str, text: str) -> Path:
     return path
 
 
-def test_repo_suites_load_and_name_only_known_datasets() -> None:
-    suites = load_suites(REPO / "workflows")
+def test_bundled_suites_load_and_name_only_known_datasets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BUDEVAL_SUITES_DIR", raising=False)
+    monkeypatch.delenv("BUDEVAL_SUITES_PATH", raising=False)
+    suites = load_suites()
     assert suites["light"] == ["tiny_qa", "tiny_mcq"]
     assert "gsm8k_gen" in suites["standard"]
+    assert {"gsm8k_gen", "mmlu_gen", "ARC_c_gen"} <= set(suites["heavy"])
+    assert load_suites([]) == suites
 
 
-def test_default_dir_is_the_checkout_workflows(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("BUDEVAL_SUITES_DIR", raising=False)
-    assert load_suites() == load_suites(REPO / "workflows")
+def test_heavy_suite_is_stock_datasets_whose_files_datasets_check_knows() -> None:
+    from budeval.engine.identity import stock_table
+
+    table = stock_table()["0.5.4"]
+    heavy = load_suites([])["heavy"]
+    assert len(heavy) >= 10 and all(name in STOCK for name in heavy)
+    assert all(table[name].get("data_paths") for name in heavy)
 
 
-def test_suites_dir_setting_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_operator_folders_add_to_the_bundled_suites_and_later_ones_override(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    write(tmp_path / "a", "mine.yaml", "name: mine\ndatasets: [tiny_mcq]\n")
+    write(tmp_path / "a", "light.yaml", "name: light\ndatasets: [tiny_qa]\n")  # replaces the bundled light
+    write(tmp_path / "b", "mine2.yaml", "name: mine\ndatasets: [tiny_qa, tiny_mcq]\n")  # replaces a's mine
+    monkeypatch.setenv("BUDEVAL_SUITES_PATH", os.pathsep.join([str(tmp_path / "a"), str(tmp_path / "b")]))
+    suites = load_suites()
+    assert suites["light"] == ["tiny_qa"] and suites["mine"] == ["tiny_qa", "tiny_mcq"] and "heavy" in suites
+    found = catalog.read_suites(catalog.suite_folders())
+    assert found["mine"].source == tmp_path / "b" / "mine2.yaml"
+    assert found["standard"].source.parent == catalog.BUNDLED_SUITES_DIR
+
+
+def test_the_earlier_setting_name_still_adds_one_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     write(tmp_path, "mine.yaml", "name: mine\ndatasets: [tiny_mcq]\n")
+    monkeypatch.delenv("BUDEVAL_SUITES_PATH", raising=False)
     monkeypatch.setenv("BUDEVAL_SUITES_DIR", str(tmp_path))
-    assert load_suites() == {"mine": ["tiny_mcq"]}
+    suites = load_suites()
+    assert suites["mine"] == ["tiny_mcq"] and "light" in suites
+
+
+def test_catalog_rereads_changed_files_and_keeps_the_last_good_suites(tmp_path: Path) -> None:
+    live = catalog.SuiteCatalog(catalog.suite_folders([tmp_path]))
+    assert "mine" not in live and "light" in live
+    file = write(tmp_path, "mine.yaml", "name: mine\ndatasets: [tiny_mcq]\n")
+    assert live["mine"] == ["tiny_mcq"]
+    file.write_text("name: mine\ndatasets: [tiny_qa, tiny_mcq]\n")
+    os.utime(file, ns=(1, 10**18))  # a new mtime even on a coarse clock
+    assert live["mine"] == ["tiny_qa", "tiny_mcq"]
+    file.write_text("name: mine\ndatasets: [no_such_dataset]\n")
+    os.utime(file, ns=(1, 2 * 10**18))
+    assert live["mine"] == ["tiny_qa", "tiny_mcq"] and live.error and "no_such_dataset" in live.error
+    file.unlink()
+    assert "mine" not in live and live.error is None
+    assert resolve_datasets(make_request(suite="light"), live) == ["tiny_qa", "tiny_mcq"]
 
 
 def test_bundled_dataset_files_exist_and_are_jsonl() -> None:

@@ -56,7 +56,7 @@ def test_force_never_re_runs_a_completed_evaluation_whose_workflow_is_gone(
     settings = _settings(tmp_path)
     store.record_evaluation(_row("done-1", "completed"))
     workflows = StandInWorkflows()  # no instance: the workflow is gone
-    admission = Admission(settings, workflows, MemoryPublisher(), load_suites(settings.suites_dir), Metrics(),
+    admission = Admission(settings, workflows, MemoryPublisher(), load_suites(settings.suites_path), Metrics(),
                           store=store)
     decision = admission.handle(_body("done-1", force=True), "http")
     assert decision.kind == "duplicate", decision
@@ -71,7 +71,7 @@ def test_force_re_runs_a_failed_evaluation_whose_workflow_is_gone_as_the_next_at
     settings = _settings(tmp_path)
     store.record_evaluation(_row("failed-1", "failed", provenance={"attempt": 2}))
     workflows = StandInWorkflows()
-    admission = Admission(settings, workflows, MemoryPublisher(), load_suites(settings.suites_dir), Metrics(),
+    admission = Admission(settings, workflows, MemoryPublisher(), load_suites(settings.suites_path), Metrics(),
                           store=store)
     decision = admission.handle(_body("failed-1", force=True), "http")
     assert decision.kind == "accepted" and decision.attempt == 3, decision
@@ -88,7 +88,7 @@ def test_a_plain_resubmit_never_re_runs_an_ended_evaluation_whose_workflow_is_go
                             ("left-2", "running"), ("rejected-2", "rejected")):
         store.record_evaluation(_row(eval_id, status))
     workflows = StandInWorkflows()
-    admission = Admission(settings, workflows, MemoryPublisher(), load_suites(settings.suites_dir), Metrics(),
+    admission = Admission(settings, workflows, MemoryPublisher(), load_suites(settings.suites_path), Metrics(),
                           store=store)
     for eval_id in ("done-2", "failed-2", "cancelled-2", "left-2"):
         decision = admission.handle(_body(eval_id), "http")
@@ -187,7 +187,7 @@ def test_the_running_row_of_a_re_run_names_its_attempt(tmp_path: Path, store: Cl
     settings = _settings(tmp_path)
     deps = Deps(settings=settings, backend=StandInBackend(), store=store, archive=FolderArchive(tmp_path / "a"),
                 publisher=MemoryPublisher(), parse=lambda _: None,  # type: ignore[arg-type,return-value]
-                suites=load_suites(settings.suites_dir))
+                suites=load_suites(settings.suites_path))
     request = json.loads(_body("pr-2", force=True))
     EvalActivities(deps).prepare_evaluation(
         None, PrepareInput(request=request, started_at=datetime.now(UTC).isoformat(), attempt=2).model_dump())

@@ -140,12 +140,12 @@ class StandInStore:
     def evaluations_to_tend(self, limit: int = 100) -> list[EvaluationRecord]:
         return [r for r in self.records.values() if r.status in ("pending", "running") or r.archive_pending][:limit]
 
-    def leaderboard(self, dataset: str | None = None, metric: str | None = None, mode: str = "latest",
+    def leaderboard(self, datasets: list[str] | None = None, metric: str | None = None, mode: str = "latest",
                     limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         rows = [
             {"model": s.model, "dataset": s.dataset, "metric": s.metric, "score": s.score, "eval_id": s.eval_id}
             for rows in self.scores.values() for s in rows
-            if (dataset is None or s.dataset == dataset) and (metric is None or s.metric == metric)
+            if (not datasets or s.dataset in datasets) and (metric is None or s.metric == metric)
         ]
         rows.sort(key=lambda r: -float(r["score"] or 0))
         return rows[offset: offset + limit]
@@ -155,8 +155,15 @@ class StandInStore:
         right = {(s.dataset, s.metric): s.score for s in self.scores.get(b, [])}
         return [{"dataset": d, "metric": m, "a": left.get((d, m)), "b": right.get((d, m))} for d, m in sorted(left)]
 
-    def flips(self, a: str, b: str, limit: int = 100) -> list[dict[str, Any]]:
+    def flips(self, a: str, b: str, dataset: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         return []
+
+    def flip_summary(self, a: str, b: str) -> list[dict[str, Any]]:
+        return []
+
+    def find_reusable(self, params_hash: str) -> EvaluationRecord | None:
+        found = [r for r in self.records.values() if r.params_hash == params_hash and r.status == "completed"]
+        return found[-1] if found else None
 
     def close(self) -> None:
         pass

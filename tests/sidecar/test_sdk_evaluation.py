@@ -58,7 +58,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         archive=open_archive(settings.resolved_archive_url()),
         publisher=publisher,
         parse=parse_run,
-        suites=load_suites(settings.suites_dir),
+        suites=load_suites(settings.suites_path),
     )
     runtime, _ = build_runtime(deps, host="127.0.0.1", port=str(sidecar.grpc_port))
     runtime.start()

@@ -123,7 +123,7 @@ def service(state: Path, work: Path, store: Any, versions: Any, ports: tuple[int
     publisher = DaprPublisher(settings.pubsub_name)
     deps = Deps(settings=settings, backend=InstantBackend(work / "results", FIXTURE, silent_prefix="held-"),
                 store=store, archive=open_archive(settings.resolved_archive_url()), publisher=publisher,
-                parse=parse_run, suites=load_suites(settings.suites_dir))
+                parse=parse_run, suites=load_suites(settings.suites_path))
     runtime, _ = build_runtime(deps, versions, host="127.0.0.1", port=str(sidecar.grpc_port),
                                interceptors=[lose] if lose else None)
     if extra is not None:

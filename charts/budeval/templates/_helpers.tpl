@@ -165,6 +165,10 @@ hostPath:
 - name: COMPASS_DATA_CACHE
   value: {{ .Values.datasets.mountPath | quote }}
 {{- end }}
+{{- if .Values.suites }}
+- name: BUDEVAL_SUITES_PATH
+  value: /etc/budeval/suites
+{{- end }}
 - name: BUDEVAL_RUNNER_IMAGE
   value: {{ include "budeval.runnerImage" . | quote }}
 - name: BUDEVAL_RUNNER_SERVICE_ACCOUNT
