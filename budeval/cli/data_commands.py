@@ -24,6 +24,7 @@ from budeval.cli.common import (
     writing_store,
 )
 from budeval.cli.reading import reading_store, verbose_arg
+from budeval.config import Settings
 from budeval.errors import NotFoundError
 from budeval.storage.base import EvaluationRecord, ScoreRow
 from budeval.storage.queries import ExampleRow

@@ -2,8 +2,8 @@
 them) and what the predictions TTL will expire. The rules are budeval/storage/retention.py's, the same the service's
 housekeeping loop applies every ``results_gc_interval_s``; docs/storage.md "Retention".
 
-Like the other store commands it opens the store itself: an embedded chDB store held by a running ``budeval serve``
-cannot be opened (run it where the service is not running, or leave it to the service's loop).
+It writes (removes folders), so like ``extract`` and ``migrate`` it opens the store itself: an embedded chDB store held
+by a running ``budeval serve`` is refused with the holder named (leave it to the service's loop, or stop the service).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Any, TextIO
 
-from budeval.cli.common import emit_json, json_arg, migrated_store, store_arg, table
+from budeval.cli.common import emit_json, json_arg, store_arg, table, writing_store
 from budeval.config import Settings
 from budeval.storage import retention
 from budeval.storage.factory import open_archive
@@ -49,7 +49,7 @@ def cmd_gc(args: argparse.Namespace, out: TextIO | None = None) -> int:
     grace_s = settings.results_grace_s if args.grace is None else max(0.0, args.grace)
     root = settings.resolved_results_root()
     archive = open_archive(settings.resolved_archive_url(), settings)
-    with migrated_store(args) as store:
+    with writing_store(args) as store:
         verdicts = retention.collect(root, store, archive, grace_s, dry_run=args.dry_run)
         ttl_s = settings.predictions_ttl_s
         expiring = store.expiring_predictions(ttl_s)
