@@ -77,7 +77,7 @@ def render_plans(request: EvalRequest, runs: list[RunPlan], settings: Settings) 
     hashes: dict[str, str] = {}
     for plan in runs:
         refs = [by_name.get(name, name) for name in plan.datasets]
-        text = render_config(request, refs)
+        text = render_config(request, refs, settings)
         hashes[plan.run_id] = config_hash(text)
         specs.append(
             RunSpec(
