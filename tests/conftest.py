@@ -75,10 +75,11 @@ def start_openai_server(state: Path) -> OpenAIServer:
 
 
 @pytest.fixture(scope="session")
-def openai_server(opencompass_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenAIServer]:
+def openai_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenAIServer]:
     """A real OpenAI-compatible server (``transformers serve``) on loopback serving SmolLM2-135M-Instruct, shared by
-    the session; installed at first use (minutes when cold), stopped by PID at the end. Tests that kill it use their
-    own server (``start_openai_server`` with their own state folder)."""
+    the session; installed at first use by the script (its venv, and the model through scripts/setup_opencompass.sh:
+    minutes when cold), stopped by PID at the end. Tests that kill a server start their own
+    (``start_openai_server`` with their own state folder)."""
     state = tmp_path_factory.mktemp("openai-state")
     server = start_openai_server(state)
     try:
