@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
@@ -44,6 +45,6 @@ def test_status_env_and_start_again_reuse_the_running_server(openai_server: Open
     again = subprocess.run(run[2], env=env, capture_output=True, text=True, check=True, timeout=120)
     assert "already running" in again.stderr and f"BUDEVAL_OPENAI_PID={openai_server.pid}" in again.stdout
     assert httpx.get(openai_server.base_url.removesuffix("/v1") + "/health", timeout=10).status_code == 200
-    # Loopback only, no hub: the server's environment has no proxy and names the hub offline.
-    environ = open(f"/proc/{openai_server.pid}/environ", "rb").read().split(b"\0")
+    # No hub and none of the caller's settings or secrets: the server's environment is the script's own.
+    environ = Path(f"/proc/{openai_server.pid}/environ").read_bytes().split(b"\0")
     assert b"HF_HUB_OFFLINE=1" in environ and not any(e.startswith(b"BUDEVAL_") for e in environ)
