@@ -44,6 +44,10 @@ die() { log "error: $*"; exit 1; }
 pipq() { "$VENV/bin/python" -m pip install -q "$@" 2> >(grep -v "^WARNING: Location 'file:" >&2); }
 
 install() {
+  mkdir -p "$CACHE"
+  # One installer at a time (several test sessions may start at once on a cold machine); the others wait here.
+  exec 9>"$CACHE/.openai-server-venv.lock"
+  flock 9
   if [ ! -f "$VENV_MARKER" ]; then
     local base_python
     base_python="${BUDEVAL_PYTHON311:-$(command -v python3.11 || true)}"
@@ -64,6 +68,7 @@ EOF
     "$VENV/bin/python" -m pip freeze >"$VENV/pip-freeze.txt"
     touch "$VENV_MARKER"
   fi
+  flock -u 9
   if [ -z "${BUDEVAL_OPENAI_MODEL_PATH:-}" ]; then bash "$REPO/scripts/setup_opencompass.sh" >&2; fi
 }
 

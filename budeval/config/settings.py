@@ -231,9 +231,9 @@ class Settings(BaseSettings):
     #: Seconds one request may take (connect, send, the whole answer).
     endpoint_timeout_s: Seconds = 300.0
     #: Kubernetes: the CPU and memory an endpoint run's pod requests when its request leaves them unset (it runs no
-    #: weights and asks for no GPU unless the request does).
-    endpoint_default_cpu: str = "500m"
-    endpoint_default_memory: str = "2Gi"
+    #: weights and asks for no GPU unless the request does); "": none.
+    endpoint_default_cpu: str = Field(default="500m", pattern=r"^([0-9]+(\.[0-9]+)?m?)?$")
+    endpoint_default_memory: str = Field(default="2Gi", pattern=r"^([0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?)?$")
     #: Folders custom datasets (``.jsonl``) must resolve inside (symlinks followed); env: ``os.pathsep``-separated.
     #: Default: ``{data_dir}/datasets``.
     datasets_root: Annotated[list[Path], NoDecode] = Field(default_factory=list)
