@@ -130,7 +130,8 @@ def test_server_killed_mid_run_fails_that_run_as_endpoint_unavailable_and_keeps_
         request = _request("endpoint-killed", server, opencompass_env["BUDEVAL_MODEL_PATH"],
                            generation={"max_out_len": 16, "batch_size": 1})
         proc = _submit(served, request, tmp_path)
-        # r0 (tiny_qa, 5 examples) finishes, then two of r1's (tiny_mcq) prompts are answered: kill the server
+        # r0 (tiny_qa, 5 examples) finishes, r1's (tiny_mcq) first prompt is answered and its second received (the
+        # server logs a request when it arrives): kill the server
         wait_until(lambda: server.requests() >= 7, timeout=900, interval=0.2, what="7 requests at the server")
         os.kill(server.pid, signal.SIGKILL)
         out, err = proc.communicate(timeout=900)
@@ -146,10 +147,11 @@ def test_server_killed_mid_run_fails_that_run_as_endpoint_unavailable_and_keeps_
         # what r1 inferred before the kill is kept: OpenCompass's checkpoint of predictions, in the run folder
         work = tmp_path / "data" / "results" / "endpoint-killed" / "r1"
         (checkpoint,) = work.glob("*/predictions/smollm2-endpoint/tmp_tiny_mcq.jsonl")
-        assert len(checkpoint.read_text().splitlines()) >= 2
+        answered = len(checkpoint.read_text().splitlines())
+        assert answered >= 1
         usage_lines = [json.loads(x) for f in (work / ".budeval" / "usage").glob("*.jsonl")
                        for x in f.read_text().splitlines()]
-        assert sum(1 for x in usage_lines if x["ok"]) >= 2 and any(not x["ok"] for x in usage_lines)
+        assert sum(1 for x in usage_lines if x["ok"]) == answered and any(not x["ok"] for x in usage_lines)
         archived = list((tmp_path / "data" / "archive").rglob("tmp_tiny_mcq.jsonl"))
         assert archived, "the interrupted run's checkpoint reaches the archive"
     finally:
