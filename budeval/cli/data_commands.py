@@ -26,6 +26,7 @@ from budeval.cli.common import (
 from budeval.cli.reading import reading_store, verbose_arg
 from budeval.config import Settings
 from budeval.errors import NotFoundError
+from budeval.schemas.results import RunUsage
 from budeval.storage.base import EvaluationRecord, ScoreRow
 from budeval.storage.queries import ExampleRow
 
@@ -86,6 +87,7 @@ def cmd_results(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if not rows and record is None:
             raise NotFoundError(f"no evaluation {args.eval_id!r} in the store")
         examples = store.examples(args.eval_id, args.examples) if args.examples is not None else None
+        usage = RunUsage.total(list(store.usage(args.eval_id).values()))
     if args.json:
         scores = [r.model_dump(mode="json") for r in rows]
         if examples is None:
@@ -95,6 +97,8 @@ def cmd_results(args: argparse.Namespace, out: TextIO | None = None) -> int:
     else:
         if rows:
             score_table(rows, out)
+        if usage is not None:
+            out.write(usage.line() + "\n")
         if examples is not None and rows:
             out.write(f"\nPer example (first {args.examples} of each dataset):\n")
             _example_table(examples, out)

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from budeval.events.cloudevents import kind_of
+from budeval.schemas.results import RunUsage
 
 
 def print_progress(event: dict[str, Any]) -> None:
@@ -43,6 +44,8 @@ def print_details(data: dict[str, Any]) -> None:
             print(f"  {row.get('model', ''):<28} {row.get('dataset', ''):<24} {row.get('metric', ''):<16} {shown}")
     for failure in data.get("failures") or []:
         print(f"  failed: {failure.get('run_id')} {failure.get('dataset', '')} {failure.get('reason', '')}")
+    if data.get("usage"):
+        print(f"  {RunUsage.model_validate(data['usage']['total']).line()}")
     for line in provenance_lines(data.get("provenance") or {}):
         print(f"  {line}")
 

@@ -19,6 +19,7 @@ from budeval.config import Settings
 from budeval.decisions.gate import GateOptions, GateReport
 from budeval.decisions.series import SeriesReport
 from budeval.errors import NotFoundError
+from budeval.schemas.results import RunUsage
 from budeval.storage.base import EvaluationRecord, ScoreRow
 from budeval.storage.queries import CompareRow, ExampleRow, FlipRow, FlipSummaryRow, LeaderboardRow
 
@@ -61,6 +62,11 @@ class ServiceStore:
     def results(self, eval_id: str) -> list[ScoreRow]:
         doc = self._results(eval_id)
         return [ScoreRow.model_validate(r) for r in (doc or {}).get("scores", [])]
+
+    def usage(self, eval_id: str) -> dict[str, RunUsage]:
+        """run id -> requests and tokens (runs of an endpoint model), as the store's ``usage``."""
+        doc = self._results(eval_id)
+        return {run: RunUsage.model_validate(u) for run, u in ((doc or {}).get("usage") or {}).items()}
 
     def examples(self, eval_id: str, limit: int = 10) -> list[ExampleRow]:
         doc = self._results(eval_id, examples=limit)

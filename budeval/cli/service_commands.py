@@ -68,7 +68,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _status_view(body: dict[str, Any]) -> dict[str, Any]:
-    view = {k: body.get(k) for k in ("reason", "scores", "failures")}
+    view = {k: body.get(k) for k in ("reason", "scores", "failures", "usage")}
     evaluation = body.get("evaluation") or {}
     view["archive_url"] = evaluation.get("archive_url")
     view["reused_from"] = evaluation.get("reused_from")

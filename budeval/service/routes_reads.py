@@ -25,7 +25,8 @@ def read_routes(deps: ServiceDeps, router: APIRouter) -> None:
             raise api_error(404, "not_found", f"no stored evaluation {eval_id!r}")
         rows = [s.model_dump(mode="json") for s in deps.store.results(eval_id)]
         answer = {"eval_id": eval_id, "status": record.status, "scores": rows,
-                  "evaluation": record.model_dump(mode="json")}
+                  "evaluation": record.model_dump(mode="json"),
+                  "usage": {run: u.model_dump(mode="json") for run, u in deps.store.usage(eval_id).items()}}
         if examples is not None:
             answer["examples"] = [plain(e) for e in deps.store.examples(eval_id, examples)]
         return answer

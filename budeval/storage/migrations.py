@@ -187,6 +187,23 @@ _PREDICTIONS_STORED_AT = (
     "ALTER TABLE predictions MATERIALIZE COLUMN stored_at",
 )
 
+_RUN_USAGE = (
+    # An endpoint model's requests and tokens per run (budeval/engine/results/usage.py): one row per (eval, run),
+    # replaced with the run's other rows when it is stored again. Token counts are NULL when the endpoint reported none.
+    """
+    CREATE TABLE IF NOT EXISTS run_usage (
+        eval_id String,
+        run_id String,
+        requests UInt64,
+        failed_requests UInt64,
+        prompt_tokens Nullable(UInt64),
+        completion_tokens Nullable(UInt64),
+        total_tokens Nullable(UInt64),
+        run_at DateTime64(3, 'UTC')
+    ) ENGINE = ReplacingMergeTree ORDER BY (eval_id, run_id)
+    """,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _INITIAL),
     Migration(2, "analyst_views", _ANALYST_VIEWS),
@@ -195,6 +212,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "archive_pending", _ARCHIVE_PENDING),
     Migration(6, "checkpoint_columns", _CHECKPOINT_COLUMNS),
     Migration(8, "predictions_stored_at", _PREDICTIONS_STORED_AT),
+    Migration(9, "run_usage", _RUN_USAGE),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
