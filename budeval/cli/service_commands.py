@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from budeval.cli import progress_view
 from budeval.config import Settings, reveal
 from budeval.errors import BudevalError, NotFoundError, TransientError, ValidationError
 from budeval.events.cloudevents import kind_of, make_request_event, to_json
@@ -242,7 +243,9 @@ def _print_progress(event: dict[str, Any]) -> None:
     """``started``/``progress`` lines on stderr while waiting (stdout keeps only the result)."""
     data = event.get("data") or {}
     kind = kind_of(event)
-    if kind == "progress":
+    if kind == "progress" and data.get("live"):
+        print(progress_view.event_line(data), file=sys.stderr)
+    elif kind == "progress":
         state = "ok" if data.get("ok") else f"failed: {data.get('error') or data.get('phase')}"
         print(f"  run {data.get('run_id')} {','.join(data.get('datasets') or [])}: {state}", file=sys.stderr)
     elif kind == "started":
@@ -370,6 +373,8 @@ def _status(args: argparse.Namespace) -> int:
         return 0
     workflow = body.get("workflow") or {}
     print(f"{body['eval_id']}: {body['status']} (workflow: {workflow.get('status', '-')})")
+    for line in progress_view.progress_lines(body.get("progress")):
+        print(line)
     _print_details(_status_view(body))
     return 0
 

@@ -14,9 +14,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from budeval.engine.results.progress import ProgressReader
 from budeval.logs import get_logger
 from budeval.service.admission import Admission, Decision
 from budeval.service.api_common import ServiceDeps, api_error, read_body, safe_id
+from budeval.service.progress import evaluation_progress
 from budeval.service.status import ACTIVE_WORKFLOW_STATES, evaluation_status, workflow_view
 from budeval.storage.base import EvaluationRecord
 from budeval.workflow import names
@@ -81,7 +83,14 @@ def eval_routes(deps: ServiceDeps, admission: Admission, router: APIRouter) -> N
         except Exception as exc:
             raise api_error(503, "sidecar_unavailable", f"workflow state unavailable: {type(exc).__name__}") from None
 
-    @router.get("/evals/{eval_id}", summary="Status, scores and failures of one evaluation")
+    reader = deps.progress.reader if deps.progress is not None else ProgressReader()
+
+    def progress_of(eval_id: str) -> dict[str, Any]:
+        """A running evaluation's progress from its runs' files (budeval/service/progress.py)."""
+        planned = deps.progress.planned(eval_id) if deps.progress is not None else {}
+        return evaluation_progress(reader, deps.backend, eval_id, planned)
+
+    @router.get("/evals/{eval_id}", summary="Status, scores, failures and (while it runs) progress of one evaluation")
     def get_eval(eval_id: str) -> dict[str, Any]:
         safe_id(eval_id)
         workflow = workflow_view(workflow_state(eval_id))
@@ -92,9 +101,11 @@ def eval_routes(deps: ServiceDeps, admission: Admission, router: APIRouter) -> N
         scores = [s.model_dump(mode="json") for s in deps.store.results(eval_id)] if record is not None else []
         if not scores:
             scores = list(output.get("scores", []))
+        status = evaluation_status(workflow, record)
         return {
             "eval_id": eval_id,
-            "status": evaluation_status(workflow, record),
+            "status": status,
+            "progress": progress_of(eval_id) if status in ("pending", "running") else None,
             "reason": (record.reason if record is not None else None) or output.get("reason"),
             "workflow": workflow,
             "evaluation": record.model_dump(mode="json") if record is not None else None,
