@@ -22,7 +22,7 @@ import pytest
 
 from tests.service.serve_process import ROOT, ServeProcess, serve_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.opencompass]
+pytestmark = [pytest.mark.slow, pytest.mark.opencompass, pytest.mark.timeout(2400)]  # minutes per batch when loaded
 
 EVAL_ID = "live-progress-1"
 
@@ -62,7 +62,7 @@ def test_progress_while_a_real_run_goes_and_json_logs(
     request = tmp_path / "request.json"
     request.write_text(json.dumps(_request(opencompass_env["BUDEVAL_MODEL_PATH"])))
     submit = subprocess.Popen(
-        [sys.executable, "-m", "budeval.cli.main", "submit", str(request), "--wait", "--timeout", "1200"],
+        [sys.executable, "-m", "budeval.cli.main", "submit", str(request), "--wait", "--timeout", "2000"],
         env=service.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )
     seen: list[tuple[str, dict[str, Any]]] = []  # (status text, GET /evals body) while the evaluation runs
@@ -77,7 +77,7 @@ def test_progress_while_a_real_run_goes_and_json_logs(
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    out, err = submit.communicate(timeout=1500)
+    out, err = submit.communicate(timeout=2200)
     watcher.join(timeout=60)
     assert submit.returncode == 0, (out[-2000:], err[-2000:], service.tail())
 
