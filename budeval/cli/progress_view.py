@@ -40,8 +40,11 @@ def progress_lines(progress: dict[str, Any] | None) -> list[str]:
     """The lines ``budeval status`` prints under a running evaluation; [] when there is nothing to show."""
     if not progress:
         return []
-    lines = [f"progress: {count(progress.get('done', 0), progress.get('total'))}, {eta(progress.get('eta_s'))}"]
-    for run in progress.get("runs") or []:
+    runs = progress.get("runs") or []
+    estimated = any(t.get("estimated") for run in runs for t in run.get("tasks") or [])
+    done, total = progress.get("done", 0), progress.get("total")
+    lines = [f"progress: {count(done, total, estimated)}, {eta(progress.get('eta_s'))}"]
+    for run in runs:
         waiting = max(0, int(run.get("datasets_planned") or 0) - len({t.get("dataset") for t in run["tasks"]}))
         lines.append(f" run {run.get('run_id')}" + (f" ({waiting} dataset(s) not started)" if waiting else ""))
         lines.extend(task_line(task) for task in run.get("tasks") or [])

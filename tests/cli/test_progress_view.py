@@ -9,10 +9,10 @@ TASK = {"model": "smollm2-135m-instruct", "dataset": "tiny_qa", "stage": "inferr
 
 
 def test_status_lines_of_a_running_evaluation() -> None:
-    progress = {"done": 2, "total": None, "eta_s": 72.0,
+    progress = {"done": 2, "total": 6, "eta_s": 72.0,
                 "runs": [{"run_id": "r0", "datasets_planned": 2, "tasks": [TASK]}]}
     assert progress_lines(progress) == [
-        "progress: 2/? examples, ETA 1m12s",
+        "progress: 2/~6 examples, ETA 1m12s",  # the total is the bar's estimate
         " run r0 (1 dataset(s) not started)",
         "  tiny_qa (smollm2-135m-instruct): inferring 2/~6 examples, batch 1/3, ETA 24s",
     ]
