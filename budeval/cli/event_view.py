@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from budeval.cli import progress_view
 from budeval.events.cloudevents import kind_of
 from budeval.schemas.results import RunUsage
 
@@ -14,7 +15,9 @@ def print_progress(event: dict[str, Any]) -> None:
     """``started``/``progress`` lines on stderr while waiting (stdout keeps only the result)."""
     data = event.get("data") or {}
     kind = kind_of(event)
-    if kind == "progress":
+    if kind == "progress" and data.get("live"):
+        print(progress_view.event_line(data), file=sys.stderr)
+    elif kind == "progress":
         state = "ok" if data.get("ok") else f"failed: {data.get('error') or data.get('phase')}"
         print(f"  run {data.get('run_id')} {','.join(data.get('datasets') or [])}: {state}", file=sys.stderr)
     elif kind == "started":

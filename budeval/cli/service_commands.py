@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from budeval.cli import progress_view
 from budeval.cli.api_client import call_api
 from budeval.cli.event_view import print_details
 from budeval.config import Settings, cli_settings
@@ -63,6 +64,8 @@ def _status(args: argparse.Namespace) -> int:
         return 0
     workflow = body.get("workflow") or {}
     print(f"{body['eval_id']}: {body['status']} (workflow: {workflow.get('status', '-')})")
+    for line in progress_view.progress_lines(body.get("progress")):
+        print(line)
     print_details(_status_view(body))
     return 0
 

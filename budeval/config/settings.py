@@ -122,11 +122,19 @@ class Settings(BaseSettings):
     #: Seconds a prediction row lives in ClickHouse after it was stored (a table TTL on ``predictions.stored_at``,
     #: set by ``budeval migrate`` and the service's start); 0: forever (no TTL). Scores and evaluations are kept.
     predictions_ttl_s: int = Field(default=0, ge=0, le=100 * 365 * 24 * 3600)
+    #: Seconds between reads of running runs' progress from their OpenCompass files (budeval/service/progress.py):
+    #: a ``progress`` event is published when a run's progress changed. 0: no live progress events
+    #: (``GET /evals/{id}`` still reads it when asked).
+    progress_interval_s: float = Field(default=10.0, ge=0, le=3600)
     #: A run's status is polled (as a fallback to the watch) after this many seconds, doubling up to the maximum.
     poll_initial_s: float = 5.0
     poll_max_s: float = 60.0
     #: Kubernetes: a pod pending (unschedulable, image not pulled) this long fails its run.
     unschedulable_after_s: float = 600.0
+    #: Kubernetes with Kueue: a run's Job still suspended (its workload not admitted: the queue does not exist, or
+    #: has no quota for it) this long after it was created fails its run (``unschedulable``). 0: wait until the
+    #: evaluation's timeout.
+    kueue_admission_timeout_s: float = Field(default=1800.0, ge=0, le=7 * 24 * 3600)
     # -- the Kubernetes backend --
     #: API requests: seconds to connect and to read an answer; a watch asks the server to end it after
     #: ``kube_watch_timeout_s`` (then the watcher reconnects).

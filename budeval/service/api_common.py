@@ -37,6 +37,8 @@ class ServiceDeps:
     sidecar_http_url: str | None = None
     #: What endpoint requests may reach; None: the local registry of the settings (budeval/policy/credentials.py).
     endpoints: EndpointPolicy | None = None
+    #: The live progress monitor (budeval/service/progress.py); None: ``GET /evals/{id}`` reads progress alone.
+    progress: Any = None
 
 
 class ApiError(Exception):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from budeval.backends.base import JobBackend, RunFinishedCallback, RunSpec, RunState, Watch
 from budeval.events.cloudevents import CloudEvent, kind_of
 from budeval.events.publisher import EventPublisher
-from budeval.schemas.results import ParsedRun
+from budeval.schemas.results import ParsedRun, PredictionBatch
 from budeval.workflow.activities import Parser
 
 _DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, float("inf"))
@@ -81,14 +82,18 @@ class CountingPublisher:
 class TimedBackend:
     """Observes run durations (submit to terminal phase) seen through the watcher or a status check."""
 
-    def __init__(self, inner: JobBackend, metrics: Metrics) -> None:
+    def __init__(self, inner: JobBackend, metrics: Metrics, progress: Any = None) -> None:
         self.inner = inner
         self.metrics = metrics
+        #: The :class:`~budeval.service.progress.ProgressMonitor` told of every run submitted and state read.
+        self.progress = progress
         self.name = inner.name
         self._started: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
 
     def _observe(self, state: RunState) -> None:
+        if self.progress is not None:
+            self.progress.seen(state)
         if not state.finished:
             return
         with self._lock:
@@ -100,6 +105,8 @@ class TimedBackend:
         state = self.inner.submit(spec)
         with self._lock:
             self._started.setdefault((spec.eval_id, spec.run_id), time.monotonic())
+        if self.progress is not None and not state.finished:
+            self.progress.submitted(state, len(spec.datasets))
         self._observe(state)
         return state
 
@@ -125,10 +132,66 @@ class TimedBackend:
         return self.inner.watch(observed)
 
 
-def timed_parser(parse: Parser, metrics: Metrics) -> Parser:
+class TimedRun:
+    """A parsed run whose reading is timed: the parser is lazy (``parse_run`` opens the folder; the scores are read
+    on first use, the predictions while the store consumes :meth:`prediction_batches`), so the time spent *inside
+    the parser* -- the constructor, ``facts``/``metrics``/``statuses``, and every step of the prediction stream, but
+    not the store's inserts between the steps -- is summed, and observed once, in seconds, when the prediction
+    stream ends (``budeval_extraction_duration_seconds``). ``clock``: seconds, monotonic (tests hand in a fake)."""
+
+    def __init__(self, inner: ParsedRun, observe: Callable[[float], None], spent: float,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self._inner = inner
+        self._observe = observe
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.spent = spent  # seconds so far
+        self.observed = False
+
+    def _timed(self, read: Callable[[], Any]) -> Any:
+        began = self._clock()
+        try:
+            return read()
+        finally:
+            with self._lock:
+                self.spent += self._clock() - began
+
+    @property
+    def facts(self) -> Any:
+        return self._timed(lambda: self._inner.facts)
+
+    @property
+    def metrics(self) -> Any:
+        return self._timed(lambda: self._inner.metrics)
+
+    @property
+    def statuses(self) -> Any:
+        return self._timed(lambda: self._inner.statuses)
+
+    def prediction_batches(self, batch_size: int = 50_000) -> Iterator[PredictionBatch]:
+        stream = self._timed(lambda: self._inner.prediction_batches(batch_size))
+        while True:
+            batch = self._timed(lambda: next(stream, None))
+            if batch is None:
+                break
+            yield batch
+        with self._lock:
+            first, self.observed = not self.observed, True
+        if first:  # a second pass (a retried store) reads again but is the same extraction
+            self._observe(self.spent)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def timed_parser(parse: Parser, metrics: Metrics, clock: Callable[[], float] = time.perf_counter) -> Parser:
+    """``parse`` whose runs observe their whole extraction (:class:`TimedRun`) in ``budeval_extraction_duration_
+    seconds``."""
+
     def parse_timed(work_dir: Path) -> ParsedRun:
-        with metrics.extract_duration.time():
-            return parse(work_dir)
+        began = clock()
+        inner = parse(work_dir)
+        return TimedRun(inner, metrics.extract_duration.observe, clock() - began, clock)
 
     return parse_timed
 

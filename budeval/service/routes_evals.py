@@ -14,9 +14,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from budeval.engine.results.progress import ProgressReader
 from budeval.logs import get_logger
 from budeval.service.admission import Admission, Decision
 from budeval.service.api_common import ApiError, ServiceDeps, api_error, read_body, safe_id
+from budeval.service.progress import evaluation_progress
 from budeval.service.status import ACTIVE_WORKFLOW_STATES, evaluation_status, usage_view, workflow_view
 from budeval.storage.base import EvaluationRecord
 from budeval.workflow import names
@@ -75,7 +77,7 @@ def eval_routes(deps: ServiceDeps, admission: Admission, router: APIRouter) -> N
             status_code=400 if unparsed else 422,
         )
 
-    @router.get("/evals/{eval_id}", summary="Status, scores and failures of one evaluation")
+    @router.get("/evals/{eval_id}", summary="Status, scores, failures and (while it runs) progress of one evaluation")
     def get_eval(eval_id: str) -> dict[str, Any]:
         safe_id(eval_id)
         view = status_view(deps, eval_id)
@@ -116,9 +118,11 @@ def status_view(deps: ServiceDeps, eval_id: str) -> dict[str, Any] | None:
     if not scores:
         scores = list(output.get("scores", []))
     usage = deps.store.usage(eval_id) if record is not None else {}
+    status = evaluation_status(workflow, record)
     return {
         "eval_id": eval_id,
-        "status": evaluation_status(workflow, record),
+        "status": status,
+        "progress": _progress_of(deps, eval_id) if status in ("pending", "running") else None,
         "reason": (record.reason if record is not None else None) or output.get("reason"),
         "workflow": workflow,
         "evaluation": record.model_dump(mode="json") if record is not None else None,
@@ -126,6 +130,13 @@ def status_view(deps: ServiceDeps, eval_id: str) -> dict[str, Any] | None:
         "failures": list(output.get("failures", [])),
         "usage": usage_view(usage),
     }
+
+
+def _progress_of(deps: ServiceDeps, eval_id: str) -> dict[str, Any]:
+    """A running evaluation's progress from its runs' files (budeval/service/progress.py)."""
+    reader = deps.progress.reader if deps.progress is not None else ProgressReader()
+    planned = deps.progress.planned(eval_id) if deps.progress is not None else {}
+    return evaluation_progress(reader, deps.backend, eval_id, planned)
 
 
 def cancel_view(deps: ServiceDeps, eval_id: str) -> tuple[int, dict[str, Any]]:

@@ -30,13 +30,14 @@ from budeval.backends.base import JobBackend, RunState, Watch
 from budeval.config import Settings, point_dapr_sdk_at
 from budeval.errors import ValidationError
 from budeval.events.publisher import DaprPublisher
-from budeval.logs import configure, get_logger
+from budeval.logs import configure, get_logger, release_sdk_handlers, sdk_logger_options
 from budeval.policy.credentials import CredentialRegistry, EndpointPolicy, StaticRegistry
 from budeval.service.app import ServiceDeps, create_app
 from budeval.service.auth import Auth, ensure_local_token, load_api_token, load_app_token
 from budeval.service.housekeeping import Housekeeping
 from budeval.service.httpserver import protocol
 from budeval.service.metrics import CountingPublisher, CountingStore, Metrics, TimedBackend, timed_parser
+from budeval.service.progress import ProgressMonitor
 from budeval.workflow import names
 from budeval.workflow.activities import Deps
 from budeval.workflow.worker import build_runtime
@@ -255,6 +256,8 @@ def assemble(settings: Settings) -> Service:
 
         publisher = CountingPublisher(DaprPublisher(settings.pubsub_name), metrics)
         service._stops.append(("publisher", publisher.close))
+        progress = ProgressMonitor(raw_backend, publisher, settings.events_topic, settings.progress_interval_s)
+        backend.progress = progress
         deps = Deps(
             settings=settings,
             backend=backend,
@@ -267,13 +270,14 @@ def assemble(settings: Settings) -> Service:
         runtime = _start_runtime(deps, attempts=settings.dapr_start_attempts if mode == "external" else 1,
                                  retry_s=settings.dapr_start_retry_s)
         service._stops.append(("workflow runtime", runtime.shutdown))
-        workflows = wf.DaprWorkflowClient()
+        workflows = wf.DaprWorkflowClient(logger_options=sdk_logger_options())  # its lines once, as JSON
         # The cancel activity tells the runs' child workflows through the same client (budeval/workflow/outcomes.py).
         deps.raise_event = lambda instance, name, data: workflows.raise_workflow_event(instance, name, data=data)
         watch: Watch = backend.watch(lambda state: raise_run_finished(workflows, state))
         service._stops.append(("watch", watch.stop))
         housekeeping = Housekeeping(settings, store, archive, workflows, publisher).start()
         service._stops.append(("housekeeping", housekeeping.stop))
+        service._stops.append(("progress", progress.start().stop))
 
         service.app = create_app(
             ServiceDeps(
@@ -287,6 +291,7 @@ def assemble(settings: Settings) -> Service:
                 metrics=metrics,
                 sidecar_http_url=sidecar_http,
                 endpoints=endpoints,
+                progress=progress,
             )
         )
     except BaseException:
@@ -372,7 +377,7 @@ def serve(settings: Settings | None = None) -> int:
     serve_file = write_serve_file(service)
     service._stops.insert(0, ("serve file", lambda: serve_file.unlink(missing_ok=True)))
     config = uvicorn.Config(
-        service.app, log_level="warning", access_log=False, lifespan="off",
+        service.app, log_level="warning", access_log=False, lifespan="off", log_config=None,  # our JSON handler
         http=protocol(settings.http_read_timeout_s), limit_concurrency=settings.http_max_connections,
     )
     server = uvicorn.Server(config)
@@ -381,6 +386,7 @@ def serve(settings: Settings | None = None) -> int:
         # is harmless and the ``finally`` below stops the worker, sidecar and store cleanly.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: None)
+    release_sdk_handlers()  # any handler an SDK object attached while assembling: its lines go through ours once
     places = where_it_lives(service)
     log.info("serving", **places, sidecar=service.mode, backend=settings.backend)
     if sys.stderr.isatty():  # a person at a terminal also gets them as plain lines (a log file keeps JSON only)

@@ -12,6 +12,7 @@ from typing import Any
 
 import dapr.ext.workflow as wf
 
+from budeval.logs import bind_ids, sdk_logger_options
 from budeval.workflow import names
 from budeval.workflow.activities import Deps, EvalActivities
 from budeval.workflow.workflows import evaluation_run_workflow, evaluation_workflow
@@ -38,6 +39,28 @@ def _fresh(fn: Callable[[Any, Any], Any], name: str) -> Callable[[Any, Any], Any
     return registered
 
 
+def _ids(payload: Any) -> dict[str, Any]:
+    """``eval_id`` and ``run_id`` of an activity's input (top level or one level down: ``spec``, ``request``)."""
+    found: dict[str, Any] = {}
+    if not isinstance(payload, dict):
+        return found
+    for part in (payload, *(v for v in payload.values() if isinstance(v, dict))):
+        for key in ("eval_id", "run_id"):
+            if isinstance(part.get(key), str):
+                found.setdefault(key, part[key])
+    return found
+
+
+def _bound(fn: Callable[[Any, Any], Any], name: str) -> Callable[[Any, Any], Any]:
+    """An activity whose every log line (budeval's and the libraries') carries its ``eval_id`` / ``run_id``."""
+
+    def activity(ctx: Any, payload: Any = None) -> Any:
+        with bind_ids(**_ids(payload)):
+            return fn(ctx, payload)
+
+    return _fresh(activity, name)
+
+
 def register_workflows(runtime: wf.WorkflowRuntime,
                        versions: Mapping[str, Mapping[str, Workflow]] = WORKFLOW_VERSIONS) -> None:
     """Register every version of every workflow in ``versions`` (the last version of each is the latest).
@@ -58,9 +81,10 @@ def build_runtime(deps: Deps, versions: Mapping[str, Mapping[str, Workflow]] = W
     """A runtime with every version of both workflows (``versions``) and every activity registered under its stable
     name (not yet started)."""
     runtime_kwargs.setdefault("maximum_thread_pool_workers", deps.settings.worker_threads)
+    runtime_kwargs.setdefault("logger_options", sdk_logger_options())  # its lines once, as JSON (budeval/logs.py)
     runtime = wf.WorkflowRuntime(**runtime_kwargs)
     register_workflows(runtime, versions)
     activities = EvalActivities(deps)
     for name, fn in activities.registry().items():
-        runtime.register_activity(_fresh(fn, name), name=name)
+        runtime.register_activity(_bound(fn, name), name=name)
     return runtime, activities

@@ -281,3 +281,31 @@ def test_job_whose_pods_cannot_be_created_is_unschedulable(
         watch.stop()
     assert (state.phase, state.reason_class) == ("failed", "unschedulable")
     assert "no pod was created" in state.message
+
+
+def test_a_kueue_job_never_admitted_fails_with_its_queue_named(
+    settings: Settings, kube_cluster: Path, kubelet_factory: KubeletFactory, kube_admin: JsonApi
+) -> None:
+    # A Job for a Kueue queue that does not exist: budeval creates it suspended (Kueue unsuspends it on admission;
+    # v1.20 drops the field) and no pod ever runs -- here the runner ServiceAccount is missing, so the Job
+    # controller cannot create one either, as with a Job that stays suspended.
+    queued = KubernetesBackend(
+        settings.model_copy(update={"unschedulable_after_s": 600.0, "kueue_admission_timeout_s": 2.0,
+                                    "runner_service_account": "no-such-account"}),
+        new_client(kube_cluster), backoff_limit=0,
+    )
+    kubelet_factory(lambda pod: Behaviour("succeed"))
+    reports = Reports()
+    watch = queued.watch(reports)
+    try:
+        queued.submit(hf_spec("eval-kueue", "r0", queue="no-such-queue"))
+        queued.submit(hf_spec("eval-kueue", "r1"))  # the same without a queue: judged by the pod limit only
+        state = reports.wait("r0")
+    finally:
+        watch.stop()
+    job = kube_admin.request("GET", jobs_path(queued.namespace, m.job_name("eval-kueue", "r0")), what="job")
+    assert job["metadata"]["labels"][m.LABEL_QUEUE] == "no-such-queue"
+    assert (state.phase, state.reason_class) == ("failed", "unschedulable")
+    assert "Kueue did not admit" in state.message and "LocalQueue 'no-such-queue'" in state.message
+    assert queued.get("eval-kueue", "r0").reason_class == "unschedulable"  # the poll fallback agrees
+    assert queued.get("eval-kueue", "r1").phase == "pending"

@@ -105,3 +105,45 @@ def test_redact_masks_credentials() -> None:
     text = redact("key sk-abcdefghijklmnop Authorization: Bearer xyz123 api_key=hunter2 password: p4ss")
     for secret in ("sk-abcdefghijklmnop", "xyz123", "hunter2", "p4ss"):
         assert secret not in text
+
+
+# -- Kueue: a workload never admitted --------------------------------------------------------------------------------
+def queued_job(age: float, suspended_since: float | None = None) -> dict[str, Any]:
+    j = job(age=age)
+    j["metadata"]["labels"][m.LABEL_QUEUE] = "gpu-queue"
+    j["metadata"]["namespace"] = "evals"
+    j["spec"]["suspend"] = True
+    if suspended_since is not None:
+        j["status"]["conditions"] = [{"type": "Suspended", "status": "True", "lastTransitionTime": ts(suspended_since)}]
+    return j
+
+
+def kueue_state(j: dict[str, Any], pods: list[dict[str, Any]], timeout: float) -> Any:
+    return run_state(j, pods, now=NOW, unschedulable_after_s=60, read_log=no_log, kueue_admission_timeout_s=timeout)
+
+
+def test_an_unadmitted_kueue_job_fails_only_after_the_admission_timeout() -> None:
+    assert kueue_state(queued_job(age=299), [], 300).phase == "pending"
+    s = kueue_state(queued_job(age=301), [], 300)
+    assert (s.phase, s.reason_class) == ("failed", "unschedulable")
+    assert "LocalQueue 'gpu-queue' exists in evals" in s.message and "is suspended" in s.message
+    assert kueue_state(queued_job(age=10_000), [], 0).phase == "pending"  # 0: wait for the evaluation's timeout
+
+
+def test_a_job_suspended_again_counts_from_its_suspension() -> None:
+    # admitted long ago, preempted (suspended again) 10 s ago: not a never-admitted workload yet
+    assert kueue_state(queued_job(age=10_000, suspended_since=10), [], 300).phase == "pending"
+    assert kueue_state(queued_job(age=10_000, suspended_since=400), [], 300).phase == "failed"
+
+
+def test_an_admitted_kueue_job_with_a_pod_is_not_judged_by_admission() -> None:
+    j = queued_job(age=10_000)
+    j["spec"]["suspend"] = False
+    assert kueue_state(j, [pod("Running", node="n1")], 300).phase == "running"
+    assert kueue_state(j, [pod("Pending", age=10)], 300).phase == "pending"  # the pod's own limit applies
+
+
+def test_a_job_without_a_queue_is_unaffected() -> None:
+    j = job(age=30)
+    j["spec"]["suspend"] = True  # suspended by hand: pending, no admission deadline
+    assert kueue_state(j, [], 1).phase == "pending"

@@ -127,6 +127,7 @@ class KubernetesBackend:
             now=datetime.now(UTC),
             unschedulable_after_s=self.settings.unschedulable_after_s,
             read_log=self.read_log,
+            kueue_admission_timeout_s=self.settings.kueue_admission_timeout_s,
         )
 
     def cancel(self, eval_id: str) -> None:
@@ -177,6 +178,7 @@ class KubernetesBackend:
             self.api,
             namespace=self.namespace,
             unschedulable_after_s=self.settings.unschedulable_after_s,
+            kueue_admission_timeout_s=self.settings.kueue_admission_timeout_s,
             on_finished=on_finished,
             read_log=self.read_log,
             watch_timeout_s=kwargs.pop("watch_timeout_s", self.watch_timeout_s),

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from budeval.backends.base import FailureClass, RunPhase, RunState
-from budeval.backends.kubernetes.manifests import CONTAINER, LABEL_EVAL, LABEL_RUN
+from budeval.backends.kubernetes.manifests import CONTAINER, LABEL_EVAL, LABEL_QUEUE, LABEL_RUN
 from budeval.engine.results.layout import excerpt, task_failure_lines
 from budeval.masking import redact
 
@@ -148,6 +148,30 @@ def _pending_problem(
     return None
 
 
+def _unadmitted(make: _State, job: dict[str, Any], now: datetime, admission_timeout_s: float) -> RunState | None:
+    """A Job handed to Kueue (the ``kueue.x-k8s.io/queue-name`` label) that has no pod: its workload is not admitted
+    (Kueue keeps it suspended) -- the queue does not exist, or has no quota for it. Past ``admission_timeout_s``
+    (since the Job was created, or last suspended: its ``Suspended`` condition) the run fails ``unschedulable``;
+    before, None (still pending). ``admission_timeout_s`` 0: never. The caller checked there is no pod."""
+    queue = ((job.get("metadata") or {}).get("labels") or {}).get(LABEL_QUEUE)
+    if not queue or admission_timeout_s <= 0:
+        return None
+    suspended = _condition(job, "Suspended")
+    since = parse_time((suspended or {}).get("lastTransitionTime")) or _created(job)
+    waited = (now - since).total_seconds()
+    if waited < admission_timeout_s:
+        return None
+    state = "suspended" if (job.get("spec") or {}).get("suspend") else "without a pod"
+    namespace = (job.get("metadata") or {}).get("namespace") or "the run's namespace"
+    return make.make(
+        "failed",
+        "unschedulable",
+        f"Kueue did not admit the run's workload within {waited:.0f} s (the Job is {state}): check that the "
+        f"LocalQueue {queue!r} exists in {namespace} and its ClusterQueue has quota for the request "
+        "(setting kueue_admission_timeout_s)",
+    )
+
+
 def run_state(
     job: dict[str, Any],
     pods: list[dict[str, Any]],
@@ -155,8 +179,9 @@ def run_state(
     now: datetime,
     unschedulable_after_s: float,
     read_log: LogReader,
+    kueue_admission_timeout_s: float = 0.0,
 ) -> RunState:
-    """The run's state from its Job and the Job's pods."""
+    """The run's state from its Job and the Job's pods. ``kueue_admission_timeout_s``: see :func:`_unadmitted`."""
     make = _State(job)
     meta = job.get("metadata") or {}
     complete = _condition(job, "Complete")
@@ -183,6 +208,8 @@ def run_state(
     if any((p.get("status") or {}).get("phase") == "Running" for p in live):
         return make.make("running")
     suspended = bool((job.get("spec") or {}).get("suspend"))
+    if not live and (unadmitted := _unadmitted(make, job, now, kueue_admission_timeout_s)) is not None:
+        return unadmitted
     if not pods and not suspended:
         waited = (now - _created(job)).total_seconds()
         if waited >= unschedulable_after_s:

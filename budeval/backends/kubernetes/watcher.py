@@ -3,7 +3,8 @@
 Informer-style: list, then watch from the list's ``resourceVersion``; a stream that ends is resumed from the last
 version seen (bookmarks keep it fresh); ``410 Gone`` or any error relists after a backoff. Pods are watched too,
 because image pull failures and unschedulable pods never change the Job. A sweeper re-checks the cached pending
-pods against ``unschedulable_after_s`` without any API request. A run costs API requests only when it fails (one
+pods (and Jobs without pods: Kueue's unadmitted workloads) against ``unschedulable_after_s`` and
+``kueue_admission_timeout_s`` without any API request. A run costs API requests only when it fails (one
 ``pods/log`` read for the excerpt); the workflow's durable-timer poll stays as the fallback for anything missed.
 """
 
@@ -51,6 +52,7 @@ class JobWatcher:
         namespace: str,
         unschedulable_after_s: float,
         on_finished: RunFinishedCallback,
+        kueue_admission_timeout_s: float = 0.0,
         read_log: Callable[[str], str],
         watch_timeout_s: float = float(default("kube_watch_timeout_s")),
         sweep_interval_s: float | None = None,
@@ -63,10 +65,12 @@ class JobWatcher:
         self.api = api
         self.namespace = namespace
         self.unschedulable_after_s = unschedulable_after_s
+        self.kueue_admission_timeout_s = kueue_admission_timeout_s
         self.on_finished = on_finished
         self.read_log = read_log
         self.watch_timeout_s = watch_timeout_s
-        self.sweep_interval_s = sweep_interval_s or max(0.2, min(10.0, unschedulable_after_s / 4))
+        limits = [t for t in (unschedulable_after_s, kueue_admission_timeout_s) if t > 0] or [unschedulable_after_s]
+        self.sweep_interval_s = sweep_interval_s or max(0.2, min(10.0, min(limits) / 4))
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._jobs: dict[RunKey, Json] = {}
@@ -215,7 +219,8 @@ class JobWatcher:
         for uid, job, pods in todo:
             try:
                 state = run_state(
-                    job, pods, now=now, unschedulable_after_s=self.unschedulable_after_s, read_log=self.read_log
+                    job, pods, now=now, unschedulable_after_s=self.unschedulable_after_s, read_log=self.read_log,
+                    kueue_admission_timeout_s=self.kueue_admission_timeout_s,
                 )
             except Exception as exc:  # a malformed object must not stop the watch
                 self._log.warning("cannot classify job", job=job.get("metadata", {}).get("name"), error=str(exc))

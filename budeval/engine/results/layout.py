@@ -55,6 +55,12 @@ TASK_FAILED_LINE = re.compile(r" - ERROR - .*(?:fail|error)", re.IGNORECASE)
 #: endpoint was down, unreachable or kept refusing, so the task failed because of the endpoint.
 ENDPOINT_FAILED_LINE = re.compile(r"Calling OpenAI API failed after retrying")
 EXCERPT_CHARS = 4000
+#: A tqdm progress bar as OpenCompass's inferencers print it into ``logs/infer/{model}/{dataset}.out``
+#: (``icl_gen_inferencer.py``: ``tqdm(dataloader)``, one step per batch): `` 1/2 [00:12<00:12, 12.52s/it]``;
+#: the remaining time is ``?`` before the first step.
+PROGRESS_BAR = re.compile(r"(\d+)/(\d+) \[((?:\d+:)?\d+:\d+)<((?:\d+:)?\d+:\d+|\?)")
+#: The inferencer's log line after which its batches' bar starts (bars before it load the dataset: ``Map: 4/4``).
+INFERENCE_STARTS = "Starting inference process"
 
 
 def timestamp_folders(work_dir: Path) -> list[Path]:
@@ -144,9 +150,31 @@ class RunLayout:
         return self._whole_or_shards(f"logs/{stage}", model, dataset, ".out")
 
     def interrupted_checkpoint(self, model: str, dataset: str) -> Path | None:
-        """``predictions/{model}/tmp_{dataset}.jsonl``: written during inference, deleted at its end."""
+        """``predictions/{model}/tmp_{dataset}.jsonl``: written during inference (one JSON line ``{"idx": i, ...}``
+        per example done, appended after every batch: ``GenInferencerOutputHandler.write_to_jsonl``), deleted at
+        its end."""
         tmp = self._under("predictions", model, f"tmp_{dataset}.jsonl")
         return tmp if tmp.is_file() else None
+
+    def started_tasks(self, stage: str) -> list[tuple[str, str]]:
+        """(model, task) of every task of ``stage`` (``infer``/``eval``) that has started, i.e. has a task log
+        ``logs/{stage}/{model}/{task}.out``; a task is a dataset abbr, or ``{dataset}_{i}`` for a shard. Sorted."""
+        return sorted(
+            (model, name)
+            for model in self.model_folders(f"logs/{stage}")
+            for name in self.files_of(f"logs/{stage}", model, ".out")
+        )
+
+    def task_files(self, model: str, task: str) -> tuple[Path, Path, Path, Path]:
+        """The files of one task, whether or not they exist yet: its infer log, its inference checkpoint
+        (``tmp_{task}.jsonl``), its predictions (``{task}.json``, written whole at the end of inference) and its
+        results (``results/{model}/{task}.json``, written by the eval task)."""
+        return (
+            self._under("logs/infer", model, f"{task}.out"),
+            self._under("predictions", model, f"tmp_{task}.jsonl"),
+            self._under("predictions", model, f"{task}.json"),
+            self._under("results", model, f"{task}.json"),
+        )
 
     def _whole_or_shards(self, kind: str, model: str, dataset: str, suffix: str) -> list[Path]:
         whole = self._under(kind, model, f"{dataset}{suffix}")

@@ -181,6 +181,8 @@ hostPath:
   value: {{ .Values.runner.maxParallelRuns | quote }}
 - name: BUDEVAL_UNSCHEDULABLE_AFTER_S
   value: {{ .Values.runner.unschedulableAfterSeconds | quote }}
+- name: BUDEVAL_KUEUE_ADMISSION_TIMEOUT_S
+  value: {{ .Values.runner.kueueAdmissionTimeoutSeconds | quote }}
 - name: BUDEVAL_DEFAULT_GPU_RESOURCE_NAME
   value: {{ .Values.runner.gpuResourceName | quote }}
 - name: BUDEVAL_DEFAULT_NODE_SELECTOR
