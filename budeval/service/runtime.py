@@ -165,10 +165,10 @@ def _start_runtime(deps: Deps, attempts: int, retry_s: float) -> Any:
         try:
             runtime.start()
             return runtime
-        except Exception as exc:
+        except BaseException as exc:  # also a SIGTERM (KeyboardInterrupt) while it waits: stop the worker's thread
             with contextlib.suppress(Exception):
                 runtime.shutdown()
-            if attempt == attempts:
+            if attempt == attempts or not isinstance(exc, Exception):
                 raise
             log.warning("workflow worker not started yet; retrying", error=type(exc).__name__, attempt=attempt)
             time.sleep(retry_s)
@@ -343,6 +343,13 @@ def serve(settings: Settings | None = None) -> int:
     settings = settings or Settings.from_env()
     configure(settings.log_level)
     log = get_logger(component="serve")
+    on_main = threading.current_thread() is threading.main_thread()
+    if on_main:
+        # In a pod this is PID 1, and the kernel drops a signal PID 1 has no handler for: a SIGTERM while the
+        # service starts (waiting for daprd can take a minute) was lost. Until it serves, SIGTERM interrupts the
+        # start like Ctrl-C (assemble stops what it opened; the CLI exits 130).
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.default_int_handler)
     service = assemble(settings)
     serve_file = write_serve_file(service)
     service._stops.insert(0, ("serve file", lambda: serve_file.unlink(missing_ok=True)))
@@ -351,11 +358,12 @@ def serve(settings: Settings | None = None) -> int:
         http=protocol(settings.http_read_timeout_s), limit_concurrency=settings.http_max_connections,
     )
     server = uvicorn.Server(config)
-    if threading.current_thread() is threading.main_thread():
+    if on_main:
         # uvicorn re-raises the signal it caught once it has shut down; with these handlers in place that re-raise
-        # is harmless and the ``finally`` below stops the worker, sidecar and store cleanly.
+        # is harmless and the ``finally`` below stops the worker, sidecar and store cleanly. A signal that comes
+        # before uvicorn installs its own handlers asks it to exit at once.
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: None)
+            signal.signal(sig, lambda *_: setattr(server, "should_exit", True))
     log.info("serving", api=service.api_url, sidecar=service.mode, backend=settings.backend)
     stopping = threading.Event()
     threading.Thread(target=supervise_sidecar, args=(service, server, stopping), name="sidecar-supervisor",
