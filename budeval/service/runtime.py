@@ -116,17 +116,32 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def raise_run_finished(workflows: Any, state: RunState) -> None:
-    """The backend watcher's callback: wake the run's child workflow (the timer poll covers a lost event)."""
-    try:
-        workflows.raise_workflow_event(
-            names.run_instance_id(state.eval_id, state.run_id), names.RUN_FINISHED_EVENT,
-            data=state.model_dump(mode="json"),
-        )
-    except Exception as exc:  # the instance may be gone (cancelled) or the sidecar briefly away: polling catches up
-        get_logger(eval_id=state.eval_id, run_id=state.run_id).warning(
-            "run_finished event not raised", error=type(exc).__name__
-        )
+#: Seconds between attempts to raise ``run_finished`` (the watcher's delivery thread waits; nothing else does).
+RAISE_RETRY_S: tuple[float, ...] = (0.5, 1.0, 2.0)
+
+
+def raise_run_finished(workflows: Any, state: RunState, retry_s: tuple[float, ...] = RAISE_RETRY_S) -> bool:
+    """The backend watcher's callback: wake the run's child workflow. A sidecar briefly away is retried after each
+    of ``retry_s`` seconds; an instance that does not exist (cancelled, purged) is not. When all fail the workflow's
+    timer poll catches up -- up to ``poll_max_s`` later, so a lost event costs up to a minute. True when raised."""
+    import grpc
+
+    log = get_logger(eval_id=state.eval_id, run_id=state.run_id)
+    for attempt in range(len(retry_s) + 1):
+        try:
+            workflows.raise_workflow_event(
+                names.run_instance_id(state.eval_id, state.run_id), names.RUN_FINISHED_EVENT,
+                data=state.model_dump(mode="json"),
+            )
+            return True
+        except Exception as exc:
+            code = exc.code() if isinstance(exc, grpc.RpcError) else None
+            if code == grpc.StatusCode.NOT_FOUND or attempt == len(retry_s):
+                log.warning("run_finished event not raised", error=type(exc).__name__, code=str(code),
+                            attempts=attempt + 1)
+                return False
+            time.sleep(retry_s[attempt])
+    return False
 
 
 @dataclass
@@ -267,7 +282,11 @@ def assemble(settings: Settings) -> Service:
         workflows = wf.DaprWorkflowClient()
         # The cancel activity tells the runs' child workflows through the same client (budeval/workflow/outcomes.py).
         deps.raise_event = lambda instance, name, data: workflows.raise_workflow_event(instance, name, data=data)
-        watch: Watch = backend.watch(lambda state: raise_run_finished(workflows, state))
+
+        def on_finished(state: RunState) -> None:
+            raise_run_finished(workflows, state)
+
+        watch: Watch = backend.watch(on_finished)
         service._stops.append(("watch", watch.stop))
         housekeeping = Housekeeping(settings, store, archive, workflows, publisher).start()
         service._stops.append(("housekeeping", housekeeping.stop))
