@@ -117,17 +117,32 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def raise_run_finished(workflows: Any, state: RunState) -> None:
-    """The backend watcher's callback: wake the run's child workflow (the timer poll covers a lost event)."""
-    try:
-        workflows.raise_workflow_event(
-            names.run_instance_id(state.eval_id, state.run_id), names.RUN_FINISHED_EVENT,
-            data=state.model_dump(mode="json"),
-        )
-    except Exception as exc:  # the instance may be gone (cancelled) or the sidecar briefly away: polling catches up
-        get_logger(eval_id=state.eval_id, run_id=state.run_id).warning(
-            "run_finished event not raised", error=type(exc).__name__
-        )
+#: Seconds between attempts to raise ``run_finished`` (the watcher's delivery thread waits; nothing else does).
+RAISE_RETRY_S: tuple[float, ...] = (0.5, 1.0, 2.0)
+
+
+def raise_run_finished(workflows: Any, state: RunState, retry_s: tuple[float, ...] = RAISE_RETRY_S) -> bool:
+    """The backend watcher's callback: wake the run's child workflow. A sidecar briefly away is retried after each
+    of ``retry_s`` seconds; an instance that does not exist (cancelled, purged) is not. When all fail the workflow's
+    timer poll catches up -- up to ``poll_max_s`` later, so a lost event costs up to a minute. True when raised."""
+    import grpc
+
+    log = get_logger(eval_id=state.eval_id, run_id=state.run_id)
+    for attempt in range(len(retry_s) + 1):
+        try:
+            workflows.raise_workflow_event(
+                names.run_instance_id(state.eval_id, state.run_id), names.RUN_FINISHED_EVENT,
+                data=state.model_dump(mode="json"),
+            )
+            return True
+        except Exception as exc:
+            code = exc.code() if isinstance(exc, grpc.RpcError) else None
+            if code == grpc.StatusCode.NOT_FOUND or attempt == len(retry_s):
+                log.warning("run_finished event not raised", error=type(exc).__name__, code=str(code),
+                            attempts=attempt + 1)
+                return False
+            time.sleep(retry_s[attempt])
+    return False
 
 
 @dataclass
@@ -166,10 +181,10 @@ def _start_runtime(deps: Deps, attempts: int, retry_s: float) -> Any:
         try:
             runtime.start()
             return runtime
-        except Exception as exc:
+        except BaseException as exc:  # also a SIGTERM (KeyboardInterrupt) while it waits: stop the worker's thread
             with contextlib.suppress(Exception):
                 runtime.shutdown()
-            if attempt == attempts:
+            if attempt == attempts or not isinstance(exc, Exception):
                 raise
             log.warning("workflow worker not started yet; retrying", error=type(exc).__name__, attempt=attempt)
             time.sleep(retry_s)
@@ -273,7 +288,11 @@ def assemble(settings: Settings) -> Service:
         workflows = wf.DaprWorkflowClient(logger_options=sdk_logger_options())  # its lines once, as JSON
         # The cancel activity tells the runs' child workflows through the same client (budeval/workflow/outcomes.py).
         deps.raise_event = lambda instance, name, data: workflows.raise_workflow_event(instance, name, data=data)
-        watch: Watch = backend.watch(lambda state: raise_run_finished(workflows, state))
+
+        def on_finished(state: RunState) -> None:
+            raise_run_finished(workflows, state)
+
+        watch: Watch = backend.watch(on_finished)
         service._stops.append(("watch", watch.stop))
         housekeeping = Housekeeping(settings, store, archive, workflows, publisher).start()
         service._stops.append(("housekeeping", housekeeping.stop))
@@ -373,6 +392,13 @@ def serve(settings: Settings | None = None) -> int:
     settings = settings or Settings.from_env()
     configure(settings.log_level)
     log = get_logger(component="serve")
+    on_main = threading.current_thread() is threading.main_thread()
+    if on_main:
+        # In a pod this is PID 1, and the kernel drops a signal PID 1 has no handler for: a SIGTERM while the
+        # service starts (waiting for daprd can take a minute) was lost. Until it serves, SIGTERM interrupts the
+        # start like Ctrl-C (assemble stops what it opened; the CLI exits 130).
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.default_int_handler)
     service = assemble(settings)
     serve_file = write_serve_file(service)
     service._stops.insert(0, ("serve file", lambda: serve_file.unlink(missing_ok=True)))
@@ -381,11 +407,12 @@ def serve(settings: Settings | None = None) -> int:
         http=protocol(settings.http_read_timeout_s), limit_concurrency=settings.http_max_connections,
     )
     server = uvicorn.Server(config)
-    if threading.current_thread() is threading.main_thread():
+    if on_main:
         # uvicorn re-raises the signal it caught once it has shut down; with these handlers in place that re-raise
-        # is harmless and the ``finally`` below stops the worker, sidecar and store cleanly.
+        # is harmless and the ``finally`` below stops the worker, sidecar and store cleanly. A signal that comes
+        # before uvicorn installs its own handlers asks it to exit at once.
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: None)
+            signal.signal(sig, lambda *_: setattr(server, "should_exit", True))
     release_sdk_handlers()  # any handler an SDK object attached while assembling: its lines go through ours once
     places = where_it_lives(service)
     log.info("serving", **places, sidecar=service.mode, backend=settings.backend)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from concurrent import futures
 from pathlib import Path
@@ -163,16 +164,23 @@ def _extra_app(spec: str) -> tuple[str, int]:
     return _app_id(name), int(port)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m budeval.sidecar.embedded --state FILE [--grpc-port P] [--http-port Q] [--app-port A]``."""
+def main(argv: list[str] | None = None, stop: threading.Event | None = None) -> int:
+    """``python -m budeval.sidecar.embedded --state FILE [--grpc-port P] [--http-port Q] [--app-port A]``.
+
+    Runs until SIGTERM/SIGINT (or ``stop`` is set: ``python -m budeval.sidecar`` passes the event its early signal
+    handlers set, so a signal that came while this module was imported still counts); returns 0 once stopped."""
     import argparse
     import json
     import os
     import signal
     import sys
-    import threading
 
     from budeval.logs import configure
+
+    if stop is None:
+        stop = own = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: own.set())
 
     parser = argparse.ArgumentParser(prog="python -m budeval.sidecar.embedded", description=main.__doc__)
     parser.add_argument("--state", type=Path, required=True, help="SQLite file holding all sidecar state")
@@ -208,15 +216,19 @@ def main(argv: list[str] | None = None) -> int:
     sidecar = EmbeddedSidecar(args.state, args.grpc_port, args.http_port, app_port=args.app_port, app_token=app_token,
                               read_timeout_s=args.read_timeout, max_connections=args.max_connections,
                               max_json_depth=args.max_json_depth, forget_bodies=tuple(args.forget_bodies),
-                              app_id=args.app_id, apps=apps).start()
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+                              app_id=args.app_id, apps=apps)
+    log = get_logger(component="sidecar")
+    if stop.is_set():  # a stop requested while this process started: never start serving
+        log.info("embedded sidecar stopped before it started")
+        return 0
+    sidecar.start()
     # one JSON line on stdout tells a parent process where the sidecar listens
     print(json.dumps({"grpc_port": sidecar.grpc_port, "http_port": sidecar.http_port, "apps": sidecar.app_ports}),
           flush=True)
     stop.wait()
+    log.info("embedded sidecar stopping (signal)")
     sidecar.stop()
+    log.info("embedded sidecar stopped")
     return 0
 
 

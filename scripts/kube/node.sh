@@ -393,6 +393,22 @@ unmount_state() {
   done
 }
 
+# Pods killed above were never torn down through CNI (no DEL): the bridge plugin's masquerade chains (CNI-..., their
+# POSTROUTING rules commented `name: "budeval" id: "..."`) and host-local's IP reservations would stay, and after
+# enough runs the /24 is exhausted. Every pod of this node is gone here, so all of them go.
+cni_cleanup() {
+  local rule chain
+  iptables -t nat -S POSTROUTING 2>/dev/null | grep -F 'name: \"budeval\"' | while read -r rule; do
+    chain="$(echo "$rule" | sed -n 's/.* -j \(CNI-[0-9a-f]*\).*/\1/p')"
+    eval "iptables -t nat ${rule/-A /-D }" 2>/dev/null || log "warning: could not delete nat rule: $rule"
+    if [ -n "$chain" ]; then
+      iptables -t nat -F "$chain" 2>/dev/null || true
+      iptables -t nat -X "$chain" 2>/dev/null || true
+    fi
+  done
+  rm -rf "$STATE/cni/ipam"
+}
+
 stop() {
   stop_one workload-controllers
   stop_one kube-scheduler
@@ -402,6 +418,7 @@ stop() {
   kill_containers
   stop_one containerd
   unmount_state
+  cni_cleanup
   # A later start must not see this kubelet's stale Ready condition.
   [ -f "$KSTATE/admin.token" ] && api DELETE "/api/v1/nodes/$NODE_NAME" >/dev/null 2>&1 || true
   ip link show "$BRIDGE" >/dev/null 2>&1 && ip link delete "$BRIDGE" 2>/dev/null || true

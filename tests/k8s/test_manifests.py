@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +21,7 @@ from budeval.backends.kubernetes import manifests as m
 from budeval.config import Settings
 from budeval.errors import UnsafeIdError, ValidationError
 from tests.k8s.specs import endpoint_spec, hf_spec
+from tests.support import wait_until
 
 VERSIONS = ("1.29", "1.33")
 
@@ -183,7 +186,7 @@ def test_long_ids_give_a_stable_short_job_name() -> None:
 
 def test_the_job_command_captures_the_environment_then_runs_opencompass(tmp_path: Path) -> None:
     """The Job's command run by a real sh, with `python` the test interpreter (no OpenCompass in it): the capture
-    lands in the run's folder and the exec'd OpenCompass command line is the tail of the list, unchanged."""
+    lands in the run's folder and the OpenCompass command line run is the tail of the list, unchanged."""
     work = tmp_path / "results" / "eval-env" / "r0"
     spec = hf_spec("eval-env", "r0")
     command = m.runner_command(spec, tmp_path / "results")
@@ -192,12 +195,45 @@ def test_the_job_command_captures_the_environment_then_runs_opencompass(tmp_path
     (bin_dir / "python").symlink_to(sys.executable)
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "NODE_NAME": "gpu-node-7"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1 and "opencompass.cli.main" in done.stderr  # exec'd: python -m opencompass...
+    assert done.returncode == 1 and "opencompass.cli.main" in done.stderr  # ran: python -m opencompass... (its status)
     from budeval.engine.environment import read_environment
 
     captured = read_environment(work)
     assert captured["node"] == "gpu-node-7" and captured["python"] == ".".join(map(str, sys.version_info[:3]))
     assert captured["gpu_count"] == 0 and captured["hostname"]
+
+
+def test_the_job_command_as_pid1_stops_opencompass_on_sigterm(tmp_path: Path) -> None:
+    """The pod's SIGTERM (a deadline, a cancel) reaches OpenCompass: the Job's command runs as PID 1 of its own PID
+    namespace (``unshare``, as in a container) with a ``python`` whose OpenCompass never ends and installs no signal
+    handler. Before, the command ``exec``ed OpenCompass as PID 1, the kernel dropped the SIGTERM and the run went on
+    until the grace period's SIGKILL."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.fail("needs root and unshare (a PID namespace, as a container has)")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "python"  # the capture (-c) runs; "OpenCompass" just sleeps, as a long run does
+    fake.write_text(f'#!/bin/sh\n[ "$1" = -c ] && exec {sys.executable} "$@"\nexec sleep 600\n')
+    fake.chmod(0o755)
+    command = m.runner_command(hf_spec("eval-term", "r0"), tmp_path / "results")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    proc = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", *command], env=env)
+    try:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        pid1 = int(wait_until(lambda: children.read_text().split(), "the command's PID 1", timeout=30)[0])
+        inner = Path(f"/proc/{pid1}/task/{pid1}/children")
+
+        def sleeping() -> bool:  # OpenCompass (here: sleep) runs: PID 1 itself (exec'd) or the shell's child
+            pids = [str(pid1), *inner.read_text().split()]
+            return any(Path(f"/proc/{c}/cmdline").read_bytes().startswith(b"sleep") for c in pids)
+
+        wait_until(sleeping, "the run to start", timeout=120)
+        os.kill(pid1, signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM  # OpenCompass's own status: killed by SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 # -- the stock datasets' volume ------------------------------------------------------------------------------------

@@ -92,3 +92,47 @@ def test_gone_relists_and_reports_a_run_finished_meanwhile_once() -> None:
     assert api.watch_queries[0]["resourceVersion"] == "10"
     assert api.watch_queries[1]["resourceVersion"] == "30"  # watched from the relist's version
     assert all(q["labelSelector"] == m.RUN_SELECTOR for q in api.watch_queries)
+
+
+class TwoJobsApi:
+    """One watch stream in which two runs' Jobs complete back to back (then the stream stays quiet)."""
+
+    def request(self, method: str, path: str, *, what: str, query: dict[str, Any] | None = None, body: Any = None,
+                content_type: str = "") -> dict[str, Any]:
+        return {"metadata": {"resourceVersion": "1"}, "items": []}
+
+    def watch(self, path: str, *, what: str, query: dict[str, Any], timeout_s: float) -> Iterator[dict[str, Any]]:
+        if path.endswith("/pods") or query["resourceVersion"] != "1":
+            threading.Event().wait(0.2)
+            return iter(())
+        done = []
+        for n, run in enumerate(("r0", "r1")):
+            obj = job(f"u{n}", str(10 + n), done=True)
+            obj["metadata"].update(name=f"e-{run}", labels={m.LABEL_EVAL: "e", m.LABEL_RUN: run})
+            done.append({"type": "MODIFIED", "object": obj})
+        return iter(done)
+
+
+def test_a_slow_callback_does_not_hold_the_next_report() -> None:
+    """The first report's ``on_finished`` hangs (a busy sidecar); the second run's report still comes. Before, both
+    ran on the Jobs stream's thread and the second waited for the first (tests/k8s/test_watch_delivery.py proves the
+    same against the real apiserver)."""
+    release, second = threading.Event(), threading.Event()
+    seen: list[str] = []
+
+    def on_finished(state: RunState) -> None:
+        seen.append(state.run_id)
+        if state.run_id == "r0":
+            release.wait(60)
+        else:
+            second.set()
+
+    watcher = JobWatcher(cast(JsonApi, TwoJobsApi()), namespace="ns", unschedulable_after_s=60,
+                         on_finished=on_finished, read_log=lambda name: "")
+    watcher.start()
+    try:
+        assert second.wait(30), f"r1 was not reported while r0's callback hung (seen: {seen})"
+    finally:
+        release.set()
+        watcher.stop()
+    assert sorted(seen) == ["r0", "r1"]

@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 KUBE = REPO / "scripts" / "kube"
 RUNNER_SA = "budeval-runner"
 RUNNER_IMAGE = "opencompass-runner:0.5.4-cpu"
+SERVICE_IMAGE = "budeval:0.1.0"
 RESULTS_ROOT = "/results"
 
 
@@ -62,6 +63,15 @@ def real_node() -> Iterator[Path]:
 
 def new_client(kubeconfig: Path) -> k8s.ApiClient:
     return k8s_config.new_client_from_config(config_file=str(kubeconfig))
+
+
+@pytest.fixture(scope="package")
+def service_image(real_node: Path) -> str:
+    """The service image (this checkout, scripts/kube/images.sh service: rebuilt when the sources changed), imported."""
+    imported = script("images.sh", "import", "service")
+    if imported.returncode != 0:
+        pytest.fail(f"scripts/kube/images.sh import service failed:\n{imported.stderr[-4000:]}")
+    return SERVICE_IMAGE
 
 
 @pytest.fixture(scope="package")

@@ -127,7 +127,7 @@ def test_a_crashing_container_is_classified_crash_with_its_traceback(backend: Ku
     assert backend.get("eval-crash", "r0").reason_class == "crash"
 
 
-def test_a_run_past_its_deadline_is_deadline_exceeded(backend: KubernetesBackend) -> None:
+def test_a_run_past_its_deadline_is_deadline_exceeded(backend: KubernetesBackend, kube_admin: JsonApi) -> None:
     reports = Reports()
     watch = backend.watch(reports)
     try:
@@ -136,6 +136,16 @@ def test_a_run_past_its_deadline_is_deadline_exceeded(backend: KubernetesBackend
     finally:
         watch.stop()
     assert (state.phase, state.reason_class) == ("failed", "deadline_exceeded"), state
+    # activeDeadlineSeconds really ends the run: the Job controller deletes the pod, the kubelet stops the container.
+    ns, sel = backend.namespace, {"labelSelector": f"{m.LABEL_EVAL}=eval-deadline"}
+
+    def stopped() -> bool:
+        pods = kube_admin.request("GET", pods_path(ns), what="pods", query=sel)["items"]
+        return all(
+            "running" not in (cs.get("state") or {}) for p in pods for cs in p["status"].get("containerStatuses") or []
+        ) and not any(p["status"].get("phase") == "Running" for p in pods)
+
+    wait_until(stopped, "the past-deadline run's container to stop", timeout=300)
 
 
 def containerd_tasks() -> str:
@@ -169,3 +179,4 @@ def test_cancel_really_deletes_the_running_pod_and_its_container(
 
     wait_until(gone, "the cancelled run's pod and container to be gone", timeout=300)
     assert backend.get("eval-cancel", "r0").phase == "unknown"
+    assert not kube_admin.request("GET", f"/api/v1/namespaces/{ns}/configmaps", what="cms", query=sel)["items"]

@@ -113,14 +113,20 @@ def owner_reference(job: dict[str, Any]) -> dict[str, Any]:
 
 
 #: ``sh -c`` prologue of a run: the run captures its own environment into ``{work}/.budeval/environment.json``
-#: (budeval.engine.environment; a failed capture never fails the run), then ``exec``s OpenCompass (PID 1 gets signals)
-#: with ``BUDEVAL_USAGE_DIR`` naming ``{work}/.budeval/usage`` (an endpoint model's usage lines, budeval_usage.py).
+#: (budeval.engine.environment; a failed capture never fails the run), then runs OpenCompass as its child and passes
+#: SIGTERM/SIGINT on to it; the exit status is OpenCompass's. Not ``exec``: the container's PID 1 gets the pod's
+#: SIGTERM (a deadline, a cancel), and the kernel drops a signal PID 1 has no handler for -- OpenCompass installs
+#: none, so an exec'd OpenCompass ran on until the grace period's SIGKILL. When sh exits, the kernel kills whatever
+#: else is left in the container (OpenCompass's task subprocesses). ``BUDEVAL_USAGE_DIR`` names
+#: ``{work}/.budeval/usage`` (an endpoint model's usage lines, budeval_usage.py).
 _CAPTURE_PROLOGUE = (
+    "child=; stop=; trap 'stop=1; [ -z \"$child\" ] || kill -TERM \"$child\" 2>/dev/null' TERM INT; "
     'capture="$1"; work="$2"; shift 2; meta="$work/.budeval"; BUDEVAL_USAGE_DIR="$meta/usage"; '
     'export BUDEVAL_USAGE_DIR; '
     'mkdir -p "$meta" && python -c "$capture" >"$meta/environment.json.tmp" 2>/dev/null '
     '&& mv "$meta/environment.json.tmp" "$meta/environment.json" || rm -f "$meta/environment.json.tmp"; '
-    'exec "$@"'
+    '"$@" & child=$!; [ -z "$stop" ] || kill -TERM "$child" 2>/dev/null; '
+    'while :; do wait "$child"; status=$?; kill -0 "$child" 2>/dev/null || exit "$status"; done'
 )
 
 
