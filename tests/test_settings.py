@@ -63,6 +63,8 @@ SPECIAL = {
     "models_root": ("/models", [Path("/models")]),
     "suites_path": (f"/suites/a{os.pathsep}/suites/b", [Path("/suites/a"), Path("/suites/b")]),
     "kube_watch_backoffs_s": ("[1, 2.5]", [1.0, 2.5]),
+    "endpoint_default_cpu": ("250m", "250m"),
+    "endpoint_default_memory": ("1Gi", "1Gi"),
 }
 
 

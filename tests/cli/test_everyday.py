@@ -74,7 +74,7 @@ def test_serve_options_override_the_environment_and_it_says_where_things_are(tmp
         assert not (tmp_path / "from-env").exists()
         serving = next(json.loads(line) for line in log.read_text().splitlines()
                        if line.startswith("{") and '"serving"' in line)
-        assert serving["api"] == info["api_url"] and serving["ui"] == info["api_url"] + "/ui"
+        assert serving["api"] == info["api_url"] and serving["ui"] == info["api_url"] + "/ui/" == info["ui_url"]
         assert serving["data_dir"] == str(data) and serving["archive"] == (data / "archive").as_uri()
     finally:
         proc.send_signal(signal.SIGTERM)
