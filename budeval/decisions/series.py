@@ -71,11 +71,12 @@ class SeriesSource(Protocol):
 
     def series_checkpoints(self, series: str) -> list[Checkpoint]: ...
 
-    def series_points(self, checkpoints: list[Checkpoint], dataset: str | None) -> list[PointRow]: ...
-
-    def series_kinds(
+    def series_rows(
         self, checkpoints: list[Checkpoint], dataset: str | None, limit: int
-    ) -> tuple[list[KindRow], list[ListedExample]]: ...
+    ) -> tuple[list[PointRow], list[KindRow], list[ListedExample]]:
+        """Per (dataset, checkpoint) the curve's aggregates; per (dataset, kind) examples and flips; the first
+        ``limit`` examples of each kind but unstable. Empty lists when the series has no per-example verdicts."""
+        ...
 
 
 class SeriesPoint(BaseModel):
@@ -148,11 +149,10 @@ def build_series(
     if not checkpoints:
         raise NotFoundError(f"no finished evaluation in series {series!r} (checkpoint.series or experiment_id)")
     by_position = {c.position: c for c in checkpoints}
-    points = source.series_points(checkpoints, dataset)
+    points, kinds, listed = source.series_rows(checkpoints, dataset, limit)
     if not points:
         what = f" on dataset {dataset!r}" if dataset else ""
         raise NotFoundError(f"series {series!r} has no per-example verdicts{what}")
-    kinds, listed = source.series_kinds(checkpoints, dataset, limit)
     out: list[DatasetSeries] = []
     for name in sorted({p.dataset for p in points}):
         rows = [p for p in points if p.dataset == name]
