@@ -158,6 +158,7 @@ def build_series(
         rows = [p for p in points if p.dataset == name]
         first = rows[0]
         built: list[SeriesPoint] = []
+        p_vs_first = stats.mcnemar_exact_many([(r.losses_vs_first, r.gains_vs_first) for r in rows[1:]])
         for row in rows:
             cp = by_position[row.position]
             low, high = score_ci(row.mean, row.var, row.examples, row.replicas, 1 - alpha)
@@ -169,7 +170,7 @@ def build_series(
             if row is not first:
                 paired = row.examples
                 point.delta_vs_first = 100 * (row.gains_vs_first - row.losses_vs_first) / max(paired, 1)
-                point.p_vs_first = stats.mcnemar_exact(row.losses_vs_first, row.gains_vs_first)
+                point.p_vs_first = p_vs_first[len(built) - 1]
             built.append(point)
         later = [p for p in built if p.p_vs_first is not None]
         for point, p_adj in zip(later, stats.adjust([p.p_vs_first or 0.0 for p in later], correction), strict=True):

@@ -176,14 +176,15 @@ class StoreDecisions:
         return list(kinds.values()), self._listed_examples(checkpoints, listed)
 
     def _listed_examples(
-        self, checkpoints: list[Checkpoint], listed: list[tuple[str, int, str, int]]
+        self, checkpoints: list[Checkpoint], listed: list[tuple[str, int, str, int]],
+        holding: list[Checkpoint] | None = None,
     ) -> list[ListedExample]:
         """(dataset, example_index, kind, first right position) as ListedExamples with prompt and gold: one IN lookup
-        of only these examples in predictions."""
+        of only these examples in predictions, in the checkpoints ``holding`` them (default: all)."""
         texts: dict[tuple[str, int], tuple[str, str]] = {}
         if listed:
             pairs = [(ds, index) for ds, index, _, _ in listed]
-            params = {"ids": [c.eval_id for c in checkpoints], "pairs": pairs}
+            params = self._series_params(holding or checkpoints, None) | {"pairs": pairs}
             for ds, index, prompt, gold in self._rows("series example texts", EXAMPLE_TEXTS_SQL, params):
                 texts[(ds, int(index))] = (prompt or "", gold or "")
         by_position = {c.position: c.eval_id for c in checkpoints}
@@ -252,7 +253,9 @@ class StoreDecisions:
             listed += [(ds, int(x), "hard", 0) for x in hard]
             by_learning = [(int(ps[k]), int(x)) for k in reversed(range(len(ps))) for x in learned_by_position[k]]
             listed += [(ds, x, "learned", pos) for pos, x in by_learning[: max(1, int(limit))]]
-        return points, kinds, self._listed_examples(checkpoints, listed)
+        latest = {int(row[2][-1]) for row in rows}  # each dataset's latest checkpoint judged all its examples
+        holding = [c for c in checkpoints if c.position in latest]
+        return points, kinds, self._listed_examples(checkpoints, listed, holding)
 
 
 def _finite(value: Any) -> float:

@@ -177,11 +177,15 @@ def series_kinds_sql(with_dataset: bool) -> str:
     """
 
 
-#: Prompt and gold of listed examples (``pairs``: (dataset, example_index) tuples) from any checkpoint of ``ids``.
+#: Prompt and gold of listed examples (``pairs``: (dataset, example_index) tuples) from the latest checkpoint of
+#: ``ids`` (positions ``positions``) that judged the example. From the example sets, ``ids`` is only each dataset's
+#: latest checkpoint (every checkpoint judged the same examples there): the same rows, one evaluation's key range read
+#: instead of every checkpoint's.
 EXAMPLE_TEXTS_SQL = f"""
-    SELECT dataset, example_index, any(leftUTF8(prompt, {PROMPT_CHARS})), any(gold)
-    FROM predictions
-    WHERE eval_id IN %(ids)s AND (dataset, example_index) IN %(pairs)s
+    SELECT dataset, example_index, argMax(leftUTF8(prompt, {PROMPT_CHARS}), pos), argMax(gold, pos)
+    FROM (SELECT dataset, example_index, prompt, gold, transform(eval_id, %(ids)s, %(positions)s, 0) AS pos
+          FROM predictions
+          WHERE eval_id IN %(ids)s AND (dataset, example_index) IN %(pairs)s AND correct IS NOT NULL)
     GROUP BY dataset, example_index
 """
 
@@ -254,16 +258,10 @@ def series_sets_sql(with_dataset: bool) -> str:
     ``positions``, ``limit`` and ``dataset`` when filtered."""
     dataset_filter = "AND dataset = %(dataset)s" if with_dataset else ""
     return f"""
-    WITH per_dataset AS (
-        SELECT dataset,
-               arraySort(groupArray(pos)) AS ps,
-               arraySort((b, p) -> p, groupArray(r), groupArray(pos)) AS rs,
-               arraySort((x, p) -> p, groupArray(n), groupArray(pos)) AS ns,
-               min(rows = n) AND min(n) = max(n) AND bitmapCardinality(groupBitmapOrState(v)) = max(n) AS eligible,
-               any(v) AS judged,
-               groupBitmapAndState(r) AS always_right,
-               groupBitmapOrState(r) AS ever_right,
-               argMax(r, pos) AS last_right
+    WITH per_checkpoint AS (
+        SELECT dataset, pos, v, r, rows, n,
+               lagInFrame(r, 1, r) OVER w AS prev,
+               first_value(r) OVER w AS first
         FROM (
             SELECT dataset, transform(eval_id, %(ids)s, %(positions)s, 0) AS pos,
                    groupBitmapOrState(judged) AS v, groupBitmapOrState(judged_right) AS r,
@@ -272,35 +270,41 @@ def series_sets_sql(with_dataset: bool) -> str:
             WHERE eval_id IN %(ids)s {dataset_filter}
             GROUP BY dataset, pos
             HAVING n > 0)
-        GROUP BY dataset
+        WINDOW w AS (PARTITION BY dataset ORDER BY pos ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
     ),
-    steps AS (
-        SELECT *,
-               arrayPushFront(arrayPopBack(rs), rs[1]) AS prev_rs,
-               arrayMap(r -> bitmapCardinality(r), rs) AS nrs,
-               arrayMap((r, prev) -> bitmapAndnot(r, prev), rs, prev_rs) AS learned_sets,
-               arrayMap((r, prev) -> bitmapAndnot(prev, r), rs, prev_rs) AS forgotten_sets,
-               arrayMap(s -> bitmapCardinality(s), learned_sets) AS learned,
-               arrayMap(s -> bitmapCardinality(s), forgotten_sets) AS forgotten,
-               arrayMap(r -> bitmapAndnotCardinality(r, rs[1]), rs) AS gains_vs_first,
+    per_dataset AS (
+        SELECT dataset,
+               arraySort(groupArray(pos)) AS ps,
+               arraySort((x, p) -> p, groupArray(r), groupArray(pos)) AS rs,
+               arraySort((x, p) -> p, groupArray(n), groupArray(pos)) AS ns,
+               arraySort((x, p) -> p, groupArray(bitmapCardinality(r)), groupArray(pos)) AS nrs,
+               arraySort((x, p) -> p, groupArray(bitmapAndnotCardinality(r, prev)), groupArray(pos)) AS learned,
+               arraySort((x, p) -> p, groupArray(bitmapAndnotCardinality(prev, r)), groupArray(pos)) AS forgotten,
+               arraySort((x, p) -> p, groupArray(bitmapAndnotCardinality(r, first)), groupArray(pos)) AS gains_vs_first,
                arrayMap((nr, g) -> g - (nr - nrs[1]), nrs, gains_vs_first) AS losses_vs_first,
-               arrayReduce('groupBitmapOrState', forgotten_sets) AS ever_dropped
-        FROM per_dataset
+               arraySort((x, p) -> p, groupArray(bitmapAndnot(r, prev)), groupArray(pos)) AS learned_sets,
+               arraySort((x, p) -> p, groupArray(bitmapXor(r, prev)), groupArray(pos)) AS changes,
+               min(rows = n) AND min(n) = max(n) AND bitmapCardinality(groupBitmapOrState(v)) = max(n) AS eligible,
+               any(v) AS judged,
+               groupBitmapAndState(r) AS always_right,
+               groupBitmapOrState(r) AS ever_right,
+               groupBitmapOrState(bitmapAndnot(prev, r)) AS ever_dropped
+        FROM per_checkpoint
+        GROUP BY dataset
     ),
     kinds AS (
         SELECT *,
+               rs[-1] AS last_right,
                bitmapAndnot(judged, ever_right) AS hard,
                bitmapAndnot(ever_right, last_right) AS forgotten_kind,
                bitmapAnd(last_right, ever_dropped) AS unstable,
                bitmapAndnot(bitmapAndnot(last_right, always_right), ever_dropped) AS learned_kind
-        FROM steps
+        FROM per_dataset
     )
     SELECT dataset, eligible, ps, ns, nrs, learned, forgotten, losses_vs_first, gains_vs_first,
            [bitmapCardinality(always_right), bitmapCardinality(forgotten_kind), bitmapCardinality(hard),
             bitmapCardinality(learned_kind), bitmapCardinality(unstable)] AS kind_examples,
-           arraySum(arrayMap((a, b) -> bitmapAndCardinality(forgotten_kind, a)
-                                       + bitmapAndCardinality(forgotten_kind, b),
-                             learned_sets, forgotten_sets)) AS forgotten_flips,
+           arraySum(arrayMap(c -> bitmapAndCardinality(forgotten_kind, c), changes)) AS forgotten_flips,
            arraySum(learned) + arraySum(forgotten) AS all_flips,
            bitmapToArray(bitmapSubsetLimit(always_right, 0, %(limit)s)) AS easy_listed,
            bitmapToArray(bitmapSubsetLimit(forgotten_kind, 0, %(limit)s)) AS forgotten_listed,
