@@ -2,14 +2,17 @@
 x 10,000 examples, on the real store (embedded chDB), against a floor measured on the same rows in the same run.
 
     .venv/bin/python scripts/bench_gate.py [--examples 1000000 --datasets 10] [--checkpoints 50 --per-checkpoint 10000]
-        [--repeat 3] [--store chdb:///path]
+        [--repeat 3] [--store chdb:///path] [--rows]
 
 1. Fills an empty store with SQL (``INSERT ... SELECT FROM numbers(n)``: the benchmark measures the reads, not the
    write path): a baseline and a candidate of ``--examples`` predictions over ``--datasets`` datasets (about 70% right,
    the candidate with about 5% of the verdicts flipped), and a checkpoint series of ``--checkpoints`` evaluations of
-   ``--per-checkpoint`` predictions each over two datasets (accuracy rising with the step).
+   ``--per-checkpoint`` predictions each over two datasets (accuracy rising with the step). The inserts fill the
+   example sets too (migration 7's materialized view), as a run's store does.
 2. gate: ``evaluate_gate(store, baseline, candidate)`` (pairing and aggregation in ClickHouse, McNemar in Python).
-   series: ``build_series(store, series)`` (curves, transitions, kinds, listed examples with prompts).
+   series: ``build_series(store, series)`` (curves, transitions, kinds, listed examples with prompts). Both read the
+   example sets here (one verdict per example); ``--rows`` makes them read the prediction rows instead (the way
+   before migration 7, for comparison).
 3. Floor: one ``count()`` over the same rows, read the way the decisions read them (``predictions FINAL``, the same
    eval ids, rows with a verdict).
 Each figure is the best of ``--repeat`` runs (the machine is shared and noisy: the ratio is the figure to compare).
@@ -98,11 +101,13 @@ def main() -> int:
     parser.add_argument("--per-checkpoint", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--store", help="a DSN (default: a fresh chDB folder in a temporary directory)")
+    parser.add_argument("--rows", action="store_true", help="decide from the prediction rows, not the example sets")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-gate-") as tmp:
         store = open_store(args.store or f"chdb://{tmp}/ch")
         try:
             store.migrate()
+            store.decisions_from_sets = not args.rows
             start = time.perf_counter()
             fill(store, args.examples, args.datasets, args.checkpoints, args.per_checkpoint)
             print(f"filled in {time.perf_counter() - start:.1f}s", file=sys.stderr)

@@ -71,11 +71,12 @@ class SeriesSource(Protocol):
 
     def series_checkpoints(self, series: str) -> list[Checkpoint]: ...
 
-    def series_points(self, checkpoints: list[Checkpoint], dataset: str | None) -> list[PointRow]: ...
-
-    def series_kinds(
+    def series_rows(
         self, checkpoints: list[Checkpoint], dataset: str | None, limit: int
-    ) -> tuple[list[KindRow], list[ListedExample]]: ...
+    ) -> tuple[list[PointRow], list[KindRow], list[ListedExample]]:
+        """Per (dataset, checkpoint) the curve's aggregates; per (dataset, kind) examples and flips; the first
+        ``limit`` examples of each kind but unstable. Empty lists when the series has no per-example verdicts."""
+        ...
 
 
 class SeriesPoint(BaseModel):
@@ -148,16 +149,16 @@ def build_series(
     if not checkpoints:
         raise NotFoundError(f"no finished evaluation in series {series!r} (checkpoint.series or experiment_id)")
     by_position = {c.position: c for c in checkpoints}
-    points = source.series_points(checkpoints, dataset)
+    points, kinds, listed = source.series_rows(checkpoints, dataset, limit)
     if not points:
         what = f" on dataset {dataset!r}" if dataset else ""
         raise NotFoundError(f"series {series!r} has no per-example verdicts{what}")
-    kinds, listed = source.series_kinds(checkpoints, dataset, limit)
     out: list[DatasetSeries] = []
     for name in sorted({p.dataset for p in points}):
         rows = [p for p in points if p.dataset == name]
         first = rows[0]
         built: list[SeriesPoint] = []
+        p_vs_first = stats.mcnemar_exact_many([(r.losses_vs_first, r.gains_vs_first) for r in rows[1:]])
         for row in rows:
             cp = by_position[row.position]
             low, high = score_ci(row.mean, row.var, row.examples, row.replicas, 1 - alpha)
@@ -169,7 +170,7 @@ def build_series(
             if row is not first:
                 paired = row.examples
                 point.delta_vs_first = 100 * (row.gains_vs_first - row.losses_vs_first) / max(paired, 1)
-                point.p_vs_first = stats.mcnemar_exact(row.losses_vs_first, row.gains_vs_first)
+                point.p_vs_first = p_vs_first[len(built) - 1]
             built.append(point)
         later = [p for p in built if p.p_vs_first is not None]
         for point, p_adj in zip(later, stats.adjust([p.p_vs_first or 0.0 for p in later], correction), strict=True):

@@ -9,6 +9,7 @@ and normal distributions, numpy the resampling.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,8 +29,9 @@ DEFAULT_POWER = 0.8
 _BLOCK_CELLS = 2_000_000
 
 
+@functools.lru_cache(maxsize=256)
 def normal_quantile(quantile: float) -> float:
-    """The standard normal quantile function (scipy)."""
+    """The standard normal quantile function (scipy; remembered: a series asks it for the same level per point)."""
     return float(_dist.norm.ppf(quantile))
 
 
@@ -48,6 +50,17 @@ def mcnemar_exact(b: int, c: int) -> float:
     if n == 0:
         return 1.0
     return float(min(1.0, 2.0 * _dist.binom.cdf(min(b, c), n, 0.5)))
+
+
+def mcnemar_exact_many(pairs: Sequence[tuple[int, int]]) -> list[float]:
+    """:func:`mcnemar_exact` of many (b, c) pairs with one call of the binomial CDF (the same values; a series tests
+    every checkpoint against the first)."""
+    for b, c in pairs:
+        if b < 0 or c < 0:
+            raise ValidationError(f"discordant counts must be >= 0, not b={b}, c={c}", field="counts")
+    discordant = [(min(b, c), b + c) for b, c in pairs if b + c]
+    cdf = iter(_dist.binom.cdf([k for k, _ in discordant], [n for _, n in discordant], 0.5) if discordant else [])
+    return [float(min(1.0, 2.0 * next(cdf))) if b + c else 1.0 for b, c in pairs]
 
 
 def paired_proportion_ci(b: int, c: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

@@ -216,7 +216,8 @@ class ClickHouseStore(StoreMigrations, PredictionsTtl, StoreReads, StoreDecision
 
     def clear_results(self, eval_id: str) -> None:
         """Delete every score, dataset-status, prediction and usage row of ``eval_id`` (an earlier copy, or the rows of
-        an earlier attempt that a re-run supersedes); touches only tables that hold some (a delete costs ~1 s)."""
+        an earlier attempt that a re-run supersedes) and the predictions' example sets; touches only tables that hold
+        some (a delete costs ~1 s)."""
         params = {"t": eval_id}
         with self._lock:
             present = self._rows(
@@ -224,7 +225,8 @@ class ClickHouseStore(StoreMigrations, PredictionsTtl, StoreReads, StoreDecision
                 "(SELECT 'scores' FROM scores WHERE eval_id = %(t)s LIMIT 1) UNION ALL "
                 "(SELECT 'dataset_status' FROM dataset_status WHERE eval_id = %(t)s LIMIT 1) UNION ALL "
                 "(SELECT 'predictions' FROM predictions WHERE eval_id = %(t)s LIMIT 1) UNION ALL "
-                "(SELECT 'run_usage' FROM run_usage WHERE eval_id = %(t)s LIMIT 1)",
+                "(SELECT 'run_usage' FROM run_usage WHERE eval_id = %(t)s LIMIT 1) UNION ALL "
+                "(SELECT 'example_sets' FROM example_sets WHERE eval_id = %(t)s LIMIT 1)",
                 params,
             )
             for (table,) in present:

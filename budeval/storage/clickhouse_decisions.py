@@ -1,9 +1,16 @@
 """The store's reads for decisions (regression gate, checkpoint series): SQL in budeval/storage/decision_queries.py,
 results as the models of budeval/decisions. A mixin of :class:`~budeval.storage.clickhouse.ClickHouseStore`, which
-provides ``_rows`` (one locked query) and ``_prediction_models``."""
+provides ``_rows`` (one locked query) and ``_prediction_models``.
+
+Two ways to the same numbers: from the example sets (``example_sets``, migration 7: a few bitmaps per evaluation and
+dataset) when every example is one verdict per evaluation -- and for the series, every checkpoint judged the same
+examples --, else from the prediction rows (replicas, numeric scores, differing example sets). The set queries check
+their own condition, so a decision never reads the wrong way; ``decisions_from_sets = False`` forces the rows (the
+tests compare both ways on the same data)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from budeval.decisions.gate import PairedDataset
@@ -13,15 +20,21 @@ from budeval.storage.decision_queries import (
     CHECKPOINTS_SQL,
     EXAMPLE_TEXTS_SQL,
     LATEST_WITH_LABEL_SQL,
+    SET_MODELS_SQL,
+    paired_sets_sql,
     paired_sql,
     series_kinds_sql,
     series_points_sql,
+    series_sets_sql,
 )
 from budeval.storage.queries import pair_by_model
 
 
 class StoreDecisions:
     """Decision reads over ``self._rows(what, sql, params)``."""
+
+    #: Read the example sets where they decide exactly (see the module docstring); False: always the rows.
+    decisions_from_sets: bool = True
 
     def _rows(self, what: str, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         raise NotImplementedError
@@ -33,6 +46,10 @@ class StoreDecisions:
         """Per dataset (and model, when both sides hold the same models: :func:`pair_by_model`) the paired
         aggregates of two evaluations' predictions, joined on (dataset, example_index); one row per dataset seen on
         either side."""
+        if self.decisions_from_sets:
+            from_sets = self._paired_from_sets(baseline, candidate)
+            if from_sets is not None:
+                return from_sets
         models_b, models_c = self._prediction_models(baseline), self._prediction_models(candidate)
         by_model = pair_by_model(models_b, models_c)
         rows = self._rows("paired examples", paired_sql(by_model), {"b": baseline, "c": candidate})
@@ -59,6 +76,43 @@ class StoreDecisions:
                     diff_counts=[int(c) for c in counts],
                     value_range=_finite(span),
                     mixed=int(mixed),
+                )
+            )
+        return out
+
+    def _paired_from_sets(self, baseline: str, candidate: str) -> list[PairedDataset] | None:
+        """:meth:`paired_examples` from the example sets; None when a side is not one verdict per example (or has no
+        rows): the caller then pairs the rows."""
+        models = {str(e): {str(m) for m in ms} for e, ms in self._rows("example set models", SET_MODELS_SQL,
+                                                                       {"b": baseline, "c": candidate})}
+        models_b, models_c = models.get(baseline), models.get(candidate)
+        if not models_b or not models_c:
+            return None
+        by_model = pair_by_model(models_b, models_c)
+        rows = self._rows("paired example sets", paired_sets_sql(by_model), {"b": baseline, "c": candidate})
+        if not rows or not all(row[5] for row in rows):
+            return None
+        out: list[PairedDataset] = []
+        for dataset, unit_model, paired, only_b, only_c, _single, losses, gains, mean_b, mean_c in rows:
+            ties = int(paired) - int(losses) - int(gains)
+            histogram = [(v, n) for v, n in ((-100.0, int(losses)), (0.0, ties), (100.0, int(gains))) if n]
+            out.append(
+                PairedDataset(
+                    model_baseline=unit_model if by_model else next(iter(models_b)),
+                    model_candidate=unit_model if by_model else next(iter(models_c)),
+                    dataset=dataset,
+                    paired=int(paired),
+                    only_baseline=int(only_b),
+                    only_candidate=int(only_c),
+                    single_verdicts=int(paired) > 0,
+                    losses=int(losses),
+                    gains=int(gains),
+                    mean_baseline=_finite(mean_b),
+                    mean_candidate=_finite(mean_c),
+                    diff_values=[v for v, _ in histogram],
+                    diff_counts=[n for _, n in histogram],
+                    value_range=100.0,
+                    mixed=0,
                 )
             )
         return out
@@ -119,10 +173,18 @@ class StoreDecisions:
             kinds[(ds, kind)] = KindRow(dataset=ds, kind=kind, examples=int(examples), flips=int(flips))
             if kind != "unstable" and limit > 0:  # the query lists at least one of each kind for the totals
                 listed.append((ds, int(index), kind, int(first_right)))
+        return list(kinds.values()), self._listed_examples(checkpoints, listed)
+
+    def _listed_examples(
+        self, checkpoints: list[Checkpoint], listed: list[tuple[str, int, str, int]],
+        holding: list[Checkpoint] | None = None,
+    ) -> list[ListedExample]:
+        """(dataset, example_index, kind, first right position) as ListedExamples with prompt and gold: one IN lookup
+        of only these examples in predictions, in the checkpoints ``holding`` them (default: all)."""
         texts: dict[tuple[str, int], tuple[str, str]] = {}
         if listed:
             pairs = [(ds, index) for ds, index, _, _ in listed]
-            params = {"ids": [c.eval_id for c in checkpoints], "pairs": pairs}
+            params = self._series_params(holding or checkpoints, None) | {"pairs": pairs}
             for ds, index, prompt, gold in self._rows("series example texts", EXAMPLE_TEXTS_SQL, params):
                 texts[(ds, int(index))] = (prompt or "", gold or "")
         by_position = {c.position: c.eval_id for c in checkpoints}
@@ -137,7 +199,63 @@ class StoreDecisions:
                     first_right_eval_id=by_position.get(first_right) if ever else None,
                 )
             )
-        return list(kinds.values()), examples
+        return examples
+
+    def series_rows(
+        self, checkpoints: list[Checkpoint], dataset: str | None, limit: int
+    ) -> tuple[list[PointRow], list[KindRow], list[ListedExample]]:
+        """:meth:`series_points` and :meth:`series_kinds` together: from the example sets in one query when every
+        dataset's checkpoints judged the same examples by one verdict each, else from the rows. No points: nothing."""
+        if self.decisions_from_sets:
+            from_sets = self._series_from_sets(checkpoints, dataset, limit)
+            if from_sets is not None:
+                return from_sets
+        points = self.series_points(checkpoints, dataset)
+        if not points:
+            return [], [], []
+        kinds, listed = self.series_kinds(checkpoints, dataset, limit)
+        return points, kinds, listed
+
+    def _series_from_sets(
+        self, checkpoints: list[Checkpoint], dataset: str | None, limit: int
+    ) -> tuple[list[PointRow], list[KindRow], list[ListedExample]] | None:
+        params = self._series_params(checkpoints, dataset) | {"limit": max(1, int(limit))}
+        rows = self._rows("series example sets", series_sets_sql(dataset is not None), params)
+        if not rows or not all(row[1] for row in rows):
+            return None
+        points: list[PointRow] = []
+        kinds: list[KindRow] = []
+        listed: list[tuple[str, int, str, int]] = []
+        for row in rows:
+            (ds, _eligible, ps, ns, nrs, learned, forgotten, losses, gains, examples, forgotten_flips, all_flips,
+             easy, forgotten_listed, hard, learned_by_position, right_at) = row
+            for i, (pos, n, nr) in enumerate(zip(ps, ns, nrs, strict=True)):
+                points.append(PointRow(
+                    dataset=ds, position=int(pos), examples=int(n), mean=nr / n,
+                    var=nr * (n - nr) / (n * (n - 1)) if n > 1 else math.nan, replicas=1,
+                    with_previous=int(n) if i else 0, learned=int(learned[i]), forgotten=int(forgotten[i]),
+                    losses_vs_first=int(losses[i]), gains_vs_first=int(gains[i]),
+                ))
+            n_easy, n_forgotten, n_hard, n_learned, n_unstable = (int(x) for x in examples)
+            flips = {"easy": 0, "forgotten": int(forgotten_flips), "hard": 0, "learned": n_learned,
+                     "unstable": int(all_flips) - int(forgotten_flips) - n_learned}
+            counts = {"easy": n_easy, "forgotten": n_forgotten, "hard": n_hard, "learned": n_learned,
+                      "unstable": n_unstable}
+            kinds += [KindRow(dataset=ds, kind=k, examples=counts[k], flips=flips[k])  # type: ignore[arg-type]
+                      for k in sorted(counts) if counts[k]]
+            if limit <= 0:
+                continue
+            first_right = {}
+            for j, index in enumerate(forgotten_listed):  # the first checkpoint where right
+                first_right[int(index)] = next((int(ps[k]) for k, at in enumerate(right_at) if at[j]), 0)
+            listed += [(ds, int(x), "easy", int(ps[0])) for x in easy]
+            listed += [(ds, int(x), "forgotten", first_right[int(x)]) for x in forgotten_listed]
+            listed += [(ds, int(x), "hard", 0) for x in hard]
+            by_learning = [(int(ps[k]), int(x)) for k in reversed(range(len(ps))) for x in learned_by_position[k]]
+            listed += [(ds, x, "learned", pos) for pos, x in by_learning[: max(1, int(limit))]]
+        latest = {int(row[2][-1]) for row in rows}  # each dataset's latest checkpoint judged all its examples
+        holding = [c for c in checkpoints if c.position in latest]
+        return points, kinds, self._listed_examples(checkpoints, listed, holding)
 
 
 def _finite(value: Any) -> float:

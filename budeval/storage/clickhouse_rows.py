@@ -67,7 +67,9 @@ EVALUATION_FIELDS = (
     "checkpoint_tokens",
 )
 EVALUATION_COLUMNS = (*EVALUATION_FIELDS, "updated_at", "row_version")
-_RUN_TABLES = ("predictions", "scores", "dataset_status", "run_usage")
+#: The tables holding rows of one (eval, run); ``example_sets`` (the prediction rows' bitmaps, migration 7) is deleted
+#: with ``predictions``, so that the bitmaps always say what the rows say.
+_RUN_TABLES = ("predictions", "example_sets", "scores", "dataset_status", "run_usage")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _version_lock = threading.Lock()

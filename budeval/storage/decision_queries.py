@@ -206,11 +206,15 @@ def series_kinds_sql(with_dataset: bool) -> str:
     """
 
 
-#: Prompt and gold of listed examples (``pairs``: (dataset, example_index) tuples) from any checkpoint of ``ids``.
+#: Prompt and gold of listed examples (``pairs``: (dataset, example_index) tuples) from the latest checkpoint of
+#: ``ids`` (positions ``positions``) that judged the example. From the example sets, ``ids`` is only each dataset's
+#: latest checkpoint (every checkpoint judged the same examples there): the same rows, one evaluation's key range read
+#: instead of every checkpoint's.
 EXAMPLE_TEXTS_SQL = f"""
-    SELECT dataset, example_index, any(leftUTF8(prompt, {PROMPT_CHARS})), any(gold)
-    FROM predictions
-    WHERE eval_id IN %(ids)s AND (dataset, example_index) IN %(pairs)s
+    SELECT dataset, example_index, argMax(leftUTF8(prompt, {PROMPT_CHARS}), pos), argMax(gold, pos)
+    FROM (SELECT dataset, example_index, prompt, gold, transform(eval_id, %(ids)s, %(positions)s, 0) AS pos
+          FROM predictions
+          WHERE eval_id IN %(ids)s AND (dataset, example_index) IN %(pairs)s AND correct IS NOT NULL)
     GROUP BY dataset, example_index
 """
 
@@ -225,4 +229,131 @@ def series_matrix_sql(with_dataset: bool) -> str:
     FROM ex
     ORDER BY dataset, example_index
     LIMIT %(limit)s OFFSET %(offset)s
+    """
+
+
+# -- the same from the example sets (migration 7) ---------------------------------------------------------------------
+# ``example_sets`` holds per (eval, dataset, model, run, replica) three bitmaps of example indices: ``judged`` (a
+# verdict), ``judged_right`` (verdict true), ``scored_only`` (no verdict, a finite score). When every example has one
+# row per evaluation (no replicas, no second run or model holding it) and only verdicts, the decisions above are set
+# operations on a few bitmaps per dataset; the store checks that in the same query (``single`` / ``eligible``) and
+# otherwise runs the row queries above. docs/decisions.md "Example sets".
+
+#: The models of two evaluations (``b``, ``c``): the same set as ``SELECT DISTINCT model FROM predictions``, since every
+#: prediction row's group has a row here.
+SET_MODELS_SQL = """
+    SELECT eval_id, groupUniqArray(model) FROM example_sets FINAL WHERE eval_id IN (%(b)s, %(c)s) GROUP BY eval_id
+"""
+
+
+def paired_sets_sql(by_model: bool) -> str:
+    """:func:`paired_sql`'s columns from the example sets, for evaluations judged by one verdict per example.
+    ``single``: true when that holds on both sides (every compared row is a verdict and no example has two rows: the
+    groups' cardinalities add up to their union's); the other columns are exact only then. Per side: ``p`` the
+    compared examples, ``r`` the right ones; losses = right in the baseline and judged wrong in the candidate."""
+    unit_model = "model" if by_model else "''"
+    return f"""
+    SELECT dataset, unit_model,
+           bitmapAndCardinality(j_b, j_c) AS paired,
+           bitmapCardinality(bitmapOr(j_b, s_b)) - bitmapAndCardinality(bitmapOr(j_b, s_b), bitmapOr(j_c, s_c))
+               AS only_b,
+           bitmapCardinality(bitmapOr(j_c, s_c)) - bitmapAndCardinality(bitmapOr(j_b, s_b), bitmapOr(j_c, s_c))
+               AS only_c,
+           rows_b = bitmapCardinality(j_b) AND rows_c = bitmapCardinality(j_c)
+               AND bitmapCardinality(s_b) = 0 AND bitmapCardinality(s_c) = 0 AS single,
+           bitmapAndCardinality(r_b, j_c) - bitmapAndCardinality(r_b, r_c) AS losses,
+           bitmapAndCardinality(r_c, j_b) - bitmapAndCardinality(r_b, r_c) AS gains,
+           100 * bitmapAndCardinality(r_b, j_c) / paired AS mean_b,
+           100 * bitmapAndCardinality(r_c, j_b) / paired AS mean_c
+    FROM (
+        SELECT dataset, {unit_model} AS unit_model,
+               groupBitmapOrStateIf(judged, eval_id = %(b)s) AS j_b,
+               groupBitmapOrStateIf(judged, eval_id = %(c)s) AS j_c,
+               groupBitmapOrStateIf(judged_right, eval_id = %(b)s) AS r_b,
+               groupBitmapOrStateIf(judged_right, eval_id = %(c)s) AS r_c,
+               groupBitmapOrStateIf(scored_only, eval_id = %(b)s) AS s_b,
+               groupBitmapOrStateIf(scored_only, eval_id = %(c)s) AS s_c,
+               sumIf(bitmapCardinality(judged) + bitmapCardinality(scored_only), eval_id = %(b)s) AS rows_b,
+               sumIf(bitmapCardinality(judged) + bitmapCardinality(scored_only), eval_id = %(c)s) AS rows_c
+        FROM example_sets FINAL
+        WHERE eval_id IN (%(b)s, %(c)s)
+        GROUP BY dataset, unit_model
+        HAVING rows_b + rows_c > 0
+    )
+    ORDER BY dataset, unit_model
+    """
+
+
+def series_sets_sql(with_dataset: bool) -> str:
+    """The series from the example sets: one row per dataset with the curve as arrays by checkpoint (``ps``
+    positions, ``ns`` examples, ``nrs`` right ones, ``learned`` / ``forgotten`` from the previous checkpoint, McNemar's
+    counts against the first) and the kinds (``kind_examples`` in the order easy, forgotten, hard, learned, unstable;
+    ``forgotten_flips`` and ``all_flips``; the first ``limit`` examples of each kind but unstable, learned ones per
+    checkpoint where they were learned, and ``right_at[checkpoint][k]``: whether the k-th listed forgotten example is
+    right there, for its first right checkpoint).
+
+    Exact when ``eligible``: every checkpoint judged the same examples of the dataset, each by one verdict (then an
+    example's previous checkpoint is the previous one, and its first the first). Kinds from sets: easy = right at
+    every checkpoint, hard = judged and never right, forgotten = ever right minus right at the latest; an example right
+    at the latest was wrong again after a first right (unstable) exactly when it was ever dropped (right -> wrong);
+    learned = right at the latest minus easy minus unstable, each with exactly one flip. Parameters: ``ids``,
+    ``positions``, ``limit`` and ``dataset`` when filtered."""
+    dataset_filter = "AND dataset = %(dataset)s" if with_dataset else ""
+    return f"""
+    WITH per_checkpoint AS (
+        SELECT dataset, pos, v, r, rows, n,
+               lagInFrame(r, 1, r) OVER w AS prev,
+               first_value(r) OVER w AS first
+        FROM (
+            SELECT dataset, transform(eval_id, %(ids)s, %(positions)s, 0) AS pos,
+                   groupBitmapOrState(judged) AS v, groupBitmapOrState(judged_right) AS r,
+                   sum(bitmapCardinality(judged)) AS rows, bitmapCardinality(v) AS n
+            FROM example_sets FINAL
+            WHERE eval_id IN %(ids)s {dataset_filter}
+            GROUP BY dataset, pos
+            HAVING n > 0)
+        WINDOW w AS (PARTITION BY dataset ORDER BY pos ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+    ),
+    per_dataset AS (
+        SELECT dataset,
+               arraySort(groupArray(pos)) AS ps,
+               arraySort((x, p) -> p, groupArray(r), groupArray(pos)) AS rs,
+               arraySort((x, p) -> p, groupArray(n), groupArray(pos)) AS ns,
+               arraySort((x, p) -> p, groupArray(bitmapCardinality(r)), groupArray(pos)) AS nrs,
+               arraySort((x, p) -> p, groupArray(bitmapAndnotCardinality(r, prev)), groupArray(pos)) AS learned,
+               arraySort((x, p) -> p, groupArray(bitmapAndnotCardinality(prev, r)), groupArray(pos)) AS forgotten,
+               arraySort((x, p) -> p, groupArray(bitmapAndnotCardinality(r, first)), groupArray(pos)) AS gains_vs_first,
+               arrayMap((nr, g) -> g - (nr - nrs[1]), nrs, gains_vs_first) AS losses_vs_first,
+               arraySort((x, p) -> p, groupArray(bitmapAndnot(r, prev)), groupArray(pos)) AS learned_sets,
+               arraySort((x, p) -> p, groupArray(bitmapXor(r, prev)), groupArray(pos)) AS changes,
+               min(rows = n) AND min(n) = max(n) AND bitmapCardinality(groupBitmapOrState(v)) = max(n) AS eligible,
+               any(v) AS judged,
+               groupBitmapAndState(r) AS always_right,
+               groupBitmapOrState(r) AS ever_right,
+               groupBitmapOrState(bitmapAndnot(prev, r)) AS ever_dropped
+        FROM per_checkpoint
+        GROUP BY dataset
+    ),
+    kinds AS (
+        SELECT *,
+               rs[-1] AS last_right,
+               bitmapAndnot(judged, ever_right) AS hard,
+               bitmapAndnot(ever_right, last_right) AS forgotten_kind,
+               bitmapAnd(last_right, ever_dropped) AS unstable,
+               bitmapAndnot(bitmapAndnot(last_right, always_right), ever_dropped) AS learned_kind
+        FROM per_dataset
+    )
+    SELECT dataset, eligible, ps, ns, nrs, learned, forgotten, losses_vs_first, gains_vs_first,
+           [bitmapCardinality(always_right), bitmapCardinality(forgotten_kind), bitmapCardinality(hard),
+            bitmapCardinality(learned_kind), bitmapCardinality(unstable)] AS kind_examples,
+           arraySum(arrayMap(c -> bitmapAndCardinality(forgotten_kind, c), changes)) AS forgotten_flips,
+           arraySum(learned) + arraySum(forgotten) AS all_flips,
+           bitmapToArray(bitmapSubsetLimit(always_right, 0, %(limit)s)) AS easy_listed,
+           bitmapToArray(bitmapSubsetLimit(forgotten_kind, 0, %(limit)s)) AS forgotten_listed,
+           bitmapToArray(bitmapSubsetLimit(hard, 0, %(limit)s)) AS hard_listed,
+           arrayMap(s -> bitmapToArray(bitmapSubsetLimit(bitmapAnd(learned_kind, s), 0, %(limit)s)), learned_sets)
+               AS learned_by_position,
+           arrayMap(r -> arrayMap(x -> bitmapContains(r, x), forgotten_listed), rs) AS right_at
+    FROM kinds
+    ORDER BY dataset
     """

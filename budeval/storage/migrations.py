@@ -204,6 +204,50 @@ _RUN_USAGE = (
     """,
 )
 
+#: What one group of prediction rows holds, as roaring bitmaps of ``example_index`` (the example identity the gate and
+#: the series pair on is (dataset, example_index); the dataset is part of the group key, so the index itself is the
+#: bitmap's element: exact, ordered, no hash collisions). ``judged``: rows with a verdict; ``judged_right``: verdict
+#: true; ``scored_only``: no verdict but a finite numeric score (what the gate compares besides verdicts).
+_EXAMPLE_SETS_SELECT = """
+    SELECT eval_id, dataset, model, run_id, replica,
+           groupBitmapStateIf(example_index, correct IS NOT NULL) AS judged,
+           groupBitmapStateIf(example_index, ifNull(correct, false)) AS judged_right,
+           groupBitmapStateIf(example_index, correct IS NULL AND isFinite(ifNull(score, nan))) AS scored_only
+"""
+
+_EXAMPLE_SETS = (
+    # Per (eval, dataset, model, run, replica) the examples present and right (docs/decisions.md "Example sets"): the
+    # gate and the series read these few bitmaps instead of every prediction row. Bitmaps merge by union, so a block
+    # inserted twice (a retried insert, the backfill below overlapping the view) leaves them unchanged; rows leave only
+    # through the store's deletes, which delete the same (eval, run) here.
+    """
+    CREATE TABLE IF NOT EXISTS example_sets (
+        eval_id String,
+        dataset String,
+        model String,
+        run_id String,
+        replica UInt16,
+        judged AggregateFunction(groupBitmap, UInt32),
+        judged_right AggregateFunction(groupBitmap, UInt32),
+        scored_only AggregateFunction(groupBitmap, UInt32)
+    ) ENGINE = AggregatingMergeTree ORDER BY (eval_id, dataset, model, run_id, replica)
+    """,
+    # Every insert into predictions (a run's rows, a reused evaluation's copy) also lands here, aggregated per block.
+    f"""
+    CREATE MATERIALIZED VIEW IF NOT EXISTS example_sets_mv TO example_sets AS
+    {_EXAMPLE_SETS_SELECT}
+    FROM predictions
+    GROUP BY eval_id, dataset, model, run_id, replica
+    """,
+    # The rows stored before this migration (idempotent: a union with what the view already wrote).
+    f"""
+    INSERT INTO example_sets
+    {_EXAMPLE_SETS_SELECT}
+    FROM predictions FINAL
+    GROUP BY eval_id, dataset, model, run_id, replica
+    """,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _INITIAL),
     Migration(2, "analyst_views", _ANALYST_VIEWS),
@@ -211,6 +255,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "provenance_columns", _PROVENANCE_COLUMNS),
     Migration(5, "archive_pending", _ARCHIVE_PENDING),
     Migration(6, "checkpoint_columns", _CHECKPOINT_COLUMNS),
+    Migration(7, "example_sets", _EXAMPLE_SETS),
     Migration(8, "predictions_stored_at", _PREDICTIONS_STORED_AT),
     Migration(9, "run_usage", _RUN_USAGE),
 )

@@ -33,8 +33,8 @@ def _query(store: ClickHouseStore, sql: str) -> list[tuple[object, ...]]:
     return store._rows("doc example", sql.replace("%", "%%"))
 
 
-def test_the_doc_has_three_queries() -> None:
-    assert len(BLOCKS) == 3
+def test_the_doc_has_five_queries() -> None:
+    assert len(BLOCKS) == 5
 
 
 def test_gate_pairing_by_hand_matches_the_code(filled: ClickHouseStore) -> None:
@@ -57,6 +57,24 @@ def test_series_kinds_by_hand_match_the_code(filled: ClickHouseStore) -> None:
 
 def test_learning_curve_by_hand_matches_the_code(filled: ClickHouseStore) -> None:
     rows = _query(filled, BLOCKS[2])
+    report = build_series(filled, "exp-1")
+    code = [(ds.dataset, p.step, p.examples, round(p.score, 2), p.learned, p.forgotten)
+            for ds in report.datasets for p in ds.points]
+    assert sorted(code) == sorted((r[0], int(r[1]), int(r[2]), float(r[3]), int(r[4]), int(r[5])) for r in rows)
+
+
+def test_gate_pairing_from_the_example_sets_by_hand_matches_the_code(filled: ClickHouseStore) -> None:
+    by_hand = {r[0]: r[1:6] for r in _query(filled, BLOCKS[3])}
+    assert all(r[6] for r in _query(filled, BLOCKS[3]))
+    filled.decisions_from_sets = False  # the code's row queries: the sets by hand agree with the rows
+    code = {p.dataset: (p.paired, p.only_baseline, p.only_candidate, p.losses, p.gains)
+            for p in filled.paired_examples("ck-1000", "ck-2000")}
+    assert by_hand == code and code["qa"] == (300, 0, 0, 20, 5)
+
+
+def test_learning_curve_from_the_example_sets_by_hand_matches_the_code(filled: ClickHouseStore) -> None:
+    rows = _query(filled, BLOCKS[4])
+    filled.decisions_from_sets = False
     report = build_series(filled, "exp-1")
     code = [(ds.dataset, p.step, p.examples, round(p.score, 2), p.learned, p.forgotten)
             for ds in report.datasets for p in ds.points]

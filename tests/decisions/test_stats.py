@@ -193,3 +193,11 @@ def test_mcnemar_test_properties(b: int, c: int, concordant: int) -> None:
     assert raw["ci_low"] <= raw["delta"] <= raw["ci_high"]
     if b == c:
         assert raw["p_value"] == 1.0
+
+
+def test_mcnemar_many_is_mcnemar_per_pair() -> None:
+    pairs = [(b, c) for b in (0, 1, 3, 20, 400, 5000) for c in (0, 2, 7, 390, 4900)]
+    assert stats.mcnemar_exact_many(pairs) == [stats.mcnemar_exact(b, c) for b, c in pairs]
+    assert stats.mcnemar_exact_many([]) == []
+    with pytest.raises(ValidationError):
+        stats.mcnemar_exact_many([(1, -1)])
