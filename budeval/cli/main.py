@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "budeval.cli.identity_commands",  # plan, explain
     "budeval.cli.decision_commands",  # gate, series
     "budeval.cli.datasets_command",  # datasets check
+    "budeval.cli.rejudge_command",  # rejudge
 )
 
 

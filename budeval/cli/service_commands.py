@@ -280,6 +280,10 @@ def _print_details(data: dict[str, Any]) -> None:
         print(f"  reason: {data['reason']}" + (f" (field: {data['field']})" if data.get("field") else ""))
     if data.get("reused_from"):
         print(f"  reused from: {data['reused_from']}")
+    if data.get("judge"):
+        print(f"  judge: {data['judge']}")
+    if data.get("rejudge_of"):
+        print(f"  re-judged the predictions of: {data['rejudge_of']}")
     if data.get("archive_url"):
         print(f"  archive: {data['archive_url']}")
     scores = data.get("scores") or []
@@ -303,6 +307,10 @@ def provenance_lines(p: dict[str, Any]) -> list[str]:
     lines += [f"  unresolved: {why}" for why in p.get("identity_unresolved") or []]
     if p.get("model_commit"):
         lines.append(f"model: {p['model_commit']}")
+    if p.get("judge"):
+        lines.append(f"judge: {p['judge']}")
+    if p.get("rejudge_of"):
+        lines.append(f"re-judged the stored predictions of {p['rejudge_of']} (no inference)")
     gpu = f"{p.get('gpu_count')} x {p['gpu_type']}" if p.get("gpu_type") else "no GPU"
     lines.append(f"ran on: {', '.join(p.get('hosts') or []) or '-'} ({gpu}), image {p.get('image') or '-'}")
     lines.append(f"engine: OpenCompass {p.get('engine_version') or '-'}; budeval {p.get('budeval_version') or '-'}"
@@ -319,26 +327,38 @@ def _submit(args: argparse.Namespace) -> int:
     request = _read_request(args.file, settings.max_json_depth)
     if args.force:
         request["force"] = True
-    deadline = time.monotonic() + max(1.0, args.timeout)
+    return submit_request(settings, request, wait=args.wait, timeout=args.timeout, as_json=args.json)
+
+
+def submit_request(settings: Settings, request: dict[str, Any], *, wait: bool, timeout: float, as_json: bool) -> int:
+    """Publish ``request`` on the request topic; with ``wait``, follow the events until it ends and print the final
+    event (``as_json``: as JSON). Exit code: 0 when it completed (or was reused), else 1."""
+    deadline = time.monotonic() + max(1.0, timeout)
     url = _wait_ready(settings, deadline)
     request_id = f"req-{uuid.uuid4().hex}"
     # Only events after this publish count: an earlier evaluation under the same eval id must not answer --wait.
-    after = last_event_seq(url, settings) if args.wait else None
-    if args.wait and after is None:
+    after = last_event_seq(url, settings) if wait else None
+    if wait and after is None:
         raise ValidationError("--wait needs the embedded sidecar's message log (not available under daprd)")
     publish_request(url, settings, request, request_id)
     raw_id = request.get("eval_id")
     eval_id = raw_id if isinstance(raw_id, str) else None
     print(f"published {eval_id or '(no eval_id)'} on {settings.pubsub_name}/{settings.request_topic}", file=sys.stderr)
-    if not args.wait:
+    if not wait:
         return 0
     event = follow_events(url, settings, eval_id, request_id, deadline, after or 0)
-    if args.json:
+    if as_json:
         print(json.dumps(event, indent=2))
     else:
         _print_event(event)
     status = (event.get("data") or {}).get("status")
     return 0 if kind_of(event) == "completed" and status in ("completed", "reused") else 1
+
+
+def api_call(method: str, path: str) -> dict[str, Any]:
+    """One call of the service's HTTP API (``serve.json``'s address, the API token); the answer's JSON object.
+    Raises NotFoundError (404), ValidationError (401), TransientError (no answer), BudevalError (other errors)."""
+    return _api(method, path)
 
 
 def _api(method: str, path: str) -> dict[str, Any]:
@@ -379,6 +399,10 @@ def _status_view(body: dict[str, Any]) -> dict[str, Any]:
     evaluation = body.get("evaluation") or {}
     view["archive_url"] = evaluation.get("archive_url")
     view["reused_from"] = evaluation.get("reused_from")
+    if evaluation.get("judge"):
+        view["judge"] = evaluation.get("judge")
+    if evaluation.get("rejudge_of"):
+        view["rejudge_of"] = evaluation.get("rejudge_of")
     return view
 
 

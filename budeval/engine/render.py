@@ -20,7 +20,14 @@ provenance (what exactly was run) and a cache key. Decisions (see docs/opencompa
   (OpenCompass's evaluation tasks are child processes); the config hash therefore covers the exact scoring code
   and the bundled data;
 - stock datasets are imported inside ``read_base()`` under an alias per dataset, so that two stock configs exporting
-  the same variable name (``mmlu_gen``/``mmlu_ppl``) do not collide.
+  the same variable name (``mmlu_gen``/``mmlu_ppl``) do not collide;
+- a custom dataset scored ``judge`` gets OpenCompass's ``GenericLLMEvaluator`` with the request's judge model as
+  ``judge_cfg`` (rendered like an evaluated model, its key by ``key='ENV'`` too), the judge prompt
+  (budeval/engine/judging.py) and budeval's ``budeval_judge_postprocess`` (verdict letter -> ``correct``, the raw
+  answer kept as ``judge_answer``);
+- a re-judging request (``rejudge_of``) replaces the evaluated model by ``BudevalReplay`` (the plugin's model
+  class, same ``abbr``), which answers each prompt with the prediction stored for it by the earlier evaluation
+  (``replay``: prompt text as stored -> predictions in example order): the evaluated model is never called.
 """
 
 from __future__ import annotations
@@ -29,10 +36,20 @@ import functools
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 from budeval.engine.catalog import BUNDLED, STOCK
+from budeval.engine.judging import template_of
 from budeval.errors import ValidationError
-from budeval.schemas.request import CustomDataset, EndpointModel, EvalRequest, HuggingFaceModel, split_scoring
+from budeval.schemas.request import (
+    JUDGE_SCORING,
+    CustomDataset,
+    EndpointModel,
+    EvalRequest,
+    HuggingFaceModel,
+    JudgeSpec,
+    split_scoring,
+)
 
 #: Environment variable OpenCompass's OpenAI models read when ``key='ENV'``.
 API_KEY_ENV = "OPENAI_API_KEY"
@@ -43,6 +60,13 @@ PLUGIN_DIR = Path(__file__).resolve().parent / "opencompass_plugin"
 #: The scoring module (a file of :data:`PLUGIN_DIR`, written under this name next to the run) and its evaluator.
 SCORING_MODULE = "budeval_scoring"
 EVALUATOR = "BudevalEvaluator"
+#: The plugin's judge post-processor and replay model (budeval_scoring.py).
+JUDGE_POSTPROCESS = "budeval_judge_postprocess"
+REPLAY_MODEL = "BudevalReplay"
+#: The judge model's dict, defined once in the config and referenced by each judged dataset.
+JUDGE_VARIABLE = "_budeval_judge"
+#: Prompt texts as stored (``ROLE: text`` lines) -> the stored predictions for that prompt, in example order.
+Replay = dict[str, list[str]]
 SCORING_SOURCE = PLUGIN_DIR / f"{SCORING_MODULE}.py"
 
 
@@ -57,10 +81,19 @@ def config_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def render_config(request: EvalRequest, datasets: Sequence[str | CustomDataset]) -> str:
-    """The OpenCompass config for ``request``'s model over ``datasets`` (names or the request's custom datasets)."""
+def render_config(
+    request: EvalRequest, datasets: Sequence[str | CustomDataset], replay: Replay | None = None
+) -> str:
+    """The OpenCompass config for ``request``'s model over ``datasets`` (names or the request's custom datasets).
+
+    ``replay``: for a request with ``rejudge_of``, the earlier evaluation's stored predictions (see :data:`Replay`);
+    ValidationError when such a request comes without them.
+    """
     if not datasets:
         raise ValidationError("no datasets to render", field="datasets")
+    if request.rejudge_of is not None and replay is None:
+        raise ValidationError(f"re-judging {request.rejudge_of!r} needs its stored predictions", field="rejudge_of")
+    judged = False
     stock_imports: list[str] = []
     dataset_lines: list[str] = []
     seen: set[str] = set()
@@ -71,7 +104,13 @@ def render_config(request: EvalRequest, datasets: Sequence[str | CustomDataset])
         if name in seen:
             raise ValidationError(f"dataset {name!r} listed twice", field="datasets")
         seen.add(name)
-        if isinstance(ref, CustomDataset):
+        if isinstance(ref, CustomDataset) and ref.scoring == JUDGE_SCORING:
+            if request.judge is None:
+                raise ValidationError(f"dataset {name!r} is scored 'judge' but the request names no judge",
+                                      field="judge")
+            dataset_lines.append(_judged_dataset(ref, request.judge))
+            judged = True
+        elif isinstance(ref, CustomDataset):
             dataset_lines.append(_custom_dataset(ref.name, ref.path, ref.kind, ref.scoring))
         elif ref in BUNDLED:
             bundled = BUNDLED[ref]
@@ -96,26 +135,45 @@ def render_config(request: EvalRequest, datasets: Sequence[str | CustomDataset])
             raise ValidationError(f"unknown dataset {ref!r}", field="datasets")
 
     source = request.model.source
-    model_class, model_lines = (
-        _hf_model(request, source) if isinstance(source, HuggingFaceModel) else _endpoint_model(request, source)
-    )
+    gpus = request.resources.gpus
+    if replay is not None:
+        model_class, model_lines = REPLAY_MODEL, _replay_model(request, replay)
+    else:
+        model_class, model_lines = _model_dict(request.model.name, source, request.generation, gpus, "    ")
+    model_classes = [] if replay is not None else [model_class]
+    judge_lines: list[str] = []
+    if judged and request.judge is not None:
+        judge_class, judge_lines = _model_dict(request.judge.model.name, request.judge.model.source, request.judge,
+                                               0, "")
+        model_classes.append(judge_class)
     out = [
         "# OpenCompass 0.5.4 config rendered by budeval; do not edit: budeval records the sha256 of this text.",
         f"# evaluation {request.eval_id!r}, model {request.model.name!r}. No secret is written here.",
     ]
     if stock_imports:
         out += ["from mmengine.config import read_base", "", "with read_base():", *stock_imports, ""]
-    out += [f"from opencompass.models import {model_class}", ""]
-    if any(not line.lstrip().startswith("*") for line in dataset_lines):
-        out += _plugin_lines()
+    if model_classes:
+        out += [f"from opencompass.models import {', '.join(sorted(set(model_classes)))}", ""]
+    if judged:
+        out += [
+            "from opencompass.datasets.custom import CustomDataset as _budeval_CustomDataset",
+            "from opencompass.evaluator import GenericLLMEvaluator",
+            "from opencompass.openicl.icl_prompt_template import PromptTemplate as _budeval_PromptTemplate",
+            "",
+        ]
+    if replay is not None or any(not line.lstrip().startswith("*") for line in dataset_lines):
+        out += _plugin_lines(judged=judged, replay=replay is not None)
     if bundled_files:
         out += _bundled_lines(bundled_files)
+    if judge_lines:
+        out += ["# The judge model (request.judge): OpenCompass's GenericLLMEvaluator builds it in the eval task.",
+                f"{JUDGE_VARIABLE} = {judge_lines[0]}", *judge_lines[1:-1], judge_lines[-1].rstrip(","), ""]
     out += ["models = [", *model_lines, "]", ""]
     out += ["datasets = [", *dataset_lines, "]", ""]
     return "\n".join(out)
 
 
-def _plugin_lines() -> list[str]:
+def _plugin_lines(*, judged: bool = False, replay: bool = False) -> list[str]:
     """Write budeval's scoring module next to this process, import it here and in OpenCompass's task processes.
 
     Statements only through ``__import__(...)`` expressions: a module bound to a name would become a config value,
@@ -134,7 +192,8 @@ def _plugin_lines() -> list[str]:
         "__import__('sys').path.insert(0, _budeval_plugin)",
         f"{env}['PYTHONPATH'] = __import__('os').pathsep.join("
         f"filter(None, [_budeval_plugin, {env}.get('PYTHONPATH')]))",
-        f"from {SCORING_MODULE} import {EVALUATOR}",
+        f"from {SCORING_MODULE} import "
+        + ", ".join([EVALUATOR] + ([JUDGE_POSTPROCESS] if judged else []) + ([REPLAY_MODEL] if replay else [])),
         "",
     ]
 
@@ -163,8 +222,68 @@ def _custom_dataset(abbr: str, path: str, kind: str, scoring: str, *, in_plugin:
     )
 
 
-def _hf_model(request: EvalRequest, source: HuggingFaceModel) -> tuple[str, list[str]]:
+class _Generation(Protocol):
+    """The generation settings a rendered model takes: the request's ``generation`` or its ``judge``."""
+
+    @property
+    def max_out_len(self) -> int: ...
+    @property
+    def max_seq_len(self) -> int: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def temperature(self) -> float: ...
+
+
+def _model_dict(
+    name: str, source: HuggingFaceModel | EndpointModel, gen: _Generation, gpus: int, indent: str
+) -> tuple[str, list[str]]:
+    """(OpenCompass model class, the lines of its ``dict(...)``, indented by ``indent``)."""
+    cls, lines = _hf_model(name, source, gen, gpus) if isinstance(source, HuggingFaceModel) else _endpoint_model(
+        name, source, gen
+    )
+    return cls, [indent + line for line in lines]
+
+
+def _judged_dataset(ref: CustomDataset, judge: JudgeSpec) -> str:
+    """A custom QA dataset scored by the judge: OpenCompass's GenericLLMEvaluator over the same dataset file."""
+    prompt_template = (
+        f"dict(type=_budeval_PromptTemplate, template=dict(round=[dict(role='HUMAN', prompt={template_of(judge)!r})]))"
+    )
+    dataset_cfg = (
+        f"dict(type=_budeval_CustomDataset, path={ref.path!r},"
+        " reader_cfg=dict(input_columns=['question'], output_column='answer'))"
+    )
+    kwargs = (
+        f"dict(dataset_cfg={dataset_cfg}, dict_postprocessor=dict(type={JUDGE_POSTPROCESS}),"
+        f" judge_cfg={JUDGE_VARIABLE}, prompt_template={prompt_template})"
+    )
+    return (
+        f"    dict(abbr={ref.name!r}, path={ref.path!r}, data_type={ref.kind!r}, infer_method='gen',"
+        f" evaluator=GenericLLMEvaluator, evaluator_kwargs={kwargs}),"
+    )
+
+
+def _replay_model(request: EvalRequest, replay: Replay) -> list[str]:
+    """The evaluated model's stand-in for a re-judging run: the stored predictions, keyed by prompt text."""
     gen = request.generation
+    return [
+        "    dict(",
+        f"        type={REPLAY_MODEL},",
+        f"        abbr={request.model.name!r},",
+        f"        path={'replay:' + str(request.rejudge_of)!r},",
+        f"        answers={dict(sorted(replay.items()))!r},",
+        "        meta_template=dict(round=[dict(role='HUMAN', api_role='HUMAN'),"
+        " dict(role='BOT', api_role='BOT', generate=True)]),",
+        f"        max_out_len={gen.max_out_len!r},",
+        f"        max_seq_len={gen.max_seq_len!r},",
+        f"        batch_size={gen.batch_size!r},",
+        "        run_cfg=dict(num_gpus=0),",
+        "    ),",
+    ]
+
+
+def _hf_model(name: str, source: HuggingFaceModel, gen: _Generation, gpus: int) -> tuple[str, list[str]]:
     cls = "HuggingFacewithChatTemplate" if source.mode == "chat" else "HuggingFaceBaseModel"
     model_kwargs: dict[str, object] = {"trust_remote_code": False}
     tokenizer_kwargs: dict[str, object] = {"trust_remote_code": False}
@@ -178,45 +297,44 @@ def _hf_model(request: EvalRequest, source: HuggingFaceModel) -> tuple[str, list
     else:
         generation_kwargs = {"do_sample": False}
     lines = [
-        "    dict(",
-        f"        type={cls},",
-        f"        abbr={request.model.name!r},",
-        f"        path={source.path!r},",
-        f"        tokenizer_path={(tokenizer or source.path)!r},",
-        f"        model_kwargs={_literal(model_kwargs)},",
-        f"        tokenizer_kwargs={_literal(tokenizer_kwargs)},",
-        f"        generation_kwargs={_literal(generation_kwargs)},",
-        f"        max_out_len={gen.max_out_len!r},",
-        f"        max_seq_len={gen.max_seq_len!r},",
-        f"        batch_size={gen.batch_size!r},",
-        f"        run_cfg=dict(num_gpus={request.resources.gpus!r}),",
-        "    ),",
+        "dict(",
+        f"    type={cls},",
+        f"    abbr={name!r},",
+        f"    path={source.path!r},",
+        f"    tokenizer_path={(tokenizer or source.path)!r},",
+        f"    model_kwargs={_literal(model_kwargs)},",
+        f"    tokenizer_kwargs={_literal(tokenizer_kwargs)},",
+        f"    generation_kwargs={_literal(generation_kwargs)},",
+        f"    max_out_len={gen.max_out_len!r},",
+        f"    max_seq_len={gen.max_seq_len!r},",
+        f"    batch_size={gen.batch_size!r},",
+        f"    run_cfg=dict(num_gpus={gpus!r}),",
+        "),",
     ]
     return cls, lines
 
 
-def _endpoint_model(request: EvalRequest, source: EndpointModel) -> tuple[str, list[str]]:
-    gen = request.generation
+def _endpoint_model(name: str, source: EndpointModel, gen: _Generation) -> tuple[str, list[str]]:
     # 'ENV' makes OpenCompass read OPENAI_API_KEY at run time; 'EMPTY' is the usual placeholder of keyless servers.
     key = "ENV" if source.api_key_secret is not None else "EMPTY"
     lines = [
-        "    dict(",
-        "        type=OpenAISDK,",
-        f"        abbr={request.model.name!r},",
-        f"        path={source.model!r},",
-        f"        openai_api_base={source.base_url!r},",
-        f"        key={key!r},",
-        *([f"        tokenizer_path={source.tokenizer_path!r},"] if source.tokenizer_path else []),
-        "        meta_template=dict(round=[dict(role='HUMAN', api_role='HUMAN'),"
+        "dict(",
+        "    type=OpenAISDK,",
+        f"    abbr={name!r},",
+        f"    path={source.model!r},",
+        f"    openai_api_base={source.base_url!r},",
+        f"    key={key!r},",
+        *([f"    tokenizer_path={source.tokenizer_path!r},"] if source.tokenizer_path else []),
+        "    meta_template=dict(round=[dict(role='HUMAN', api_role='HUMAN'),"
         " dict(role='BOT', api_role='BOT', generate=True)]),",
-        "        query_per_second=4,",
-        "        retry=2,",
-        f"        temperature={gen.temperature!r},",
-        f"        max_out_len={gen.max_out_len!r},",
-        f"        max_seq_len={gen.max_seq_len!r},",
-        f"        batch_size={gen.batch_size!r},",
-        "        run_cfg=dict(num_gpus=0),",
-        "    ),",
+        "    query_per_second=4,",
+        "    retry=2,",
+        f"    temperature={gen.temperature!r},",
+        f"    max_out_len={gen.max_out_len!r},",
+        f"    max_seq_len={gen.max_seq_len!r},",
+        f"    batch_size={gen.batch_size!r},",
+        "    run_cfg=dict(num_gpus=0),",
+        "),",
     ]
     return "OpenAISDK", lines
 

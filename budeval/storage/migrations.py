@@ -178,6 +178,16 @@ _CHECKPOINT_COLUMNS = (
     "CREATE OR REPLACE VIEW evaluations_current AS SELECT * FROM evaluations FINAL",
 )
 
+_JUDGES = (
+    # Judges (docs/usage.md "Judges"): each example's judge answer beside its prediction (its verdict is `correct`),
+    # the evaluation's judge (name, pinned commit or endpoint, template hash) and, for a re-judged evaluation, the
+    # evaluation whose stored predictions it judged again.
+    "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS judge_answer String DEFAULT '' CODEC(ZSTD(1))",
+    "ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS judge String DEFAULT '' AFTER checkpoint_tokens",
+    "ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS rejudge_of Nullable(String) AFTER judge",
+    "CREATE OR REPLACE VIEW evaluations_current AS SELECT * FROM evaluations FINAL",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _INITIAL),
     Migration(2, "analyst_views", _ANALYST_VIEWS),
@@ -185,6 +195,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "provenance_columns", _PROVENANCE_COLUMNS),
     Migration(5, "archive_pending", _ARCHIVE_PENDING),
     Migration(6, "checkpoint_columns", _CHECKPOINT_COLUMNS),
+    # 7-9: other branches' migrations (the lead renumbers at merge).
+    Migration(10, "judges", _JUDGES),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
