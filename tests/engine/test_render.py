@@ -223,7 +223,7 @@ def test_scoring_vocabulary_of_schema_and_evaluator_agree() -> None:
         for n in tree.body
         if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "SCORINGS"
     )
-    # 'judge' is not a rule of BudevalEvaluator: OpenCompass's GenericLLMEvaluator scores it (tests/engine/test_judge.py).
+    # 'judge' is no rule of BudevalEvaluator: OpenCompass's GenericLLMEvaluator scores it (tests/engine/test_judge.py)
     assert set(names) == {s for kind in SCORINGS.values() for s in kind} - {JUDGE_SCORING}
 
 
