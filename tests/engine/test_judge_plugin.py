@@ -29,6 +29,7 @@ VERDICTS = {
     "Answer: B": "B",  # the "A" of "Answer" is a word, not the verdict (OpenCompass's own parser reads it as A)
     "The answer is incorrect.": "B",
     "That is correct": "A",
+    "Correct answer: 2 + 3 = 5": "",  # SmolLM2 echoing the prompt (seen in a real run): no verdict
     "I cannot tell.": "",
     "": "",
 }

@@ -236,12 +236,14 @@ class BudevalEvaluator(BaseEvaluator):  # type: ignore[misc]
 # -- judges -----------------------------------------------------------------------------------------------------------
 #: The verdict letter: a standalone ``A`` (right) or ``B`` (wrong), optionally bracketed ("(A)", "A.", "**B**").
 _VERDICT_LETTER = re.compile(r"(?<![A-Za-z])([AB])(?![A-Za-z])")
-_VERDICT_WORD = re.compile(r"\b(incorrect|wrong|correct|right)\b", re.IGNORECASE)
+#: A verdict word; "correct answer" is not one (a judge echoing its prompt's "Correct answer: ...").
+_VERDICT_WORD = re.compile(r"\b(incorrect|wrong|correct|right)\b(?!\s+answer)", re.IGNORECASE)
 
 
 def judge_verdict(raw: Any) -> str:
     """``A`` (right), ``B`` (wrong) or ``''`` (unreadable) from a judge's raw answer: the first standalone letter A
-    or B, else the first of the words correct/right (A) or incorrect/wrong (B). OpenCompass's own
+    or B, else the first of the words correct/right (A) or incorrect/wrong (B) -- "correct answer" is no verdict (a
+    judge echoing its prompt). OpenCompass's own
     ``generic_llmjudge_postprocess`` takes the first A or B *anywhere* (the "a" of "Answer" counts) and replaces
     the details by the raw outputs, which loses the per-example verdicts; this one keeps both."""
     text = "" if raw is None else str(raw)
