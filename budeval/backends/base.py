@@ -27,6 +27,7 @@ FailureClass = Literal[
     "deadline_exceeded",
     "backoff_limit",
     "task_errors",
+    "endpoint_unavailable",
     "no_scores",
     "unschedulable",
     "cancelled",

@@ -60,6 +60,8 @@ API_KEY_ENV = "OPENAI_API_KEY"
 # the run records its own interpreter, devices and host first). Exit code to a temp file then renamed: readers never
 # see half.
 _WRAPPER = (
+    # An endpoint model's usage lines (budeval/engine/opencompass_plugin/budeval_usage.py) go to .budeval/usage/.
+    'BUDEVAL_USAGE_DIR="$PWD/usage"; export BUDEVAL_USAGE_DIR; '
     '"$1" -c "$5" >environment.json.tmp 2>/dev/null && mv environment.json.tmp environment.json '
     "|| rm -f environment.json.tmp; "
     '"$1" -m opencompass.cli.main "$2" -w "$3" --max-num-workers "$4" >>output.log 2>&1; '

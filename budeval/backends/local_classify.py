@@ -8,7 +8,7 @@ from pathlib import Path
 from budeval.backends.base import FailureClass, RunPhase, RunState
 from budeval.backends.local_markers import META, _Run
 from budeval.engine.results import score_presence
-from budeval.engine.results.layout import error_excerpt, file_excerpt
+from budeval.engine.results.layout import endpoint_failed, error_excerpt, file_excerpt
 
 EXCERPT_CHARS = 2000
 
@@ -42,7 +42,8 @@ def classify_exit(eval_id: str, run_id: str, work: Path, exit_code: int, console
     """The terminal state of an OpenCompass run from its exit code and its work dir (any backend can use this).
 
     Non-zero -> ``crash`` with the console tail; a numeric score in the newest summary -> ``succeeded`` (with an
-    ERROR excerpt if some tasks failed); ERROR lines but no score -> ``task_errors``; nothing -> ``no_scores``.
+    ERROR excerpt if some tasks failed); ERROR lines but no score -> ``endpoint_unavailable`` when they say an
+    endpoint model's requests failed after every retry, else ``task_errors``; nothing -> ``no_scores``.
     """
     console = console_log if console_log is not None else work / META / "output.log"
 
@@ -58,6 +59,8 @@ def classify_exit(eval_id: str, run_id: str, work: Path, exit_code: int, console
     if scored:
         # A '-' cell is a failed task of this (newest) summary; ERROR lines alone may be from an earlier -r pass.
         return state("succeeded", None, "some tasks failed", errors) if missing else state("succeeded")
+    if errors and endpoint_failed(errors):
+        return state("failed", "endpoint_unavailable", "the model's endpoint did not answer; no scores", errors)
     if errors:
         return state("failed", "task_errors", "OpenCompass tasks failed; no scores", errors)
     return state("failed", "no_scores", f"OpenCompass exited 0 but wrote {what}", _tail(console))

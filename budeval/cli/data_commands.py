@@ -26,6 +26,7 @@ from budeval.cli.common import (
 from budeval.config import Settings
 from budeval.errors import NotFoundError
 from budeval.logs import configure as configure_logs
+from budeval.schemas.results import RunUsage
 from budeval.storage.factory import open_store
 from budeval.storage.queries import ExampleRow
 
@@ -81,6 +82,7 @@ def cmd_results(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if not rows and store.get_evaluation(args.eval_id) is None:
             raise NotFoundError(f"no evaluation {args.eval_id!r} in the store")
         examples = store.examples(args.eval_id, args.examples) if args.examples is not None else None
+        usage = RunUsage.total(list(store.usage(args.eval_id).values()))
     if args.json:
         scores = [r.model_dump(mode="json") for r in rows]
         if examples is None:
@@ -89,6 +91,8 @@ def cmd_results(args: argparse.Namespace, out: TextIO | None = None) -> int:
             emit_json({"scores": scores, "examples": [e.model_dump(mode="json") for e in examples]}, out)
         return 0
     score_table(rows, out)
+    if usage is not None:
+        out.write(usage.line() + "\n")
     if examples is not None:
         out.write(f"\nPer example (first {args.examples} of each dataset):\n")
         _example_table(examples, out)

@@ -22,6 +22,7 @@ from budeval.config import Settings, reveal
 from budeval.errors import BudevalError, NotFoundError, TransientError, ValidationError
 from budeval.events.cloudevents import kind_of, make_request_event, to_json
 from budeval.jsonlimits import TooDeepError, check_depth
+from budeval.schemas.results import RunUsage
 from budeval.service.intake import MAX_REQUEST_BYTES
 
 #: Kinds of event that end an evaluation.
@@ -295,6 +296,8 @@ def _print_details(data: dict[str, Any]) -> None:
             print(f"  {row.get('model', ''):<28} {row.get('dataset', ''):<24} {row.get('metric', ''):<16} {shown}")
     for failure in data.get("failures") or []:
         print(f"  failed: {failure.get('run_id')} {failure.get('dataset', '')} {failure.get('reason', '')}")
+    if data.get("usage"):
+        print(f"  {RunUsage.model_validate(data['usage']['total']).line()}")
     for line in provenance_lines(data.get("provenance") or {}):
         print(f"  {line}")
 
@@ -395,7 +398,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _status_view(body: dict[str, Any]) -> dict[str, Any]:
-    view = {k: body.get(k) for k in ("reason", "scores", "failures")}
+    view = {k: body.get(k) for k in ("reason", "scores", "failures", "usage")}
     evaluation = body.get("evaluation") or {}
     view["archive_url"] = evaluation.get("archive_url")
     view["reused_from"] = evaluation.get("reused_from")

@@ -218,6 +218,22 @@ class Settings(BaseSettings):
     #: Networks (CIDRs) an endpoint's ``base_url`` may reach although they are in the deny-list of loopback,
     #: link-local/metadata, unspecified, multicast and reserved addresses; env: JSON list or comma-separated.
     endpoint_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # -- endpoint models (rendered into OpenCompass's OpenAI model; a request's endpoint source may override each) --
+    #: Requests per second one OpenCompass task sends (its token bucket) and requests in flight at once (its thread
+    #: pool; a batch of ``generation.batch_size`` prompts is sent at a time, so the lower of the two counts).
+    endpoint_query_per_second: int = Field(default=4, ge=1, le=10_000)
+    endpoint_max_parallel: int = Field(default=4, ge=1, le=1024)
+    #: Retries of a prompt after a failed attempt (OpenCompass's ``retry`` is this + 1 attempts); inside each attempt
+    #: the OpenAI client retries 408/409/429/5xx and connection errors twice more with backoff, following
+    #: ``Retry-After``. A prompt failing them all ends its dataset's inference: failure class
+    #: ``endpoint_unavailable``, with the predictions made before kept (docs/opencompass.md "Endpoint models").
+    endpoint_retries: Attempts = 2
+    #: Seconds one request may take (connect, send, the whole answer).
+    endpoint_timeout_s: Seconds = 300.0
+    #: Kubernetes: the CPU and memory an endpoint run's pod requests when its request leaves them unset (it runs no
+    #: weights and asks for no GPU unless the request does); "": none.
+    endpoint_default_cpu: str = Field(default="500m", pattern=r"^([0-9]+(\.[0-9]+)?m?)?$")
+    endpoint_default_memory: str = Field(default="2Gi", pattern=r"^([0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?)?$")
     #: Folders custom datasets (``.jsonl``) must resolve inside (symlinks followed); env: ``os.pathsep``-separated.
     #: Default: ``{data_dir}/datasets``.
     datasets_root: Annotated[list[Path], NoDecode] = Field(default_factory=list)

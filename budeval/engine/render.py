@@ -8,8 +8,11 @@ provenance (what exactly was run) and a cache key. Decisions (see docs/opencompa
 - the model ``abbr`` is the request's model name: OpenCompass names output folders and summary columns after it;
 - Hugging Face models use ``HuggingFacewithChatTemplate`` (mode ``chat``) or ``HuggingFaceBaseModel`` (``base``),
   with ``trust_remote_code=False`` (a request must not run code shipped with a model);
-- endpoint models use ``OpenAISDK`` with ``key='ENV'``: OpenCompass reads ``OPENAI_API_KEY`` from the run's
-  environment, which the backend fills from the referenced secret. The key never appears in the text;
+- endpoint models use budeval's ``BudevalOpenAISDK`` (OpenCompass's ``OpenAISDK`` that also records each
+  request's token usage, ``opencompass_plugin/budeval_usage.py``, embedded like the scoring module) with
+  ``key='ENV'``: OpenCompass reads ``OPENAI_API_KEY`` from the run's environment, which the backend fills from the
+  referenced secret. The key never appears in the text. How it calls the endpoint (rate, parallel requests,
+  retries, timeout) is :class:`EndpointCalls`: the request's endpoint source over the operator's settings;
 - custom datasets are referenced by their path; bundled datasets travel inside the config (budeval is not
   installed where OpenCompass runs, e.g. in the runner image of a Kubernetes Job, so a path into the service's
   site-packages would not exist there): their ``.jsonl`` text is a string literal, written at config load to the
@@ -22,7 +25,8 @@ provenance (what exactly was run) and a cache key. Decisions (see docs/opencompa
 - stock datasets are imported inside ``read_base()`` under an alias per dataset, so that two stock configs exporting
   the same variable name (``mmlu_gen``/``mmlu_ppl``) do not collide;
 - a custom dataset scored ``judge`` gets OpenCompass's ``GenericLLMEvaluator`` with the request's judge model as
-  ``judge_cfg`` (rendered like an evaluated model, its key by ``key='ENV'`` too), the judge prompt
+  ``judge_cfg`` (rendered like an evaluated model, its key by ``key='ENV'`` too; an endpoint judge is plain
+  ``OpenAISDK``, so the run's recorded usage stays the evaluated model's), the judge prompt
   (budeval/engine/judging.py) and budeval's ``budeval_judge_postprocess`` (verdict letter -> ``correct``, the raw
   answer kept as ``judge_answer``);
 - a re-judging request (``rejudge_of``) replaces the evaluated model by ``BudevalReplay`` (the plugin's model
@@ -35,9 +39,12 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from budeval.config import Settings
+from budeval.config.settings import default
 from budeval.engine.catalog import BUNDLED, STOCK
 from budeval.engine.judging import template_of
 from budeval.errors import ValidationError
@@ -68,6 +75,9 @@ JUDGE_VARIABLE = "_budeval_judge"
 #: Prompt texts as stored (``ROLE: text`` lines) -> the stored predictions for that prompt, in example order.
 Replay = dict[str, list[str]]
 SCORING_SOURCE = PLUGIN_DIR / f"{SCORING_MODULE}.py"
+#: The usage-recording endpoint model (a file of :data:`PLUGIN_DIR`) and its class.
+USAGE_MODULE = "budeval_usage"
+ENDPOINT_MODEL = "BudevalOpenAISDK"
 
 
 @functools.cache
@@ -76,16 +86,54 @@ def scoring_source() -> str:
     return SCORING_SOURCE.read_text(encoding="utf-8")
 
 
+@functools.cache
+def usage_source() -> str:
+    """The usage-recording model's source text, as embedded in the configs of endpoint models."""
+    return (PLUGIN_DIR / f"{USAGE_MODULE}.py").read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class EndpointCalls:
+    """How a run calls an endpoint model: requests per second, requests in flight, retries after a failed attempt
+    and seconds per request (settings ``endpoint_*``; docs/settings.md)."""
+
+    query_per_second: int
+    max_parallel: int
+    retries: int
+    timeout_s: float
+
+    @classmethod
+    def resolve(cls, source: EndpointModel, settings: Settings | None = None) -> EndpointCalls:
+        """The request's values where it sets them, else ``settings``' (their defaults when None)."""
+
+        def pick(field: str, setting: str) -> object:
+            own = getattr(source, field)
+            if own is not None:
+                return own
+            return getattr(settings, setting) if settings is not None else default(setting)
+
+        return cls(
+            query_per_second=int(str(pick("query_per_second", "endpoint_query_per_second"))),
+            max_parallel=int(str(pick("max_parallel", "endpoint_max_parallel"))),
+            retries=int(str(pick("retries", "endpoint_retries"))),
+            timeout_s=float(str(pick("timeout_s", "endpoint_timeout_s"))),
+        )
+
+
 def config_hash(text: str) -> str:
     """sha256 hex of the rendered config text."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def render_config(
-    request: EvalRequest, datasets: Sequence[str | CustomDataset], replay: Replay | None = None
+    request: EvalRequest,
+    datasets: Sequence[str | CustomDataset],
+    settings: Settings | None = None,
+    replay: Replay | None = None,
 ) -> str:
     """The OpenCompass config for ``request``'s model over ``datasets`` (names or the request's custom datasets).
 
+    ``settings``: the operator's defaults for endpoint models (:class:`EndpointCalls`; None: the built-in ones).
     ``replay``: for a request with ``rejudge_of``, the earlier evaluation's stored predictions (see :data:`Replay`);
     ValidationError when such a request comes without them.
     """
@@ -139,12 +187,13 @@ def render_config(
     if replay is not None:
         model_class, model_lines = REPLAY_MODEL, _replay_model(request, replay)
     else:
-        model_class, model_lines = _model_dict(request.model.name, source, request.generation, gpus, "    ")
+        model_class, model_lines = _model_dict(request.model.name, source, request.generation, gpus, "    ",
+                                               settings)
     model_classes = [] if replay is not None else [model_class]
     judge_lines: list[str] = []
     if judged and request.judge is not None:
         judge_class, judge_lines = _model_dict(request.judge.model.name, request.judge.model.source, request.judge,
-                                               0, "")
+                                               0, "", settings, judge=True)
         model_classes.append(judge_class)
     out = [
         "# OpenCompass 0.5.4 config rendered by budeval; do not edit: budeval records the sha256 of this text.",
@@ -152,8 +201,9 @@ def render_config(
     ]
     if stock_imports:
         out += ["from mmengine.config import read_base", "", "with read_base():", *stock_imports, ""]
-    if model_classes:
-        out += [f"from opencompass.models import {', '.join(sorted(set(model_classes)))}", ""]
+    stock_classes = sorted({c for c in model_classes if c != ENDPOINT_MODEL})
+    if stock_classes:
+        out += [f"from opencompass.models import {', '.join(stock_classes)}", ""]
     if judged:
         out += [
             "from opencompass.datasets.custom import CustomDataset as _budeval_CustomDataset",
@@ -161,8 +211,13 @@ def render_config(
             "from opencompass.openicl.icl_prompt_template import PromptTemplate as _budeval_PromptTemplate",
             "",
         ]
-    if replay is not None or any(not line.lstrip().startswith("*") for line in dataset_lines):
-        out += _plugin_lines(judged=judged, replay=replay is not None)
+    scoring = replay is not None or any(not line.lstrip().startswith("*") for line in dataset_lines)
+    imported = [EVALUATOR] + ([JUDGE_POSTPROCESS] if judged else []) + ([REPLAY_MODEL] if replay is not None else [])
+    modules = ([(SCORING_MODULE, scoring_source(), imported)] if scoring else []) + (
+        [(USAGE_MODULE, usage_source(), [ENDPOINT_MODEL])] if ENDPOINT_MODEL in model_classes else []
+    )
+    if modules:
+        out += _plugin_lines(modules)
     if bundled_files:
         out += _bundled_lines(bundled_files)
     if judge_lines:
@@ -173,29 +228,40 @@ def render_config(
     return "\n".join(out)
 
 
-def _plugin_lines(*, judged: bool = False, replay: bool = False) -> list[str]:
-    """Write budeval's scoring module next to this process, import it here and in OpenCompass's task processes.
+def _plugin_lines(modules: list[tuple[str, str, list[str]]]) -> list[str]:
+    """Write budeval's plugin modules (name, source, the names imported from it) next to this process, import them
+    here and in OpenCompass's task processes.
 
     Statements only through ``__import__(...)`` expressions: a module bound to a name would become a config value,
     which OpenCompass cannot dump. The folder is a fresh ``mkdtemp`` per OpenCompass process (no races), removed
     when that process exits (its task processes have ended by then).
     """
     env = "__import__('os').environ"
-    return [
-        f"# budeval's scoring code (budeval/engine/opencompass_plugin/{SCORING_MODULE}.py; budeval is not installed",
+    what = "scoring code" if len(modules) == 1 and modules[0][0] == SCORING_MODULE else "code"
+    names = ", ".join(f"{name}.py" for name, _, _ in modules)
+    lines = [
+        f"# budeval's {what} (budeval/engine/opencompass_plugin/{names}; budeval is not installed",
         "# here): written to a fresh folder that this process and its task processes (PYTHONPATH) import it from.",
-        f"_budeval_scoring_source = {scoring_source()!r}",
+    ]
+    for name, source, _ in modules:
+        lines.append(f"_{name}_source = {source!r}")
+    lines += [
         "_budeval_plugin = __import__('tempfile').mkdtemp(prefix='budeval-scoring-')",
         "__import__('atexit').register(__import__('shutil').rmtree, _budeval_plugin, True)",
-        f"__import__('pathlib').Path(_budeval_plugin, {SCORING_MODULE + '.py'!r})"
-        ".write_text(_budeval_scoring_source, encoding='utf-8')",
+    ]
+    for name, _, _ in modules:
+        lines.append(
+            f"__import__('pathlib').Path(_budeval_plugin, {name + '.py'!r})"
+            f".write_text(_{name}_source, encoding='utf-8')"
+        )
+    lines += [
         "__import__('sys').path.insert(0, _budeval_plugin)",
         f"{env}['PYTHONPATH'] = __import__('os').pathsep.join("
         f"filter(None, [_budeval_plugin, {env}.get('PYTHONPATH')]))",
-        f"from {SCORING_MODULE} import "
-        + ", ".join([EVALUATOR] + ([JUDGE_POSTPROCESS] if judged else []) + ([REPLAY_MODEL] if replay else [])),
+        *(f"from {name} import {', '.join(imported)}" for name, _, imported in modules),
         "",
     ]
+    return lines
 
 
 def _bundled_lines(files: dict[str, str]) -> list[str]:
@@ -236,12 +302,22 @@ class _Generation(Protocol):
 
 
 def _model_dict(
-    name: str, source: HuggingFaceModel | EndpointModel, gen: _Generation, gpus: int, indent: str
+    name: str,
+    source: HuggingFaceModel | EndpointModel,
+    gen: _Generation,
+    gpus: int,
+    indent: str,
+    settings: Settings | None,
+    *,
+    judge: bool = False,
 ) -> tuple[str, list[str]]:
-    """(OpenCompass model class, the lines of its ``dict(...)``, indented by ``indent``)."""
-    cls, lines = _hf_model(name, source, gen, gpus) if isinstance(source, HuggingFaceModel) else _endpoint_model(
-        name, source, gen
-    )
+    """(OpenCompass model class, the lines of its ``dict(...)``, indented by ``indent``). An endpoint judge is
+    OpenCompass's plain ``OpenAISDK``: the run's usage records stay the evaluated model's."""
+    if isinstance(source, HuggingFaceModel):
+        cls, lines = _hf_model(name, source, gen, gpus)
+    else:
+        calls = EndpointCalls.resolve(source, settings)
+        cls, lines = _endpoint_model(name, source, gen, calls, "OpenAISDK" if judge else ENDPOINT_MODEL)
     return cls, [indent + line for line in lines]
 
 
@@ -314,12 +390,14 @@ def _hf_model(name: str, source: HuggingFaceModel, gen: _Generation, gpus: int) 
     return cls, lines
 
 
-def _endpoint_model(name: str, source: EndpointModel, gen: _Generation) -> tuple[str, list[str]]:
+def _endpoint_model(
+    name: str, source: EndpointModel, gen: _Generation, calls: EndpointCalls, cls: str
+) -> tuple[str, list[str]]:
     # 'ENV' makes OpenCompass read OPENAI_API_KEY at run time; 'EMPTY' is the usual placeholder of keyless servers.
     key = "ENV" if source.api_key_secret is not None else "EMPTY"
     lines = [
         "dict(",
-        "    type=OpenAISDK,",
+        f"    type={cls},",
         f"    abbr={name!r},",
         f"    path={source.model!r},",
         f"    openai_api_base={source.base_url!r},",
@@ -327,8 +405,11 @@ def _endpoint_model(name: str, source: EndpointModel, gen: _Generation) -> tuple
         *([f"    tokenizer_path={source.tokenizer_path!r},"] if source.tokenizer_path else []),
         "    meta_template=dict(round=[dict(role='HUMAN', api_role='HUMAN'),"
         " dict(role='BOT', api_role='BOT', generate=True)]),",
-        "    query_per_second=4,",
-        "    retry=2,",
+        f"    query_per_second={calls.query_per_second!r},",
+        f"    max_workers={calls.max_parallel!r},",
+        # OpenCompass's ``retry`` counts attempts: the first one plus the retries.
+        f"    retry={calls.retries + 1!r},",
+        f"    timeout={calls.timeout_s!r},",
         f"    temperature={gen.temperature!r},",
         f"    max_out_len={gen.max_out_len!r},",
         f"    max_seq_len={gen.max_seq_len!r},",
@@ -336,7 +417,7 @@ def _endpoint_model(name: str, source: EndpointModel, gen: _Generation) -> tuple
         "    run_cfg=dict(num_gpus=0),",
         "),",
     ]
-    return "OpenAISDK", lines
+    return cls, lines
 
 
 def _literal(values: dict[str, object]) -> str:

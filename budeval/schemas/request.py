@@ -88,6 +88,12 @@ class EndpointModel(Strict):
     #: Tokenizer OpenCompass counts prompt tokens with (local folder or hub id). Without it OpenCompass tries the hub
     #: under the served model's name, then tiktoken's gpt-4 encoding: both are downloads an offline run cannot make.
     tokenizer_path: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    #: How the run calls the endpoint; unset: the operator's settings (``endpoint_query_per_second``,
+    #: ``endpoint_max_parallel``, ``endpoint_retries``, ``endpoint_timeout_s``; docs/settings.md).
+    query_per_second: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    max_parallel: Annotated[int, Field(ge=1, le=1024)] | None = None
+    retries: Annotated[int, Field(ge=0, le=1000)] | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] | None = None
 
     @field_validator("tokenizer_path")
     @classmethod

@@ -50,6 +50,45 @@ class DatasetStatus(Frozen):
     reason: str | None = None
 
 
+class RunUsage(Frozen):
+    """What one run asked of an endpoint model: requests sent (each after the OpenAI client's own retries) and the
+    ones that failed, and the tokens the endpoint reported (None: it reported none). Source: the run's usage lines
+    (budeval/engine/opencompass_plugin/budeval_usage.py), summed by budeval/engine/results/usage.py."""
+
+    requests: int = 0
+    failed_requests: int = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+    def line(self) -> str:
+        """One readable line: ``usage: 9 requests (0 failed), tokens: prompt 310, completion 96, total 406``."""
+        def shown(value: int | None) -> str:
+            return "-" if value is None else str(value)
+
+        return (f"usage: {self.requests} requests ({self.failed_requests} failed), tokens: prompt "
+                f"{shown(self.prompt_tokens)}, completion {shown(self.completion_tokens)}, "
+                f"total {shown(self.total_tokens)}")
+
+    @staticmethod
+    def total(runs: list[RunUsage]) -> RunUsage | None:
+        """The sum over runs (a token count stays None only when no run reported it); None for no runs."""
+        if not runs:
+            return None
+
+        def tokens(name: str) -> int | None:
+            values = [getattr(r, name) for r in runs if getattr(r, name) is not None]
+            return sum(values) if values else None
+
+        return RunUsage(
+            requests=sum(r.requests for r in runs),
+            failed_requests=sum(r.failed_requests for r in runs),
+            prompt_tokens=tokens("prompt_tokens"),
+            completion_tokens=tokens("completion_tokens"),
+            total_tokens=tokens("total_tokens"),
+        )
+
+
 class RunFacts(Frozen):
     """What one OpenCompass timestamp folder says about itself; paths are relative to the work dir.
 
@@ -67,6 +106,8 @@ class RunFacts(Frozen):
     summary_files: list[str] = []
     notes: list[str] = []
     judges: list[str] = []
+    #: An endpoint model's requests and tokens (None: the run recorded none, e.g. a Hugging Face model).
+    usage: RunUsage | None = None
 
 
 @dataclass(slots=True)

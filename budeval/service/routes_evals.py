@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from budeval.logs import get_logger
 from budeval.service.admission import Admission, Decision
 from budeval.service.api_common import ServiceDeps, api_error, read_body, safe_id
-from budeval.service.status import ACTIVE_WORKFLOW_STATES, evaluation_status, workflow_view
+from budeval.service.status import ACTIVE_WORKFLOW_STATES, evaluation_status, usage_view, workflow_view
 from budeval.storage.base import EvaluationRecord
 from budeval.workflow import names
 
@@ -92,6 +92,7 @@ def eval_routes(deps: ServiceDeps, admission: Admission, router: APIRouter) -> N
         scores = [s.model_dump(mode="json") for s in deps.store.results(eval_id)] if record is not None else []
         if not scores:
             scores = list(output.get("scores", []))
+        usage = deps.store.usage(eval_id) if record is not None else {}
         return {
             "eval_id": eval_id,
             "status": evaluation_status(workflow, record),
@@ -100,6 +101,7 @@ def eval_routes(deps: ServiceDeps, admission: Admission, router: APIRouter) -> N
             "evaluation": record.model_dump(mode="json") if record is not None else None,
             "scores": scores,
             "failures": list(output.get("failures", [])),
+            "usage": usage_view(usage),
         }
 
     @router.delete(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from budeval.schemas.results import RunUsage
 from budeval.storage.base import EvaluationRecord
 
 #: Workflow runtime states in which the workflow will still act (publish its final event, write its row).
@@ -84,3 +85,12 @@ def _later_attempt(workflow: dict[str, Any] | None, record: EvaluationRecord) ->
     recorded = record.provenance.get("attempt", 1)
     recorded = recorded if isinstance(recorded, int) and recorded >= 1 else 1
     return int(workflow.get("attempt") or 1) > recorded
+
+
+def usage_view(runs: dict[str, RunUsage]) -> dict[str, Any] | None:
+    """An endpoint evaluation's requests and tokens: ``{"total": {...}, "runs": {run_id: {...}}}`` (fields of
+    :class:`~budeval.schemas.results.RunUsage`); None when no run recorded usage (a Hugging Face model)."""
+    total = RunUsage.total(list(runs.values()))
+    if total is None:
+        return None
+    return {"total": total.model_dump(mode="json"), "runs": {k: v.model_dump(mode="json") for k, v in runs.items()}}

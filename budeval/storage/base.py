@@ -12,7 +12,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from budeval.schemas.results import ParsedRun
+from budeval.schemas.results import ParsedRun, RunUsage
 
 EvalStatus = Literal["pending", "running", "completed", "partial", "failed", "cancelled", "rejected", "reused"]
 
@@ -118,6 +118,10 @@ class ResultStore(Protocol):
         ...
 
     def results(self, eval_id: str) -> list[ScoreRow]: ...
+
+    def usage(self, eval_id: str) -> dict[str, RunUsage]:
+        """run id -> an endpoint model's requests and tokens in that run (runs that recorded none are absent)."""
+        ...
 
     def close(self) -> None: ...
 

@@ -37,6 +37,8 @@ from budeval.storage.clickhouse_rows import (
     PREDICTION_COLUMNS,
     SCORE_COLUMNS,
     STATUS_COLUMNS,
+    USAGE_COLUMNS,
+    USAGE_FIELDS,
     _EvaluationRow,
     _next_row_version,
     _prediction_columns,
@@ -212,15 +214,16 @@ class ClickHouseStore(StoreMigrations, StoreReads, StoreDecisions):
             return self.count("scores", target_eval)
 
     def clear_results(self, eval_id: str) -> None:
-        """Delete every score, dataset-status and prediction row of ``eval_id`` (an earlier copy, or the rows of an
-        earlier attempt that a re-run supersedes); touches only tables that hold some (a delete costs ~1 s)."""
+        """Delete every score, dataset-status, prediction and usage row of ``eval_id`` (an earlier copy, or the rows of
+        an earlier attempt that a re-run supersedes); touches only tables that hold some (a delete costs ~1 s)."""
         params = {"t": eval_id}
         with self._lock:
             present = self._rows(
                 "look up earlier rows",
                 "(SELECT 'scores' FROM scores WHERE eval_id = %(t)s LIMIT 1) UNION ALL "
                 "(SELECT 'dataset_status' FROM dataset_status WHERE eval_id = %(t)s LIMIT 1) UNION ALL "
-                "(SELECT 'predictions' FROM predictions WHERE eval_id = %(t)s LIMIT 1)",
+                "(SELECT 'predictions' FROM predictions WHERE eval_id = %(t)s LIMIT 1) UNION ALL "
+                "(SELECT 'run_usage' FROM run_usage WHERE eval_id = %(t)s LIMIT 1)",
                 params,
             )
             for (table,) in present:
@@ -232,7 +235,8 @@ class ClickHouseStore(StoreMigrations, StoreReads, StoreDecisions):
         with the runs other threads store at the same time (:class:`GroupCommit`); a larger one streams."""
         metrics = list(parsed.metrics)
         statuses = list(parsed.statuses)
-        run = _RunRows(eval_id, run_id, run_time(parsed.facts.timestamp), metrics, statuses)
+        run = _RunRows(eval_id, run_id, run_time(parsed.facts.timestamp), metrics, statuses,
+                       usage=parsed.facts.usage)
         log = get_logger(eval_id=eval_id, run_id=run_id, component="store")
         started = time.perf_counter()
         # The parser fills every batch but the last, so a short first batch is the only one; asking for the next one
@@ -293,13 +297,18 @@ class ClickHouseStore(StoreMigrations, StoreReads, StoreDecisions):
         """The scores and dataset statuses of some runs, one insert per table."""
         statuses: list[tuple[Any, ...]] = []
         scores: list[tuple[Any, ...]] = []
+        usage: list[tuple[Any, ...]] = []
         for r in runs:
             statuses += [(r.eval_id, r.run_id, s.model, s.dataset, s.status, s.reason, r.run_at) for s in r.statuses]
             scores += _score_rows(r)
+            if r.usage is not None:
+                usage.append((r.eval_id, r.run_id, *(getattr(r.usage, f) for f in USAGE_FIELDS), r.run_at))
         if statuses:
             self._insert("dataset_status", STATUS_COLUMNS, [list(c) for c in zip(*statuses, strict=True)])
         if scores:
             self._insert("scores", SCORE_COLUMNS, [list(c) for c in zip(*scores, strict=True)])
+        if usage:
+            self._insert("run_usage", USAGE_COLUMNS, [list(c) for c in zip(*usage, strict=True)])
 
     def _insert_clients(self) -> list[Any]:
         """Clients for prediction inserts: while one serialises a block (Python, holds the GIL) another's block is

@@ -8,9 +8,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from budeval.schemas.results import DatasetStatus
+from budeval.schemas.results import DatasetStatus, RunUsage
 from budeval.storage.base import EvaluationRecord, ScoreRow
-from budeval.storage.clickhouse_rows import EVALUATION_FIELDS, _utc
+from budeval.storage.clickhouse_rows import EVALUATION_FIELDS, USAGE_FIELDS, _utc
 from budeval.storage.queries import (
     EXAMPLES_SQL,
     CompareRow,
@@ -112,6 +112,16 @@ class StoreReads:
             {"e": eval_id},
         )
         return [DatasetStatus(model=m, dataset=d, status=s, reason=r) for m, d, s, r in rows]
+
+    def usage(self, eval_id: str) -> dict[str, RunUsage]:
+        """run id -> the requests and tokens that run recorded (only runs of an endpoint model have a row)."""
+        rows = self._rows(
+            "read run usage",
+            f"SELECT toString(run_id), {', '.join(USAGE_FIELDS)} FROM run_usage FINAL WHERE eval_id = %(e)s"
+            " ORDER BY run_id",
+            {"e": eval_id},
+        )
+        return {row[0]: RunUsage(**dict(zip(USAGE_FIELDS, row[1:], strict=True))) for row in rows}
 
     def leaderboard(
         self,

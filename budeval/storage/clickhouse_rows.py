@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from budeval.schemas.results import DatasetStatus, MetricRow, PredictionBatch
+from budeval.schemas.results import DatasetStatus, MetricRow, PredictionBatch, RunUsage
 
 PREDICTION_COLUMNS = [
     "eval_id",
@@ -39,6 +39,8 @@ SCORE_COLUMNS = (
     "judge",
 )
 STATUS_COLUMNS = ("eval_id", "run_id", "model", "dataset", "status", "reason", "run_at")
+USAGE_FIELDS = ("requests", "failed_requests", "prompt_tokens", "completion_tokens", "total_tokens")
+USAGE_COLUMNS = ("eval_id", "run_id", *USAGE_FIELDS, "run_at")
 #: The columns of an evaluation row that EvaluationRecord carries (read and written).
 EVALUATION_FIELDS = (
     "eval_id",
@@ -68,7 +70,7 @@ EVALUATION_FIELDS = (
     "rejudge_of",
 )
 EVALUATION_COLUMNS = (*EVALUATION_FIELDS, "updated_at", "row_version")
-_RUN_TABLES = ("predictions", "scores", "dataset_status")
+_RUN_TABLES = ("predictions", "scores", "dataset_status", "run_usage")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _version_lock = threading.Lock()
@@ -113,6 +115,7 @@ class _RunRows:
     metrics: list[MetricRow]
     statuses: list[DatasetStatus]
     predictions: PredictionBatch | None = None
+    usage: RunUsage | None = None
 
 
 @dataclass

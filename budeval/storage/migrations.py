@@ -188,6 +188,23 @@ _JUDGES = (
     "CREATE OR REPLACE VIEW evaluations_current AS SELECT * FROM evaluations FINAL",
 )
 
+_RUN_USAGE = (
+    # An endpoint model's requests and tokens per run (budeval/engine/results/usage.py): one row per (eval, run),
+    # replaced with the run's other rows when it is stored again. Token counts are NULL when the endpoint reported none.
+    """
+    CREATE TABLE IF NOT EXISTS run_usage (
+        eval_id String,
+        run_id String,
+        requests UInt64,
+        failed_requests UInt64,
+        prompt_tokens Nullable(UInt64),
+        completion_tokens Nullable(UInt64),
+        total_tokens Nullable(UInt64),
+        run_at DateTime64(3, 'UTC')
+    ) ENGINE = ReplacingMergeTree ORDER BY (eval_id, run_id)
+    """,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _INITIAL),
     Migration(2, "analyst_views", _ANALYST_VIEWS),
@@ -195,7 +212,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "provenance_columns", _PROVENANCE_COLUMNS),
     Migration(5, "archive_pending", _ARCHIVE_PENDING),
     Migration(6, "checkpoint_columns", _CHECKPOINT_COLUMNS),
-    # 7-9: other branches' migrations (the lead renumbers at merge).
+    # 7-8: other branches' migrations (the lead renumbers at merge).
+    Migration(9, "run_usage", _RUN_USAGE),
     Migration(10, "judges", _JUDGES),
 )
 

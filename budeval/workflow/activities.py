@@ -18,7 +18,7 @@ from budeval.config import Settings
 from budeval.errors import TerminalError, ValidationError
 from budeval.events.cloudevents import make_event
 from budeval.logs import get_logger
-from budeval.schemas.request import EvalRequest, Resources, Toleration
+from budeval.schemas.request import EndpointModel, EvalRequest, Resources, Toleration
 from budeval.schemas.results import ParsedRun
 from budeval.storage.base import EvaluationRecord
 from budeval.workflow import names, provenance, steps
@@ -43,10 +43,15 @@ from budeval.workflow.outcomes import OutcomeSteps
 __all__ = ["Deps", "EvalActivities", "Parser", "plan_runs", "render_plans", "with_cluster_defaults"]
 
 
-def with_cluster_defaults(resources: Resources, settings: Settings) -> Resources:
-    """Fill what the request left unset from the installation's defaults (the chart's runner values)."""
+def with_cluster_defaults(resources: Resources, settings: Settings, *, endpoint: bool = False) -> Resources:
+    """Fill what the request left unset from the installation's defaults (the chart's runner values); an
+    ``endpoint`` model's run (no weights, no GPU unless asked) gets ``endpoint_default_cpu``/``_memory``."""
     given = resources.model_fields_set
     update: dict[str, Any] = {}
+    if endpoint and resources.cpu is None and settings.endpoint_default_cpu:
+        update["cpu"] = settings.endpoint_default_cpu
+    if endpoint and resources.memory is None and settings.endpoint_default_memory:
+        update["memory"] = settings.endpoint_default_memory
     if "gpu_resource_name" not in given:
         update["gpu_resource_name"] = settings.default_gpu_resource_name
     if not resources.node_selector and settings.default_node_selector:
@@ -84,7 +89,7 @@ def render_plans(
     for plan in runs:
         refs = [by_name.get(name, name) for name in plan.datasets]
         answers = replay(plan.datasets) if replay is not None and request.rejudge_of is not None else None
-        text = render_config(request, refs, answers)
+        text = render_config(request, refs, settings, replay=answers)
         hashes[plan.run_id] = config_hash(text)
         specs.append(
             RunSpec(
@@ -94,7 +99,9 @@ def render_plans(
                 model=request.model,
                 judge=request.judge.model if request.judge is not None else None,
                 datasets=plan.datasets,
-                resources=with_cluster_defaults(request.resources, settings),
+                resources=with_cluster_defaults(
+                    request.resources, settings, endpoint=isinstance(request.model.source, EndpointModel)
+                ),
                 timeout_s=request.timeout_s,
             )
         )

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError as PydanticValidationError
 
+from budeval.config import Settings
 from budeval.engine import render
 from budeval.engine.catalog import BUNDLED
 from budeval.engine.render import PLUGIN_DIR, config_hash, render_config
@@ -97,12 +99,14 @@ def test_hf_base_model_and_sampling() -> None:
 def test_endpoint_model_reads_key_from_environment_and_never_holds_it() -> None:
     text = render_config(make_request(API), ["tiny_qa"])
     kw = kwargs(model_call(text))
-    assert kw["type"] == "OpenAISDK"
+    assert kw["type"] == "BudevalOpenAISDK"
     assert kw["key"] == "ENV"
     assert kw["openai_api_base"] == "http://10.0.0.1:8000/v1/"
     assert kw["path"] == "served-model"
-    # Only the *reference* is in the request; the secret's name/key do not belong in the config either.
-    assert "llm-keys" not in text and "token" not in text
+    # Only the *reference* is in the request; the secret's name/key do not belong in the config either (budeval's
+    # embedded plugin sources aside: the usage model counts "tokens").
+    rendered = "\n".join(line for line in text.splitlines() if not line.startswith("_budeval_usage_source = "))
+    assert "llm-keys" not in rendered and "token" not in rendered
 
 
 def test_keyless_endpoint_uses_placeholder() -> None:
@@ -170,6 +174,41 @@ def test_unknown_or_empty_or_duplicate_datasets_are_rejected() -> None:
         render_config(make_request(), [])
     with pytest.raises(ValidationError):
         render_config(make_request(), ["tiny_qa", "tiny_qa"])
+
+
+def test_endpoint_calls_come_from_settings_and_the_request_overrides_them() -> None:
+    """Rate, parallel requests, retries (OpenCompass's ``retry`` counts attempts) and the timeout of each request."""
+    built_in = kwargs(model_call(render_config(make_request(API), ["tiny_qa"])))
+    assert (built_in["query_per_second"], built_in["max_workers"], built_in["retry"], built_in["timeout"]) == (
+        4, 4, 3, 300.0
+    )
+    settings = Settings(endpoint_query_per_second=9, endpoint_max_parallel=2, endpoint_retries=0,
+                        endpoint_timeout_s=7.5)
+    operator = kwargs(model_call(render_config(make_request(API), ["tiny_qa"], settings)))
+    assert (operator["query_per_second"], operator["max_workers"], operator["retry"], operator["timeout"]) == (
+        9, 2, 1, 7.5
+    )
+    own = dict(API, query_per_second=1, max_parallel=8, retries=5, timeout_s=60)
+    requested = kwargs(model_call(render_config(make_request(own), ["tiny_qa"], settings)))
+    assert (requested["query_per_second"], requested["max_workers"], requested["retry"], requested["timeout"]) == (
+        1, 8, 6, 60.0
+    )
+    with pytest.raises(PydanticValidationError):
+        make_request(dict(API, max_parallel=0))
+
+
+def test_endpoint_model_is_budevals_usage_recording_subclass_carried_in_the_config() -> None:
+    text = render_config(make_request(API), ["gsm8k_gen"])  # a stock dataset: no scoring module, still the model
+    assert "\nfrom opencompass.models import" not in text  # the model comes from budeval_usage
+    assert "from budeval_usage import BudevalOpenAISDK" in text and "budeval_scoring" not in text
+    embedded = next(
+        ast.literal_eval(n.value)
+        for n in ast.parse(text).body
+        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "_budeval_usage_source"
+    )
+    assert embedded == (PLUGIN_DIR / "budeval_usage.py").read_text(encoding="utf-8")
+    both = render_config(make_request(API), ["tiny_qa"])
+    assert "from budeval_scoring import BudevalEvaluator" in both and "from budeval_usage import" in both
 
 
 def test_endpoint_tokenizer_path_is_rendered_when_given() -> None:

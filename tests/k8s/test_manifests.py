@@ -141,6 +141,37 @@ def test_api_key_only_as_secret_key_ref(tmp_path: Path) -> None:
     assert all("value" not in e for e in keyed)
 
 
+def test_an_endpoint_run_is_a_small_cpu_pod_without_gpu(tmp_path: Path) -> None:
+    """An endpoint request that says nothing about resources, through the workflow's own rendering: no GPU request
+    or limit, the operator's small CPU/memory defaults; a request asking for a GPU or more CPU gets what it asks."""
+    from budeval.schemas.request import EvalRequest
+    from budeval.workflow.activities import plan_runs, render_plans
+
+    settings = Settings(data_dir=tmp_path, results_root=Path("/results"), namespace="evals")
+    source = {"type": "openai", "base_url": "https://llm.example/v1", "model": "gpt-test"}
+
+    def job_resources(**extra: Any) -> dict[str, Any]:
+        request = EvalRequest.model_validate(
+            {"eval_id": "eval-endpoint", "model": {"name": "gpt", "source": source}, "datasets": ["tiny_qa"], **extra}
+        )
+        (spec,) = render_plans(request, plan_runs(request, ["tiny_qa"]), settings).specs
+        _, job = backend(tmp_path).manifests(spec)
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        return dict(container["resources"])
+
+    plain = job_resources()
+    assert plain == {"requests": {"cpu": "500m", "memory": "2Gi"}, "limits": {"memory": "2Gi"}}
+    assert not any("gpu" in name for part in plain.values() for name in part)
+    asked = job_resources(resources={"gpus": 1, "cpu": "4"})
+    assert asked["requests"] == {"nvidia.com/gpu": "1", "cpu": "4", "memory": "2Gi"}
+    hf = EvalRequest.model_validate(
+        {"eval_id": "eval-hf", "model": {"name": "m", "source": {"type": "huggingface", "path": "org/m"}},
+         "datasets": ["tiny_qa"]}
+    )
+    (spec,) = render_plans(hf, plan_runs(hf, ["tiny_qa"]), settings).specs
+    assert spec.resources.gpus == 1 and spec.resources.cpu is None  # a Hugging Face run keeps its GPU default
+
+
 def test_long_ids_give_a_stable_short_job_name() -> None:
     eval_id = "e" * 63
     name = m.job_name(eval_id, "r12")

@@ -113,9 +113,11 @@ def owner_reference(job: dict[str, Any]) -> dict[str, Any]:
 
 
 #: ``sh -c`` prologue of a run: the run captures its own environment into ``{work}/.budeval/environment.json``
-#: (budeval.engine.environment; a failed capture never fails the run), then ``exec``s OpenCompass (PID 1 gets signals).
+#: (budeval.engine.environment; a failed capture never fails the run), then ``exec``s OpenCompass (PID 1 gets signals)
+#: with ``BUDEVAL_USAGE_DIR`` naming ``{work}/.budeval/usage`` (an endpoint model's usage lines, budeval_usage.py).
 _CAPTURE_PROLOGUE = (
-    'capture="$1"; work="$2"; shift 2; meta="$work/.budeval"; '
+    'capture="$1"; work="$2"; shift 2; meta="$work/.budeval"; BUDEVAL_USAGE_DIR="$meta/usage"; '
+    'export BUDEVAL_USAGE_DIR; '
     'mkdir -p "$meta" && python -c "$capture" >"$meta/environment.json.tmp" 2>/dev/null '
     '&& mv "$meta/environment.json.tmp" "$meta/environment.json" || rm -f "$meta/environment.json.tmp"; '
     'exec "$@"'

@@ -50,6 +50,10 @@ ERROR_LINE = re.compile(r"(^\w[\w.]*(?:Error|Exception)\b.*$)|( - ERROR - .*$)",
 #: The runner's line about a task that failed (``... - ERROR - ... task OpenICLInfer[m/d] fail, see ...``): OpenCompass
 #: logs it and carries on, so a run with such lines failed in its tasks rather than crashed.
 TASK_FAILED_LINE = re.compile(r" - ERROR - .*(?:fail|error)", re.IGNORECASE)
+#: OpenCompass's OpenAI models' last word on a prompt the endpoint did not answer after every attempt
+#: (opencompass/models/openai_api.py, ``_generate``: ``Calling OpenAI API failed after retrying for N times``): the
+#: endpoint was down, unreachable or kept refusing, so the task failed because of the endpoint.
+ENDPOINT_FAILED_LINE = re.compile(r"Calling OpenAI API failed after retrying")
 EXCERPT_CHARS = 4000
 
 
@@ -257,6 +261,12 @@ def error_lines(text: str) -> list[str]:
 def task_failure_lines(log: str) -> list[str]:
     """The runner's lines about failed tasks (see :data:`TASK_FAILED_LINE`), stripped, in order."""
     return [line.strip() for line in log.splitlines() if TASK_FAILED_LINE.search(line)]
+
+
+def endpoint_failed(errors: str) -> bool:
+    """Whether error lines (or an excerpt of them) say an endpoint model's requests failed
+    (:data:`ENDPOINT_FAILED_LINE`)."""
+    return ENDPOINT_FAILED_LINE.search(errors) is not None
 
 
 def last_error(logs: list[Path], size: int = 64 * 1024) -> str | None:

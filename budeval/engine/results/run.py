@@ -31,6 +31,7 @@ from budeval.engine.results.predictions import (
     worker_parse_range,
 )
 from budeval.engine.results.table import ScoreTable, build_table
+from budeval.engine.results.usage import read_usage
 from budeval.engine.results.verdicts import Verdicts, dataset_verdicts
 from budeval.errors import NoSummaryError, OutsideRunError, ResultParseError
 from budeval.logs import get_logger
@@ -148,6 +149,7 @@ class OpenCompassRun:
             summary_files=summaries,
             notes=self.table.notes,
             judges=self.table.judges,
+            usage=read_usage(self.work_dir),
         )
 
     def _version(self) -> str | None:
