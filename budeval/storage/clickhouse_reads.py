@@ -206,8 +206,9 @@ class StoreReads:
                 correct=c,
                 replica=int(r),
                 score=sc,
+                judge_answer=ja,
             )
-            for m, d, i, p, pr, g, c, r, sc in rows
+            for m, d, i, p, pr, g, c, r, sc, ja in rows
         ]
 
     def replay_answers(self, eval_id: str, model: str, datasets: list[str]) -> dict[str, list[str]]:
