@@ -27,7 +27,7 @@ from budeval.engine.judging import DEFAULT_TEMPLATE
 from tests.conftest import OpenAIServer
 from tests.service.serve_process import ServeProcess, serve_env
 
-pytestmark = [pytest.mark.opencompass, pytest.mark.slow]
+pytestmark = [pytest.mark.opencompass, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 QUESTIONS = [
     {"question": "What is 2+3? Reply with only the number.", "answer": "5"},
