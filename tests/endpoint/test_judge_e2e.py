@@ -7,7 +7,8 @@ only the judge.
 Inference calls of the evaluated model are counted by a counting proxy this test starts in front of the server
 (the evaluated model's ``base_url``); the judge talks to the server directly, whose own log counts every request.
 
-Runtime (2-core machine shared with other sessions): ~2-4 min per evaluation (3 examples; two OpenCompass tasks).
+Runtime (2-core machine shared with other sessions): 15 min measured 2026-12-01 10:47-11:02 under a load of ~8 (the
+server answered a judge prompt in ~30 s then; the first evaluation ~6 min, the re-judging ~7 min, setup 1 min).
 """
 
 from __future__ import annotations
