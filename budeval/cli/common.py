@@ -80,4 +80,3 @@ def score_table(rows: Sequence[ScoreRow], out: TextIO) -> None:
         [(r.model, r.dataset, r.metric or "-", fmt(r.score), r.status, cut(r.reason or "")) for r in rows],
         out,
     )
-

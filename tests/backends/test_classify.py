@@ -58,3 +58,19 @@ def test_the_results_files_decide_with_the_newest_summary(tmp_path: Path) -> Non
 def test_exit_zero_and_nothing_written_is_no_scores(tmp_path: Path) -> None:
     state = classify_exit("e1", "r0", tmp_path, 0, None)
     assert (state.phase, state.reason_class) == ("failed", "no_scores")
+
+
+def test_an_endpoint_that_stopped_answering_is_endpoint_unavailable(tmp_path: Path) -> None:
+    """The reuse fixture without scores, its infer log ending as OpenCompass's OpenAI model ends a prompt whose every
+    attempt failed (opencompass/models/openai_api.py): not a generic task error, the endpoint's."""
+    work = tmp_path / "reuse"
+    shutil.copytree(FIXTURES / "reuse", work)
+    for path in [*work.glob("*/summary/summary_*.csv"), *work.glob("*/results/*/*.json")]:
+        path.unlink()
+    (log,) = list(work.glob("*/logs/infer/*/*.out"))[-1:]
+    log.write_text(log.read_text() + "\n12/01 10:33:56 - OpenCompass - ERROR - openai_api.py - _generate - 957 - "
+                   "Connection error.\nRuntimeError: Calling OpenAI API failed after retrying for 3 times. Check the "
+                   "logs for details.\n")
+    phase, reason, message, excerpt = classify(work)
+    assert (phase, reason) == ("failed", "endpoint_unavailable")
+    assert "endpoint" in message and "Calling OpenAI API failed after retrying" in excerpt

@@ -55,7 +55,7 @@ def _request(eval_id: str, server: OpenAIServer, tokenizer: str, **extra: Any) -
                   "source": {"type": "openai", "base_url": server.base_url, "model": server.model,
                              "tokenizer_path": tokenizer}},
         "suite": "light",
-        "generation": {"max_out_len": 32, "batch_size": 4},
+        "generation": {"max_out_len": 24, "batch_size": 4},
         "timeout_s": 1800,
         "force": True,
         **extra,
@@ -78,6 +78,7 @@ def served(opencompass_env: dict[str, str], tmp_path: Path) -> Iterator[ServePro
         process.stop()
 
 
+@pytest.mark.timeout(1500)
 def test_light_through_the_topic_against_the_real_server(
     served: ServeProcess, openai_server: OpenAIServer, opencompass_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -101,7 +102,7 @@ def test_light_through_the_topic_against_the_real_server(
     assert set(usage["runs"]) == {"r0", "r1"}
     total = usage["total"]
     assert (total["requests"], total["failed_requests"]) == (9, 0)
-    assert total["prompt_tokens"] > 9 * 10 and 9 <= total["completion_tokens"] <= 9 * 32
+    assert total["prompt_tokens"] > 9 * 10 and 9 <= total["completion_tokens"] <= 9 * 24
     assert total["total_tokens"] == total["prompt_tokens"] + total["completion_tokens"]
     status = served.cli("status", "endpoint-light")
     assert status.returncode == 0 and "usage: 9 requests (0 failed), tokens: prompt" in status.stdout, status.stderr
@@ -115,15 +116,17 @@ def test_light_through_the_topic_against_the_real_server(
     assert f"usage: 9 requests (0 failed), tokens: prompt {total['prompt_tokens']}" in text.stdout, text.stderr
 
 
+@pytest.mark.timeout(1500)
 def test_server_killed_mid_run_fails_that_run_as_endpoint_unavailable_and_keeps_the_rest(
     opencompass_env: dict[str, str], tmp_path: Path
 ) -> None:
     server = start_openai_server(tmp_path / "openai")
     served: ServeProcess | None = None
     try:
-        # one run at a time, one prompt per request batch, no retries and short timeouts: a fast, clear failure
+        # one run at a time, one prompt per request batch, no retries: a fast, clear failure once the server is gone
+        # (refused connections fail at once; the timeout only has to outlast a slow answer on a loaded machine)
         served = _served(tmp_path / "data", opencompass_env, BUDEVAL_MAX_PARALLEL_RUNS="1",
-                         BUDEVAL_ENDPOINT_RETRIES="0", BUDEVAL_ENDPOINT_TIMEOUT_S="30")
+                         BUDEVAL_ENDPOINT_RETRIES="0", BUDEVAL_ENDPOINT_TIMEOUT_S="900")
         request = _request("endpoint-killed", server, opencompass_env["BUDEVAL_MODEL_PATH"],
                            generation={"max_out_len": 16, "batch_size": 1})
         proc = _submit(served, request, tmp_path)

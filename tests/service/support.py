@@ -137,6 +137,9 @@ class StandInStore:
     def clear_results(self, eval_id: str) -> None:
         self.scores.pop(eval_id, None)
 
+    def usage(self, eval_id: str) -> dict[str, Any]:
+        return {}  # no endpoint runs here
+
     def evaluations_to_tend(self, limit: int = 100) -> list[EvaluationRecord]:
         return [r for r in self.records.values() if r.status in ("pending", "running") or r.archive_pending][:limit]
 
