@@ -71,8 +71,7 @@ def test_each_scoring_is_accepted_for_its_kinds(kind: str, scoring: str) -> None
 @pytest.mark.parametrize(
     ("kind", "scoring", "reason"),
     [
-        ("qa", "judge", "not available yet"),
-        ("mcq", "judge", "not available yet"),
+        ("mcq", "judge", "does not apply to mcq"),
         ("qa", "regex:answer is (\\w+", "invalid regular expression"),
         ("qa", "regex:[", "invalid regular expression"),
         ("qa", "regex:answer is \\w+", "capturing group"),

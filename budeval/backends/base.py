@@ -14,7 +14,7 @@ from typing import Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from budeval.masking import redact
-from budeval.schemas.request import ModelSpec, Resources
+from budeval.schemas.request import EndpointModel, ModelSpec, Resources
 
 RunPhase = Literal["pending", "running", "succeeded", "failed", "cancelled", "unknown"]
 TERMINAL_PHASES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
@@ -46,6 +46,16 @@ class RunSpec(BaseModel):
     datasets: list[str]
     resources: Resources = Field(default_factory=Resources)
     timeout_s: int = 6 * 3600
+    #: The request's judge model (datasets scored ``judge``), for the key the run carries (:meth:`keyed_source`).
+    judge: ModelSpec | None = None
+
+    def keyed_source(self) -> EndpointModel | None:
+        """The endpoint whose API key the run needs in ``OPENAI_API_KEY``: the model's, else the judge's (the
+        policy allows one credential per run: budeval/policy/credentials.py); None when neither has a key."""
+        for spec in (self.model, self.judge):
+            if spec is not None and isinstance(spec.source, EndpointModel) and spec.source.api_key_secret:
+                return spec.source
+        return None
 
 
 class RunState(BaseModel):

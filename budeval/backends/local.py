@@ -49,7 +49,6 @@ from budeval.engine.environment import CAPTURE_SCRIPT
 from budeval.errors import BackendUnavailableError, ValidationError
 from budeval.logs import get_logger
 from budeval.schemas.ids import check_dns_label
-from budeval.schemas.request import EndpointModel
 
 #: Environment variable OpenCompass's OpenAI models read (``key='ENV'`` in the rendered config).
 API_KEY_ENV = "OPENAI_API_KEY"
@@ -154,8 +153,8 @@ class LocalBackend:
         return [self._run_at(p.parent.parent) for p in self.root.glob(f"*/*/{META}/submitted")]
 
     def _secret_env(self, spec: RunSpec) -> dict[str, str]:
-        source = spec.model.source
-        if not isinstance(source, EndpointModel) or source.api_key_secret is None:
+        source = spec.keyed_source()
+        if source is None or source.api_key_secret is None:
             return {}
         var = secret_env_name(source.api_key_secret.name, source.api_key_secret.key)
         secret = credential_secret(var)

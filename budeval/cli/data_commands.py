@@ -131,8 +131,10 @@ def _question(prompt: str) -> str:
 
 def _example_table(rows: Sequence[ExampleRow], out: TextIO) -> None:
     many = len({r.model for r in rows}) > 1
+    judged = any(r.judge_answer for r in rows)  # a judge's raw answer beside its verdict
     table(
-        (*(["model"] if many else []), "dataset", "#", "question", "answer", "gold", "verdict"),
+        (*(["model"] if many else []), "dataset", "#", "question", "answer", "gold", "verdict",
+         *(["judge said"] if judged else [])),
         [
             (
                 *([r.model] if many else []),
@@ -142,6 +144,7 @@ def _example_table(rows: Sequence[ExampleRow], out: TextIO) -> None:
                 cut(r.prediction, EXAMPLE_TEXT_CHARS),
                 cut(r.gold, 24),
                 _VERDICT[r.correct],
+                *([cut(" ".join(r.judge_answer.split()), 32)] if judged else []),
             )
             for r in rows
         ],

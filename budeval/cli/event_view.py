@@ -36,6 +36,10 @@ def print_details(data: dict[str, Any]) -> None:
         print(f"  reason: {data['reason']}" + (f" (field: {data['field']})" if data.get("field") else ""))
     if data.get("reused_from"):
         print(f"  reused from: {data['reused_from']}")
+    if data.get("judge"):
+        print(f"  judge: {data['judge']}")
+    if data.get("rejudge_of"):
+        print(f"  re-judged the predictions of: {data['rejudge_of']}")
     if data.get("archive_url"):
         print(f"  archive: {data['archive_url']}")
     scores = data.get("scores") or []
@@ -61,6 +65,10 @@ def provenance_lines(p: dict[str, Any]) -> list[str]:
     lines += [f"  unresolved: {why}" for why in p.get("identity_unresolved") or []]
     if p.get("model_commit"):
         lines.append(f"model: {p['model_commit']}")
+    if p.get("judge"):
+        lines.append(f"judge: {p['judge']}")
+    if p.get("rejudge_of"):
+        lines.append(f"re-judged the stored predictions of {p['rejudge_of']} (no inference)")
     gpu = f"{p.get('gpu_count')} x {p['gpu_type']}" if p.get("gpu_type") else "no GPU"
     lines.append(f"ran on: {', '.join(p.get('hosts') or []) or '-'} ({gpu}), image {p.get('image') or '-'}")
     lines.append(f"engine: OpenCompass {p.get('engine_version') or '-'}; budeval {p.get('budeval_version') or '-'}"

@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "budeval.cli.datasets_command",  # datasets check
     "budeval.cli.gc_command",  # gc (retention)
     "budeval.cli.suites_command",  # suites
+    "budeval.cli.rejudge_command",  # rejudge
 )
 
 

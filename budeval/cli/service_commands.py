@@ -75,6 +75,14 @@ def _status_view(body: dict[str, Any]) -> dict[str, Any]:
     evaluation = body.get("evaluation") or {}
     view["archive_url"] = evaluation.get("archive_url")
     view["reused_from"] = evaluation.get("reused_from")
+    if evaluation.get("judge"):
+        view["judge"] = evaluation.get("judge")
+    if evaluation.get("rejudge_of"):
+        view["rejudge_of"] = evaluation.get("rejudge_of")
+    if evaluation.get("judge"):
+        view["judge"] = evaluation.get("judge")
+    if evaluation.get("rejudge_of"):
+        view["rejudge_of"] = evaluation.get("rejudge_of")
     return view
 
 

@@ -213,21 +213,28 @@ def _submit(args: argparse.Namespace) -> int:
     request = _read_request(args.file, settings.max_json_depth)
     if args.force:
         request["force"] = True
-    deadline = time.monotonic() + max(1.0, args.timeout)
+    return submit_request(settings, request, wait=args.wait, timeout=args.timeout, as_json=args.json)
+
+
+def submit_request(settings: Settings, request: dict[str, Any], *, wait: bool, timeout: float, as_json: bool) -> int:
+    """Publish ``request`` on the request topic; with ``wait``, follow the events until it ends and print the final
+    event (``as_json``: as JSON). Exit code: 0 when it completed (or was reused), else 1. Raises TransientError when
+    no service or sidecar answers within ``client_unreachable_s``."""
+    deadline = time.monotonic() + max(1.0, timeout)
     url = _wait_ready(settings, deadline)
     request_id = f"req-{uuid.uuid4().hex}"
     # Only events after this publish count: an earlier evaluation under the same eval id must not answer --wait.
-    after = last_event_seq(url, settings) if args.wait else None
-    if args.wait and after is None:
+    after = last_event_seq(url, settings) if wait else None
+    if wait and after is None:
         raise ValidationError("--wait needs the embedded sidecar's message log (not available under daprd)")
     publish_request(url, settings, request, request_id)
     raw_id = request.get("eval_id")
     eval_id = raw_id if isinstance(raw_id, str) else None
     print(f"published {eval_id or '(no eval_id)'} on {settings.pubsub_name}/{settings.request_topic}", file=sys.stderr)
-    if not args.wait:
+    if not wait:
         return 0
     event = follow_events(url, settings, eval_id, request_id, deadline, after or 0)
-    if args.json:
+    if as_json:
         print(json.dumps(event, indent=2))
     else:
         print_event(event)

@@ -18,7 +18,11 @@ Two evaluations with equal identity hashes compute the same scores, so the later
   given apart (``HuggingFaceModel.separate_tokenizer``);
 - ``generation``: every generation setting (``GenerationSettings``) but the seed, which reaches no OpenCompass setting;
 - ``engine``: OpenCompass's version and the runner (the image in a cluster; locally ``local-venv`` and the venv's
-  installed distributions, :func:`_engine`).
+  installed distributions, :func:`_engine`);
+- ``judge`` (only when the request names one): the judge model's identity (as ``model`` above), the sha256 of its
+  prompt template and its generation settings (budeval/engine/judging.py ``judge_component``);
+- ``rejudge_of`` (only for a re-judging request): the evaluation whose stored predictions are judged again -- the
+  answers judged are that evaluation's, not a new inference.
 
 Not in it: the eval id, experiment id, checkpoint (series, step, tokens seen), labels, resources, timeout,
 ``force``, ``split``, the gate and the model's display name (they change where, how or under which name it runs,
@@ -46,6 +50,7 @@ from pydantic import BaseModel, Field
 from budeval.config import Settings
 from budeval.engine.catalog import BUNDLED, STOCK, resolve_datasets
 from budeval.engine.digests import DigestCache, combine
+from budeval.engine.judging import judge_component
 from budeval.engine.render import scoring_source
 from budeval.schemas.request import CustomDataset, EndpointModel, EvalRequest, HuggingFaceModel, is_hub_id
 
@@ -127,6 +132,12 @@ def compute_identity(
         "generation": request.generation.model_dump(mode="json", exclude={"seed"}),
         "engine": _engine(settings),
     }
+    # Added only when present, so that the identities of requests without a judge keep their hashes.
+    if request.judge is not None:
+        judge_model = _model(request.judge.model.source, digests, hub, unresolved)
+        components["judge"] = judge_component(request.judge, judge_model)
+    if request.rejudge_of is not None:
+        components["rejudge_of"] = request.rejudge_of
     return Identity(hash=None if unresolved else combine(components), components=components, unresolved=unresolved)
 
 

@@ -23,7 +23,15 @@ provenance (what exactly was run) and a cache key. Decisions (see docs/opencompa
   (OpenCompass's evaluation tasks are child processes); the config hash therefore covers the exact scoring code
   and the bundled data;
 - stock datasets are imported inside ``read_base()`` under an alias per dataset, so that two stock configs exporting
-  the same variable name (``mmlu_gen``/``mmlu_ppl``) do not collide.
+  the same variable name (``mmlu_gen``/``mmlu_ppl``) do not collide;
+- a custom dataset scored ``judge`` gets OpenCompass's ``GenericLLMEvaluator`` with the request's judge model as
+  ``judge_cfg`` (rendered like an evaluated model, its key by ``key='ENV'`` too; an endpoint judge is plain
+  ``OpenAISDK``, so the run's recorded usage stays the evaluated model's), the judge prompt
+  (budeval/engine/judging.py) and budeval's ``budeval_judge_postprocess`` (verdict letter -> ``correct``, the raw
+  answer kept as ``judge_answer``);
+- a re-judging request (``rejudge_of``) replaces the evaluated model by ``BudevalReplay`` (the plugin's model
+  class, same ``abbr``), which answers each prompt with the prediction stored for it by the earlier evaluation
+  (``replay``: prompt text as stored -> predictions in example order): the evaluated model is never called.
 """
 
 from __future__ import annotations
@@ -33,12 +41,22 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from budeval.config import Settings
 from budeval.config.settings import default
 from budeval.engine.catalog import BUNDLED, STOCK
+from budeval.engine.judging import template_of
 from budeval.errors import ValidationError
-from budeval.schemas.request import CustomDataset, EndpointModel, EvalRequest, HuggingFaceModel, split_scoring
+from budeval.schemas.request import (
+    JUDGE_SCORING,
+    CustomDataset,
+    EndpointModel,
+    EvalRequest,
+    HuggingFaceModel,
+    JudgeSpec,
+    split_scoring,
+)
 
 #: Environment variable OpenCompass's OpenAI models read when ``key='ENV'``.
 API_KEY_ENV = "OPENAI_API_KEY"
@@ -49,6 +67,13 @@ PLUGIN_DIR = Path(__file__).resolve().parent / "opencompass_plugin"
 #: The scoring module (a file of :data:`PLUGIN_DIR`, written under this name next to the run) and its evaluator.
 SCORING_MODULE = "budeval_scoring"
 EVALUATOR = "BudevalEvaluator"
+#: The plugin's judge post-processor and replay model (budeval_scoring.py).
+JUDGE_POSTPROCESS = "budeval_judge_postprocess"
+REPLAY_MODEL = "BudevalReplay"
+#: The judge model's dict, defined once in the config and referenced by each judged dataset.
+JUDGE_VARIABLE = "_budeval_judge"
+#: Prompt texts as stored (``ROLE: text`` lines) -> the stored predictions for that prompt, in example order.
+Replay = dict[str, list[str]]
 SCORING_SOURCE = PLUGIN_DIR / f"{SCORING_MODULE}.py"
 #: The usage-recording endpoint model (a file of :data:`PLUGIN_DIR`) and its class.
 USAGE_MODULE = "budeval_usage"
@@ -101,12 +126,22 @@ def config_hash(text: str) -> str:
 
 
 def render_config(
-    request: EvalRequest, datasets: Sequence[str | CustomDataset], settings: Settings | None = None
+    request: EvalRequest,
+    datasets: Sequence[str | CustomDataset],
+    settings: Settings | None = None,
+    replay: Replay | None = None,
 ) -> str:
-    """The OpenCompass config for ``request``'s model over ``datasets`` (names or the request's custom datasets);
-    ``settings``: the operator's defaults for endpoint models (:class:`EndpointCalls`; None: the built-in ones)."""
+    """The OpenCompass config for ``request``'s model over ``datasets`` (names or the request's custom datasets).
+
+    ``settings``: the operator's defaults for endpoint models (:class:`EndpointCalls`; None: the built-in ones).
+    ``replay``: for a request with ``rejudge_of``, the earlier evaluation's stored predictions (see :data:`Replay`);
+    ValidationError when such a request comes without them.
+    """
     if not datasets:
         raise ValidationError("no datasets to render", field="datasets")
+    if request.rejudge_of is not None and replay is None:
+        raise ValidationError(f"re-judging {request.rejudge_of!r} needs its stored predictions", field="rejudge_of")
+    judged = False
     stock_imports: list[str] = []
     dataset_lines: list[str] = []
     seen: set[str] = set()
@@ -117,7 +152,13 @@ def render_config(
         if name in seen:
             raise ValidationError(f"dataset {name!r} listed twice", field="datasets")
         seen.add(name)
-        if isinstance(ref, CustomDataset):
+        if isinstance(ref, CustomDataset) and ref.scoring == JUDGE_SCORING:
+            if request.judge is None:
+                raise ValidationError(f"dataset {name!r} is scored 'judge' but the request names no judge",
+                                      field="judge")
+            dataset_lines.append(_judged_dataset(ref, request.judge))
+            judged = True
+        elif isinstance(ref, CustomDataset):
             dataset_lines.append(_custom_dataset(ref.name, ref.path, ref.kind, ref.scoring))
         elif ref in BUNDLED:
             bundled = BUNDLED[ref]
@@ -142,34 +183,53 @@ def render_config(
             raise ValidationError(f"unknown dataset {ref!r}", field="datasets")
 
     source = request.model.source
-    model_class, model_lines = (
-        _hf_model(request, source)
-        if isinstance(source, HuggingFaceModel)
-        else _endpoint_model(request, source, EndpointCalls.resolve(source, settings))
-    )
-    scoring = any(not line.lstrip().startswith("*") for line in dataset_lines)
+    gpus = request.resources.gpus
+    if replay is not None:
+        model_class, model_lines = REPLAY_MODEL, _replay_model(request, replay)
+    else:
+        model_class, model_lines = _model_dict(request.model.name, source, request.generation, gpus, "    ",
+                                               settings)
+    model_classes = [] if replay is not None else [model_class]
+    judge_lines: list[str] = []
+    if judged and request.judge is not None:
+        judge_class, judge_lines = _model_dict(request.judge.model.name, request.judge.model.source, request.judge,
+                                               0, "", settings, judge=True)
+        model_classes.append(judge_class)
     out = [
         "# OpenCompass 0.5.4 config rendered by budeval; do not edit: budeval records the sha256 of this text.",
         f"# evaluation {request.eval_id!r}, model {request.model.name!r}. No secret is written here.",
     ]
     if stock_imports:
         out += ["from mmengine.config import read_base", "", "with read_base():", *stock_imports, ""]
-    modules = ([(SCORING_MODULE, scoring_source(), EVALUATOR)] if scoring else []) + (
-        [(USAGE_MODULE, usage_source(), ENDPOINT_MODEL)] if model_class == ENDPOINT_MODEL else []
+    stock_classes = sorted({c for c in model_classes if c != ENDPOINT_MODEL})
+    if stock_classes:
+        out += [f"from opencompass.models import {', '.join(stock_classes)}", ""]
+    if judged:
+        out += [
+            "from opencompass.datasets.custom import CustomDataset as _budeval_CustomDataset",
+            "from opencompass.evaluator import GenericLLMEvaluator",
+            "from opencompass.openicl.icl_prompt_template import PromptTemplate as _budeval_PromptTemplate",
+            "",
+        ]
+    scoring = replay is not None or any(not line.lstrip().startswith("*") for line in dataset_lines)
+    imported = [EVALUATOR] + ([JUDGE_POSTPROCESS] if judged else []) + ([REPLAY_MODEL] if replay is not None else [])
+    modules = ([(SCORING_MODULE, scoring_source(), imported)] if scoring else []) + (
+        [(USAGE_MODULE, usage_source(), [ENDPOINT_MODEL])] if ENDPOINT_MODEL in model_classes else []
     )
-    if model_class != ENDPOINT_MODEL:
-        out += [f"from opencompass.models import {model_class}", ""]
     if modules:
         out += _plugin_lines(modules)
     if bundled_files:
         out += _bundled_lines(bundled_files)
+    if judge_lines:
+        out += ["# The judge model (request.judge): OpenCompass's GenericLLMEvaluator builds it in the eval task.",
+                f"{JUDGE_VARIABLE} = {judge_lines[0]}", *judge_lines[1:-1], judge_lines[-1].rstrip(","), ""]
     out += ["models = [", *model_lines, "]", ""]
     out += ["datasets = [", *dataset_lines, "]", ""]
     return "\n".join(out)
 
 
-def _plugin_lines(modules: list[tuple[str, str, str]]) -> list[str]:
-    """Write budeval's plugin modules (name, source, the class imported from it) next to this process, import them
+def _plugin_lines(modules: list[tuple[str, str, list[str]]]) -> list[str]:
+    """Write budeval's plugin modules (name, source, the names imported from it) next to this process, import them
     here and in OpenCompass's task processes.
 
     Statements only through ``__import__(...)`` expressions: a module bound to a name would become a config value,
@@ -198,7 +258,7 @@ def _plugin_lines(modules: list[tuple[str, str, str]]) -> list[str]:
         "__import__('sys').path.insert(0, _budeval_plugin)",
         f"{env}['PYTHONPATH'] = __import__('os').pathsep.join("
         f"filter(None, [_budeval_plugin, {env}.get('PYTHONPATH')]))",
-        *(f"from {name} import {cls}" for name, _, cls in modules),
+        *(f"from {name} import {', '.join(imported)}" for name, _, imported in modules),
         "",
     ]
     return lines
@@ -228,8 +288,78 @@ def _custom_dataset(abbr: str, path: str, kind: str, scoring: str, *, in_plugin:
     )
 
 
-def _hf_model(request: EvalRequest, source: HuggingFaceModel) -> tuple[str, list[str]]:
+class _Generation(Protocol):
+    """The generation settings a rendered model takes: the request's ``generation`` or its ``judge``."""
+
+    @property
+    def max_out_len(self) -> int: ...
+    @property
+    def max_seq_len(self) -> int: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def temperature(self) -> float: ...
+
+
+def _model_dict(
+    name: str,
+    source: HuggingFaceModel | EndpointModel,
+    gen: _Generation,
+    gpus: int,
+    indent: str,
+    settings: Settings | None,
+    *,
+    judge: bool = False,
+) -> tuple[str, list[str]]:
+    """(OpenCompass model class, the lines of its ``dict(...)``, indented by ``indent``). An endpoint judge is
+    OpenCompass's plain ``OpenAISDK``: the run's usage records stay the evaluated model's."""
+    if isinstance(source, HuggingFaceModel):
+        cls, lines = _hf_model(name, source, gen, gpus)
+    else:
+        calls = EndpointCalls.resolve(source, settings)
+        cls, lines = _endpoint_model(name, source, gen, calls, "OpenAISDK" if judge else ENDPOINT_MODEL)
+    return cls, [indent + line for line in lines]
+
+
+def _judged_dataset(ref: CustomDataset, judge: JudgeSpec) -> str:
+    """A custom QA dataset scored by the judge: OpenCompass's GenericLLMEvaluator over the same dataset file."""
+    prompt_template = (
+        f"dict(type=_budeval_PromptTemplate, template=dict(round=[dict(role='HUMAN', prompt={template_of(judge)!r})]))"
+    )
+    dataset_cfg = (
+        f"dict(type=_budeval_CustomDataset, path={ref.path!r},"
+        " reader_cfg=dict(input_columns=['question'], output_column='answer'))"
+    )
+    kwargs = (
+        f"dict(dataset_cfg={dataset_cfg}, dict_postprocessor=dict(type={JUDGE_POSTPROCESS}),"
+        f" judge_cfg={JUDGE_VARIABLE}, prompt_template={prompt_template})"
+    )
+    return (
+        f"    dict(abbr={ref.name!r}, path={ref.path!r}, data_type={ref.kind!r}, infer_method='gen',"
+        f" evaluator=GenericLLMEvaluator, evaluator_kwargs={kwargs}),"
+    )
+
+
+def _replay_model(request: EvalRequest, replay: Replay) -> list[str]:
+    """The evaluated model's stand-in for a re-judging run: the stored predictions, keyed by prompt text."""
     gen = request.generation
+    return [
+        "    dict(",
+        f"        type={REPLAY_MODEL},",
+        f"        abbr={request.model.name!r},",
+        f"        path={'replay:' + str(request.rejudge_of)!r},",
+        f"        answers={dict(sorted(replay.items()))!r},",
+        "        meta_template=dict(round=[dict(role='HUMAN', api_role='HUMAN'),"
+        " dict(role='BOT', api_role='BOT', generate=True)]),",
+        f"        max_out_len={gen.max_out_len!r},",
+        f"        max_seq_len={gen.max_seq_len!r},",
+        f"        batch_size={gen.batch_size!r},",
+        "        run_cfg=dict(num_gpus=0),",
+        "    ),",
+    ]
+
+
+def _hf_model(name: str, source: HuggingFaceModel, gen: _Generation, gpus: int) -> tuple[str, list[str]]:
     cls = "HuggingFacewithChatTemplate" if source.mode == "chat" else "HuggingFaceBaseModel"
     model_kwargs: dict[str, object] = {"trust_remote_code": False}
     tokenizer_kwargs: dict[str, object] = {"trust_remote_code": False}
@@ -243,50 +373,51 @@ def _hf_model(request: EvalRequest, source: HuggingFaceModel) -> tuple[str, list
     else:
         generation_kwargs = {"do_sample": False}
     lines = [
-        "    dict(",
-        f"        type={cls},",
-        f"        abbr={request.model.name!r},",
-        f"        path={source.path!r},",
-        f"        tokenizer_path={(tokenizer or source.path)!r},",
-        f"        model_kwargs={_literal(model_kwargs)},",
-        f"        tokenizer_kwargs={_literal(tokenizer_kwargs)},",
-        f"        generation_kwargs={_literal(generation_kwargs)},",
-        f"        max_out_len={gen.max_out_len!r},",
-        f"        max_seq_len={gen.max_seq_len!r},",
-        f"        batch_size={gen.batch_size!r},",
-        f"        run_cfg=dict(num_gpus={request.resources.gpus!r}),",
-        "    ),",
+        "dict(",
+        f"    type={cls},",
+        f"    abbr={name!r},",
+        f"    path={source.path!r},",
+        f"    tokenizer_path={(tokenizer or source.path)!r},",
+        f"    model_kwargs={_literal(model_kwargs)},",
+        f"    tokenizer_kwargs={_literal(tokenizer_kwargs)},",
+        f"    generation_kwargs={_literal(generation_kwargs)},",
+        f"    max_out_len={gen.max_out_len!r},",
+        f"    max_seq_len={gen.max_seq_len!r},",
+        f"    batch_size={gen.batch_size!r},",
+        f"    run_cfg=dict(num_gpus={gpus!r}),",
+        "),",
     ]
     return cls, lines
 
 
-def _endpoint_model(request: EvalRequest, source: EndpointModel, calls: EndpointCalls) -> tuple[str, list[str]]:
-    gen = request.generation
+def _endpoint_model(
+    name: str, source: EndpointModel, gen: _Generation, calls: EndpointCalls, cls: str
+) -> tuple[str, list[str]]:
     # 'ENV' makes OpenCompass read OPENAI_API_KEY at run time; 'EMPTY' is the usual placeholder of keyless servers.
     key = "ENV" if source.api_key_secret is not None else "EMPTY"
     lines = [
-        "    dict(",
-        f"        type={ENDPOINT_MODEL},",
-        f"        abbr={request.model.name!r},",
-        f"        path={source.model!r},",
-        f"        openai_api_base={source.base_url!r},",
-        f"        key={key!r},",
-        *([f"        tokenizer_path={source.tokenizer_path!r},"] if source.tokenizer_path else []),
-        "        meta_template=dict(round=[dict(role='HUMAN', api_role='HUMAN'),"
+        "dict(",
+        f"    type={cls},",
+        f"    abbr={name!r},",
+        f"    path={source.model!r},",
+        f"    openai_api_base={source.base_url!r},",
+        f"    key={key!r},",
+        *([f"    tokenizer_path={source.tokenizer_path!r},"] if source.tokenizer_path else []),
+        "    meta_template=dict(round=[dict(role='HUMAN', api_role='HUMAN'),"
         " dict(role='BOT', api_role='BOT', generate=True)]),",
-        f"        query_per_second={calls.query_per_second!r},",
-        f"        max_workers={calls.max_parallel!r},",
+        f"    query_per_second={calls.query_per_second!r},",
+        f"    max_workers={calls.max_parallel!r},",
         # OpenCompass's ``retry`` counts attempts: the first one plus the retries.
-        f"        retry={calls.retries + 1!r},",
-        f"        timeout={calls.timeout_s!r},",
-        f"        temperature={gen.temperature!r},",
-        f"        max_out_len={gen.max_out_len!r},",
-        f"        max_seq_len={gen.max_seq_len!r},",
-        f"        batch_size={gen.batch_size!r},",
-        "        run_cfg=dict(num_gpus=0),",
-        "    ),",
+        f"    retry={calls.retries + 1!r},",
+        f"    timeout={calls.timeout_s!r},",
+        f"    temperature={gen.temperature!r},",
+        f"    max_out_len={gen.max_out_len!r},",
+        f"    max_seq_len={gen.max_seq_len!r},",
+        f"    batch_size={gen.batch_size!r},",
+        "    run_cfg=dict(num_gpus=0),",
+        "),",
     ]
-    return ENDPOINT_MODEL, lines
+    return cls, lines
 
 
 def _literal(values: dict[str, object]) -> str:

@@ -208,38 +208,45 @@ class EndpointPolicy:
             raise ValidationError(str(exc), field="endpoint_allowed_networks") from None
 
     def check(self, request: EvalRequest) -> None:
-        """Raises PolicyError (reject), or TransientError when the registry cannot be asked (retry)."""
-        source = request.model.source
+        """The request's endpoint model and endpoint judge (``judge.model.source``, the same rules): raises
+        PolicyError (reject), or TransientError when the registry cannot be asked (retry)."""
+        self._check_source(request.model.source, "model.source")
+        if request.judge is not None:
+            self._check_source(request.judge.model.source, "judge.model.source")
+            _one_key(request)
+
+    def _check_source(self, source: object, where: str) -> None:
         if not isinstance(source, EndpointModel):
             return
-        host = self._host(source.base_url)
+        url_field = f"{where}.base_url"
+        host = self._host(source.base_url, url_field)
         if source.api_key_secret is not None:
             name = source.api_key_secret.name
             credential = self.registry.lookup(name)
             if credential is None:
                 raise PolicyError(
                     f"{name!r} is not a registered credential (an operator registers one: docs/security.md)",
-                    field=SECRET_FIELD,
+                    field=f"{where}.api_key_secret",
                 )
             if not host_allowed(host, credential.allowed_hosts):
                 raise PolicyError(
                     f"credential {name!r} may not be sent to host {host!r} (allowed: "
                     f"{', '.join(credential.allowed_hosts) or 'none'})",
-                    field=BASE_URL_FIELD,
+                    field=url_field,
                 )
-        self._check_addresses(host)
+        self._check_addresses(host, url_field)
 
-    def _host(self, base_url: str) -> str:
+    def _host(self, base_url: str, url_field: str = BASE_URL_FIELD) -> str:
         try:
             parts = urlsplit(base_url)
             host = (parts.hostname or "").rstrip(".")
             _ = parts.port  # a malformed port raises here
         except ValueError:
-            raise PolicyError("is not a valid URL", field=BASE_URL_FIELD) from None
+            raise PolicyError("is not a valid URL", field=url_field) from None
         if parts.username is not None or parts.password is not None:
-            raise PolicyError("must not hold user name or password (use api_key_secret)", field=BASE_URL_FIELD)
+            raise PolicyError("must not hold user name or password (use api_key_secret)", field=url_field)
         if not host:
-            raise PolicyError("has no host", field=BASE_URL_FIELD)
+            raise PolicyError("has no host", field=url_field)
         host = host.lower()
         if not _DNS_NAME.fullmatch(host):
             try:
@@ -248,7 +255,7 @@ class EndpointPolicy:
                 # URL parsers disagree on odd hosts (urllib keeps "a.example\\.b.example" whole, urllib3 and WHATWG
                 # end it at the backslash): only a host every client reads the same way is checked and used.
                 raise PolicyError(f"host {host[:80]!r} is not a DNS name or an IP address",
-                                  field=BASE_URL_FIELD) from None
+                                  field=url_field) from None
         return host
 
     def _addresses(self, host: str) -> list[IPAddress]:
@@ -261,16 +268,29 @@ class EndpointPolicy:
         except (OSError, UnicodeError, ValueError):
             return []
 
-    def _check_addresses(self, host: str) -> None:
+    def _check_addresses(self, host: str, url_field: str = BASE_URL_FIELD) -> None:
         if host in DENIED_NAMES:
-            raise PolicyError(f"host {host!r} is not reachable from evaluations", field=BASE_URL_FIELD)
+            raise PolicyError(f"host {host!r} is not reachable from evaluations", field=url_field)
         addresses = self._addresses(host)
         if not addresses:
-            raise PolicyError(f"host {host!r} cannot be resolved", field=BASE_URL_FIELD)
+            raise PolicyError(f"host {host!r} cannot be resolved", field=url_field)
         for address in addresses:
             if _denied(address, self.allowed_networks):
                 raise PolicyError(
                     f"host {host!r} resolves to {address}, in a network evaluations may not reach (loopback, "
                     "link-local/metadata, reserved); an operator can allow it: endpoint_allowed_networks",
-                    field=BASE_URL_FIELD,
+                    field=url_field,
                 )
+
+
+def _one_key(request: EvalRequest) -> None:
+    """An OpenCompass run reads one API key (``OPENAI_API_KEY``, budeval/engine/render.py ``key='ENV'``): an
+    endpoint model and an endpoint judge with keys must name the same credential (PolicyError otherwise)."""
+    model, judge = request.model.source, request.judge.model.source if request.judge else None
+    refs = [s.api_key_secret for s in (model, judge) if isinstance(s, EndpointModel) and s.api_key_secret]
+    if len({(r.name, r.key) for r in refs}) > 1:
+        raise PolicyError(
+            "the model and the judge name different credentials; a run can carry one API key: use the same"
+            " credential for both, or a keyless judge",
+            field="judge.model.source.api_key_secret",
+        )

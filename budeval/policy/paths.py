@@ -80,16 +80,16 @@ def check_file(value: str, roots: list[Path], *, field: str, hub_ok: bool) -> No
         raise PolicyError(f"must resolve to a place inside {shown} (symlinks are followed)", field=field)
 
 
-def check_endpoint_tokenizer(source: EndpointModel, models: list[Path]) -> None:
+def check_endpoint_tokenizer(source: EndpointModel, models: list[Path], where: str = "model.source") -> None:
     """The tokenizer OpenCompass loads for an endpoint model, **with** ``trust_remote_code=True`` (its ``OpenAISDK``
     hard-codes it; no config reaches that call): ``tokenizer_path``, else the served ``model`` name. A value that is a
     local path (starts with ``/``, or has a ``..`` part) must resolve inside the models roots to a folder that ships
     no code (:func:`ships_code`); anything else is a hub id or an opaque served-model name. Raises PolicyError."""
     if source.tokenizer_path is not None:
-        value, field = source.tokenizer_path, "model.source.tokenizer_path"
+        value, field = source.tokenizer_path, f"{where}.tokenizer_path"
         check_file(value, models, field=field, hub_ok=True)
     else:
-        value, field = source.model, "model.source.model"
+        value, field = source.model, f"{where}.model"
         if not (value.startswith("/") or ".." in value.split("/") or "\x00" in value):
             return  # not a path: OpenCompass tries the hub (or tiktoken) under that name
         check_file(value, models, field=field, hub_ok=False)
@@ -104,15 +104,19 @@ def check_endpoint_tokenizer(source: EndpointModel, models: list[Path]) -> None:
 
 
 def check_request_paths(request: EvalRequest, settings: Settings) -> None:
-    """Every file path of ``request`` against the roots of ``settings``; raises PolicyError for the first outside."""
-    source = request.model.source
+    """Every file path of ``request`` (its judge's too) against the roots of ``settings``; raises PolicyError for the
+    first outside."""
     models = settings.resolved_models_roots()
-    if isinstance(source, HuggingFaceModel):
-        check_file(source.path, models, field="model.source.path", hub_ok=True)
-    if isinstance(source, HuggingFaceModel) and source.tokenizer_path is not None:
-        check_file(source.tokenizer_path, models, field="model.source.tokenizer_path", hub_ok=True)
-    if isinstance(source, EndpointModel):
-        check_endpoint_tokenizer(source, models)
+    sources = [("model.source", request.model.source)]
+    if request.judge is not None:
+        sources.append(("judge.model.source", request.judge.model.source))
+    for where, source in sources:
+        if isinstance(source, HuggingFaceModel):
+            check_file(source.path, models, field=f"{where}.path", hub_ok=True)
+        if isinstance(source, HuggingFaceModel) and source.tokenizer_path is not None:
+            check_file(source.tokenizer_path, models, field=f"{where}.tokenizer_path", hub_ok=True)
+        if isinstance(source, EndpointModel):
+            check_endpoint_tokenizer(source, models, where)
     datasets = settings.resolved_datasets_roots()
     for index, ref in enumerate(request.datasets or []):
         if isinstance(ref, CustomDataset):

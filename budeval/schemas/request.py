@@ -114,9 +114,11 @@ DatasetKind = Literal["qa", "mcq"]
 #: ``regex`` is written ``regex:<pattern>``. The scoring code itself runs inside OpenCompass:
 #: budeval/engine/opencompass_plugin/budeval_scoring.py.
 SCORINGS: dict[str, tuple[str, ...]] = {
-    "qa": ("contains", "exact", "normalized", "regex"),
+    "qa": ("contains", "exact", "normalized", "regex", "judge"),
     "mcq": ("option", "exact", "normalized", "regex"),
 }
+#: Scored by the request's ``judge`` model (OpenCompass's GenericLLMEvaluator), not by a rule.
+JUDGE_SCORING = "judge"
 REGEX_PREFIX = "regex:"
 
 
@@ -131,11 +133,6 @@ def check_scoring(scoring: str, kind: str) -> str:
     """``scoring`` if ``kind`` may be scored that way; else ``ValueError`` saying why and what is allowed."""
     allowed = SCORINGS[kind]
     spelled = ", ".join(f"{REGEX_PREFIX}<pattern>" if s == "regex" else s for s in allowed)
-    if scoring == "judge":
-        raise ValueError(
-            "scoring 'judge' (an LLM judge) is not available yet: judges arrive with the endpoints-and-judges"
-            f" work; use one of {spelled}"
-        )
     name, pattern = split_scoring(scoring)
     if name == "regex":
         if not pattern:
@@ -199,6 +196,31 @@ DatasetRef = Annotated[
     Annotated[SafeName, Tag("name")] | Annotated[CustomDataset, Tag("custom")],
     Discriminator(_dataset_ref_kind),
 ]
+
+
+class JudgeSpec(Strict):
+    """A judge model scoring free-form answers (docs/usage.md "Judges"): OpenCompass's ``GenericLLMEvaluator`` asks
+    it, per example, whether the answer matches the gold; it answers ``A`` (right) or ``B`` (wrong).
+
+    ``template``: the judge's prompt with ``{question}``, ``{answer}`` (the gold) and ``{prediction}`` (the evaluated
+    model's answer); None: budeval's default (budeval/engine/judging.py). The judge's model, its revision/commit,
+    the template's sha256 and these settings are part of the evaluation's identity. An endpoint judge's key follows
+    the same credential policy as an endpoint model (``api_key_secret`` is a registered credential's reference).
+    """
+
+    model: ModelSpec
+    template: Annotated[str, Field(min_length=1, max_length=16384)] | None = None
+    max_out_len: Annotated[int, Field(ge=1, le=32768)] = 16
+    max_seq_len: Annotated[int, Field(ge=16, le=1_048_576)] = 2048
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 4
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.0
+
+    @field_validator("template")
+    @classmethod
+    def _placeholders(cls, v: str | None) -> str | None:
+        if v is not None and "{prediction}" not in v:
+            raise ValueError("the judge template must contain {prediction} (and usually {question} and {answer})")
+        return v
 
 
 class GenerationSettings(Strict):
@@ -281,6 +303,11 @@ class EvalRequest(Strict):
     gate: GateSpec | None = None
     #: The evaluation's place in a checkpoint series (not part of the identity).
     checkpoint: CheckpointSpec | None = None
+    #: The judge model of datasets scored ``judge`` (part of the identity).
+    judge: JudgeSpec | None = None
+    #: Judge the stored predictions of this earlier evaluation again instead of running inference (``budeval
+    #: rejudge``): the evaluated model is not called; its answers are replayed from the store. Part of the identity.
+    rejudge_of: DnsLabel | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -319,6 +346,14 @@ class EvalRequest(Strict):
             raise ValueError("at most 64 labels")
         if self.gate is not None and self.gate.baseline == self.eval_id:
             raise ValueError("the gate's baseline is this evaluation itself")
+        judged = [d.name for d in self.datasets or [] if isinstance(d, CustomDataset) and d.scoring == JUDGE_SCORING]
+        if judged and self.judge is None:
+            raise ValueError(f"dataset(s) {', '.join(judged)} are scored 'judge': give a 'judge' model")
+        if self.rejudge_of is not None:
+            if self.judge is None:
+                raise ValueError("'rejudge_of' needs a 'judge'")
+            if self.rejudge_of == self.eval_id:
+                raise ValueError("'rejudge_of' names this evaluation itself")
         return self
 
     def dataset_names(self) -> list[str]:

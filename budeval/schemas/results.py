@@ -129,6 +129,8 @@ class PredictionBatch:
     #: The evaluator's numeric per-example score where it gives one (e.g. ``details[i].score``), else None
     #: (may be left empty: the store then writes NULLs).
     score: list[float | None] = field(default_factory=list)
+    #: A judge's raw answer per row (datasets scored by a judge model), else empty: the store then writes ''.
+    judge_answer: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.example_index)

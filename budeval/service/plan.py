@@ -80,7 +80,13 @@ def plan_request(
     try:
         identity = compute_identity(request, suites, settings)
         runs = plan_runs(request, resolve_datasets(request, suites))
-        rendered = render_plans(request, runs, settings)
+        replay = getattr(store, "replay_answers", None) if request.rejudge_of else None
+        rendered = render_plans(
+            request,
+            runs,
+            settings,
+            (lambda names: replay(request.rejudge_of, request.model.name, names)) if replay is not None else None,
+        )
     except BudevalError as exc:
         return Plan(valid=False, eval_id=request.eval_id, reason=exc.message, field=getattr(exc, "field", None))
     return Plan(

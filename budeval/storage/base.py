@@ -48,6 +48,11 @@ class EvaluationRecord(BaseModel):
     checkpoint_series: str = ""
     checkpoint_step: int | None = None
     checkpoint_tokens: int | None = None
+    #: The judge model of the datasets scored ``judge`` (budeval/engine/judging.py ``judge_label``: name, pinned
+    #: commit or endpoint, template hash); "" when none.
+    judge: str = ""
+    #: The evaluation whose stored predictions this one judged again (``budeval rejudge``), else None.
+    rejudge_of: str | None = None
     created_at: datetime | None = None
     finished_at: datetime | None = None
     #: Provenance: engine version, image, config hash, dataset versions, generation settings, budeval version, ...

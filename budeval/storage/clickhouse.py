@@ -163,6 +163,8 @@ class ClickHouseStore(StoreMigrations, PredictionsTtl, StoreReads, StoreDecision
             record.checkpoint_series,
             record.checkpoint_step,
             record.checkpoint_tokens,
+            record.judge,
+            record.rejudge_of,
             datetime.now(UTC),
             _next_row_version(),  # taken now, so the latest call wins even when a batch holds both
         ]

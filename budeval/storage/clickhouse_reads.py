@@ -214,9 +214,24 @@ class StoreReads:
                 correct=c,
                 replica=int(r),
                 score=sc,
+                judge_answer=ja,
             )
-            for m, d, i, p, pr, g, c, r, sc in rows
+            for m, d, i, p, pr, g, c, r, sc, ja in rows
         ]
+
+    def replay_answers(self, eval_id: str, model: str, datasets: list[str]) -> dict[str, list[str]]:
+        """The stored predictions of ``model`` on ``datasets`` in ``eval_id``, for re-judging them (``budeval
+        rejudge``): prompt text as stored -> predictions in (dataset, example, replica) order. Empty when none."""
+        rows = self._rows(
+            "read predictions to replay",
+            "SELECT prompt, prediction FROM predictions FINAL WHERE eval_id = %(e)s AND model = %(m)s"
+            " AND dataset IN %(d)s ORDER BY dataset, example_index, replica, run_id",
+            {"e": eval_id, "m": model, "d": list(datasets)},
+        )
+        out: dict[str, list[str]] = {}
+        for prompt, prediction in rows:
+            out.setdefault(prompt, []).append(prediction)
+        return out
 
     def _prediction_models(self, eval_id: str) -> set[str]:
         rows = self._rows(

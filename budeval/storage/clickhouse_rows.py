@@ -22,6 +22,7 @@ PREDICTION_COLUMNS = [
     "gold",
     "correct",
     "score",
+    "judge_answer",
 ]
 SCORE_COLUMNS = (
     "eval_id",
@@ -65,6 +66,8 @@ EVALUATION_FIELDS = (
     "checkpoint_series",
     "checkpoint_step",
     "checkpoint_tokens",
+    "judge",
+    "rejudge_of",
 )
 EVALUATION_COLUMNS = (*EVALUATION_FIELDS, "updated_at", "row_version")
 #: The tables holding rows of one (eval, run); ``example_sets`` (the prediction rows' bitmaps, migration 7) is deleted
@@ -137,6 +140,7 @@ def _prediction_columns(eval_id: str, run_id: str, block: PredictionBatch) -> li
         block.gold,
         block.correct,
         block.score if len(block.score) == n else [None] * n,
+        block.judge_answer if len(block.judge_answer) == n else [""] * n,
     ]
 
 

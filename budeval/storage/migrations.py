@@ -187,6 +187,16 @@ _PREDICTIONS_STORED_AT = (
     "ALTER TABLE predictions MATERIALIZE COLUMN stored_at",
 )
 
+_JUDGES = (
+    # Judges (docs/usage.md "Judges"): each example's judge answer beside its prediction (its verdict is `correct`),
+    # the evaluation's judge (name, pinned commit or endpoint, template hash) and, for a re-judged evaluation, the
+    # evaluation whose stored predictions it judged again.
+    "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS judge_answer String DEFAULT '' CODEC(ZSTD(1))",
+    "ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS judge String DEFAULT '' AFTER checkpoint_tokens",
+    "ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS rejudge_of Nullable(String) AFTER judge",
+    "CREATE OR REPLACE VIEW evaluations_current AS SELECT * FROM evaluations FINAL",
+)
+
 _RUN_USAGE = (
     # An endpoint model's requests and tokens per run (budeval/engine/results/usage.py): one row per (eval, run),
     # replaced with the run's other rows when it is stored again. Token counts are NULL when the endpoint reported none.
@@ -258,6 +268,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "example_sets", _EXAMPLE_SETS),
     Migration(8, "predictions_stored_at", _PREDICTIONS_STORED_AT),
     Migration(9, "run_usage", _RUN_USAGE),
+    Migration(10, "judges", _JUDGES),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

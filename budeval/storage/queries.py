@@ -70,6 +70,7 @@ class ExampleRow(BaseModel):
     correct: bool | None
     replica: int = 0
     score: float | None = None  # the evaluator's numeric per-example score, where it gives one
+    judge_answer: str = ""  # a judge model's raw answer (datasets scored ``judge``; its verdict is ``correct``)
 
 
 class FlipSummaryRow(BaseModel):
@@ -88,7 +89,7 @@ PROMPT_CHARS = 1000
 #: The first examples of each (model, dataset) of one evaluation, in example order (``budeval results --examples``).
 EXAMPLES_SQL = f"""
     SELECT toString(model), toString(dataset), example_index, leftUTF8(prompt, {PROMPT_CHARS}), prediction, gold,
-           correct, replica, score
+           correct, replica, score, judge_answer
     FROM predictions FINAL
     WHERE eval_id = %(e)s
     ORDER BY model, dataset, replica, example_index, run_id

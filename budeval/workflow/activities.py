@@ -72,9 +72,15 @@ def plan_runs(request: EvalRequest, datasets: list[str]) -> list[RunPlan]:
     return [RunPlan(run_id=f"r{i}", datasets=[name]) for i, name in enumerate(datasets)]
 
 
-def render_plans(request: EvalRequest, runs: list[RunPlan], settings: Settings) -> RenderedRuns:
+def render_plans(
+    request: EvalRequest,
+    runs: list[RunPlan],
+    settings: Settings,
+    replay: Callable[[list[str]], dict[str, list[str]]] | None = None,
+) -> RenderedRuns:
     """One rendered OpenCompass config (and its sha256) per planned run: what ``render_runs`` and ``budeval plan``
-    show. Raises ``ValidationError`` for what the renderer refuses."""
+    show. ``replay``: a re-judging request's stored predictions of a run's datasets (see ``render_config``).
+    Raises ``ValidationError`` for what the renderer refuses (a re-judging request without ``replay`` included)."""
     from budeval.engine.render import config_hash, render_config
 
     by_name = {d if isinstance(d, str) else d.name: d for d in (request.datasets or [])}
@@ -82,7 +88,8 @@ def render_plans(request: EvalRequest, runs: list[RunPlan], settings: Settings) 
     hashes: dict[str, str] = {}
     for plan in runs:
         refs = [by_name.get(name, name) for name in plan.datasets]
-        text = render_config(request, refs, settings)
+        answers = replay(plan.datasets) if replay is not None and request.rejudge_of is not None else None
+        text = render_config(request, refs, settings, replay=answers)
         hashes[plan.run_id] = config_hash(text)
         specs.append(
             RunSpec(
@@ -90,6 +97,7 @@ def render_plans(request: EvalRequest, runs: list[RunPlan], settings: Settings) 
                 run_id=plan.run_id,
                 config_text=text,
                 model=request.model,
+                judge=request.judge.model if request.judge is not None else None,
                 datasets=plan.datasets,
                 resources=with_cluster_defaults(
                     request.resources, settings, endpoint=isinstance(request.model.source, EndpointModel)
@@ -250,7 +258,26 @@ class EvalActivities(OutcomeSteps):
 
     def render_runs(self, validated: ValidatedRequest) -> RenderedRuns:
         self._count(names.RENDER)
-        return render_plans(validated.request, validated.runs, self.deps.settings)
+        request = validated.request
+        return render_plans(request, validated.runs, self.deps.settings,
+                            self._replay(request) if request.rejudge_of else None)
+
+    def _replay(self, request: EvalRequest) -> Callable[[list[str]], dict[str, list[str]]]:
+        """The stored predictions a re-judging request replays (ValidationError when a dataset has none)."""
+        source = str(request.rejudge_of)
+        store: Any = self.deps.store  # the ClickHouse store: a ResultStore with the reads
+
+        def answers(datasets: list[str]) -> dict[str, list[str]]:
+            found = store.replay_answers(source, request.model.name, datasets)
+            if not found:
+                raise ValidationError(
+                    f"evaluation {source!r} has no stored predictions of model {request.model.name!r} on"
+                    f" {', '.join(datasets)}: nothing to judge again",
+                    field="rejudge_of",
+                )
+            return dict(found)
+
+        return answers
 
     def begin_evaluation(self, validated: ValidatedRequest, started_at: datetime, attempt: int = 1) -> None:
         self._count(names.BEGIN)

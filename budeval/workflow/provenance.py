@@ -28,6 +28,7 @@ from budeval.buildinfo import build_info
 from budeval.config import Settings
 from budeval.engine.environment import gpu_summary
 from budeval.engine.identity import runner_of
+from budeval.schemas.request import EvalRequest
 from budeval.storage.base import EvaluationRecord
 from budeval.workflow.models import RunOutcome, ValidatedRequest
 
@@ -56,6 +57,7 @@ def evaluation_record(validated: ValidatedRequest, status: Any, settings: Settin
     else:
         model_source, revision = f"{source.base_url}#{source.model}", ""
     components = validated.identity.get("components", {})
+    judge = judge_provenance(request, components.get("judge"))
     return EvaluationRecord(
         eval_id=request.eval_id,
         experiment_id=request.experiment_id,
@@ -71,6 +73,8 @@ def evaluation_record(validated: ValidatedRequest, status: Any, settings: Settin
         checkpoint_series=request.checkpoint.series if request.checkpoint else "",
         checkpoint_step=request.checkpoint.step if request.checkpoint else None,
         checkpoint_tokens=request.checkpoint.tokens_seen if request.checkpoint else None,
+        judge=judge.get("label", ""),
+        rejudge_of=request.rejudge_of,
         provenance=base_provenance(
             settings,
             {
@@ -79,9 +83,32 @@ def evaluation_record(validated: ValidatedRequest, status: Any, settings: Settin
                 "params_hash": validated.params_hash,
                 "identity": components,
                 "identity_unresolved": validated.identity.get("unresolved", []),
+                # The request itself (it holds references to secrets, never a key): `budeval rejudge` starts
+                # from it.
+                "request": request.model_dump(mode="json"),
+                **({"judge": judge} if judge else {}),
+                **({"rejudge_of": request.rejudge_of} if request.rejudge_of else {}),
             },
         ),
     )
+
+
+def judge_provenance(request: EvalRequest, component: dict[str, Any] | None) -> dict[str, Any]:
+    """The judge's provenance: ``label`` (the ``judge`` column), ``name``, ``source`` (the request's), ``commit``
+    (hub commit or folder digest, "" for an endpoint) and ``template_sha256``; {} without a judge."""
+    if request.judge is None:
+        return {}
+    from budeval.engine.judging import judge_label, template_hash
+
+    model = (component or {}).get("model") or {}
+    return {
+        "label": judge_label(request.judge, model),
+        "name": request.judge.model.name,
+        "source": request.judge.model.source.model_dump(mode="json"),
+        "commit": model_commit(model),
+        "template_sha256": template_hash(request.judge),
+        "settings": (component or {}).get("settings"),
+    }
 
 
 def model_commit(model: dict[str, Any]) -> str:
@@ -213,4 +240,6 @@ def summary(record: EvaluationRecord) -> dict[str, Any]:
         "hosts": sorted({str(e.get("node") or e.get("hostname")) for e in p.get("environments", {}).values()}),
         "timings": p.get("timings", {}),
         "identity_unresolved": p.get("identity_unresolved", []),
+        **({"judge": record.judge} if record.judge else {}),
+        **({"rejudge_of": record.rejudge_of} if record.rejudge_of else {}),
     }

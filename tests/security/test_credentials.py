@@ -65,6 +65,9 @@ def test_the_run_gets_its_own_key_and_an_allow_listed_environment(secured: Secur
     seen = wait_until(lambda: list(env_file.glob("*/.budeval/run-env.json")), what="the run's environment")
     env = json.loads(seen[0].read_text())
     assert env["OPENAI_API_KEY"] == TEAM_A_KEY
+    # The one budeval variable a run gets is the folder its usage lines go to (budeval_usage.py): a path, set by
+    # the backend for the run, not passed through from the service's environment.
+    assert env.pop("BUDEVAL_USAGE_DIR", "").endswith("/.budeval/usage")
     leaked = [k for k in env if k.startswith(("BUDEVAL_", "DAPR_", "APP_API_TOKEN"))]
     assert leaked == [], leaked
     assert OTHER_KEY not in json.dumps(env)

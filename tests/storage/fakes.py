@@ -17,6 +17,7 @@ class Example:
     prediction: str = ""
     gold: str = ""
     prompt: str = ""
+    judge_answer: str = ""
 
 
 @dataclass
@@ -60,6 +61,7 @@ class MemoryRun:
                 batch.prediction.append(ex.prediction or f"answer {ex.index}")
                 batch.gold.append(ex.gold or f"gold {ex.index}")
                 batch.correct.append(ex.correct)
+                batch.judge_answer.append(ex.judge_answer)
             yield batch
 
 

@@ -234,8 +234,8 @@ def _env(spec: RunSpec, results_root: PurePosixPath, datasets: DatasetsVolume | 
         # The node the run landed on, for its captured environment (provenance).
         {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
     ]
-    source = spec.model.source
-    if source.type == "openai" and source.api_key_secret is not None:
+    source = spec.keyed_source()
+    if source is not None and source.api_key_secret is not None:
         ref = source.api_key_secret
         env.append(
             {"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key, "optional": False}}}

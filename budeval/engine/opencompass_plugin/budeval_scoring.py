@@ -19,6 +19,12 @@ dataset's evaluator with ``scoring=<name>`` (and ``pattern`` for ``regex``). Mea
 An empty answer is never right (unless the gold is empty too, for ``exact``/``normalized``). The result is
 ``{'accuracy': percent, 'details': [{'pred', 'answer', 'gold', 'correct'}, ...]}`` (one entry per example, in
 order), which OpenCompass writes to ``results/<model>/<dataset>.json``.
+
+Judges (budeval/engine/judging.py): :func:`budeval_judge_postprocess` is the ``dict_postprocessor`` of OpenCompass's
+``GenericLLMEvaluator`` for datasets scored ``judge``: the judge's raw answer per example becomes a verdict
+(:func:`judge_verdict`) in ``correct``, the raw answer is kept as ``judge_answer``. :class:`BudevalReplay` stands in
+for the evaluated model when stored predictions are judged again (``budeval rejudge``): it answers each prompt with
+the prediction stored for it and never calls a model.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
+from opencompass.models.base_api import BaseAPIModel
 from opencompass.openicl.icl_evaluator import BaseEvaluator
-from opencompass.registry import ICL_EVALUATORS
+from opencompass.registry import DICT_POSTPROCESSORS, ICL_EVALUATORS, MODELS
 
 SCORINGS = ("exact", "normalized", "contains", "regex", "option")
 
@@ -224,3 +231,102 @@ class BudevalEvaluator(BaseEvaluator):  # type: ignore[misc]
             details.append({"pred": prediction, "answer": answer, "gold": gold, "correct": correct})
         accuracy = 100.0 * right / len(predictions) if predictions else 0.0
         return {"accuracy": accuracy, "details": details}
+
+
+# -- judges -----------------------------------------------------------------------------------------------------------
+#: The verdict letter: a standalone ``A`` (right) or ``B`` (wrong), optionally bracketed ("(A)", "A.", "**B**").
+_VERDICT_LETTER = re.compile(r"(?<![A-Za-z])([AB])(?![A-Za-z])")
+#: A verdict word; "correct answer" is not one (a judge echoing its prompt's "Correct answer: ...").
+_VERDICT_WORD = re.compile(r"\b(incorrect|wrong|correct|right)\b(?!\s+answer)", re.IGNORECASE)
+
+
+def judge_verdict(raw: Any) -> str:
+    """``A`` (right), ``B`` (wrong) or ``''`` (unreadable) from a judge's raw answer: the first standalone letter A
+    or B, else the first of the words correct/right (A) or incorrect/wrong (B) -- "correct answer" is no verdict (a
+    judge echoing its prompt). OpenCompass's own
+    ``generic_llmjudge_postprocess`` takes the first A or B *anywhere* (the "a" of "Answer" counts) and replaces
+    the details by the raw outputs, which loses the per-example verdicts; this one keeps both."""
+    text = "" if raw is None else str(raw)
+    letter = _VERDICT_LETTER.search(text)
+    if letter:
+        return letter.group(1)
+    word = _VERDICT_WORD.search(text)
+    if word:
+        return "B" if word.group(1).lower() in ("incorrect", "wrong") else "A"
+    return ""
+
+
+@DICT_POSTPROCESSORS.register_module()  # type: ignore[untyped-decorator]
+def budeval_judge_postprocess(output: dict[str, Any], output_path: str, **_: Any) -> dict[str, Any]:
+    """``GenericLLMEvaluator``'s judge output (``{index: {'origin_prompt', 'prediction': judge's raw answer,
+    'gold'}}``, also in ``{output_path}``) -> ``{'accuracy', 'judged', 'details': [{'gold', 'judge_answer',
+    'judge_verdict', 'correct'}, ...]}`` in example order. ``judged``: percent of examples with a readable verdict."""
+    items = [output[k] for k in sorted(output, key=lambda k: int(k) if str(k).isdigit() else -1) if str(k).isdigit()]
+    details = []
+    right = readable = 0
+    for item in items:
+        raw = item.get("prediction") if isinstance(item, dict) else None
+        verdict = judge_verdict(raw)
+        right += verdict == "A"
+        readable += verdict != ""
+        details.append(
+            {
+                "gold": item.get("gold") if isinstance(item, dict) else None,
+                "judge_answer": "" if raw is None else str(raw),
+                "judge_verdict": verdict,
+                "correct": verdict == "A",
+            }
+        )
+    total = len(items)
+    return {
+        "accuracy": 100.0 * right / total if total else 0.0,
+        "judged": 100.0 * readable / total if total else 0.0,
+        "details": details,
+    }
+
+
+def replay_key(prompt: Any) -> str:
+    """A prompt as budeval stores it (budeval/engine/results/predictions.py ``prompt_texts``): a chat prompt (turns
+    with ``role``/``prompt``) as ``ROLE: text`` lines joined by newlines, a string as it is."""
+    if isinstance(prompt, str):
+        return prompt
+    turns = list(prompt)
+    return "\n".join(f"{t['role']}: {t['prompt']}" if isinstance(t, dict) else str(t) for t in turns)
+
+
+def _unroled(text: str) -> str:
+    """The prompt text without its ``ROLE: `` prefixes (a base model's prompt was stored as plain text)."""
+    return "\n".join(re.sub(r"^[A-Z]+: ", "", line) for line in text.split("\n")).strip()
+
+
+@MODELS.register_module()
+class BudevalReplay(BaseAPIModel):  # type: ignore[misc]
+    """The evaluated model of a re-judging run: answers every prompt with the prediction stored for it.
+
+    ``answers``: prompt text as stored -> the stored predictions for that prompt, in example order (a prompt asked
+    twice gets them in turn). A prompt with no stored prediction is an error (the run fails, naming it): a replay
+    never invents an answer and never calls a model.
+    """
+
+    is_api = True
+
+    def __init__(self, path: str, answers: dict[str, list[str]], max_seq_len: int = 2048,
+                 meta_template: dict[str, Any] | None = None, **_: Any) -> None:
+        super().__init__(path=path, query_per_second=1000, retry=0, max_seq_len=max_seq_len,
+                         meta_template=meta_template)
+        self._answers = {key: list(values) for key, values in answers.items()}
+        self._loose: dict[str, str] = {}
+        for key in self._answers:
+            self._loose.setdefault(_unroled(key), key)
+
+    def _answer(self, prompt: Any) -> str:
+        key = replay_key(prompt)
+        if key not in self._answers:
+            key = self._loose.get(_unroled(key), key)
+        stored = self._answers.get(key)
+        if not stored:
+            raise ValueError(f"no stored prediction to replay for the prompt {key[:200]!r}")
+        return stored.pop(0) if len(stored) > 1 else stored[0]
+
+    def generate(self, inputs: list[Any], max_out_len: int = 512, **_: Any) -> list[str]:
+        return [self._answer(prompt) for prompt in inputs]

@@ -206,6 +206,8 @@ def build(
         golds = tuple(e.get("gold") for e in entries)
     scores = verdicts.scores
     score: list[float | None] = [None] * n if scores is None else [scores.get(k) for k in index]
+    answers = verdicts.judge_answers
+    judge_answer: list[str] = [] if answers is None else [answers.get(k, "") for k in index]
     if verdicts.examples:  # replicas: key r * N + i is replica r of example i
         examples = verdicts.examples
         replica = [k // examples for k in index]
@@ -222,6 +224,7 @@ def build(
         gold=plain_texts(golds),
         correct=correct,
         score=score,
+        judge_answer=judge_answer,
     )
 
 

@@ -19,7 +19,8 @@ Verdict keys, final verdict first (:data:`VERDICT_KEYS`): ``cascade_correct`` (`
 the rule verdict OR the LLM judge's, the final one; the intermediate ``rule_evaluation.correct`` and
 ``llm_evaluation.llm_correct`` are nested and never read as the verdict), ``correct`` (most evaluators),
 ``is_correct`` (code and HF-metric evaluators); a 0/1 integer counts as a verdict (as ``int(detail['correct'])`` in
-OpenCompass's own pass@k counting). A numeric per-example ``score`` is kept beside the verdict.
+OpenCompass's own pass@k counting). A numeric per-example ``score`` is kept beside the verdict, and so is a judge's
+raw answer (``judge_answer``, written by budeval's ``budeval_judge_postprocess``: budeval/engine/judging.py).
 """
 
 from __future__ import annotations
@@ -40,11 +41,13 @@ MARK: tuple[bool | None, ...] = (None, False, True)
 #: The per-example verdict keys, the final verdict first.
 VERDICT_KEYS = ("cascade_correct", "correct", "is_correct")
 SCORE_KEY = "score"
+#: The judge's raw answer per example (budeval's judge post-processor).
+JUDGE_ANSWER_KEY = "judge_answer"
 DETAILS_SHAPE = re.compile(rb'"details"\s*:\s*([\[{])')
 CORRECT_KEY = re.compile(rb'"correct"\s*:\s*(\[[^\]]*\]|true|false|null|0|1)(?=\s*[,}\]])')
 ABBR_KEY = re.compile(rb'"example_abbr"\s*:')
 #: Keys whose presence rules out the byte scan of ``"correct"`` (another verdict key, nested verdicts, scores).
-_NOT_SCANNABLE = re.compile(rb'"(?:cascade_correct|is_correct|rule_evaluation|llm_evaluation|score)"\s*:')
+_NOT_SCANNABLE = re.compile(rb'"(?:cascade_correct|is_correct|rule_evaluation|llm_evaluation|score|judge_answer)"\s*:')
 #: Results files up to this size are scanned as raw bytes (no decoding, so no decoder's transient memory).
 SCAN_LIMIT = 64 << 20
 
@@ -64,6 +67,14 @@ class Verdicts:
     #: The details showed the replicas per example (list-shaped details): the run config's ``n`` is not needed and,
     #: after a ``-r`` pass that changed ``n`` without re-running the dataset, would be wrong.
     replicas_shown: bool = False
+    #: A judge's raw answer by prediction key (datasets scored by a judge), else None.
+    judge_answers: dict[int, str] | None = None
+
+    def put_judge_answer(self, key: int, value: Any) -> None:
+        if isinstance(value, str):
+            if self.judge_answers is None:
+                self.judge_answers = {}
+            self.judge_answers[key] = value
 
     def place(self, key: int, value: int) -> None:
         if key >= len(self.marks):
@@ -213,6 +224,8 @@ def _code(value: bool | None) -> int:
 def _put_keyed(out: Verdicts, key: int, item: dict[str, Any]) -> None:
     """A dict-shaped details item is one prediction: its (first) verdict goes to its own key."""
     verdicts, scores = item_verdicts(item)
+    answers = item.get(JUDGE_ANSWER_KEY)
+    out.put_judge_answer(key, answers[0] if isinstance(answers, list) and answers else answers)
     if verdicts:
         out.place(key, _code(verdicts[0]))
     if scores and scores[0] is not None:
@@ -228,6 +241,10 @@ def _put_list(out: Verdicts, details: list[Any]) -> None:
     out.replicas_shown = replicas > 0
     if replicas > 1:
         out.examples = examples
+    for i, item in enumerate(details):
+        answers = item.get(JUDGE_ANSWER_KEY) if isinstance(item, dict) else None
+        for r, answer in enumerate(answers if isinstance(answers, list) else [answers]):
+            out.put_judge_answer(r * examples + i, answer)
     for i, (verdicts, scores) in enumerate(items):
         for r, (verdict, score) in enumerate(zip(verdicts, scores, strict=True)):
             key = r * examples + i
