@@ -16,7 +16,7 @@ from budeval.config import Settings, reveal
 
 def serve_info(settings: Settings) -> dict[str, Any]:
     """``{data_dir}/serve.json`` of the running service (``{}`` when there is none)."""
-    from budeval.service.runtime import read_serve_file
+    from budeval.service.servefile import read_serve_file
 
     return read_serve_file(settings.data_dir) or {}
 
@@ -52,7 +52,7 @@ def api_url(settings: Settings) -> str:
 def api_token(settings: Settings) -> str | None:
     """The API's bearer token: the settings', else the embedded mode's generated ``{data_dir}/api-token``."""
     from budeval.service.auth import load_api_token
-    from budeval.service.runtime import TOKEN_FILE
+    from budeval.service.servefile import TOKEN_FILE
 
     token = load_api_token(settings)
     if token:

@@ -14,8 +14,6 @@ sidecar listen; in embedded mode without a configured token, a token is generate
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import secrets
 import signal
 import socket
@@ -23,7 +21,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from budeval.backends.base import JobBackend, RunState, Watch
@@ -38,14 +35,13 @@ from budeval.service.housekeeping import Housekeeping
 from budeval.service.httpserver import protocol
 from budeval.service.metrics import CountingPublisher, CountingStore, Metrics, TimedBackend, timed_parser
 from budeval.service.progress import ProgressMonitor
+from budeval.service.servefile import TOKEN_FILE, where_it_lives, write_serve_file
 from budeval.workflow import names
 from budeval.workflow.activities import Deps
 from budeval.workflow.worker import build_runtime
 
 #: Where daprd listens when its injector sets no ``DAPR_GRPC_PORT`` / ``DAPR_HTTP_PORT`` (Dapr's defaults).
 DAPR_GRPC_PORT, DAPR_HTTP_PORT = 50001, 3500
-SERVE_FILE = "serve.json"
-TOKEN_FILE = "api-token"  # noqa: S105 (a file name)
 
 
 def sidecar_mode(settings: Settings, platform: str = sys.platform) -> str:
@@ -319,38 +315,6 @@ def assemble(settings: Settings) -> Service:
     return service
 
 
-def write_serve_file(service: Service) -> Path:
-    from budeval.storage.factory import as_store_dsn, redact_dsn
-
-    path = service.settings.data_dir / SERVE_FILE
-    info = {
-        "pid": os.getpid(),
-        "api_url": service.api_url,
-        "ui_url": f"{service.api_url}/ui/",
-        "sidecar": service.mode,
-        "sidecar_pid": service.sidecar_pid,
-        "dapr_http_port": service.dapr_http_port,
-        "dapr_grpc_port": service.dapr_grpc_port,
-        "pubsub_name": service.settings.pubsub_name,
-        "request_topic": service.settings.request_topic,
-        "events_topic": service.settings.events_topic,
-        # which store this service holds (no password): a read command finding it locked asks this service
-        "store": redact_dsn(as_store_dsn(service.settings.resolved_store_dsn())),
-    }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
-
-
-def read_serve_file(data_dir: Path) -> dict[str, Any] | None:
-    try:
-        info = json.loads((data_dir / SERVE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return info if isinstance(info, dict) else None
-
-
 def supervise_sidecar(service: Service, server: Any, stopping: threading.Event, poll_s: float = 1.0) -> None:
     """Watch the sidecar child: if it dies while the service runs, fail ``/healthz`` and stop the server, so that
     ``serve`` exits non-zero and a supervisor (systemd, Kubernetes, a shell loop) restarts both on the same state.
@@ -366,23 +330,6 @@ def supervise_sidecar(service: Service, server: Any, stopping: threading.Event, 
             get_logger(component="serve").error("sidecar process died; stopping the service", exit_code=code)
             server.should_exit = True
             return
-
-
-def where_it_lives(service: Service) -> dict[str, str]:
-    """Where the running service answers and keeps its data: API, UI, API docs, data dir, store (no password),
-    archive, results. Logged by ``serve`` (and printed at a terminal)."""
-    from budeval.storage.factory import as_archive_url, as_store_dsn, redact_dsn
-
-    settings = service.settings
-    return {
-        "api": service.api_url,
-        "ui": f"{service.api_url}/ui/",
-        "docs": f"{service.api_url}/docs" if settings.docs_enabled else "off",
-        "data_dir": str(settings.data_dir.absolute()),
-        "store": redact_dsn(as_store_dsn(settings.resolved_store_dsn())),
-        "archive": as_archive_url(settings.resolved_archive_url()),
-        "results": str(settings.resolved_results_root().absolute()),
-    }
 
 
 def serve(settings: Settings | None = None) -> int:
