@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up the dev venv (idempotent) and runs lint, type checks, the import contract and every test.
-# What the tests need (the OpenCompass venv, etcd + kube-apiserver + kube-controller-manager, the real node, helm) is
-# built here first; servers (SeaweedFS S3, the apiserver, the node) are started by the tests' own session fixtures
+# What the tests need (the OpenCompass venv, etcd + kube-apiserver + kube-controller-manager, the real node, helm,
+# the OpenAI-compatible server's venv, chromium) is built here first; servers (SeaweedFS S3, the apiserver, the node) are started by the tests' own session fixtures
 # through scripts/ and stopped by PID afterwards. Arguments go to pytest (e.g. `scripts/test.sh tests/decisions`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,4 +18,6 @@ bash scripts/kube/apiserver.sh build
 bash scripts/kube/node.sh build            # kubelet, kube-scheduler, kube-proxy, containerd, the pause image
 bash scripts/kube/images.sh runner         # the runner image tests/k8s_node imports
 bash scripts/helm.sh --path >/dev/null
+bash scripts/openai_server.sh install      # the OpenAI-compatible server's venv (endpoint and judge tests)
+bash scripts/setup_browser.sh >/dev/null   # Debian's chromium and axe-core (tests/ui)
 .venv/bin/python -m pytest -q "$@"
