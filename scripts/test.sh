@@ -2,7 +2,8 @@
 # Sets up the dev venv (idempotent) and runs lint, type checks, the import contract and every test.
 # What the tests need (the OpenCompass venv, etcd + kube-apiserver + kube-controller-manager, the real node, helm,
 # the OpenAI-compatible server's venv, chromium) is built here first; servers (SeaweedFS S3, the apiserver, the node,
-# the OpenAI-compatible server) are started by the tests' own session fixtures through scripts/ and stopped by PID. Arguments go to pytest (e.g. `scripts/test.sh tests/decisions`).
+# the OpenAI-compatible server) are started by the tests' own session fixtures through scripts/ and stopped by PID.
+# Arguments go to pytest (e.g. `scripts/test.sh tests/decisions`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
