@@ -68,7 +68,7 @@ class Sessions:
         if not cookie or cookie.count(".") != 2:
             return None
         expiry, nonce, signature = cookie.split(".")
-        if not hmac.compare_digest(signature, self._sign(f"{expiry}.{nonce}")):
+        if not cookie.isascii() or not hmac.compare_digest(signature, self._sign(f"{expiry}.{nonce}")):
             return None
         if not expiry.isdigit() or int(expiry) < (now if now is not None else time.time()):
             return None
@@ -79,7 +79,9 @@ class Sessions:
         return self._sign(f"csrf:{session.nonce}")
 
     def csrf_ok(self, session: Session, given: str | None) -> bool:
-        return bool(given) and hmac.compare_digest(str(given), self.csrf(session))
+        """Is ``given`` the CSRF token of ``session`` (constant time)? Non-ASCII text is refused, not compared
+        (``hmac.compare_digest`` raises ``TypeError`` for it)."""
+        return bool(given) and str(given).isascii() and hmac.compare_digest(str(given), self.csrf(session))
 
 
 def same_origin(origin: str | None, host: str | None) -> bool:

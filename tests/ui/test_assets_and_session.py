@@ -65,3 +65,15 @@ def test_origin_check() -> None:
     assert same_origin("http://127.0.0.1:8080", "127.0.0.1:8080")
     assert not same_origin("http://attacker.test", "127.0.0.1:8080")
     assert not same_origin("null", "127.0.0.1:8080")
+
+
+def test_non_ascii_cookies_and_csrf_tokens_are_refused_not_errors() -> None:
+    """A forged cookie or CSRF field with non-ASCII characters is refused like any forgery (it once raised
+    ``TypeError`` from ``hmac.compare_digest`` on ``str``, a 500 for any client)."""
+    sessions = Sessions("token-1")
+    cookie = sessions.issue(now=1000.0)
+    expiry, nonce, _ = cookie.split(".")
+    assert sessions.check(f"{expiry}.{nonce}.\u00e9", now=2000.0) is None
+    assert sessions.check(f"{expiry}.\u00e9.abc", now=2000.0) is None
+    session = sessions.check(cookie, now=2000.0)
+    assert session is not None and not sessions.csrf_ok(session, "\u00e9" * 64)

@@ -98,3 +98,17 @@ def test_a_cross_site_form_in_the_browser_cannot_cancel(tab: Tab, served: Served
     assert '"unauthorized"' in tab.page.content()
     tab.errors.clear()  # the refused post answers 401, which Chromium logs on the console
     assert _cancels(served) == before
+
+
+def test_non_ascii_cookie_or_csrf_field_is_refused_not_a_server_error(served: Served) -> None:
+    """A forged cookie or CSRF field with a non-ASCII character is refused (redirect to the login / 403), never a
+    500: the signature comparison once raised TypeError for non-ASCII text."""
+    before = _cancels(served)
+    raw = f"{COOKIE}=9999999999.abc.\u00e9".encode("latin-1")  # the byte 0xe9, as a client may send it
+    with httpx.Client(base_url=served.url) as forger:
+        answer = forger.get("/ui/leaderboard", headers={"cookie": raw})
+        assert answer.status_code == 303
+    client, _ = _session(served)
+    assert client.post(f"/ui/evals/{RUNNING}/cancel", data={"csrf": "\u00e9" * 64}).status_code == 403
+    assert _cancels(served) == before
+    client.close()
