@@ -5,11 +5,14 @@ the last one by a real cross-site form in Chromium."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import httpx
 
+from budeval.storage.base import EvaluationRecord
 from budeval.ui.session import COOKIE
 from budeval.workflow import names
+from tests.service.support import FakeState, Status
 from tests.ui.conftest import TOKEN, Served, Tab
 from tests.ui.support import RUNNING
 
@@ -112,3 +115,21 @@ def test_non_ascii_cookie_or_csrf_field_is_refused_not_a_server_error(served: Se
     assert client.post(f"/ui/evals/{RUNNING}/cancel", data={"csrf": "\u00e9" * 64}).status_code == 403
     assert _cancels(served) == before
     client.close()
+
+
+def test_the_live_status_sends_an_ended_session_to_the_login_form(tab: Tab, served: Served) -> None:
+    """The evaluation page polls its status while the evaluation runs; when the session ends meanwhile (logout in
+    another tab, expiry, a rotated token) the poll's 401 takes the page to the login form instead of leaving a stale
+    status on screen that looks live (it once ignored the 401 and polled on silently)."""
+    eval_id = "ui-running-session"
+    served.store.record_evaluation(EvaluationRecord(
+        eval_id=eval_id, status="running", model_name="smollm2", datasets=["tiny_mcq"], created_at=datetime.now(UTC)))
+    served.workflows.instances[eval_id] = FakeState(eval_id, Status.RUNNING, created_at=datetime.now(UTC),
+                                                    last_updated_at=datetime.now(UTC))
+    tab.login()
+    tab.go(f"/ui/evals/{eval_id}")
+    assert tab.page.inner_text("#status") == "running"
+    tab.page.context.clear_cookies()
+    tab.page.wait_for_url(f"**/ui/login?next=%2Fui%2Fevals%2F{eval_id}", timeout=20_000)
+    tab.errors.clear()  # Chromium logs the refused poll (401) on the console
+
