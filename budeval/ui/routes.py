@@ -160,10 +160,11 @@ def ui_router(deps: UiDeps) -> APIRouter:
             size=size))
 
     @router.get("/evals/{eval_id}")
-    def evaluation(request: Request, eval_id: str, cancel: Text = None) -> Response:
+    def evaluation(request: Request, eval_id: str, cancel: Text = None, sig: Text = None) -> Response:
         def build() -> dict[str, Any]:
             view = _status(eval_id)
-            return {**evaluation_context(store, view), "cancel_message": cancel}
+            shown = cancel if cancel and sessions.notice_ok(cancel, sig) else None  # only what the server said
+            return {**evaluation_context(store, view), "cancel_message": shown}
 
         return page(request, "evaluation.html", build)
 
@@ -199,7 +200,8 @@ def ui_router(deps: UiDeps) -> APIRouter:
             return JSONResponse({"error": "invalid", "message": exc.message}, 422)
         code, body = await run_in_threadpool(deps.cancel, eval_id)
         message = body.get("status") if code < 400 else body.get("message") or body.get("error")
-        target = f"{UI_PREFIX}/evals/{quote(eval_id, safe='')}?cancel={quote(str(message), safe='')}"
+        target = (f"{UI_PREFIX}/evals/{quote(eval_id, safe='')}?sig={sessions.notice(str(message))}"
+                  f"&cancel={quote(str(message), safe='')}")
         return RedirectResponse(target, status_code=303)
 
     @router.get("/compare")

@@ -78,6 +78,15 @@ class Sessions:
         """The CSRF token of ``session``."""
         return self._sign(f"csrf:{session.nonce}")
 
+    def notice(self, text: str) -> str:
+        """The signature of a notice the server puts in a redirect's query (the cancel button's outcome), so that a
+        crafted link cannot show text of its own on a page."""
+        return self._sign(f"notice:{text}")
+
+    def notice_ok(self, text: str, given: str | None) -> bool:
+        """Did this server sign ``text`` (:meth:`notice`)? Constant time; non-ASCII signatures are refused."""
+        return bool(given) and str(given).isascii() and hmac.compare_digest(str(given), self.notice(text))
+
     def csrf_ok(self, session: Session, given: str | None) -> bool:
         """Is ``given`` the CSRF token of ``session`` (constant time)? Non-ASCII text is refused, not compared
         (``hmac.compare_digest`` raises ``TypeError`` for it)."""

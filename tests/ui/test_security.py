@@ -14,7 +14,7 @@ from budeval.ui.session import COOKIE
 from budeval.workflow import names
 from tests.service.support import FakeState, Status
 from tests.ui.conftest import TOKEN, Served, Tab
-from tests.ui.support import RUNNING
+from tests.ui.support import FAILED, RUNNING
 
 
 def _cancels(served: Served) -> int:
@@ -133,3 +133,16 @@ def test_the_live_status_sends_an_ended_session_to_the_login_form(tab: Tab, serv
     tab.page.wait_for_url(f"**/ui/login?next=%2Fui%2Fevals%2F{eval_id}", timeout=20_000)
     tab.errors.clear()  # Chromium logs the refused poll (401) on the console
 
+
+def test_a_crafted_link_cannot_put_text_in_the_cancel_notice(served: Served) -> None:
+    """The cancel button's answer shows its outcome on the evaluation page through the redirect's query; a crafted
+    link with its own ``?cancel=`` text (a phishing line on a trusted page) shows nothing: the notice is signed by
+    the server (it once rendered any text from the URL)."""
+    client, csrf = _session(served)
+    lure = "Your session expired: log in again at attacker.test"
+    for query in (f"cancel={lure}", f"cancel={lure}&sig=" + "0" * 64, f"cancel={lure}&sig=\u00e9"):
+        answer = client.get(f"/ui/evals/{FAILED}?{query}")
+        assert answer.status_code == 200 and "attacker.test" not in answer.text
+    refused = client.post(f"/ui/evals/{FAILED}/cancel", data={"csrf": csrf}, follow_redirects=True)
+    assert "Cancel: evaluation" in refused.text and "cannot be cancelled" in refused.text  # the server's own notice
+    client.close()
