@@ -140,10 +140,15 @@ def ui_router(deps: UiDeps) -> APIRouter:
 
     @router.post("/logout")
     async def logout(request: Request) -> Response:
-        try:
-            checked_post(request, (await form_of(request)).get(CSRF_FIELD))
-        except _Refused as refused:
-            return refused.response
+        """End the session: the login form without the cookie. A live session needs its CSRF token and a same-site
+        ``Origin``; a request without one (expired, forged, a rotated token) has nothing to end and goes straight to
+        the login form (dropping a stale cookie)."""
+        form = await form_of(request)
+        if session_of(request) is not None:
+            try:
+                checked_post(request, form.get(CSRF_FIELD))
+            except _Refused as refused:
+                return refused.response
         answer = RedirectResponse(f"{UI_PREFIX}/login", status_code=303)
         answer.delete_cookie(COOKIE, path=UI_PREFIX, httponly=True, samesite="strict")
         return answer

@@ -146,3 +146,16 @@ def test_a_crafted_link_cannot_put_text_in_the_cancel_notice(served: Served) -> 
     refused = client.post(f"/ui/evals/{FAILED}/cancel", data={"csrf": csrf}, follow_redirects=True)
     assert "Cancel: evaluation" in refused.text and "cannot be cancelled" in refused.text  # the server's own notice
     client.close()
+
+
+def test_logging_out_of_an_ended_session_goes_to_the_login_form(served: Served) -> None:
+    """"Log out" on a page left open past its session (expiry, a rotated token) leads to the login form and drops
+    the stale cookie, like a logout (it once answered a JSON 401); a live session still needs its CSRF token."""
+    for cookie in ("1000.abc.0123", "9999999999.abc.0123456789abcdef"):
+        with httpx.Client(base_url=served.url, cookies={COOKIE: cookie}) as stale:
+            answer = stale.post("/ui/logout", data={"csrf": "x"})
+            assert answer.status_code == 303 and answer.headers["location"] == "/ui/login"
+            assert f'{COOKIE}=""' in answer.headers["set-cookie"] and "Max-Age=0" in answer.headers["set-cookie"]
+    client, _ = _session(served)
+    assert client.post("/ui/logout", data={}).status_code == 403
+    client.close()
