@@ -8,7 +8,6 @@ its thread pool, where the store's blocking reads belong.
 
 from __future__ import annotations
 
-from importlib import resources
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, quote
 
@@ -21,14 +20,13 @@ from budeval.schemas.ids import check_dns_label
 from budeval.storage.browse_queries import ExampleFilter
 from budeval.ui.cache import CachedCatalog
 from budeval.ui.deps import UiDeps
-from budeval.ui.render import HEADERS, render
+from budeval.ui.render import HEADERS, package_static, render
 from budeval.ui.session import COOKIE, CSRF_FIELD, SESSION_S, Session, Sessions, same_origin
 from budeval.ui.views_analysis import compare_context, series_context, series_example_context
 from budeval.ui.views_evaluation import evaluation_context, progress
 from budeval.ui.views_tables import PAGE_SIZE, examples_context, leaderboard_context
 
 UI_PREFIX = "/ui"
-_STATIC = resources.files("budeval.ui") / "static"
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png", ".svg": "image/svg+xml"}
 Text = Annotated[str | None, Query(max_length=200)]
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
@@ -37,18 +35,8 @@ Size = Annotated[int, Query(ge=1, le=200, description="rows per page")]
 
 def _static_files() -> dict[str, tuple[bytes, str]]:
     """Every file under ``static/`` with a known type, read once: the only paths ``/ui/static/`` serves."""
-    found: dict[str, tuple[bytes, str]] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        for child in node.iterdir():
-            name = f"{prefix}{child.name}"
-            if child.is_dir():
-                walk(child, name + "/")
-            elif "." in child.name and (kind := _TYPES.get("." + child.name.rsplit(".", 1)[1])):
-                found[name] = (child.read_bytes(), kind)
-
-    walk(_STATIC, "")
-    return found
+    return {name: (body, kind) for name, body in package_static().items()
+            if "." in name and (kind := _TYPES.get("." + name.rsplit(".", 1)[1]))}
 
 
 #: The largest form the UI accepts (login token, CSRF token, a redirect target).
