@@ -246,6 +246,18 @@ SET_MODELS_SQL = """
 """
 
 
+#: Per eval id of ``ids``: the compared examples the example sets hold (``sets``) and the compared prediction rows
+#: (``rows``). Equal while no row left the table without the store's deletes; a predictions TTL deletes rows but
+#: not their sets, so with a TTL the decisions read the sets only when these agree. ``predictions`` without FINAL:
+#: rows not yet merged only make ``rows`` larger (the rows are read then, which is exact).
+SETS_AGAINST_ROWS_SQL = f"""
+    SELECT eval_id, 'sets', sum(bitmapCardinality(judged) + bitmapCardinality(scored_only))
+    FROM example_sets FINAL WHERE eval_id IN %(ids)s GROUP BY eval_id
+    UNION ALL
+    SELECT eval_id, 'rows', count() FROM predictions WHERE eval_id IN %(ids)s AND {COMPARED_SQL} GROUP BY eval_id
+"""
+
+
 def paired_sets_sql(by_model: bool) -> str:
     """:func:`paired_sql`'s columns from the example sets, for evaluations judged by one verdict per example.
     ``single``: true when that holds on both sides (every compared row is a verdict and no example has two rows: the

@@ -1,0 +1,61 @@
+"""Defects found by breaking the example sets (migration 7) against the prediction rows: each test computes a
+decision both ways -- from the sets and, with ``decisions_from_sets = False``, from the rows -- on the same real chDB
+store and asserts identical outcomes. Each test names what used to go wrong."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from budeval.decisions.gate import evaluate_gate
+from budeval.decisions.series import build_series
+from budeval.errors import GateRefusedError
+from budeval.storage.clickhouse import ClickHouseStore
+
+from .support import PlantedRun, Row, record, verdicts
+
+
+def _outcome(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn().model_dump()
+    except GateRefusedError as exc:
+        return ("refused", str(exc), exc.overlap)
+
+
+def _both_ways(store: ClickHouseStore, fn: Callable[[], Any]) -> Any:
+    store.decisions_from_sets = True
+    from_sets = _outcome(fn)
+    store.decisions_from_sets = False
+    try:
+        from_rows = _outcome(fn)
+    finally:
+        store.decisions_from_sets = True
+    assert from_sets == from_rows
+    return from_sets
+
+
+def _expire(store: ClickHouseStore, eval_id: str) -> None:
+    """Age ``eval_id``'s prediction rows past a one-hour predictions TTL and let ClickHouse drop them (a merge)."""
+    store._command("age rows", "ALTER TABLE predictions UPDATE stored_at = now() - 100000 "
+                   "WHERE eval_id = %(e)s SETTINGS mutations_sync = 1", {"e": eval_id})
+    assert store.apply_predictions_ttl(3600) in ("set", "unchanged")
+    store._command("merge", "OPTIMIZE TABLE predictions FINAL")
+    assert store.count("predictions", eval_id, final=True) == 0
+
+
+def test_gate_and_series_after_the_predictions_ttl_expired_a_side(store: ClickHouseStore) -> None:
+    # The TTL deleted the baseline's prediction rows but not its example sets: the gate from the sets still said
+    # "regression" (exit 1) where the rows -- and docs/storage.md ("gates ... of old evaluations lose their data") --
+    # say there is nothing to compare; the series kept the expired checkpoint with empty prompts.
+    record(store, "a", PlantedRun(verdicts("q", [True] * 300)))
+    record(store, "b", PlantedRun(verdicts("q", [i >= 100 for i in range(300)])), order=1)
+    for k in range(3):
+        rows: list[Row] = [("q", i, 0, (i + k) % 3 != 0, None) for i in range(30)]
+        record(store, f"ck-{k}", PlantedRun(rows), checkpoint=("s", k, None), order=k)
+    assert store._paired_from_sets("a", "b") is not None  # before: the sets decide
+    _expire(store, "a")
+    _expire(store, "ck-0")
+    assert _both_ways(store, lambda: evaluate_gate(store, "a", "b"))[0] == "refused"
+    series = _both_ways(store, lambda: build_series(store, "s", limit=3))
+    assert [p["eval_id"] for p in series["checkpoints"]][:1] == ["ck-0"]
+    assert store._paired_from_sets("b", "ck-1") is not None  # rows not expired: still from the sets
