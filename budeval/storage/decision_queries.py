@@ -309,7 +309,9 @@ def series_sets_sql(with_dataset: bool) -> str:
     every checkpoint, hard = judged and never right, forgotten = ever right minus right at the latest; an example right
     at the latest was wrong again after a first right (unstable) exactly when it was ever dropped (right -> wrong);
     learned = right at the latest minus easy minus unstable, each with exactly one flip. Parameters: ``ids``,
-    ``positions``, ``limit`` and ``dataset`` when filtered."""
+    ``positions``, ``limit`` and ``dataset`` when filtered. The listed arrays are sorted: ClickHouse keeps a bitmap of
+    at most 32 elements as a small hash set, whose ``bitmapToArray`` is in hash order (``bitmapSubsetLimit`` does pick
+    the smallest elements)."""
     dataset_filter = "AND dataset = %(dataset)s" if with_dataset else ""
     return f"""
     WITH per_checkpoint AS (
@@ -360,10 +362,11 @@ def series_sets_sql(with_dataset: bool) -> str:
             bitmapCardinality(learned_kind), bitmapCardinality(unstable)] AS kind_examples,
            arraySum(arrayMap(c -> bitmapAndCardinality(forgotten_kind, c), changes)) AS forgotten_flips,
            arraySum(learned) + arraySum(forgotten) AS all_flips,
-           bitmapToArray(bitmapSubsetLimit(always_right, 0, %(limit)s)) AS easy_listed,
-           bitmapToArray(bitmapSubsetLimit(forgotten_kind, 0, %(limit)s)) AS forgotten_listed,
-           bitmapToArray(bitmapSubsetLimit(hard, 0, %(limit)s)) AS hard_listed,
-           arrayMap(s -> bitmapToArray(bitmapSubsetLimit(bitmapAnd(learned_kind, s), 0, %(limit)s)), learned_sets)
+           arraySort(bitmapToArray(bitmapSubsetLimit(always_right, 0, %(limit)s))) AS easy_listed,
+           arraySort(bitmapToArray(bitmapSubsetLimit(forgotten_kind, 0, %(limit)s))) AS forgotten_listed,
+           arraySort(bitmapToArray(bitmapSubsetLimit(hard, 0, %(limit)s))) AS hard_listed,
+           arrayMap(s -> arraySort(bitmapToArray(bitmapSubsetLimit(bitmapAnd(learned_kind, s), 0, %(limit)s))),
+                    learned_sets)
                AS learned_by_position,
            arrayMap(r -> arrayMap(x -> bitmapContains(r, x), forgotten_listed), rs) AS right_at
     FROM kinds

@@ -59,3 +59,20 @@ def test_gate_and_series_after_the_predictions_ttl_expired_a_side(store: ClickHo
     series = _both_ways(store, lambda: build_series(store, "s", limit=3))
     assert [p["eval_id"] for p in series["checkpoints"]][:1] == ["ck-0"]
     assert store._paired_from_sets("b", "ck-1") is not None  # rows not expired: still from the sets
+
+
+def test_series_lists_small_kinds_in_example_order(store: ClickHouseStore) -> None:
+    # ClickHouse keeps a bitmap of at most 32 elements as a small hash set, whose bitmapToArray is in hash order:
+    # the series from the sets listed forgotten examples 4, 2 where the rows (and docs/decisions.md: "ordered") list
+    # 2, 4. Several small datasets with every kind, so that some set comes out of hash order.
+    histories = ("RRR", "WWW", "WRW", "WRR", "RWW", "RRW", "WWR", "RWR", "WRW", "RWW", "RRW", "RWW", "WWR")
+    for k in range(3):
+        rows: list[Row] = [(f"d{j}", i, 0, histories[(i * (j + 1) + j) % len(histories)][k] == "R", None)
+                           for j in range(6) for i in range(7 + j)]
+        record(store, f"ck-{k}", PlantedRun(rows), checkpoint=("small", k, None), order=k)
+    assert store._series_from_sets(store.series_checkpoints("small"), None, 5) is not None
+    series = _both_ways(store, lambda: build_series(store, "small", limit=5))
+    for d in series["datasets"]:
+        for kind in ("easy", "hard", "forgotten"):
+            listed = [e["example_index"] for e in d["examples"].get(kind, [])]
+            assert listed == sorted(listed), (d["dataset"], kind, listed)
