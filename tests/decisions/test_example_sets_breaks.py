@@ -76,3 +76,14 @@ def test_series_lists_small_kinds_in_example_order(store: ClickHouseStore) -> No
         for kind in ("easy", "hard", "forgotten"):
             listed = [e["example_index"] for e in d["examples"].get(kind, [])]
             assert listed == sorted(listed), (d["dataset"], kind, listed)
+
+
+def test_gate_after_the_predictions_ttl_was_removed(store: ClickHouseStore) -> None:
+    # With the TTL gone (predictions_ttl_s back to 0) the sets are read unchecked again, and the sets of the rows it
+    # had expired still said "regression". Removing the TTL brings the sets of such evaluations back to their rows.
+    record(store, "a", PlantedRun(verdicts("q", [True] * 300)))
+    record(store, "b", PlantedRun(verdicts("q", [i >= 100 for i in range(300)])), order=1)
+    _expire(store, "a")
+    assert store.apply_predictions_ttl(0) == "removed"
+    assert _both_ways(store, lambda: evaluate_gate(store, "a", "b"))[0] == "refused"
+    assert store._paired_from_sets("b", "b") is not None  # b's sets were kept
