@@ -5,6 +5,7 @@ store and asserts identical outcomes. Each test names what used to go wrong."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from budeval.decisions.gate import evaluate_gate
@@ -87,3 +88,27 @@ def test_gate_after_the_predictions_ttl_was_removed(store: ClickHouseStore) -> N
     assert store.apply_predictions_ttl(0) == "removed"
     assert _both_ways(store, lambda: evaluate_gate(store, "a", "b"))[0] == "refused"
     assert store._paired_from_sets("b", "b") is not None  # b's sets were kept
+
+
+def test_an_example_key_beyond_uint32_is_a_parse_error(store: ClickHouseStore, tmp_path: Path) -> None:
+    # example_index is UInt32 (predictions and the example sets): a key like "4294967296" in a predictions file made
+    # the store's insert fail with StoreUnavailableError ("unavailable": a transient outage, retried) instead of the
+    # dataset's predictions being reported unreadable, as for a key that is not an index.
+    import json
+    import shutil
+
+    from budeval.engine.results import parse_run
+
+    from .support import OPENCOMPASS
+
+    run = tmp_path / "mcq"
+    shutil.copytree(OPENCOMPASS / "mcq", run)
+    [path] = run.glob("*/predictions/*/tiny_mcq.json")
+    entries = json.loads(path.read_text())
+    entries[str(2**32)] = entries.pop(next(iter(entries)))
+    path.write_text(json.dumps(entries))
+    parsed = parse_run(run)
+    report = store.store_run("big", "r0", parsed)
+    assert report.predictions == 0
+    [status] = parsed.statuses
+    assert status.status == "partial" and "4294967296" in (status.reason or "")
