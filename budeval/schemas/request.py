@@ -21,6 +21,37 @@ DnsLabel = Annotated[str, Field(pattern=DNS_LABEL.pattern, min_length=1, max_len
 SafeName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")]
 
 
+#: What mmengine's ``Config.fromfile`` rewrites in a config's *text* before running it -- OpenCompass loads the
+#: rendered config, and again the per-task copies it dumps, this way (mmengine/config/config.py
+#: ``_substitute_env_variables``, ``_substitute_predefined_vars``, ``_pre_substitute_base_vars``): ``{{$VAR:default}}``
+#: becomes the environment variable ``VAR`` (the run's ``OPENAI_API_KEY``; its value is also logged),
+#: ``{{ fileDirname }}`` and its siblings the config's path, ``{{_base_.x}}`` a base config's value. A superset of
+#: those patterns: request text holding one is refused (:func:`check_config_text`).
+CONFIG_SUBSTITUTION = re.compile(
+    r"\{\{['\"]?\s*\$\w+\s*:"
+    r"|\{\{\s*(fileDirname|fileBasename|fileBasenameNoExtension|fileExtname)\s*\}\}"
+    r"|\{\{\s*_base_\.[\w.]+\s*\}\}"
+)
+
+
+def check_config_text(value: Any, where: str = "") -> None:
+    """Every string in ``value`` (a request dumped to JSON types): ``ValueError`` naming the field when one holds a
+    pattern OpenCompass's config loader rewrites (:data:`CONFIG_SUBSTITUTION`)."""
+    if isinstance(value, str):
+        found = CONFIG_SUBSTITUTION.search(value)
+        if found:
+            raise ValueError(
+                f"{where or 'value'}: {found.group(0)[:40]!r} is rewritten by OpenCompass's config loader (mmengine:"
+                " an environment variable, a file name or a base config's value) -- write it another way"
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_config_text(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_config_text(item, f"{where}[{index}]")
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -329,6 +360,12 @@ class EvalRequest(Strict):
         if isinstance(resources, Resources) and "gpus" not in resources.model_fields_set:
             return {**data, "resources": resources.model_copy(update={"gpus": 0})}
         return data
+
+    @model_validator(mode="after")
+    def _no_config_substitution(self) -> EvalRequest:
+        """Request text reaches the rendered OpenCompass config: none may be rewritten there (check_config_text)."""
+        check_config_text(self.model_dump(mode="json"))
+        return self
 
     @model_validator(mode="after")
     def _datasets_or_suite(self) -> EvalRequest:
