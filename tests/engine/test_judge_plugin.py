@@ -55,6 +55,9 @@ except ValueError as exc:
     out['missing'] = str(exc)
 base = module.BudevalReplay(path='replay:e0', answers={'plain base prompt': ['x']})
 out['base'] = base.generate(['plain base prompt'])
+import base64
+encoded = base64.b64encode(json.dumps({'{{$OPENAI_API_KEY:x}}': ['{{ fileDirname }}']}).encode()).decode()
+out['encoded'] = module.BudevalReplay(path='replay:e0', answers_b64=encoded).generate(['{{$OPENAI_API_KEY:x}}'])
 print('RESULT' + json.dumps(out))
 """
 
@@ -93,3 +96,4 @@ def test_replay_answers_from_the_stored_predictions_and_never_invents_one(result
     assert result["replayed"] == ["Paris", "5", "Lyon"]  # a prompt asked twice gets its predictions in turn
     assert "no stored prediction to replay" in result["missing"] and "never stored" in result["missing"]
     assert result["base"] == ["x"]
+    assert result["encoded"] == ["{{ fileDirname }}"]  # the form rendered configs use (render.py ``_replay_model``)

@@ -96,3 +96,19 @@ def test_refused_patterns_are_the_ones_mmengine_rewrites(tmp_path: Path) -> None
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     for value, got in zip(values, loaded, strict=True):
         assert (got != value) == (value not in allowed), (value, got)
+
+
+def test_replayed_predictions_reach_the_config_without_a_pattern_mmengine_rewrites() -> None:
+    """A re-judging run writes the stored prompts and predictions (data: the evaluated model's answers, a dataset's
+    questions) into the config; one holding ``{{$OPENAI_API_KEY:x}}`` had the judge's key put in its place by the
+    task process (and sent to the judge, and stored as the re-judged evaluation's prediction). They are written
+    encoded (base64 of JSON), so no stored text reaches mmengine's text substitution."""
+    from budeval.engine.render import render_config
+    from budeval.schemas.request import CONFIG_SUBSTITUTION
+
+    doc = json.loads(json.dumps(BASE))
+    doc["rejudge_of"] = "e0"
+    request = EvalRequest.model_validate(doc)
+    leak = "{{$OPENAI_API_KEY:x}}"
+    text = render_config(request, request.datasets or [], replay={f"HUMAN: {leak}?": [leak, "{{ fileDirname }}"]})
+    assert CONFIG_SUBSTITUTION.search(text) is None, CONFIG_SUBSTITUTION.search(text)

@@ -29,6 +29,8 @@ the prediction stored for it and never calls a model.
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -304,16 +306,20 @@ class BudevalReplay(BaseAPIModel):  # type: ignore[misc]
     """The evaluated model of a re-judging run: answers every prompt with the prediction stored for it.
 
     ``answers``: prompt text as stored -> the stored predictions for that prompt, in example order (a prompt asked
-    twice gets them in turn). A prompt with no stored prediction is an error (the run fails, naming it): a replay
-    never invents an answer and never calls a model.
+    twice gets them in turn); budeval renders them as ``answers_b64``, base64 of that JSON object, so that no stored
+    text meets mmengine's config substitution. A prompt with no stored prediction is an error (the run fails,
+    naming it): a replay never invents an answer and never calls a model.
     """
 
     is_api = True
 
-    def __init__(self, path: str, answers: dict[str, list[str]], max_seq_len: int = 2048,
-                 meta_template: dict[str, Any] | None = None, **_: Any) -> None:
+    def __init__(self, path: str, answers: dict[str, list[str]] | None = None, max_seq_len: int = 2048,
+                 meta_template: dict[str, Any] | None = None, answers_b64: str | None = None, **_: Any) -> None:
         super().__init__(path=path, query_per_second=1000, retry=0, max_seq_len=max_seq_len,
                          meta_template=meta_template)
+        if answers_b64 is not None:  # how budeval renders them: base64 of the JSON (no text mmengine rewrites)
+            answers = json.loads(base64.b64decode(answers_b64).decode("utf-8"))
+        answers = answers or {}
         self._answers = {key: list(values) for key, values in answers.items()}
         self._loose: dict[str, str] = {}
         for key in self._answers:
