@@ -386,6 +386,9 @@ class EvalRequest(Strict):
         judged = [d.name for d in self.datasets or [] if isinstance(d, CustomDataset) and d.scoring == JUDGE_SCORING]
         if judged and self.judge is None:
             raise ValueError(f"dataset(s) {', '.join(judged)} are scored 'judge': give a 'judge' model")
+        if self.judge is not None and not judged:
+            raise ValueError("'judge' is given but no dataset is scored 'judge' (only a custom qa dataset with"
+                             " \"scoring\": \"judge\" is): drop 'judge', or mark the datasets it should score")
         if self.rejudge_of is not None:
             if self.judge is None:
                 raise ValueError("'rejudge_of' needs a 'judge'")

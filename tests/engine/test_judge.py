@@ -84,9 +84,8 @@ def test_a_judged_dataset_renders_generic_llm_evaluator_with_the_judge_and_budev
     # The judge's own template replaces the default, and is in the config (so in its hash).
     own = EvalRequest.model_validate(judged(judge={"model": ENDPOINT_JUDGE, "template": "Q {question} P {prediction}"}))
     assert "'Q {question} P {prediction}'" in render_config(own, own.datasets or [])
-    # Without a judged dataset the judge is not rendered at all.
-    plain = EvalRequest.model_validate(judged(datasets=["tiny_qa"]))
-    assert JUDGE_VARIABLE not in render_config(plain, ["tiny_qa"])
+    # A run without the judged dataset (per-dataset split) does not render the judge at all.
+    assert JUDGE_VARIABLE not in render_config(request, ["tiny_qa"])
 
 
 def test_a_judge_key_is_read_from_the_environment_never_written() -> None:
@@ -152,7 +151,8 @@ def test_the_judge_model_commit_template_and_settings_are_the_work(tmp_path: Pat
 
 
 def test_requests_without_a_judge_keep_their_identity(tmp_path: Path) -> None:
-    request = EvalRequest.model_validate(judged(tmp_path, datasets=["tiny_qa"]))
+    (tmp_path / "qa.jsonl").write_text('{"question": "q", "answer": "a"}\n', encoding="utf-8")
+    request = EvalRequest.model_validate(judged(tmp_path))
     without = EvalRequest.model_validate({k: v for k, v in judged(tmp_path, datasets=["tiny_qa"]).items()
                                           if k != "judge"})
     assert "judge" not in _identity(without, tmp_path).components
@@ -211,14 +211,27 @@ def test_rejudge_request_is_the_earlier_request_with_the_new_judge(tmp_path: Pat
 def test_a_judges_paths_follow_the_path_policy(tmp_path: Path) -> None:
     from budeval.policy.paths import check_request_paths
 
-    settings = Settings(data_dir=tmp_path / "data", models_root=[tmp_path / "models"])
+    settings = Settings(data_dir=tmp_path / "data", models_root=[tmp_path / "models"], datasets_root=[tmp_path])
+    (tmp_path / "qa.jsonl").write_text('{"question": "q", "answer": "a"}\n', encoding="utf-8")
     outside = {"name": "judge", "source": {"type": "huggingface", "path": "/etc/judge"}}
     with pytest.raises(PolicyError) as caught:
-        check_request_paths(EvalRequest.model_validate(judged(judge={"model": outside},
-                                                              datasets=["tiny_qa"])), settings)
+        check_request_paths(EvalRequest.model_validate(judged(tmp_path, judge={"model": outside})), settings)
     assert caught.value.field == "judge.model.source.path"
     tokenizer = {**ENDPOINT_JUDGE, "source": {**ENDPOINT_JUDGE["source"], "tokenizer_path": "/etc/tok"}}
     with pytest.raises(PolicyError) as caught:
-        check_request_paths(EvalRequest.model_validate(judged(judge={"model": tokenizer},
-                                                              datasets=["tiny_qa"])), settings)
+        check_request_paths(EvalRequest.model_validate(judged(tmp_path, judge={"model": tokenizer})), settings)
     assert caught.value.field == "judge.model.source.tokenizer_path"
+
+
+def test_a_judge_that_scores_no_dataset_is_refused() -> None:
+    """A ``judge`` with no dataset scored ``judge`` (a suite, stock or rule-scored datasets) was accepted and then
+    silently unused -- yet part of the identity (an endpoint judge even made the evaluation never reusable), and a
+    ``rejudge`` of such an evaluation "re-judged" nothing. Refused, naming what to do."""
+    doc = judged()
+    doc["datasets"] = ["tiny_qa", {"name": "jq", "path": "/data/qa.jsonl", "scoring": "contains"}]
+    with pytest.raises(SchemaError, match="no dataset is scored 'judge'"):
+        EvalRequest.model_validate(doc)
+    with pytest.raises(SchemaError, match="no dataset is scored 'judge'"):
+        EvalRequest.model_validate({**{k: v for k, v in doc.items() if k != "datasets"}, "suite": "light"})
+    rejected = parse_request(json.dumps({**doc, "rejudge_of": "e0"}))
+    assert isinstance(rejected, Rejection) and "scored 'judge'" in rejected.reason
