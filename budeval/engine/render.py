@@ -194,8 +194,9 @@ def render_config(
     model_classes = [] if replay is not None else [model_class]
     judge_lines: list[str] = []
     if judged and request.judge is not None:
+        # An HF judge loads weights in OpenCompass's eval task, which is given its ``num_gpus``: the run's GPUs.
         judge_class, judge_lines = _model_dict(request.judge.model.name, request.judge.model.source, request.judge,
-                                               0, "", settings, judge=True)
+                                               gpus, "", settings, judge=True)
         model_classes.append(judge_class)
     out = [
         "# OpenCompass 0.5.4 config rendered by budeval; do not edit: budeval records the sha256 of this text.",

@@ -313,6 +313,14 @@ class CheckpointSpec(Strict):
     tokens_seen: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = None
 
 
+def _loads_weights(judge: Any) -> bool:
+    """Whether a request's raw ``judge`` is a Hugging Face model (its weights load where OpenCompass runs)."""
+    model = judge.get("model") if isinstance(judge, dict) else getattr(judge, "model", None)
+    source = model.get("source") if isinstance(model, dict) else getattr(model, "source", None)
+    kind = source.get("type", "huggingface") if isinstance(source, dict) else getattr(source, "type", None)
+    return source is not None and kind == "huggingface"
+
+
 class EvalRequest(Strict):
     eval_id: DnsLabel
     experiment_id: SeriesName | None = None
@@ -344,13 +352,13 @@ class EvalRequest(Strict):
     @classmethod
     def _endpoint_runs_need_no_gpu(cls, data: Any) -> Any:
         """An endpoint model runs no weights where OpenCompass runs: unless the request sets ``resources.gpus``, its
-        runs request no GPU (a Hugging Face model's default stays one)."""
+        runs request no GPU (a Hugging Face model's default stays one, and so does a run with a Hugging Face judge)."""
         if not isinstance(data, dict):
             return data
         model = data.get("model")
         source = model.get("source") if isinstance(model, dict) else getattr(model, "source", None)
         kind = source.get("type") if isinstance(source, dict) else getattr(source, "type", None)
-        if kind != "openai":
+        if kind != "openai" or _loads_weights(data.get("judge")):
             return data
         resources = data.get("resources")
         if resources is None:
@@ -395,6 +403,11 @@ class EvalRequest(Strict):
             if self.rejudge_of == self.eval_id:
                 raise ValueError("'rejudge_of' names this evaluation itself")
         return self
+
+    def loads_weights(self) -> bool:
+        """Whether a run loads model weights where OpenCompass runs: a Hugging Face model, or a Hugging Face judge
+        (an endpoint model with an endpoint judge, or none, only calls out: no GPU, small pods by default)."""
+        return not isinstance(self.model.source, EndpointModel) or _loads_weights(self.judge)
 
     def dataset_names(self) -> list[str]:
         return [d if isinstance(d, str) else d.name for d in (self.datasets or [])]

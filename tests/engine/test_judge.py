@@ -235,3 +235,29 @@ def test_a_judge_that_scores_no_dataset_is_refused() -> None:
         EvalRequest.model_validate({**{k: v for k, v in doc.items() if k != "datasets"}, "suite": "light"})
     rejected = parse_request(json.dumps({**doc, "rejudge_of": "e0"}))
     assert isinstance(rejected, Rejection) and "scored 'judge'" in rejected.reason
+
+
+def test_a_hugging_face_judge_gets_the_runs_gpus() -> None:
+    """An HF judge was rendered with ``run_cfg=dict(num_gpus=0)`` whatever the request's resources: OpenCompass 0.5.4
+    sizes the eval task by the judge's ``num_gpus`` (tasks/openicl_eval.py) and its LocalRunner starts it with
+    ``CUDA_VISIBLE_DEVICES=`` (none), so the judge's weights ran on CPU on a GPU node. And an endpoint model with an
+    HF judge defaulted to a GPU-less run. Right: the HF judge gets the run's GPUs; only a run that loads no weights
+    (endpoint model, endpoint or no judge) defaults to none."""
+    hf_judge = {"name": "hfj", "source": {"type": "huggingface", "path": "org/judge"}}
+    request = EvalRequest.model_validate(judged(judge={"model": hf_judge}, resources={"gpus": 2}))
+    judge = ast.unparse(_assignments(render_config(request, request.datasets or []))[JUDGE_VARIABLE])
+    assert "run_cfg=dict(num_gpus=2)" in judge
+    endpoint_model = {"name": "m", "source": {"type": "openai", "base_url": "http://10.0.0.5:8000/v1", "model": "m"}}
+    with_hf_judge = EvalRequest.model_validate(judged(model=endpoint_model, judge={"model": hf_judge}))
+    assert with_hf_judge.resources.gpus == 1
+    judge = ast.unparse(_assignments(render_config(with_hf_judge, with_hf_judge.datasets or []))[JUDGE_VARIABLE])
+    assert "run_cfg=dict(num_gpus=1)" in judge
+    assert EvalRequest.model_validate(judged(model=endpoint_model)).resources.gpus == 0  # endpoint judge: no GPU
+    # ... nor the small CPU pod defaults of an endpoint run (budeval/workflow/activities.py ``with_cluster_defaults``)
+    assert with_hf_judge.loads_weights()
+    assert not EvalRequest.model_validate(judged(model=endpoint_model)).loads_weights()
+    from budeval.workflow.activities import plan_runs, render_plans
+
+    settings = Settings(endpoint_default_cpu="500m", endpoint_default_memory="2Gi")
+    specs = render_plans(with_hf_judge, plan_runs(with_hf_judge, ["jq"]), settings).specs
+    assert specs[0].resources.cpu is None and specs[0].resources.memory is None
