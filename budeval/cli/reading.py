@@ -86,4 +86,10 @@ def _service_holding(settings: Settings, shown: str) -> ServiceStore:
             f"the store {shown} is held by another process and no service answers at {remote.url} "
             "(stop that process, or start `budeval serve` / set BUDEVAL_API_URL)"
         ) from None
+    # A service named by BUDEVAL_API_URL (or any) may hold another store: never answer from the wrong data.
+    held = remote.held_store()
+    if held is not None and held != shown:
+        raise StoreUnavailableError(
+            f"the store {shown} is held by another process; the service at {remote.url} holds {held}"
+        ) from None
     return remote

@@ -40,6 +40,14 @@ class ServiceStore:
     def _get(self, path: str, params: dict[str, Any] | list[tuple[str, Any]] | None = None) -> dict[str, Any]:
         return call_api("GET", path, params, self.settings)
 
+    def held_store(self) -> str | None:
+        """The store the service holds (redacted DSN); None from a service without ``GET /store``."""
+        try:
+            store = self._get("/store").get("store")
+        except NotFoundError:
+            return None
+        return store if isinstance(store, str) else None
+
     def ping(self) -> None:
         """Raises :class:`budeval.errors.TransientError` when the service does not answer."""
         call_api("GET", "/healthz", None, self.settings)

@@ -12,7 +12,8 @@ from budeval.service.api_common import ServiceDeps, api_error, plain, safe_id
 
 
 def read_routes(deps: ServiceDeps, router: APIRouter) -> None:
-    """Add ``GET /evals/{id}/results``, ``GET /leaderboard``, ``GET /compare`` and ``GET /reuse/{hash}``."""
+    """Add ``GET /evals/{id}/results``, ``GET /store``, ``GET /leaderboard``, ``GET /compare`` and
+    ``GET /reuse/{hash}``."""
 
     @router.get("/evals/{eval_id}/results", summary="Score rows of one evaluation (and its first examples)")
     def get_results(
@@ -30,6 +31,12 @@ def read_routes(deps: ServiceDeps, router: APIRouter) -> None:
         if examples is not None:
             answer["examples"] = [plain(e) for e in deps.store.examples(eval_id, examples)]
         return answer
+
+    @router.get("/store", summary="The store this service holds (its DSN without the password)")
+    def held_store() -> dict[str, Any]:
+        from budeval.storage.factory import as_store_dsn, redact_dsn
+
+        return {"store": redact_dsn(as_store_dsn(deps.settings.resolved_store_dsn()))}
 
     @router.get("/leaderboard", summary="Models ranked on a dataset or a set of datasets (paginated)")
     def leaderboard(

@@ -8,6 +8,7 @@ says which path was taken. While it runs, a suite file added to its suites folde
 
 from __future__ import annotations
 
+import fcntl
 import json
 import subprocess
 import sys
@@ -109,6 +110,16 @@ def both(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[s
         serving = {name: _run(served, argv, request_file) for name, argv in COMMANDS}
         # a write command names the holder instead of chDB's bare lock error
         migrate = served.cli("migrate")
+        # a store held by some other process, the service named by BUDEVAL_API_URL holding another: refused
+        elsewhere = data_dir.parent / "elsewhere"
+        elsewhere.mkdir()
+        with (elsewhere / "status").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            wrong = subprocess.run(
+                [sys.executable, "-m", "budeval.cli.main", "leaderboard", "--dataset", "tiny_qa", "--store",
+                 str(elsewhere)],
+                env={**served.env, "BUDEVAL_API_URL": served.info["api_url"]},
+                capture_output=True, text=True, timeout=120, check=False)
         # a suite added while the service runs is known to it without a restart
         plan = {**REQUEST, "datasets": None, "suite": "added-later"}
         before = _dry_run(served, plan)
@@ -117,6 +128,8 @@ def both(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[s
     finally:
         served.stop()
     assert migrate.returncode == 1 and "held by another process" in migrate.stderr, migrate.stderr
+    assert wrong.returncode != 0 and wrong.stdout == "", wrong.stdout
+    assert f"holds chdb://{data_dir / 'clickhouse'}" in wrong.stderr, wrong.stderr
     assert before.status_code == 422 and "added-later" in before.text, before.text
     assert after.status_code == 200 and [d["name"] for d in after.json()["datasets"]] == ["tiny_mcq"], after.text
     yield {name: (alone[name], serving[name]) for name, _ in COMMANDS}
