@@ -153,7 +153,9 @@ def test_requests_without_a_judge_keep_their_identity(tmp_path: Path) -> None:
     without = EvalRequest.model_validate({k: v for k, v in judged(tmp_path, datasets=["tiny_qa"]).items()
                                           if k != "judge"})
     assert "judge" not in _identity(without, tmp_path).components
-    assert "judge" in _identity(request, tmp_path).components  # named, so part of the work
+    # Named but judging no dataset: it changes nothing computed, so it is not part of the work.
+    assert "judge" not in _identity(request, tmp_path).components
+    assert _identity(request, tmp_path).hash == _identity(without, tmp_path).hash
 
 
 # -- credential policy -----------------------------------------------------------------------------------------------
