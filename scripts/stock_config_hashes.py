@@ -3,9 +3,10 @@
 The identity of an evaluation (budeval/engine/identity.py) names a stock dataset by the hash OpenCompass itself
 gives its config (``opencompass.utils.prompt.get_prompt_hash``, whose first 6 characters are the ``version`` column
 of OpenCompass's summary) and by its data files. ``judge`` says whether the config's evaluator takes a judge model
-(a ``judge_cfg`` in its ``eval_cfg``, e.g. ``GenericLLMEvaluator``): budeval/engine/catalog.py ``needs_judge``. The service does not have OpenCompass installed (it lives in its
-own venv locally and in the runner image in a cluster), so the hashes are computed here, once per OpenCompass
-version, in the OpenCompass venv, and shipped with the package.
+(a ``judge_cfg`` in its ``eval_cfg``, e.g. ``GenericLLMEvaluator``): budeval/engine/catalog.py ``needs_judge``.
+The service does not have OpenCompass installed (it lives in its own venv locally and in the runner image in a
+cluster), so the hashes are computed here, once per OpenCompass version, in the OpenCompass venv, and shipped with
+the package.
 
     .venv/bin/python scripts/stock_config_hashes.py [--python OC_PYTHON] [--check]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from budeval.engine.catalog import BUNDLED, STOCK
-from budeval.engine.identity import stock_table
+from budeval.engine.catalog import stock_table
 from budeval.errors import ValidationError
 
 

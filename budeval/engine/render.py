@@ -199,9 +199,8 @@ def render_config(
                 stock_judged = True
                 # Called through __import__: with read_base, mmengine imports lazily and a lazily imported
                 # function cannot be called while the config loads.
-                dataset_lines.append(
-                    f"    *__import__({JUDGED_MODULE!r}).{WITH_JUDGE}({alias}, {JUDGE_VARIABLE}),  # {stock.name}, judged"
-                )
+                call = f"__import__({JUDGED_MODULE!r}).{WITH_JUDGE}({alias}, {JUDGE_VARIABLE})"
+                dataset_lines.append(f"    *{call},  # {stock.name}, judged")
             else:
                 dataset_lines.append(f"    *{alias},  # {stock.name}")
         else:

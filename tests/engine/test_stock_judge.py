@@ -81,7 +81,8 @@ cfg = Config.fromfile(sys.argv[1], format_python_code=False)
 out = {}
 for d in cfg['datasets']:
     ev = d.get('eval_cfg', {}).get('evaluator', {})
-    out[d['abbr']] = {'evaluator': str(ev.get('type')), 'judge_cfg': {k: str(v) for k, v in (ev.get('judge_cfg') or {}).items()}}
+    judge = {k: str(v) for k, v in (ev.get('judge_cfg') or {}).items()}
+    out[d['abbr']] = {'evaluator': str(ev.get('type')), 'judge_cfg': judge}
 print(json.dumps(out))
 """
 
