@@ -21,7 +21,8 @@ Two evaluations with equal identity hashes compute the same scores, so the later
   installed distributions, :func:`_engine`);
 - ``judge`` (only when the request names one and a dataset is judged by it: a custom dataset scored ``judge`` or a
   stock LLM-judge dataset, catalog.py ``judged_datasets``; or when it re-judges): the judge model's identity (as
-  ``model`` above), the sha256 of its prompt template and its generation settings (budeval/engine/judging.py ``judge_component``);
+  ``model`` above), the sha256 of its prompt template and its generation settings (budeval/engine/judging.py
+  ``judge_component``);
 - ``rejudge_of`` (only for a re-judging request): the evaluation whose stored predictions are judged again -- the
   answers judged are that evaluation's, not a new inference.
 
