@@ -11,7 +11,7 @@ the package.
     .venv/bin/python scripts/stock_config_hashes.py [--python OC_PYTHON] [--check]
 
 ``--check`` exits 1 when the shipped file differs from what the installed OpenCompass computes
-(tests/engine/test_identity_opencompass.py runs it).
+(tests/engine/test_catalog.py runs it).
 """
 
 from __future__ import annotations
