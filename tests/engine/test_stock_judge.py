@@ -131,3 +131,22 @@ def test_the_judge_is_the_work_only_when_a_stock_dataset_is_judged(tmp_path: Pat
     plain = ["gsm8k_gen", "tiny_qa"]
     with_judge, without = _identity(req(plain, HF_JUDGE), tmp_path), _identity(req(plain), tmp_path)
     assert "judge" not in with_judge.components and with_judge.hash == without.hash
+
+
+def test_with_judge_fills_nested_judge_cfgs_and_leaves_the_stock_config_alone() -> None:
+    import importlib.util
+
+    from budeval.engine.render import JUDGED_MODULE, PLUGIN_DIR
+
+    spec = importlib.util.spec_from_file_location(JUDGED_MODULE, PLUGIN_DIR / f"{JUDGED_MODULE}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    stock = [{"abbr": "x", "eval_cfg": {"evaluator": {"type": "Cascade", "rule_evaluator": {"type": "R"},
+                                                      "llm_evaluator": {"type": "G", "judge_cfg": {}}}}},
+             {"abbr": "y", "eval_cfg": {"evaluator": {"type": "Acc"}}}]
+    judge = {"type": "OpenAISDK", "abbr": "judge"}
+    out = module.budeval_with_judge(stock, judge)
+    assert out[0]["eval_cfg"]["evaluator"]["llm_evaluator"]["judge_cfg"] == judge
+    assert out[1] == stock[1]
+    assert stock[0]["eval_cfg"]["evaluator"]["llm_evaluator"]["judge_cfg"] == {}
