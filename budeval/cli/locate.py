@@ -15,7 +15,19 @@ from budeval.config import Settings, reveal
 
 
 def serve_info(settings: Settings) -> dict[str, Any]:
-    """``{data_dir}/serve.json`` of the running service (``{}`` when there is none)."""
+    """``{data_dir}/serve.json`` of the running service (``{}`` when there is none, or when the file is stale: the
+    process it names is gone -- its ports may be another program's by now, e.g. another data dir's service)."""
+    info = _serve_file(settings)
+    return info if pid_alive(info.get("pid")) else {}
+
+
+def stale_serve_pid(settings: Settings) -> int | None:
+    """The process id a stale ``serve.json`` names (a service that died without removing it), else None."""
+    pid = _serve_file(settings).get("pid")
+    return pid if isinstance(pid, int) and not pid_alive(pid) else None
+
+
+def _serve_file(settings: Settings) -> dict[str, Any]:
     from budeval.service.servefile import read_serve_file
 
     return read_serve_file(settings.data_dir) or {}

@@ -11,6 +11,7 @@ another one) is an error that says so.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +47,9 @@ def reading_store(
         configure_logs()
     else:
         configure_logs(log_level)
+    # the HTTP client logs every request at INFO: through the service the command would print lines it does not
+    # print reading the store directly (the output must be the same either way)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = Settings.from_env()
     dsn = as_store_dsn(args.store or settings.resolved_store_dsn())
     shown = redact_dsn(dsn)

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from budeval.cli.event_view import print_event, print_progress
-from budeval.cli.locate import api_url, dapr_headers, service_starting, sidecar_url
+from budeval.cli.locate import api_url, dapr_headers, service_starting, sidecar_url, stale_serve_pid
 from budeval.config import Settings
 from budeval.errors import TransientError, ValidationError
 from budeval.events.cloudevents import kind_of, make_request_event, to_json
@@ -76,8 +76,10 @@ def _wait_ready(settings: Settings, deadline: float) -> str:
     :class:`TransientError` that says what it looked for."""
     explicit = bool(settings.dapr_http_endpoint or settings.dapr_http_port)
     grace = time.monotonic() + settings.client_unreachable_s
-    last = (f"no running service found (no {settings.data_dir / 'serve.json'}): start `budeval serve`, or set "
-            "DAPR_HTTP_PORT for daprd")
+    stale = stale_serve_pid(settings)
+    found = (f"{settings.data_dir / 'serve.json'} is stale: process {stale} is gone" if stale is not None
+             else f"no {settings.data_dir / 'serve.json'}")
+    last = f"no running service found ({found}): start `budeval serve`, or set DAPR_HTTP_PORT for daprd"
     while True:
         url = sidecar_url(settings)
         if url is not None:

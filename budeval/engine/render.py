@@ -40,8 +40,10 @@ provenance (what exactly was run) and a cache key. Decisions (see docs/opencompa
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,8 +218,9 @@ def render_config(
     model_classes = [] if replay is not None else [model_class]
     judge_lines: list[str] = []
     if (judged or stock_judged) and request.judge is not None:
+        # An HF judge loads weights in OpenCompass's eval task, which is given its ``num_gpus``: the run's GPUs.
         judge_class, judge_lines = _model_dict(request.judge.model.name, request.judge.model.source, request.judge,
-                                               0, "", settings, judge=True)
+                                               gpus, "", settings, judge=True)
         model_classes.append(judge_class)
     out = [
         "# OpenCompass 0.5.4 config rendered by budeval; do not edit: budeval records the sha256 of this text.",
@@ -374,7 +377,9 @@ def _replay_model(request: EvalRequest, replay: Replay) -> list[str]:
         f"        type={REPLAY_MODEL},",
         f"        abbr={request.model.name!r},",
         f"        path={'replay:' + str(request.rejudge_of)!r},",
-        f"        answers={dict(sorted(replay.items()))!r},",
+        # Encoded: stored prompts and predictions are data, and mmengine rewrites ``{{$VAR:x}}`` in a config's text
+        # (budeval/schemas/request.py CONFIG_SUBSTITUTION); base64 has no braces.
+        f"        answers_b64={_encoded(dict(sorted(replay.items())))!r},",
         "        meta_template=dict(round=[dict(role='HUMAN', api_role='HUMAN'),"
         " dict(role='BOT', api_role='BOT', generate=True)]),",
         f"        max_out_len={gen.max_out_len!r},",
@@ -444,6 +449,11 @@ def _endpoint_model(
         "),",
     ]
     return cls, lines
+
+
+def _encoded(value: object) -> str:
+    """``value`` as base64 of its JSON (UTF-8): text that reaches the config without any character mmengine reads."""
+    return base64.b64encode(json.dumps(value, ensure_ascii=False).encode("utf-8")).decode("ascii")
 
 
 def _literal(values: dict[str, object]) -> str:

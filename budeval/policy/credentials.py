@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from budeval.config import Settings
 from budeval.errors import PolicyError, ValidationError
@@ -69,6 +69,12 @@ DENIED_NAMES = frozenset({"metadata", "metadata.google.internal", "instance-data
 _LABEL = r"[a-z0-9]([a-z0-9\-]*[a-z0-9])?"
 #: A host name as clients resolve it: ASCII labels of letters, digits and inner ``-`` (IDNs in their ``xn--`` form).
 _DNS_NAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")
+#: Query/fragment parameter names that carry a credential (``api_key``, ``api-key``, ``key``, ``access_token``,
+#: ``token``, ``sig``/``signature`` of signed URLs, ``password``, ``secret``, ``auth``, ...), case-insensitive.
+_SECRET_PARAM = re.compile(
+    r"(?i)(^|[-_.])(key|api[-_]?key|apikey|token|access[-_]?token|sig|signature|secret|password|passwd|pwd|auth"
+    r"|authorization|credentials?|code)$"
+)
 _HOST_PATTERN = re.compile(rf"^(\*|(\*\.)?{_LABEL}(\.{_LABEL})*|[0-9a-f:.]+)$")
 
 
@@ -245,6 +251,11 @@ class EndpointPolicy:
             raise PolicyError("is not a valid URL", field=url_field) from None
         if parts.username is not None or parts.password is not None:
             raise PolicyError("must not hold user name or password (use api_key_secret)", field=url_field)
+        secret_params = [name for name, _ in parse_qsl(f"{parts.query}&{parts.fragment}", keep_blank_values=True)
+                         if _SECRET_PARAM.search(name)]
+        if secret_params:
+            raise PolicyError(f"must not hold a credential in its query or fragment ({secret_params[0][:40]!r}; use"
+                              " api_key_secret): a base_url is stored and shown", field=url_field)
         if not host:
             raise PolicyError("has no host", field=url_field)
         host = host.lower()

@@ -21,6 +21,37 @@ DnsLabel = Annotated[str, Field(pattern=DNS_LABEL.pattern, min_length=1, max_len
 SafeName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")]
 
 
+#: What mmengine's ``Config.fromfile`` rewrites in a config's *text* before running it -- OpenCompass loads the
+#: rendered config, and again the per-task copies it dumps, this way (mmengine/config/config.py
+#: ``_substitute_env_variables``, ``_substitute_predefined_vars``, ``_pre_substitute_base_vars``): ``{{$VAR:default}}``
+#: becomes the environment variable ``VAR`` (the run's ``OPENAI_API_KEY``; its value is also logged),
+#: ``{{ fileDirname }}`` and its siblings the config's path, ``{{_base_.x}}`` a base config's value. A superset of
+#: those patterns: request text holding one is refused (:func:`check_config_text`).
+CONFIG_SUBSTITUTION = re.compile(
+    r"\{\{['\"]?\s*\$\w+\s*:"
+    r"|\{\{\s*(fileDirname|fileBasename|fileBasenameNoExtension|fileExtname)\s*\}\}"
+    r"|\{\{\s*_base_\.[\w.]+\s*\}\}"
+)
+
+
+def check_config_text(value: Any, where: str = "") -> None:
+    """Every string in ``value`` (a request dumped to JSON types): ``ValueError`` naming the field when one holds a
+    pattern OpenCompass's config loader rewrites (:data:`CONFIG_SUBSTITUTION`)."""
+    if isinstance(value, str):
+        found = CONFIG_SUBSTITUTION.search(value)
+        if found:
+            raise ValueError(
+                f"{where or 'value'}: {found.group(0)[:40]!r} is rewritten by OpenCompass's config loader (mmengine:"
+                " an environment variable, a file name or a base config's value) -- write it another way"
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_config_text(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_config_text(item, f"{where}[{index}]")
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -282,6 +313,14 @@ class CheckpointSpec(Strict):
     tokens_seen: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = None
 
 
+def _loads_weights(judge: Any) -> bool:
+    """Whether a request's raw ``judge`` is a Hugging Face model (its weights load where OpenCompass runs)."""
+    model = judge.get("model") if isinstance(judge, dict) else getattr(judge, "model", None)
+    source = model.get("source") if isinstance(model, dict) else getattr(model, "source", None)
+    kind = source.get("type", "huggingface") if isinstance(source, dict) else getattr(source, "type", None)
+    return source is not None and kind == "huggingface"
+
+
 class EvalRequest(Strict):
     eval_id: DnsLabel
     experiment_id: SeriesName | None = None
@@ -313,13 +352,13 @@ class EvalRequest(Strict):
     @classmethod
     def _endpoint_runs_need_no_gpu(cls, data: Any) -> Any:
         """An endpoint model runs no weights where OpenCompass runs: unless the request sets ``resources.gpus``, its
-        runs request no GPU (a Hugging Face model's default stays one)."""
+        runs request no GPU (a Hugging Face model's default stays one, and so does a run with a Hugging Face judge)."""
         if not isinstance(data, dict):
             return data
         model = data.get("model")
         source = model.get("source") if isinstance(model, dict) else getattr(model, "source", None)
         kind = source.get("type") if isinstance(source, dict) else getattr(source, "type", None)
-        if kind != "openai":
+        if kind != "openai" or _loads_weights(data.get("judge")):
             return data
         resources = data.get("resources")
         if resources is None:
@@ -329,6 +368,12 @@ class EvalRequest(Strict):
         if isinstance(resources, Resources) and "gpus" not in resources.model_fields_set:
             return {**data, "resources": resources.model_copy(update={"gpus": 0})}
         return data
+
+    @model_validator(mode="after")
+    def _no_config_substitution(self) -> EvalRequest:
+        """Request text reaches the rendered OpenCompass config: none may be rewritten there (check_config_text)."""
+        check_config_text(self.model_dump(mode="json"))
+        return self
 
     @model_validator(mode="after")
     def _datasets_or_suite(self) -> EvalRequest:
@@ -349,12 +394,20 @@ class EvalRequest(Strict):
         judged = [d.name for d in self.datasets or [] if isinstance(d, CustomDataset) and d.scoring == JUDGE_SCORING]
         if judged and self.judge is None:
             raise ValueError(f"dataset(s) {', '.join(judged)} are scored 'judge': give a 'judge' model")
+        if self.judge is not None and not judged:
+            raise ValueError("'judge' is given but no dataset is scored 'judge' (only a custom qa dataset with"
+                             " \"scoring\": \"judge\" is): drop 'judge', or mark the datasets it should score")
         if self.rejudge_of is not None:
             if self.judge is None:
                 raise ValueError("'rejudge_of' needs a 'judge'")
             if self.rejudge_of == self.eval_id:
                 raise ValueError("'rejudge_of' names this evaluation itself")
         return self
+
+    def loads_weights(self) -> bool:
+        """Whether a run loads model weights where OpenCompass runs: a Hugging Face model, or a Hugging Face judge
+        (an endpoint model with an endpoint judge, or none, only calls out: no GPU, small pods by default)."""
+        return not isinstance(self.model.source, EndpointModel) or _loads_weights(self.judge)
 
     def dataset_names(self) -> list[str]:
         return [d if isinstance(d, str) else d.name for d in (self.datasets or [])]

@@ -21,6 +21,7 @@ from budeval.storage.decision_queries import (
     EXAMPLE_TEXTS_SQL,
     LATEST_WITH_LABEL_SQL,
     SET_MODELS_SQL,
+    SETS_AGAINST_ROWS_SQL,
     paired_sets_sql,
     paired_sql,
     series_kinds_sql,
@@ -41,6 +42,20 @@ class StoreDecisions:
 
     def _prediction_models(self, eval_id: str) -> set[str]:
         raise NotImplementedError
+
+    def predictions_expire(self) -> bool:
+        raise NotImplementedError
+
+    def _sets_hold_the_rows(self, eval_ids: list[str]) -> bool:
+        """Whether the example sets of ``eval_ids`` still describe their prediction rows. Always, unless a TTL on
+        ``predictions`` may have deleted rows (it does not delete their sets): then per evaluation the sets' examples
+        are counted against the rows (:data:`SETS_AGAINST_ROWS_SQL`, one pass over the rows' key range)."""
+        if not self.predictions_expire():
+            return True
+        counts: dict[tuple[str, str], int] = {}
+        for eval_id, side, n in self._rows("example sets against rows", SETS_AGAINST_ROWS_SQL, {"ids": eval_ids}):
+            counts[(str(eval_id), str(side))] = int(n)
+        return all(counts.get((e, "sets"), 0) == counts.get((e, "rows"), 0) for e in eval_ids)
 
     def paired_examples(self, baseline: str, candidate: str) -> list[PairedDataset]:
         """Per dataset (and model, when both sides hold the same models: :func:`pair_by_model`) the paired
@@ -90,7 +105,7 @@ class StoreDecisions:
             return None
         by_model = pair_by_model(models_b, models_c)
         rows = self._rows("paired example sets", paired_sets_sql(by_model), {"b": baseline, "c": candidate})
-        if not rows or not all(row[5] for row in rows):
+        if not rows or not all(row[5] for row in rows) or not self._sets_hold_the_rows([baseline, candidate]):
             return None
         out: list[PairedDataset] = []
         for dataset, unit_model, paired, only_b, only_c, _single, losses, gains, mean_b, mean_c in rows:
@@ -222,6 +237,8 @@ class StoreDecisions:
         params = self._series_params(checkpoints, dataset) | {"limit": max(1, int(limit))}
         rows = self._rows("series example sets", series_sets_sql(dataset is not None), params)
         if not rows or not all(row[1] for row in rows):
+            return None
+        if not self._sets_hold_the_rows([c.eval_id for c in checkpoints]):
             return None
         points: list[PointRow] = []
         kinds: list[KindRow] = []

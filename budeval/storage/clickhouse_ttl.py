@@ -20,6 +20,8 @@ import re
 from typing import Any, Literal
 
 from budeval.errors import ValidationError
+from budeval.storage.decision_queries import SETS_AGAINST_ROWS_SQL
+from budeval.storage.migrations import EXAMPLE_SETS_SELECT
 
 #: How ClickHouse prints budeval's TTL back in ``system.tables.engine_full``.
 _OURS = re.compile(r"\bTTL\s+stored_at\s*\+\s*toIntervalSecond\((\d+)\)")
@@ -49,6 +51,11 @@ class PredictionsTtl:
         match = _OURS.search(self._predictions_engine())
         return int(match.group(1)) if match else None
 
+    def predictions_expire(self) -> bool:
+        """Whether ``predictions`` has any TTL (budeval's or a hand-written one): rows may then have left the table
+        without the store's deletes, so their example sets (migration 7) may hold more than the rows."""
+        return bool(_ANY_TTL.search(self._predictions_engine()))
+
     def apply_predictions_ttl(self, ttl_s: int) -> TtlChange:
         """Make the table's TTL ``ttl_s`` seconds after ``stored_at`` (0: no TTL). Idempotent; needs migration 8.
 
@@ -63,6 +70,7 @@ class PredictionsTtl:
             if match is None:
                 return "kept foreign" if _ANY_TTL.search(engine) else "unchanged"
             self._command("remove the predictions TTL", "ALTER TABLE predictions REMOVE TTL")
+            self._refill_expired_example_sets()
             return "removed"
         if current == ttl_s:
             return "unchanged"
@@ -70,6 +78,29 @@ class PredictionsTtl:
             "set the predictions TTL", f"ALTER TABLE predictions MODIFY TTL stored_at + INTERVAL {int(ttl_s)} SECOND"
         )
         return "set"
+
+    def _refill_expired_example_sets(self) -> list[str]:
+        """Make the example sets of evaluations whose rows the TTL deleted equal their rows again (the sets of the
+        evaluations that no longer have as many rows as examples: deleted, then filled from ``predictions FINAL``).
+        Without a TTL the decisions read the sets unchecked (docs/decisions.md "Example sets"). The ids refilled."""
+        ids = [str(r[0]) for r in self._rows("evaluations with example sets",
+                                             "SELECT DISTINCT eval_id FROM example_sets")]
+        if not ids:
+            return []
+        counts: dict[tuple[str, str], int] = {}
+        for eval_id, side, n in self._rows("example sets against rows", SETS_AGAINST_ROWS_SQL, {"ids": ids}):
+            counts[(str(eval_id), str(side))] = int(n)
+        stale = [e for e in ids if counts.get((e, "sets"), 0) != counts.get((e, "rows"), 0)]
+        if stale:
+            params = {"ids": stale}
+            self._command("delete expired example sets", "DELETE FROM example_sets WHERE eval_id IN %(ids)s", params)
+            self._command(
+                "refill example sets",
+                f"INSERT INTO example_sets {EXAMPLE_SETS_SELECT} FROM predictions FINAL WHERE eval_id IN %(ids)s "
+                "GROUP BY eval_id, dataset, model, run_id, replica",
+                params,
+            )
+        return stale
 
     def expiring_predictions(self, ttl_s: int) -> int:
         """Prediction rows older than ``ttl_s`` seconds (what the TTL removes at the next merges); 0 for ``ttl_s`` 0."""

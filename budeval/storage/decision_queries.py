@@ -246,6 +246,18 @@ SET_MODELS_SQL = """
 """
 
 
+#: Per eval id of ``ids``: the compared examples the example sets hold (``sets``) and the compared prediction rows
+#: (``rows``). Equal while no row left the table without the store's deletes; a predictions TTL deletes rows but
+#: not their sets, so with a TTL the decisions read the sets only when these agree. ``predictions`` without FINAL:
+#: rows not yet merged only make ``rows`` larger (the rows are read then, which is exact).
+SETS_AGAINST_ROWS_SQL = f"""
+    SELECT eval_id, 'sets', sum(bitmapCardinality(judged) + bitmapCardinality(scored_only))
+    FROM example_sets FINAL WHERE eval_id IN %(ids)s GROUP BY eval_id
+    UNION ALL
+    SELECT eval_id, 'rows', count() FROM predictions WHERE eval_id IN %(ids)s AND {COMPARED_SQL} GROUP BY eval_id
+"""
+
+
 def paired_sets_sql(by_model: bool) -> str:
     """:func:`paired_sql`'s columns from the example sets, for evaluations judged by one verdict per example.
     ``single``: true when that holds on both sides (every compared row is a verdict and no example has two rows: the
@@ -297,7 +309,9 @@ def series_sets_sql(with_dataset: bool) -> str:
     every checkpoint, hard = judged and never right, forgotten = ever right minus right at the latest; an example right
     at the latest was wrong again after a first right (unstable) exactly when it was ever dropped (right -> wrong);
     learned = right at the latest minus easy minus unstable, each with exactly one flip. Parameters: ``ids``,
-    ``positions``, ``limit`` and ``dataset`` when filtered."""
+    ``positions``, ``limit`` and ``dataset`` when filtered. The listed arrays are sorted: ClickHouse keeps a bitmap of
+    at most 32 elements as a small hash set, whose ``bitmapToArray`` is in hash order (``bitmapSubsetLimit`` does pick
+    the smallest elements)."""
     dataset_filter = "AND dataset = %(dataset)s" if with_dataset else ""
     return f"""
     WITH per_checkpoint AS (
@@ -348,10 +362,11 @@ def series_sets_sql(with_dataset: bool) -> str:
             bitmapCardinality(learned_kind), bitmapCardinality(unstable)] AS kind_examples,
            arraySum(arrayMap(c -> bitmapAndCardinality(forgotten_kind, c), changes)) AS forgotten_flips,
            arraySum(learned) + arraySum(forgotten) AS all_flips,
-           bitmapToArray(bitmapSubsetLimit(always_right, 0, %(limit)s)) AS easy_listed,
-           bitmapToArray(bitmapSubsetLimit(forgotten_kind, 0, %(limit)s)) AS forgotten_listed,
-           bitmapToArray(bitmapSubsetLimit(hard, 0, %(limit)s)) AS hard_listed,
-           arrayMap(s -> bitmapToArray(bitmapSubsetLimit(bitmapAnd(learned_kind, s), 0, %(limit)s)), learned_sets)
+           arraySort(bitmapToArray(bitmapSubsetLimit(always_right, 0, %(limit)s))) AS easy_listed,
+           arraySort(bitmapToArray(bitmapSubsetLimit(forgotten_kind, 0, %(limit)s))) AS forgotten_listed,
+           arraySort(bitmapToArray(bitmapSubsetLimit(hard, 0, %(limit)s))) AS hard_listed,
+           arrayMap(s -> arraySort(bitmapToArray(bitmapSubsetLimit(bitmapAnd(learned_kind, s), 0, %(limit)s))),
+                    learned_sets)
                AS learned_by_position,
            arrayMap(r -> arrayMap(x -> bitmapContains(r, x), forgotten_listed), rs) AS right_at
     FROM kinds

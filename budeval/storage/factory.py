@@ -11,6 +11,7 @@ Store DSNs (clickhouse-connect only): ``chdb:///abs/path`` (embedded chDB, one d
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse, urlunparse
@@ -42,9 +43,14 @@ def _scrub(text: str, dsn: str) -> str:
     return text
 
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
 def _is_plain_path(value: str) -> bool:
-    """A value with no ``scheme://`` that names a folder: ``/data/x``, ``./x``, ``~/x``, ``x``."""
-    return bool(value.strip()) and "://" not in value
+    """A value that names a folder: ``/data/x``, ``./x``, ``~/x``, ``x``. Anything that starts like a URL scheme
+    (``chdb:x``, ``s3:b``, ``file:x``) is not one: it is left to the DSN/URL checks, which refuse the malformed ones
+    (a relative folder whose name has a colon in its first part must be written ``./name``)."""
+    return bool(value.strip()) and not _SCHEME.match(value)
 
 
 def as_store_dsn(value: str) -> str:

@@ -218,7 +218,7 @@ _RUN_USAGE = (
 #: the series pair on is (dataset, example_index); the dataset is part of the group key, so the index itself is the
 #: bitmap's element: exact, ordered, no hash collisions). ``judged``: rows with a verdict; ``judged_right``: verdict
 #: true; ``scored_only``: no verdict but a finite numeric score (what the gate compares besides verdicts).
-_EXAMPLE_SETS_SELECT = """
+EXAMPLE_SETS_SELECT = """
     SELECT eval_id, dataset, model, run_id, replica,
            groupBitmapStateIf(example_index, correct IS NOT NULL) AS judged,
            groupBitmapStateIf(example_index, ifNull(correct, false)) AS judged_right,
@@ -245,14 +245,14 @@ _EXAMPLE_SETS = (
     # Every insert into predictions (a run's rows, a reused evaluation's copy) also lands here, aggregated per block.
     f"""
     CREATE MATERIALIZED VIEW IF NOT EXISTS example_sets_mv TO example_sets AS
-    {_EXAMPLE_SETS_SELECT}
+    {EXAMPLE_SETS_SELECT}
     FROM predictions
     GROUP BY eval_id, dataset, model, run_id, replica
     """,
     # The rows stored before this migration (idempotent: a union with what the view already wrote).
     f"""
     INSERT INTO example_sets
-    {_EXAMPLE_SETS_SELECT}
+    {EXAMPLE_SETS_SELECT}
     FROM predictions FINAL
     GROUP BY eval_id, dataset, model, run_id, replica
     """,

@@ -4,8 +4,11 @@ static files, so an injected ``<script>`` in a prompt or prediction could not ru
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Mapping
 from datetime import datetime
+from importlib import resources
 from typing import Any
 from urllib.parse import urlencode
 
@@ -63,6 +66,31 @@ def _as_json(value: Any) -> str:
     return json.dumps(value, default=str, separators=(",", ":")).replace("<", "\\u003c")
 
 
+def static_version(files: Mapping[str, bytes]) -> str:
+    """12 hex digits of SHA-256 over the static files (name and content): the ``?v=`` of every asset link, so that a
+    new release's pages never run with a browser's cached copy of the old CSS/JavaScript (the files are cached an
+    hour)."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode("utf-8") + b"\0" + files[name] + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def package_static() -> dict[str, bytes]:
+    """Every file under the package's ``static/`` folder: path relative to it -> content."""
+    found: dict[str, bytes] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        for child in node.iterdir():
+            if child.is_dir():
+                walk(child, f"{prefix}{child.name}/")
+            else:
+                found[f"{prefix}{child.name}"] = child.read_bytes()
+
+    walk(resources.files("budeval.ui") / "static", "")
+    return found
+
+
 _env = Environment(
     loader=PackageLoader("budeval.ui", "templates"),
     autoescape=select_autoescape(["html"]),
@@ -70,7 +98,7 @@ _env = Environment(
     lstrip_blocks=True,
 )
 _env.filters.update(score=_score, signed=_signed, when=_when, as_json=_as_json)
-_env.globals.update(query=_query)
+_env.globals.update(query=_query, static_v=static_version(package_static()))
 
 
 def render(template: str, status_code: int = 200, **context: Any) -> HTMLResponse:

@@ -8,7 +8,6 @@ its thread pool, where the store's blocking reads belong.
 
 from __future__ import annotations
 
-from importlib import resources
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, quote
 
@@ -21,14 +20,13 @@ from budeval.schemas.ids import check_dns_label
 from budeval.storage.browse_queries import ExampleFilter
 from budeval.ui.cache import CachedCatalog
 from budeval.ui.deps import UiDeps
-from budeval.ui.render import HEADERS, render
+from budeval.ui.render import HEADERS, package_static, render
 from budeval.ui.session import COOKIE, CSRF_FIELD, SESSION_S, Session, Sessions, same_origin
 from budeval.ui.views_analysis import compare_context, series_context, series_example_context
 from budeval.ui.views_evaluation import evaluation_context, progress
 from budeval.ui.views_tables import PAGE_SIZE, examples_context, leaderboard_context
 
 UI_PREFIX = "/ui"
-_STATIC = resources.files("budeval.ui") / "static"
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png", ".svg": "image/svg+xml"}
 Text = Annotated[str | None, Query(max_length=200)]
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
@@ -37,18 +35,8 @@ Size = Annotated[int, Query(ge=1, le=200, description="rows per page")]
 
 def _static_files() -> dict[str, tuple[bytes, str]]:
     """Every file under ``static/`` with a known type, read once: the only paths ``/ui/static/`` serves."""
-    found: dict[str, tuple[bytes, str]] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        for child in node.iterdir():
-            name = f"{prefix}{child.name}"
-            if child.is_dir():
-                walk(child, name + "/")
-            elif "." in child.name and (kind := _TYPES.get("." + child.name.rsplit(".", 1)[1])):
-                found[name] = (child.read_bytes(), kind)
-
-    walk(_STATIC, "")
-    return found
+    return {name: (body, kind) for name, body in package_static().items()
+            if "." in name and (kind := _TYPES.get("." + name.rsplit(".", 1)[1]))}
 
 
 #: The largest form the UI accepts (login token, CSRF token, a redirect target).
@@ -140,10 +128,15 @@ def ui_router(deps: UiDeps) -> APIRouter:
 
     @router.post("/logout")
     async def logout(request: Request) -> Response:
-        try:
-            checked_post(request, (await form_of(request)).get(CSRF_FIELD))
-        except _Refused as refused:
-            return refused.response
+        """End the session: the login form without the cookie. A live session needs its CSRF token and a same-site
+        ``Origin``; a request without one (expired, forged, a rotated token) has nothing to end and goes straight to
+        the login form (dropping a stale cookie)."""
+        form = await form_of(request)
+        if session_of(request) is not None:
+            try:
+                checked_post(request, form.get(CSRF_FIELD))
+            except _Refused as refused:
+                return refused.response
         answer = RedirectResponse(f"{UI_PREFIX}/login", status_code=303)
         answer.delete_cookie(COOKIE, path=UI_PREFIX, httponly=True, samesite="strict")
         return answer
@@ -160,10 +153,11 @@ def ui_router(deps: UiDeps) -> APIRouter:
             size=size))
 
     @router.get("/evals/{eval_id}")
-    def evaluation(request: Request, eval_id: str, cancel: Text = None) -> Response:
+    def evaluation(request: Request, eval_id: str, cancel: Text = None, sig: Text = None) -> Response:
         def build() -> dict[str, Any]:
             view = _status(eval_id)
-            return {**evaluation_context(store, view), "cancel_message": cancel}
+            shown = cancel if cancel and sessions.notice_ok(cancel, sig) else None  # only what the server said
+            return {**evaluation_context(store, view), "cancel_message": shown}
 
         return page(request, "evaluation.html", build)
 
@@ -199,7 +193,8 @@ def ui_router(deps: UiDeps) -> APIRouter:
             return JSONResponse({"error": "invalid", "message": exc.message}, 422)
         code, body = await run_in_threadpool(deps.cancel, eval_id)
         message = body.get("status") if code < 400 else body.get("message") or body.get("error")
-        target = f"{UI_PREFIX}/evals/{quote(eval_id, safe='')}?cancel={quote(str(message), safe='')}"
+        target = (f"{UI_PREFIX}/evals/{quote(eval_id, safe='')}?sig={sessions.notice(str(message))}"
+                  f"&cancel={quote(str(message), safe='')}")
         return RedirectResponse(target, status_code=303)
 
     @router.get("/compare")

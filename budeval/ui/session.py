@@ -68,7 +68,7 @@ class Sessions:
         if not cookie or cookie.count(".") != 2:
             return None
         expiry, nonce, signature = cookie.split(".")
-        if not hmac.compare_digest(signature, self._sign(f"{expiry}.{nonce}")):
+        if not cookie.isascii() or not hmac.compare_digest(signature, self._sign(f"{expiry}.{nonce}")):
             return None
         if not expiry.isdigit() or int(expiry) < (now if now is not None else time.time()):
             return None
@@ -78,8 +78,19 @@ class Sessions:
         """The CSRF token of ``session``."""
         return self._sign(f"csrf:{session.nonce}")
 
+    def notice(self, text: str) -> str:
+        """The signature of a notice the server puts in a redirect's query (the cancel button's outcome), so that a
+        crafted link cannot show text of its own on a page."""
+        return self._sign(f"notice:{text}")
+
+    def notice_ok(self, text: str, given: str | None) -> bool:
+        """Did this server sign ``text`` (:meth:`notice`)? Constant time; non-ASCII signatures are refused."""
+        return bool(given) and str(given).isascii() and hmac.compare_digest(str(given), self.notice(text))
+
     def csrf_ok(self, session: Session, given: str | None) -> bool:
-        return bool(given) and hmac.compare_digest(str(given), self.csrf(session))
+        """Is ``given`` the CSRF token of ``session`` (constant time)? Non-ASCII text is refused, not compared
+        (``hmac.compare_digest`` raises ``TypeError`` for it)."""
+        return bool(given) and str(given).isascii() and hmac.compare_digest(str(given), self.csrf(session))
 
 
 def same_origin(origin: str | None, host: str | None) -> bool:

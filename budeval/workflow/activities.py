@@ -18,7 +18,7 @@ from budeval.config import Settings
 from budeval.errors import TerminalError, ValidationError
 from budeval.events.cloudevents import make_event
 from budeval.logs import get_logger
-from budeval.schemas.request import EndpointModel, EvalRequest, Resources, Toleration
+from budeval.schemas.request import EvalRequest, Resources, Toleration
 from budeval.schemas.results import ParsedRun
 from budeval.storage.base import EvaluationRecord
 from budeval.workflow import names, provenance, steps
@@ -100,7 +100,7 @@ def render_plans(
                 judge=request.judge.model if request.judge is not None else None,
                 datasets=plan.datasets,
                 resources=with_cluster_defaults(
-                    request.resources, settings, endpoint=isinstance(request.model.source, EndpointModel)
+                    request.resources, settings, endpoint=not request.loads_weights()
                 ),
                 timeout_s=request.timeout_s,
             )

@@ -8,6 +8,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -46,11 +48,50 @@ def test_submit_with_no_service_fails_within_seconds_not_at_its_timeout(tmp_path
     (data / "serve.json").write_text(json.dumps({"pid": 2**22 + 12345, "api_url": "http://127.0.0.1:9",
                                                  "dapr_http_port": 9}))
     stale = _cli(tmp_path, "submit", "-", stdin='{"eval_id": "a"}', timeout=60, BUDEVAL_CLIENT_UNREACHABLE_S="2")
-    assert stale.returncode == 1 and "gave up waiting: nothing answers at http://127.0.0.1:9" in stale.stderr
+    assert stale.returncode == 1 and "gave up waiting: no running service found" in stale.stderr, stale.stderr
+    assert "process 4206649 is gone" in stale.stderr, stale.stderr
     # daprd named but not there: the same.
     daprd = _cli(tmp_path, "submit", "-", stdin='{"eval_id": "a"}', timeout=60, DAPR_HTTP_PORT="9",
                  BUDEVAL_CLIENT_UNREACHABLE_S="2")
     assert daprd.returncode == 1 and "nothing answers at http://127.0.0.1:9" in daprd.stderr
+
+
+def test_a_stale_serve_json_never_sends_to_whatever_now_listens_on_its_ports(tmp_path: Path) -> None:
+    """A service killed without cleanup leaves serve.json; its ports may now be another program's (another data
+    dir's `budeval serve`): submit must not publish there, status must not read from there."""
+    seen: list[str] = []
+
+    class Anything(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            seen.append(f"{self.command} {self.path}")
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"status": "ok"}')
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Anything)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        data = tmp_path / "data"
+        data.mkdir()
+        (data / "serve.json").write_text(json.dumps({"pid": 2**22 + 12345, "api_url": f"http://127.0.0.1:{port}",
+                                                     "dapr_http_port": port}))
+        done = _cli(tmp_path, "submit", "-", stdin='{"eval_id": "a"}', timeout=60, BUDEVAL_CLIENT_UNREACHABLE_S="2",
+                    BUDEVAL_PORT="9")
+        status = _cli(tmp_path, "status", "a", timeout=60, BUDEVAL_PORT="9")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 1 and "no running service found" in done.stderr, (done.stdout, done.stderr)
+    assert status.returncode == 1 and "http://127.0.0.1:9 " in status.stderr, status.stderr
+    assert seen == [], seen
 
 
 def test_serve_options_override_the_environment_and_it_says_where_things_are(tmp_path: Path) -> None:

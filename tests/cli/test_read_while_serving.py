@@ -85,6 +85,11 @@ def _error_line(done: subprocess.CompletedProcess[str]) -> str:
     return "\n".join(line for line in done.stderr.splitlines() if line.startswith("budeval: error:"))
 
 
+def _other_lines(done: subprocess.CompletedProcess[str]) -> list[str]:
+    """stderr lines that are not the command's own ``budeval:`` messages (its error, ``--verbose``'s note)."""
+    return [line for line in done.stderr.splitlines() if not line.startswith("budeval:")]
+
+
 @pytest.fixture(scope="module")
 def both(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[subprocess.CompletedProcess[str],
                                                                                 subprocess.CompletedProcess[str]]]]:
@@ -125,6 +130,8 @@ def test_same_output_with_and_without_the_service(both: dict[str, tuple[subproce
     assert alone.returncode == serving.returncode, (alone.stderr, serving.stderr)
     assert alone.stdout == serving.stdout
     assert _error_line(alone) == _error_line(serving)
+    # nothing else on stderr either: no log line of the HTTP client per request (``httpx`` logs at INFO)
+    assert _other_lines(alone) == _other_lines(serving) == [], (alone.stderr, serving.stderr)
     assert "directly" in alone.stderr and "through its API" not in alone.stderr, alone.stderr
     assert "through its API at http://127.0.0.1:" in serving.stderr, serving.stderr
 

@@ -5,6 +5,7 @@ plugin's judge code inside OpenCompass: tests/engine/test_judge_plugin.py."""
 from __future__ import annotations
 
 import ast
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -83,9 +84,8 @@ def test_a_judged_dataset_renders_generic_llm_evaluator_with_the_judge_and_budev
     # The judge's own template replaces the default, and is in the config (so in its hash).
     own = EvalRequest.model_validate(judged(judge={"model": ENDPOINT_JUDGE, "template": "Q {question} P {prediction}"}))
     assert "'Q {question} P {prediction}'" in render_config(own, own.datasets or [])
-    # Without a judged dataset the judge is not rendered at all.
-    plain = EvalRequest.model_validate(judged(datasets=["tiny_qa"]))
-    assert JUDGE_VARIABLE not in render_config(plain, ["tiny_qa"])
+    # A run without the judged dataset (per-dataset split) does not render the judge at all.
+    assert JUDGE_VARIABLE not in render_config(request, ["tiny_qa"])
 
 
 def test_a_judge_key_is_read_from_the_environment_never_written() -> None:
@@ -107,7 +107,9 @@ def test_a_rejudging_request_replays_the_stored_predictions_instead_of_the_model
     models = _assignments(text)["models"]
     assert isinstance(models, ast.List) and len(models.elts) == 1
     model = ast.unparse(models.elts[0])
-    assert model.startswith("dict(type=BudevalReplay, abbr='m'") and "answers={'HUMAN: q?': ['a', 'b']}" in model
+    assert model.startswith("dict(type=BudevalReplay, abbr='m'")
+    encoded = ast.literal_eval(model.split("answers_b64=", 1)[1].split(",", 1)[0])
+    assert json.loads(base64.b64decode(encoded)) == {"HUMAN: q?": ["a", "b"]}
     assert "HuggingFacewithChatTemplate" not in text  # the evaluated model is not loaded at all
     assert "BudevalReplay" in text.split("from budeval_scoring import", 1)[1].splitlines()[0]
 
@@ -149,7 +151,8 @@ def test_the_judge_model_commit_template_and_settings_are_the_work(tmp_path: Pat
 
 
 def test_requests_without_a_judge_keep_their_identity(tmp_path: Path) -> None:
-    request = EvalRequest.model_validate(judged(tmp_path, datasets=["tiny_qa"]))
+    (tmp_path / "qa.jsonl").write_text('{"question": "q", "answer": "a"}\n', encoding="utf-8")
+    request = EvalRequest.model_validate(judged(tmp_path))
     without = EvalRequest.model_validate({k: v for k, v in judged(tmp_path, datasets=["tiny_qa"]).items()
                                           if k != "judge"})
     assert "judge" not in _identity(without, tmp_path).components
@@ -210,14 +213,53 @@ def test_rejudge_request_is_the_earlier_request_with_the_new_judge(tmp_path: Pat
 def test_a_judges_paths_follow_the_path_policy(tmp_path: Path) -> None:
     from budeval.policy.paths import check_request_paths
 
-    settings = Settings(data_dir=tmp_path / "data", models_root=[tmp_path / "models"])
+    settings = Settings(data_dir=tmp_path / "data", models_root=[tmp_path / "models"], datasets_root=[tmp_path])
+    (tmp_path / "qa.jsonl").write_text('{"question": "q", "answer": "a"}\n', encoding="utf-8")
     outside = {"name": "judge", "source": {"type": "huggingface", "path": "/etc/judge"}}
     with pytest.raises(PolicyError) as caught:
-        check_request_paths(EvalRequest.model_validate(judged(judge={"model": outside},
-                                                              datasets=["tiny_qa"])), settings)
+        check_request_paths(EvalRequest.model_validate(judged(tmp_path, judge={"model": outside})), settings)
     assert caught.value.field == "judge.model.source.path"
     tokenizer = {**ENDPOINT_JUDGE, "source": {**ENDPOINT_JUDGE["source"], "tokenizer_path": "/etc/tok"}}
     with pytest.raises(PolicyError) as caught:
-        check_request_paths(EvalRequest.model_validate(judged(judge={"model": tokenizer},
-                                                              datasets=["tiny_qa"])), settings)
+        check_request_paths(EvalRequest.model_validate(judged(tmp_path, judge={"model": tokenizer})), settings)
     assert caught.value.field == "judge.model.source.tokenizer_path"
+
+
+def test_a_judge_that_scores_no_dataset_is_refused() -> None:
+    """A ``judge`` with no dataset scored ``judge`` (a suite, stock or rule-scored datasets) was accepted and then
+    silently unused -- yet part of the identity (an endpoint judge even made the evaluation never reusable), and a
+    ``rejudge`` of such an evaluation "re-judged" nothing. Refused, naming what to do."""
+    doc = judged()
+    doc["datasets"] = ["tiny_qa", {"name": "jq", "path": "/data/qa.jsonl", "scoring": "contains"}]
+    with pytest.raises(SchemaError, match="no dataset is scored 'judge'"):
+        EvalRequest.model_validate(doc)
+    with pytest.raises(SchemaError, match="no dataset is scored 'judge'"):
+        EvalRequest.model_validate({**{k: v for k, v in doc.items() if k != "datasets"}, "suite": "light"})
+    rejected = parse_request(json.dumps({**doc, "rejudge_of": "e0"}))
+    assert isinstance(rejected, Rejection) and "scored 'judge'" in rejected.reason
+
+
+def test_a_hugging_face_judge_gets_the_runs_gpus() -> None:
+    """An HF judge was rendered with ``run_cfg=dict(num_gpus=0)`` whatever the request's resources: OpenCompass 0.5.4
+    sizes the eval task by the judge's ``num_gpus`` (tasks/openicl_eval.py) and its LocalRunner starts it with
+    ``CUDA_VISIBLE_DEVICES=`` (none), so the judge's weights ran on CPU on a GPU node. And an endpoint model with an
+    HF judge defaulted to a GPU-less run. Right: the HF judge gets the run's GPUs; only a run that loads no weights
+    (endpoint model, endpoint or no judge) defaults to none."""
+    hf_judge = {"name": "hfj", "source": {"type": "huggingface", "path": "org/judge"}}
+    request = EvalRequest.model_validate(judged(judge={"model": hf_judge}, resources={"gpus": 2}))
+    judge = ast.unparse(_assignments(render_config(request, request.datasets or []))[JUDGE_VARIABLE])
+    assert "run_cfg=dict(num_gpus=2)" in judge
+    endpoint_model = {"name": "m", "source": {"type": "openai", "base_url": "http://10.0.0.5:8000/v1", "model": "m"}}
+    with_hf_judge = EvalRequest.model_validate(judged(model=endpoint_model, judge={"model": hf_judge}))
+    assert with_hf_judge.resources.gpus == 1
+    judge = ast.unparse(_assignments(render_config(with_hf_judge, with_hf_judge.datasets or []))[JUDGE_VARIABLE])
+    assert "run_cfg=dict(num_gpus=1)" in judge
+    assert EvalRequest.model_validate(judged(model=endpoint_model)).resources.gpus == 0  # endpoint judge: no GPU
+    # ... nor the small CPU pod defaults of an endpoint run (budeval/workflow/activities.py ``with_cluster_defaults``)
+    assert with_hf_judge.loads_weights()
+    assert not EvalRequest.model_validate(judged(model=endpoint_model)).loads_weights()
+    from budeval.workflow.activities import plan_runs, render_plans
+
+    settings = Settings(endpoint_default_cpu="500m", endpoint_default_memory="2Gi")
+    specs = render_plans(with_hf_judge, plan_runs(with_hf_judge, ["jq"]), settings).specs
+    assert specs[0].resources.cpu is None and specs[0].resources.memory is None

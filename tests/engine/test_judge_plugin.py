@@ -34,6 +34,13 @@ VERDICTS = {
     "": "",
 }
 
+#: budeval's default judge prompt filled in (budeval/engine/judging.py): SmolLM2 echoes its prompt.
+ECHO_PROMPT = (
+    "You are grading an answer to a question against the correct answer.\nQuestion: Is A bigger than B?\n"
+    "Correct answer: no\nAnswer to grade: yes\n"
+    "Is the answer to grade correct? Reply with only the letter A (correct) or B (incorrect)."
+)
+
 _RUNNER = """
 import importlib.util, json, sys
 spec = importlib.util.spec_from_file_location('budeval_scoring', sys.argv[1])
@@ -55,6 +62,13 @@ except ValueError as exc:
     out['missing'] = str(exc)
 base = module.BudevalReplay(path='replay:e0', answers={'plain base prompt': ['x']})
 out['base'] = base.generate(['plain base prompt'])
+out['echo'] = [module.judge_verdict(raw, prompt) for raw, prompt in cases['echo']]
+echoed = {str(i): {'origin_prompt': prompt, 'prediction': raw, 'gold': 'g'}
+          for i, (raw, prompt) in enumerate(cases['echo'])}
+out['echo_postprocess'] = module.budeval_judge_postprocess(echoed, '/nowhere.json')
+import base64
+encoded = base64.b64encode(json.dumps({'{{$OPENAI_API_KEY:x}}': ['{{ fileDirname }}']}).encode()).decode()
+out['encoded'] = module.BudevalReplay(path='replay:e0', answers_b64=encoded).generate(['{{$OPENAI_API_KEY:x}}'])
 print('RESULT' + json.dumps(out))
 """
 
@@ -66,6 +80,8 @@ def result() -> dict[str, Any]:
         "raw": ["A", "B. Wrong.", "no idea"],
         "answers": {"HUMAN: Capital of France?": ["Paris", "Lyon"], "HUMAN: 2+3?": ["5"]},
         "asked": ["Capital of France?", "2+3?", "Capital of France?"],
+        "echo": [[ECHO_PROMPT, ECHO_PROMPT], [ECHO_PROMPT + "\nB", ECHO_PROMPT],
+                 ["HUMAN: " + ECHO_PROMPT.splitlines()[-1] + "\nA.", [{"role": "HUMAN", "prompt": ECHO_PROMPT}]]],
     }
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run([str(OC_PYTHON), "-c", _RUNNER, str(PLUGIN)], input=json.dumps(cases), env=env,
@@ -93,3 +109,13 @@ def test_replay_answers_from_the_stored_predictions_and_never_invents_one(result
     assert result["replayed"] == ["Paris", "5", "Lyon"]  # a prompt asked twice gets its predictions in turn
     assert "no stored prediction to replay" in result["missing"] and "never stored" in result["missing"]
     assert result["base"] == ["x"]
+    assert result["encoded"] == ["{{ fileDirname }}"]  # the form rendered configs use (render.py ``_replay_model``)
+
+
+def test_a_judge_echoing_its_prompt_gives_no_verdict(result: dict[str, Any]) -> None:
+    """A small judge echoing its prompt ("... the letter A (correct) or B (incorrect).", or a question mentioning
+    "A") was read as verdict A: counted correct, inflating accuracy. Lines of the judge's own prompt are no verdict;
+    what it adds after them is read."""
+    assert result["echo"] == ["", "B", "A"]
+    out = result["echo_postprocess"]
+    assert [d["judge_verdict"] for d in out["details"]] == ["", "B", "A"]

@@ -68,3 +68,19 @@ def test_stored_per_run_replaced_with_the_run_and_totalled(store: ClickHouseStor
     assert store.usage("hf") == {} and usage_view({}) is None
     store.clear_results("ev")
     assert store.usage("ev") == {}
+
+
+def test_a_server_reporting_absurd_token_counts_does_not_break_storing_the_run(
+    store: ClickHouseStore, tmp_path: Path
+) -> None:
+    """A garbage server's usage (the OpenAI client takes any JSON integer) went into UInt64 columns unchecked: a count
+    past 2**64 (or a sum of counts) failed the run's whole store step, losing its scores. A count that cannot be a
+    token count is ignored like a non-integer; the request still counts."""
+    huge = 2**70
+    work = _run_with_usage(tmp_path, [{"ok": True, "prompt_tokens": huge, "completion_tokens": 5, "total_tokens": 7},
+                                      {"ok": True, "prompt_tokens": 3, "completion_tokens": 2**63, "total_tokens": 1}])
+    usage = read_usage(work)
+    assert usage == RunUsage(requests=2, prompt_tokens=3, completion_tokens=5, total_tokens=8)
+    store.store_run("big", "r0", parse_run(work))
+    assert store.usage("big")["r0"] == usage
+    assert store.results("big")  # the scores are stored too

@@ -9,6 +9,7 @@ import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
 
+from budeval.ui.render import render, static_version
 from budeval.ui.session import Session, Sessions, same_origin
 
 UI = Path(__file__).resolve().parents[2] / "budeval" / "ui"
@@ -16,7 +17,7 @@ REPO = UI.parents[1]
 
 
 def test_every_linked_asset_ships_in_the_package() -> None:
-    linked = {m for t in (UI / "templates").glob("*.html") for m in re.findall(r'"/ui/static/([^"]+)"', t.read_text())}
+    linked = {m for t in (UI / "templates").glob("*.html") for m in re.findall(r'"/ui/static/([^"?]+)', t.read_text())}
     assert {"ui.css", "ui.js", "curves.js", "vendor/uPlot.iife.min.js", "vendor/uPlot.min.css"} <= linked
     patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["budeval"]
     for name in linked:
@@ -65,3 +66,27 @@ def test_origin_check() -> None:
     assert same_origin("http://127.0.0.1:8080", "127.0.0.1:8080")
     assert not same_origin("http://attacker.test", "127.0.0.1:8080")
     assert not same_origin("null", "127.0.0.1:8080")
+
+
+def test_non_ascii_cookies_and_csrf_tokens_are_refused_not_errors() -> None:
+    """A forged cookie or CSRF field with non-ASCII characters is refused like any forgery (it once raised
+    ``TypeError`` from ``hmac.compare_digest`` on ``str``, a 500 for any client)."""
+    sessions = Sessions("token-1")
+    cookie = sessions.issue(now=1000.0)
+    expiry, nonce, _ = cookie.split(".")
+    assert sessions.check(f"{expiry}.{nonce}.\u00e9", now=2000.0) is None
+    assert sessions.check(f"{expiry}.\u00e9.abc", now=2000.0) is None
+    session = sessions.check(cookie, now=2000.0)
+    assert session is not None and not sessions.csrf_ok(session, "\u00e9" * 64)
+
+
+def test_asset_links_change_with_the_assets() -> None:
+    """Every asset link carries ``?v=`` of the packaged static files, and the version changes with any file's
+    content: a browser's cached copy (an hour) of an older release's CSS/JavaScript is never used with new pages
+    (the links were once bare, so an upgrade ran new pages with old scripts for up to an hour)."""
+    files = {name: b"x" for name in ("ui.js", "ui.css")}
+    assert static_version(files) != static_version({**files, "ui.js": b"y"})
+    html = render("login.html", next="/ui/leaderboard", error=None, csrf="", open=False, path="").body.decode()
+    links = re.findall(r'"/ui/static/([^"]+)"', html)
+    assert links and all(re.fullmatch(r"[\w./-]+\?v=[0-9a-f]{12}", link) for link in links), links
+    assert len({link.split("?v=")[1] for link in links}) == 1

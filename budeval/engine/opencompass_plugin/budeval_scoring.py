@@ -29,6 +29,8 @@ the prediction stored for it and never calls a model.
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -240,13 +242,17 @@ _VERDICT_LETTER = re.compile(r"(?<![A-Za-z])([AB])(?![A-Za-z])")
 _VERDICT_WORD = re.compile(r"\b(incorrect|wrong|correct|right)\b(?!\s+answer)", re.IGNORECASE)
 
 
-def judge_verdict(raw: Any) -> str:
+def judge_verdict(raw: Any, prompt: Any = None) -> str:
     """``A`` (right), ``B`` (wrong) or ``''`` (unreadable) from a judge's raw answer: the first standalone letter A
     or B, else the first of the words correct/right (A) or incorrect/wrong (B) -- "correct answer" is no verdict (a
-    judge echoing its prompt). OpenCompass's own
+    judge echoing its prompt). Lines of the judge's own ``prompt`` (text or chat turns) that it echoes are skipped
+    first: "... the letter A (correct) or B (incorrect)." is the question, not an answer. OpenCompass's own
     ``generic_llmjudge_postprocess`` takes the first A or B *anywhere* (the "a" of "Answer" counts) and replaces
     the details by the raw outputs, which loses the per-example verdicts; this one keeps both."""
     text = "" if raw is None else str(raw)
+    if prompt is not None:
+        asked = _prompt_lines(prompt)
+        text = "\n".join(line for line in text.split("\n") if _unroled(line).strip() not in asked)
     letter = _VERDICT_LETTER.search(text)
     if letter:
         return letter.group(1)
@@ -254,6 +260,17 @@ def judge_verdict(raw: Any) -> str:
     if word:
         return "B" if word.group(1).lower() in ("incorrect", "wrong") else "A"
     return ""
+
+
+def _prompt_lines(prompt: Any) -> set[str]:
+    """The non-empty lines of a judge prompt (text, or turns with ``prompt`` text; other entries are ignored)."""
+    if isinstance(prompt, str):
+        text = prompt
+    elif isinstance(prompt, list | tuple):
+        text = "\n".join(str(t.get("prompt", "")) if isinstance(t, dict) else str(t) for t in prompt)
+    else:
+        return set()
+    return {line.strip() for line in _unroled(text).split("\n") if line.strip()}
 
 
 @DICT_POSTPROCESSORS.register_module()  # type: ignore[untyped-decorator]
@@ -266,7 +283,7 @@ def budeval_judge_postprocess(output: dict[str, Any], output_path: str, **_: Any
     right = readable = 0
     for item in items:
         raw = item.get("prediction") if isinstance(item, dict) else None
-        verdict = judge_verdict(raw)
+        verdict = judge_verdict(raw, item.get("origin_prompt") if isinstance(item, dict) else None)
         right += verdict == "A"
         readable += verdict != ""
         details.append(
@@ -304,16 +321,20 @@ class BudevalReplay(BaseAPIModel):  # type: ignore[misc]
     """The evaluated model of a re-judging run: answers every prompt with the prediction stored for it.
 
     ``answers``: prompt text as stored -> the stored predictions for that prompt, in example order (a prompt asked
-    twice gets them in turn). A prompt with no stored prediction is an error (the run fails, naming it): a replay
-    never invents an answer and never calls a model.
+    twice gets them in turn); budeval renders them as ``answers_b64``, base64 of that JSON object, so that no stored
+    text meets mmengine's config substitution. A prompt with no stored prediction is an error (the run fails,
+    naming it): a replay never invents an answer and never calls a model.
     """
 
     is_api = True
 
-    def __init__(self, path: str, answers: dict[str, list[str]], max_seq_len: int = 2048,
-                 meta_template: dict[str, Any] | None = None, **_: Any) -> None:
+    def __init__(self, path: str, answers: dict[str, list[str]] | None = None, max_seq_len: int = 2048,
+                 meta_template: dict[str, Any] | None = None, answers_b64: str | None = None, **_: Any) -> None:
         super().__init__(path=path, query_per_second=1000, retry=0, max_seq_len=max_seq_len,
                          meta_template=meta_template)
+        if answers_b64 is not None:  # how budeval renders them: base64 of the JSON (no text mmengine rewrites)
+            answers = json.loads(base64.b64decode(answers_b64).decode("utf-8"))
+        answers = answers or {}
         self._answers = {key: list(values) for key, values in answers.items()}
         self._loose: dict[str, str] = {}
         for key in self._answers:

@@ -27,6 +27,8 @@ STREAM_CHUNK = 2000  # examples per chunk when a large file is streamed
 _FIELDS = itemgetter("origin_prompt", "prediction", "gold")
 _MARK_OF = MARK.__getitem__
 _KEYS: list[str] = []  # "0", "1", ...: grown on demand to recognise in-order keys with one list comparison
+#: ``predictions.example_index`` and the example sets' elements are UInt32.
+MAX_EXAMPLE_INDEX = (1 << 32) - 1
 _KEYS_CAP = 1 << 17  # beyond this the keys are converted instead (a process-wide cache must stay small)
 
 
@@ -164,7 +166,8 @@ def build(
 
     ``offset`` shifts keys (a shard's keys start at 0); verdicts, scores, example index and replica are looked up by
     the shifted key (see :class:`~budeval.engine.results.verdicts.Verdicts`). Raises ResultParseError for a key that
-    is not an index or an example that is not a JSON object.
+    is not an index, an example index beyond
+    :data:`MAX_EXAMPLE_INDEX` (UInt32 in the store) or an example that is not a JSON object.
     """
     n = len(keys)
     if not n:
@@ -214,6 +217,10 @@ def build(
         index = [k % examples for k in index]
     else:
         replica = [0] * n
+    if (index[-1] if contiguous and not verdicts.examples else max(index)) > MAX_EXAMPLE_INDEX:
+        raise ResultParseError(  # the store's column and the example sets' elements are UInt32
+            f"example key {keys[index.index(max(index))]} is beyond the largest example index {MAX_EXAMPLE_INDEX}",
+            path=display)
     return PredictionBatch(
         model=[model] * n,
         dataset=[dataset] * n,

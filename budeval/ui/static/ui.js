@@ -1,4 +1,5 @@
-/* budeval web UI: the evaluation page's live status (polls its status.json until the evaluation is final). */
+/* budeval web UI: the evaluation page's live status (polls its status.json until the evaluation is final; a 401
+   -- the session ended -- reloads the page, which leads to the login form). */
 (function () {
   "use strict";
   var section = document.getElementById("status-section");
@@ -10,7 +11,11 @@
   var timer = null;
   function poll() {
     fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
-      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (r) {
+        /* the session ended (logout elsewhere, expiry, a new token): reloading leads to the login form */
+        if (r.status === 401) { window.clearInterval(timer); window.location.reload(); return null; }
+        return r.ok ? r.json() : null;
+      })
       .then(function (p) {
         if (!p) { return; }
         status.textContent = p.status;

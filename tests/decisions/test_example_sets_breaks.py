@@ -1,0 +1,114 @@
+"""Defects found by breaking the example sets (migration 7) against the prediction rows: each test computes a
+decision both ways -- from the sets and, with ``decisions_from_sets = False``, from the rows -- on the same real chDB
+store and asserts identical outcomes. Each test names what used to go wrong."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from budeval.decisions.gate import evaluate_gate
+from budeval.decisions.series import build_series
+from budeval.errors import GateRefusedError
+from budeval.storage.clickhouse import ClickHouseStore
+
+from .support import PlantedRun, Row, record, verdicts
+
+
+def _outcome(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn().model_dump()
+    except GateRefusedError as exc:
+        return ("refused", str(exc), exc.overlap)
+
+
+def _both_ways(store: ClickHouseStore, fn: Callable[[], Any]) -> Any:
+    store.decisions_from_sets = True
+    from_sets = _outcome(fn)
+    store.decisions_from_sets = False
+    try:
+        from_rows = _outcome(fn)
+    finally:
+        store.decisions_from_sets = True
+    assert from_sets == from_rows
+    return from_sets
+
+
+def _expire(store: ClickHouseStore, eval_id: str) -> None:
+    """Age ``eval_id``'s prediction rows past a one-hour predictions TTL and let ClickHouse drop them (a merge)."""
+    store._command("age rows", "ALTER TABLE predictions UPDATE stored_at = now() - 100000 "
+                   "WHERE eval_id = %(e)s SETTINGS mutations_sync = 1", {"e": eval_id})
+    assert store.apply_predictions_ttl(3600) in ("set", "unchanged")
+    store._command("merge", "OPTIMIZE TABLE predictions FINAL")
+    assert store.count("predictions", eval_id, final=True) == 0
+
+
+def test_gate_and_series_after_the_predictions_ttl_expired_a_side(store: ClickHouseStore) -> None:
+    # The TTL deleted the baseline's prediction rows but not its example sets: the gate from the sets still said
+    # "regression" (exit 1) where the rows -- and docs/storage.md ("gates ... of old evaluations lose their data") --
+    # say there is nothing to compare; the series kept the expired checkpoint with empty prompts.
+    record(store, "a", PlantedRun(verdicts("q", [True] * 300)))
+    record(store, "b", PlantedRun(verdicts("q", [i >= 100 for i in range(300)])), order=1)
+    for k in range(3):
+        rows: list[Row] = [("q", i, 0, (i + k) % 3 != 0, None) for i in range(30)]
+        record(store, f"ck-{k}", PlantedRun(rows), checkpoint=("s", k, None), order=k)
+    assert store._paired_from_sets("a", "b") is not None  # before: the sets decide
+    _expire(store, "a")
+    _expire(store, "ck-0")
+    assert _both_ways(store, lambda: evaluate_gate(store, "a", "b"))[0] == "refused"
+    series = _both_ways(store, lambda: build_series(store, "s", limit=3))
+    assert [p["eval_id"] for p in series["checkpoints"]][:1] == ["ck-0"]
+    assert store._paired_from_sets("b", "ck-1") is not None  # rows not expired: still from the sets
+
+
+def test_series_lists_small_kinds_in_example_order(store: ClickHouseStore) -> None:
+    # ClickHouse keeps a bitmap of at most 32 elements as a small hash set, whose bitmapToArray is in hash order:
+    # the series from the sets listed forgotten examples 4, 2 where the rows (and docs/decisions.md: "ordered") list
+    # 2, 4. Several small datasets with every kind, so that some set comes out of hash order.
+    histories = ("RRR", "WWW", "WRW", "WRR", "RWW", "RRW", "WWR", "RWR", "WRW", "RWW", "RRW", "RWW", "WWR")
+    for k in range(3):
+        rows: list[Row] = [(f"d{j}", i, 0, histories[(i * (j + 1) + j) % len(histories)][k] == "R", None)
+                           for j in range(6) for i in range(7 + j)]
+        record(store, f"ck-{k}", PlantedRun(rows), checkpoint=("small", k, None), order=k)
+    assert store._series_from_sets(store.series_checkpoints("small"), None, 5) is not None
+    series = _both_ways(store, lambda: build_series(store, "small", limit=5))
+    for d in series["datasets"]:
+        for kind in ("easy", "hard", "forgotten"):
+            listed = [e["example_index"] for e in d["examples"].get(kind, [])]
+            assert listed == sorted(listed), (d["dataset"], kind, listed)
+
+
+def test_gate_after_the_predictions_ttl_was_removed(store: ClickHouseStore) -> None:
+    # With the TTL gone (predictions_ttl_s back to 0) the sets are read unchecked again, and the sets of the rows it
+    # had expired still said "regression". Removing the TTL brings the sets of such evaluations back to their rows.
+    record(store, "a", PlantedRun(verdicts("q", [True] * 300)))
+    record(store, "b", PlantedRun(verdicts("q", [i >= 100 for i in range(300)])), order=1)
+    _expire(store, "a")
+    assert store.apply_predictions_ttl(0) == "removed"
+    assert _both_ways(store, lambda: evaluate_gate(store, "a", "b"))[0] == "refused"
+    assert store._paired_from_sets("b", "b") is not None  # b's sets were kept
+
+
+def test_an_example_key_beyond_uint32_is_a_parse_error(store: ClickHouseStore, tmp_path: Path) -> None:
+    # example_index is UInt32 (predictions and the example sets): a key like "4294967296" in a predictions file made
+    # the store's insert fail with StoreUnavailableError ("unavailable": a transient outage, retried) instead of the
+    # dataset's predictions being reported unreadable, as for a key that is not an index.
+    import json
+    import shutil
+
+    from budeval.engine.results import parse_run
+
+    from .support import OPENCOMPASS
+
+    run = tmp_path / "mcq"
+    shutil.copytree(OPENCOMPASS / "mcq", run)
+    [path] = run.glob("*/predictions/*/tiny_mcq.json")
+    entries = json.loads(path.read_text())
+    entries[str(2**32)] = entries.pop(next(iter(entries)))
+    path.write_text(json.dumps(entries))
+    parsed = parse_run(run)
+    report = store.store_run("big", "r0", parsed)
+    assert report.predictions == 0
+    [status] = parsed.statuses
+    assert status.status == "partial" and "4294967296" in (status.reason or "")
