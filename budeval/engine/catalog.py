@@ -305,9 +305,17 @@ def _read_suite(file: Path) -> SuiteFile:
 def resolve_datasets(request: EvalRequest, suites: Mapping[str, list[str]]) -> list[str]:
     """The dataset names the request evaluates, in order: the suite's datasets or the request's own list.
 
-    ValidationError for an unknown suite or dataset, and for a stock LLM-judge dataset (:func:`needs_judge`) in a
-    request without a ``judge`` (field ``judge``, naming the datasets): it is never run with an empty judge."""
+    ValidationError for an unknown suite or dataset, for a stock LLM-judge dataset (:func:`needs_judge`) in a
+    request without a ``judge`` (field ``judge``, naming the datasets: it is never run with an empty judge), and for
+    a ``judge`` that scores no dataset (field ``judge``)."""
     names = _resolve_names(request, suites)
+    if request.judge is not None and not judged_datasets(request, names):
+        raise ValidationError(
+            "'judge' is given but no dataset is scored 'judge' (a custom qa dataset with \"scoring\": \"judge\" or"
+            " a stock LLM-judge dataset such as math_500_llmjudge_gen): drop 'judge', or mark the datasets it"
+            " should score",
+            field="judge",
+        )
     if request.judge is None:
         stock_judged = [n for n in judged_datasets(request, names) if n in STOCK]
         if stock_judged:

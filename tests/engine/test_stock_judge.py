@@ -127,10 +127,11 @@ def test_the_judge_is_the_work_only_when_a_stock_dataset_is_judged(tmp_path: Pat
     assert judged.components["judge"]["model"]["id"] == "org/judge"
     other = {**HF_JUDGE, "source": {**HF_JUDGE["source"], "path": "org/other-judge"}}
     assert _identity(req(judge=other), tmp_path).hash != judged.hash
-    # Without a judged dataset, a named judge changes nothing computed.
+    # Without a judged dataset there is no judge in the work, and a judge named for none is refused.
     plain = ["gsm8k_gen", "tiny_qa"]
-    with_judge, without = _identity(req(plain, HF_JUDGE), tmp_path), _identity(req(plain), tmp_path)
-    assert "judge" not in with_judge.components and with_judge.hash == without.hash
+    assert "judge" not in _identity(req(plain), tmp_path).components
+    with pytest.raises(ValidationError, match="no dataset is scored 'judge'"):
+        _identity(req(plain, HF_JUDGE), tmp_path)
 
 
 def test_with_judge_fills_nested_judge_cfgs_and_leaves_the_stock_config_alone() -> None:
