@@ -2,14 +2,16 @@
 
 The identity of an evaluation (budeval/engine/identity.py) names a stock dataset by the hash OpenCompass itself
 gives its config (``opencompass.utils.prompt.get_prompt_hash``, whose first 6 characters are the ``version`` column
-of OpenCompass's summary) and by its data files. The service does not have OpenCompass installed (it lives in its
-own venv locally and in the runner image in a cluster), so the hashes are computed here, once per OpenCompass
-version, in the OpenCompass venv, and shipped with the package.
+of OpenCompass's summary) and by its data files. ``judge`` says whether the config's evaluator takes a judge model
+(a ``judge_cfg`` in its ``eval_cfg``, e.g. ``GenericLLMEvaluator``): budeval/engine/catalog.py ``needs_judge``.
+The service does not have OpenCompass installed (it lives in its own venv locally and in the runner image in a
+cluster), so the hashes are computed here, once per OpenCompass version, in the OpenCompass venv, and shipped with
+the package.
 
     .venv/bin/python scripts/stock_config_hashes.py [--python OC_PYTHON] [--check]
 
 ``--check`` exits 1 when the shipped file differs from what the installed OpenCompass computes
-(tests/engine/test_identity_opencompass.py runs it).
+(tests/engine/test_catalog.py runs it).
 """
 
 from __future__ import annotations
@@ -24,8 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from budeval.engine.catalog import STOCK  # noqa: E402
-from budeval.engine.identity import STOCK_TABLE  # noqa: E402
+from budeval.engine.catalog import STOCK, STOCK_TABLE  # noqa: E402
 
 # Runs inside the OpenCompass venv: reads [[name, module, variable], ...] on stdin, prints the table as JSON.
 _HELPER = r"""
@@ -35,6 +36,15 @@ from mmengine.config import Config
 from opencompass.utils.abbr import dataset_abbr_from_cfg
 from opencompass.utils.datasets_info import DATASETS_MAPPING
 from opencompass.utils.prompt import get_prompt_hash
+
+def judged(value):
+    # An evaluator with a ``judge_cfg`` anywhere in a dataset's eval_cfg (GenericLLMEvaluator, also nested in a
+    # CascadeEvaluator's llm_evaluator): the dataset is scored by a judge model the user must supply.
+    if isinstance(value, dict):
+        return "judge_cfg" in value or any(judged(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(judged(v) for v in value)
+    return False
 
 out = {}
 with tempfile.TemporaryDirectory() as folder:
@@ -54,6 +64,7 @@ with tempfile.TemporaryDirectory() as folder:
             "config_hash": get_prompt_hash(copy.deepcopy(cfgs)),
             "abbrs": {dataset_abbr_from_cfg(c): get_prompt_hash(copy.deepcopy(c)) for c in cfgs},
             "data_paths": sorted(paths),
+            "judge": any(judged(c.get("eval_cfg", {})) for c in cfgs),
         }
 print(json.dumps({"engine_version": opencompass.__version__, "datasets": out}, sort_keys=True))
 """

@@ -15,10 +15,12 @@ replaces an earlier one of the same name. :class:`SuiteCatalog` re-reads them wh
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,7 +29,7 @@ from pydantic import ValidationError as PydanticValidationError
 from budeval.errors import ValidationError
 from budeval.logs import get_logger
 from budeval.schemas.ids import DNS_LABEL
-from budeval.schemas.request import DatasetKind, EvalRequest
+from budeval.schemas.request import JUDGE_SCORING, CustomDataset, DatasetKind, EvalRequest
 
 #: Folder of the bundled ``.jsonl`` datasets inside the installed package.
 BUNDLED_DIR = Path(__file__).resolve().parent / "datasets"
@@ -87,8 +89,70 @@ STOCK: dict[str, StockDataset] = {
         StockDataset("mbpp_gen", f"{_CFG}.mbpp.mbpp_gen", "mbpp_datasets"),
         StockDataset("race_gen", f"{_CFG}.race.race_gen", "race_datasets"),
         StockDataset("gpqa_gen", f"{_CFG}.gpqa.gpqa_gen", "gpqa_datasets"),
+        # LLM-judge configs: their GenericLLMEvaluator's judge_cfg is filled from the request's judge (render.py).
+        StockDataset("aime2024_llmjudge_gen", f"{_CFG}.aime2024.aime2024_llmjudge_gen_5e9f4f", "aime2024_datasets"),
+        StockDataset("math_500_llmjudge_gen", f"{_CFG}.math.math_500_llmjudge_gen_6ff468", "math_datasets"),
+        StockDataset("hellaswag_llmjudge_gen", f"{_CFG}.hellaswag.hellaswag_llmjudge_gen_809ef1", "hellaswag_datasets"),
     )
 }
+
+#: Per OpenCompass version, what OpenCompass itself says of each stock config (config hash, abbrs, data paths and
+#: whether its evaluator takes a judge model), computed in the OpenCompass venv by scripts/stock_config_hashes.py.
+STOCK_TABLE = Path(__file__).resolve().parent / "stock_configs.json"
+
+#: Folders of OpenCompass 0.5.4's subjective configs (``configs/datasets/subjective/<folder>``). Not supported: their
+#: judge is the eval config's ``judge_models`` with a subjective partitioner and summarizer, and their results are
+#: pairwise or rubric tables, not per-example verdicts (docs/opencompass.md "LLM-judge datasets").
+SUBJECTIVE = frozenset(
+    {
+        "alignbench", "alpaca_eval", "arena_hard", "compass_arena_subjective_bench", "compassarena", "compassbench",
+        "elbench", "flames", "fofo", "followbench", "hellobench", "judgerbench", "multiround", "mtbench",
+        "mtbench101", "wildbench", "writingbench", "subjective",
+    }
+)
+
+
+@cache
+def _stock_file() -> dict[str, dict[str, dict[str, Any]]]:
+    data = json.loads(STOCK_TABLE.read_text(encoding="utf-8"))
+    return {str(data["engine_version"]): dict(data["datasets"])}
+
+
+def stock_table() -> dict[str, dict[str, dict[str, Any]]]:
+    """``{engine version: {stock dataset name: {config_hash, abbrs, data_paths, judge}}}`` from
+    ``stock_configs.json``."""
+    return _stock_file()
+
+
+def needs_judge(name: str) -> bool:
+    """Whether the stock dataset ``name``'s OpenCompass config scores by a judge model (its evaluator has a
+    ``judge_cfg``, e.g. ``GenericLLMEvaluator``), as recorded in :data:`STOCK_TABLE` by OpenCompass itself; False
+    for names that are not stock."""
+    if name not in STOCK:
+        return False
+    return any(bool(per.get(name, {}).get("judge")) for per in stock_table().values())
+
+
+def judged_datasets(request: EvalRequest, names: Sequence[str]) -> list[str]:
+    """Of the resolved dataset ``names``, those scored by the request's judge: custom datasets scored ``judge`` and
+    stock LLM-judge datasets (:func:`needs_judge`), in order."""
+    custom = {d.name: d for d in request.datasets or [] if isinstance(d, CustomDataset)}
+    return [
+        n for n in names
+        if (n in custom and custom[n].scoring == JUDGE_SCORING) or (n not in custom and needs_judge(n))
+    ]
+
+
+def _subjective_hint(name: str) -> str:
+    """A sentence for an unknown name that looks like one of OpenCompass's subjective datasets, else ''."""
+    stem = name.lower().split("_gen")[0].split("_judge")[0]
+    if stem in SUBJECTIVE or any(stem.startswith(f"{s}_") for s in SUBJECTIVE) or "subjective" in name.lower():
+        return (
+            f"{name!r} looks like an OpenCompass subjective dataset: budeval does not run those (their judge is"
+            " the eval config's judge_models with a subjective partitioner and summarizer, scoring pairwise or by"
+            " rubric rather than per example); see docs/opencompass.md"
+        )
+    return ""
 
 
 def known_dataset_names() -> list[str]:
@@ -147,7 +211,9 @@ def read_suites(folders: Sequence[Path]) -> dict[str, Suite]:
                 )
             unknown = [d for d in suite.datasets if d not in known]
             if unknown:
-                raise ValidationError(f"{file}: unknown datasets {unknown}", field="suite")
+                hint = _subjective_hint(unknown[0])
+                raise ValidationError(f"{file}: {hint}" if hint else f"{file}: unknown datasets {unknown}",
+                                      field="suite")
             if len(set(suite.datasets)) != len(suite.datasets):
                 raise ValidationError(f"{file}: datasets listed twice", field="suite")
             here[suite.name] = file
@@ -237,7 +303,31 @@ def _read_suite(file: Path) -> SuiteFile:
 
 
 def resolve_datasets(request: EvalRequest, suites: Mapping[str, list[str]]) -> list[str]:
-    """The dataset names the request evaluates, in order: the suite's datasets or the request's own list."""
+    """The dataset names the request evaluates, in order: the suite's datasets or the request's own list.
+
+    ValidationError for an unknown suite or dataset, for a stock LLM-judge dataset (:func:`needs_judge`) in a
+    request without a ``judge`` (field ``judge``, naming the datasets: it is never run with an empty judge), and for
+    a ``judge`` that scores no dataset (field ``judge``)."""
+    names = _resolve_names(request, suites)
+    if request.judge is not None and not judged_datasets(request, names):
+        raise ValidationError(
+            "'judge' is given but no dataset is scored 'judge' (a custom qa dataset with \"scoring\": \"judge\" or"
+            " a stock LLM-judge dataset such as math_500_llmjudge_gen): drop 'judge', or mark the datasets it"
+            " should score",
+            field="judge",
+        )
+    if request.judge is None:
+        stock_judged = [n for n in judged_datasets(request, names) if n in STOCK]
+        if stock_judged:
+            raise ValidationError(
+                f"dataset(s) {', '.join(stock_judged)} are scored by an LLM judge (OpenCompass's"
+                " GenericLLMEvaluator): give a 'judge' model",
+                field="judge",
+            )
+    return names
+
+
+def _resolve_names(request: EvalRequest, suites: Mapping[str, list[str]]) -> list[str]:
     if request.suite is not None:
         if request.suite not in suites:
             known = ", ".join(sorted(suites)) or "none"
@@ -251,8 +341,9 @@ def resolve_datasets(request: EvalRequest, suites: Mapping[str, list[str]]) -> l
     for ref in request.datasets or []:
         if isinstance(ref, str):
             if ref not in BUNDLED and ref not in STOCK:
+                hint = _subjective_hint(ref)
                 raise ValidationError(
-                    f"unknown dataset {ref!r}: use a bundled or stock name ({', '.join(known_dataset_names())})"
+                    hint or f"unknown dataset {ref!r}: use a bundled or stock name ({', '.join(known_dataset_names())})"
                     " or declare a custom dataset with name and path",
                     field="datasets",
                 )

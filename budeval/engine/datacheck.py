@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from budeval.engine.catalog import BUNDLED, STOCK
-from budeval.engine.identity import stock_table
+from budeval.engine.catalog import BUNDLED, STOCK, stock_table
 from budeval.errors import ValidationError
 
 

@@ -19,8 +19,10 @@ Two evaluations with equal identity hashes compute the same scores, so the later
 - ``generation``: every generation setting (``GenerationSettings``) but the seed, which reaches no OpenCompass setting;
 - ``engine``: OpenCompass's version and the runner (the image in a cluster; locally ``local-venv`` and the venv's
   installed distributions, :func:`_engine`);
-- ``judge`` (only when the request names one): the judge model's identity (as ``model`` above), the sha256 of its
-  prompt template and its generation settings (budeval/engine/judging.py ``judge_component``);
+- ``judge`` (only when the request names one and a dataset is judged by it: a custom dataset scored ``judge`` or a
+  stock LLM-judge dataset, catalog.py ``judged_datasets``; or when it re-judges): the judge model's identity (as
+  ``model`` above), the sha256 of its prompt template and its generation settings (budeval/engine/judging.py
+  ``judge_component``);
 - ``rejudge_of`` (only for a re-judging request): the evaluation whose stored predictions are judged again -- the
   answers judged are that evaluation's, not a new inference.
 
@@ -34,7 +36,6 @@ while offline, a file the service cannot read, an endpoint whose served weights 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import threading
@@ -48,7 +49,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, Field
 
 from budeval.config import Settings
-from budeval.engine.catalog import BUNDLED, STOCK, resolve_datasets
+from budeval.engine.catalog import BUNDLED, STOCK, judged_datasets, resolve_datasets, stock_table
 from budeval.engine.digests import DigestCache, combine
 from budeval.engine.judging import judge_component
 from budeval.engine.render import scoring_source
@@ -56,7 +57,6 @@ from budeval.schemas.request import CustomDataset, EndpointModel, EvalRequest, H
 
 #: Bumped when the definition above changes, so identities of different definitions never compare equal.
 IDENTITY_VERSION = 3
-STOCK_TABLE = Path(__file__).resolve().parent / "stock_configs.json"
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 #: Top-level files of a model folder that make up the model (config, tokenizer, chat template, weights).
 MODEL_FILE_SUFFIXES = frozenset(
@@ -132,8 +132,9 @@ def compute_identity(
         "generation": request.generation.model_dump(mode="json", exclude={"seed"}),
         "engine": _engine(settings),
     }
-    # Added only when present, so that the identities of requests without a judge keep their hashes.
-    if request.judge is not None:
+    # Added only when a dataset is judged (a custom one scored ``judge`` or a stock LLM-judge one): a judge named
+    # for nothing it judges changes nothing computed, and requests without one keep their hashes.
+    if request.judge is not None and (judged_datasets(request, names) or request.rejudge_of is not None):
         judge_model = _model(request.judge.model.source, digests, hub, unresolved)
         components["judge"] = judge_component(request.judge, judge_model)
     if request.rejudge_of is not None:
@@ -221,17 +222,6 @@ def _stock_data(
         except OSError as exc:
             unresolved.append(f"stock dataset {name!r}: cannot read {where} ({exc.strerror or exc})")
     return found
-
-
-@cache
-def _stock_file() -> dict[str, dict[str, dict[str, Any]]]:
-    data = json.loads(STOCK_TABLE.read_text(encoding="utf-8"))
-    return {str(data["engine_version"]): dict(data["datasets"])}
-
-
-def stock_table() -> dict[str, dict[str, dict[str, Any]]]:
-    """``{engine version: {stock dataset name: {config_hash, abbrs, data_paths}}}`` from ``stock_configs.json``."""
-    return _stock_file()
 
 
 # -- model -----------------------------------------------------------------------------------------------------------

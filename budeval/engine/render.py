@@ -29,6 +29,10 @@ provenance (what exactly was run) and a cache key. Decisions (see docs/opencompa
   ``OpenAISDK``, so the run's recorded usage stays the evaluated model's), the judge prompt
   (budeval/engine/judging.py) and budeval's ``budeval_judge_postprocess`` (verdict letter -> ``correct``, the raw
   answer kept as ``judge_answer``);
+- a stock LLM-judge dataset (catalog.py ``needs_judge``: OpenCompass's config has an evaluator with a
+  ``judge_cfg``, e.g. ``GenericLLMEvaluator``) is imported as any stock config and passed through the plugin's
+  ``budeval_with_judge`` (``opencompass_plugin/budeval_judged.py``), which sets every ``judge_cfg`` of its
+  ``eval_cfg`` to the same judge model dict; the config's own grader prompt and post-processor stay;
 - a re-judging request (``rejudge_of``) replaces the evaluated model by ``BudevalReplay`` (the plugin's model
   class, same ``abbr``), which answers each prompt with the prediction stored for it by the earlier evaluation
   (``replay``: prompt text as stored -> predictions in example order): the evaluated model is never called.
@@ -47,7 +51,7 @@ from typing import Protocol
 
 from budeval.config import Settings
 from budeval.config.settings import default
-from budeval.engine.catalog import BUNDLED, STOCK
+from budeval.engine.catalog import BUNDLED, STOCK, needs_judge
 from budeval.engine.judging import template_of
 from budeval.errors import ValidationError
 from budeval.schemas.request import (
@@ -80,12 +84,21 @@ SCORING_SOURCE = PLUGIN_DIR / f"{SCORING_MODULE}.py"
 #: The usage-recording endpoint model (a file of :data:`PLUGIN_DIR`) and its class.
 USAGE_MODULE = "budeval_usage"
 ENDPOINT_MODEL = "BudevalOpenAISDK"
+#: The module and function that put the judge into stock LLM-judge dataset configs (a file of :data:`PLUGIN_DIR`).
+JUDGED_MODULE = "budeval_judged"
+WITH_JUDGE = "budeval_with_judge"
 
 
 @functools.cache
 def scoring_source() -> str:
     """The scoring module's source text, as embedded in rendered configs."""
     return SCORING_SOURCE.read_text(encoding="utf-8")
+
+
+@functools.cache
+def judged_source() -> str:
+    """The module that fills stock LLM-judge configs' ``judge_cfg``, as embedded in configs that have them."""
+    return (PLUGIN_DIR / f"{JUDGED_MODULE}.py").read_text(encoding="utf-8")
 
 
 @functools.cache
@@ -143,7 +156,8 @@ def render_config(
         raise ValidationError("no datasets to render", field="datasets")
     if request.rejudge_of is not None and replay is None:
         raise ValidationError(f"re-judging {request.rejudge_of!r} needs its stored predictions", field="rejudge_of")
-    judged = False
+    judged = False  # a custom dataset scored 'judge'
+    stock_judged = False  # a stock LLM-judge dataset (catalog.needs_judge)
     stock_imports: list[str] = []
     dataset_lines: list[str] = []
     seen: set[str] = set()
@@ -180,7 +194,17 @@ def render_config(
             stock_variables.append((ref, stock.variable))
             alias = f"_stock_{len(stock_imports)}"
             stock_imports.append(f"    from {stock.module} import {stock.variable} as {alias}")
-            dataset_lines.append(f"    *{alias},  # {stock.name}")
+            if needs_judge(ref):
+                if request.judge is None:
+                    raise ValidationError(f"dataset {ref!r} is scored by an LLM judge but the request names no judge",
+                                          field="judge")
+                stock_judged = True
+                # Called through __import__: with read_base, mmengine imports lazily and a lazily imported
+                # function cannot be called while the config loads.
+                call = f"__import__({JUDGED_MODULE!r}).{WITH_JUDGE}({alias}, {JUDGE_VARIABLE})"
+                dataset_lines.append(f"    *{call},  # {stock.name}, judged")
+            else:
+                dataset_lines.append(f"    *{alias},  # {stock.name}")
         else:
             raise ValidationError(f"unknown dataset {ref!r}", field="datasets")
 
@@ -193,7 +217,7 @@ def render_config(
                                                settings)
     model_classes = [] if replay is not None else [model_class]
     judge_lines: list[str] = []
-    if judged and request.judge is not None:
+    if (judged or stock_judged) and request.judge is not None:
         # An HF judge loads weights in OpenCompass's eval task, which is given its ``num_gpus``: the run's GPUs.
         judge_class, judge_lines = _model_dict(request.judge.model.name, request.judge.model.source, request.judge,
                                                gpus, "", settings, judge=True)
@@ -216,8 +240,10 @@ def render_config(
         ]
     scoring = replay is not None or any(not line.lstrip().startswith("*") for line in dataset_lines)
     imported = [EVALUATOR] + ([JUDGE_POSTPROCESS] if judged else []) + ([REPLAY_MODEL] if replay is not None else [])
-    modules = ([(SCORING_MODULE, scoring_source(), imported)] if scoring else []) + (
-        [(USAGE_MODULE, usage_source(), [ENDPOINT_MODEL])] if ENDPOINT_MODEL in model_classes else []
+    modules = (
+        ([(SCORING_MODULE, scoring_source(), imported)] if scoring else [])
+        + ([(USAGE_MODULE, usage_source(), [ENDPOINT_MODEL])] if ENDPOINT_MODEL in model_classes else [])
+        + ([(JUDGED_MODULE, judged_source(), [])] if stock_judged else [])
     )
     if modules:
         out += _plugin_lines(modules)
@@ -261,7 +287,7 @@ def _plugin_lines(modules: list[tuple[str, str, list[str]]]) -> list[str]:
         "__import__('sys').path.insert(0, _budeval_plugin)",
         f"{env}['PYTHONPATH'] = __import__('os').pathsep.join("
         f"filter(None, [_budeval_plugin, {env}.get('PYTHONPATH')]))",
-        *(f"from {name} import {', '.join(imported)}" for name, _, imported in modules),
+        *(f"from {name} import {', '.join(imported)}" for name, _, imported in modules if imported),
         "",
     ]
     return lines

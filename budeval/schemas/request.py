@@ -394,9 +394,8 @@ class EvalRequest(Strict):
         judged = [d.name for d in self.datasets or [] if isinstance(d, CustomDataset) and d.scoring == JUDGE_SCORING]
         if judged and self.judge is None:
             raise ValueError(f"dataset(s) {', '.join(judged)} are scored 'judge': give a 'judge' model")
-        if self.judge is not None and not judged:
-            raise ValueError("'judge' is given but no dataset is scored 'judge' (only a custom qa dataset with"
-                             " \"scoring\": \"judge\" is): drop 'judge', or mark the datasets it should score")
+        # A judge that scores no dataset is refused by the engine's catalog (budeval/engine/catalog.py
+        # resolve_datasets): only it knows which stock datasets (and a suite's) are judged.
         if self.rejudge_of is not None:
             if self.judge is None:
                 raise ValueError("'rejudge_of' needs a 'judge'")

@@ -95,8 +95,9 @@ def evaluation_record(validated: ValidatedRequest, status: Any, settings: Settin
 
 def judge_provenance(request: EvalRequest, component: dict[str, Any] | None) -> dict[str, Any]:
     """The judge's provenance: ``label`` (the ``judge`` column), ``name``, ``source`` (the request's), ``commit``
-    (hub commit or folder digest, "" for an endpoint) and ``template_sha256``; {} without a judge."""
-    if request.judge is None:
+    (hub commit or folder digest, "" for an endpoint) and ``template_sha256``; {} without a judge, and without its
+    identity ``component`` (a judge named for no judged dataset is not part of the work, budeval/engine/identity.py)."""
+    if request.judge is None or component is None:
         return {}
     from budeval.engine.judging import judge_label, template_hash
 

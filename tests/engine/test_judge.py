@@ -156,7 +156,7 @@ def test_requests_without_a_judge_keep_their_identity(tmp_path: Path) -> None:
     without = EvalRequest.model_validate({k: v for k, v in judged(tmp_path, datasets=["tiny_qa"]).items()
                                           if k != "judge"})
     assert "judge" not in _identity(without, tmp_path).components
-    assert "judge" in _identity(request, tmp_path).components  # named, so part of the work
+    assert "judge" in _identity(request, tmp_path).components  # it judges a dataset, so part of the work
 
 
 # -- credential policy -----------------------------------------------------------------------------------------------
@@ -227,14 +227,19 @@ def test_a_judge_that_scores_no_dataset_is_refused() -> None:
     """A ``judge`` with no dataset scored ``judge`` (a suite, stock or rule-scored datasets) was accepted and then
     silently unused -- yet part of the identity (an endpoint judge even made the evaluation never reusable), and a
     ``rejudge`` of such an evaluation "re-judged" nothing. Refused, naming what to do."""
+    from budeval.engine.catalog import load_suites
+    from budeval.service.admission import check_catalog
+
+    # Only the engine's catalog knows which stock datasets (and a suite's) are judged: refused at admission.
     doc = judged()
     doc["datasets"] = ["tiny_qa", {"name": "jq", "path": "/data/qa.jsonl", "scoring": "contains"}]
-    with pytest.raises(SchemaError, match="no dataset is scored 'judge'"):
-        EvalRequest.model_validate(doc)
-    with pytest.raises(SchemaError, match="no dataset is scored 'judge'"):
-        EvalRequest.model_validate({**{k: v for k, v in doc.items() if k != "datasets"}, "suite": "light"})
-    rejected = parse_request(json.dumps({**doc, "rejudge_of": "e0"}))
-    assert isinstance(rejected, Rejection) and "scored 'judge'" in rejected.reason
+    suites = load_suites([])
+    for body in (doc, {**{k: v for k, v in doc.items() if k != "datasets"}, "suite": "light"},
+                 {**doc, "rejudge_of": "e0"}):
+        rejected = check_catalog(EvalRequest.model_validate(body), suites)
+        assert rejected is not None and rejected.field == "judge" and "no dataset is scored" in rejected.reason
+    # A stock LLM-judge dataset is one the judge scores.
+    assert check_catalog(EvalRequest.model_validate({**doc, "datasets": ["math_500_llmjudge_gen"]}), suites) is None
 
 
 def test_a_hugging_face_judge_gets_the_runs_gpus() -> None:
