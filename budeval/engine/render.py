@@ -12,7 +12,7 @@ provenance (what exactly was run) and a cache key. Decisions (see docs/opencompa
   request's token usage, ``opencompass_plugin/budeval_usage.py``, embedded like the scoring module) with
   ``key='ENV'``: OpenCompass reads ``OPENAI_API_KEY`` from the run's environment, which the backend fills from the
   referenced secret. The key never appears in the text. How it calls the endpoint (rate, parallel requests,
-  retries, timeout) is :class:`EndpointCalls`: the request's endpoint source over the operator's settings;
+  retries, timeout) is ``render_models.EndpointCalls``: the request's endpoint source over the operator's settings;
 - custom datasets are referenced by their path; bundled datasets travel inside the config (budeval is not
   installed where OpenCompass runs, e.g. in the runner image of a Kubernetes Job, so a path into the service's
   site-packages would not exist there): their ``.jsonl`` text is a string literal, written at config load to the
@@ -40,26 +40,20 @@ provenance (what exactly was run) and a cache key. Decisions (see docs/opencompa
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from budeval.config import Settings
-from budeval.config.settings import default
 from budeval.engine.catalog import BUNDLED, STOCK, needs_judge
 from budeval.engine.judging import template_of
+from budeval.engine.render_models import ENDPOINT_MODEL, REPLAY_MODEL, Replay, literal, model_dict, replay_model
 from budeval.errors import ValidationError
 from budeval.schemas.request import (
     JUDGE_SCORING,
     CustomDataset,
-    EndpointModel,
     EvalRequest,
-    HuggingFaceModel,
     JudgeSpec,
     split_scoring,
 )
@@ -75,15 +69,11 @@ SCORING_MODULE = "budeval_scoring"
 EVALUATOR = "BudevalEvaluator"
 #: The plugin's judge post-processor and replay model (budeval_scoring.py).
 JUDGE_POSTPROCESS = "budeval_judge_postprocess"
-REPLAY_MODEL = "BudevalReplay"
 #: The judge model's dict, defined once in the config and referenced by each judged dataset.
 JUDGE_VARIABLE = "_budeval_judge"
-#: Prompt texts as stored (``ROLE: text`` lines) -> the stored predictions for that prompt, in example order.
-Replay = dict[str, list[str]]
 SCORING_SOURCE = PLUGIN_DIR / f"{SCORING_MODULE}.py"
 #: The usage-recording endpoint model (a file of :data:`PLUGIN_DIR`) and its class.
 USAGE_MODULE = "budeval_usage"
-ENDPOINT_MODEL = "BudevalOpenAISDK"
 #: The module and function that put the judge into stock LLM-judge dataset configs (a file of :data:`PLUGIN_DIR`).
 JUDGED_MODULE = "budeval_judged"
 WITH_JUDGE = "budeval_with_judge"
@@ -107,34 +97,6 @@ def usage_source() -> str:
     return (PLUGIN_DIR / f"{USAGE_MODULE}.py").read_text(encoding="utf-8")
 
 
-@dataclass(frozen=True)
-class EndpointCalls:
-    """How a run calls an endpoint model: requests per second, requests in flight, retries after a failed attempt
-    and seconds per request (settings ``endpoint_*``; docs/settings.md)."""
-
-    query_per_second: int
-    max_parallel: int
-    retries: int
-    timeout_s: float
-
-    @classmethod
-    def resolve(cls, source: EndpointModel, settings: Settings | None = None) -> EndpointCalls:
-        """The request's values where it sets them, else ``settings``' (their defaults when None)."""
-
-        def pick(field: str, setting: str) -> object:
-            own = getattr(source, field)
-            if own is not None:
-                return own
-            return getattr(settings, setting) if settings is not None else default(setting)
-
-        return cls(
-            query_per_second=int(str(pick("query_per_second", "endpoint_query_per_second"))),
-            max_parallel=int(str(pick("max_parallel", "endpoint_max_parallel"))),
-            retries=int(str(pick("retries", "endpoint_retries"))),
-            timeout_s=float(str(pick("timeout_s", "endpoint_timeout_s"))),
-        )
-
-
 def config_hash(text: str) -> str:
     """sha256 hex of the rendered config text."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -148,7 +110,7 @@ def render_config(
 ) -> str:
     """The OpenCompass config for ``request``'s model over ``datasets`` (names or the request's custom datasets).
 
-    ``settings``: the operator's defaults for endpoint models (:class:`EndpointCalls`; None: the built-in ones).
+    ``settings``: the operator's defaults for endpoint models (``render_models.EndpointCalls``; None: built-in).
     ``replay``: for a request with ``rejudge_of``, the earlier evaluation's stored predictions (see :data:`Replay`);
     ValidationError when such a request comes without them.
     """
@@ -211,15 +173,15 @@ def render_config(
     source = request.model.source
     gpus = request.resources.gpus
     if replay is not None:
-        model_class, model_lines = REPLAY_MODEL, _replay_model(request, replay)
+        model_class, model_lines = REPLAY_MODEL, replay_model(request, replay)
     else:
-        model_class, model_lines = _model_dict(request.model.name, source, request.generation, gpus, "    ",
+        model_class, model_lines = model_dict(request.model.name, source, request.generation, gpus, "    ",
                                                settings)
     model_classes = [] if replay is not None else [model_class]
     judge_lines: list[str] = []
     if (judged or stock_judged) and request.judge is not None:
         # An HF judge loads weights in OpenCompass's eval task, which is given its ``num_gpus``: the run's GPUs.
-        judge_class, judge_lines = _model_dict(request.judge.model.name, request.judge.model.source, request.judge,
+        judge_class, judge_lines = model_dict(request.judge.model.name, request.judge.model.source, request.judge,
                                                gpus, "", settings, judge=True)
         model_classes.append(judge_class)
     out = [
@@ -313,41 +275,8 @@ def _custom_dataset(abbr: str, path: str, kind: str, scoring: str, *, in_plugin:
     path_expr = f"__import__('os').path.join(_budeval_plugin, {path!r})" if in_plugin else repr(path)
     return (
         f"    dict(abbr={abbr!r}, path={path_expr}, data_type={kind!r}, infer_method='gen',"
-        f" evaluator={EVALUATOR}, evaluator_kwargs={_literal(kwargs)}),"
+        f" evaluator={EVALUATOR}, evaluator_kwargs={literal(kwargs)}),"
     )
-
-
-class _Generation(Protocol):
-    """The generation settings a rendered model takes: the request's ``generation`` or its ``judge``."""
-
-    @property
-    def max_out_len(self) -> int: ...
-    @property
-    def max_seq_len(self) -> int: ...
-    @property
-    def batch_size(self) -> int: ...
-    @property
-    def temperature(self) -> float: ...
-
-
-def _model_dict(
-    name: str,
-    source: HuggingFaceModel | EndpointModel,
-    gen: _Generation,
-    gpus: int,
-    indent: str,
-    settings: Settings | None,
-    *,
-    judge: bool = False,
-) -> tuple[str, list[str]]:
-    """(OpenCompass model class, the lines of its ``dict(...)``, indented by ``indent``). An endpoint judge is
-    OpenCompass's plain ``OpenAISDK``: the run's usage records stay the evaluated model's."""
-    if isinstance(source, HuggingFaceModel):
-        cls, lines = _hf_model(name, source, gen, gpus)
-    else:
-        calls = EndpointCalls.resolve(source, settings)
-        cls, lines = _endpoint_model(name, source, gen, calls, "OpenAISDK" if judge else ENDPOINT_MODEL)
-    return cls, [indent + line for line in lines]
 
 
 def _judged_dataset(ref: CustomDataset, judge: JudgeSpec) -> str:
@@ -369,93 +298,3 @@ def _judged_dataset(ref: CustomDataset, judge: JudgeSpec) -> str:
     )
 
 
-def _replay_model(request: EvalRequest, replay: Replay) -> list[str]:
-    """The evaluated model's stand-in for a re-judging run: the stored predictions, keyed by prompt text."""
-    gen = request.generation
-    return [
-        "    dict(",
-        f"        type={REPLAY_MODEL},",
-        f"        abbr={request.model.name!r},",
-        f"        path={'replay:' + str(request.rejudge_of)!r},",
-        # Encoded: stored prompts and predictions are data, and mmengine rewrites ``{{$VAR:x}}`` in a config's text
-        # (budeval/schemas/request.py CONFIG_SUBSTITUTION); base64 has no braces.
-        f"        answers_b64={_encoded(dict(sorted(replay.items())))!r},",
-        "        meta_template=dict(round=[dict(role='HUMAN', api_role='HUMAN'),"
-        " dict(role='BOT', api_role='BOT', generate=True)]),",
-        f"        max_out_len={gen.max_out_len!r},",
-        f"        max_seq_len={gen.max_seq_len!r},",
-        f"        batch_size={gen.batch_size!r},",
-        "        run_cfg=dict(num_gpus=0),",
-        "    ),",
-    ]
-
-
-def _hf_model(name: str, source: HuggingFaceModel, gen: _Generation, gpus: int) -> tuple[str, list[str]]:
-    cls = "HuggingFacewithChatTemplate" if source.mode == "chat" else "HuggingFaceBaseModel"
-    model_kwargs: dict[str, object] = {"trust_remote_code": False}
-    tokenizer_kwargs: dict[str, object] = {"trust_remote_code": False}
-    tokenizer = source.separate_tokenizer  # None: the model's own tokenizer (also when spelled as its path)
-    if source.revision is not None:
-        model_kwargs["revision"] = source.revision
-        if tokenizer is None:
-            tokenizer_kwargs["revision"] = source.revision
-    if gen.temperature > 0:
-        generation_kwargs: dict[str, object] = {"do_sample": True, "temperature": gen.temperature}
-    else:
-        generation_kwargs = {"do_sample": False}
-    lines = [
-        "dict(",
-        f"    type={cls},",
-        f"    abbr={name!r},",
-        f"    path={source.path!r},",
-        f"    tokenizer_path={(tokenizer or source.path)!r},",
-        f"    model_kwargs={_literal(model_kwargs)},",
-        f"    tokenizer_kwargs={_literal(tokenizer_kwargs)},",
-        f"    generation_kwargs={_literal(generation_kwargs)},",
-        f"    max_out_len={gen.max_out_len!r},",
-        f"    max_seq_len={gen.max_seq_len!r},",
-        f"    batch_size={gen.batch_size!r},",
-        f"    run_cfg=dict(num_gpus={gpus!r}),",
-        "),",
-    ]
-    return cls, lines
-
-
-def _endpoint_model(
-    name: str, source: EndpointModel, gen: _Generation, calls: EndpointCalls, cls: str
-) -> tuple[str, list[str]]:
-    # 'ENV' makes OpenCompass read OPENAI_API_KEY at run time; 'EMPTY' is the usual placeholder of keyless servers.
-    key = "ENV" if source.api_key_secret is not None else "EMPTY"
-    lines = [
-        "dict(",
-        f"    type={cls},",
-        f"    abbr={name!r},",
-        f"    path={source.model!r},",
-        f"    openai_api_base={source.base_url!r},",
-        f"    key={key!r},",
-        *([f"    tokenizer_path={source.tokenizer_path!r},"] if source.tokenizer_path else []),
-        "    meta_template=dict(round=[dict(role='HUMAN', api_role='HUMAN'),"
-        " dict(role='BOT', api_role='BOT', generate=True)]),",
-        f"    query_per_second={calls.query_per_second!r},",
-        f"    max_workers={calls.max_parallel!r},",
-        # OpenCompass's ``retry`` counts attempts: the first one plus the retries.
-        f"    retry={calls.retries + 1!r},",
-        f"    timeout={calls.timeout_s!r},",
-        f"    temperature={gen.temperature!r},",
-        f"    max_out_len={gen.max_out_len!r},",
-        f"    max_seq_len={gen.max_seq_len!r},",
-        f"    batch_size={gen.batch_size!r},",
-        "    run_cfg=dict(num_gpus=0),",
-        "),",
-    ]
-    return cls, lines
-
-
-def _encoded(value: object) -> str:
-    """``value`` as base64 of its JSON (UTF-8): text that reaches the config without any character mmengine reads."""
-    return base64.b64encode(json.dumps(value, ensure_ascii=False).encode("utf-8")).decode("ascii")
-
-
-def _literal(values: dict[str, object]) -> str:
-    """``dict(k=v, ...)`` with keys in a fixed order and values as Python literals."""
-    return "dict(" + ", ".join(f"{k}={v!r}" for k, v in sorted(values.items())) + ")"
