@@ -205,7 +205,10 @@ make_bridge() {
   if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
     ip link add "$BRIDGE" type bridge
   fi
-  ip addr show dev "$BRIDGE" | grep -q "inet $GATEWAY/" || ip addr add "$GATEWAY/${POD_CIDR#*/}" dev "$BRIDGE"
+  # Read whole, then matched: `ip ... | grep -q` under pipefail fails when grep exits before ip has written (SIGPIPE),
+  # and the address would be added twice ("Address already assigned").
+  local addrs; addrs="$(ip -4 addr show dev "$BRIDGE")"
+  [[ "$addrs" == *"inet $GATEWAY/"* ]] || ip addr add "$GATEWAY/${POD_CIDR#*/}" dev "$BRIDGE"
   ip link set "$BRIDGE" up
 }
 
@@ -398,6 +401,8 @@ unmount_state() {
 # enough runs the /24 is exhausted. Every pod of this node is gone here, so all of them go.
 cni_cleanup() {
   local rule chain
+  # (the `|| true` after the loop: under `set -eo pipefail` a grep that finds nothing would end `stop` right here,
+  # leaving the node object and the bridge behind)
   iptables -t nat -S POSTROUTING 2>/dev/null | grep -F 'name: \"budeval\"' | while read -r rule; do
     chain="$(echo "$rule" | sed -n 's/.* -j \(CNI-[0-9a-f]*\).*/\1/p')"
     eval "iptables -t nat ${rule/-A /-D }" 2>/dev/null || log "warning: could not delete nat rule: $rule"
@@ -405,7 +410,7 @@ cni_cleanup() {
       iptables -t nat -F "$chain" 2>/dev/null || true
       iptables -t nat -X "$chain" 2>/dev/null || true
     fi
-  done
+  done || true
   rm -rf "$STATE/cni/ipam"
 }
 
