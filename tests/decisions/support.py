@@ -3,12 +3,14 @@ runs of known size (a ParsedRun in memory: the parser's contract as pure data) f
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from budeval.engine.results import parse_run
+from budeval.errors import GateRefusedError
 from budeval.schemas.results import DatasetStatus, MetricRow, PredictionBatch, RunFacts
 from budeval.storage.base import EvaluationRecord
 from budeval.storage.clickhouse import ClickHouseStore
@@ -102,3 +104,23 @@ def record(store: ClickHouseStore, eval_id: str, run: object, *, experiment: str
 def record_fixture(store: ClickHouseStore, eval_id: str, folder: Path, **kwargs: object) -> None:
     """A real OpenCompass work dir through the real reader into the store."""
     record(store, eval_id, parse_run(folder), **kwargs)  # type: ignore[arg-type]
+
+
+def _outcome(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn().model_dump()
+    except GateRefusedError as exc:
+        return ("refused", str(exc), exc.overlap)
+
+
+def both_ways(store: ClickHouseStore, fn: Callable[[], Any]) -> Any:
+    """``fn``'s result from the sets and from the rows, asserted equal."""
+    store.decisions_from_sets = True
+    from_sets = _outcome(fn)
+    store.decisions_from_sets = False
+    try:
+        from_rows = _outcome(fn)
+    finally:
+        store.decisions_from_sets = True
+    assert from_sets == from_rows
+    return from_sets

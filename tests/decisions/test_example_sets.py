@@ -7,7 +7,6 @@ supersede (rows deleted, new rows stored) and a reuse's copy; and the bitmaps al
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +16,13 @@ from budeval.config import Settings
 from budeval.decisions.gate import evaluate_gate
 from budeval.decisions.series import build_series
 from budeval.engine.results import parse_run
-from budeval.errors import GateRefusedError
 from budeval.storage.base import EvaluationRecord
 from budeval.storage.clickhouse import ClickHouseStore
 from budeval.storage.factory import open_store
 from budeval.storage.migrations import MIGRATIONS
 from budeval.workflow.steps import extract_folder
 
-from .support import OPENCOMPASS, REALWORLD, PlantedRun, Row, planted, record, record_fixture, verdicts
+from .support import OPENCOMPASS, REALWORLD, PlantedRun, Row, both_ways, planted, record, record_fixture, verdicts
 
 #: per example its verdicts over four checkpoints (R right, W wrong): every kind, and flips of the forgotten
 HISTORIES = ("RRRR", "WWWW", "WRRR", "WWWR", "RRWW", "WRWR", "RWRW", "RWWR", "WRRW", "WWRW", "RRRW", "RWRR")
@@ -37,24 +35,6 @@ def _checkpoint(k: int) -> PlantedRun:
     return PlantedRun(rows, model=f"ckpt-{STEPS[k]}")
 
 
-def _outcome(fn: Callable[[], Any]) -> Any:
-    try:
-        return fn().model_dump()
-    except GateRefusedError as exc:
-        return ("refused", str(exc), exc.overlap)
-
-
-def _both_ways(store: ClickHouseStore, fn: Callable[[], Any]) -> Any:
-    """``fn``'s result from the sets and from the rows, asserted equal."""
-    store.decisions_from_sets = True
-    from_sets = _outcome(fn)
-    store.decisions_from_sets = False
-    try:
-        from_rows = _outcome(fn)
-    finally:
-        store.decisions_from_sets = True
-    assert from_sets == from_rows
-    return from_sets
 
 
 def _sets_say_what_rows_say(store: ClickHouseStore) -> None:
@@ -81,12 +61,12 @@ def _decisions(store: ClickHouseStore) -> dict[str, Any]:
     assert store._series_from_sets(checkpoints, None, 3) is not None
     _sets_say_what_rows_say(store)
     return {
-        "gate-series": _both_ways(store, lambda: evaluate_gate(store, "ck-100", "ck-400")),
-        "gate-real": _both_ways(store, lambda: evaluate_gate(store, "mcq-a", "mcq-b")),
-        "gate-best": _both_ways(store, lambda: evaluate_gate(store, "best:run-7", "ck-200")),
-        "series": _both_ways(store, lambda: build_series(store, "run-7", limit=3)),
-        "series-qa": _both_ways(store, lambda: build_series(store, "run-7", dataset="qa", limit=2)),
-        "series-none-listed": _both_ways(store, lambda: build_series(store, "run-7", limit=0)),
+        "gate-series": both_ways(store, lambda: evaluate_gate(store, "ck-100", "ck-400")),
+        "gate-real": both_ways(store, lambda: evaluate_gate(store, "mcq-a", "mcq-b")),
+        "gate-best": both_ways(store, lambda: evaluate_gate(store, "best:run-7", "ck-200")),
+        "series": both_ways(store, lambda: build_series(store, "run-7", limit=3)),
+        "series-qa": both_ways(store, lambda: build_series(store, "run-7", dataset="qa", limit=2)),
+        "series-none-listed": both_ways(store, lambda: build_series(store, "run-7", limit=0)),
     }
 
 
@@ -140,7 +120,7 @@ def test_gate_and_series_from_sets_equal_the_rows_through_reextraction_force_sup
     for _ in range(2):  # a retried copy replaces the first
         store.copy_results("mcq-a", "mcq-c", "other-model")
     _sets_say_what_rows_say(store)
-    _both_ways(store, lambda: evaluate_gate(store, "mcq-a", "mcq-c"))
+    both_ways(store, lambda: evaluate_gate(store, "mcq-a", "mcq-c"))
     assert store._paired_from_sets("mcq-a", "mcq-c") is not None
 
 
@@ -150,9 +130,9 @@ def test_planted_regression_and_different_example_sets_from_sets(store: ClickHou
     record(store, "cand", PlantedRun(verdicts("qa", cand) + verdicts("mcq", [i % 3 == 0 for i in range(500)])))
     record(store, "short", PlantedRun(verdicts("qa", cand[:1990]) + verdicts("mcq", [True] * 500)))
     assert store._paired_from_sets("base", "cand") is not None
-    report = _both_ways(store, lambda: evaluate_gate(store, "base", "cand"))
+    report = both_ways(store, lambda: evaluate_gate(store, "base", "cand"))
     assert report["verdict"] == "regression"
-    refused = _both_ways(store, lambda: evaluate_gate(store, "base", "short"))
+    refused = both_ways(store, lambda: evaluate_gate(store, "base", "short"))
     assert refused[0] == "refused" and "10 only in the baseline" in refused[1]
 
 
@@ -169,7 +149,7 @@ def test_replicas_and_numeric_scores_are_paired_from_the_rows(
     record_fixture(store, "a", folder_a)
     record_fixture(store, "b", folder_b)
     assert store._paired_from_sets("a", "b") is None
-    assert _both_ways(store, lambda: evaluate_gate(store, "a", "b"))["datasets"][0]["method"] == "bootstrap"
+    assert both_ways(store, lambda: evaluate_gate(store, "a", "b"))["datasets"][0]["method"] == "bootstrap"
     _sets_say_what_rows_say(store)
 
 
@@ -181,7 +161,7 @@ def test_series_with_replicas_or_changing_example_sets_reads_the_rows(store: Cli
         record(store, f"rep-{k}", PlantedRun(reps), checkpoint=("replicas", k, None), order=k)
     for name in ("growing", "replicas"):
         assert store._series_from_sets(store.series_checkpoints(name), None, 3) is None
-        _both_ways(store, lambda name=name: build_series(store, name, limit=3))  # type: ignore[misc]
+        both_ways(store, lambda name=name: build_series(store, name, limit=3))  # type: ignore[misc]
 
 
 def test_migration_7_fills_the_sets_from_the_rows_stored_before(

@@ -4,35 +4,13 @@ store and asserts identical outcomes. Each test names what used to go wrong."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from budeval.decisions.gate import evaluate_gate
 from budeval.decisions.series import build_series
-from budeval.errors import GateRefusedError
 from budeval.storage.clickhouse import ClickHouseStore
 
-from .support import PlantedRun, Row, record, verdicts
-
-
-def _outcome(fn: Callable[[], Any]) -> Any:
-    try:
-        return fn().model_dump()
-    except GateRefusedError as exc:
-        return ("refused", str(exc), exc.overlap)
-
-
-def _both_ways(store: ClickHouseStore, fn: Callable[[], Any]) -> Any:
-    store.decisions_from_sets = True
-    from_sets = _outcome(fn)
-    store.decisions_from_sets = False
-    try:
-        from_rows = _outcome(fn)
-    finally:
-        store.decisions_from_sets = True
-    assert from_sets == from_rows
-    return from_sets
+from .support import PlantedRun, Row, both_ways, record, verdicts
 
 
 def _expire(store: ClickHouseStore, eval_id: str) -> None:
@@ -56,8 +34,8 @@ def test_gate_and_series_after_the_predictions_ttl_expired_a_side(store: ClickHo
     assert store._paired_from_sets("a", "b") is not None  # before: the sets decide
     _expire(store, "a")
     _expire(store, "ck-0")
-    assert _both_ways(store, lambda: evaluate_gate(store, "a", "b"))[0] == "refused"
-    series = _both_ways(store, lambda: build_series(store, "s", limit=3))
+    assert both_ways(store, lambda: evaluate_gate(store, "a", "b"))[0] == "refused"
+    series = both_ways(store, lambda: build_series(store, "s", limit=3))
     assert [p["eval_id"] for p in series["checkpoints"]][:1] == ["ck-0"]
     assert store._paired_from_sets("b", "ck-1") is not None  # rows not expired: still from the sets
 
@@ -72,7 +50,7 @@ def test_series_lists_small_kinds_in_example_order(store: ClickHouseStore) -> No
                            for j in range(6) for i in range(7 + j)]
         record(store, f"ck-{k}", PlantedRun(rows), checkpoint=("small", k, None), order=k)
     assert store._series_from_sets(store.series_checkpoints("small"), None, 5) is not None
-    series = _both_ways(store, lambda: build_series(store, "small", limit=5))
+    series = both_ways(store, lambda: build_series(store, "small", limit=5))
     for d in series["datasets"]:
         for kind in ("easy", "hard", "forgotten"):
             listed = [e["example_index"] for e in d["examples"].get(kind, [])]
@@ -86,7 +64,7 @@ def test_gate_after_the_predictions_ttl_was_removed(store: ClickHouseStore) -> N
     record(store, "b", PlantedRun(verdicts("q", [i >= 100 for i in range(300)])), order=1)
     _expire(store, "a")
     assert store.apply_predictions_ttl(0) == "removed"
-    assert _both_ways(store, lambda: evaluate_gate(store, "a", "b"))[0] == "refused"
+    assert both_ways(store, lambda: evaluate_gate(store, "a", "b"))[0] == "refused"
     assert store._paired_from_sets("b", "b") is not None  # b's sets were kept
 
 
