@@ -85,7 +85,7 @@ SOURCES: list[Any] = [
 MODEL_NAMES: list[Any] = ["", "../m", "a/b", "m m", "x" * 101, 1, None, "-m"]
 
 UNKNOWN_DATASETS = ["nope", "gsm8k", "mmlu", "tiny-qa", "TINY_QA", "tiny_qa_v2", "humaneval", "ceval"]
-UNKNOWN_SUITES = ["nope", "heavy", "light2", "x", "standard-v2"]
+UNKNOWN_SUITES = ["nope", "huge", "light2", "x", "standard-v2"]
 
 BROKEN_JSON: list[bytes] = [
     b"", b"{", b"}", b"{'eval_id': 'a'}", b'{"eval_id": "a",}', b'{"eval_id": "a"', b"eval_id=a", b"\xff\xfe\x00",
