@@ -2,7 +2,7 @@
 x 10,000 examples, on the real store (embedded chDB), against a floor measured on the same rows in the same run.
 
     .venv/bin/python scripts/bench_gate.py [--examples 1000000 --datasets 10] [--checkpoints 50 --per-checkpoint 10000]
-        [--repeat 3] [--store chdb:///path] [--rows]
+        [--repeat 5] [--store chdb:///path] [--rows]
 
 1. Fills an empty store with SQL (``INSERT ... SELECT FROM numbers(n)``: the benchmark measures the reads, not the
    write path): a baseline and a candidate of ``--examples`` predictions over ``--datasets`` datasets (about 70% right,
@@ -99,7 +99,7 @@ def main() -> int:
     parser.add_argument("--datasets", type=int, default=10)
     parser.add_argument("--checkpoints", type=int, default=50)
     parser.add_argument("--per-checkpoint", type=int, default=10_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--store", help="a DSN (default: a fresh chDB folder in a temporary directory)")
     parser.add_argument("--rows", action="store_true", help="decide from the prediction rows, not the example sets")
     args = parser.parse_args()

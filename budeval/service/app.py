@@ -33,6 +33,7 @@ from budeval.service.auth import DAPR_TOKEN_HEADER
 from budeval.service.decisions_routes import decisions_router
 from budeval.service.routes_evals import cancel_view, eval_routes, status_view
 from budeval.service.routes_reads import read_routes
+from budeval.service.timing import ServerTimingMiddleware
 from budeval.ui import UiDeps, ui_router
 
 __all__ = ["REQUEST_ROUTE", "ApiError", "ServiceDeps", "create_app"]
@@ -57,6 +58,7 @@ def create_app(deps: ServiceDeps) -> FastAPI:
         openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     app.state.deps = deps
+    app.add_middleware(ServerTimingMiddleware)  # Server-Timing: app;dur=<ms> (timing.py)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:

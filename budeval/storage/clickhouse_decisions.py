@@ -43,14 +43,15 @@ class StoreDecisions:
     def _prediction_models(self, eval_id: str) -> set[str]:
         raise NotImplementedError
 
-    def predictions_expire(self) -> bool:
+    def predictions_expire(self, engine: str | None = None) -> bool:
         raise NotImplementedError
 
-    def _sets_hold_the_rows(self, eval_ids: list[str]) -> bool:
+    def _sets_hold_the_rows(self, eval_ids: list[str], engine: str) -> bool:
         """Whether the example sets of ``eval_ids`` still describe their prediction rows. Always, unless a TTL on
-        ``predictions`` may have deleted rows (it does not delete their sets): then per evaluation the sets' examples
-        are counted against the rows (:data:`SETS_AGAINST_ROWS_SQL`, one pass over the rows' key range)."""
-        if not self.predictions_expire():
+        ``predictions`` (``engine``: its ``engine_full``) may have deleted rows (it does not delete their sets): then
+        per evaluation the sets' examples are counted against the rows (:data:`SETS_AGAINST_ROWS_SQL`, one pass over
+        the rows' key range)."""
+        if not self.predictions_expire(str(engine or "")):
             return True
         counts: dict[tuple[str, str], int] = {}
         for eval_id, side, n in self._rows("example sets against rows", SETS_AGAINST_ROWS_SQL, {"ids": eval_ids}):
@@ -105,10 +106,11 @@ class StoreDecisions:
             return None
         by_model = pair_by_model(models_b, models_c)
         rows = self._rows("paired example sets", paired_sets_sql(by_model), {"b": baseline, "c": candidate})
-        if not rows or not all(row[5] for row in rows) or not self._sets_hold_the_rows([baseline, candidate]):
+        if not rows or not all(row[5] for row in rows) or not self._sets_hold_the_rows([baseline, candidate],
+                                                                                      rows[0][-1]):
             return None
         out: list[PairedDataset] = []
-        for dataset, unit_model, paired, only_b, only_c, _single, losses, gains, mean_b, mean_c in rows:
+        for dataset, unit_model, paired, only_b, only_c, _single, losses, gains, mean_b, mean_c, _engine in rows:
             ties = int(paired) - int(losses) - int(gains)
             histogram = [(v, n) for v, n in ((-100.0, int(losses)), (0.0, ties), (100.0, int(gains))) if n]
             out.append(
@@ -238,14 +240,14 @@ class StoreDecisions:
         rows = self._rows("series example sets", series_sets_sql(dataset is not None), params)
         if not rows or not all(row[1] for row in rows):
             return None
-        if not self._sets_hold_the_rows([c.eval_id for c in checkpoints]):
+        if not self._sets_hold_the_rows([c.eval_id for c in checkpoints], rows[0][-1]):
             return None
         points: list[PointRow] = []
         kinds: list[KindRow] = []
         listed: list[tuple[str, int, str, int]] = []
         for row in rows:
             (ds, _eligible, ps, ns, nrs, learned, forgotten, losses, gains, examples, forgotten_flips, all_flips,
-             easy, forgotten_listed, hard, learned_by_position, right_at) = row
+             easy, forgotten_listed, hard, learned_by_position, right_at, _engine) = row
             for i, (pos, n, nr) in enumerate(zip(ps, ns, nrs, strict=True)):
                 points.append(PointRow(
                     dataset=ds, position=int(pos), examples=int(n), mean=nr / n,

@@ -51,10 +51,11 @@ class PredictionsTtl:
         match = _OURS.search(self._predictions_engine())
         return int(match.group(1)) if match else None
 
-    def predictions_expire(self) -> bool:
+    def predictions_expire(self, engine: str | None = None) -> bool:
         """Whether ``predictions`` has any TTL (budeval's or a hand-written one): rows may then have left the table
-        without the store's deletes, so their example sets (migration 7) may hold more than the rows."""
-        return bool(_ANY_TTL.search(self._predictions_engine()))
+        without the store's deletes, so their example sets (migration 7) may hold more than the rows. ``engine``:
+        the table's ``engine_full`` when the caller read it already (else it is read)."""
+        return bool(_ANY_TTL.search(self._predictions_engine() if engine is None else engine))
 
     def apply_predictions_ttl(self, ttl_s: int) -> TtlChange:
         """Make the table's TTL ``ttl_s`` seconds after ``stored_at`` (0: no TTL). Idempotent; needs migration 8.

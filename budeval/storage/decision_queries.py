@@ -258,11 +258,20 @@ SETS_AGAINST_ROWS_SQL = f"""
 """
 
 
+#: The ``predictions`` table's engine clause as a column of the queries over the example sets (one statement, not a
+#: second one to learn whether a TTL may have expired rows the sets still hold: ``PredictionsTtl.predictions_expire``).
+PREDICTIONS_ENGINE_COLUMN = (
+    "(SELECT any(engine_full) FROM system.tables WHERE database = currentDatabase() AND name = 'predictions')"
+    " AS predictions_engine"
+)
+
+
 def paired_sets_sql(by_model: bool) -> str:
     """:func:`paired_sql`'s columns from the example sets, for evaluations judged by one verdict per example.
     ``single``: true when that holds on both sides (every compared row is a verdict and no example has two rows: the
     groups' cardinalities add up to their union's); the other columns are exact only then. Per side: ``p`` the
-    compared examples, ``r`` the right ones; losses = right in the baseline and judged wrong in the candidate."""
+    compared examples, ``r`` the right ones; losses = right in the baseline and judged wrong in the candidate. The last
+    column is :data:`PREDICTIONS_ENGINE_COLUMN`."""
     unit_model = "model" if by_model else "''"
     return f"""
     SELECT dataset, unit_model,
@@ -276,7 +285,8 @@ def paired_sets_sql(by_model: bool) -> str:
            bitmapAndCardinality(r_b, j_c) - bitmapAndCardinality(r_b, r_c) AS losses,
            bitmapAndCardinality(r_c, j_b) - bitmapAndCardinality(r_b, r_c) AS gains,
            100 * bitmapAndCardinality(r_b, j_c) / paired AS mean_b,
-           100 * bitmapAndCardinality(r_c, j_b) / paired AS mean_c
+           100 * bitmapAndCardinality(r_c, j_b) / paired AS mean_c,
+           {PREDICTIONS_ENGINE_COLUMN}
     FROM (
         SELECT dataset, {unit_model} AS unit_model,
                groupBitmapOrStateIf(judged, eval_id = %(b)s) AS j_b,
@@ -309,9 +319,9 @@ def series_sets_sql(with_dataset: bool) -> str:
     every checkpoint, hard = judged and never right, forgotten = ever right minus right at the latest; an example right
     at the latest was wrong again after a first right (unstable) exactly when it was ever dropped (right -> wrong);
     learned = right at the latest minus easy minus unstable, each with exactly one flip. Parameters: ``ids``,
-    ``positions``, ``limit`` and ``dataset`` when filtered. The listed arrays are sorted: ClickHouse keeps a bitmap of
-    at most 32 elements as a small hash set, whose ``bitmapToArray`` is in hash order (``bitmapSubsetLimit`` does pick
-    the smallest elements)."""
+    ``positions``, ``limit`` and ``dataset`` when filtered; the last column is :data:`PREDICTIONS_ENGINE_COLUMN`.
+    The listed arrays are sorted: ClickHouse keeps a bitmap of at most 32 elements as a small hash set, whose
+    ``bitmapToArray`` is in hash order (``bitmapSubsetLimit`` does pick the smallest elements)."""
     dataset_filter = "AND dataset = %(dataset)s" if with_dataset else ""
     return f"""
     WITH per_checkpoint AS (
@@ -368,7 +378,8 @@ def series_sets_sql(with_dataset: bool) -> str:
            arrayMap(s -> arraySort(bitmapToArray(bitmapSubsetLimit(bitmapAnd(learned_kind, s), 0, %(limit)s))),
                     learned_sets)
                AS learned_by_position,
-           arrayMap(r -> arrayMap(x -> bitmapContains(r, x), forgotten_listed), rs) AS right_at
+           arrayMap(r -> arrayMap(x -> bitmapContains(r, x), forgotten_listed), rs) AS right_at,
+           {PREDICTIONS_ENGINE_COLUMN}
     FROM kinds
     ORDER BY dataset
     """

@@ -95,6 +95,18 @@ def embedded_store_held(dsn: str) -> bool:
         os.close(fd)
 
 
+#: Settings of every query budeval sends. ClickHouse compiles an expression, aggregate or sort with LLVM once it has
+#: seen it three times (``min_count_to_compile_*``): the fourth query of a shape stalls 0.4-0.7 s while it compiles
+#: (measured on the web UI's leaderboard: 100 ms pages, every fourth view 460-720 ms), and budeval's queries carry
+#: their parameters as literals, so a new evaluation id or dataset set is a new shape. Its queries are small and
+#: interactive (they read at most millions of rows, where compiled code gains milliseconds): never compile.
+QUERY_SETTINGS: dict[str, int] = {
+    "compile_expressions": 0,
+    "compile_aggregate_expressions": 0,
+    "compile_sort_description": 0,
+}
+
+
 def open_store(dsn: str, *, linger_s: float = DEFAULT_LINGER_S, settings: Settings | None = None) -> ClickHouseStore:
     """Connect (chDB: open the engine, creating the folder) and return the store; migrations are ``migrate()``'s.
 
@@ -121,9 +133,10 @@ def open_store(dsn: str, *, linger_s: float = DEFAULT_LINGER_S, settings: Settin
     def connect() -> Any:
         try:
             if parsed.scheme == "chdb":
-                return clickhouse_connect.get_client(dsn=dsn)
+                return clickhouse_connect.get_client(dsn=dsn, settings=QUERY_SETTINGS)
             return clickhouse_connect.get_client(dsn=dsn, connect_timeout=timeouts.store_connect_timeout_s,
-                                            send_receive_timeout=timeouts.store_send_receive_timeout_s)
+                                            send_receive_timeout=timeouts.store_send_receive_timeout_s,
+                                            settings=QUERY_SETTINGS)
         except Exception as exc:
             reason = _scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, dsn)
             raise StoreUnavailableError(f"cannot open the ClickHouse store {shown}: {reason}") from None

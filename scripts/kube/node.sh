@@ -161,8 +161,10 @@ start_containerd() {
 
 # A ServiceAccount with cluster-admin for the node's components (the apiserver has static tokens and RBAC only).
 node_kubeconfig() {
+  # Written afresh on every start: a kubeconfig kept from an earlier start may name another apiserver port, state
+  # folder or CA (a different BUDEVAL_KUBE_PORT / BUDEVAL_KUBE_STATE, a regenerated CA), and the kubelet would retry
+  # it until the Ready timeout (seen in CI: "connection refused" / "x509: certificate signed by unknown authority").
   local kc="$STATE/node.kubeconfig"
-  [ -s "$kc" ] && api GET /api/v1/namespaces/kube-system/serviceaccounts/budeval-node >/dev/null 2>&1 && return 0
   api POST /api/v1/namespaces/kube-system/serviceaccounts application/json \
     '{"metadata":{"name":"budeval-node"}}' >/dev/null 2>&1 || true
   api POST /apis/rbac.authorization.k8s.io/v1/clusterrolebindings application/json \
@@ -349,9 +351,12 @@ start() {
   [ -f "$NCACHE/images/pause.tar" ] || "$HERE/images.sh" pause
   mkdir -p "$STATE/logs" && chmod 700 "$STATE"
   BUDEVAL_KUBE_BIND_ADDRESS="${BUDEVAL_KUBE_BIND_ADDRESS:-0.0.0.0}" "$HERE/apiserver.sh" start
-  if ss -ltn "sport = :$API_PORT" | grep -q "127.0.0.1:$API_PORT"; then
-    log "warning: the apiserver listens on 127.0.0.1 only (started earlier without BUDEVAL_KUBE_BIND_ADDRESS);" \
-      "pods cannot reach it through the kubernetes Service"
+  local listening; listening="$(ss -ltn "sport = :$API_PORT")"
+  if [[ "$listening" == *"127.0.0.1:$API_PORT"* ]]; then
+    # Started earlier for the fake-kubelet tests (loopback only): pods could not reach it through the kubernetes
+    # Service. Restarted on all addresses; its state (etcd, certificates, tokens) stays, so clients keep working.
+    log "the apiserver listens on 127.0.0.1 only: restarting it on 0.0.0.0 so that pods reach it"
+    BUDEVAL_KUBE_BIND_ADDRESS=0.0.0.0 "$HERE/apiserver.sh" restart
   fi
   start_containerd
   node_kubeconfig

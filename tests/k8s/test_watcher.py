@@ -136,3 +136,58 @@ def test_a_slow_callback_does_not_hold_the_next_report() -> None:
         release.set()
         watcher.stop()
     assert sorted(seen) == ["r0", "r1"]
+
+
+def _pod(uid: str, terminated: dict[str, Any] | None) -> dict[str, Any]:
+    state = {"terminated": terminated} if terminated else {"running": {"startedAt": "2026-11-23T12:00:01Z"}}
+    return {
+        "metadata": {"name": "e-r0-abcde", "creationTimestamp": "2026-11-23T12:00:00Z",
+                     "labels": {"controller-uid": uid, m.LABEL_EVAL: "e", m.LABEL_RUN: "r0"}},
+        "status": {"phase": "Failed" if terminated else "Running",
+                   "containerStatuses": [{"name": m.CONTAINER, "state": state}]},
+    }
+
+
+class LaggingPodsApi:
+    """The Job's Failed condition arrives on the Jobs stream while the pod stream still shows the pod running (the
+    Job controller saw the pod's exit first); only a fresh list of the pods has the terminated container."""
+
+    def __init__(self) -> None:
+        self.pod_lists: list[dict[str, Any]] = []
+
+    def request(self, method: str, path: str, *, what: str, query: dict[str, Any] | None = None, body: Any = None,
+                content_type: str = "") -> dict[str, Any]:
+        if path.endswith("/pods") and query and query.get("labelSelector", "").startswith("controller-uid="):
+            self.pod_lists.append(query)
+            return {"items": [_pod("u1", {"exitCode": 1, "reason": "Error"})]}
+        if path.endswith("/pods"):
+            return {"metadata": {"resourceVersion": "1"}, "items": [_pod("u1", None)]}
+        failed = job("u1", "5", done=False)
+        failed["status"] = {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                           "message": "Job has reached the specified backoff limit"}]}
+        return {"metadata": {"resourceVersion": "1"}, "items": [failed]}
+
+    def watch(self, path: str, *, what: str, query: dict[str, Any], timeout_s: float) -> Iterator[dict[str, Any]]:
+        threading.Event().wait(0.2)
+        return iter(())
+
+
+def test_a_failed_job_whose_cached_pod_lags_is_classified_from_a_fresh_read() -> None:
+    """Seen in CI (tests/k8s/test_backend.py::test_each_failure_class_with_reason_and_log, 2 runs in 4 on a busy
+    machine): the run was reported ``backoff_limit``, "last pod ...: no exit status", instead of ``task_errors``."""
+    api, reports, got = LaggingPodsApi(), [], threading.Event()
+
+    def on_finished(state: RunState) -> None:
+        reports.append(state)
+        got.set()
+
+    watcher = JobWatcher(cast(JsonApi, api), namespace="ns", unschedulable_after_s=60, on_finished=on_finished,
+                         read_log=lambda name: "Traceback\nOpenICLInfer[m/tiny_qa] failed\n")
+    watcher.start()
+    try:
+        assert got.wait(30), "the failed Job was never reported"
+    finally:
+        watcher.stop()
+    assert api.pod_lists, f"the pods were not read afresh: {reports}"
+    assert (reports[0].phase, reports[0].reason_class) == ("failed", "crash"), reports[0]
+    assert "exited with code 1" in reports[0].message

@@ -50,6 +50,27 @@ def test_health_metrics_and_docs_are_open(harness: Harness) -> None:
     assert {"/evals", "/evals/{eval_id}", "/evals/{eval_id}/results", "/leaderboard", "/compare"} <= set(spec["paths"])
 
 
+def test_every_response_says_its_server_time(harness: Harness) -> None:
+    """``Server-Timing: app;dur=<ms>`` (W3C Server Timing) on open, refused and authorised answers alike: the figure
+    scripts/bench_ui.py reads as a page's server time."""
+    from budeval.service.timing import server_time_ms
+
+    answers = [httpx.get(f"{harness.url}/healthz", timeout=10), httpx.get(f"{harness.url}/evals/x", timeout=10),
+               httpx.get(f"{harness.url}/evals/no-such-eval", headers=harness.auth, timeout=10)]
+    assert [a.status_code for a in answers] == [200, 401, 404]
+    for answer in answers:
+        took = server_time_ms(answer.headers.get("server-timing"))
+        assert took is not None and 0 <= took < 60_000, answer.headers
+
+
+def test_server_timing_header_parsing() -> None:
+    from budeval.service.timing import server_time_ms
+
+    assert server_time_ms("app;dur=12.5") == 12.5
+    assert server_time_ms('db;dur=3, app;desc="x";dur=7') == 7.0
+    assert server_time_ms(None) is None and server_time_ms("app") is None and server_time_ms("app;dur=x") is None
+
+
 def test_readyz_reports_an_unreachable_store(harness: Harness) -> None:
     harness.store.down = True
     ready = httpx.get(f"{harness.url}/readyz", timeout=10)

@@ -62,3 +62,17 @@ def test_the_store_linger_comes_from_settings(tmp_path: Path) -> None:
         assert store._commits._linger_s == 0
     finally:
         store.close()
+
+
+def test_queries_run_without_jit_compilation(tmp_path: Path) -> None:
+    """ClickHouse compiles a query shape with LLVM on its fourth sighting and that query stalls 0.4-0.7 s (seen as
+    every fourth view of the web UI's leaderboard): the store's session turns compilation off (QUERY_SETTINGS)."""
+    from budeval.storage.factory import QUERY_SETTINGS
+
+    store = open_store(f"chdb://{tmp_path}/ch")
+    try:
+        got = dict(store._rows("settings", "SELECT name, value FROM system.settings WHERE name IN %(n)s",
+                               {"n": list(QUERY_SETTINGS)}))
+    finally:
+        store.close()
+    assert got == {name: "0" for name in QUERY_SETTINGS}

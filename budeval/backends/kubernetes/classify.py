@@ -48,7 +48,8 @@ def _created(obj: dict[str, Any]) -> datetime:
     return parse_time((obj.get("metadata") or {}).get("creationTimestamp")) or datetime.now(UTC)
 
 
-def _ended_with_reason(pod: dict[str, Any]) -> bool:
+def ended_with_reason(pod: dict[str, Any]) -> bool:
+    """Whether the pod's runner container says why it ended (terminated now or before, or waiting with a reason)."""
     status = _container_status(pod)
     state, last = status.get("state") or {}, status.get("lastState") or {}
     return bool(state.get("terminated") or last.get("terminated") or (state.get("waiting") or {}).get("reason"))
@@ -197,7 +198,7 @@ def run_state(
             return make.make("failed", "deadline_exceeded", f"job failed: {job_msg}", excerpt(log))
         failed_pods = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
         # The pod cache can lag the Job's condition: prefer the newest pod whose container says why it ended.
-        telling = [p for p in failed_pods or pods if _ended_with_reason(p)]
+        telling = [p for p in failed_pods or pods if ended_with_reason(p)]
         return _failed_pod_state(make, _newest(telling) or _newest(failed_pods) or _newest(pods), read_log, job_msg)
     if meta.get("deletionTimestamp"):
         return make.make("cancelled", "cancelled", "the Job is being deleted")

@@ -27,7 +27,7 @@ from typing import Any
 
 from budeval.backends.base import RunFinishedCallback, RunState
 from budeval.backends.kubernetes import api as kapi
-from budeval.backends.kubernetes.classify import parse_time, run_state
+from budeval.backends.kubernetes.classify import ended_with_reason, parse_time, run_state
 from budeval.backends.kubernetes.manifests import LABEL_EVAL, LABEL_RUN, RUN_SELECTOR
 from budeval.config import default
 from budeval.errors import BudevalError
@@ -41,6 +41,10 @@ ERROR_BACKOFFS: tuple[float, ...] = tuple(default("kube_watch_backoffs_s"))
 DELIVERY_THREADS = 4
 #: A delivery slower than this many seconds is logged as a warning (the callback or the log read is slow).
 SLOW_DELIVERY_S = 5.0
+#: A failed Job whose cached pods do not say why they ended: the pod watch can lag the Job's (the Job controller
+#: marks the Job Failed from the pod status the watcher has not seen yet). Seconds between fresh reads of the pods,
+#: at most this many, before classifying with what there is (an evicted pod never says more).
+FRESH_POD_WAITS_S = (0.0, 0.5, 1.0)
 
 
 def _no_log(_pod: str) -> str:
@@ -275,6 +279,7 @@ class JobWatcher:
         log: it can turn ``crash`` into ``task_errors``), then ``on_finished``."""
         began = time.monotonic()
         if state.phase == "failed":
+            pods = self._pods_saying_why(job, pods)
             try:
                 state = run_state(job, pods, now=now, unschedulable_after_s=self.unschedulable_after_s,
                                   read_log=self.read_log, kueue_admission_timeout_s=self.kueue_admission_timeout_s)
@@ -284,6 +289,26 @@ class JobWatcher:
         took = time.monotonic() - began
         if took > SLOW_DELIVERY_S:
             self._log.warning("slow run report", eval_id=state.eval_id, run_id=state.run_id, seconds=round(took, 1))
+
+    def _pods_saying_why(self, job: Json, pods: list[Json]) -> list[Json]:
+        """``pods``, or when none of them says why it ended (or none is cached yet), the Job's pods read afresh from
+        the API (a few times, :data:`FRESH_POD_WAITS_S`) until one does; the cached ones when the API cannot be
+        read."""
+        if any(ended_with_reason(p) for p in pods):
+            return pods
+        uid = _uid(job)
+        for wait_s in FRESH_POD_WAITS_S:
+            if self._stop.wait(wait_s):
+                break
+            try:
+                listing = self.api.request("GET", kapi.core_path(self.namespace, "pods"), what="list pods",
+                                           query={"labelSelector": f"controller-uid={uid}"})
+            except BudevalError:
+                break
+            fresh = [p for p in listing.get("items") or [] if self._owned(p, job)]
+            if any(ended_with_reason(p) for p in fresh):
+                return fresh
+        return pods
 
     def _report(self, state: RunState, finished_at: datetime | None = None) -> None:
         with self._lock:  # deliveries run on several threads
