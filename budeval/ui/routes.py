@@ -91,7 +91,7 @@ def ui_router(deps: UiDeps) -> APIRouter:
         session = session_of(request)
         if session is None:
             raise _Refused(JSONResponse({"error": "unauthorized", "message": "log in first"}, 401))
-        if not same_origin(request.headers.get("origin"), request.headers.get("host")):
+        if not same_origin(request.headers.get("origin"), request.headers.get("host"), request.url.scheme):
             raise _Refused(JSONResponse({"error": "forbidden", "message": "cross-site request refused"}, 403))
         if not sessions.csrf_ok(session, csrf):
             raise _Refused(JSONResponse({"error": "forbidden", "message": "missing or wrong CSRF token"}, 403))
@@ -116,7 +116,7 @@ def ui_router(deps: UiDeps) -> APIRouter:
     async def login(request: Request) -> Response:
         form = await form_of(request)
         token, target = form.get("token", ""), form.get("next", "")
-        if not same_origin(request.headers.get("origin"), request.headers.get("host")):
+        if not same_origin(request.headers.get("origin"), request.headers.get("host"), request.url.scheme):
             return JSONResponse({"error": "forbidden", "message": "cross-site request refused"}, 403)
         if not sessions.token_ok(token):
             return render("login.html", 401, next=_safe_next(target), error="That token is not valid.", csrf="",

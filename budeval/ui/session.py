@@ -93,10 +93,16 @@ class Sessions:
         return bool(given) and str(given).isascii() and hmac.compare_digest(str(given), self.csrf(session))
 
 
-def same_origin(origin: str | None, host: str | None) -> bool:
-    """A missing ``Origin`` passes (the CSRF token decides); a present one must name this host."""
+def same_origin(origin: str | None, host: str | None, scheme: str = "http") -> bool:
+    """Whether a request's ``Origin`` header is this server. A missing ``Origin`` passes (the CSRF token decides); a
+    present one must be ``http`` or ``https`` with this ``Host``, and when the request came over https (``scheme``),
+    https too: a plain-http page of the same host (one an attacker on the network can write) is not this site.
+    An https origin on a plain-http request passes: TLS ended at a proxy in front of the service."""
     if not origin:
         return True
     if origin == "null" or not host:
         return False
-    return origin.split("://", 1)[-1].rstrip("/") == host
+    origin_scheme, sep, rest = origin.partition("://")
+    if not sep or origin_scheme not in ("http", "https") or rest.rstrip("/") != host:
+        return False
+    return not (scheme == "https" and origin_scheme != "https")

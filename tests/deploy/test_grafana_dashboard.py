@@ -150,6 +150,12 @@ def test_every_query_runs_on_the_real_store_and_answers_what_its_panel_says(fill
     assert failures and all(row[2] != "ok" for row in failures)
 
 
+def test_an_empty_range_has_no_failure_rate_rather_than_nan(store: ClickHouseStore) -> None:
+    """No evaluation finished in the range: the stat says no data (NULL), not NaN (0 / 0)."""
+    [(rate,)] = _run(store, next(sql for title, sql in queries() if title == "Failure rate"))
+    assert rate is None
+
+
 def test_the_variables_list_their_values_and_filter_the_panels(filled: ClickHouseStore) -> None:
     board = dashboard()
     listed = {v["name"]: [r[0] for r in _run(filled, v["query"])] for v in board["templating"]["list"]

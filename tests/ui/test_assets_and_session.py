@@ -66,6 +66,11 @@ def test_origin_check() -> None:
     assert same_origin("http://127.0.0.1:8080", "127.0.0.1:8080")
     assert not same_origin("http://attacker.test", "127.0.0.1:8080")
     assert not same_origin("null", "127.0.0.1:8080")
+    # the scheme: an http page of the same host posting to an https server is not this site; TLS ended at a proxy is
+    assert same_origin("https://ui.example", "ui.example", "https")
+    assert not same_origin("http://ui.example", "ui.example", "https")
+    assert same_origin("https://ui.example", "ui.example", "http")
+    assert not same_origin("ftp://ui.example", "ui.example") and not same_origin("ui.example", "ui.example")
 
 
 def test_non_ascii_cookies_and_csrf_tokens_are_refused_not_errors() -> None:
