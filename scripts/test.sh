@@ -21,4 +21,5 @@ bash scripts/kube/images.sh runner         # the runner image tests/k8s_node imp
 bash scripts/helm.sh --path >/dev/null
 bash scripts/openai_server.sh install      # the OpenAI-compatible server's venv (endpoint and judge tests)
 bash scripts/setup_browser.sh >/dev/null   # Debian's chromium and axe-core (tests/ui)
-.venv/bin/python -m pytest -q "$@"
+# --durations: the slowest tests in every CI log (the 90-minute budget is watched from these)
+.venv/bin/python -m pytest -q --durations=25 "$@"
