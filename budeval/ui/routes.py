@@ -137,6 +137,7 @@ def ui_router(deps: UiDeps) -> APIRouter:
                 checked_post(request, form.get(CSRF_FIELD))
             except _Refused as refused:
                 return refused.response
+            sessions.end(request.cookies.get(COOKIE))  # a copy of the cookie ends with it
         answer = RedirectResponse(f"{UI_PREFIX}/login", status_code=303)
         answer.delete_cookie(COOKIE, path=UI_PREFIX, httponly=True, samesite="strict")
         return answer

@@ -7,6 +7,9 @@
 * CSRF: each session's token is HMAC(key, ``csrf:<nonce>``); every state-changing form carries it (field
   :data:`CSRF_FIELD`) and the server compares it in constant time; a request whose ``Origin`` names another site is
   refused as well (docs/ui.md "Security").
+* Logout ends the session in this process: its nonce is kept (until the cookie would have expired anyway) and a
+  cookie with it is refused from then on, so a copied cookie does not outlive the logout. The list is per process:
+  with several replicas, rotating the API token ends every session everywhere.
 * Without an API token (a service started without one) the UI is open like the API, with a process-random key for
   the CSRF tokens.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 
@@ -40,6 +44,8 @@ class Sessions:
         self.api_token = api_token
         seed = api_token.encode("utf-8") if api_token else secrets.token_bytes(32)
         self._key = hashlib.sha256(b"budeval-ui-session\0" + seed).digest()
+        self._ended: dict[str, float] = {}  # nonce -> its cookie's expiry (logged out before it)
+        self._lock = threading.Lock()
 
     @property
     def open(self) -> bool:
@@ -72,7 +78,21 @@ class Sessions:
             return None
         if not expiry.isdigit() or int(expiry) < (now if now is not None else time.time()):
             return None
+        with self._lock:
+            if nonce in self._ended:
+                return None
         return Session(nonce)
+
+    def end(self, cookie: str | None, now: float | None = None) -> None:
+        """Log out: the session of ``cookie`` (when valid) is refused from now on in this process. Ended sessions
+        are forgotten once their cookies would have expired anyway."""
+        session = self.check(cookie, now)
+        if session is None or self.open or cookie is None:
+            return
+        at = now if now is not None else time.time()
+        with self._lock:
+            self._ended = {n: e for n, e in self._ended.items() if e >= at}
+            self._ended[session.nonce] = float(cookie.split(".")[0])
 
     def csrf(self, session: Session) -> str:
         """The CSRF token of ``session``."""

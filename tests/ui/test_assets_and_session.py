@@ -52,6 +52,11 @@ def test_sessions_expire_refuse_forgeries_and_end_with_the_token() -> None:
     assert not sessions.csrf_ok(session, None) and not sessions.csrf_ok(session, "")
     assert sessions.token_ok(" token-1 ") and not sessions.token_ok("token-")
     assert "token-1" not in cookie
+    other = sessions.issue(now=1000.0)
+    sessions.end(cookie, now=2000.0)  # logout: this session, and only it, ends in this process
+    assert sessions.check(cookie, now=2001.0) is None and sessions.check(other, now=2001.0) is not None
+    sessions.end("forged.cookie.value", now=2000.0)  # nothing to end
+    assert sessions.check(other, now=2001.0) is not None
 
 
 def test_an_open_ui_has_sessions_but_unguessable_csrf_tokens() -> None:

@@ -52,6 +52,9 @@ def test_login_sets_a_strict_httponly_cookie_and_logout_ends_it(tab: Tab) -> Non
     assert not [c for c in page.context.cookies() if c["name"] == COOKIE]
     tab.go("/ui/examples")
     assert "/ui/login" in page.url
+    # A copy of the cookie (taken before the logout) ends with it: the server refuses the logged-out session.
+    copied = httpx.get(tab.url + "/ui/examples", cookies={COOKIE: cookie["value"]}, follow_redirects=False)
+    assert copied.status_code == 303 and "/ui/login" in copied.headers["location"]
 
 
 def test_unauthenticated_and_forged_requests_are_refused(served: Served) -> None:
