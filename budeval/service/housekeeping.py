@@ -23,7 +23,6 @@ also repairs rows that older versions (or a lost sidecar state) left ``running``
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +32,7 @@ from budeval.errors import TerminalError
 from budeval.events.cloudevents import EventKind, make_event
 from budeval.events.publisher import EventPublisher
 from budeval.logs import get_logger
+from budeval.service.periodic import Periodic
 from budeval.service.status import ACTIVE_WORKFLOW_STATES, workflow_attempt, workflow_view
 from budeval.storage import retention
 from budeval.storage.base import Archive, EvaluationRecord
@@ -48,7 +48,7 @@ def _attempt(record: EvaluationRecord) -> int:
     return value if isinstance(value, int) and value >= 1 else 1
 
 
-class Housekeeping:
+class Housekeeping(Periodic):
     """One round with :meth:`run_once`; :meth:`start` runs rounds in a daemon thread until :meth:`stop`."""
 
     def __init__(self, settings: Settings, store: Any, archive: Archive, workflows: Any,
@@ -58,28 +58,12 @@ class Housekeeping:
         self.archive = archive
         self.workflows = workflows
         self.publisher = publisher
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self._gc_due = time.monotonic()  # the first round collects
 
     def start(self) -> Housekeeping:
-        interval = self.settings.housekeeping_interval_s
-        if interval > 0:
-            self._thread = threading.Thread(target=self._loop, args=(interval,), name="housekeeping", daemon=True)
-            self._thread.start()
+        self.start_every(self.settings.housekeeping_interval_s, "housekeeping")
         return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def _loop(self, interval: float) -> None:
-        while not self._stop.wait(interval):
-            try:
-                self.run_once()
-            except Exception as exc:  # the store or the sidecar is away: next round
-                _LOG.warning("housekeeping round failed", error=type(exc).__name__, message=str(exc)[:300])
 
     def run_once(self) -> dict[str, int]:
         """One round: returns how many rows were archived and reconciled, and results folders removed."""

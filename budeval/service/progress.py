@@ -26,6 +26,7 @@ from budeval.events.cloudevents import make_event
 from budeval.events.publisher import EventPublisher
 from budeval.logs import get_logger
 from budeval.schemas.ids import DNS_LABEL
+from budeval.service.periodic import Periodic
 from budeval.workflow import names
 
 _LOG = get_logger(component="progress")
@@ -66,7 +67,7 @@ def _signature(progress: RunProgress) -> tuple[Any, ...]:
     return (progress.stamp, progress.done, progress.total, tuple((t.dataset, t.stage, t.done) for t in progress.tasks))
 
 
-class ProgressMonitor:
+class ProgressMonitor(Periodic):
     """Tracks runs seen running and publishes their changed progress; :meth:`start` runs rounds in a daemon thread
     every ``interval_s`` until :meth:`stop` (0: no thread; :meth:`run_once` still works)."""
 
@@ -80,8 +81,7 @@ class ProgressMonitor:
         self._runs: dict[tuple[str, str], int] = {}  # (eval id, run id) -> datasets planned (0: unknown)
         self._published: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     # -- what the backend wrapper tells it ----------------------------------------------------------------------
     def submitted(self, state: RunState, datasets: int) -> None:
@@ -158,19 +158,5 @@ class ProgressMonitor:
         return True
 
     def start(self) -> ProgressMonitor:
-        if self.interval_s > 0:
-            self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
-            self._thread.start()
+        self.start_every(self.interval_s, "progress")
         return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.run_once()
-            except Exception as exc:
-                _LOG.warning("progress round failed", error=type(exc).__name__, message=str(exc)[:300])
