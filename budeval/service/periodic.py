@@ -13,6 +13,7 @@ from typing import Any
 
 from budeval.logs import get_logger
 
+
 class Periodic:
     """Base of a service part that works in rounds on a thread of its own."""
 
