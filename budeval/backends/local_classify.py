@@ -60,7 +60,9 @@ def classify_exit(eval_id: str, run_id: str, work: Path, exit_code: int, console
         # A '-' cell is a failed task of this (newest) summary; ERROR lines alone may be from an earlier -r pass.
         return state("succeeded", None, "some tasks failed", errors) if missing else state("succeeded")
     if errors and endpoint_failed(errors):
-        return state("failed", "endpoint_unavailable", "the model's endpoint did not answer; no scores", errors)
+        # The model's endpoint or a judge's (LLM-judge datasets call it from their evaluation tasks): the excerpt says.
+        return state("failed", "endpoint_unavailable",
+                     "an endpoint (the model's, or the judge's) did not answer after its retries; no scores", errors)
     if errors:
         return state("failed", "task_errors", "OpenCompass tasks failed; no scores", errors)
     return state("failed", "no_scores", f"OpenCompass exited 0 but wrote {what}", _tail(console))
