@@ -288,3 +288,13 @@ def test_bad_datasets_volume_settings_are_refused(tmp_path: Path, given: dict[st
     with pytest.raises(ValidationError) as err:
         KubernetesBackend(Settings(data_dir=tmp_path, **given), k8s.ApiClient())
     assert err.value.field == field
+
+
+def test_a_config_larger_than_a_configmap_holds_is_refused_before_the_apiserver() -> None:
+    """A re-judging run carries the earlier evaluation's predictions in its config: past 1 MiB the apiserver would
+    answer 422 "Too long"; the manifest refuses it first, naming the size and what to do."""
+    small = hf_spec("eval-big")
+    assert m.config_map(small, namespace="ns", engine_version="v")["data"]
+    big = small.model_copy(update={"config_text": small.config_text + "# " + "x" * m.CONFIG_MAP_LIMIT_BYTES + "\n"})
+    with pytest.raises(ValidationError, match=r"more than a Kubernetes ConfigMap holds"):
+        m.config_map(big, namespace="ns", engine_version="v")

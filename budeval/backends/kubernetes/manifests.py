@@ -85,7 +85,25 @@ def config_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+#: The largest rendered config a run's ConfigMap carries: Kubernetes refuses a ConfigMap whose data exceeds 1 MiB
+#: (``MaxSecretSize``/``ConfigMap`` validation, 1,048,576 bytes); a margin is kept for the key and the metadata.
+CONFIG_MAP_LIMIT_BYTES = 1_048_576 - 16 * 1024
+
+
 def config_map(spec: RunSpec, *, namespace: str, engine_version: str) -> dict[str, Any]:
+    """The run's ConfigMap (its rendered OpenCompass config under :data:`CONFIG_KEY`).
+
+    Raises :class:`~budeval.errors.ValidationError` when the config is larger than :data:`CONFIG_MAP_LIMIT_BYTES` --
+    a re-judging run carries the earlier evaluation's predictions in its config -- before the apiserver would refuse
+    it with a less telling 422."""
+    size = len(spec.config_text.encode("utf-8"))
+    if size > CONFIG_MAP_LIMIT_BYTES:
+        raise ValidationError(
+            f"run {spec.run_id}: its rendered OpenCompass config is {size:,} bytes, more than a Kubernetes ConfigMap "
+            f"holds ({CONFIG_MAP_LIMIT_BYTES:,}); split the request into fewer datasets per run (a rejudge carries "
+            "every stored prediction of its datasets)",
+            field="datasets",
+        )
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
