@@ -293,8 +293,9 @@ class JobWatcher:
     def _pods_saying_why(self, job: Json, pods: list[Json]) -> list[Json]:
         """``pods``, or when none of them says why it ended (or none is cached yet), the Job's pods read afresh from
         the API (a few times, :data:`FRESH_POD_WAITS_S`) until one does; the cached ones when the API cannot be
-        read."""
-        if any(ended_with_reason(p) for p in pods):
+        read. Not for a Job past its deadline: its classification needs no pod."""
+        failed = [c for c in (job.get("status") or {}).get("conditions") or [] if c.get("type") == "Failed"]
+        if any(ended_with_reason(p) for p in pods) or any(c.get("reason") == "DeadlineExceeded" for c in failed):
             return pods
         uid = _uid(job)
         for wait_s in FRESH_POD_WAITS_S:
