@@ -248,7 +248,15 @@ start_etcd() {
 }
 
 start_apiserver() {
-  pid_alive kube-apiserver && return 0
+  if pid_alive kube-apiserver; then
+    # Running for this state folder, but perhaps started with another BUDEVAL_KUBE_PORT: say so now rather than wait
+    # 60 s for /readyz on a port nothing listens on.
+    local was; was="$(cat "$STATE/kube-apiserver.port" 2>/dev/null || true)"
+    [ -z "$was" ] || [ "$was" = "$API_PORT" ] || die "the kube-apiserver of $STATE already runs on port $was, not \
+BUDEVAL_KUBE_PORT=$API_PORT: stop it first (apiserver.sh stop with the same BUDEVAL_KUBE_STATE) or use another \
+BUDEVAL_KUBE_STATE"
+    return 0
+  fi
   port_free "$API_PORT" || die "port $API_PORT is taken (set BUDEVAL_KUBE_PORT)"
   local p="$STATE/pki"
   launch kube-apiserver "$BIN/kube-apiserver" \
@@ -263,6 +271,7 @@ start_apiserver() {
     --kubelet-client-certificate "$p/kubelet-client.crt" --kubelet-client-key "$p/kubelet-client.key" \
     --kubelet-certificate-authority "$p/ca.crt" --kubelet-preferred-address-types InternalIP \
     --max-requests-inflight 800 --max-mutating-requests-inflight 400 --profiling=false --v 1
+  echo "$API_PORT" >"$STATE/kube-apiserver.port"
 }
 
 start_controller_manager() {

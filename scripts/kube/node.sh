@@ -148,6 +148,11 @@ EOF
 start_containerd() {
   pid_alive containerd && return 0
   write_containerd_config
+  run_containerd
+  "$HERE/images.sh" import pause
+}
+
+run_containerd() {
   launch containerd containerd --config "$STATE/containerd/config.toml"
   local i
   for i in $(seq 1 100); do
@@ -156,7 +161,6 @@ start_containerd() {
     sleep 0.2
   done
   ctr --address "$SOCK" version >/dev/null 2>&1 || die "containerd not answering (log: $STATE/logs/containerd.log)"
-  "$HERE/images.sh" import pause
 }
 
 # A ServiceAccount with cluster-admin for the node's components (the apiserver has static tokens and RBAC only).
@@ -216,7 +220,7 @@ make_bridge() {
 
 kubelet_cert() {
   local d="$STATE/pki" ca="$KSTATE/pki"
-  [ -f "$d/kubelet.crt" ] && [ "$(cat "$d/.for" 2>/dev/null)" = "$GATEWAY $(sha256sum <"$ca/ca.crt")" ] && return 0
+  [ -f "$d/kubelet.crt" ] && [ "$(cat "$d/.for" 2>/dev/null)" = "$GATEWAY $NODE_NAME $(sha256sum <"$ca/ca.crt")" ] && return 0
   mkdir -p "$d" && chmod 700 "$d"
   openssl req -newkey rsa:2048 -nodes -keyout "$d/kubelet.key" -out "$d/kubelet.csr" -subj "/CN=$NODE_NAME" \
     2>/dev/null
@@ -226,7 +230,7 @@ kubelet_cert() {
     -CAserial "$d/ca.srl" -out "$d/kubelet.crt" -days 3650 -extfile "$d/kubelet.ext" 2>/dev/null
   rm -f "$d/kubelet.csr" "$d/kubelet.ext"
   chmod 600 "$d/kubelet.key"
-  echo "$GATEWAY $(sha256sum <"$ca/ca.crt")" >"$d/.for"
+  echo "$GATEWAY $NODE_NAME $(sha256sum <"$ca/ca.crt")" >"$d/.for"
 }
 
 start_kubelet() {
@@ -346,6 +350,26 @@ print(json.load(sys.stdin)["status"].get("allocatable", {}).get("nvidia.com/gpu"
   die "Node $NODE_NAME does not show $GPUS allocatable nvidia.com/gpu after 45 s"
 }
 
+# What the running node was started with, kept in the state folder: `stop` cleans up that Node object and bridge
+# whatever the environment says then, and a start under another name removes the Node an unstopped start left (no
+# node lifecycle controller runs here, so it would stay Ready and keep attracting pods that never run).
+remember_start() {
+  local old=""
+  [ -f "$STATE/node.started" ] && old="$(sed -n 's/^NODE_NAME=//p' "$STATE/node.started")"
+  if [ -n "$old" ] && [ "$old" != "$NODE_NAME" ] && ! pid_alive kubelet; then
+    log "removing Node $old left by an earlier start of this state folder"
+    api DELETE "/api/v1/nodes/$old" >/dev/null 2>&1 || true
+  fi
+  printf 'NODE_NAME=%s\nBRIDGE=%s\n' "$NODE_NAME" "$BRIDGE" >"$STATE/node.started"
+}
+
+recall_start() {
+  [ -f "$STATE/node.started" ] || return 0
+  local v
+  v="$(sed -n 's/^NODE_NAME=//p' "$STATE/node.started")"; [ -z "$v" ] || NODE_NAME="$v"
+  v="$(sed -n 's/^BRIDGE=//p' "$STATE/node.started")"; [ -z "$v" ] || BRIDGE="$v"
+}
+
 start() {
   have_binaries || build
   [ -f "$NCACHE/images/pause.tar" ] || "$HERE/images.sh" pause
@@ -360,6 +384,7 @@ start() {
   fi
   start_containerd
   node_kubeconfig
+  remember_start
   start_kubelet
   start_scheduler
   start_workload_controllers
@@ -384,9 +409,26 @@ start() {
 # shellcheck source=pids.sh
 source "$(dirname "${BASH_SOURCE[0]}")/pids.sh"
 
-# Every container of this containerd: kill its task (the shim then exits), delete it.
+# A container of this containerd still running: the init.pid its shim wrote in the task state (a killed containerd
+# leaves its shims and their containers running).
+containers_left() {
+  local f
+  for f in "$STATE"/containerd/state/io.containerd.runtime.v2.task/*/*/init.pid; do
+    [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && return 0
+  done
+  return 1
+}
+
+# Every container of this containerd: kill its task (the shim then exits), delete it. When containerd itself is gone
+# (kill -9, OOM) but its shims are not, a containerd on the same root and state is started first: it reconnects to
+# the shims, so their containers are killed here and not left running with the rootfs mounts busy.
 kill_containers() {
-  ctr --address "$SOCK" version >/dev/null 2>&1 || return 0
+  if ! ctr --address "$SOCK" version >/dev/null 2>&1; then
+    containers_left || return 0
+    log "containerd is gone but its shims are not: starting it again to kill their containers"
+    [ -f "$STATE/containerd/config.toml" ] || write_containerd_config
+    run_containerd
+  fi
   local id
   for id in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true; done
   sleep 1
@@ -420,6 +462,7 @@ cni_cleanup() {
 }
 
 stop() {
+  recall_start
   stop_one workload-controllers
   stop_one kube-scheduler
   stop_one kubelet
@@ -432,6 +475,7 @@ stop() {
   # A later start must not see this kubelet's stale Ready condition.
   [ -f "$KSTATE/admin.token" ] && api DELETE "/api/v1/nodes/$NODE_NAME" >/dev/null 2>&1 || true
   ip link show "$BRIDGE" >/dev/null 2>&1 && ip link delete "$BRIDGE" 2>/dev/null || true
+  rm -f "$STATE/node.started"
 }
 
 env_line() {
