@@ -146,7 +146,9 @@ build_locked() {
   log "built in $((SECONDS - start)) s: $("$BIN/kube-apiserver" --version)"
 }
 
-pid_alive() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
+# pid_alive NAME, stop_one NAME: scripts/kube/pids.sh
+# shellcheck source=pids.sh
+source "$(dirname "${BASH_SOURCE[0]}")/pids.sh"
 
 admin_token() { cat "$STATE/admin.token"; }
 
@@ -307,9 +309,6 @@ start() {
   log "ready on https://127.0.0.1:$API_PORT ($(env_line))"
 }
 
-# stop_one NAME: scripts/kube/pids.sh
-# shellcheck source=pids.sh
-source "$(dirname "${BASH_SOURCE[0]}")/pids.sh"
 
 stop() {
   stop_one kube-controller-manager

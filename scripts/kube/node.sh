@@ -92,7 +92,9 @@ build_locked() {
   log "built in $((SECONDS - start)) s: $("$BIN/kubelet" --version)"
 }
 
-pid_alive() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
+# pid_alive NAME, stop_one NAME: scripts/kube/pids.sh
+# shellcheck source=pids.sh
+source "$(dirname "${BASH_SOURCE[0]}")/pids.sh"
 
 launch() { # name command...
   local name="$1"; shift
@@ -405,9 +407,6 @@ start() {
   log "node $NODE_NAME ready ($GPUS fake nvidia.com/gpu; $(env_line))"
 }
 
-# stop_one NAME: scripts/kube/pids.sh
-# shellcheck source=pids.sh
-source "$(dirname "${BASH_SOURCE[0]}")/pids.sh"
 
 # A container of this containerd still running: the init.pid its shim wrote in the task state (a killed containerd
 # leaves its shims and their containers running).
