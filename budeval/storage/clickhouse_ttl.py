@@ -20,7 +20,7 @@ import re
 from typing import Any, Literal
 
 from budeval.errors import ValidationError
-from budeval.storage.decision_queries import SETS_AGAINST_ROWS_SQL
+from budeval.storage.decision_queries import PREDICTIONS_ENGINE_SQL, SETS_AGAINST_ROWS_SQL
 from budeval.storage.migrations import EXAMPLE_SETS_SELECT
 
 #: How ClickHouse prints budeval's TTL back in ``system.tables.engine_full``.
@@ -40,11 +40,8 @@ class PredictionsTtl:
         raise NotImplementedError
 
     def _predictions_engine(self) -> str:
-        rows = self._rows(
-            "read the predictions table's TTL",
-            "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = 'predictions'",
-        )
-        return str(rows[0][0]) if rows else ""
+        rows = self._rows("read the predictions table's TTL", PREDICTIONS_ENGINE_SQL)
+        return str(rows[0][0] or "") if rows else ""
 
     def predictions_ttl(self) -> int | None:
         """Seconds of budeval's TTL on ``predictions``; None when the table has none (or one budeval did not set)."""

@@ -260,10 +260,11 @@ SETS_AGAINST_ROWS_SQL = f"""
 
 #: The ``predictions`` table's engine clause as a column of the queries over the example sets (one statement, not a
 #: second one to learn whether a TTL may have expired rows the sets still hold: ``PredictionsTtl.predictions_expire``).
-PREDICTIONS_ENGINE_COLUMN = (
-    "(SELECT any(engine_full) FROM system.tables WHERE database = currentDatabase() AND name = 'predictions')"
-    " AS predictions_engine"
+#: The ``predictions`` table's ``engine_full`` (its TTL clause included); also read alone by ``PredictionsTtl``.
+PREDICTIONS_ENGINE_SQL = (
+    "SELECT any(engine_full) FROM system.tables WHERE database = currentDatabase() AND name = 'predictions'"
 )
+PREDICTIONS_ENGINE_COLUMN = f"({PREDICTIONS_ENGINE_SQL}) AS predictions_engine"
 
 
 def paired_sets_sql(by_model: bool) -> str:
