@@ -246,18 +246,22 @@ class StoreDecisions:
         kinds: list[KindRow] = []
         listed: list[tuple[str, int, str, int]] = []
         for row in rows:
-            (ds, _eligible, ps, ns, nrs, learned, forgotten, losses, gains, examples, forgotten_flips, all_flips,
-             easy, forgotten_listed, hard, learned_by_position, right_at, _engine) = row
-            for i, (pos, n, nr) in enumerate(zip(ps, ns, nrs, strict=True)):
+            (ds, _eligible, curve, examples, forgotten_flips, easy, forgotten_listed, hard, learned_by_position,
+             right_at, _engine) = row
+            ps = [int(c[0]) for c in curve]
+            all_flips = 0
+            right_first = curve[0][2]  # right ones at the first checkpoint
+            for i, (pos, n, nr, learned, forgotten, gains) in enumerate(curve):
+                all_flips += learned + forgotten
                 points.append(PointRow(
                     dataset=ds, position=int(pos), examples=int(n), mean=nr / n,
                     var=nr * (n - nr) / (n * (n - 1)) if n > 1 else math.nan, replicas=1,
-                    with_previous=int(n) if i else 0, learned=int(learned[i]), forgotten=int(forgotten[i]),
-                    losses_vs_first=int(losses[i]), gains_vs_first=int(gains[i]),
+                    with_previous=int(n) if i else 0, learned=int(learned), forgotten=int(forgotten),
+                    losses_vs_first=int(gains - (nr - right_first)), gains_vs_first=int(gains),
                 ))
             n_easy, n_forgotten, n_hard, n_learned, n_unstable = (int(x) for x in examples)
             flips = {"easy": 0, "forgotten": int(forgotten_flips), "hard": 0, "learned": n_learned,
-                     "unstable": int(all_flips) - int(forgotten_flips) - n_learned}
+                     "unstable": all_flips - int(forgotten_flips) - n_learned}
             counts = {"easy": n_easy, "forgotten": n_forgotten, "hard": n_hard, "learned": n_learned,
                       "unstable": n_unstable}
             kinds += [KindRow(dataset=ds, kind=k, examples=counts[k], flips=flips[k])  # type: ignore[arg-type]
@@ -272,7 +276,7 @@ class StoreDecisions:
             listed += [(ds, int(x), "hard", 0) for x in hard]
             by_learning = [(int(ps[k]), int(x)) for k in reversed(range(len(ps))) for x in learned_by_position[k]]
             listed += [(ds, x, "learned", pos) for pos, x in by_learning[: max(1, int(limit))]]
-        latest = {int(row[2][-1]) for row in rows}  # each dataset's latest checkpoint judged all its examples
+        latest = {int(row[2][-1][0]) for row in rows}  # each dataset's latest checkpoint judged all its examples
         holding = [c for c in checkpoints if c.position in latest]
         return points, kinds, self._listed_examples(checkpoints, listed, holding)
 

@@ -308,12 +308,13 @@ def paired_sets_sql(by_model: bool) -> str:
 
 
 def series_sets_sql(with_dataset: bool) -> str:
-    """The series from the example sets: one row per dataset with the curve as arrays by checkpoint (``ps``
-    positions, ``ns`` examples, ``nrs`` right ones, ``learned`` / ``forgotten`` from the previous checkpoint, McNemar's
-    counts against the first) and the kinds (``kind_examples`` in the order easy, forgotten, hard, learned, unstable;
-    ``forgotten_flips`` and ``all_flips``; the first ``limit`` examples of each kind but unstable, learned ones per
-    checkpoint where they were learned, and ``right_at[checkpoint][k]``: whether the k-th listed forgotten example is
-    right there, for its first right checkpoint).
+    """The series from the example sets: one row per dataset with ``eligible``, the ``curve`` (per checkpoint in
+    training order a tuple (position, examples, right ones, learned from the previous checkpoint, forgotten from it,
+    gains against the first); McNemar's losses against the first follow: gains - (right - right at the first)), the
+    kinds (``kind_examples`` in the order easy, forgotten, hard, learned, unstable; ``forgotten_flips``) and the first
+    ``limit`` examples of each kind but unstable (learned ones per checkpoint where they were learned, and
+    ``right_at[checkpoint][k]``: whether the k-th listed forgotten example is right there, for its first right
+    checkpoint).
 
     Exact when ``eligible``: every checkpoint judged the same examples of the dataset, each by one verdict (then an
     example's previous checkpoint is the previous one, and its first the first). Kinds from sets: easy = right at
@@ -322,65 +323,61 @@ def series_sets_sql(with_dataset: bool) -> str:
     learned = right at the latest minus easy minus unstable, each with exactly one flip. Parameters: ``ids``,
     ``positions``, ``limit`` and ``dataset`` when filtered; the last column is :data:`PREDICTIONS_ENGINE_COLUMN`.
     The listed arrays are sorted: ClickHouse keeps a bitmap of at most 32 elements as a small hash set, whose
-    ``bitmapToArray`` is in hash order (``bitmapSubsetLimit`` does pick the smallest elements)."""
+    ``bitmapToArray`` is in hash order (``bitmapSubsetLimit`` does pick the smallest elements).
+
+    Written for ClickHouse's query analysis as much as for its execution: over 50 checkpoints x 10,000 examples the
+    execution takes ~8 ms and analysing the text ~20 ms, which grows with every function call in it -- so the curve
+    leaves as one array of tuples (no per-column extraction), its arithmetic is the caller's, and every derived set is
+    a column of a subquery (named once, not an alias expanded at each use). docs/decisions.md "Benchmark"."""
     dataset_filter = "AND dataset = %(dataset)s" if with_dataset else ""
     return f"""
-    WITH per_checkpoint AS (
-        SELECT dataset, pos, v, r, rows, n,
-               lagInFrame(r, 1, r) OVER w AS prev,
-               first_value(r) OVER w AS first
-        FROM (
-            SELECT dataset, transform(eval_id, %(ids)s, %(positions)s, 0) AS pos,
-                   groupBitmapOrState(judged) AS v, groupBitmapOrState(judged_right) AS r,
-                   sum(bitmapCardinality(judged)) AS rows, bitmapCardinality(v) AS n
-            FROM example_sets FINAL
-            WHERE eval_id IN %(ids)s {dataset_filter}
-            GROUP BY dataset, pos
-            HAVING n > 0)
-        WINDOW w AS (PARTITION BY dataset ORDER BY pos ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-    ),
-    per_dataset AS (
-        SELECT dataset,
-               arraySort(groupArray(pos)) AS ps,
-               arraySort((x, p) -> p, groupArray(r), groupArray(pos)) AS rs,
-               arraySort((x, p) -> p, groupArray(n), groupArray(pos)) AS ns,
-               arraySort((x, p) -> p, groupArray(bitmapCardinality(r)), groupArray(pos)) AS nrs,
-               arraySort((x, p) -> p, groupArray(bitmapAndnotCardinality(r, prev)), groupArray(pos)) AS learned,
-               arraySort((x, p) -> p, groupArray(bitmapAndnotCardinality(prev, r)), groupArray(pos)) AS forgotten,
-               arraySort((x, p) -> p, groupArray(bitmapAndnotCardinality(r, first)), groupArray(pos)) AS gains_vs_first,
-               arrayMap((nr, g) -> g - (nr - nrs[1]), nrs, gains_vs_first) AS losses_vs_first,
-               arraySort((x, p) -> p, groupArray(bitmapAndnot(r, prev)), groupArray(pos)) AS learned_sets,
-               arraySort((x, p) -> p, groupArray(bitmapXor(r, prev)), groupArray(pos)) AS changes,
-               min(rows = n) AND min(n) = max(n) AND bitmapCardinality(groupBitmapOrState(v)) = max(n) AS eligible,
-               any(v) AS judged,
-               groupBitmapAndState(r) AS always_right,
-               groupBitmapOrState(r) AS ever_right,
-               groupBitmapOrState(bitmapAndnot(prev, r)) AS ever_dropped
-        FROM per_checkpoint
-        GROUP BY dataset
-    ),
-    kinds AS (
-        SELECT *,
-               rs[-1] AS last_right,
-               bitmapAndnot(judged, ever_right) AS hard,
-               bitmapAndnot(ever_right, last_right) AS forgotten_kind,
-               bitmapAnd(last_right, ever_dropped) AS unstable,
-               bitmapAndnot(bitmapAndnot(last_right, always_right), ever_dropped) AS learned_kind
-        FROM per_dataset
-    )
-    SELECT dataset, eligible, ps, ns, nrs, learned, forgotten, losses_vs_first, gains_vs_first,
+    SELECT dataset, eligible, curve,
            [bitmapCardinality(always_right), bitmapCardinality(forgotten_kind), bitmapCardinality(hard),
             bitmapCardinality(learned_kind), bitmapCardinality(unstable)] AS kind_examples,
-           arraySum(arrayMap(c -> bitmapAndCardinality(forgotten_kind, c), changes)) AS forgotten_flips,
-           arraySum(learned) + arraySum(forgotten) AS all_flips,
+           arraySum(arrayMap(c -> bitmapAndCardinality(forgotten_kind, c), sets.4)) AS forgotten_flips,
            arraySort(bitmapToArray(bitmapSubsetLimit(always_right, 0, %(limit)s))) AS easy_listed,
-           arraySort(bitmapToArray(bitmapSubsetLimit(forgotten_kind, 0, %(limit)s))) AS forgotten_listed,
+           forgotten_listed,
            arraySort(bitmapToArray(bitmapSubsetLimit(hard, 0, %(limit)s))) AS hard_listed,
            arrayMap(s -> arraySort(bitmapToArray(bitmapSubsetLimit(bitmapAnd(learned_kind, s), 0, %(limit)s))),
-                    learned_sets)
-               AS learned_by_position,
-           arrayMap(r -> arrayMap(x -> bitmapContains(r, x), forgotten_listed), rs) AS right_at,
+                    sets.3) AS learned_by_position,
+           arrayMap(r -> arrayMap(x -> bitmapContains(r, x), forgotten_listed), sets.2) AS right_at,
            {PREDICTIONS_ENGINE_COLUMN}
-    FROM kinds
+    FROM (
+        SELECT *, arraySort(bitmapToArray(bitmapSubsetLimit(forgotten_kind, 0, %(limit)s))) AS forgotten_listed
+        FROM (
+            -- the kinds; sets[-1].2: right at the latest checkpoint
+            SELECT *,
+                   bitmapAndnot(judged, ever_right) AS hard,
+                   bitmapAndnot(ever_right, sets[-1].2) AS forgotten_kind,
+                   bitmapAnd(sets[-1].2, ever_dropped) AS unstable,
+                   bitmapAndnot(bitmapAndnot(sets[-1].2, always_right), ever_dropped) AS learned_kind
+            FROM (
+                -- per dataset: curve and sets (right, learned, changed) in position order
+                SELECT dataset,
+                       arraySort(groupArray((pos, n, bitmapCardinality(r), bitmapAndnotCardinality(r, prev),
+                                             bitmapAndnotCardinality(prev, r), bitmapAndnotCardinality(r, first))))
+                           AS curve,
+                       arraySort(x -> x.1, groupArray((pos, r, bitmapAndnot(r, prev), bitmapXor(r, prev)))) AS sets,
+                       min(rows = n) AND min(n) = max(n) AND bitmapCardinality(groupBitmapOrState(v)) = max(n)
+                           AS eligible,
+                       any(v) AS judged,
+                       groupBitmapAndState(r) AS always_right,
+                       groupBitmapOrState(r) AS ever_right,
+                       groupBitmapOrState(bitmapAndnot(prev, r)) AS ever_dropped
+                FROM (
+                    -- per (dataset, checkpoint): judged v, right r, the previous and the first checkpoint's r
+                    SELECT dataset, pos, v, r, rows, n,
+                           lagInFrame(r, 1, r) OVER w AS prev,
+                           first_value(r) OVER w AS first
+                    FROM (
+                        SELECT dataset, transform(eval_id, %(ids)s, %(positions)s, 0) AS pos,
+                               groupBitmapOrState(judged) AS v, groupBitmapOrState(judged_right) AS r,
+                               sum(bitmapCardinality(judged)) AS rows, bitmapCardinality(v) AS n
+                        FROM example_sets FINAL
+                        WHERE eval_id IN %(ids)s {dataset_filter}
+                        GROUP BY dataset, pos
+                        HAVING n > 0)
+                    WINDOW w AS (PARTITION BY dataset ORDER BY pos ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW))
+                GROUP BY dataset)))
     ORDER BY dataset
     """
