@@ -164,3 +164,19 @@ def jobs_path(namespace: str, name: str | None = None) -> str:
 def core_path(namespace: str, plural: str, name: str | None = None) -> str:
     base = f"/api/v1/namespaces/{namespace}/{plural}"
     return base if name is None else f"{base}/{name}"
+
+
+def owned_by_job(pod: Json, job: Json) -> bool:
+    """Whether ``pod`` is one of ``job``'s: its ``controller-uid`` label (set by the Job controller) is the Job's uid,
+    or it has none (pods made by other means under the same run labels count as the run's)."""
+    uid = ((pod.get("metadata") or {}).get("labels") or {}).get("controller-uid")
+    return uid is None or uid == (job.get("metadata") or {}).get("uid")
+
+
+def job_pods(api: JsonApi, namespace: str, job: Json, selector: str | None = None) -> list[Json]:
+    """The pods of ``job`` as the API lists them now: those matching ``selector`` (a label selector; default the
+    Job's ``controller-uid``) and owned by it (:func:`owned_by_job`). Raises the API's errors (:func:`translate`)."""
+    uid = (job.get("metadata") or {}).get("uid")
+    listing = api.request("GET", core_path(namespace, "pods"), what="list pods",
+                          query={"labelSelector": selector or f"controller-uid={uid}"})
+    return [p for p in listing.get("items") or [] if owned_by_job(p, job)]

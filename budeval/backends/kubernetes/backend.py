@@ -111,16 +111,7 @@ class KubernetesBackend:
             return RunState(eval_id=eval_id, run_id=run_id, phase="unknown", message=f"Job {name} is not this run")
         pods: list[Json] = []
         if not self._complete(job):
-            selector = f"{m.LABEL_EVAL}={eval_id},{m.LABEL_RUN}={run_id}"
-            listing = self.api.request(
-                "GET", kapi.core_path(self.namespace, "pods"), what="list pods", query={"labelSelector": selector}
-            )
-            uid = job["metadata"].get("uid")
-            pods = [
-                p
-                for p in listing.get("items") or []
-                if ((p.get("metadata") or {}).get("labels") or {}).get("controller-uid") in (None, uid)
-            ]
+            pods = kapi.job_pods(self.api, self.namespace, job, f"{m.LABEL_EVAL}={eval_id},{m.LABEL_RUN}={run_id}")
         return run_state(
             job,
             pods,

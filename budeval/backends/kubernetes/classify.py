@@ -30,7 +30,8 @@ def parse_time(value: Any) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    """The first condition of type ``kind`` in a Kubernetes object's ``status.conditions`` (a copy), else None."""
     for cond in (obj.get("status") or {}).get("conditions") or []:
         if cond.get("type") == kind:
             return dict(cond)
@@ -138,7 +139,7 @@ def _pending_problem(
             return make.make("failed", "crash", f"pod {name}: {waiting.get('reason')}: {waiting.get('message', '')}")
         if phase != "Pending" or (pod.get("spec") or {}).get("nodeName"):
             continue
-        sched = _condition(pod, "PodScheduled")
+        sched = condition(pod, "PodScheduled")
         since = parse_time((sched or {}).get("lastTransitionTime")) or _created(pod)
         waited = (now - since).total_seconds()
         if waited >= unschedulable_after_s:
@@ -157,7 +158,7 @@ def _unadmitted(make: _State, job: dict[str, Any], now: datetime, admission_time
     queue = ((job.get("metadata") or {}).get("labels") or {}).get(LABEL_QUEUE)
     if not queue or admission_timeout_s <= 0:
         return None
-    suspended = _condition(job, "Suspended")
+    suspended = condition(job, "Suspended")
     since = parse_time((suspended or {}).get("lastTransitionTime")) or _created(job)
     waited = (now - since).total_seconds()
     if waited < admission_timeout_s:
@@ -185,10 +186,10 @@ def run_state(
     """The run's state from its Job and the Job's pods. ``kueue_admission_timeout_s``: see :func:`_unadmitted`."""
     make = _State(job)
     meta = job.get("metadata") or {}
-    complete = _condition(job, "Complete")
+    complete = condition(job, "Complete")
     if complete is not None and complete.get("status") == "True":
         return make.make("succeeded")
-    failed = _condition(job, "Failed")
+    failed = condition(job, "Failed")
     if failed is not None and failed.get("status") == "True":
         reason = failed.get("reason") or ""
         job_msg = f"{reason}: {failed.get('message') or ''}".strip(": ")

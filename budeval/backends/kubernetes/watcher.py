@@ -27,7 +27,7 @@ from typing import Any
 
 from budeval.backends.base import RunFinishedCallback, RunState
 from budeval.backends.kubernetes import api as kapi
-from budeval.backends.kubernetes.classify import ended_with_reason, parse_time, run_state
+from budeval.backends.kubernetes.classify import condition, ended_with_reason, parse_time, run_state
 from budeval.backends.kubernetes.manifests import LABEL_EVAL, LABEL_RUN, RUN_SELECTOR
 from budeval.config import default
 from budeval.errors import BudevalError
@@ -246,7 +246,7 @@ class JobWatcher:
                 job = self._jobs.get(k)
                 if job is None or _uid(job) in self._reported:
                     continue
-                pods = [p for p in self._pods.get(k, {}).values() if self._owned(p, job)]
+                pods = [p for p in self._pods.get(k, {}).values() if kapi.owned_by_job(p, job)]
                 todo.append((_uid(job), job, pods))
         for uid, job, pods in todo:
             try:  # no I/O on this thread: a failure's log is read by the delivery
@@ -268,12 +268,6 @@ class JobWatcher:
             except RuntimeError:  # stopped meanwhile
                 return
 
-    @staticmethod
-    def _owned(pod: Json, job: Json) -> bool:
-        labels = (pod.get("metadata") or {}).get("labels") or {}
-        uid = labels.get("controller-uid")
-        return uid is None or uid == _uid(job)
-
     def _deliver(self, job: Json, pods: list[Json], now: datetime, state: RunState) -> None:
         """On a delivery thread: the failure's excerpt from the pod's log (the same classification, now with the
         log: it can turn ``crash`` into ``task_errors``), then ``on_finished``."""
@@ -294,19 +288,16 @@ class JobWatcher:
         """``pods``, or when none of them says why it ended (or none is cached yet), the Job's pods read afresh from
         the API (a few times, :data:`FRESH_POD_WAITS_S`) until one does; the cached ones when the API cannot be
         read. Not for a Job past its deadline: its classification needs no pod."""
-        failed = [c for c in (job.get("status") or {}).get("conditions") or [] if c.get("type") == "Failed"]
-        if any(ended_with_reason(p) for p in pods) or any(c.get("reason") == "DeadlineExceeded" for c in failed):
+        failed = condition(job, "Failed") or {}
+        if any(ended_with_reason(p) for p in pods) or failed.get("reason") == "DeadlineExceeded":
             return pods
-        uid = _uid(job)
         for wait_s in FRESH_POD_WAITS_S:
             if self._stop.wait(wait_s):
                 break
             try:
-                listing = self.api.request("GET", kapi.core_path(self.namespace, "pods"), what="list pods",
-                                           query={"labelSelector": f"controller-uid={uid}"})
+                fresh = kapi.job_pods(self.api, self.namespace, job)
             except BudevalError:
                 break
-            fresh = [p for p in listing.get("items") or [] if self._owned(p, job)]
             if any(ended_with_reason(p) for p in fresh):
                 return fresh
         return pods
