@@ -29,7 +29,8 @@ from pydantic import ValidationError as PydanticValidationError
 from budeval.errors import ValidationError
 from budeval.logs import get_logger
 from budeval.schemas.ids import DNS_LABEL
-from budeval.schemas.request import JUDGE_SCORING, CustomDataset, DatasetKind, EvalRequest
+from budeval.schemas.request import CustomDataset, EvalRequest
+from budeval.schemas.scoring import JUDGE_SCORING, DatasetKind
 
 #: Folder of the bundled ``.jsonl`` datasets inside the installed package.
 BUNDLED_DIR = Path(__file__).resolve().parent / "datasets"

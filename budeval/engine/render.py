@@ -50,13 +50,8 @@ from budeval.engine.catalog import BUNDLED, STOCK, needs_judge
 from budeval.engine.judging import template_of
 from budeval.engine.render_models import ENDPOINT_MODEL, REPLAY_MODEL, Replay, literal, model_dict, replay_model
 from budeval.errors import ValidationError
-from budeval.schemas.request import (
-    JUDGE_SCORING,
-    CustomDataset,
-    EvalRequest,
-    JudgeSpec,
-    split_scoring,
-)
+from budeval.schemas.request import CustomDataset, EvalRequest, JudgeSpec
+from budeval.schemas.scoring import JUDGE_SCORING, split_scoring
 
 #: Environment variable OpenCompass's OpenAI models read when ``key='ENV'``.
 API_KEY_ENV = "OPENAI_API_KEY"

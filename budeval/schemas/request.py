@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from budeval.schemas.ids import DNS_LABEL
+from budeval.schemas.scoring import JUDGE_SCORING, SCORINGS, DatasetKind, check_scoring
 
 DnsLabel = Annotated[str, Field(pattern=DNS_LABEL.pattern, min_length=1, max_length=63)]
 #: Dataset and model abbreviations become file names in OpenCompass's output: keep them path-safe.
@@ -137,49 +138,6 @@ class EndpointModel(Strict):
 class ModelSpec(Strict):
     name: SafeName
     source: Annotated[HuggingFaceModel | EndpointModel, Field(discriminator="type")]
-
-
-DatasetKind = Literal["qa", "mcq"]
-
-#: How each kind of dataset may be scored (docs/opencompass.md "Scoring"); the first is the kind's default.
-#: ``regex`` is written ``regex:<pattern>``. The scoring code itself runs inside OpenCompass:
-#: budeval/engine/opencompass_plugin/budeval_scoring.py.
-SCORINGS: dict[str, tuple[str, ...]] = {
-    "qa": ("contains", "exact", "normalized", "regex", "judge"),
-    "mcq": ("option", "exact", "normalized", "regex"),
-}
-#: Scored by the request's ``judge`` model (OpenCompass's GenericLLMEvaluator), not by a rule.
-JUDGE_SCORING = "judge"
-REGEX_PREFIX = "regex:"
-
-
-def split_scoring(scoring: str) -> tuple[str, str | None]:
-    """``("regex", pattern)`` for ``regex:<pattern>``, else ``(scoring, None)``."""
-    if scoring.startswith(REGEX_PREFIX):
-        return "regex", scoring[len(REGEX_PREFIX) :]
-    return scoring, None
-
-
-def check_scoring(scoring: str, kind: str) -> str:
-    """``scoring`` if ``kind`` may be scored that way; else ``ValueError`` saying why and what is allowed."""
-    allowed = SCORINGS[kind]
-    spelled = ", ".join(f"{REGEX_PREFIX}<pattern>" if s == "regex" else s for s in allowed)
-    name, pattern = split_scoring(scoring)
-    if name == "regex":
-        if not pattern:
-            raise ValueError("scoring 'regex:' needs a pattern after the colon, e.g. regex:answer is (\\w+)")
-        try:
-            groups = re.compile(pattern).groups
-        except re.error as exc:
-            raise ValueError(f"scoring {scoring!r}: invalid regular expression: {exc}") from None
-        if groups < 1:
-            raise ValueError(
-                f"scoring {scoring!r}: the pattern needs a capturing group around the answer,"
-                " e.g. regex:answer is (\\w+)"
-            )
-    if name not in allowed:
-        raise ValueError(f"scoring {scoring!r} does not apply to {kind} datasets: use one of {spelled}")
-    return scoring
 
 
 class CustomDataset(Strict):

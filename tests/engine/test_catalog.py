@@ -10,7 +10,8 @@ import pytest
 from budeval.engine import catalog
 from budeval.engine.catalog import BUNDLED, STOCK, load_suites, resolve_datasets
 from budeval.errors import ValidationError
-from budeval.schemas.request import EvalRequest, check_scoring
+from budeval.schemas.request import EvalRequest
+from budeval.schemas.scoring import check_scoring
 
 OPENCOMPASS_SITE = Path(os.environ.get("BUDEVAL_CACHE") or Path.home() / ".cache" / "budeval") / "opencompass-venv"
 

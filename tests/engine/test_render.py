@@ -18,7 +18,8 @@ from budeval.engine import render
 from budeval.engine.catalog import BUNDLED
 from budeval.engine.render import PLUGIN_DIR, config_hash, render_config
 from budeval.errors import ValidationError
-from budeval.schemas.request import JUDGE_SCORING, SCORINGS, CustomDataset, EvalRequest
+from budeval.schemas.request import CustomDataset, EvalRequest
+from budeval.schemas.scoring import JUDGE_SCORING, SCORINGS
 
 HF = {"type": "huggingface", "path": "/models/smol", "revision": "abc123"}
 API = {
