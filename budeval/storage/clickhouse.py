@@ -9,29 +9,30 @@ threads (own clients) serialise and send them (the engine releases the GIL while
 parsing and ingesting overlap on two cores). Safe to call from many threads: one lock guards the client.
 
 Split along its seams: row layouts (``clickhouse_rows``), error sorting (``clickhouse_errors``), reads and analyst
-queries (``clickhouse_reads``, a mixin), the web UI's browsing reads (``clickhouse_browse``); writes,
-migrations and the client plumbing stay here.
+queries (``clickhouse_reads``, a mixin), the web UI's browsing reads (``clickhouse_browse``), decisions
+(``clickhouse_decisions``), the TTL (``clickhouse_ttl``), migrations (``clickhouse_migrate``), a large run's parallel
+prediction inserts (``clickhouse_parallel``); writes and the client plumbing stay here.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from budeval.errors import BudevalError
 from budeval.logs import get_logger
-from budeval.schemas.results import ParsedRun, PredictionBatch
+from budeval.schemas.results import ParsedRun
 from budeval.storage.base import EvaluationRecord, StoreReport
 from budeval.storage.clickhouse_browse import StoreBrowse
 from budeval.storage.clickhouse_decisions import StoreDecisions
 from budeval.storage.clickhouse_errors import TERMINAL_CODES, _first_line, store_error
 from budeval.storage.clickhouse_migrate import StoreMigrations
+from budeval.storage.clickhouse_parallel import insert_predictions_parallel
 from budeval.storage.clickhouse_reads import StoreReads
 from budeval.storage.clickhouse_rows import (
     _RUN_TABLES,
@@ -44,7 +45,6 @@ from budeval.storage.clickhouse_rows import (
     _EvaluationRow,
     _next_row_version,
     _prediction_columns,
-    _release,
     _RunRows,
     _score_rows,
     _utc,
@@ -257,7 +257,9 @@ class ClickHouseStore(StoreMigrations, PredictionsTtl, StoreReads, StoreDecision
             ahead = [first] if second is None else [first, second]
             with self._lock:
                 self._clear_runs([(eval_id, run_id)])
-                predictions = self._insert_predictions_parallel(eval_id, run_id, itertools.chain(ahead, batches))
+                predictions = insert_predictions_parallel(
+                    self._insert_clients(), lambda c: self._column_types(c, "predictions", PREDICTION_COLUMNS),
+                    self.insert_settings, self._where, eval_id, run_id, itertools.chain(ahead, batches))
                 run.statuses = list(parsed.statuses)
                 self._insert_run_rows([run])
         elapsed = time.perf_counter() - started
@@ -323,86 +325,3 @@ class ClickHouseStore(StoreMigrations, PredictionsTtl, StoreReads, StoreDecision
         while len(self._extra_clients) < self.insert_clients - 1:
             self._extra_clients.append(self._call("open an insert client", self._connect))
         return [self._client, *self._extra_clients]
-
-    def _insert_predictions_parallel(self, eval_id: str, run_id: str, batches: Iterator[PredictionBatch]) -> int:
-        clients = self._insert_clients()
-        handoff: queue.Queue[PredictionBatch | BaseException | None] = queue.Queue(maxsize=1)
-        stop = threading.Event()
-        errors: list[BaseException] = []
-        totals: list[int] = []
-
-        def put(item: PredictionBatch | BaseException | None) -> bool:
-            while not stop.is_set():
-                try:
-                    handoff.put(item, timeout=0.2)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def fail(exc: BaseException) -> None:
-            errors.append(exc)
-            stop.set()
-
-        def produce() -> None:
-            try:
-                for batch in batches:
-                    if not put(batch):
-                        return
-                put(None)
-            except BaseException as exc:  # re-raised by the caller's thread
-                fail(exc)
-
-        def consume(client: Any) -> None:
-            done = 0
-            # One insert context per thread and run: one table description instead of one per batch. Its columns
-            # must be released explicitly: clickhouse-connect's context sits in a reference cycle and keeps the last
-            # batch alive until a full GC, which let memory grow by a batch per insert (measured: +40 MB / 50k rows).
-            context: Any = None
-            try:
-                while not stop.is_set():
-                    try:
-                        item = handoff.get(timeout=0.2)
-                    except queue.Empty:
-                        continue
-                    if item is None:
-                        put(None)  # the end marker is for every consumer
-                        break
-                    if isinstance(item, BaseException):
-                        raise item
-                    n = len(item)
-                    if n:
-                        columns = _prediction_columns(eval_id, run_id, item)
-                        del item
-                        try:
-                            if context is None:
-                                context = client.create_insert_context(
-                                    table="predictions",
-                                    column_names=PREDICTION_COLUMNS,
-                                    column_types=self._column_types(client, "predictions", PREDICTION_COLUMNS),
-                                    column_oriented=True,
-                                    settings=self.insert_settings,
-                                )
-                            client.insert(data=columns, context=context)
-                        except Exception as exc:
-                            raise store_error("insert into predictions", self._where, exc) from exc
-                        finally:
-                            del columns
-                            _release(context)
-                        done += n
-            except BaseException as exc:
-                fail(exc)
-            totals.append(done)
-
-        threads = [threading.Thread(target=produce, name=f"budeval-parse-{eval_id}", daemon=True)]
-        threads += [
-            threading.Thread(target=consume, args=(c,), name=f"budeval-insert-{eval_id}-{i}", daemon=True)
-            for i, c in enumerate(clients)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if errors:
-            raise errors[0]
-        return sum(totals)

@@ -21,8 +21,14 @@ ALL_TABLES = ("scores", "dataset_status", "predictions")
 
 
 def _snapshot(store: ClickHouseStore, eval_id: str) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of ``eval_id`` per table, but when it was stored: ``predictions.stored_at`` (the TTL's clock, a
+    ``now()`` in seconds) is renewed by a re-store, and two stores a second apart would differ in it alone."""
+    def columns(table: str) -> str:
+        return "* EXCEPT (stored_at)" if table == "predictions" else "*"
+
     return {
-        table: sorted(store._rows("snapshot", f"SELECT * FROM {table} WHERE eval_id = %(e)s", {"e": eval_id}), key=repr)
+        table: sorted(store._rows("snapshot", f"SELECT {columns(table)} FROM {table} WHERE eval_id = %(e)s",
+                                  {"e": eval_id}), key=repr)
         for table in ALL_TABLES
     }
 
