@@ -231,8 +231,16 @@ launch() { # name command...
   echo $! >"$STATE/$name.pid"
 }
 
+# A server of this state folder already running must be on the port asked for now: say so at once rather than wait
+# for a health check on a port nothing listens on (a changed BUDEVAL_KUBE_PORT or BUDEVAL_ETCD_PORT).
+on_asked_port() { # name port variable
+  local was; was="$(cat "$STATE/$1.port" 2>/dev/null || true)"
+  [ -z "$was" ] || [ "$was" = "$2" ] || die "the $1 of $STATE already runs on port $was, not $3=$2: stop it first \
+(apiserver.sh stop with the same BUDEVAL_KUBE_STATE) or use another BUDEVAL_KUBE_STATE"
+}
+
 start_etcd() {
-  pid_alive etcd && return 0
+  if pid_alive etcd; then on_asked_port etcd "$ETCD_PORT" BUDEVAL_ETCD_PORT; return 0; fi
   port_free "$ETCD_PORT" || die "port $ETCD_PORT is taken (set BUDEVAL_ETCD_PORT)"
   launch etcd etcd --name budeval --data-dir "$STATE/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
@@ -240,6 +248,7 @@ start_etcd() {
     --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
     --initial-cluster "budeval=http://127.0.0.1:$ETCD_PEER_PORT" \
     --quota-backend-bytes 2147483648 --auto-compaction-retention 1h
+  echo "$ETCD_PORT" >"$STATE/etcd.port"
   local i
   for i in $(seq 1 100); do
     curl -sf --max-time 2 "http://127.0.0.1:$ETCD_PORT/health" >/dev/null 2>&1 && return 0
@@ -250,15 +259,7 @@ start_etcd() {
 }
 
 start_apiserver() {
-  if pid_alive kube-apiserver; then
-    # Running for this state folder, but perhaps started with another BUDEVAL_KUBE_PORT: say so now rather than wait
-    # 60 s for /readyz on a port nothing listens on.
-    local was; was="$(cat "$STATE/kube-apiserver.port" 2>/dev/null || true)"
-    [ -z "$was" ] || [ "$was" = "$API_PORT" ] || die "the kube-apiserver of $STATE already runs on port $was, not \
-BUDEVAL_KUBE_PORT=$API_PORT: stop it first (apiserver.sh stop with the same BUDEVAL_KUBE_STATE) or use another \
-BUDEVAL_KUBE_STATE"
-    return 0
-  fi
+  if pid_alive kube-apiserver; then on_asked_port kube-apiserver "$API_PORT" BUDEVAL_KUBE_PORT; return 0; fi
   port_free "$API_PORT" || die "port $API_PORT is taken (set BUDEVAL_KUBE_PORT)"
   local p="$STATE/pki"
   launch kube-apiserver "$BIN/kube-apiserver" \

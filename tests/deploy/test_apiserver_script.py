@@ -1,8 +1,9 @@
 """scripts/kube/apiserver.sh's bookkeeping of its processes, without starting a server (the pid files name stand-in
 processes of this test). Needs the cached binaries (the script builds otherwise), like every apiserver test.
 
-* start while the apiserver of the same state folder already runs on another port (another BUDEVAL_KUBE_PORT): a
-  clear error at once, not 60 s of /readyz on a port nothing listens on and "not ready";
+* start while the apiserver (or etcd) of the same state folder already runs on another port (another
+  BUDEVAL_KUBE_PORT or BUDEVAL_ETCD_PORT): a clear error at once, not 60 s of /readyz on a port nothing listens on
+  and "not ready";
 * a PID file whose number now belongs to another process (a copied or restored /tmp, a reboot, a reused PID): not
   taken for a running server, and never signalled by ``stop`` (scripts/kube/pids.sh)."""
 
@@ -59,6 +60,18 @@ def test_start_on_another_port_than_the_running_apiserver_says_so_at_once(
     done = _script(state, "start")
     assert done.returncode != 0
     assert "already runs on port 29100" in done.stderr, done.stderr
+
+
+def test_start_on_another_etcd_port_than_the_running_etcd_says_so_at_once(
+    state: Path, stand_in: subprocess.Popen[bytes]
+) -> None:
+    (state / "etcd.pid").write_text(f"{stand_in.pid}\n")
+    (state / "etcd.port").write_text("29110\n")
+    done = _script(state, "start")
+    assert done.returncode != 0
+    assert "etcd of" in done.stderr and "already runs on port 29110, not BUDEVAL_ETCD_PORT=29210" in done.stderr, (
+        done.stderr
+    )
 
 
 def test_a_pid_file_naming_another_process_is_neither_running_nor_stopped(
