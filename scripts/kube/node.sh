@@ -460,6 +460,25 @@ cni_cleanup() {
   rm -rf "$STATE/cni/ipam"
 }
 
+# The chains the kubelet makes for itself (KUBE-FIREWALL with its INPUT/OUTPUT jumps, KUBE-MARK-DROP/-MASQ, the
+# KUBE-KUBELET-CANARY chains) and kube-proxy's canaries, which `kube-proxy --cleanup` leaves: every KUBE- chain of the
+# filter, nat and mangle tables and the built-in chains' jumps to them. Made again by the next start. Left alone while
+# another kubelet runs on this host (its chains have the same names).
+kube_chains_cleanup() {
+  if pgrep -x kubelet >/dev/null 2>&1; then log "another kubelet runs on this host: its iptables chains stay"; return 0; fi
+  local table rule chain chains
+  for table in filter nat mangle; do
+    iptables -t "$table" -S 2>/dev/null | grep -E '^-A [A-Z]+ .*-j KUBE-' | grep -vE '^-A KUBE-' | while read -r rule; do
+      eval "iptables -t $table ${rule/-A /-D }" 2>/dev/null || log "warning: could not delete $table rule: $rule"
+    done || true
+    chains="$(iptables -t "$table" -S 2>/dev/null | sed -n 's/^-N \(KUBE-[A-Za-z0-9-]*\)$/\1/p')" || true
+    for chain in $chains; do iptables -t "$table" -F "$chain" 2>/dev/null || true; done
+    for chain in $chains; do
+      iptables -t "$table" -X "$chain" 2>/dev/null || log "warning: could not delete $table chain $chain"
+    done
+  done
+}
+
 stop() {
   recall_start
   stop_one workload-controllers
@@ -471,6 +490,7 @@ stop() {
   stop_one containerd
   unmount_state
   cni_cleanup
+  kube_chains_cleanup
   # A later start must not see this kubelet's stale Ready condition.
   [ -f "$KSTATE/admin.token" ] && api DELETE "/api/v1/nodes/$NODE_NAME" >/dev/null 2>&1 || true
   ip link show "$BRIDGE" >/dev/null 2>&1 && ip link delete "$BRIDGE" 2>/dev/null || true

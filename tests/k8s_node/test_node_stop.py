@@ -48,6 +48,15 @@ def container_pids() -> list[int]:
     return pids
 
 
+def kube_chains() -> list[str]:
+    """The KUBE- iptables chains of the filter, nat and mangle tables (the kubelet's and kube-proxy's)."""
+    chains = []
+    for table in ("filter", "nat", "mangle"):
+        out = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True, check=True).stdout
+        chains += [f"{table}/{line.split()[1]}" for line in out.splitlines() if line.startswith("-N KUBE-")]
+    return chains
+
+
 def mounts_under_state() -> list[str]:
     out = subprocess.run(["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True, check=True).stdout
     return [m for m in out.splitlines() if m.startswith(f"{STATE}/")]
@@ -55,11 +64,12 @@ def mounts_under_state() -> list[str]:
 
 def test_stop_after_containerd_was_killed_ends_its_containers(kube_admin: JsonApi, namespace: str) -> None:
     """Also: `stop` run under other BUDEVAL_NODE_NAME / BUDEVAL_NODE_BRIDGE values still removes the Node and the
-    bridge that `start` made (it reads them from the state folder)."""
+    bridge that `start` made (it reads them from the state folder), and leaves no KUBE- iptables chain."""
     name = create_pod(kube_admin, namespace, "sleep 600")
     wait_until(
         lambda: pod(kube_admin, namespace, name)["status"].get("phase") == "Running", "the pod to run", timeout=300
     )
+    assert kube_chains(), "the kubelet made no KUBE- chains: the check after stop would prove nothing"
     running = container_pids()
     assert running and all(alive(p) for p in running), running
     os.kill(int((STATE / "containerd.pid").read_text()), signal.SIGKILL)
@@ -80,6 +90,7 @@ def test_stop_after_containerd_was_killed_ends_its_containers(kube_admin: JsonAp
         assert not left, f"containers or shims still running 10 s after stop: {left}"
 
         assert not mounts_under_state(), mounts_under_state()
+        assert not kube_chains(), kube_chains()
         assert subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True, check=False).returncode != 0
         nodes = kube_admin.request("GET", "/api/v1/nodes", what="nodes")["items"]
         assert node_name() not in [n["metadata"]["name"] for n in nodes]
