@@ -11,8 +11,7 @@ from typing import Literal
 DatasetKind = Literal["qa", "mcq"]
 
 #: How each kind of dataset may be scored (docs/opencompass.md "Scoring"); the first is the kind's default.
-#: ``regex`` is written ``regex:<pattern>``. The scoring code itself runs inside OpenCompass:
-#: budeval/engine/opencompass_plugin/budeval_scoring.py.
+#: ``regex`` is written ``regex:<pattern>``.
 SCORINGS: dict[str, tuple[str, ...]] = {
     "qa": ("contains", "exact", "normalized", "regex", "judge"),
     "mcq": ("option", "exact", "normalized", "regex"),

@@ -258,12 +258,12 @@ SETS_AGAINST_ROWS_SQL = f"""
 """
 
 
-#: The ``predictions`` table's engine clause as a column of the queries over the example sets (one statement, not a
-#: second one to learn whether a TTL may have expired rows the sets still hold: ``PredictionsTtl.predictions_expire``).
-#: The ``predictions`` table's ``engine_full`` (its TTL clause included); also read alone by ``PredictionsTtl``.
+#: The ``predictions`` table's ``engine_full`` (its TTL clause included), read alone by ``PredictionsTtl``.
 PREDICTIONS_ENGINE_SQL = (
     "SELECT any(engine_full) FROM system.tables WHERE database = currentDatabase() AND name = 'predictions'"
 )
+#: :data:`PREDICTIONS_ENGINE_SQL` as a column of the queries over the example sets (one statement, not a second one
+#: to learn whether a TTL may have expired rows the sets still hold: ``PredictionsTtl.predictions_expire``).
 PREDICTIONS_ENGINE_COLUMN = f"({PREDICTIONS_ENGINE_SQL}) AS predictions_engine"
 
 
