@@ -244,8 +244,11 @@ def cmd_migrate(args: argparse.Namespace, out: TextIO | None = None) -> int:
         applied = store.migrate()
         version = store.schema_version()
         ttl = store.apply_predictions_ttl(ttl_s)  # the setting, not a numbered migration: clickhouse_ttl.py
+        # rows changed outside the store: docs/decisions.md "Example sets" (a removal just reconciled them: one pass)
+        refilled = store.reconcile_example_sets() if ttl != "removed" else []
     if args.json:
-        emit_json({"applied": applied, "version": version, "predictions_ttl_s": ttl_s, "predictions_ttl": ttl}, out)
+        emit_json({"applied": applied, "version": version, "predictions_ttl_s": ttl_s, "predictions_ttl": ttl,
+                   "example_sets_refilled": refilled}, out)
         return 0
     if applied:
         out.write(f"applied {', '.join(applied)}; schema version {version}\n")
@@ -255,4 +258,6 @@ def cmd_migrate(args: argparse.Namespace, out: TextIO | None = None) -> int:
         shown = {"set": f"set to {ttl_s} s after stored_at", "removed": "removed (predictions_ttl_s is 0)",
                  "kept foreign": "a TTL budeval did not set is left as it is (predictions_ttl_s is 0)"}[ttl]
         out.write(f"predictions TTL {shown}\n")
+    if refilled:
+        out.write(f"example sets refilled from the rows of {len(refilled)} evaluation(s): {', '.join(refilled[:10])}\n")
     return 0

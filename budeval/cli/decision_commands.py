@@ -19,7 +19,7 @@ from budeval.cli.common import emit_json, store_arg, table
 from budeval.cli.reading import reading_store, verbose_arg
 from budeval.cli.remote_store import ServiceStore
 from budeval.decisions.gate import EXIT_ERROR, GateOptions, GateReport, evaluate_gate
-from budeval.decisions.series import SeriesReport, build_series
+from budeval.decisions.series import MAX_LISTED, SeriesReport, build_series
 from budeval.decisions.stats import CORRECTIONS
 from budeval.errors import BudevalError, GateRefusedError, ValidationError
 
@@ -58,7 +58,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--dataset", help="only this dataset")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level after correction (default 0.05)")
     p.add_argument("--correction", choices=CORRECTIONS, default="holm", help="across checkpoints (default holm)")
-    p.add_argument("--examples", type=int, default=10, metavar="N", help="examples listed per kind (default 10)")
+    p.add_argument("--examples", type=int, default=10, metavar="N", help="listed per kind (0-1000, default 10)")
     store_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON only")
     verbose_arg(p)
@@ -217,8 +217,8 @@ def cmd_series(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     if not 0 < args.alpha < 1:
         raise ValidationError(f"must lie strictly between 0 and 1, not {args.alpha}", field="--alpha")
-    if args.examples < 0:
-        raise ValidationError(f"must be >= 0, not {args.examples}", field="--examples")
+    if not 0 <= args.examples <= MAX_LISTED:
+        raise ValidationError(f"must be 0..{MAX_LISTED}, not {args.examples}", field="--examples")
     with reading_store(args) as store:
         if isinstance(store, ServiceStore):
             report = store.series(args.series, args.dataset, args.alpha, args.correction, args.examples)

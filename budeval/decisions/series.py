@@ -9,12 +9,16 @@ into a report (docs/decisions.md).
 from __future__ import annotations
 
 import math
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from pydantic import BaseModel, Field
 
 from budeval.decisions import stats
-from budeval.errors import NotFoundError
+from budeval.errors import NotFoundError, ValidationError
+
+#: The most examples a series lists per kind and dataset (CLI ``--examples``, API ``examples``): a report, not an export
+#: (the examples' page of the web UI and ``budeval examples`` page through all of them).
+MAX_LISTED = 1000
 
 Kind = Literal["easy", "hard", "learned", "forgotten", "unstable"]
 KINDS: tuple[Kind, ...] = ("easy", "hard", "learned", "forgotten", "unstable")
@@ -48,10 +52,11 @@ class PointRow(BaseModel):
 
 
 class KindRow(BaseModel):
+    """How many examples of a dataset are of a kind over the series."""
+
     dataset: str
     kind: Kind
     examples: int
-    flips: int
 
 
 class ListedExample(BaseModel):
@@ -66,16 +71,25 @@ class ListedExample(BaseModel):
     gold: str = ""
 
 
+class SeriesRows(NamedTuple):
+    """What the store aggregates for a series: per (dataset, checkpoint) the curve's aggregates, per (dataset, kind)
+    the examples, the first ``limit`` examples of each kind but unstable, and per dataset its flips (changes of an
+    example's verdict between its consecutive judgments, over all its examples). All empty when the series has no
+    per-example verdicts."""
+
+    points: list[PointRow]
+    kinds: list[KindRow]
+    listed: list[ListedExample]
+    flips: dict[str, int]
+
+
 class SeriesSource(Protocol):
     """The store's side of the series (implemented by ``ClickHouseStore``)."""
 
     def series_checkpoints(self, series: str) -> list[Checkpoint]: ...
 
-    def series_rows(
-        self, checkpoints: list[Checkpoint], dataset: str | None, limit: int
-    ) -> tuple[list[PointRow], list[KindRow], list[ListedExample]]:
-        """Per (dataset, checkpoint) the curve's aggregates; per (dataset, kind) examples and flips; the first
-        ``limit`` examples of each kind but unstable. Empty lists when the series has no per-example verdicts."""
+    def series_rows(self, checkpoints: list[Checkpoint], dataset: str | None, limit: int) -> SeriesRows:
+        """The :class:`SeriesRows` of these checkpoints (``dataset``: only that one)."""
         ...
 
 
@@ -144,12 +158,14 @@ def build_series(
 ) -> SeriesReport:
     """The series report of series ``series`` (a ``checkpoint.series``, or for evaluations without a checkpoint block
     an ``experiment_id``). Raises NotFoundError when it has no finished evaluation, or none with per-example verdicts
-    (for ``dataset`` when given)."""
+    (for ``dataset`` when given); ValidationError when ``limit`` (examples listed per kind) is not 0..MAX_LISTED."""
+    if not 0 <= limit <= MAX_LISTED:
+        raise ValidationError(f"must be 0..{MAX_LISTED}, not {limit}", field="examples")
     checkpoints = source.series_checkpoints(series)
     if not checkpoints:
         raise NotFoundError(f"no finished evaluation in series {series!r} (checkpoint.series or experiment_id)")
     by_position = {c.position: c for c in checkpoints}
-    points, kinds, listed = source.series_rows(checkpoints, dataset, limit)
+    points, kinds, listed, flips_of = source.series_rows(checkpoints, dataset, limit)
     if not points:
         what = f" on dataset {dataset!r}" if dataset else ""
         raise NotFoundError(f"series {series!r} has no per-example verdicts{what}")
@@ -179,18 +195,16 @@ def build_series(
         gains = [p for p in later if p.significant and (p.delta_vs_first or 0.0) > 0]
         best = max(built, key=lambda p: (p.score, -p.position))
         counts = {k: 0 for k in KINDS}
-        flips = 0
         for k in kinds:
             if k.dataset == name:
                 counts[k.kind] = k.examples
-                flips += k.flips
         lists: dict[str, list[ListedExample]] = {"hard": [], "easy": [], "forgotten": [], "learned": []}
         for ex in listed:
             if ex.dataset == name and ex.kind in lists:
                 lists[ex.kind].append(ex)
         out.append(
             DatasetSeries(
-                dataset=name, points=built, kinds=dict(counts), flips=flips,
+                dataset=name, points=built, kinds=dict(counts), flips=flips_of.get(name, 0),
                 first_significant_gain=gains[0] if gains else None, best=best, examples=lists,
             )
         )

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from budeval.decisions.gate import GateOptions, evaluate_gate
-from budeval.decisions.series import build_series
+from budeval.decisions.series import MAX_LISTED, build_series
 from budeval.decisions.stats import Correction
 from budeval.errors import GateRefusedError, NotFoundError, ValidationError
 
@@ -57,7 +57,7 @@ def decisions_router(deps: Any) -> APIRouter:
         dataset: Annotated[str | None, Query(max_length=200)] = None,
         alpha: Annotated[float, Query(gt=0.0, lt=1.0)] = 0.05,
         correction: Correction = "holm",
-        examples: Annotated[int, Query(ge=0, le=1000)] = 10,
+        examples: Annotated[int, Query(ge=0, le=MAX_LISTED)] = 10,
     ) -> JSONResponse:
         try:
             report = await run_in_threadpool(

@@ -11,17 +11,20 @@ tests compare both ways on the same data)."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 from budeval.decisions.gate import PairedDataset
-from budeval.decisions.series import Checkpoint, KindRow, ListedExample, PointRow
+from budeval.decisions.series import Checkpoint, KindRow, ListedExample, PointRow, SeriesRows
 from budeval.storage.decision_queries import (
     BEST_OF_EXPERIMENT_SQL,
     CHECKPOINTS_SQL,
     EXAMPLE_TEXTS_SQL,
+    LATEST_TEXTS_SQL,
     LATEST_WITH_LABEL_SQL,
     SET_MODELS_SQL,
     SETS_AGAINST_ROWS_SQL,
+    listed_params,
     paired_sets_sql,
     paired_sql,
     series_kinds_sql,
@@ -43,15 +46,14 @@ class StoreDecisions:
     def _prediction_models(self, eval_id: str) -> set[str]:
         raise NotImplementedError
 
-    def predictions_expire(self, engine: str | None = None) -> bool:
+    def predictions_expire(self) -> bool:
         raise NotImplementedError
 
-    def _sets_hold_the_rows(self, eval_ids: list[str], engine: str) -> bool:
+    def _sets_hold_the_rows(self, eval_ids: list[str]) -> bool:
         """Whether the example sets of ``eval_ids`` still describe their prediction rows. Always, unless a TTL on
-        ``predictions`` (``engine``: its ``engine_full``) may have deleted rows (it does not delete their sets): then
-        per evaluation the sets' examples are counted against the rows (:data:`SETS_AGAINST_ROWS_SQL`, one pass over
-        the rows' key range)."""
-        if not self.predictions_expire(str(engine or "")):
+        ``predictions`` may have deleted rows (it does not delete their sets): then per evaluation the sets' examples
+        are counted against the rows (:data:`SETS_AGAINST_ROWS_SQL`, one pass over the rows' key range)."""
+        if not self.predictions_expire():
             return True
         counts: dict[tuple[str, str], int] = {}
         for eval_id, side, n in self._rows("example sets against rows", SETS_AGAINST_ROWS_SQL, {"ids": eval_ids}):
@@ -106,11 +108,10 @@ class StoreDecisions:
             return None
         by_model = pair_by_model(models_b, models_c)
         rows = self._rows("paired example sets", paired_sets_sql(by_model), {"b": baseline, "c": candidate})
-        if not rows or not all(row[5] for row in rows) or not self._sets_hold_the_rows([baseline, candidate],
-                                                                                      rows[0][-1]):
+        if not rows or not all(row[5] for row in rows) or not self._sets_hold_the_rows([baseline, candidate]):
             return None
         out: list[PairedDataset] = []
-        for dataset, unit_model, paired, only_b, only_c, _single, losses, gains, mean_b, mean_c, _engine in rows:
+        for dataset, unit_model, paired, only_b, only_c, _single, losses, gains, mean_b, mean_c in rows:
             ties = int(paired) - int(losses) - int(gains)
             histogram = [(v, n) for v, n in ((-100.0, int(losses)), (0.0, ties), (100.0, int(gains))) if n]
             out.append(
@@ -151,7 +152,8 @@ class StoreDecisions:
     def series_checkpoints(self, series: str) -> list[Checkpoint]:
         """The finished evaluations of series ``series`` in training order (:data:`CHECKPOINTS_SQL`: the checkpoint
         columns, else ``experiment_id`` and the ``step`` label; then creation)."""
-        rows = self._rows("series checkpoints", CHECKPOINTS_SQL, {"series": series})
+        rows = sorted(self._rows("series checkpoints", CHECKPOINTS_SQL, {"series": series}),
+                      key=lambda r: (r[1] is None, r[1] or 0, r[3] is None, r[3] or _EPOCH, str(r[0])))
         return [
             Checkpoint(position=position, eval_id=str(eval_id), step=None if step is None else int(step),
                        tokens_seen=None if tokens is None else int(tokens))
@@ -179,29 +181,38 @@ class StoreDecisions:
 
     def series_kinds(
         self, checkpoints: list[Checkpoint], dataset: str | None, limit: int
-    ) -> tuple[list[KindRow], list[ListedExample]]:
-        """Per (dataset, kind) the examples and flips over the series, and the first ``limit`` examples of each kind
-        but unstable, with prompt and gold."""
+    ) -> tuple[list[KindRow], list[ListedExample], dict[str, int]]:
+        """Per (dataset, kind) the examples over the series, the first ``limit`` examples of each kind but unstable
+        with prompt and gold, and per dataset the flips (its kinds' flips summed)."""
         params = self._series_params(checkpoints, dataset) | {"limit": max(1, int(limit))}
         rows = self._rows("series kinds", series_kinds_sql(dataset is not None), params)
-        kinds: dict[tuple[str, str], KindRow] = {}
+        kinds: dict[tuple[str, str], tuple[KindRow, int]] = {}
         listed: list[tuple[str, int, str, int]] = []
         for ds, index, kind, first_right, examples, flips in rows:
-            kinds[(ds, kind)] = KindRow(dataset=ds, kind=kind, examples=int(examples), flips=int(flips))
+            kinds[(ds, kind)] = (KindRow(dataset=ds, kind=kind, examples=int(examples)), int(flips))
             if kind != "unstable" and limit > 0:  # the query lists at least one of each kind for the totals
                 listed.append((ds, int(index), kind, int(first_right)))
-        return list(kinds.values()), self._listed_examples(checkpoints, listed)
+        flips_of: dict[str, int] = {}
+        for (ds, _), (_, flips) in kinds.items():
+            flips_of[ds] = flips_of.get(ds, 0) + flips
+        return [k for k, _ in kinds.values()], self._listed_examples(checkpoints, listed), flips_of
 
     def _listed_examples(
         self, checkpoints: list[Checkpoint], listed: list[tuple[str, int, str, int]],
-        holding: list[Checkpoint] | None = None,
+        latest_of: dict[str, str] | None = None,
     ) -> list[ListedExample]:
-        """(dataset, example_index, kind, first right position) as ListedExamples with prompt and gold: one IN lookup
-        of only these examples in predictions, in the checkpoints ``holding`` them (default: all)."""
+        """(dataset, example_index, kind, first right position) as ListedExamples with prompt and gold from one IN
+        lookup of only these examples in predictions: from each example's latest checkpoint that judged it
+        (:data:`EXAMPLE_TEXTS_SQL`), or, given ``latest_of`` (dataset -> the eval id of its latest checkpoint, which
+        judged every example of the dataset), from that one evaluation (:data:`LATEST_TEXTS_SQL`)."""
         texts: dict[tuple[str, int], tuple[str, str]] = {}
-        if listed:
-            pairs = [(ds, index) for ds, index, _, _ in listed]
-            params = self._series_params(holding or checkpoints, None) | {"pairs": pairs}
+        if listed and latest_of is not None:
+            params = {"ids": sorted(set(latest_of.values()))} | listed_params([(ds, i) for ds, i, _, _ in listed])
+            for eval_id, ds, index, prompt, gold in self._rows("series example texts", LATEST_TEXTS_SQL, params):
+                if latest_of.get(ds) == eval_id:
+                    texts[(ds, int(index))] = (prompt or "", gold or "")
+        elif listed:
+            params = self._series_params(checkpoints, None) | listed_params([(ds, i) for ds, i, _, _ in listed])
             for ds, index, prompt, gold in self._rows("series example texts", EXAMPLE_TEXTS_SQL, params):
                 texts[(ds, int(index))] = (prompt or "", gold or "")
         by_position = {c.position: c.eval_id for c in checkpoints}
@@ -218,9 +229,7 @@ class StoreDecisions:
             )
         return examples
 
-    def series_rows(
-        self, checkpoints: list[Checkpoint], dataset: str | None, limit: int
-    ) -> tuple[list[PointRow], list[KindRow], list[ListedExample]]:
+    def series_rows(self, checkpoints: list[Checkpoint], dataset: str | None, limit: int) -> SeriesRows:
         """:meth:`series_points` and :meth:`series_kinds` together: from the example sets in one query when every
         dataset's checkpoints judged the same examples by one verdict each, else from the rows. No points: nothing."""
         if self.decisions_from_sets:
@@ -229,56 +238,83 @@ class StoreDecisions:
                 return from_sets
         points = self.series_points(checkpoints, dataset)
         if not points:
-            return [], [], []
-        kinds, listed = self.series_kinds(checkpoints, dataset, limit)
-        return points, kinds, listed
+            return SeriesRows([], [], [], {})
+        return SeriesRows(points, *self.series_kinds(checkpoints, dataset, limit))
 
-    def _series_from_sets(
-        self, checkpoints: list[Checkpoint], dataset: str | None, limit: int
-    ) -> tuple[list[PointRow], list[KindRow], list[ListedExample]] | None:
-        params = self._series_params(checkpoints, dataset) | {"limit": max(1, int(limit))}
-        rows = self._rows("series example sets", series_sets_sql(dataset is not None), params)
-        if not rows or not all(row[1] for row in rows):
-            return None
-        if not self._sets_hold_the_rows([c.eval_id for c in checkpoints], rows[0][-1]):
+    def _series_from_sets(self, checkpoints: list[Checkpoint], dataset: str | None, limit: int) -> SeriesRows | None:
+        """:meth:`series_rows` from the example sets (:func:`series_sets_sql`, one row per dataset and checkpoint);
+        None when a dataset is not eligible there (or the sets may hold rows a TTL deleted): the rows decide then."""
+        params: dict[str, Any] = {"ids": [c.eval_id for c in checkpoints], "limit": max(1, int(limit))}
+        if dataset is not None:
+            params["dataset"] = dataset
+        sql = series_sets_sql(dataset is not None)
+        by_dataset: dict[str, list[_SetsRow]] = {}
+        for row in sorted(self._rows("series example sets", sql, params), key=lambda r: (r[0], r[1])):
+            by_dataset.setdefault(str(row[0]), []).append(_SetsRow(*row))
+        for ds_rows in by_dataset.values():  # one verdict per example, the same examples at every checkpoint
+            n = ds_rows[0].n
+            if any(r.n != n or r.rows != n or r.judged_n != n for r in ds_rows):
+                return None
+        if not by_dataset or not self._sets_hold_the_rows([c.eval_id for c in checkpoints]):
             return None
         points: list[PointRow] = []
         kinds: list[KindRow] = []
+        flips_of: dict[str, int] = {}
         listed: list[tuple[str, int, str, int]] = []
-        for row in rows:
-            (ds, _eligible, curve, examples, forgotten_flips, easy, forgotten_listed, hard, learned_by_position,
-             right_at, _engine) = row
-            ps = [int(c[0]) for c in curve]
-            all_flips = 0
-            right_first = curve[0][2]  # right ones at the first checkpoint
-            for i, (pos, n, nr, learned, forgotten, gains) in enumerate(curve):
-                all_flips += learned + forgotten
+        for ds, ds_rows in by_dataset.items():
+            first, latest, n = ds_rows[0], ds_rows[-1], int(ds_rows[0].n)
+            for k, r in enumerate(ds_rows):
                 points.append(PointRow(
-                    dataset=ds, position=int(pos), examples=int(n), mean=nr / n,
-                    var=nr * (n - nr) / (n * (n - 1)) if n > 1 else math.nan, replicas=1,
-                    with_previous=int(n) if i else 0, learned=int(learned), forgotten=int(forgotten),
-                    losses_vs_first=int(gains - (nr - right_first)), gains_vs_first=int(gains),
+                    dataset=ds, position=int(r.pos), examples=n, mean=r.nr / n,
+                    var=r.nr * (n - r.nr) / (n * (n - 1)) if n > 1 else math.nan, replicas=1,
+                    with_previous=n if k else 0, learned=int(r.learned), forgotten=int(r.forgotten),
+                    losses_vs_first=int(r.gains - (r.nr - first.nr)), gains_vs_first=int(r.gains),
                 ))
-            n_easy, n_forgotten, n_hard, n_learned, n_unstable = (int(x) for x in examples)
-            flips = {"easy": 0, "forgotten": int(forgotten_flips), "hard": 0, "learned": n_learned,
-                     "unstable": all_flips - int(forgotten_flips) - n_learned}
-            counts = {"easy": n_easy, "forgotten": n_forgotten, "hard": n_hard, "learned": n_learned,
-                      "unstable": n_unstable}
-            kinds += [KindRow(dataset=ds, kind=k, examples=counts[k], flips=flips[k])  # type: ignore[arg-type]
+            n_easy = int(first.stays_n)
+            n_learned = sum(int(r.stays_n) for r in ds_rows[1:])
+            counts = {"easy": n_easy, "forgotten": int(latest.ever_n - latest.latest_n), "hard": n - int(latest.ever_n),
+                      "learned": n_learned, "unstable": int(latest.latest_n) - n_easy - n_learned}
+            # every example judged at every checkpoint: its flips are the transitions between consecutive checkpoints
+            flips_of[ds] = sum(int(r.learned + r.forgotten) for r in ds_rows)
+            kinds += [KindRow(dataset=ds, kind=k, examples=counts[k])  # type: ignore[arg-type]
                       for k in sorted(counts) if counts[k]]
             if limit <= 0:
                 continue
-            first_right = {}
-            for j, index in enumerate(forgotten_listed):  # the first checkpoint where right
-                first_right[int(index)] = next((int(ps[k]) for k, at in enumerate(right_at) if at[j]), 0)
-            listed += [(ds, int(x), "easy", int(ps[0])) for x in easy]
-            listed += [(ds, int(x), "forgotten", first_right[int(x)]) for x in forgotten_listed]
-            listed += [(ds, int(x), "hard", 0) for x in hard]
-            by_learning = [(int(ps[k]), int(x)) for k in reversed(range(len(ps))) for x in learned_by_position[k]]
-            listed += [(ds, x, "learned", pos) for pos, x in by_learning[: max(1, int(limit))]]
-        latest = {int(row[2][-1][0]) for row in rows}  # each dataset's latest checkpoint judged all its examples
-        holding = [c for c in checkpoints if c.position in latest]
-        return points, kinds, self._listed_examples(checkpoints, listed, holding)
+            listed += [(ds, int(x), "easy", int(first.pos)) for x in sorted(first.stays_listed)]
+            listed += sorted((ds, int(x), "forgotten", int(r.pos)) for r in ds_rows for x in r.forgotten_listed)
+            listed += [(ds, int(x), "hard", 0) for x in sorted(first.hard_listed)]
+            learned = [(ds, int(x), "learned", int(r.pos))  # the latest learned first
+                       for r in reversed(ds_rows[1:]) for x in sorted(r.stays_listed)]
+            listed += learned[: int(limit)]
+        # each dataset's latest checkpoint judged all its examples: the prompts are read there only
+        eval_at = {c.position: c.eval_id for c in checkpoints}
+        latest_of = {ds: eval_at[int(ds_rows[-1].pos)] for ds, ds_rows in by_dataset.items()}
+        return SeriesRows(points, kinds, self._listed_examples(checkpoints, listed, latest_of), flips_of)
+
+
+class _SetsRow(NamedTuple):
+    """A row of :func:`~budeval.storage.decision_queries.series_sets_sql` (its docstring defines the columns)."""
+
+    dataset: str
+    pos: int
+    n: int
+    rows: int
+    judged_n: int
+    nr: int
+    learned: int
+    forgotten: int
+    gains: int
+    ever_n: int
+    latest_n: int
+    stays_n: int
+    stays_listed: list[int]
+    forgotten_listed: list[int]
+    hard_listed: list[int]
+
+
+#: Stands for a missing creation time in :meth:`StoreDecisions.series_checkpoints`' sort key (never compared with
+#: a real one: the key's "missing" flag comes first).
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _finite(value: Any) -> float:

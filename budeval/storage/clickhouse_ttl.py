@@ -20,12 +20,28 @@ import re
 from typing import Any, Literal
 
 from budeval.errors import ValidationError
-from budeval.storage.decision_queries import PREDICTIONS_ENGINE_SQL, SETS_AGAINST_ROWS_SQL
+from budeval.storage.decision_queries import PREDICTIONS_CREATE_SQL
 from budeval.storage.migrations import EXAMPLE_SETS_SELECT
+
+#: The evaluations whose example sets differ from the sets of their rows (``predictions FINAL``), group by group
+#: (a group missing on one side compares with empty bitmaps: ``join_use_nulls`` is off).
+RECONCILE_SETS_SQL = f"""
+    SELECT DISTINCT eval_id
+    FROM (SELECT eval_id, dataset, model, run_id, replica, judged, judged_right, scored_only
+          FROM example_sets FINAL) AS s
+    FULL OUTER JOIN ({EXAMPLE_SETS_SELECT}
+                     FROM predictions FINAL GROUP BY eval_id, dataset, model, run_id, replica) AS r
+        USING (eval_id, dataset, model, run_id, replica)
+    WHERE bitmapXorCardinality(s.judged, r.judged) > 0 OR bitmapXorCardinality(s.judged_right, r.judged_right) > 0
+       OR bitmapXorCardinality(s.scored_only, r.scored_only) > 0
+    SETTINGS join_use_nulls = 0
+"""
 
 #: How ClickHouse prints budeval's TTL back in ``system.tables.engine_full``.
 _OURS = re.compile(r"\bTTL\s+stored_at\s*\+\s*toIntervalSecond\((\d+)\)")
 _ANY_TTL = re.compile(r"\bTTL\b")
+#: A single-quoted SQL string literal as ClickHouse prints one (backslash escapes).
+_LITERAL = re.compile(r"'(?:[^'\\]|\\.)*'")
 
 TtlChange = Literal["unchanged", "set", "removed", "kept foreign"]
 
@@ -39,20 +55,28 @@ class PredictionsTtl:
     def _command(self, what: str, sql: str, params: dict[str, Any] | None = None) -> None:
         raise NotImplementedError
 
-    def _predictions_engine(self) -> str:
-        rows = self._rows("read the predictions table's TTL", PREDICTIONS_ENGINE_SQL)
+    def _predictions_create(self) -> str:
+        """The ``predictions`` table's ``SHOW CREATE`` (as cheap as ``SELECT 1``; ``system.tables`` costs ~2 ms)."""
+        rows = self._rows("read the predictions table's TTL", PREDICTIONS_CREATE_SQL)
         return str(rows[0][0] or "") if rows else ""
+
+    def _predictions_engine(self) -> str:
+        """The ``predictions`` table's engine clause as ``system.tables.engine_full`` spells it (``ReplacingMergeTree
+        ORDER BY ... TTL ... SETTINGS ...``): the lines of its ``SHOW CREATE`` from ``ENGINE =`` on, one line."""
+        _, found, engine = self._predictions_create().partition("\nENGINE = ")
+        return " ".join(engine.split()) if found else ""
 
     def predictions_ttl(self) -> int | None:
         """Seconds of budeval's TTL on ``predictions``; None when the table has none (or one budeval did not set)."""
         match = _OURS.search(self._predictions_engine())
         return int(match.group(1)) if match else None
 
-    def predictions_expire(self, engine: str | None = None) -> bool:
-        """Whether ``predictions`` has any TTL (budeval's or a hand-written one): rows may then have left the table
-        without the store's deletes, so their example sets (migration 7) may hold more than the rows. ``engine``:
-        the table's ``engine_full`` when the caller read it already (else it is read)."""
-        return bool(_ANY_TTL.search(self._predictions_engine() if engine is None else engine))
+    def predictions_expire(self) -> bool:
+        """Whether ``predictions`` has any TTL -- budeval's, a hand-written table TTL, or a column's (which empties
+        that column, e.g. the verdicts, when it expires): rows or verdicts may then have left the table without the
+        store's deletes, so their example sets (migration 7) may hold more than the rows. Read from the whole
+        ``SHOW CREATE`` without its string literals (a column comment saying "TTL" is not one)."""
+        return bool(_ANY_TTL.search(_LITERAL.sub("''", self._predictions_create())))
 
     def apply_predictions_ttl(self, ttl_s: int) -> TtlChange:
         """Make the table's TTL ``ttl_s`` seconds after ``stored_at`` (0: no TTL). Idempotent; needs migration 8.
@@ -68,7 +92,7 @@ class PredictionsTtl:
             if match is None:
                 return "kept foreign" if _ANY_TTL.search(engine) else "unchanged"
             self._command("remove the predictions TTL", "ALTER TABLE predictions REMOVE TTL")
-            self._refill_expired_example_sets()
+            self.reconcile_example_sets()
             return "removed"
         if current == ttl_s:
             return "unchanged"
@@ -77,21 +101,20 @@ class PredictionsTtl:
         )
         return "set"
 
-    def _refill_expired_example_sets(self) -> list[str]:
-        """Make the example sets of evaluations whose rows the TTL deleted equal their rows again (the sets of the
-        evaluations that no longer have as many rows as examples: deleted, then filled from ``predictions FINAL``).
-        Without a TTL the decisions read the sets unchecked (docs/decisions.md "Example sets"). The ids refilled."""
-        ids = [str(r[0]) for r in self._rows("evaluations with example sets",
-                                             "SELECT DISTINCT eval_id FROM example_sets")]
-        if not ids:
-            return []
-        counts: dict[tuple[str, str], int] = {}
-        for eval_id, side, n in self._rows("example sets against rows", SETS_AGAINST_ROWS_SQL, {"ids": ids}):
-            counts[(str(eval_id), str(side))] = int(n)
-        stale = [e for e in ids if counts.get((e, "sets"), 0) != counts.get((e, "rows"), 0)]
+    def reconcile_example_sets(self) -> list[str]:
+        """Make every evaluation's example sets equal the sets of its rows again; the eval ids refilled (sorted).
+
+        The sets follow the rows exactly while rows change only through the store (insert, or delete then insert).
+        What changes them otherwise leaves the sets behind, and no decision can see it cheaply: a TTL that deleted
+        rows or emptied verdicts and was then removed, an ``INSERT`` that replaces a row in place (same key, another
+        verdict: the union keeps the old one). This recomputes every group's bitmaps from ``predictions FINAL`` and
+        compares (:data:`RECONCILE_SETS_SQL`, one pass over the table), then deletes and refills the sets of the
+        evaluations that differ. Run by ``budeval migrate`` (the chart's migration Job) and when budeval removes its
+        TTL; docs/decisions.md "Example sets"."""
+        stale = sorted(str(r[0]) for r in self._rows("compare the example sets with the rows", RECONCILE_SETS_SQL))
         if stale:
             params = {"ids": stale}
-            self._command("delete expired example sets", "DELETE FROM example_sets WHERE eval_id IN %(ids)s", params)
+            self._command("delete stale example sets", "DELETE FROM example_sets WHERE eval_id IN %(ids)s", params)
             self._command(
                 "refill example sets",
                 f"INSERT INTO example_sets {EXAMPLE_SETS_SELECT} FROM predictions FINAL WHERE eval_id IN %(ids)s "

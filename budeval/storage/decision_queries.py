@@ -1,10 +1,14 @@
 """SQL of the decisions (regression gate, checkpoint series): per-example pairing and aggregation run in ClickHouse,
 so only a handful of numbers per dataset (and a histogram of per-example differences) leave the store.
 
-docs/decisions.md shows the same queries for analysts to run by hand.
+docs/decisions.md shows the same queries for analysts to run by hand. No ``;`` anywhere in them, comments included:
+clickhouse-connect then runs its Python tokenizer over the whole bound statement to strip trailing semicolons (~2 ms
+for the series' set query with 50 eval ids; tests/decisions/test_series.py checks).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from budeval.storage.queries import PROMPT_CHARS
 
@@ -113,18 +117,19 @@ LATEST_WITH_LABEL_SQL = """
 
 
 # -- checkpoint series ------------------------------------------------------------------------------------------------
-#: The checkpoints of series ``series``, in training order. An evaluation belongs to it by its request's
-#: ``checkpoint`` block (columns ``checkpoint_series``, ``checkpoint_step``, ``checkpoint_tokens``; migration 6);
-#: an evaluation without one (stored before migration 6, or sent without the block) belongs by ``experiment_id`` with
-#: its ``step`` label as the step (when an integer). Ordered by step, those without one after every numbered one, by
-#: creation time.
+#: The checkpoints of series ``series`` (the caller orders them: ``ClickHouseStore.series_checkpoints``). An
+#: evaluation belongs to it by its request's ``checkpoint`` block (columns ``checkpoint_series``, ``checkpoint_step``,
+#: ``checkpoint_tokens``; migration 6); an evaluation without one (stored before migration 6, or sent without the
+#: block) belongs by ``experiment_id`` with its ``step`` label as the step (when an integer: ``toUInt64OrNull``).
+#: Columns: eval id, step, tokens seen, creation time. Training order: by step, those without one after every
+#: numbered one, then by creation time (none last), then eval id -- sorted by the caller, not by an ``ORDER BY``
+#: (~1.5 ms of the series' analysis).
 CHECKPOINTS_SQL = """
-    SELECT eval_id, if(checkpoint_series != '', checkpoint_step, toUInt64OrNull(labels['step'])) AS step,
+    SELECT eval_id, if(checkpoint_series != '', checkpoint_step, toUInt64OrNull(labels['step'])),
            checkpoint_tokens, created_at
     FROM evaluations FINAL
     WHERE (checkpoint_series = %(series)s OR (checkpoint_series = '' AND experiment_id = %(series)s))
       AND status IN ('completed', 'partial', 'reused')
-    ORDER BY step ASC NULLS LAST, created_at ASC NULLS LAST, eval_id ASC
 """
 
 
@@ -206,16 +211,36 @@ def series_kinds_sql(with_dataset: bool) -> str:
     """
 
 
-#: Prompt and gold of listed examples (``pairs``: (dataset, example_index) tuples) from the latest checkpoint of
-#: ``ids`` (positions ``positions``) that judged the example. From the example sets, ``ids`` is only each dataset's
-#: latest checkpoint (every checkpoint judged the same examples there): the same rows, one evaluation's key range read
-#: instead of every checkpoint's.
+#: The rows of listed examples: parameters ``indices`` and ``keys`` from :func:`listed_params`. Not ``(dataset,
+#: example_index) IN [(...), ...]``: a literal of tuples is analysed element by element (~3 ms for 80), an array of
+#: plain strings or numbers is one literal; ``example_index IN`` lets the primary key skip the other granules.
+_LISTED = "example_index IN %(indices)s AND has(%(keys)s, concat(dataset, ':', toString(example_index)))"
+
+
+def listed_params(pairs: list[tuple[str, int]]) -> dict[str, list[Any]]:
+    """``indices`` and ``keys`` of the (dataset, example_index) ``pairs`` for :data:`EXAMPLE_TEXTS_SQL` /
+    :data:`LATEST_TEXTS_SQL`: a key is ``dataset:example_index`` (one-to-one: the index is the digits after the
+    last ``:``)."""
+    return {"indices": sorted({int(i) for _, i in pairs}), "keys": sorted({f"{d}:{int(i)}" for d, i in pairs})}
+
+
+#: Prompt and gold of listed examples (:func:`listed_params`) from the latest checkpoint of ``ids`` (positions
+#: ``positions``) that judged the example.
 EXAMPLE_TEXTS_SQL = f"""
     SELECT dataset, example_index, argMax(leftUTF8(prompt, {PROMPT_CHARS}), pos), argMax(gold, pos)
     FROM (SELECT dataset, example_index, prompt, gold, transform(eval_id, %(ids)s, %(positions)s, 0) AS pos
           FROM predictions
-          WHERE eval_id IN %(ids)s AND (dataset, example_index) IN %(pairs)s AND correct IS NOT NULL)
+          WHERE eval_id IN %(ids)s AND {_LISTED} AND correct IS NOT NULL)
     GROUP BY dataset, example_index
+"""
+
+#: :data:`EXAMPLE_TEXTS_SQL` when one evaluation per dataset judged all of its examples (the series from the example
+#: sets: each dataset's latest checkpoint): the listed examples' rows in the evaluations ``ids`` with their eval id,
+#: the caller keeping each dataset's own (no ranking in SQL: ~2 ms less analysis).
+LATEST_TEXTS_SQL = f"""
+    SELECT eval_id, dataset, example_index, leftUTF8(prompt, {PROMPT_CHARS}), gold
+    FROM predictions
+    WHERE eval_id IN %(ids)s AND {_LISTED} AND correct IS NOT NULL
 """
 
 
@@ -258,21 +283,17 @@ SETS_AGAINST_ROWS_SQL = f"""
 """
 
 
-#: The ``predictions`` table's ``engine_full`` (its TTL clause included), read alone by ``PredictionsTtl``.
-PREDICTIONS_ENGINE_SQL = (
-    "SELECT any(engine_full) FROM system.tables WHERE database = currentDatabase() AND name = 'predictions'"
-)
-#: :data:`PREDICTIONS_ENGINE_SQL` as a column of the queries over the example sets (one statement, not a second one
-#: to learn whether a TTL may have expired rows the sets still hold: ``PredictionsTtl.predictions_expire``).
-PREDICTIONS_ENGINE_COLUMN = f"({PREDICTIONS_ENGINE_SQL}) AS predictions_engine"
+#: The ``predictions`` table's definition, its TTL clause included (read by ``PredictionsTtl``): ``SHOW CREATE`` costs
+#: about what ``SELECT 1`` does, where ``system.tables.engine_full`` (alone or as a column of a decision's query)
+#: costs ~2 ms of query analysis and a system table read.
+PREDICTIONS_CREATE_SQL = "SHOW CREATE TABLE predictions"
 
 
 def paired_sets_sql(by_model: bool) -> str:
     """:func:`paired_sql`'s columns from the example sets, for evaluations judged by one verdict per example.
     ``single``: true when that holds on both sides (every compared row is a verdict and no example has two rows: the
     groups' cardinalities add up to their union's); the other columns are exact only then. Per side: ``p`` the
-    compared examples, ``r`` the right ones; losses = right in the baseline and judged wrong in the candidate. The last
-    column is :data:`PREDICTIONS_ENGINE_COLUMN`."""
+    compared examples, ``r`` the right ones; losses = right in the baseline and judged wrong in the candidate."""
     unit_model = "model" if by_model else "''"
     return f"""
     SELECT dataset, unit_model,
@@ -286,8 +307,7 @@ def paired_sets_sql(by_model: bool) -> str:
            bitmapAndCardinality(r_b, j_c) - bitmapAndCardinality(r_b, r_c) AS losses,
            bitmapAndCardinality(r_c, j_b) - bitmapAndCardinality(r_b, r_c) AS gains,
            100 * bitmapAndCardinality(r_b, j_c) / paired AS mean_b,
-           100 * bitmapAndCardinality(r_c, j_b) / paired AS mean_c,
-           {PREDICTIONS_ENGINE_COLUMN}
+           100 * bitmapAndCardinality(r_c, j_b) / paired AS mean_c
     FROM (
         SELECT dataset, {unit_model} AS unit_model,
                groupBitmapOrStateIf(judged, eval_id = %(b)s) AS j_b,
@@ -308,76 +328,62 @@ def paired_sets_sql(by_model: bool) -> str:
 
 
 def series_sets_sql(with_dataset: bool) -> str:
-    """The series from the example sets: one row per dataset with ``eligible``, the ``curve`` (per checkpoint in
-    training order a tuple (position, examples, right ones, learned from the previous checkpoint, forgotten from it,
-    gains against the first); McNemar's losses against the first follow: gains - (right - right at the first)), the
-    kinds (``kind_examples`` in the order easy, forgotten, hard, learned, unstable; ``forgotten_flips``) and the first
-    ``limit`` examples of each kind but unstable (learned ones per checkpoint where they were learned, and
-    ``right_at[checkpoint][k]``: whether the k-th listed forgotten example is right there, for its first right
-    checkpoint).
+    """The series from the example sets: one row per (dataset, checkpoint position), in no order (the caller sorts:
+    a final ``ORDER BY`` is one more sort of the bitmaps, ~3 ms).
 
-    Exact when ``eligible``: every checkpoint judged the same examples of the dataset, each by one verdict (then an
-    example's previous checkpoint is the previous one, and its first the first). Kinds from sets: easy = right at
-    every checkpoint, hard = judged and never right, forgotten = ever right minus right at the latest; an example right
-    at the latest was wrong again after a first right (unstable) exactly when it was ever dropped (right -> wrong);
-    learned = right at the latest minus easy minus unstable, each with exactly one flip. Parameters: ``ids``,
-    ``positions``, ``limit`` and ``dataset`` when filtered; the last column is :data:`PREDICTIONS_ENGINE_COLUMN`.
-    The listed arrays are sorted: ClickHouse keeps a bitmap of at most 32 elements as a small hash set, whose
-    ``bitmapToArray`` is in hash order (``bitmapSubsetLimit`` does pick the smallest elements).
+    Columns: ``dataset``, ``pos``; ``n`` the judged examples there, ``rows`` their verdict rows and ``judged_n`` the
+    examples judged at any checkpoint of the dataset (the caller's eligibility check: ``rows = n`` everywhere, one
+    ``n`` per dataset, ``judged_n = n``); the curve: ``nr`` (right ones), ``learned`` / ``forgotten`` (wrong ->
+    right / right -> wrong from the previous checkpoint), ``gains`` (right here, wrong at the first; McNemar's losses
+    against the first follow: gains - (nr - nr at the first)); for the kinds: ``ever_n`` (right at some
+    checkpoint), ``latest_n`` (right at the latest), ``stays_n`` (first right here and right at every later
+    checkpoint: at the first position the easy examples, later the ones learned here); the listed examples, each the
+    first ``limit`` by index: ``stays_listed`` (of ``stays_n``), ``forgotten_listed`` (the listed forgotten examples
+    whose first right checkpoint is this one), ``hard_listed`` (judged and never right, the same on every row). The
+    caller sums (the flips are the transitions ``learned`` + ``forgotten``), and sorts the lists: a bitmap of at most
+    32 elements is a hash set, whose ``bitmapToArray`` is in hash order (``bitmapSubsetLimit`` does pick the
+    smallest elements).
 
-    Written for ClickHouse's query analysis as much as for its execution: over 50 checkpoints x 10,000 examples the
-    execution takes ~8 ms and analysing the text ~20 ms, which grows with every function call in it -- so the curve
-    leaves as one array of tuples (no per-column extraction), its arithmetic is the caller's, and every derived set is
-    a column of a subquery (named once, not an alias expanded at each use). docs/decisions.md "Benchmark"."""
+    Exact when eligible: every checkpoint judged the same examples of the dataset, each by one verdict (then an
+    example's previous checkpoint is the previous one, and its first the first). Kinds from these: easy = ``stays_n``
+    at the first position, learned = ``stays_n`` at the later ones (one flip, wrong -> right), hard = n - ``ever_n``,
+    forgotten = ``ever_n`` - ``latest_n``, unstable = ``latest_n`` - easy - learned. Parameters: ``ids`` (eval ids in
+    training order), ``limit``, and ``dataset`` when filtered.
+
+    Written for ClickHouse's query analysis as much as for its execution (over 50 checkpoints x 10,000 examples the
+    analysis is most of the time, and it grows with every function call and query level): one level of window
+    functions over the per-checkpoint bitmaps -- the previous and first checkpoint's, the union and the latest of the
+    dataset, the union before each checkpoint and the intersection from it on -- and no lambdas, no arrays of bitmaps.
+    docs/decisions.md "Benchmark"."""
     dataset_filter = "AND dataset = %(dataset)s" if with_dataset else ""
     return f"""
-    SELECT dataset, eligible, curve,
-           [bitmapCardinality(always_right), bitmapCardinality(forgotten_kind), bitmapCardinality(hard),
-            bitmapCardinality(learned_kind), bitmapCardinality(unstable)] AS kind_examples,
-           arraySum(arrayMap(c -> bitmapAndCardinality(forgotten_kind, c), sets.4)) AS forgotten_flips,
-           arraySort(bitmapToArray(bitmapSubsetLimit(always_right, 0, %(limit)s))) AS easy_listed,
-           forgotten_listed,
-           arraySort(bitmapToArray(bitmapSubsetLimit(hard, 0, %(limit)s))) AS hard_listed,
-           arrayMap(s -> arraySort(bitmapToArray(bitmapSubsetLimit(bitmapAnd(learned_kind, s), 0, %(limit)s))),
-                    sets.3) AS learned_by_position,
-           arrayMap(r -> arrayMap(x -> bitmapContains(r, x), forgotten_listed), sets.2) AS right_at,
-           {PREDICTIONS_ENGINE_COLUMN}
+    SELECT dataset, pos, n, rows, bitmapCardinality(judged_any) AS judged_n,
+           bitmapCardinality(r) AS nr, bitmapAndnotCardinality(r, prev) AS learned,
+           bitmapAndnotCardinality(prev, r) AS forgotten, bitmapAndnotCardinality(r, first) AS gains,
+           bitmapCardinality(ever) AS ever_n, bitmapCardinality(latest) AS latest_n,
+           bitmapAndCardinality(first_right, right_on) AS stays_n,
+           bitmapToArray(bitmapSubsetLimit(bitmapAnd(first_right, right_on), 0, %(limit)s)) AS stays_listed,
+           bitmapToArray(bitmapAnd(first_right, bitmapSubsetLimit(bitmapAndnot(ever, latest), 0, %(limit)s)))
+               AS forgotten_listed,
+           bitmapToArray(bitmapSubsetLimit(bitmapAndnot(v, ever), 0, %(limit)s)) AS hard_listed
     FROM (
-        SELECT *, arraySort(bitmapToArray(bitmapSubsetLimit(forgotten_kind, 0, %(limit)s))) AS forgotten_listed
+        -- per (dataset, checkpoint): judged v, right r, and along the series (window series: the dataset's checkpoints
+        -- in order, before: the earlier ones, from_here: this one and the later ones)
+        SELECT dataset, pos, n, rows, v, r,
+               lagInFrame(r, 1, r) OVER series AS prev, first_value(r) OVER series AS first,
+               groupBitmapOrState(v) OVER series AS judged_any, groupBitmapOrState(r) OVER series AS ever,
+               last_value(r) OVER series AS latest,
+               bitmapAndnot(r, groupBitmapOrState(r) OVER before) AS first_right,
+               groupBitmapAndState(r) OVER from_here AS right_on
         FROM (
-            -- the kinds; sets[-1].2: right at the latest checkpoint
-            SELECT *,
-                   bitmapAndnot(judged, ever_right) AS hard,
-                   bitmapAndnot(ever_right, sets[-1].2) AS forgotten_kind,
-                   bitmapAnd(sets[-1].2, ever_dropped) AS unstable,
-                   bitmapAndnot(bitmapAndnot(sets[-1].2, always_right), ever_dropped) AS learned_kind
-            FROM (
-                -- per dataset: curve and sets (right, learned, changed) in position order
-                SELECT dataset,
-                       arraySort(groupArray((pos, n, bitmapCardinality(r), bitmapAndnotCardinality(r, prev),
-                                             bitmapAndnotCardinality(prev, r), bitmapAndnotCardinality(r, first))))
-                           AS curve,
-                       arraySort(x -> x.1, groupArray((pos, r, bitmapAndnot(r, prev), bitmapXor(r, prev)))) AS sets,
-                       min(rows = n) AND min(n) = max(n) AND bitmapCardinality(groupBitmapOrState(v)) = max(n)
-                           AS eligible,
-                       any(v) AS judged,
-                       groupBitmapAndState(r) AS always_right,
-                       groupBitmapOrState(r) AS ever_right,
-                       groupBitmapOrState(bitmapAndnot(prev, r)) AS ever_dropped
-                FROM (
-                    -- per (dataset, checkpoint): judged v, right r, the previous and the first checkpoint's r
-                    SELECT dataset, pos, v, r, rows, n,
-                           lagInFrame(r, 1, r) OVER w AS prev,
-                           first_value(r) OVER w AS first
-                    FROM (
-                        SELECT dataset, transform(eval_id, %(ids)s, %(positions)s, 0) AS pos,
-                               groupBitmapOrState(judged) AS v, groupBitmapOrState(judged_right) AS r,
-                               sum(bitmapCardinality(judged)) AS rows, bitmapCardinality(v) AS n
-                        FROM example_sets FINAL
-                        WHERE eval_id IN %(ids)s {dataset_filter}
-                        GROUP BY dataset, pos
-                        HAVING n > 0)
-                    WINDOW w AS (PARTITION BY dataset ORDER BY pos ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW))
-                GROUP BY dataset)))
-    ORDER BY dataset
+            SELECT dataset, indexOf(%(ids)s, eval_id) - 1 AS pos,
+                   groupBitmapOrState(judged) AS v, groupBitmapOrState(judged_right) AS r,
+                   sum(bitmapCardinality(judged)) AS rows, bitmapCardinality(v) AS n
+            FROM example_sets FINAL
+            WHERE eval_id IN %(ids)s {dataset_filter}
+            GROUP BY dataset, pos
+            HAVING n > 0)
+        WINDOW series AS (PARTITION BY dataset ORDER BY pos ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING),
+               before AS (PARTITION BY dataset ORDER BY pos ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+               from_here AS (PARTITION BY dataset ORDER BY pos DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW))
     """

@@ -31,6 +31,7 @@ class PlantedRun:
     model: str = "m"
     timestamp: str = "20260101_000000"
     extra_metrics: list[MetricRow] = field(default_factory=list)
+    prompt_tag: str = ""  # appended to every prompt (prompts that differ between checkpoints)
 
     def _datasets(self) -> list[str]:
         return sorted({r[0] for r in self.rows})
@@ -60,7 +61,7 @@ class PlantedRun:
                 batch.model.append(self.model)
                 batch.dataset.append(dataset)
                 batch.example_index.append(index)
-                batch.prompt.append(f"USER: question {index} of {dataset}")
+                batch.prompt.append(f"USER: question {index} of {dataset}{self.prompt_tag}")
                 batch.prediction.append(f"answer {index}")
                 batch.gold.append(f"gold {index}")
                 batch.correct.append(correct)

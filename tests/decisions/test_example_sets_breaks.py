@@ -90,3 +90,69 @@ def test_an_example_key_beyond_uint32_is_a_parse_error(store: ClickHouseStore, t
     assert report.predictions == 0
     [status] = parsed.statuses
     assert status.status == "partial" and "4294967296" in (status.reason or "")
+
+
+def _checkpoints(store: ClickHouseStore, n: int = 3, examples: int = 8) -> None:
+    for k in range(n):
+        record(store, f"c{k}", PlantedRun(verdicts("q", [(i + k) % 2 == 0 for i in range(examples)])),
+               checkpoint=("s", k, None), order=k)
+
+
+def _series_differs(store: ClickHouseStore) -> bool:
+    """Whether the series from the sets differs from the series from the rows right now."""
+    store.decisions_from_sets = True
+    from_sets = build_series(store, "s", limit=3).model_dump()
+    store.decisions_from_sets = False
+    from_rows = build_series(store, "s", limit=3).model_dump()
+    store.decisions_from_sets = True
+    return from_sets != from_rows
+
+
+def test_a_column_ttl_on_the_verdicts_is_a_ttl(store: ClickHouseStore) -> None:
+    # A TTL on the column `correct` (not the table) empties the verdicts of expired rows; the TTL check read only the
+    # engine clause, so the sets (which still hold those verdicts) were read unchecked.
+    _checkpoints(store)
+    assert not store.predictions_expire()
+    store._command("column TTL", "ALTER TABLE predictions MODIFY COLUMN correct Nullable(Bool) "
+                   "TTL stored_at + INTERVAL 1 HOUR")
+    assert store.predictions_expire()
+    store._command("age rows", "ALTER TABLE predictions UPDATE stored_at = now() - 100000 "
+                   "WHERE eval_id = 'c0' SETTINGS mutations_sync = 1")
+    store._command("merge", "OPTIMIZE TABLE predictions FINAL")
+    series = both_ways(store, lambda: build_series(store, "s", limit=3))
+    assert [p["position"] for p in series["datasets"][0]["points"]] == [1, 2]  # c0's verdicts are gone
+
+
+def test_a_column_comment_saying_ttl_is_no_ttl(store: ClickHouseStore) -> None:
+    store._command("comment", "ALTER TABLE predictions COMMENT COLUMN correct 'kept without TTL'")
+    assert not store.predictions_expire()
+
+
+def test_a_hand_written_ttl_removed_by_hand_is_reconciled_by_migrate(store: ClickHouseStore, tmp_path: Path) -> None:
+    # An operator's TTL deleted c0's rows (the decisions checked and read the rows meanwhile), then the operator
+    # removed it by hand: budeval found no TTL of its own to remove and never refilled, so the sets kept c0 for good.
+    _checkpoints(store)
+    store._command("hand TTL", "ALTER TABLE predictions MODIFY TTL stored_at + INTERVAL 2 HOUR")
+    store._command("age rows", "ALTER TABLE predictions UPDATE stored_at = now() - 100000 "
+                   "WHERE eval_id = 'c0' SETTINGS mutations_sync = 1")
+    store._command("merge", "OPTIMIZE TABLE predictions FINAL")
+    assert store.count("predictions", "c0", final=True) == 0
+    assert not _series_differs(store)  # checked while the TTL is there
+    store._command("hand removal", "ALTER TABLE predictions REMOVE TTL")
+    assert store.apply_predictions_ttl(0) == "unchanged"
+    assert _series_differs(store)  # what `budeval migrate` repairs:
+    assert store.reconcile_example_sets() == ["c0"]
+    assert not _series_differs(store)
+    assert store.reconcile_example_sets() == []
+
+
+def test_an_insert_replacing_a_verdict_is_reconciled_by_migrate(store: ClickHouseStore) -> None:
+    # An INSERT of a row with an existing key replaces it in `predictions FINAL` (ReplacingMergeTree), but the sets
+    # are a union: they kept the old verdict as well.
+    _checkpoints(store)
+    store._command("correct a verdict by hand",
+                   "INSERT INTO predictions SELECT * REPLACE (NOT assumeNotNull(correct) AS correct) "
+                   "FROM predictions FINAL WHERE eval_id = 'c2' AND example_index = 0")
+    assert _series_differs(store)
+    assert store.reconcile_example_sets() == ["c2"]
+    assert not _series_differs(store)

@@ -1,7 +1,9 @@
 """The series from the example sets equals the series from the prediction rows on any verdict history: random
-checkpoint counts (1-6), examples per dataset (1-40), one or two datasets, every ``limit`` from 0, with and without
-a dataset filter. The set query is written for ClickHouse's query analysis (budeval/storage/decision_queries.py
-``series_sets_sql``: the curve as tuples whose arithmetic the caller does); this is what keeps it exact."""
+checkpoint counts (1-6), examples per dataset (1-40), one or two datasets -- the second judged at any non-empty subset
+of the checkpoints --, prompts that differ between checkpoints, every ``limit`` from 0, with and without a dataset
+filter. The set query is written for ClickHouse's query analysis (budeval/storage/decision_queries.py
+``series_sets_sql``: window functions over per-checkpoint bitmaps, the sums and lists the caller's); this is what
+keeps it exact."""
 
 from __future__ import annotations
 
@@ -32,27 +34,35 @@ histories = st.integers(1, 6).flatmap(
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(history=histories, limit=st.integers(0, 5), filtered=st.booleans())
+@given(history=histories, limit=st.integers(0, 5), filtered=st.booleans(), second_at=st.sets(st.integers(0, 5)))
 def test_series_from_sets_equals_series_from_rows(
-    store: ClickHouseStore, history: list[list[list[bool]]], limit: int, filtered: bool
+    store: ClickHouseStore, history: list[list[list[bool]]], limit: int, filtered: bool, second_at: set[int]
 ) -> None:
     series = f"prop-{next(_SERIES)}"
     checkpoints = len(history[0])
+    second_at = {k for k in second_at if k < checkpoints} or {checkpoints - 1}  # where ds1 (if any) was judged
     for k in range(checkpoints):
         rows: list[Row] = [
             (f"ds{d}", i, 0, ok, None) for d, matrix in enumerate(history) for i, ok in enumerate(matrix[k])
+            if d == 0 or k in second_at
         ]
-        record(store, f"{series}-{k}", PlantedRun(rows, model=f"step-{k}"), order=k,
-               checkpoint=(series, 100 * (k + 1), None))
+        # eval ids sorting against the training order: nothing may lean on the ids' order
+        run = PlantedRun(rows, model=f"step-{k}", prompt_tag=f" (step {k})")
+        record(store, f"{series}-{checkpoints - k}", run, order=k, checkpoint=(series, 100 * (k + 1), None))
     dataset = "ds0" if filtered else None
     known = store.series_checkpoints(series)
     assert store._series_from_sets(known, dataset, limit) is not None  # the sets were read, not a fallback
     report = both_ways(store, lambda: build_series(store, series, dataset=dataset, limit=limit))
     assert len(report["checkpoints"]) == checkpoints
     for shown in report["datasets"]:
-        matrix = history[int(shown["dataset"][2:])]
+        d = int(shown["dataset"][2:])
+        judged_at = range(checkpoints) if d == 0 else sorted(second_at)
+        matrix = [history[d][k] for k in judged_at]
+        assert [p["position"] for p in shown["points"]] == list(judged_at)
         assert [p["examples"] for p in shown["points"]] == [len(row) for row in matrix]
         assert [round(p["score"], 9) for p in shown["points"]] == [
             round(100 * sum(row) / len(row), 9) for row in matrix
         ]
         assert sum(shown["kinds"].values()) == len(matrix[0])
+        for listed in shown["examples"].values():  # the prompts of the dataset's latest checkpoint
+            assert all(ex["prompt"].endswith(f"(step {judged_at[-1]})") for ex in listed), listed

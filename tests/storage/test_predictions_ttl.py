@@ -89,6 +89,32 @@ def test_budeval_migrate_applies_the_ttl_setting(tmp_path: Path, monkeypatch: py
         store.close()
 
 
+def test_budeval_migrate_reconciles_the_example_sets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows changed outside the store (here an INSERT replacing a right verdict by a wrong one in place) leave the
+    example sets behind; ``budeval migrate`` recomputes them from the rows and refills the evaluations that differ."""
+    dsn = f"chdb://{tmp_path / 'ch'}"
+    monkeypatch.setenv("BUDEVAL_DATA_DIR", str(tmp_path / "data"))
+    store = open_store(dsn)
+    try:
+        store.migrate()
+        _fill(store, "e1")
+        _fill(store, "e2")
+        store._command("replace a verdict", "INSERT INTO predictions SELECT * REPLACE (NOT assumeNotNull(correct) "
+                       "AS correct) FROM predictions FINAL WHERE eval_id = 'e2' AND example_index = 0")
+    finally:
+        store.close()
+    answer = json.loads(run_cli("migrate", "--store", dsn, "--json"))
+    assert answer["example_sets_refilled"] == ["e2"]
+    assert "example sets refilled" not in run_cli("migrate", "--store", dsn)  # equal now: nothing to say
+    store = open_store(dsn)
+    try:
+        right = store._rows("right", "SELECT bitmapCardinality(judged_right) FROM example_sets FINAL "
+                            "WHERE eval_id = 'e2'")
+        assert right == [(1,)]  # example 2 (the union had kept 0 as well: a set cannot forget by a union)
+    finally:
+        store.close()
+
+
 def test_a_negative_ttl_is_refused_by_the_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
