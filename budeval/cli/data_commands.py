@@ -243,9 +243,10 @@ def cmd_migrate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     with writing_store(args, migrate=False) as store:
         applied = store.migrate()
         version = store.schema_version()
-        ttl = store.apply_predictions_ttl(ttl_s)  # the setting, not a numbered migration: clickhouse_ttl.py
+        ttl, refilled = store.apply_predictions_ttl(ttl_s)  # the setting, not a numbered migration: clickhouse_ttl.py
         # rows changed outside the store: docs/decisions.md "Example sets" (a removal just reconciled them: one pass)
-        refilled = store.reconcile_example_sets() if ttl != "removed" else []
+        if ttl != "removed":
+            refilled = store.reconcile_example_sets()
     if args.json:
         emit_json({"applied": applied, "version": version, "predictions_ttl_s": ttl_s, "predictions_ttl": ttl,
                    "example_sets_refilled": refilled}, out)

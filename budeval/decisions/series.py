@@ -9,12 +9,14 @@ into a report (docs/decisions.md).
 from __future__ import annotations
 
 import math
+import re
 from typing import Literal, NamedTuple, Protocol
 
 from pydantic import BaseModel, Field
 
 from budeval.decisions import stats
 from budeval.errors import NotFoundError, ValidationError
+from budeval.schemas.request import SERIES_NAME_PATTERN
 
 #: The most examples a series lists per kind and dataset (CLI ``--examples``, API ``examples``): a report, not an export
 #: (the examples' page of the web UI and ``budeval examples`` page through all of them).
@@ -158,7 +160,10 @@ def build_series(
 ) -> SeriesReport:
     """The series report of series ``series`` (a ``checkpoint.series``, or for evaluations without a checkpoint block
     an ``experiment_id``). Raises NotFoundError when it has no finished evaluation, or none with per-example verdicts
-    (for ``dataset`` when given); ValidationError when ``limit`` (examples listed per kind) is not 0..MAX_LISTED."""
+    (for ``dataset`` when given); ValidationError when ``limit`` (examples listed per kind) is not 0..MAX_LISTED or
+    ``series`` is not a series name (``SeriesName``: an empty one would match every evaluation without a series)."""
+    if not re.fullmatch(SERIES_NAME_PATTERN, series):
+        raise ValidationError(f"not a series or experiment name: {series!r}", field="series")
     if not 0 <= limit <= MAX_LISTED:
         raise ValidationError(f"must be 0..{MAX_LISTED}, not {limit}", field="examples")
     checkpoints = source.series_checkpoints(series)

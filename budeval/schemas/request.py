@@ -257,7 +257,8 @@ class GateSpec(Strict):
 
 
 #: An experiment or series name: letters, digits, ``_ . -``, starting with a letter or digit (a URL path segment).
-SeriesName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")]
+SERIES_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+SeriesName = Annotated[str, Field(pattern=SERIES_NAME_PATTERN)]
 
 
 class CheckpointSpec(Strict):

@@ -224,8 +224,8 @@ def assemble(settings: Settings) -> Service:
         if applied:
             log.info("store migrated", applied=applied)
         ttl = store.apply_predictions_ttl(settings.predictions_ttl_s)  # docs/storage.md "Retention"
-        if ttl != "unchanged":
-            log.info("predictions TTL", change=ttl, ttl_s=settings.predictions_ttl_s)
+        if ttl.change != "unchanged":
+            log.info("predictions TTL", change=ttl.change, ttl_s=settings.predictions_ttl_s, refilled=len(ttl.refilled))
         archive = open_archive(settings.resolved_archive_url(), settings)
         raw_backend = make_backend(settings)
         backend = TimedBackend(raw_backend, metrics)

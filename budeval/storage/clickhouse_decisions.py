@@ -52,13 +52,15 @@ class StoreDecisions:
     def _sets_hold_the_rows(self, eval_ids: list[str]) -> bool:
         """Whether the example sets of ``eval_ids`` still describe their prediction rows. Always, unless a TTL on
         ``predictions`` may have deleted rows (it does not delete their sets): then per evaluation the sets' examples
-        are counted against the rows (:data:`SETS_AGAINST_ROWS_SQL`, one pass over the rows' key range)."""
+        are counted against the rows (:data:`SETS_AGAINST_ROWS_SQL`: judged, right and score-only examples; one pass
+        over the rows' key range)."""
         if not self.predictions_expire():
             return True
-        counts: dict[tuple[str, str], int] = {}
-        for eval_id, side, n in self._rows("example sets against rows", SETS_AGAINST_ROWS_SQL, {"ids": eval_ids}):
-            counts[(str(eval_id), str(side))] = int(n)
-        return all(counts.get((e, "sets"), 0) == counts.get((e, "rows"), 0) for e in eval_ids)
+        counts: dict[tuple[str, str], tuple[int, ...]] = {}
+        for eval_id, side, *n in self._rows("example sets against rows", SETS_AGAINST_ROWS_SQL, {"ids": eval_ids}):
+            counts[(str(eval_id), str(side))] = tuple(int(x) for x in n)
+        none = (0, 0, 0)
+        return all(counts.get((e, "sets"), none) == counts.get((e, "rows"), none) for e in eval_ids)
 
     def paired_examples(self, baseline: str, candidate: str) -> list[PairedDataset]:
         """Per dataset (and model, when both sides hold the same models: :func:`pair_by_model`) the paired

@@ -17,7 +17,7 @@ change on a big table costs one pass over it. docs/storage.md "Retention".
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from budeval.errors import ValidationError
 from budeval.storage.decision_queries import PREDICTIONS_CREATE_SQL
@@ -38,12 +38,22 @@ RECONCILE_SETS_SQL = f"""
 """
 
 #: How ClickHouse prints budeval's TTL back in ``system.tables.engine_full``.
-_OURS = re.compile(r"\bTTL\s+stored_at\s*\+\s*toIntervalSecond\((\d+)\)")
+#: Nothing may follow it but the table's SETTINGS: a TTL with a ``WHERE``, a ``GROUP BY``, a move ``TO DISK`` or a
+#: second expression is an operator's, not budeval's (left alone when the setting is 0).
+_OURS = re.compile(r"\bTTL\s+stored_at\s*\+\s*toIntervalSecond\((\d+)\)\s*(?:SETTINGS\b|$)")
 _ANY_TTL = re.compile(r"\bTTL\b")
 #: A single-quoted SQL string literal as ClickHouse prints one (backslash escapes).
 _LITERAL = re.compile(r"'(?:[^'\\]|\\.)*'")
 
 TtlChange = Literal["unchanged", "set", "removed", "kept foreign"]
+
+
+class TtlApplied(NamedTuple):
+    """What :meth:`PredictionsTtl.apply_predictions_ttl` did: the TTL's ``change`` and, when it removed budeval's
+    TTL, the eval ids whose example sets it refilled (:meth:`PredictionsTtl.reconcile_example_sets`; else [])."""
+
+    change: TtlChange
+    refilled: list[str]
 
 
 class PredictionsTtl:
@@ -78,8 +88,9 @@ class PredictionsTtl:
         ``SHOW CREATE`` without its string literals (a column comment saying "TTL" is not one)."""
         return bool(_ANY_TTL.search(_LITERAL.sub("''", self._predictions_create())))
 
-    def apply_predictions_ttl(self, ttl_s: int) -> TtlChange:
+    def apply_predictions_ttl(self, ttl_s: int) -> TtlApplied:
         """Make the table's TTL ``ttl_s`` seconds after ``stored_at`` (0: no TTL). Idempotent; needs migration 8.
+        Removing budeval's TTL also reconciles the example sets (rows it deleted leave their sets behind).
 
         Raises :class:`~budeval.errors.ValidationError` for a negative value and the store's errors for the ALTER.
         """
@@ -90,16 +101,15 @@ class PredictionsTtl:
         current = int(match.group(1)) if match else None
         if ttl_s == 0:
             if match is None:
-                return "kept foreign" if _ANY_TTL.search(engine) else "unchanged"
+                return TtlApplied("kept foreign" if _ANY_TTL.search(engine) else "unchanged", [])
             self._command("remove the predictions TTL", "ALTER TABLE predictions REMOVE TTL")
-            self.reconcile_example_sets()
-            return "removed"
+            return TtlApplied("removed", self.reconcile_example_sets())
         if current == ttl_s:
-            return "unchanged"
+            return TtlApplied("unchanged", [])
         self._command(
             "set the predictions TTL", f"ALTER TABLE predictions MODIFY TTL stored_at + INTERVAL {int(ttl_s)} SECOND"
         )
-        return "set"
+        return TtlApplied("set", [])
 
     def reconcile_example_sets(self) -> list[str]:
         """Make every evaluation's example sets equal the sets of its rows again; the eval ids refilled (sorted).

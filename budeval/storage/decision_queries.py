@@ -271,15 +271,20 @@ SET_MODELS_SQL = """
 """
 
 
-#: Per eval id of ``ids``: the compared examples the example sets hold (``sets``) and the compared prediction rows
-#: (``rows``). Equal while no row left the table without the store's deletes; a predictions TTL deletes rows but
-#: not their sets, so with a TTL the decisions read the sets only when these agree. ``predictions`` without FINAL:
-#: rows not yet merged only make ``rows`` larger (the rows are read then, which is exact).
-SETS_AGAINST_ROWS_SQL = f"""
-    SELECT eval_id, 'sets', sum(bitmapCardinality(judged) + bitmapCardinality(scored_only))
+#: Per eval id of ``ids``: what the example sets hold (``sets``) beside what the prediction rows hold (``rows``), as
+#: three counts -- judged examples, right ones, examples with only a finite score. Equal while no row or verdict
+#: left the table without the store's deletes; a predictions TTL deletes rows (a column TTL empties a column) but not
+#: their sets, so with a TTL the decisions read the sets only when all three agree. Counted apart because a verdict
+#: emptied by a column TTL beside a finite score moves the example from judged to score-only: the total stays equal.
+#: ``predictions`` without FINAL: rows not yet merged only make ``rows`` larger (the rows are read then: exact).
+SETS_AGAINST_ROWS_SQL = """
+    SELECT eval_id, 'sets', sum(bitmapCardinality(judged)), sum(bitmapCardinality(judged_right)),
+           sum(bitmapCardinality(scored_only))
     FROM example_sets FINAL WHERE eval_id IN %(ids)s GROUP BY eval_id
     UNION ALL
-    SELECT eval_id, 'rows', count() FROM predictions WHERE eval_id IN %(ids)s AND {COMPARED_SQL} GROUP BY eval_id
+    SELECT eval_id, 'rows', countIf(correct IS NOT NULL), countIf(correct = true),
+           countIf(correct IS NULL AND isFinite(ifNull(score, nan)))
+    FROM predictions WHERE eval_id IN %(ids)s GROUP BY eval_id
 """
 
 

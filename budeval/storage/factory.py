@@ -100,10 +100,13 @@ def embedded_store_held(dsn: str) -> bool:
 #: (measured on the web UI's leaderboard: 100 ms pages, every fourth view 460-720 ms), and budeval's queries carry
 #: their parameters as literals, so a new evaluation id or dataset set is a new shape. Its queries are small and
 #: interactive (they read at most millions of rows, where compiled code gains milliseconds): never compile.
+#: ``max_query_size``: bound lists are literals in the statement (a broad suite's listed examples, thousands of eval
+#: ids at a reconcile); ClickHouse's 256 KiB default refused them. docs/storage.md "Facts learned".
 QUERY_SETTINGS: dict[str, int] = {
     "compile_expressions": 0,
     "compile_aggregate_expressions": 0,
     "compile_sort_description": 0,
+    "max_query_size": 64 << 20,
 }
 
 

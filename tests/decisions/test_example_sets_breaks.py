@@ -17,7 +17,7 @@ def _expire(store: ClickHouseStore, eval_id: str) -> None:
     """Age ``eval_id``'s prediction rows past a one-hour predictions TTL and let ClickHouse drop them (a merge)."""
     store._command("age rows", "ALTER TABLE predictions UPDATE stored_at = now() - 100000 "
                    "WHERE eval_id = %(e)s SETTINGS mutations_sync = 1", {"e": eval_id})
-    assert store.apply_predictions_ttl(3600) in ("set", "unchanged")
+    assert store.apply_predictions_ttl(3600).change in ("set", "unchanged")
     store._command("merge", "OPTIMIZE TABLE predictions FINAL")
     assert store.count("predictions", eval_id, final=True) == 0
 
@@ -63,7 +63,7 @@ def test_gate_after_the_predictions_ttl_was_removed(store: ClickHouseStore) -> N
     record(store, "a", PlantedRun(verdicts("q", [True] * 300)))
     record(store, "b", PlantedRun(verdicts("q", [i >= 100 for i in range(300)])), order=1)
     _expire(store, "a")
-    assert store.apply_predictions_ttl(0) == "removed"
+    assert store.apply_predictions_ttl(0).change == "removed"
     assert both_ways(store, lambda: evaluate_gate(store, "a", "b"))[0] == "refused"
     assert store._paired_from_sets("b", "b") is not None  # b's sets were kept
 
@@ -139,7 +139,7 @@ def test_a_hand_written_ttl_removed_by_hand_is_reconciled_by_migrate(store: Clic
     assert store.count("predictions", "c0", final=True) == 0
     assert not _series_differs(store)  # checked while the TTL is there
     store._command("hand removal", "ALTER TABLE predictions REMOVE TTL")
-    assert store.apply_predictions_ttl(0) == "unchanged"
+    assert store.apply_predictions_ttl(0).change == "unchanged"
     assert _series_differs(store)  # what `budeval migrate` repairs:
     assert store.reconcile_example_sets() == ["c0"]
     assert not _series_differs(store)
@@ -156,3 +156,55 @@ def test_an_insert_replacing_a_verdict_is_reconciled_by_migrate(store: ClickHous
     assert _series_differs(store)
     assert store.reconcile_example_sets() == ["c2"]
     assert not _series_differs(store)
+
+
+def test_a_column_ttl_on_verdicts_beside_scores_is_seen(store: ClickHouseStore) -> None:
+    # As above, but the rows carry a per-example score beside the verdict (as OpenCompass evaluators with a score
+    # do): the emptied verdict left the row "compared" by its score, so the sets-against-rows check (one total) saw
+    # equal counts and the sets, still holding c0's and a's verdicts, were read: c0 stayed in the series and the
+    # gate said "regression" from verdicts that no longer exist, where the rows refuse.
+    for k in range(3):
+        rows: list[Row] = [("q", i, 0, (i + k) % 2 == 0, float((i + k) % 2 == 0)) for i in range(8)]
+        record(store, f"c{k}", PlantedRun(rows), checkpoint=("s", k, None), order=k)
+    record(store, "a", PlantedRun([("g", i, 0, True, 1.0) for i in range(300)]), order=3)
+    record(store, "b", PlantedRun([("g", i, 0, i >= 100, float(i >= 100)) for i in range(300)]), order=4)
+    store._command("column TTL", "ALTER TABLE predictions MODIFY COLUMN correct Nullable(Bool) "
+                   "TTL stored_at + INTERVAL 1 HOUR")
+    store._command("age rows", "ALTER TABLE predictions UPDATE stored_at = now() - 100000 "
+                   "WHERE eval_id IN ('c0', 'a') SETTINGS mutations_sync = 1")
+    store._command("merge", "OPTIMIZE TABLE predictions FINAL")
+    assert store._rows("v", "SELECT countIf(correct IS NOT NULL) FROM predictions FINAL WHERE eval_id = 'c0'") == [(0,)]
+    series = both_ways(store, lambda: build_series(store, "s", limit=3))
+    assert [p["position"] for p in series["datasets"][0]["points"]] == [1, 2]
+    assert not store._sets_hold_the_rows(["a", "b"])
+    both_ways(store, lambda: evaluate_gate(store, "a", "b"))
+
+
+def test_an_operators_conditional_ttl_is_not_budevals(store: ClickHouseStore) -> None:
+    # `TTL stored_at + INTERVAL n SECOND` followed by a WHERE (or GROUP BY, TO DISK, a second expression) starts like
+    # budeval's own TTL: it was taken for budeval's and removed when predictions_ttl_s is 0.
+    store._command("hand TTL", "ALTER TABLE predictions MODIFY TTL stored_at + INTERVAL 3600 SECOND "
+                   "DELETE WHERE dataset = 'scratch'")
+    assert store.predictions_ttl() is None
+    assert store.apply_predictions_ttl(0).change == "kept foreign"
+    assert store.predictions_expire()
+    assert store.apply_predictions_ttl(7200).change == "set"  # a setting owns the TTL: replaced
+    assert store.predictions_ttl() == 7200
+
+
+def test_removing_the_ttl_after_thousands_of_evaluations_expired(store: ClickHouseStore) -> None:
+    # Every expired evaluation is stale at the reconcile, and their eval ids went into one DELETE and one INSERT as a
+    # literal: over ClickHouse's default max_query_size (256 KiB) at ~6,000 40-character ids, so the removal (and
+    # every later `budeval migrate`) failed. The store's sessions raise max_query_size (budeval/storage/factory.py).
+    store._command("fill", "INSERT INTO predictions (eval_id, run_id, model, dataset, example_index, prompt, "
+                   "prediction, gold, correct) SELECT concat('eval-', toString(generateUUIDv4())), 'r0', 'm', 'q', 0, "
+                   "'', '', '', true FROM numbers(8000)")
+    assert store.apply_predictions_ttl(3600).change == "set"
+    store._command("age rows", "ALTER TABLE predictions UPDATE stored_at = now() - 100000 WHERE 1 "
+                   "SETTINGS mutations_sync = 1")
+    store._command("merge", "OPTIMIZE TABLE predictions FINAL")
+    assert store._rows("n", "SELECT count() FROM predictions")[0][0] == 0
+    removed = store.apply_predictions_ttl(0)
+    assert removed.change == "removed" and len(removed.refilled) == 8000
+    assert store._rows("n", "SELECT count() FROM example_sets FINAL")[0][0] == 0
+    assert store.reconcile_example_sets() == []

@@ -136,6 +136,35 @@ def test_listed_examples_out_of_range_is_a_usage_error(series_store: ClickHouseS
     assert build_series(series_store, "run-7", limit=MAX_LISTED).datasets
 
 
+@pytest.mark.parametrize("name", ["", " ", "../x", "a b", "x" * 129])
+def test_a_name_that_cannot_be_a_series_is_a_usage_error(series_store: ClickHouseStore, name: str) -> None:
+    """Series "" (a script's unset ``$SERIES``) matched every evaluation without a checkpoint block: a report over
+    unrelated evaluations. Any name a request could not carry (``SeriesName``) is refused before a query."""
+    record(series_store, "stray", PlantedRun([("q", 0, 0, True, None)]), order=9)
+    with pytest.raises(ValidationError, match="series"):
+        build_series(series_store, name)
+
+
+@pytest.mark.parametrize("from_sets", [True, False])
+def test_many_datasets_list_every_kind_up_to_the_limit(store: ClickHouseStore, from_sets: bool) -> None:
+    """A broad suite (260 subsets, like MMLU + CMMLU + C-Eval + BBH) lists up to MAX_LISTED examples per kind and
+    dataset: the listed examples' keys went into one literal over ClickHouse's default max_query_size (256 KiB), so
+    the series failed with a store error even with the default 10 (the store's sessions raise the limit)."""
+    names = [f"opencompass_suite_subset_name_{j:03d}" for j in range(260)]
+    histories = ("RR", "WW", "WR", "RW")
+    for k in range(2):
+        rows: list[Row] = [(n, i, 0, histories[i % 4][k] == "R", None) for n in names for i in range(48)]
+        record(store, f"e{k}", PlantedRun(rows), checkpoint=("wide", k, None), order=k)
+    store.decisions_from_sets = from_sets
+    for limit in (10, MAX_LISTED):
+        report = build_series(store, "wide", limit=limit)
+        assert len(report.datasets) == 260
+        for d in report.datasets:
+            n = min(limit, 12)  # 12 of each kind per dataset
+            assert {k: len(v) for k, v in d.examples.items()} == {"easy": n, "hard": n, "forgotten": n, "learned": n}
+            assert all(e.prompt for v in d.examples.values() for e in v)
+
+
 def test_series_of_real_outputs(store: ClickHouseStore) -> None:
     # four real evaluations of one experiment: the mcq output, then the greedy and sampled n=2 runs, then mcq again
     folders = (OPENCOMPASS / "mcq", REALWORLD / "n-replicas" / "run", REALWORLD / "n-replicas" / "run_sampled",

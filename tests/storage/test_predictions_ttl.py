@@ -30,17 +30,17 @@ def _fill(store: ClickHouseStore, eval_id: str) -> None:
 def test_migration_8_adds_stored_at_and_rows_expire_after_a_short_ttl(store: ClickHouseStore) -> None:
     assert 8 in {m.version for m in MIGRATIONS}
     _fill(store, "ev-old")
-    assert store.predictions_ttl() is None and store.apply_predictions_ttl(0) == "unchanged"
-    assert store.apply_predictions_ttl(3600) == "set" and store.predictions_ttl() == 3600
-    assert store.apply_predictions_ttl(3600) == "unchanged"
+    assert store.predictions_ttl() is None and store.apply_predictions_ttl(0).change == "unchanged"
+    assert store.apply_predictions_ttl(3600).change == "set" and store.predictions_ttl() == 3600
+    assert store.apply_predictions_ttl(3600).change == "unchanged"
     assert store.expiring_predictions(3600) == 0
     time.sleep(2.1)  # stored_at has a resolution of one second
     assert store.expiring_predictions(1) == 4 and _count(store, "predictions") == 4  # what `budeval gc` reports
-    assert store.apply_predictions_ttl(1) == "set" and store.predictions_ttl() == 1
+    assert store.apply_predictions_ttl(1).change == "set" and store.predictions_ttl() == 1
     store._command("merge", "OPTIMIZE TABLE predictions FINAL")  # (chDB may have merged them away already)
     assert _count(store, "predictions") == 0
     assert _count(store, "scores") == 1 and store.results("ev-old")  # scores are not touched by the TTL
-    assert store.apply_predictions_ttl(0) == "removed" and store.predictions_ttl() is None
+    assert store.apply_predictions_ttl(0).change == "removed" and store.predictions_ttl() is None
     _fill(store, "ev-new")
     time.sleep(1.1)
     store._command("merge", "OPTIMIZE TABLE predictions FINAL")
@@ -122,3 +122,25 @@ def test_a_negative_ttl_is_refused_by_the_settings(
     assert main(["migrate", "--store", f"chdb://{tmp_path / 'ch'}"]) == 1
     assert "predictions_ttl_s" in capsys.readouterr().err
     assert not (tmp_path / "ch").exists()  # refused before anything was opened
+
+
+def test_budeval_migrate_names_what_removing_the_ttl_refilled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``budeval migrate`` removing budeval's TTL (setting 0) reconciles the example sets of the rows it had expired:
+    its ``example_sets_refilled`` names those evaluations (it said [] when the removal did the reconciling)."""
+    dsn = f"chdb://{tmp_path / 'ch'}"
+    monkeypatch.setenv("BUDEVAL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("BUDEVAL_PREDICTIONS_TTL_S", "3600")
+    assert json.loads(run_cli("migrate", "--store", dsn, "--json"))["predictions_ttl"] == "set"
+    store = open_store(dsn)
+    try:
+        _fill(store, "old")
+        _fill(store, "new")
+        store._command("age rows", "ALTER TABLE predictions UPDATE stored_at = now() - 100000 WHERE eval_id = 'old' "
+                       "SETTINGS mutations_sync = 1")
+        store._command("merge", "OPTIMIZE TABLE predictions FINAL")
+    finally:
+        store.close()
+    monkeypatch.setenv("BUDEVAL_PREDICTIONS_TTL_S", "0")
+    answer = json.loads(run_cli("migrate", "--store", dsn, "--json"))
+    assert answer["predictions_ttl"] == "removed" and answer["example_sets_refilled"] == ["old"]
+    assert json.loads(run_cli("migrate", "--store", dsn, "--json"))["example_sets_refilled"] == []
