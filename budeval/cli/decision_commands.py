@@ -129,7 +129,11 @@ def cmd_gate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except PydanticValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        print(f"budeval: error: --{where}: {first['msg']}", file=sys.stderr)
+        message = f"--{where}: {first['msg']}"
+        print(f"budeval: error: {message}", file=sys.stderr)
+        if args.json:  # CI reads the document: an error is one too (as below)
+            emit_json({"verdict": "error", "error": "invalid_request", "message": message, "exit_code": EXIT_ERROR},
+                      out)
         return EXIT_ERROR
     try:
         with reading_store(args) as store:

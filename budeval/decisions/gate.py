@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from budeval.decisions import stats
 from budeval.errors import GateRefusedError, NotFoundError, ValidationError
+from budeval.schemas.request import GateAlpha, GateIterations, GateSeed, GateTolerance
 
 Verdict = Literal["regression", "improvement", "no-difference", "inconclusive"]
 Method = Literal["mcnemar", "bootstrap"]
@@ -33,11 +34,11 @@ class GateOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tolerance: float = Field(default=1.0, ge=0.0)
-    alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
+    tolerance: GateTolerance = 1.0
+    alpha: GateAlpha = 0.05
     correction: stats.Correction = "holm"
-    seed: int = Field(default=0, ge=0)
-    iterations: int = Field(default=2000, ge=100, le=100_000)
+    seed: GateSeed = 0
+    iterations: GateIterations = 2000
     power: float = Field(default=stats.DEFAULT_POWER, gt=0.0, lt=1.0)
 
 
@@ -66,7 +67,8 @@ class PairedDataset(BaseModel):
     diff_counts: list[int] = Field(default_factory=list)
     #: 100 for verdicts, else the observed range of the paired values (the bootstrap's small-sample floor).
     value_range: float = 100.0
-    #: Paired examples with a verdict on one side and only a numeric score on the other (units differ: refused).
+    #: Paired examples with a verdict on one side and only a numeric score on the other, or scored only numerically
+    #: in a dataset whose other examples have verdicts (units differ: refused).
     mixed: int = 0
 
 
@@ -168,8 +170,9 @@ def paired_test(pairs: PairedDataset, options: GateOptions) -> dict[str, Any]:
     return {
         "method": "bootstrap",
         "delta": boot.delta,
-        "ci_low": min(boot.low, boot.delta - floor),
-        "ci_high": max(boot.high, boot.delta + floor),
+        # within what a difference can be: the values' range either way (the floor alone can pass it on few examples)
+        "ci_low": max(-scale, min(boot.low, boot.delta - floor)),
+        "ci_high": min(scale, max(boot.high, boot.delta + floor)),
         "p_value": max(boot.p_value, flip),
         "mde": stats.minimum_detectable_effect(max(boot.sd, floor_sd), n, options.alpha, options.power),
     }
@@ -240,8 +243,8 @@ def evaluate_gate(source: PairSource, baseline: str, candidate: str, options: Ga
     if mixed:
         listed = "; ".join(f"{p.dataset}: {p.mixed} of {p.paired}" for p in mixed)
         raise GateRefusedError(
-            f"examples judged by a verdict on one side and only by a numeric score on the other (different units): "
-            f"{listed}", overlap=overlap,
+            f"examples judged by a verdict (0 or 100) where others are only scored numerically -- on the other side "
+            f"or on the dataset's other examples (different units): {listed}", overlap=overlap,
         )
     raw = [paired_test(p, options) for p in pairs]
     adjusted = stats.adjust([r["p_value"] for r in raw], options.correction)

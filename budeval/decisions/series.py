@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from budeval.decisions import stats
 from budeval.errors import NotFoundError, ValidationError
-from budeval.schemas.request import SERIES_NAME_PATTERN
+from budeval.schemas.request import ALPHA_MIN, SERIES_NAME_PATTERN
 
 #: The most examples a series lists per kind and dataset (CLI ``--examples``, API ``examples``): a report, not an export
 #: (the examples' page of the web UI and ``budeval examples`` page through all of them).
@@ -160,12 +160,15 @@ def build_series(
 ) -> SeriesReport:
     """The series report of series ``series`` (a ``checkpoint.series``, or for evaluations without a checkpoint block
     an ``experiment_id``). Raises NotFoundError when it has no finished evaluation, or none with per-example verdicts
-    (for ``dataset`` when given); ValidationError when ``limit`` (examples listed per kind) is not 0..MAX_LISTED or
-    ``series`` is not a series name (``SeriesName``: an empty one would match every evaluation without a series)."""
+    (for ``dataset`` when given); ValidationError when ``limit`` (examples listed per kind) is not 0..MAX_LISTED,
+    ``alpha`` is not in [1e-6, 1) or ``series`` is not a series name (``SeriesName``: an empty one would match every
+    evaluation without a series)."""
     if not re.fullmatch(SERIES_NAME_PATTERN, series):
         raise ValidationError(f"not a series or experiment name: {series!r}", field="series")
     if not 0 <= limit <= MAX_LISTED:
         raise ValidationError(f"must be 0..{MAX_LISTED}, not {limit}", field="examples")
+    if not ALPHA_MIN <= alpha < 1:  # also NaN; the gate's bounds (GateAlpha)
+        raise ValidationError(f"must be {ALPHA_MIN:g} <= alpha < 1, not {alpha}", field="alpha")
     checkpoints = source.series_checkpoints(series)
     if not checkpoints:
         raise NotFoundError(f"no finished evaluation in series {series!r} (checkpoint.series or experiment_id)")

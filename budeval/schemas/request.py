@@ -240,20 +240,31 @@ class Resources(Strict):
     queue: DnsLabel | None = None
 
 
+#: The gate's option bounds, one place for the request's ``gate`` block, ``budeval gate`` and ``GET /gate``
+#: (budeval.decisions.gate.GateOptions). Tolerance: points of the stored scale, finite, at most the whole scale.
+#: Alpha: at least 1e-6 (the CI's confidence 1 - alpha must stay below 1 in floating point).
+GateTolerance = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
+ALPHA_MIN = 1e-6
+GateAlpha = Annotated[float, Field(ge=ALPHA_MIN, lt=1.0, allow_inf_nan=False)]
+GateSeed = Annotated[int, Field(ge=0, le=2**63 - 1)]
+GateIterations = Annotated[int, Field(ge=100, le=100_000)]
+#: A baseline: an eval id, ``best:<experiment>`` or ``latest:<label>=<value>`` (a label's key, without ``=``, and
+#: any value the request's ``labels`` allow, spaces included).
+BASELINE_PATTERN = r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?|best:\S+|latest:[^=]{1,63}=.{0,256})$"
+BASELINE_MAX = 330
+
+
 class GateSpec(Strict):
     """Run the regression gate of this evaluation against ``baseline`` once it has finished, and publish
     ``gate.passed`` / ``gate.failed`` / ``gate.inconclusive`` (docs/decisions.md; the options of ``budeval gate``)."""
 
     #: An eval id, ``best:<experiment>`` or ``latest:<label>=<value>``.
-    baseline: Annotated[
-        str,
-        Field(max_length=300, pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?|best:[^\s]+|latest:[^=\s]+=[^\s]*)$"),
-    ]
-    tolerance: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
-    alpha: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.05
+    baseline: Annotated[str, Field(max_length=BASELINE_MAX, pattern=BASELINE_PATTERN)]
+    tolerance: GateTolerance = 1.0
+    alpha: GateAlpha = 0.05
     correction: Literal["holm", "bh", "none"] = "holm"
-    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
-    iterations: Annotated[int, Field(ge=100, le=100_000)] = 2000
+    seed: GateSeed = 0
+    iterations: GateIterations = 2000
 
 
 #: An experiment or series name: letters, digits, ``_ . -``, starting with a letter or digit (a URL path segment).

@@ -26,8 +26,9 @@ def paired_sql(by_model: bool) -> str:
     One scan of both evaluations' rows grouped by example (no join: both sides are aggregated side by side with
     ``-If`` combinators); an example's value per side is the mean over its replicas, ``k`` their count.
     ``value_range``: 100 when every paired value is a verdict, else the observed range of the paired values.
-    ``mixed``: paired examples judged by a verdict on one side (or replica) and only by a numeric score on another
-    (different units: the gate refuses them).
+    ``mixed``: paired examples judged by a verdict on one side (or replica) and only by a numeric score on another,
+    plus, when the unit has examples judged by verdicts on both sides, its examples scored only numerically on both
+    (different units -- a verdict is 0 or 100, a score its own scale -- would be averaged: the gate refuses them).
     ``unit_model``: the model when paired model by model, else '' (each side then holds one model, known apart).
     """
     unit_model = "model" if by_model else "''"
@@ -63,7 +64,9 @@ def _paired_aggregate(keys: str, inner: str) -> str:
            if(countIf({both} AND NOT (verdicts_b AND verdicts_c)) = 0, 100,
               greatest(maxIf(m_b, {both}), maxIf(m_c, {both})) - least(minIf(m_b, {both}), minIf(m_c, {both})))
                AS value_range,
-           countIf({both} AND greatest(any_verdict_b, any_verdict_c) AND NOT (verdicts_b AND verdicts_c)) AS mixed
+           countIf({both} AND greatest(any_verdict_b, any_verdict_c) AND NOT (verdicts_b AND verdicts_c))
+               + if(countIf({both} AND verdicts_b AND verdicts_c) > 0,
+                    countIf({both} AND NOT any_verdict_b AND NOT any_verdict_c), 0) AS mixed
     FROM ({inner})
     GROUP BY {keys}"""
 
