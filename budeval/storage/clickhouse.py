@@ -237,7 +237,9 @@ class ClickHouseStore(StoreMigrations, PredictionsTtl, StoreReads, StoreDecision
     # -- one run's rows --------------------------------------------------------------------------------------------
     def store_run(self, eval_id: str, run_id: str, parsed: ParsedRun) -> StoreReport:
         """Replace the rows of one (eval, run). A run whose predictions fit one batch (most runs) shares its inserts
-        with the runs other threads store at the same time (:class:`GroupCommit`); a larger one streams."""
+        with the runs other threads store at the same time (:class:`GroupCommit`); a larger one streams. Contract:
+        one verdict per (model, dataset, example_index, replica) -- the example sets keep a union where ``predictions
+        FINAL`` keeps one row (docs/decisions.md "Example sets"; ``budeval migrate`` reconciles)."""
         metrics = list(parsed.metrics)
         statuses = list(parsed.statuses)
         run = _RunRows(eval_id, run_id, run_time(parsed.facts.timestamp), metrics, statuses,
