@@ -66,7 +66,8 @@ def test_the_store_linger_comes_from_settings(tmp_path: Path) -> None:
 
 def test_queries_run_without_jit_compilation(tmp_path: Path) -> None:
     """ClickHouse compiles a query shape with LLVM on its fourth sighting and that query stalls 0.4-0.7 s (seen as
-    every fourth view of the web UI's leaderboard): the store's session turns compilation off (QUERY_SETTINGS)."""
+    every fourth view of the web UI's leaderboard): the store's session turns compilation off (QUERY_SETTINGS), and
+    takes statements up to 64 MiB."""
     from budeval.storage.factory import QUERY_SETTINGS
 
     store = open_store(f"chdb://{tmp_path}/ch")
@@ -75,4 +76,7 @@ def test_queries_run_without_jit_compilation(tmp_path: Path) -> None:
                                {"n": list(QUERY_SETTINGS)}))
     finally:
         store.close()
-    assert got == {name: "0" for name in QUERY_SETTINGS}
+    assert got == {name: str(value) for name, value in QUERY_SETTINGS.items()}  # as sent, in the session
+    jit = ("compile_expressions", "compile_aggregate_expressions", "compile_sort_description")
+    assert {got[n] for n in jit} == {"0"}
+    assert int(got["max_query_size"]) >= 64 << 20  # bound lists are literals: docs/storage.md "Facts learned"
