@@ -246,9 +246,7 @@ class StoreDecisions:
     def _series_from_sets(self, checkpoints: list[Checkpoint], dataset: str | None, limit: int) -> SeriesRows | None:
         """:meth:`series_rows` from the example sets (:func:`series_sets_sql`, one row per dataset and checkpoint);
         None when a dataset is not eligible there (or the sets may hold rows a TTL deleted): the rows decide then."""
-        params: dict[str, Any] = {"ids": [c.eval_id for c in checkpoints], "limit": max(1, int(limit))}
-        if dataset is not None:
-            params["dataset"] = dataset
+        params = self._series_params(checkpoints, dataset) | {"limit": max(1, int(limit))}
         sql = series_sets_sql(dataset is not None)
         by_dataset: dict[str, list[_SetsRow]] = {}
         for row in sorted(self._rows("series example sets", sql, params), key=lambda r: (r[0], r[1])):
